@@ -1,0 +1,190 @@
+"""The client block cache: LRU, write-back, kept coherent by tokens (SPEC §5).
+
+Rules, all of them here:
+- A block is cached only while the caller says its tokens cover all of it (`cacheable`); bytes of
+  a partly covered block go straight to the fileservers.
+- A write covering every existing byte of an uncached block does not read it first.
+- A dirty block is written back when it is evicted (a writeback), when a revocation touches it
+  (a writeback; then dropped for a write request (an invalidation) or kept clean for a read
+  request), on fsync (kept, clean; not counted), and at close (a close writeback; every block
+  of the file is then dropped, a close eviction).
+- Counters count blocks, once per block and operation.
+The block table and LRU order are the C core's; the block memory is ours, so a hit is one copy
+straight into the caller's buffer. Not thread-safe: the client calls it under its lock.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from pfs._native import BlockTable
+
+from .metadata import ExecStat
+
+
+class CachedFile(Protocol):
+    file_id: int
+    block_size: int
+    size: int  # everything below it exists (including this client's unwritten-back writes)
+
+
+class Backing(Protocol):
+    """Where blocks come from and go to: the fileservers."""
+    def read(self, f: CachedFile, offset: int, length: int, dst: memoryview) -> None: ...
+    def write(self, f: CachedFile, offset: int, src: memoryview) -> None: ...
+
+
+Cacheable = Callable[[int, int], bool]  # (block start, block end) -> covered by our tokens?
+
+
+class BlockCache:
+    def __init__(self, capacity: int, backing: Backing) -> None:
+        self.capacity = capacity
+        self.stats = ExecStat()
+        self._backing = backing
+        self._table = BlockTable(capacity) if capacity > 0 else None
+        self._memory: list[bytearray | None] = [None] * capacity
+        self._dirty = [False] * capacity
+        self._files: dict[int, CachedFile] = {}
+
+    # --- reads and writes -------------------------------------------------------------------
+    def read(self, f: CachedFile, offset: int, dst: memoryview, cacheable: Cacheable) -> None:
+        """dst[:] = file bytes [offset, offset + len(dst)), all below f.size."""
+        B, end = f.block_size, offset + len(dst)
+        misses: list[int] = []
+        for block, start, stop, slot in self._blocks(f, offset, end, cacheable, direct=(
+                lambda s, e: self._backing.read(f, s, e - s, dst[s - offset:e - offset]))):
+            if slot is None:
+                misses.append(block)
+            else:
+                self.stats.num_read_hits += 1
+                dst[start - offset:stop - offset] = self._memory[slot][start - block * B:stop - block * B]
+        for first, last in _runs(misses):
+            # One fetch for each run of missing blocks, then each block into its slot.
+            run_start = first * B
+            run = memoryview(bytearray(min((last + 1) * B, f.size) - run_start))
+            self._backing.read(f, run_start, len(run), run)
+            for block in range(first, last + 1):
+                memory = self._memory[self._fill(f, block)]
+                piece = run[block * B - run_start:(block + 1) * B - run_start]
+                memory[:len(piece)] = piece
+                start, stop = max(offset, block * B), min(end, (block + 1) * B)
+                dst[start - offset:stop - offset] = memory[start - block * B:stop - block * B]
+
+    def write(self, f: CachedFile, offset: int, src: memoryview, cacheable: Cacheable,
+              old_size: int) -> None:
+        """File bytes [offset, offset + len(src)) = src; f.size already includes them."""
+        B, end = f.block_size, offset + len(src)
+        for block, start, stop, slot in self._blocks(f, offset, end, cacheable, direct=(
+                lambda s, e: self._backing.write(f, s, src[s - offset:e - offset]))):
+            if slot is not None:
+                self.stats.num_write_hits += 1
+            else:
+                slot = self._fill(f, block)
+                existing = min((block + 1) * B, old_size) - block * B  # bytes the block had
+                if (start > block * B and existing > 0) or stop - block * B < existing:
+                    self._backing.read(f, block * B, existing,
+                                       memoryview(self._memory[slot])[:existing])
+            memory = self._memory[slot]
+            memory[start - block * B:stop - block * B] = src[start - offset:stop - offset]
+            self._dirty[slot] = True
+
+    def _blocks(self, f: CachedFile, start: int, end: int, cacheable: Cacheable,
+                direct: Callable[[int, int], None]):
+        """Yields (block, start, stop, slot or None) for the cacheable blocks of [start, end)
+        and passes every maximal run of the other bytes to `direct`."""
+        B = f.block_size
+        run_start = None
+        for block in range(start // B, (end - 1) // B + 1):
+            lo, hi = max(start, block * B), min(end, (block + 1) * B)
+            if self._table is not None and cacheable(block * B, (block + 1) * B):
+                if run_start is not None:
+                    direct(run_start, lo)
+                    run_start = None
+                yield block, lo, hi, self._table.lookup(f.file_id, block)
+            elif run_start is None:
+                run_start = lo
+        if run_start is not None:
+            direct(run_start, end)
+
+    def _fill(self, f: CachedFile, block: int) -> int:
+        """A zeroed slot for the block, evicting the least recently used block if full."""
+        while len(self._table) >= self.capacity:
+            victim = self._table.lru()
+            file_id, victim_block = self._table.key(victim)
+            if self._dirty[victim]:
+                self.stats.num_writebacks += 1
+            self._drop(self._files[file_id], victim_block, write_back=True)
+            self.stats.num_evictions += 1
+        slot = self._table.insert(f.file_id, block)
+        self._files[f.file_id] = f
+        memory = self._memory[slot]
+        if memory is None or len(memory) != f.block_size:
+            memory = self._memory[slot] = bytearray(f.block_size)
+        else:
+            memory[:] = bytes(f.block_size)
+        return slot
+
+    # --- giving blocks up -------------------------------------------------------------------
+    def revoke(self, f: CachedFile, start: int, end: int, drop: bool) -> None:
+        """Before a token on [start, end) is given up: write back dirty blocks touching it, and
+        drop them when the token is dropped (kept clean when it is downgraded to READ)."""
+        B = f.block_size
+        for block in self._cached_blocks(f):
+            if block * B < end and start < (block + 1) * B:
+                if self._is_dirty(f, block):
+                    self.stats.num_writebacks += 1
+                if drop:
+                    self.stats.num_invalidations += 1
+                    self._drop(f, block, write_back=True)
+                else:
+                    self._write_back(f, block)
+
+    def flush(self, f: CachedFile) -> None:
+        """Writes back the file's dirty blocks and keeps them, clean (fsync)."""
+        for block in self._cached_blocks(f):
+            self._write_back(f, block)
+
+    def close(self, f: CachedFile) -> None:
+        """Writes back the file's dirty blocks and drops all of them (close)."""
+        for block in self._cached_blocks(f):
+            if self._is_dirty(f, block):
+                self.stats.num_close_writebacks += 1
+            self._drop(f, block, write_back=True)
+            self.stats.num_close_evictions += 1
+        self._files.pop(f.file_id, None)
+
+    def _cached_blocks(self, f: CachedFile) -> list[int]:
+        if self._table is None:
+            return []
+        return sorted(self._table.key(slot)[1] for slot in self._table.file_slots(f.file_id))
+
+    def _is_dirty(self, f: CachedFile, block: int) -> bool:
+        return self._dirty[self._table.lookup(f.file_id, block, touch=False)]
+
+    def _write_back(self, f: CachedFile, block: int) -> None:
+        slot = self._table.lookup(f.file_id, block, touch=False)
+        if self._dirty[slot]:
+            length = min(f.block_size, f.size - block * f.block_size)
+            if length > 0:
+                self._backing.write(f, block * f.block_size, memoryview(self._memory[slot])[:length])
+            self._dirty[slot] = False
+
+    def _drop(self, f: CachedFile, block: int, write_back: bool) -> None:
+        if write_back:
+            self._write_back(f, block)
+        slot = self._table.remove(f.file_id, block)
+        self._dirty[slot] = False
+
+
+def _runs(blocks: list[int]):
+    """Maximal runs of consecutive numbers, as (first, last)."""
+    first = last = None
+    for block in blocks:
+        if last is not None and block == last + 1:
+            last = block
+            continue
+        if first is not None:
+            yield first, last
+        first = last = block
+    if first is not None:
+        yield first, last

@@ -1,0 +1,233 @@
+"""The `pfs` command: run servers (`up`, `metaserver`, `fileserver`) and use files.
+
+    pfs up --data-dir ./pfs-data          # a whole local cluster, in the foreground
+    pfs put local.bin name / pfs get name local.bin / pfs ls / pfs stat name / pfs rm name
+    pfs status                            # the cluster's fileservers and sessions
+    pfs bench                             # striped throughput against this cluster
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from . import __version__
+
+log = logging.getLogger("pfs.up")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM, so servers stop cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _credentials(args: argparse.Namespace):
+    from .transport import Credentials
+    secret = None
+    if getattr(args, "secret_file", None):
+        secret = pathlib.Path(args.secret_file).read_text().strip()
+    return Credentials(secret=secret, tls_cert=getattr(args, "tls_cert", None),
+                       tls_key=getattr(args, "tls_key", None))
+
+
+# --- servers ----------------------------------------------------------------------------------
+def cmd_metaserver(args: argparse.Namespace) -> int:
+    from pfs_servers import metaserver
+
+    def ready(port: int) -> None:
+        if args.address_file:
+            tmp = pathlib.Path(args.address_file + ".tmp")
+            tmp.write_text(f"{args.host}:{port}\n")
+            os.replace(tmp, args.address_file)
+
+    metaserver.serve(pathlib.Path(args.data_dir), host=args.host, port=args.port,
+                     fileservers=args.fileservers, block_size=args.block_size,
+                     stripe_blocks=args.stripe_blocks, lease_seconds=args.lease_seconds,
+                     credentials=_credentials(args), allow_insecure=args.insecure,
+                     stop=_stop_on_signals(), on_ready=ready)
+    return 0
+
+
+def cmd_fileserver(args: argparse.Namespace) -> int:
+    from pfs_servers import fileserver
+    fileserver.serve(pathlib.Path(args.data_dir), args.metaserver, host=args.host,
+                     port=args.port, advertise=args.advertise, credentials=_credentials(args),
+                     allow_insecure=args.insecure, stop=_stop_on_signals())
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Starts a metaserver and N fileservers as child processes and watches them."""
+    data = pathlib.Path(args.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    address_file = data / "metaserver.address"
+    address_file.unlink(missing_ok=True)
+    stop = _stop_on_signals()
+    common = ["--log-level", args.log_level]
+    if args.secret_file:
+        common += ["--secret-file", args.secret_file]
+    children: list[subprocess.Popen] = []
+
+    def spawn(*argv: str) -> None:
+        children.append(subprocess.Popen([sys.executable, "-m", "pfs", *argv, *common]))
+
+    try:
+        spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),
+              "--fileservers", str(args.fileservers), "--block-size", str(args.block_size),
+              "--stripe-blocks", str(args.stripe_blocks),
+              "--lease-seconds", str(args.lease_seconds), "--address-file", str(address_file))
+        address = _wait_for(lambda: address_file.exists() and address_file.read_text().strip(),
+                            children, stop, "the metaserver to listen")
+        if not address:
+            return _stop_children(children, 1)
+        for i in range(args.fileservers):
+            spawn("fileserver", "--data-dir", str(data / f"fs{i}"), "--metaserver", address)
+        if not _wait_for(lambda: _online(address) >= args.fileservers, children, stop,
+                         f"{args.fileservers} fileservers to register"):
+            return _stop_children(children, 1)
+        print(f"PFS is up: metaserver {address}, {args.fileservers} fileservers, data in {data}\n"
+              f"  export PFS_METASERVER={address}\n"
+              f"Press Ctrl-C to stop.", flush=True)
+        while not stop.wait(0.5):
+            dead = [c for c in children if c.poll() is not None]
+            if dead:
+                log.error("a server exited (code %s); stopping the cluster", dead[0].returncode)
+                return _stop_children(children, 1)
+        log.info("stopping the cluster")
+        return _stop_children(children, 0)
+    except BaseException:
+        _stop_children(children, 1)
+        raise
+
+
+def _online(address: str) -> int:
+    from ._proto import metaserver_pb2 as pb
+    from ._proto import metaserver_pb2_grpc as pb_grpc
+    from .transport import Credentials
+    try:
+        with Credentials().channel(address) as channel:
+            reply = pb_grpc.MetaServerStub(channel).Status(pb.StatusRequest(), timeout=2)
+        return sum(1 for f in reply.fileservers if f.online)
+    except Exception:  # noqa: BLE001 - not up yet
+        return 0
+
+
+def _wait_for(ready, children: list[subprocess.Popen], stop: threading.Event, what: str,
+              timeout: float = 60.0):
+    """Polls `ready()` until it is truthy; None if a child died, we were stopped, or time ran out."""
+    deadline = time.monotonic() + timeout
+    log.info("waiting for %s", what)
+    while time.monotonic() < deadline and not stop.is_set():
+        if any(c.poll() is not None for c in children):
+            log.error("a server exited while waiting for %s; see its log above", what)
+            return None
+        value = ready()
+        if value:
+            return value
+        stop.wait(0.1)
+    if not stop.is_set():
+        log.error("gave up waiting for %s after %.0fs", what, timeout)
+    return None
+
+
+def _stop_children(children: list[subprocess.Popen], code: int) -> int:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return code
+
+
+# --- the command line -------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    from pfs_servers.metaserver import (DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS,
+                                        DEFAULT_STRIPE_BLOCKS)
+    parser = argparse.ArgumentParser(prog="pfs", description="PFS, a parallel file system.")
+    parser.add_argument("--version", action="version", version=f"pfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def server_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+        p.add_argument("--secret-file", help="file holding the cluster's shared secret "
+                                             "(clients set PFS_SECRET to it)")
+
+    def cluster_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
+                       help="bytes per block (default %(default)s)")
+        p.add_argument("--stripe-blocks", type=int, default=DEFAULT_STRIPE_BLOCKS,
+                       help="blocks per stripe unit (default %(default)s)")
+        p.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS,
+                       help="a silent client loses its tokens after this (default %(default)s)")
+
+    up = sub.add_parser("up", help="run a local cluster (metaserver + fileservers) in the "
+                                   "foreground")
+    up.add_argument("--data-dir", default="pfs-data", help="where everything is stored "
+                                                           "(default ./%(default)s)")
+    up.add_argument("--fileservers", type=int, default=4)
+    up.add_argument("--port", type=int, default=50050, help="metaserver port (0: any free one)")
+    cluster_flags(up)
+    server_flags(up)
+    up.set_defaults(run=cmd_up)
+
+    meta = sub.add_parser("metaserver", help="run the metaserver")
+    meta.add_argument("--data-dir", required=True)
+    meta.add_argument("--host", default="127.0.0.1")
+    meta.add_argument("--port", type=int, default=50050)
+    meta.add_argument("--fileservers", type=int, default=4,
+                      help="fileservers that must be online before clients may start")
+    meta.add_argument("--address-file", help="write host:port here once listening")
+    cluster_flags(meta)
+    server_flags(meta)
+    meta.add_argument("--tls-cert")
+    meta.add_argument("--tls-key")
+    meta.add_argument("--insecure", action="store_true",
+                      help="allow listening beyond loopback without a secret")
+    meta.set_defaults(run=cmd_metaserver)
+
+    fs = sub.add_parser("fileserver", help="run one fileserver")
+    fs.add_argument("--data-dir", required=True)
+    fs.add_argument("--metaserver", default=os.environ.get("PFS_METASERVER", "127.0.0.1:50050"))
+    fs.add_argument("--host", default="127.0.0.1")
+    fs.add_argument("--port", type=int, default=0, help="(default: any free port)")
+    fs.add_argument("--advertise", help="host:port clients should use (default: host:port)")
+    server_flags(fs)
+    fs.add_argument("--tls-cert")
+    fs.add_argument("--tls-key")
+    fs.add_argument("--insecure", action="store_true",
+                    help="allow listening beyond loopback without a secret")
+    fs.set_defaults(run=cmd_fileserver)
+
+    from . import tools
+    tools.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(getattr(args, "log_level", "warning"))
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

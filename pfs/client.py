@@ -1,0 +1,392 @@
+"""pfs.Client: the C-like API of SPEC §3 on one metaserver session, thread-safe.
+
+Every data operation first holds tokens for its whole range, then works under the client's lock;
+it never waits for a token while holding the lock or another token, so clients cannot deadlock,
+and a revocation (which takes the same lock) waits only for operations already running.
+
+Sizes: a read or write that may reach past the size this client knows asks for a token up to
+infinity. Nobody else can then grow the file, and whoever held it reported its size when giving
+it up, so the size that comes with the grant is exact. Extending writes therefore always hold the
+tail of the file, and the metaserver knows whom to ask about sizes not yet reported.
+
+Each method has two forms: `read(...)` raises OSError (the Pythonic layer uses these), and
+`pfs_read(...)` returns -1 and records the error for `pfs_last_error()` instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import itertools
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from pfs._proto import metaserver_pb2 as pb
+
+from . import errors
+from .cache import BlockCache
+from .dataplane import DataPlane
+from .metadata import ExecStat, Metadata, Recipe
+from .names import name_problem
+from .ranges import INFINITY, RangeMap
+from .session import MetaSession
+from .transport import Credentials
+
+log = logging.getLogger("pfs.client")
+
+PFS_READ = 1
+PFS_READ_WRITE = 2
+READ, WRITE = pb.READ, pb.WRITE
+
+DEFAULT_METASERVER = "127.0.0.1:50050"
+#: Default cache capacity in blocks (with the default 64 KiB blocks, 64 MiB).
+DEFAULT_CACHE_BLOCKS = 1024
+
+
+@dataclass(eq=False)
+class _OpenFile:
+    fd: int
+    file_id: int
+    name: str
+    mode: int
+    recipe: Recipe
+    size: int  # the largest size this client knows of, its own cached writes included
+    tokens: RangeMap = field(default_factory=RangeMap)
+    revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
+    wrote: bool = False
+
+    @property
+    def block_size(self) -> int:
+        return self.recipe.block_size
+
+
+def _c_like(method: Callable[..., Any]) -> Callable[..., int]:
+    """The C-like form of a raising method: its int result, or -1 with the error recorded."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        try:
+            result = method(*args, **kwargs)
+        except OSError as e:
+            errors.set_last_error(e)
+            return -1
+        return 0 if result is None else result
+    return wrapper
+
+
+def _int_arg(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.error(errno.EINVAL, f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise errors.error(errno.EINVAL, f"{what} must not be negative (got {value})")
+    return value
+
+
+def _buffer(buf: Any, num_bytes: int, writable: bool) -> memoryview:
+    """The first num_bytes of the caller's buffer as bytes, without copying."""
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise errors.error(errno.EINVAL, f"buf must support the buffer protocol "
+                                         f"(bytearray, memoryview, numpy array), not "
+                                         f"{type(buf).__name__}") from None
+    if writable and view.readonly:
+        raise errors.error(errno.EINVAL, "buf is read-only; pass a bytearray or writable array")
+    if not view.c_contiguous:
+        raise errors.error(errno.EINVAL, "buf must be C-contiguous")
+    view = view.cast("B")
+    if len(view) < num_bytes:
+        raise errors.error(errno.EINVAL, f"buf holds {len(view)} bytes, fewer than num_bytes "
+                                         f"({num_bytes})")
+    return view[:num_bytes]
+
+
+class Client:
+    """One client of a PFS cluster: a session, its open files, its tokens and its cache."""
+
+    def __init__(self, metaserver: str | None = None, cache_blocks: int | None = None,
+                 credentials: Credentials | None = None) -> None:
+        self.metaserver = metaserver or os.environ.get("PFS_METASERVER") or DEFAULT_METASERVER
+        if cache_blocks is None:
+            cache_blocks = int(os.environ.get("PFS_CACHE_BLOCKS", DEFAULT_CACHE_BLOCKS))
+        self.cache_blocks = cache_blocks
+        self._credentials = credentials or Credentials()
+        self._lock = threading.Lock()
+        self._marks = threading.Lock()  # guards _OpenFile.revoking; the stream thread takes it
+        self._session: MetaSession | None = None
+        self._dataplane: DataPlane | None = None
+        self._cache: BlockCache | None = None
+        self._fds: dict[int, _OpenFile] = {}
+        self._by_id: dict[int, _OpenFile] = {}
+        self._next_fd = itertools.count(1)
+
+    # --- session ----------------------------------------------------------------------------
+    def initialize(self) -> int:
+        """Starts a session (or returns the current one's id); the client id."""
+        with self._lock:
+            if self._session is not None and not self._session.lost:
+                return self._session.client_id
+            if self.cache_blocks < 0:
+                raise errors.error(errno.EINVAL, "PFS_CACHE_BLOCKS must not be negative")
+            session = MetaSession(self.metaserver, self._credentials, on_revoke=self._revoke,
+                                  on_revoke_received=self._mark_revoking,
+                                  size_of=self._known_size, on_lost=self._lost)
+            reply = session.start()
+            self._dataplane = DataPlane({s.index: s.address for s in reply.fileservers},
+                                        self._credentials)
+            self._cache = BlockCache(self.cache_blocks, self._dataplane)
+            self._fds.clear()
+            self._by_id.clear()
+            self._session = session
+            log.info("client %d connected to %s", session.client_id, self.metaserver)
+            return session.client_id
+
+    def finish(self, client_id: int) -> None:
+        """Closes every open file (writing back), releases all tokens, ends the session."""
+        session = self._live_session()
+        if client_id != session.client_id:
+            raise errors.error(errno.EINVAL, f"unknown client id {client_id} (this client is "
+                                             f"{session.client_id})")
+        failure = None
+        for fd in list(self._fds):
+            try:
+                self.close(fd)
+            except OSError as e:
+                failure = failure or e
+        session.finish()
+        with self._lock:
+            self._dataplane.close()
+            self._session = None
+        if failure:
+            raise failure
+
+    def _live_session(self) -> MetaSession:
+        session = self._session
+        if session is None:
+            raise errors.error(errno.ENOTCONN, "not initialized: call pfs_initialize() first")
+        if session.lost:
+            raise errors.error(errno.ENOTCONN, f"the session with the metaserver was lost "
+                                               f"({session.lost}); its tokens and unwritten "
+                                               "data are gone: call pfs_initialize() again")
+        return session
+
+    def _lost(self, reason: str) -> None:
+        with self._lock:
+            for f in self._fds.values():
+                f.tokens = RangeMap()
+
+    # --- namespace --------------------------------------------------------------------------
+    def create(self, name: str, stripe_width: int) -> None:
+        problem = name_problem(name)
+        if problem:
+            raise errors.error(errno.EINVAL, problem)
+        if _int_arg(stripe_width, "stripe_width") < 1:
+            raise errors.error(errno.EINVAL, "stripe_width must be at least 1")
+        session = self._live_session()
+        session.call("Create", pb.CreateRequest(client_id=session.client_id, name=name,
+                                                stripe_width=stripe_width), f"create {name!r}")
+
+    def open(self, name: str, mode: int) -> int:
+        if mode not in (PFS_READ, PFS_READ_WRITE):
+            raise errors.error(errno.EINVAL, f"mode must be PFS_READ (1) or PFS_READ_WRITE (2), "
+                                             f"not {mode!r}")
+        problem = name_problem(name)
+        if problem:
+            raise errors.error(errno.EINVAL, problem)
+        session = self._live_session()
+        meta = session.call("Open", pb.OpenRequest(client_id=session.client_id, name=name),
+                            f"open {name!r}").meta
+        recipe = meta.recipe
+        with self._lock:
+            f = _OpenFile(next(self._next_fd), meta.file_id, name, mode,
+                          Recipe(recipe.stripe_width, recipe.block_size, recipe.stripe_blocks,
+                                 list(recipe.servers)), meta.size)
+            self._fds[f.fd] = f
+            self._by_id[f.file_id] = f
+        return f.fd
+
+    def close(self, fd: int) -> None:
+        """Writes back the file's dirty blocks, drops its cached blocks, releases its tokens."""
+        session = self._live_session()
+        with self._lock:
+            f = self._file(fd)
+            del self._fds[fd]
+            try:
+                self._cache.close(f)
+            finally:
+                del self._by_id[f.file_id]
+                session.call("Close", pb.CloseRequest(client_id=session.client_id,
+                                                      file_id=f.file_id, size=f.size,
+                                                      wrote=f.wrote), f"close {f.name!r}")
+
+    def delete(self, name: str) -> None:
+        problem = name_problem(name)
+        if problem:
+            raise errors.error(errno.EINVAL, problem)
+        session = self._live_session()
+        session.call("Delete", pb.DeleteRequest(client_id=session.client_id, name=name),
+                     f"delete {name!r}")
+
+    def fstat(self, fd: int) -> Metadata:
+        session = self._live_session()
+        with self._lock:
+            f = self._file(fd)
+        meta = session.call("Stat", pb.StatRequest(client_id=session.client_id,
+                                                   file_id=f.file_id), f"fstat {f.name!r}").meta
+        return Metadata(filename=meta.name, file_size=max(meta.size, f.size), ctime=meta.ctime,
+                        mtime=meta.mtime,
+                        recipe=Recipe(meta.recipe.stripe_width, meta.recipe.block_size,
+                                      meta.recipe.stripe_blocks, list(meta.recipe.servers)))
+
+    def execstat(self) -> ExecStat:
+        self._live_session()
+        with self._lock:
+            stats = ExecStat()
+            self._cache.stats.copy_into(stats)
+            return stats
+
+    # --- data -------------------------------------------------------------------------------
+    def read(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
+        """Reads up to num_bytes at offset into buf; the number read (0 at end of file)."""
+        f = self._open_file(fd)
+        dst = _buffer(buf, _int_arg(num_bytes, "num_bytes"), writable=True)
+        _int_arg(offset, "offset")
+        with self._holding(f, offset, offset + num_bytes, READ):
+            if offset > f.size:
+                raise errors.error(errno.EINVAL, f"offset {offset} is beyond the end of "
+                                                 f"{f.name!r} ({f.size} bytes)")
+            n = min(num_bytes, f.size - offset)
+            if n:
+                self._cache.read(f, offset, dst[:n], self._cacheable(f))
+            return n
+
+    def write(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
+        """Writes num_bytes of buf at offset (at most at the end: no holes); num_bytes."""
+        f = self._open_file(fd)
+        if f.mode != PFS_READ_WRITE:
+            raise errors.error(errno.EBADF, f"fd {fd} ({f.name!r}) was opened PFS_READ")
+        src = _buffer(buf, _int_arg(num_bytes, "num_bytes"), writable=False)
+        _int_arg(offset, "offset")
+        with self._holding(f, offset, offset + num_bytes, WRITE):
+            if offset > f.size:
+                raise errors.error(errno.EINVAL, f"offset {offset} is beyond the end of "
+                                                 f"{f.name!r} ({f.size} bytes); PFS files "
+                                                 "have no holes")
+            if num_bytes:
+                old_size = f.size
+                f.size, f.wrote = max(f.size, offset + num_bytes), True
+                try:
+                    self._cache.write(f, offset, src, self._cacheable(f), old_size)
+                except OSError:
+                    f.size = old_size
+                    raise
+            return num_bytes
+
+    def fsync(self, fd: int) -> None:
+        """Returns once every write so far to the file is on the fileservers' disks."""
+        session = self._live_session()
+        with self._lock:
+            f = self._file(fd)
+            self._cache.flush(f)
+            self._dataplane.fsync(f)
+            session.call("ReportSize", pb.ReportSizeRequest(
+                client_id=session.client_id, file_id=f.file_id, size=f.size), f"fsync {f.name!r}")
+
+    # --- tokens -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _holding(self, f: _OpenFile, start: int, end: int, mode: int) -> Iterator[None]:
+        """Runs the body under the client lock and a token covering [start, end) (up to
+        infinity when the range may pass the known end of the file)."""
+        self._lock.acquire()
+        try:
+            while True:
+                session = self._live_session()
+                if self._fds.get(f.fd) is not f:
+                    raise errors.error(errno.EBADF, f"fd {f.fd} was closed")
+                token_end = end if start < end <= f.size else INFINITY
+                if f.tokens.covers(start, token_end, mode) and not self._revoking(f, start,
+                                                                                  token_end):
+                    break
+                self._lock.release()
+                try:
+                    grant = session.acquire(f.file_id, start, token_end, mode)
+                finally:
+                    self._lock.acquire()
+                if self._by_id.get(f.file_id) is f:
+                    f.tokens.raise_to(grant.start, grant.end, grant.mode)
+                    f.size = max(f.size, grant.size)
+                session.applied(grant.grant_seq)
+            yield
+        finally:
+            self._lock.release()
+
+    def _cacheable(self, f: _OpenFile) -> Callable[[int, int], bool]:
+        return lambda start, end: (f.tokens.covers(start, end, READ)
+                                   and not self._revoking(f, start, end))
+
+    def _revoking(self, f: _OpenFile, start: int, end: int) -> bool:
+        with self._marks:
+            return any(s < end and start < e for s, e in f.revoking)
+
+    def _mark_revoking(self, revoke: pb.Revoke) -> None:
+        """On the stream thread, at once: operations starting now must not use this range."""
+        with self._marks:
+            f = self._by_id.get(revoke.file_id)
+            if f is not None:
+                f.revoking.append((revoke.start, revoke.end))
+
+    def _revoke(self, revoke: pb.Revoke) -> int:
+        """Gives up a token range once running operations are done; returns the known size."""
+        with self._lock:
+            f = self._by_id.get(revoke.file_id)
+            if f is None:
+                return 0
+            try:
+                self._cache.revoke(f, revoke.start, revoke.end, drop=revoke.to_mode != READ)
+            except OSError as e:
+                log.error("could not write back %r before giving up [%d, %d): %s", f.name,
+                          revoke.start, revoke.end, e)
+            f.tokens.cap(revoke.start, revoke.end, revoke.to_mode)
+            with self._marks:
+                f.revoking.remove((revoke.start, revoke.end))
+            return f.size
+
+    def _known_size(self, file_id: int) -> int:
+        f = self._by_id.get(file_id)
+        return f.size if f is not None else 0
+
+    # --- fds --------------------------------------------------------------------------------
+    def _file(self, fd: Any) -> _OpenFile:
+        """The open file of fd; the caller holds the lock."""
+        f = self._fds.get(fd) if isinstance(fd, int) else None
+        if f is None:
+            raise errors.error(errno.EBADF, f"bad file descriptor {fd!r}")
+        return f
+
+    def _open_file(self, fd: Any) -> _OpenFile:
+        self._live_session()
+        with self._lock:
+            return self._file(fd)
+
+    # --- the C-like API ---------------------------------------------------------------------
+    pfs_initialize = _c_like(initialize)
+    pfs_create = _c_like(create)
+    pfs_open = _c_like(open)
+    pfs_read = _c_like(read)
+    pfs_write = _c_like(write)
+    pfs_close = _c_like(close)
+    pfs_delete = _c_like(delete)
+    pfs_fsync = _c_like(fsync)
+    pfs_finish = _c_like(finish)
+
+    @_c_like
+    def pfs_fstat(self, fd: int, meta: Metadata) -> None:
+        """Fills meta (a pfs.Metadata) with the file's most recent metadata."""
+        self.fstat(fd).copy_into(meta)
+
+    @_c_like
+    def pfs_execstat(self, stats: ExecStat) -> None:
+        """Fills stats (a pfs.ExecStat) with this client's cache counters."""
+        self.execstat().copy_into(stats)

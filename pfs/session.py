@@ -1,0 +1,182 @@
+"""A client's session with the metaserver: registration, the revocation stream, the lease.
+
+The client opens one bidirectional stream (clients listen on no port). Down it come revocations
+and size queries; up it go acknowledgements, size answers and heartbeats that keep the lease.
+Revocations are handled on worker threads so the stream keeps flowing while one waits for an
+in-flight operation to finish.
+
+Grants travel in Acquire replies, revocations on the stream, so a revocation could overtake the
+grant it takes back. Each grant has a number; a revocation says the highest number granted
+before it, and is handled only once every grant up to that number has been applied.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import grpc
+
+from pfs._proto import metaserver_pb2 as pb
+from pfs._proto import metaserver_pb2_grpc as pb_grpc
+
+from . import errors
+from .transport import Credentials
+
+log = logging.getLogger("pfs.client")
+
+#: Seconds a metaserver call other than Acquire may take.
+CALL_TIMEOUT = 30.0
+#: Seconds a token request may wait: far beyond the metaserver's eviction of silent holders.
+ACQUIRE_TIMEOUT = 300.0
+#: Seconds Register waits for the metaserver to answer.
+CONNECT_TIMEOUT = 5.0
+_END = object()
+
+
+class MetaSession:
+    """`on_revoke(revoke) -> size` runs on a worker thread and returns the file size this
+    client knows; `on_revoke_received(revoke)` runs at once on the stream thread and must not
+    block; `size_of(file_id) -> size` answers size queries; `on_lost(reason)` is told when the
+    session breaks."""
+
+    def __init__(self, address: str, credentials: Credentials,
+                 on_revoke: Callable[[pb.Revoke], int],
+                 on_revoke_received: Callable[[pb.Revoke], None],
+                 size_of: Callable[[int], int],
+                 on_lost: Callable[[str], None]) -> None:
+        self.address = address
+        self._channel = credentials.channel(address)
+        self.stub = pb_grpc.MetaServerStub(self._channel)
+        self._on_revoke = on_revoke
+        self._on_revoke_received = on_revoke_received
+        self._size_of = size_of
+        self._on_lost = on_lost
+        self._outbox: "queue.Queue[object]" = queue.Queue()
+        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pfs-revoke")
+        self._grants = threading.Condition()
+        self._applied_below = 1  # every grant numbered below this has been applied
+        self._applied_ahead: set[int] = set()
+        self._finishing = False
+        self.lost: str | None = None
+        self.client_id = 0
+        self.reply: pb.RegisterReply | None = None
+
+    # --- starting and ending ----------------------------------------------------------------
+    def start(self) -> pb.RegisterReply:
+        try:
+            self.reply = self.stub.Register(
+                pb.RegisterRequest(hostname=socket.gethostname(), pid=os.getpid()),
+                timeout=CONNECT_TIMEOUT)
+        except grpc.RpcError as e:
+            self._channel.close()
+            raise errors.from_rpc(e, f"cannot start a session with the metaserver at "
+                                     f"{self.address}") from None
+        self.client_id = self.reply.client_id
+        self._heartbeat = self.reply.lease_seconds / 4
+        started = threading.Event()
+        responses = self.stub.Session(self._outgoing())
+        threading.Thread(target=self._listen, args=(responses, started), daemon=True,
+                         name=f"pfs-session-{self.client_id}").start()
+        if not started.wait(CONNECT_TIMEOUT) or self.lost:
+            self.close()
+            raise errors.error(errno.ENOTCONN, f"the metaserver at {self.address} did not open "
+                                               f"the session stream: {self.lost or 'timed out'}")
+        return self.reply
+
+    def finish(self) -> None:
+        """Ends the session at the metaserver (it releases every token) and closes the stream."""
+        self._finishing = True
+        try:
+            self.stub.Finish(pb.FinishRequest(client_id=self.client_id), timeout=CALL_TIMEOUT)
+        except grpc.RpcError as e:
+            log.info("finish: %s", e.details())
+        self.close()
+
+    def close(self) -> None:
+        self._finishing = True
+        self._outbox.put(_END)
+        self._workers.shutdown(wait=False)
+        self._channel.close()
+
+    # --- the stream -------------------------------------------------------------------------
+    def _outgoing(self):
+        yield pb.ClientMessage(client_id=self.client_id, heartbeat=pb.Heartbeat())
+        while True:
+            try:
+                message = self._outbox.get(timeout=self._heartbeat)
+            except queue.Empty:
+                message = pb.ClientMessage(heartbeat=pb.Heartbeat())
+            if message is _END:
+                return
+            yield message
+
+    def _listen(self, responses, started: threading.Event) -> None:
+        reason = "the metaserver closed the session"
+        try:
+            for message in responses:
+                kind = message.WhichOneof("body")
+                if kind == "started":
+                    started.set()
+                elif kind == "revoke":
+                    self._on_revoke_received(message.revoke)
+                    self._workers.submit(self._revoke, message.revoke)
+                elif kind == "size_query":
+                    query = message.size_query
+                    self._outbox.put(pb.ClientMessage(size_reply=pb.SizeReply(
+                        query_id=query.query_id, size=self._size_of(query.file_id))))
+        except grpc.RpcError as e:
+            reason = f"the session stream broke: {e.code().name} {e.details()}"
+        except RuntimeError:  # the worker pool was shut down: we are closing
+            pass
+        if not self._finishing:
+            self.lost = reason
+            log.warning("client %d lost its session: %s", self.client_id, reason)
+            with self._grants:
+                self._grants.notify_all()
+            self._on_lost(reason)
+        started.set()
+
+    def _revoke(self, revoke: pb.Revoke) -> None:
+        try:
+            with self._grants:
+                while revoke.granted_upto >= self._applied_below and not self.lost:
+                    self._grants.wait()
+            size = self._on_revoke(revoke)
+        except Exception:  # noqa: BLE001 - a failed handler must not kill the worker silently
+            log.exception("handling revocation %d failed", revoke.revoke_id)
+            return
+        self._outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
+            revoke_id=revoke.revoke_id, size=size)))
+
+    # --- tokens -----------------------------------------------------------------------------
+    def acquire(self, file_id: int, start: int, end: int, mode: int) -> pb.AcquireReply:
+        """Asks for a token; waits while the metaserver revokes it from its holders."""
+        try:
+            return self.stub.Acquire(pb.AcquireRequest(
+                client_id=self.client_id, file_id=file_id, start=start, end=end, mode=mode),
+                timeout=ACQUIRE_TIMEOUT)
+        except grpc.RpcError as e:
+            raise errors.from_rpc(e, "token request") from None
+
+    def applied(self, grant_seq: int) -> None:
+        """Records that the grant numbered `grant_seq` is in the client's token table."""
+        with self._grants:
+            self._applied_ahead.add(grant_seq)
+            while self._applied_below in self._applied_ahead:
+                self._applied_ahead.remove(self._applied_below)
+                self._applied_below += 1
+            self._grants.notify_all()
+
+    def call(self, method: str, request, what: str):
+        """A unary metaserver call; failures become OSErrors naming `what`."""
+        try:
+            return getattr(self.stub, method)(request, timeout=CALL_TIMEOUT)
+        except grpc.RpcError as e:
+            raise errors.from_rpc(e, what) from None
+

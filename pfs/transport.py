@@ -1,0 +1,60 @@
+"""How every PFS process reaches another: gRPC channel options, the shared secret, TLS.
+
+Both ends import these limits, so a message the client may send is one the server accepts.
+"""
+from __future__ import annotations
+
+import os
+
+import grpc
+
+#: The largest payload of one fileserver Read/Write; larger transfers are split by the client.
+MAX_CHUNK = 8 << 20
+#: gRPC's own 4 MiB default is too small for a full chunk plus framing.
+MAX_MESSAGE = MAX_CHUNK + (1 << 20)
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+]
+SECRET_HEADER = "pfs-secret"
+
+
+class Credentials:
+    """The shared secret and TLS material of a cluster, from flags or the environment."""
+
+    def __init__(self, secret: str | None = None, tls_ca: str | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
+        self.secret = secret if secret is not None else os.environ.get("PFS_SECRET") or None
+        self.tls_ca = tls_ca if tls_ca is not None else os.environ.get("PFS_TLS_CA") or None
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((SECRET_HEADER, self.secret),) if self.secret else ()
+
+    def channel(self, address: str) -> grpc.Channel:
+        """A channel to a PFS server that sends the secret with every call."""
+        if self.tls_ca:
+            with open(self.tls_ca, "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+            channel = grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+        else:
+            channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        if self.secret:
+            channel = grpc.intercept_channel(channel, _SecretAdder(self.metadata()))
+        return channel
+
+
+class _SecretAdder(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def _with_secret(self, details):
+        return details._replace(metadata=tuple(details.metadata or ()) + self._metadata)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._with_secret(client_call_details), request)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._with_secret(client_call_details), request_iterator)
