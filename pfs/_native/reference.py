@@ -1,0 +1,132 @@
+"""Plain Python statements of what the C core computes, written to be obviously right, not fast.
+
+Used ONLY by the tests (as the oracle the C results must match) and by bench/bench_native.py (as
+the baseline). PFS never calls this at run time and never falls back to it: without the compiled
+`pfs._native._core` the package does not import.
+
+Python ints do not overflow, so the uint64 limits of the C core are not modelled here; the tests
+state those separately.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from pfs._native import EEXIST, ENOSPC, NativeError
+
+
+def locate(off: int, block_size: int, stripe_blocks: int, width: int) -> tuple[int, int]:
+    """(server index, local offset) of the byte at file offset `off`: SPEC §2, word for word."""
+    b = off // block_size
+    u = b // stripe_blocks
+    server = u % width
+    local = (u // width) * stripe_blocks * block_size + off % (stripe_blocks * block_size)
+    return server, local
+
+
+def _check_layout(block_size: int, stripe_blocks: int, width: int) -> None:
+    if block_size < 1 or stripe_blocks < 1 or width < 1:
+        raise ValueError("block_size, stripe_blocks and width must be >= 1")
+
+
+def stripe_segments(offset: int, length: int, block_size: int, stripe_blocks: int,
+                    width: int) -> list[tuple[int, int, int, int]]:
+    """(server, local_offset, file_offset, length) of each stripe unit the range touches, in file
+    order: walk the range, cutting it at every unit boundary."""
+    _check_layout(block_size, stripe_blocks, width)
+    unit = block_size * stripe_blocks
+    segments = []
+    off, end = offset, offset + length
+    while off < end:
+        unit_end = (off // unit + 1) * unit
+        n = min(unit_end, end) - off
+        server, local = locate(off, block_size, stripe_blocks, width)
+        segments.append((server, local, off, n))
+        off += n
+    return segments
+
+
+def stripe_count(offset: int, length: int, block_size: int, stripe_blocks: int) -> int:
+    """The number of stripe units the range touches."""
+    return len(stripe_segments(offset, length, block_size, stripe_blocks, 1))
+
+
+def stripe_extents(offset: int, length: int, block_size: int, stripe_blocks: int,
+                   width: int) -> list[tuple[int, int]]:
+    """(local_start, local_length) for every server index; (0, 0) for a server not touched. A
+    server's extent starts at its first segment and adds up all of its segments."""
+    extents = [(0, 0)] * width
+    for server, local, _, n in stripe_segments(offset, length, block_size, stripe_blocks, width):
+        start, size = extents[server]
+        extents[server] = (local, n) if size == 0 else (start, size + n)
+    return extents
+
+
+def scatter(offset: int, length: int, block_size: int, stripe_blocks: int, width: int,
+            src: Any) -> list[bytearray]:
+    """One bytearray per touched server, in server order, holding that server's extent: every
+    byte is put where `locate` says it lives."""
+    extents = stripe_extents(offset, length, block_size, stripe_blocks, width)
+    outs = {s: bytearray(size) for s, (_, size) in enumerate(extents) if size}
+    data = memoryview(src).cast("B")
+    for i in range(length):
+        server, local = locate(offset + i, block_size, stripe_blocks, width)
+        outs[server][local - extents[server][0]] = data[i]
+    return [outs[s] for s in sorted(outs)]
+
+
+def gather(offset: int, length: int, block_size: int, stripe_blocks: int, width: int,
+           sources: list[Any]) -> bytearray:
+    """The file bytes [offset, offset + length) read back, byte by byte, from per-server extent
+    buffers given in server order (one per touched server)."""
+    extents = stripe_extents(offset, length, block_size, stripe_blocks, width)
+    touched = [s for s, (_, size) in enumerate(extents) if size]
+    views = {s: memoryview(buf).cast("B") for s, buf in zip(touched, sources)}
+    out = bytearray(length)
+    for i in range(length):
+        server, local = locate(offset + i, block_size, stripe_blocks, width)
+        out[i] = views[server][local - extents[server][0]]
+    return out
+
+
+class BlockTable:
+    """The block table's contract on an OrderedDict (oldest first). Slot numbers are its own; a
+    test compares keys, not which free slot was picked."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._slots: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self._free = list(range(capacity))
+
+    def lookup(self, file_id: int, block: int, touch: bool = True) -> int | None:
+        slot = self._slots.get((file_id, block))
+        if slot is not None and touch:
+            self._slots.move_to_end((file_id, block))
+        return slot
+
+    def insert(self, file_id: int, block: int) -> int:
+        if (file_id, block) in self._slots:
+            raise NativeError(EEXIST, "block table insert")
+        if not self._free:
+            raise NativeError(ENOSPC, "block table insert")
+        slot = self._free.pop()
+        self._slots[(file_id, block)] = slot
+        return slot
+
+    def remove(self, file_id: int, block: int) -> int | None:
+        slot = self._slots.pop((file_id, block), None)
+        if slot is not None:
+            self._free.append(slot)
+        return slot
+
+    def lru(self) -> int | None:
+        return next(iter(self._slots.values()), None)
+
+    def key(self, slot: int) -> tuple[int, int]:
+        return next(k for k, s in self._slots.items() if s == slot)
+
+    def file_slots(self, file_id: int) -> list[int]:
+        return [s for (f, _), s in self._slots.items() if f == file_id]
+
+    def __len__(self) -> int:
+        return len(self._slots)
