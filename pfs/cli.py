@@ -83,7 +83,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     children: list[subprocess.Popen] = []
 
     def spawn(*argv: str) -> None:
-        children.append(subprocess.Popen([sys.executable, "-m", "pfs", *argv, *common]))
+        # Run in the data directory: `-m pfs` from a source checkout would import the
+        # unbuilt source tree instead of the installed package.
+        children.append(subprocess.Popen([sys.executable, "-m", "pfs", *argv, *common], cwd=data))
 
     try:
         spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),

@@ -1,0 +1,154 @@
+"""Real clusters for the tests: `pfs up` on a free loopback port and a temporary data directory,
+and real client processes (tests/worker.py) to run against them.
+
+Every cluster is stopped by whoever started it (SIGTERM, then SIGKILL of its whole process
+group), and every wait is bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pfs
+
+#: The course configuration (SPEC §2): B=512, S=2, 4 fileservers.
+COURSE = dict(fileservers=4, block_size=512, stripe_blocks=2)
+START_TIMEOUT = 60.0
+WORKER = pathlib.Path(__file__).with_name("worker.py")
+
+
+class Cluster:
+    """A `pfs up` process (metaserver + fileservers) that tests can stop, kill and restart."""
+
+    def __init__(self, data_dir: pathlib.Path, fileservers: int = 4, block_size: int = 512,
+                 stripe_blocks: int = 2, lease_seconds: float = 3.0) -> None:
+        self.data_dir = data_dir
+        self.args = ["--fileservers", str(fileservers), "--block-size", str(block_size),
+                     "--stripe-blocks", str(stripe_blocks), "--lease-seconds", str(lease_seconds)]
+        self.fileservers = fileservers
+        self.process: subprocess.Popen | None = None
+        self.address = ""
+        self.log = data_dir / "cluster.log"
+
+    def start(self) -> "Cluster":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pfs", "up", "--data-dir", str(self.data_dir), "--port", "0",
+             *self.args], stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            cwd=self.data_dir)  # not the source tree, which `-m pfs` would import
+        ready = threading.Event()
+
+        def watch() -> None:
+            for line in self.process.stdout:
+                if line.startswith(b"PFS is up"):
+                    ready.set()
+        threading.Thread(target=watch, daemon=True).start()
+        if not ready.wait(START_TIMEOUT):
+            self.kill()
+            raise RuntimeError(f"the cluster did not start; its log:\n{self.log.read_text()}")
+        self.address = (self.data_dir / "metaserver.address").read_text().strip()
+        return self
+
+    def stop(self) -> None:
+        """Ctrl-C-like stop: SIGTERM, and the whole group is killed if it does not go."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the cluster at once, as a power cut would."""
+        if self.process:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap()
+
+    def _reap(self) -> None:
+        if self.process:
+            self.process.wait(20)
+            try:  # children that outlived their parent (they should not)
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process = None
+
+    def client(self, cache_blocks: int = 16) -> pfs.Client:
+        client = pfs.Client(metaserver=self.address, cache_blocks=cache_blocks)
+        assert client.pfs_initialize() > 0, pfs.pfs_last_error()
+        return client
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "PFS_METASERVER": self.address, **extra}
+
+
+class RemoteClient:
+    """A PFS client in a process of its own (tests/worker.py), driven call by call.
+
+    `remote.call("pfs_write", fd, b"data", 4, 0)` runs the C-like call there and returns its
+    result; bytes travel as hex, and read results come back as (n, data)."""
+
+    def __init__(self, cluster: Cluster, cache_blocks: int = 16) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER)],
+            env=cluster.env(PFS_CACHE_BLOCKS=str(cache_blocks)),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.client_id = self.call("pfs_initialize")
+        assert self.client_id > 0
+
+    def call(self, op: str, *args, timeout: float = 60.0):
+        self.send(op, *args)
+        return self.receive(timeout)
+
+    def send(self, op: str, *args) -> None:
+        encoded = [{"hex": a.hex()} if isinstance(a, (bytes, bytearray)) else a for a in args]
+        self.process.stdin.write(json.dumps([op, *encoded]) + "\n")
+        self.process.stdin.flush()
+
+    def receive(self, timeout: float = 60.0):
+        answer: list = []
+        reader = threading.Thread(target=lambda: answer.append(self.process.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not answer or not answer[0]:
+            raise AssertionError(f"worker {self.process.pid} did not answer in {timeout}s")
+        reply = json.loads(answer[0])
+        if "error" in reply:
+            raise AssertionError(f"worker failed: {reply['error']}")
+        result = reply["result"]
+        return (result[0], bytes.fromhex(result[1])) if isinstance(result, list) else result
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(20)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.call("exit", timeout=20)
+            except (AssertionError, OSError, ValueError):
+                pass
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_until(condition, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)

@@ -1,0 +1,47 @@
+"""Fixtures: a shared course-configured cluster, per-test clusters, clients and file names."""
+from __future__ import annotations
+
+import uuid
+from typing import Iterator
+
+import pytest
+
+import pfs
+from clusters import COURSE, Cluster
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    """One course-configured cluster shared by the tests that do not stop or kill it."""
+    c = Cluster(tmp_path_factory.mktemp("cluster"), **COURSE).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path) -> Iterator[Cluster]:
+    """A cluster of the test's own (for tests that kill or restart it)."""
+    c = Cluster(tmp_path / "cluster", **COURSE).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def clients(cluster) -> Iterator[callable]:
+    """clients(n) -> n fresh initialized clients of the shared cluster, finished afterwards."""
+    made: list[pfs.Client] = []
+
+    def make(n: int = 1, cache_blocks: int = 16):
+        new = [cluster.client(cache_blocks) for _ in range(n)]
+        made.extend(new)
+        return new[0] if n == 1 else new
+    yield make
+    for c in made:
+        if c._session is not None and not c._session.lost:
+            c.pfs_finish(c._session.client_id)
+
+
+@pytest.fixture
+def name() -> str:
+    """A file name no other test uses."""
+    return f"t-{uuid.uuid4().hex[:12]}"
