@@ -96,6 +96,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                             children, stop, "the metaserver to listen")
         if not address:
             return _stop_children(children, 1)
+        # A restarted metaserver must come back where the fileservers and clients look for it.
+        port_flag = children[0].args.index("--port") + 1
+        children[0].args[port_flag] = address.rsplit(":", 1)[1]
         for i in range(args.fileservers):
             spawn("fileserver", "--data-dir", str(data / f"fs{i}"), "--metaserver", address)
         if not _wait_for(lambda: _online(address) >= args.fileservers, children, stop,
@@ -105,15 +108,22 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"  export PFS_METASERVER={address}\n"
               f"Press Ctrl-C to stop.", flush=True)
         while not stop.wait(0.5):
-            dead = [c for c in children if c.poll() is not None]
-            if dead:
-                log.error("a server exited (code %s); stopping the cluster", dead[0].returncode)
-                return _stop_children(children, 1)
+            _restart_crashed(children, data)
         log.info("stopping the cluster")
         return _stop_children(children, 0)
     except BaseException:
         _stop_children(children, 1)
         raise
+
+
+def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path) -> None:
+    """A server that died is started again on the same data directory, as a supervisor would;
+    the data it acknowledged is on disk, and clients re-learn a fileserver's new address."""
+    for i, child in enumerate(children):
+        if child.poll() is not None:
+            log.error("%s exited with code %s; restarting it", " ".join(child.args[3:5]),
+                      child.returncode)
+            children[i] = subprocess.Popen(child.args, cwd=data)
 
 
 def _online(address: str) -> int:

@@ -103,6 +103,10 @@ def _buffer(buf: Any, num_bytes: int, writable: bool) -> memoryview:
     return view[:num_bytes]
 
 
+def _addresses(fileservers) -> dict[int, str]:
+    return {s.index: s.address for s in fileservers}
+
+
 class Client:
     """One client of a PFS cluster: a session, its open files, its tokens and its cache."""
 
@@ -134,8 +138,10 @@ class Client:
                                   on_revoke_received=self._mark_revoking,
                                   size_of=self._known_size, on_lost=self._lost)
             reply = session.start()
-            self._dataplane = DataPlane({s.index: s.address for s in reply.fileservers},
-                                        self._credentials)
+            self._dataplane = DataPlane(_addresses(reply.fileservers), self._credentials,
+                                        lookup=lambda: _addresses(session.call(
+                                            "Status", pb.StatusRequest(), "look up fileservers"
+                                        ).fileservers))
             self._cache = BlockCache(self.cache_blocks, self._dataplane)
             self._fds.clear()
             self._by_id.clear()

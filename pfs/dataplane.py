@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import threading
-from typing import Protocol
+from typing import Callable, Protocol
 
 import grpc
 
@@ -31,33 +31,57 @@ class StripedFile(Protocol):
 
 
 class DataPlane:
-    """Talks to the fileservers; knows their addresses by index."""
+    """Talks to the fileservers; knows their addresses by index.
 
-    def __init__(self, addresses: dict[int, str], credentials: Credentials) -> None:
+    A fileserver that restarted may listen on a new address: when one is unreachable, the
+    addresses are asked again (`lookup()`, from the metaserver) and the piece is retried once.
+    Every piece is idempotent (reads, and writes of the same bytes at the same offsets)."""
+
+    def __init__(self, addresses: dict[int, str], credentials: Credentials,
+                 lookup: Callable[[], dict[int, str]]) -> None:
         self._addresses = dict(addresses)
         self._credentials = credentials
-        self._stubs: dict[int, pb_grpc.FileServerStub] = {}
-        self._channels: list[grpc.Channel] = []
+        self._lookup = lookup
+        self._stubs: dict[int, tuple[grpc.Channel, pb_grpc.FileServerStub]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
-            for channel in self._channels:
+            for channel, _ in self._stubs.values():
                 channel.close()
-            self._channels.clear()
             self._stubs.clear()
 
     def _stub(self, index: int) -> pb_grpc.FileServerStub:
         with self._lock:
-            stub = self._stubs.get(index)
-            if stub is None:
+            if index not in self._stubs:
                 if index not in self._addresses:
-                    raise errors.error(errno.EIO, f"fileserver {index} is unknown to this client; "
-                                          "re-initialize to learn the cluster again")
+                    raise errors.error(errno.EIO, f"fileserver {index} is unknown to this "
+                                                  "client; re-initialize to learn the cluster")
                 channel = self._credentials.channel(self._addresses[index])
-                self._channels.append(channel)
-                stub = self._stubs[index] = pb_grpc.FileServerStub(channel)
-            return stub
+                self._stubs[index] = (channel, pb_grpc.FileServerStub(channel))
+            return self._stubs[index][1]
+
+    def _retrying(self, piece: Callable[[], None]) -> None:
+        try:
+            piece()
+        except OSError as e:
+            if e.errno != errno.EHOSTDOWN or not self._relearn_addresses():
+                raise
+            piece()
+
+    def _relearn_addresses(self) -> bool:
+        """Asks for the fileservers' addresses again; True if any changed."""
+        try:
+            fresh = self._lookup()
+        except OSError:
+            return False
+        with self._lock:
+            changed = {i for i, a in fresh.items() if self._addresses.get(i) != a}
+            for index in changed:
+                if index in self._stubs:
+                    self._stubs.pop(index)[0].close()
+            self._addresses.update(fresh)
+        return bool(changed)
 
     @staticmethod
     def _windows(recipe: Recipe, offset: int, length: int):
@@ -78,43 +102,50 @@ class DataPlane:
     def read(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
         """Fills dst[:length] with file bytes [offset, offset+length). Bytes the fileservers do
         not have (never written back by a client that died) read as zeros."""
-        recipe, file_id, done = f.recipe, f.file_id, 0
-        for start, size in self._windows(recipe, offset, length):
-            plan = self._plan(recipe, start, size)
-            calls = [self._stub(recipe.servers[e.server]).Read.future(
-                        pb.ReadRequest(file_id=file_id, offset=e.local_offset, length=e.length),
-                        timeout=CALL_TIMEOUT)
-                     for e in plan.extents]
-            sources = []
-            for extent, call in zip(plan.extents, calls):
-                data = self._result(call, recipe.servers[extent.server], "read").data
-                if len(data) < extent.length:
-                    data = data + bytes(extent.length - len(data))
-                sources.append(data)
-            plan.gather(sources, dst[done:done + size])
+        done = 0
+        for start, size in self._windows(f.recipe, offset, length):
+            self._retrying(lambda: self._read_window(f, start, size, dst[done:done + size]))
             done += size
+
+    def _read_window(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
+        plan = self._plan(f.recipe, offset, length)
+        calls = [self._stub(f.recipe.servers[e.server]).Read.future(
+                    pb.ReadRequest(file_id=f.file_id, offset=e.local_offset, length=e.length),
+                    timeout=CALL_TIMEOUT)
+                 for e in plan.extents]
+        sources = []
+        for extent, call in zip(plan.extents, calls):
+            data = self._result(call, f.recipe.servers[extent.server], "read").data
+            if len(data) < extent.length:
+                data = data + bytes(extent.length - len(data))
+            sources.append(data)
+        plan.gather(sources, dst)
 
     def write(self, f: StripedFile, offset: int, src: memoryview) -> None:
         """Stores src as file bytes [offset, offset + len(src)) on the fileservers."""
-        recipe, file_id, done = f.recipe, f.file_id, 0
-        for start, size in self._windows(recipe, offset, len(src)):
-            plan = self._plan(recipe, start, size)
-            pieces = plan.scatter(src[done:done + size])
-            calls = [self._stub(recipe.servers[e.server]).Write.future(
-                        pb.WriteRequest(file_id=file_id, offset=e.local_offset, data=bytes(piece)),
-                        timeout=CALL_TIMEOUT)
-                     for e, piece in zip(plan.extents, pieces)]
-            for extent, call in zip(plan.extents, calls):
-                self._result(call, recipe.servers[extent.server], "write")
+        done = 0
+        for start, size in self._windows(f.recipe, offset, len(src)):
+            self._retrying(lambda: self._write_window(f, start, src[done:done + size]))
             done += size
+
+    def _write_window(self, f: StripedFile, offset: int, src: memoryview) -> None:
+        plan = self._plan(f.recipe, offset, len(src))
+        calls = [self._stub(f.recipe.servers[e.server]).Write.future(
+                    pb.WriteRequest(file_id=f.file_id, offset=e.local_offset, data=bytes(piece)),
+                    timeout=CALL_TIMEOUT)
+                 for e, piece in zip(plan.extents, plan.scatter(src))]
+        for extent, call in zip(plan.extents, calls):
+            self._result(call, f.recipe.servers[extent.server], "write")
 
     def fsync(self, f: StripedFile) -> None:
         """Returns once the fileservers have every write to the file so far on disk."""
-        calls = [(s, self._stub(s).Fsync.future(pb.FsyncRequest(file_id=f.file_id),
-                                                 timeout=CALL_TIMEOUT))
-                 for s in f.recipe.servers]
-        for server, call in calls:
-            self._result(call, server, "fsync")
+        def fsync_all() -> None:
+            calls = [(s, self._stub(s).Fsync.future(pb.FsyncRequest(file_id=f.file_id),
+                                                     timeout=CALL_TIMEOUT))
+                     for s in f.recipe.servers]
+            for server, call in calls:
+                self._result(call, server, "fsync")
+        self._retrying(fsync_all)
 
     def _result(self, call, server: int, what: str):
         try:

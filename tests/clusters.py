@@ -84,6 +84,13 @@ class Cluster:
                 pass
             self.process = None
 
+    def server_pids(self, kind: str) -> list[int]:
+        """Process ids of the cluster's servers of one kind ("metaserver" or "fileserver")."""
+        children = pathlib.Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(p) for p in children.read_text().split()]
+        return [p for p in pids
+                if kind.encode() in pathlib.Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")]
+
     def client(self, cache_blocks: int = 16) -> pfs.Client:
         client = pfs.Client(metaserver=self.address, cache_blocks=cache_blocks)
         assert client.pfs_initialize() > 0, pfs.pfs_last_error()

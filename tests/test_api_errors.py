@@ -1,0 +1,169 @@
+"""Every failure row of SPEC §3: the call returns -1, pfs_last_error() says why (an OSError with
+errno), nothing raises, and what was stored is intact."""
+import errno
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import pfs
+from clusters import wait_until
+
+CONTENT = bytes(range(256)) * 8  # 2048 bytes
+
+
+@pytest.fixture
+def stored(clients, name):
+    """A client with `name` holding CONTENT, open read-write, and a check that it is intact."""
+    client = clients(1)
+    assert client.pfs_create(name, 3) == 0
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert client.pfs_write(fd, CONTENT, len(CONTENT), 0) == len(CONTENT)
+    yield client, fd
+    reader = clients(1)
+    rfd = reader.pfs_open(name, pfs.PFS_READ)
+    buf = bytearray(4096)
+    assert reader.pfs_read(rfd, buf, 4096, 0) == len(CONTENT)
+    assert buf[:len(CONTENT)] == CONTENT
+    assert reader.pfs_close(rfd) == 0
+
+
+def fails(result, code):
+    assert result == -1
+    error = pfs.pfs_last_error()
+    assert isinstance(error, OSError) and error.errno == code, error
+    assert str(error)  # a message, not just a number
+    return error
+
+
+def test_initialize_fails_when_metaserver_unreachable():
+    client = pfs.Client(metaserver="127.0.0.1:1")
+    fails(client.pfs_initialize(), errno.EHOSTDOWN)
+
+
+def test_initialize_fails_while_fileservers_are_missing(tmp_path):
+    """A metaserver expecting 2 fileservers, none running: clients may not start yet."""
+    address_file = tmp_path / "address"
+    meta = subprocess.Popen([sys.executable, "-m", "pfs", "metaserver", "--data-dir",
+                             str(tmp_path), "--port", "0", "--fileservers", "2",
+                             "--address-file", str(address_file)], cwd=tmp_path,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(address_file.exists, what="the metaserver to listen")
+        client = pfs.Client(metaserver=address_file.read_text().strip())
+        error = fails(client.pfs_initialize(), errno.EHOSTDOWN)
+        assert "0 of 2 fileservers" in str(error)
+    finally:
+        meta.terminate()
+        meta.wait(20)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "a\0b", ".", "..", "x" * 256, "é" * 128])
+def test_create_rejects_bad_names(clients, bad):
+    fails(clients(1).pfs_create(bad, 1), errno.EINVAL)
+
+
+def test_create_fails_for_existing_name_and_bad_width(stored, name):
+    client, _ = stored
+    fails(client.pfs_create(name, 1), errno.EEXIST)
+    fails(client.pfs_create(name + "-w0", 0), errno.EINVAL)
+    fails(client.pfs_create(name + "-w5", 5), errno.EINVAL)  # 4 fileservers
+    fails(client.pfs_open(name + "-w5", pfs.PFS_READ), errno.ENOENT)  # nothing was created
+
+
+def test_name_of_255_bytes_is_fine(clients, name):
+    client = clients(1)
+    long_name = (name + "é" * 200).encode()[:254].decode("utf-8", "ignore")
+    assert client.pfs_create(long_name, 1) == 0
+    assert client.pfs_delete(long_name) == 0
+
+
+def test_open_failures(stored, name):
+    client, _ = stored
+    fails(client.pfs_open(name + "-missing", pfs.PFS_READ), errno.ENOENT)
+    fails(client.pfs_open(name, 0), errno.EINVAL)
+    fails(client.pfs_open(name, 3), errno.EINVAL)
+    fails(client.pfs_open(name, pfs.PFS_READ), errno.EBUSY)  # this client has it open already
+
+
+def test_read_failures(stored):
+    client, fd = stored
+    buf = bytearray(100)
+    fails(client.pfs_read(fd + 1000, buf, 10, 0), errno.EBADF)
+    fails(client.pfs_read(fd, buf, 10, -1), errno.EINVAL)
+    fails(client.pfs_read(fd, buf, 10, len(CONTENT) + 1), errno.EINVAL)  # beyond the size
+    fails(client.pfs_read(fd, buf, 200, 0), errno.EINVAL)  # buf smaller than num_bytes
+    fails(client.pfs_read(fd, bytes(100), 10, 0), errno.EINVAL)  # read-only buffer
+    fails(client.pfs_read(fd, "text", 4, 0), errno.EINVAL)  # not a buffer
+    fails(client.pfs_read(fd, buf, -5, 0), errno.EINVAL)
+    assert client.pfs_read(fd, buf, 10, len(CONTENT)) == 0  # at EOF: 0, not a failure
+    assert client.pfs_read(fd, buf, 100, len(CONTENT) - 30) == 30  # short near EOF
+
+
+def test_write_failures(stored, name):
+    client, fd = stored
+    fails(client.pfs_write(fd + 1000, b"x", 1, 0), errno.EBADF)
+    fails(client.pfs_write(fd, b"x", 1, -1), errno.EINVAL)
+    fails(client.pfs_write(fd, b"x", 1, len(CONTENT) + 1), errno.EINVAL)  # a hole
+    fails(client.pfs_write(fd, b"xy", 3, 0), errno.EINVAL)  # buf shorter than num_bytes
+    assert client.pfs_close(fd) == 0
+    rfd = client.pfs_open(name, pfs.PFS_READ)
+    fails(client.pfs_write(rfd, b"x", 1, 0), errno.EBADF)  # opened PFS_READ
+    assert client.pfs_close(rfd) == 0
+
+
+def test_close_fstat_fsync_fail_on_bad_fd(stored):
+    client, fd = stored
+    fails(client.pfs_close(fd + 1000), errno.EBADF)
+    fails(client.pfs_fstat(fd + 1000, pfs.Metadata()), errno.EBADF)
+    fails(client.pfs_fsync(fd + 1000), errno.EBADF)
+    assert client.pfs_close(fd) == 0
+    fails(client.pfs_close(fd), errno.EBADF)  # closed already
+
+
+def test_delete_failures(stored, clients, name):
+    client, fd = stored
+    fails(client.pfs_delete(name + "-missing"), errno.ENOENT)
+    fails(client.pfs_delete(name), errno.EBUSY)  # open by this client
+    assert client.pfs_close(fd) == 0
+    other = clients(1)
+    ofd = other.pfs_open(name, pfs.PFS_READ)
+    fails(client.pfs_delete(name), errno.EBUSY)  # open by another client
+    assert other.pfs_close(ofd) == 0
+
+
+def test_execstat_and_finish_failures(cluster):
+    client = pfs.Client(metaserver=cluster.address)
+    fails(client.pfs_execstat(pfs.ExecStat()), errno.ENOTCONN)  # not initialized
+    client_id = client.pfs_initialize()
+    fails(client.pfs_finish(client_id + 12345), errno.EINVAL)  # unknown id
+    assert client.pfs_finish(client_id) == 0
+
+
+def test_dead_fileserver_fails_calls_then_recovers(fresh_cluster, name):
+    """A fileserver that died fails the reads and fsyncs that need it with EHOSTDOWN; once it
+    is back (restarted on its data directory, on a new port) the same client reads every byte."""
+    client = fresh_cluster.client(cache_blocks=0)
+    assert client.pfs_create(name, 4) == 0
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert client.pfs_write(fd, CONTENT, len(CONTENT), 0) == len(CONTENT)
+    supervisor = fresh_cluster.process.pid
+    os.kill(supervisor, signal.SIGSTOP)  # so that `pfs up` does not restart it yet
+    try:
+        victim = fresh_cluster.server_pids("fileserver")[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: not pathlib.Path(f"/proc/{victim}/cmdline").read_bytes(),
+                   what="the fileserver to die")
+        buf = bytearray(len(CONTENT))
+        error = fails(client.pfs_read(fd, buf, len(CONTENT), 0), errno.EHOSTDOWN)
+        assert "fileserver" in str(error)
+        fails(client.pfs_fsync(fd), errno.EHOSTDOWN)
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    wait_until(lambda: client.pfs_read(fd, buf, len(CONTENT), 0) == len(CONTENT),
+               timeout=30, what="the restarted fileserver to serve")
+    assert buf == CONTENT
+    assert client.pfs_fsync(fd) == 0
