@@ -168,6 +168,10 @@ class Client:
         if failure:
             raise failure
 
+    def fileservers(self) -> dict[int, str]:
+        """The cluster's fileservers (index -> address) as learned at initialize."""
+        return _addresses(self._live_session().reply.fileservers)
+
     def _live_session(self) -> MetaSession:
         session = self._session
         if session is None:
