@@ -104,7 +104,7 @@ class RemoteClient:
     """A PFS client in a process of its own (tests/worker.py), driven call by call.
 
     `remote.call("pfs_write", fd, b"data", 4, 0)` runs the C-like call there and returns its
-    result; bytes travel as hex, and read results come back as (n, data)."""
+    result; bytes travel as hex, and pfs_read results come back as (n, data)."""
 
     def __init__(self, cluster: Cluster, cache_blocks: int = 16) -> None:
         self.process = subprocess.Popen(
@@ -135,7 +135,7 @@ class RemoteClient:
         if "error" in reply:
             raise AssertionError(f"worker failed: {reply['error']}")
         result = reply["result"]
-        return (result[0], bytes.fromhex(result[1])) if isinstance(result, list) else result
+        return (result["n"], bytes.fromhex(result["hex"])) if isinstance(result, dict) and "hex" in result else result
 
     def kill(self) -> None:
         self.process.kill()

@@ -1,0 +1,59 @@
+"""Randomized races: client processes with tiny caches read and write overlapping ranges of one
+file; every read and the final file must be explained by one total order of all operations
+(tests/consistency.py). Evictions and revocations are frequent: blocks are 512 bytes and each
+client caches only a few.
+
+Seeds and sizes come from the environment, for longer runs outside CI:
+    PFS_CONSISTENCY_SEEDS=1,2,3,4,5,6,7,8 PFS_CONSISTENCY_OPS=200 pytest tests/test_consistency.py
+"""
+import os
+
+import pytest
+
+import pfs
+from clusters import RemoteClient
+from consistency import Op, find_order
+
+SEEDS = [int(s) for s in os.environ.get("PFS_CONSISTENCY_SEEDS", "1,2,3").split(",")]
+OPS = int(os.environ.get("PFS_CONSISTENCY_OPS", "40"))
+CLIENTS = int(os.environ.get("PFS_CONSISTENCY_CLIENTS", "3"))
+FILE_SIZE = 8 * 512
+WRITABLE_END = 7 * 512  # the last block is never written: it must never read differently
+MAX_LEN = 1300          # up to three blocks, so operations span block and stripe boundaries
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_racing_clients_stay_sequentially_consistent(cluster, clients, name, seed):
+    initial = bytes((i * 31 + seed) % 251 for i in range(FILE_SIZE))
+    setup = clients(1)
+    assert setup.pfs_create(name, 1 + seed % 4) == 0
+    fd = setup.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert setup.pfs_write(fd, initial, FILE_SIZE, 0) == FILE_SIZE
+    assert setup.pfs_close(fd) == 0
+
+    # Cache sizes differ per client: none, tiny, a little.
+    workers = [RemoteClient(cluster, cache_blocks=[2, 0, 5][k % 3]) for k in range(CLIENTS)]
+    try:
+        for k, worker in enumerate(workers):
+            worker.send("random_ops", name, seed * 100 + k, OPS, FILE_SIZE, WRITABLE_END, MAX_LEN)
+        histories = [worker.receive(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.close()
+
+    fd = setup.pfs_open(name, pfs.PFS_READ)
+    final = bytearray(FILE_SIZE)
+    assert setup.pfs_read(fd, final, FILE_SIZE, 0) == FILE_SIZE
+    assert setup.pfs_close(fd) == 0
+
+    ops = [Op(k, i, kind, offset, bytes.fromhex(data), start, end)
+           for k, history in enumerate(histories)
+           for i, (kind, offset, data, start, end) in enumerate(history)]
+    for op in ops:  # the region nobody writes
+        lo, hi = max(op.offset, WRITABLE_END), op.offset + len(op.data)
+        if op.kind == "read" and lo < hi:
+            assert op.data[lo - op.offset:] == initial[lo:hi]
+    assert final[WRITABLE_END:] == initial[WRITABLE_END:]
+    order = find_order(ops, initial, bytes(final))
+    assert order is not None, "no total order of the operations explains what the reads saw"
+    assert sum(op.kind == "write" for op in ops) > 0 and sum(op.kind == "read" for op in ops) > 0
