@@ -16,6 +16,7 @@ from .api import (pfs_close, pfs_create, pfs_delete, pfs_execstat, pfs_finish, p
                   pfs_fsync, pfs_initialize, pfs_open, pfs_read, pfs_write)
 from .client import PFS_READ, PFS_READ_WRITE, Client
 from .errors import pfs_last_error
+from .fileio import open
 from .metadata import ExecStat, Metadata, Recipe
 
 __version__ = "0.1.0"
@@ -24,4 +25,5 @@ __all__ = [
     "PFS_READ", "PFS_READ_WRITE", "Client", "ExecStat", "Metadata", "Recipe",
     "pfs_close", "pfs_create", "pfs_delete", "pfs_execstat", "pfs_finish", "pfs_fstat",
     "pfs_fsync", "pfs_initialize", "pfs_last_error", "pfs_open", "pfs_read", "pfs_write",
+    "open",
 ]

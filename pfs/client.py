@@ -29,7 +29,7 @@ from pfs._proto import metaserver_pb2 as pb
 from . import errors
 from .cache import BlockCache
 from .dataplane import DataPlane
-from .metadata import ExecStat, Metadata, Recipe
+from .metadata import ClusterLayout, ExecStat, Metadata, Recipe
 from .names import name_problem
 from .ranges import INFINITY, RangeMap
 from .session import MetaSession
@@ -103,6 +103,12 @@ def _buffer(buf: Any, num_bytes: int, writable: bool) -> memoryview:
     return view[:num_bytes]
 
 
+def _metadata(meta: pb.FileMeta) -> Metadata:
+    r = meta.recipe
+    return Metadata(filename=meta.name, file_size=meta.size, ctime=meta.ctime, mtime=meta.mtime,
+                    recipe=Recipe(r.stripe_width, r.block_size, r.stripe_blocks, list(r.servers)))
+
+
 def _addresses(fileservers) -> dict[int, str]:
     return {s.index: s.address for s in fileservers}
 
@@ -172,6 +178,12 @@ class Client:
         """The cluster's fileservers (index -> address) as learned at initialize."""
         return _addresses(self._live_session().reply.fileservers)
 
+    def layout(self) -> ClusterLayout:
+        """Online fileservers and the block and stripe sizes new files get."""
+        reply = self._live_session().reply
+        return ClusterLayout(sum(1 for s in reply.fileservers if s.online), reply.block_size,
+                             reply.stripe_blocks)
+
     def _live_session(self) -> MetaSession:
         session = self._session
         if session is None:
@@ -208,11 +220,9 @@ class Client:
         session = self._live_session()
         meta = session.call("Open", pb.OpenRequest(client_id=session.client_id, name=name),
                             f"open {name!r}").meta
-        recipe = meta.recipe
         with self._lock:
             f = _OpenFile(next(self._next_fd), meta.file_id, name, mode,
-                          Recipe(recipe.stripe_width, recipe.block_size, recipe.stripe_blocks,
-                                 list(recipe.servers)), meta.size)
+                          _metadata(meta).recipe, meta.size)
             self._fds[f.fd] = f
             self._by_id[f.file_id] = f
         return f.fd
@@ -240,15 +250,28 @@ class Client:
                      f"delete {name!r}")
 
     def fstat(self, fd: int) -> Metadata:
+        """The file's most recent metadata, sizes still in other clients' caches included."""
         session = self._live_session()
         with self._lock:
             f = self._file(fd)
-        meta = session.call("Stat", pb.StatRequest(client_id=session.client_id,
-                                                   file_id=f.file_id), f"fstat {f.name!r}").meta
-        return Metadata(filename=meta.name, file_size=max(meta.size, f.size), ctime=meta.ctime,
-                        mtime=meta.mtime,
-                        recipe=Recipe(meta.recipe.stripe_width, meta.recipe.block_size,
-                                      meta.recipe.stripe_blocks, list(meta.recipe.servers)))
+        meta = _metadata(session.call("Stat", pb.StatRequest(
+            client_id=session.client_id, file_id=f.file_id), f"fstat {f.name!r}").meta)
+        meta.file_size = max(meta.file_size, f.size)
+        return meta
+
+    def stat(self, name: str) -> Metadata:
+        """Like fstat, by name, for a file this client need not have open."""
+        problem = name_problem(name)
+        if problem:
+            raise errors.error(errno.ENOENT, f"no such file {name!r}: {problem}")
+        session = self._live_session()
+        return _metadata(session.call("Stat", pb.StatRequest(
+            client_id=session.client_id, name=name), f"stat {name!r}").meta)
+
+    def list(self) -> list[Metadata]:
+        """Every file of the cluster, by name."""
+        session = self._live_session()
+        return [_metadata(m) for m in session.call("List", pb.ListRequest(), "list files").files]
 
     def execstat(self) -> ExecStat:
         self._live_session()

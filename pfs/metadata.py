@@ -40,3 +40,11 @@ class ExecStat(_Record):
     num_invalidations: int = 0
     num_close_writebacks: int = 0
     num_close_evictions: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """What a client learned of its cluster at initialize: the defaults of new files."""
+    fileservers_online: int
+    block_size: int
+    stripe_blocks: int
