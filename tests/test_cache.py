@@ -1,0 +1,199 @@
+"""The cache policy of SPEC §5, without servers: BlockCache over an in-memory backing store that
+counts what reaches it (the fileservers' part)."""
+from dataclasses import dataclass
+
+import pytest
+
+from pfs.cache import BlockCache
+
+B = 8
+
+
+@dataclass
+class File:
+    file_id: int
+    size: int
+    block_size: int = B
+
+
+class Memory:
+    """The bytes 'on the fileservers', and every read and write that reached them."""
+
+    def __init__(self) -> None:
+        self.data: dict[int, bytearray] = {}
+        self.reads: list[tuple[int, int, int]] = []
+        self.writes: list[tuple[int, int, bytes]] = []
+
+    def read(self, f, offset, length, dst):
+        self.reads.append((f.file_id, offset, length))
+        stored = self.data.setdefault(f.file_id, bytearray())
+        piece = stored[offset:offset + length]
+        dst[:len(piece)] = piece
+
+    def write(self, f, offset, src):
+        self.writes.append((f.file_id, offset, bytes(src)))
+        stored = self.data.setdefault(f.file_id, bytearray())
+        if len(stored) < offset + len(src):
+            stored.extend(bytes(offset + len(src) - len(stored)))
+        stored[offset:offset + len(src)] = src
+
+
+def covered(_start, _end):
+    return True
+
+
+def nothing_covered(_start, _end):
+    return False
+
+
+def setup(capacity=4, size=64):
+    memory = Memory()
+    memory.data[1] = bytearray(i % 251 for i in range(size))
+    return BlockCache(capacity, memory), memory, File(1, size)
+
+
+def read(cache, f, offset, length, cacheable=covered):
+    buf = bytearray(length)
+    cache.read(f, offset, memoryview(buf), cacheable)
+    return bytes(buf)
+
+
+def write(cache, f, offset, data, cacheable=covered):
+    old = f.size
+    f.size = max(f.size, offset + len(data))
+    cache.write(f, offset, memoryview(data), cacheable, old)
+
+
+def test_second_read_is_a_hit_per_block():
+    cache, memory, f = setup()
+    assert read(cache, f, 4, 8) == bytes(range(4, 12))  # blocks 0 and 1
+    assert cache.stats.num_read_hits == 0
+    assert read(cache, f, 6, 4) == bytes(range(6, 10))
+    assert cache.stats.num_read_hits == 2
+    assert len(memory.reads) == 1  # both blocks came in one fetch
+
+
+def test_least_recently_used_block_is_evicted():
+    cache, memory, f = setup(capacity=2)
+    read(cache, f, 0, 1)    # block 0
+    read(cache, f, 8, 1)    # block 1
+    read(cache, f, 0, 1)    # block 0 again: now block 1 is the oldest
+    read(cache, f, 16, 1)   # block 2 evicts block 1
+    assert cache.stats.num_evictions == 1
+    hits = cache.stats.num_read_hits
+    read(cache, f, 0, 1)
+    assert cache.stats.num_read_hits == hits + 1     # block 0 stayed
+    read(cache, f, 8, 1)
+    assert cache.stats.num_read_hits == hits + 1     # block 1 was gone
+
+
+def test_dirty_block_is_written_back_before_eviction():
+    cache, memory, f = setup(capacity=1)
+    write(cache, f, 0, b"ABCDEFGH")  # a whole block: no read first
+    assert memory.reads == [] and memory.writes == []
+    read(cache, f, 8, 1)             # evicts the dirty block
+    assert cache.stats.num_evictions == 1 and cache.stats.num_writebacks == 1
+    assert memory.data[1][:8] == b"ABCDEFGH"
+    read(cache, f, 16, 1)            # evicting a clean block writes nothing
+    assert cache.stats.num_writebacks == 1 and len(memory.writes) == 1
+
+
+def test_partial_write_reads_the_block_first_and_hits_count():
+    cache, memory, f = setup()
+    write(cache, f, 2, b"xy")
+    assert memory.reads == [(1, 0, 8)]
+    assert cache.stats.num_write_hits == 0
+    write(cache, f, 4, b"z")
+    assert cache.stats.num_write_hits == 1
+    assert read(cache, f, 0, 8) == bytes([0, 1]) + b"xyz" + bytes([5, 6, 7])
+
+
+def test_write_past_the_end_reads_only_existing_bytes():
+    cache, memory, f = setup(size=20)  # block 2 holds bytes 16-19 only
+    write(cache, f, 20, b"abcd")       # block 2 keeps its bytes 16-19: they are read first
+    assert memory.reads == [(1, 16, 4)]  # bytes 16-19 exist and are kept
+    memory.reads.clear()
+    write(cache, f, 24, b"12345678")     # block 3 is new: nothing to read
+    assert memory.reads == []
+    assert read(cache, f, 16, 16) == bytes([16, 17, 18, 19]) + b"abcd12345678"
+
+
+def test_partly_covered_blocks_go_straight_to_the_fileservers():
+    cache, memory, f = setup()
+    assert read(cache, f, 0, 16, nothing_covered) == bytes(range(16))
+    write(cache, f, 0, b"direct", nothing_covered)
+    assert memory.data[1][:6] == b"direct"
+    assert read(cache, f, 0, 6, nothing_covered) == b"direct"
+    assert cache.stats.num_read_hits == 0 and cache.stats.num_write_hits == 0
+    assert cache.stats == type(cache.stats)()  # nothing was cached
+
+
+def test_cached_block_is_used_even_when_no_longer_cacheable():
+    """While a revocation is pending a block may stop being cacheable; its cached (dirty) copy
+    is still the newest and must serve reads and take writes until the revocation writes it
+    back (bypassing it lost writes once)."""
+    cache, memory, f = setup()
+    write(cache, f, 0, b"cached!!")  # dirty, only in the cache
+    assert read(cache, f, 0, 8, nothing_covered) == b"cached!!"
+    write(cache, f, 0, b"C", nothing_covered)
+    assert memory.writes == []
+    cache.revoke(f, 0, 8, drop=True)
+    assert memory.data[1][:8] == b"Cached!!"
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_revocation_writes_back_then_drops_or_keeps(drop):
+    cache, memory, f = setup()
+    write(cache, f, 0, b"12345678")   # block 0, dirty
+    read(cache, f, 8, 8)               # block 1, clean
+    read(cache, f, 32, 8)              # block 4, clean, outside the revoked range
+    cache.revoke(f, 4, 12, drop=drop)  # touches blocks 0 and 1
+    assert cache.stats.num_writebacks == 1
+    assert memory.data[1][:8] == b"12345678"
+    assert cache.stats.num_invalidations == (2 if drop else 0)
+    hits = cache.stats.num_read_hits
+    read(cache, f, 0, 16)
+    assert cache.stats.num_read_hits == hits + (0 if drop else 2)
+    read(cache, f, 32, 1)
+    assert cache.stats.num_read_hits == hits + (0 if drop else 2) + 1
+
+
+def test_close_counts_only_close_counters():
+    cache, memory, f = setup()
+    write(cache, f, 0, b"abcdefgh")
+    write(cache, f, 8, b"ijklmnop")
+    read(cache, f, 16, 8)
+    cache.close(f)
+    s = cache.stats
+    assert (s.num_close_writebacks, s.num_close_evictions) == (2, 3)
+    assert (s.num_writebacks, s.num_evictions, s.num_invalidations) == (0, 0, 0)
+    assert memory.data[1][:16] == b"abcdefghijklmnop"
+    read(cache, f, 0, 1)
+    assert cache.stats.num_read_hits == 0  # nothing stayed
+
+
+def test_flush_writes_back_and_keeps_blocks_clean():
+    cache, memory, f = setup()
+    write(cache, f, 0, b"abcdefgh")
+    cache.flush(f)
+    assert memory.data[1][:8] == b"abcdefgh" and len(memory.writes) == 1
+    cache.flush(f)
+    assert len(memory.writes) == 1  # clean now: nothing more to write
+    read(cache, f, 0, 8)
+    assert cache.stats.num_read_hits == 1
+
+
+def test_write_back_stops_at_the_end_of_the_file():
+    cache, memory, f = setup(size=10)
+    write(cache, f, 8, b"xy")  # block 1 holds bytes 8-9 only
+    cache.flush(f)
+    assert memory.writes == [(1, 8, b"xy")]
+
+
+def test_zero_capacity_caches_nothing():
+    cache, memory, f = setup(capacity=0)
+    assert read(cache, f, 0, 16) == bytes(range(16))
+    write(cache, f, 0, b"abc")
+    assert memory.data[1][:3] == b"abc"
+    cache.close(f)
+    assert cache.stats == type(cache.stats)()
