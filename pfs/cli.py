@@ -78,14 +78,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     address_file.unlink(missing_ok=True)
     stop = _stop_on_signals()
     common = ["--log-level", args.log_level]
+    env = dict(os.environ)
     if args.secret_file:
-        common += ["--secret-file", args.secret_file]
+        common += ["--secret-file", str(pathlib.Path(args.secret_file).resolve())]
+    if args.tls_cert:
+        common += ["--tls-cert", str(pathlib.Path(args.tls_cert).resolve()),
+                   "--tls-key", str(pathlib.Path(args.tls_key).resolve())]
+        # The servers talk to each other over TLS too; a self-signed certificate is its own CA.
+        env["PFS_TLS_CA"] = str(pathlib.Path(args.tls_ca or args.tls_cert).resolve())
+    credentials = _credentials(args)
+    credentials.tls_ca = env.get("PFS_TLS_CA")
     children: list[subprocess.Popen] = []
 
     def spawn(*argv: str) -> None:
         # Run in the data directory: `-m pfs` from a source checkout would import the
         # unbuilt source tree instead of the installed package.
-        children.append(subprocess.Popen([sys.executable, "-m", "pfs", *argv, *common], cwd=data))
+        children.append(subprocess.Popen([sys.executable, "-m", "pfs", *argv, *common],
+                                         cwd=data, env=env))
 
     try:
         spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),
@@ -101,14 +110,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         children[0].args[port_flag] = address.rsplit(":", 1)[1]
         for i in range(args.fileservers):
             spawn("fileserver", "--data-dir", str(data / f"fs{i}"), "--metaserver", address)
-        if not _wait_for(lambda: _online(address) >= args.fileservers, children, stop,
+        if not _wait_for(lambda: _online(address, credentials) >= args.fileservers, children, stop,
                          f"{args.fileservers} fileservers to register"):
             return _stop_children(children, 1)
         print(f"PFS is up: metaserver {address}, {args.fileservers} fileservers, data in {data}\n"
               f"  export PFS_METASERVER={address}\n"
               f"Press Ctrl-C to stop.", flush=True)
         while not stop.wait(0.5):
-            _restart_crashed(children, data)
+            _restart_crashed(children, data, env)
         log.info("stopping the cluster")
         return _stop_children(children, 0)
     except BaseException:
@@ -116,22 +125,23 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise
 
 
-def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path) -> None:
+def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
+                     env: dict[str, str]) -> None:
     """A server that died is started again on the same data directory, as a supervisor would;
     the data it acknowledged is on disk, and clients re-learn a fileserver's new address."""
     for i, child in enumerate(children):
         if child.poll() is not None:
             log.error("%s exited with code %s; restarting it", " ".join(child.args[3:5]),
                       child.returncode)
-            children[i] = subprocess.Popen(child.args, cwd=data)
+            children[i] = subprocess.Popen(child.args, cwd=data, env=env)
 
 
-def _online(address: str) -> int:
+def _online(address: str, credentials) -> int:
+    """How many fileservers the metaserver at `address` sees online (0 if it does not answer)."""
     from ._proto import metaserver_pb2 as pb
     from ._proto import metaserver_pb2_grpc as pb_grpc
-    from .transport import Credentials
     try:
-        with Credentials().channel(address) as channel:
+        with credentials.channel(address) as channel:
             reply = pb_grpc.MetaServerStub(channel).Status(pb.StatusRequest(), timeout=2)
         return sum(1 for f in reply.fileservers if f.online)
     except Exception:  # noqa: BLE001 - not up yet
@@ -183,6 +193,8 @@ def _parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"])
         p.add_argument("--secret-file", help="file holding the cluster's shared secret "
                                              "(clients set PFS_SECRET to it)")
+        p.add_argument("--tls-cert", help="PEM certificate: serve TLS (clients set PFS_TLS_CA)")
+        p.add_argument("--tls-key", help="PEM private key of --tls-cert")
 
     def cluster_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
@@ -200,6 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=50050, help="metaserver port (0: any free one)")
     cluster_flags(up)
     server_flags(up)
+    up.add_argument("--tls-ca", help="CA of the servers' certificates (default: --tls-cert "
+                                     "itself, for a self-signed one)")
     up.set_defaults(run=cmd_up)
 
     meta = sub.add_parser("metaserver", help="run the metaserver")
@@ -211,8 +225,6 @@ def _parser() -> argparse.ArgumentParser:
     meta.add_argument("--address-file", help="write host:port here once listening")
     cluster_flags(meta)
     server_flags(meta)
-    meta.add_argument("--tls-cert")
-    meta.add_argument("--tls-key")
     meta.add_argument("--insecure", action="store_true",
                       help="allow listening beyond loopback without a secret")
     meta.set_defaults(run=cmd_metaserver)
@@ -224,8 +236,6 @@ def _parser() -> argparse.ArgumentParser:
     fs.add_argument("--port", type=int, default=0, help="(default: any free port)")
     fs.add_argument("--advertise", help="host:port clients should use (default: host:port)")
     server_flags(fs)
-    fs.add_argument("--tls-cert")
-    fs.add_argument("--tls-key")
     fs.add_argument("--insecure", action="store_true",
                     help="allow listening beyond loopback without a secret")
     fs.set_defaults(run=cmd_fileserver)

@@ -27,10 +27,12 @@ class Cluster:
     """A `pfs up` process (metaserver + fileservers) that tests can stop, kill and restart."""
 
     def __init__(self, data_dir: pathlib.Path, fileservers: int = 4, block_size: int = 512,
-                 stripe_blocks: int = 2, lease_seconds: float = 3.0) -> None:
+                 stripe_blocks: int = 2, lease_seconds: float = 3.0,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.args = ["--fileservers", str(fileservers), "--block-size", str(block_size),
-                     "--stripe-blocks", str(stripe_blocks), "--lease-seconds", str(lease_seconds)]
+                     "--stripe-blocks", str(stripe_blocks), "--lease-seconds", str(lease_seconds),
+                     *extra_args]
         self.fileservers = fileservers
         self.process: subprocess.Popen | None = None
         self.address = ""

@@ -1,0 +1,79 @@
+"""A shared secret and TLS (SPEC §6), and servers that stay on loopback unless told otherwise."""
+import errno
+import shutil
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+import pfs
+from clusters import Cluster
+from pfs._proto import fileserver_pb2, fileserver_pb2_grpc
+from pfs.transport import Credentials
+
+SECRET = "correct horse battery staple"
+
+
+def round_trip(client: pfs.Client, name: str) -> None:
+    assert client.pfs_create(name, 4) == 0, pfs.pfs_last_error()
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert client.pfs_write(fd, b"secret data", 11, 0) == 11
+    buf = bytearray(11)
+    assert client.pfs_read(fd, buf, 11, 0) == 11 and buf == b"secret data"
+    assert client.pfs_close(fd) == 0
+
+
+def test_every_rpc_without_the_secret_is_refused(tmp_path):
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    cluster = Cluster(tmp_path / "data", extra_args=("--secret-file", str(secret_file))).start()
+    try:
+        stranger = pfs.Client(metaserver=cluster.address, credentials=Credentials(secret=""))
+        assert stranger.pfs_initialize() == -1
+        assert pfs.pfs_last_error().errno == errno.EACCES
+        wrong = pfs.Client(metaserver=cluster.address, credentials=Credentials(secret="guess"))
+        assert wrong.pfs_initialize() == -1
+
+        member = pfs.Client(metaserver=cluster.address, credentials=Credentials(secret=SECRET))
+        assert member.pfs_initialize() > 0
+        round_trip(member, "f")
+        # The fileservers refuse too: a direct read without the secret.
+        for address in member.fileservers().values():
+            with grpc.insecure_channel(address) as channel:
+                with pytest.raises(grpc.RpcError) as refused:
+                    fileserver_pb2_grpc.FileServerStub(channel).Read(
+                        fileserver_pb2.ReadRequest(file_id=1, offset=0, length=11))
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        member.pfs_finish(member.pfs_initialize())
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_on_every_port(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    cluster = Cluster(tmp_path / "data", extra_args=(
+        "--tls-cert", str(cert), "--tls-key", str(key))).start()
+    try:
+        trusting = pfs.Client(metaserver=cluster.address,
+                              credentials=Credentials(tls_ca=str(cert)))
+        assert trusting.pfs_initialize() > 0, pfs.pfs_last_error()
+        round_trip(trusting, "f")
+        trusting.pfs_finish(trusting.pfs_initialize())
+        plaintext = pfs.Client(metaserver=cluster.address, credentials=Credentials(tls_ca=""))
+        assert plaintext.pfs_initialize() == -1
+    finally:
+        cluster.stop()
+
+
+def test_no_secret_means_loopback_only(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pfs", "metaserver", "--data-dir",
+                           str(tmp_path), "--host", "0.0.0.0", "--port", "0"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "without a shared secret" in done.stderr
