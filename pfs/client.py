@@ -14,6 +14,7 @@ Each method has two forms: `read(...)` raises OSError (the Pythonic layer uses t
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import functools
@@ -21,6 +22,7 @@ import itertools
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -103,6 +105,24 @@ def _buffer(buf: Any, num_bytes: int, writable: bool) -> memoryview:
     return view[:num_bytes]
 
 
+#: Clients with a session, finished at interpreter exit.
+_live_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    """A program that exits without pfs_finish keeps what it wrote, as with POSIX files: each
+    client's open files are closed (written back) and its session ended. This must run before
+    the interpreter's final teardown, when gRPC can no longer start the threads it needs."""
+    for client in list(_live_clients):
+        session = client._session
+        if session is not None and not session.lost:
+            try:
+                client.finish(session.client_id)
+            except OSError as e:
+                log.warning("could not finish client %d at exit: %s", session.client_id, e)
+
+
 def _metadata(meta: pb.FileMeta) -> Metadata:
     r = meta.recipe
     return Metadata(filename=meta.name, file_size=meta.size, ctime=meta.ctime, mtime=meta.mtime,
@@ -152,6 +172,7 @@ class Client:
             self._fds.clear()
             self._by_id.clear()
             self._session = session
+            _live_clients.add(self)
             log.info("client %d connected to %s", session.client_id, self.metaserver)
             return session.client_id
 

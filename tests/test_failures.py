@@ -1,6 +1,8 @@
 """Clients and servers that die: others proceed, and what was acknowledged survives."""
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pfs
@@ -103,3 +105,19 @@ def test_cluster_killed_and_restarted_serves_closed_files(tmp_path):
         client.pfs_finish(client.pfs_initialize())
     finally:
         cluster.stop()
+
+
+def test_exit_without_finish_keeps_written_data(cluster, clients, name):
+    """A program that writes and exits without pfs_close or pfs_finish keeps its data, as a
+    POSIX program does: exit writes back and ends the session (and does not hang)."""
+    program = (f"import pfs\npfs.pfs_initialize()\npfs.pfs_create({name!r}, 2)\n"
+               f"fd = pfs.pfs_open({name!r}, pfs.PFS_READ_WRITE)\n"
+               f"assert pfs.pfs_write(fd, b'kept at exit', 12, 0) == 12\n")
+    done = subprocess.run([sys.executable, "-c", program], env=cluster.env(), timeout=60,
+                          capture_output=True, text=True, cwd=cluster.data_dir)
+    assert done.returncode == 0, done.stderr
+    client = clients(1)
+    fd = client.pfs_open(name, pfs.PFS_READ)
+    buf = bytearray(20)
+    assert client.pfs_read(fd, buf, 20, 0) == 12 and buf[:12] == b"kept at exit"
+    assert client.pfs_close(fd) == 0
