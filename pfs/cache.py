@@ -2,8 +2,9 @@
 
 Rules, all of them here:
 - A block enters the cache only while the caller says its tokens cover all of it (`cacheable`);
-  bytes of a partly covered block that is not cached go straight to the fileservers. A cached
-  block leaves only through this module (eviction, revocation, close), after its write-back.
+  bytes of a partly covered block that is not cached go straight to the fileservers, and so do
+  the uncached blocks of an operation larger than half the cache. A cached block leaves only
+  through this module (eviction, revocation, close), after its write-back.
 - A write covering every existing byte of an uncached block does not read it first.
 - A dirty block is written back when it is evicted (a writeback), when a revocation touches it
   (a writeback; then dropped for a write request (an invalidation) or kept clean for a read
@@ -92,18 +93,21 @@ class BlockCache:
     def _blocks(self, f: CachedFile, start: int, end: int, cacheable: Cacheable,
                 direct: Callable[[int, int], None]):
         """Yields (block, start, stop, slot or None) for the blocks of [start, end) that are
-        cached, or may be; passes every maximal run of the other bytes to `direct`.
+        cached, or are to be; passes every maximal run of the other bytes to `direct`.
 
         A cached block is always used, even while a revocation touching it is pending: until
         that revocation writes it back, the cached copy is the newest, and the fileservers may
-        hold older bytes."""
+        hold older bytes. An operation over more blocks than half the cache goes around it for
+        the blocks not cached: one striped transfer instead of filling the cache with blocks
+        that evict each other (and are written back one by one)."""
         B = f.block_size
+        first, last = start // B, (end - 1) // B
+        admit = self._table is not None and last - first + 1 <= max(1, self.capacity // 2)
         run_start = None
-        for block in range(start // B, (end - 1) // B + 1):
+        for block in range(first, last + 1):
             lo, hi = max(start, block * B), min(end, (block + 1) * B)
             slot = self._table.lookup(f.file_id, block) if self._table is not None else None
-            if slot is not None or (self._table is not None
-                                    and cacheable(block * B, (block + 1) * B)):
+            if slot is not None or (admit and cacheable(block * B, (block + 1) * B)):
                 if run_start is not None:
                     direct(run_start, lo)
                     run_start = None

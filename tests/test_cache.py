@@ -197,3 +197,19 @@ def test_zero_capacity_caches_nothing():
     assert memory.data[1][:3] == b"abc"
     cache.close(f)
     assert cache.stats == type(cache.stats)()
+
+
+def test_operations_larger_than_half_the_cache_go_around_it():
+    """A big scan neither evicts the cached blocks nor writes back block by block; cached
+    blocks it touches are still used."""
+    cache, memory, f = setup(capacity=4)
+    write(cache, f, 0, b"dirty!!!")           # block 0 cached, dirty
+    read(cache, f, 56, 8)                     # block 7 cached, clean
+    memory.reads.clear()
+    assert read(cache, f, 0, 48)[:8] == b"dirty!!!"  # 6 blocks > 4 // 2
+    assert memory.reads == [(1, 8, 40)]       # one transfer for blocks 1-5
+    write(cache, f, 8, bytes(range(40)))      # blocks 1-5: around, in one write
+    assert memory.writes == [(1, 8, bytes(range(40)))]
+    assert cache.stats.num_evictions == 0 and cache.stats.num_read_hits == 1
+    read(cache, f, 56, 8)
+    assert cache.stats.num_read_hits == 2     # block 7 stayed
