@@ -59,3 +59,19 @@ def test_module_level_api(cluster, name, monkeypatch):
     assert pfs.pfs_finish(client_id) == 0
     assert pfs.pfs_create(name, 1) == -1  # not initialized any more
     assert pfs.pfs_last_error().errno == 107  # ENOTCONN
+
+
+def test_numpy_arrays_are_read_into_in_place(clients, name):
+    """pfs_read fills a preallocated NumPy array in place; pfs_write takes one too."""
+    import numpy as np
+    client = clients(1)
+    assert client.pfs_create(name, 4) == 0
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    source = np.arange(3000, dtype=np.float64)
+    assert client.pfs_write(fd, source, source.nbytes, 0) == source.nbytes
+    target = np.zeros(3000, dtype=np.float64)
+    address = target.ctypes.data
+    assert client.pfs_read(fd, target, target.nbytes, 0) == target.nbytes
+    assert target.ctypes.data == address and np.array_equal(target, source)
+    assert client.pfs_read(fd, target[::2], 8, 0) == -1  # not contiguous: refused, not copied
+    assert client.pfs_close(fd) == 0
