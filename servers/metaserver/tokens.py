@@ -107,6 +107,7 @@ class TokenManager:
             self._grant_seq.pop(client_id, None)
             for file_id in list(self._files):
                 self._release_locked(client_id, file_id)
+                self._forget_if_idle(file_id)
             self._changed.notify_all()
 
     # --- tokens -----------------------------------------------------------------------------
@@ -134,15 +135,17 @@ class TokenManager:
                     self._evict_silent_holders(request)
             finally:
                 tokens.queue.remove(request)
+                self._cancel_revocations(request)
                 self._forget_if_idle(file_id)
                 self._changed.notify_all()
 
     def acknowledge(self, client_id: int, revoke_id: int) -> bool:
         """Applies an acknowledged revocation; False for an unknown or stale one (ignored)."""
         with self._lock:
-            revocation = self._revocations.pop(revoke_id, None)
-            if revocation is None or revocation.client_id != client_id or revocation.done:
+            revocation = self._revocations.get(revoke_id)
+            if revocation is None or revocation.client_id != client_id:
                 return False
+            del self._revocations[revoke_id]
             revocation.done = True
             held = self._files.get(revocation.file_id)
             if held and client_id in held.holders:
@@ -235,6 +238,16 @@ class TokenManager:
             for request in held.queue:
                 if request.revocations.get(client_id) and request.revocations[client_id].done:
                     del request.revocations[client_id]
+
+    def _cancel_revocations(self, request: _Request) -> None:
+        """A request that leaves without its grant (its client is gone) takes its unanswered
+        revocations along: applied later, their acknowledgements could take back bytes granted
+        to the holder in the meantime, which the holder's client would then still use."""
+        for revocation in request.revocations.values():
+            if not revocation.done:
+                revocation.done = True
+                self._revocations.pop(revocation.revoke_id, None)
+        request.revocations.clear()
 
     def _forget_if_idle(self, file_id: int) -> None:
         held = self._files.get(file_id)
