@@ -21,6 +21,9 @@ from . import __version__
 
 log = logging.getLogger("pfs.up")
 
+#: A server that dies this soon after being restarted is not restarted again.
+CRASH_LOOP_SECONDS = 10
+
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
@@ -117,7 +120,8 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"  export PFS_METASERVER={address}\n"
               f"Press Ctrl-C to stop.", flush=True)
         while not stop.wait(0.5):
-            _restart_crashed(children, data, env)
+            if not _restart_crashed(children, data, env):
+                return _stop_children(children, 1)
         log.info("stopping the cluster")
         return _stop_children(children, 0)
     except BaseException:
@@ -126,14 +130,23 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
-                     env: dict[str, str]) -> None:
+                     env: dict[str, str]) -> bool:
     """A server that died is started again on the same data directory, as a supervisor would;
-    the data it acknowledged is on disk, and clients re-learn a fileserver's new address."""
+    the data it acknowledged is on disk, and clients re-learn a fileserver's new address.
+    False when one died again right after a restart: something is wrong that a restart will
+    not fix (its log says what), so the cluster stops."""
     for i, child in enumerate(children):
-        if child.poll() is not None:
-            log.error("%s exited with code %s; restarting it", " ".join(child.args[3:5]),
-                      child.returncode)
-            children[i] = subprocess.Popen(child.args, cwd=data, env=env)
+        if child.poll() is None:
+            continue
+        what = " ".join(child.args[3:5])
+        if time.monotonic() - getattr(child, "started", 0.0) < CRASH_LOOP_SECONDS:
+            log.error("%s exited again (code %s) within %ds of its restart; stopping the "
+                      "cluster: see its log above", what, child.returncode, CRASH_LOOP_SECONDS)
+            return False
+        log.error("%s exited with code %s; restarting it", what, child.returncode)
+        children[i] = subprocess.Popen(child.args, cwd=data, env=env)
+        children[i].started = time.monotonic()
+    return True
 
 
 def _online(address: str, credentials) -> int:
