@@ -16,13 +16,12 @@ import os
 import pathlib
 import random
 import sys
-import tempfile
 
 import pfs
 from pfs.bench import MiB, ScratchFile, median_seconds, progress
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-from clusters import Cluster  # noqa: E402  (the tests' launcher of `pfs up`)
+from clusters import SHIPPED, Cluster, temporary_cluster  # noqa: E402  (the tests' launcher)
 
 OP = 4096
 REGION = 16 * MiB
@@ -74,15 +73,10 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=2000)
     parser.add_argument("--write-mib", type=int, default=8)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        progress("starting a cluster (pfs up, shipped defaults)")
-        cluster = Cluster(pathlib.Path(tmp), fileservers=4, block_size=64 * 1024,
-                          stripe_blocks=16, lease_seconds=10).start()
-        try:
-            cached, uncached = random_rereads(cluster, args.runs, args.reads)
-            w_cached, w_uncached = sequential_writes(cluster, args.runs, args.write_mib * MiB)
-        finally:
-            cluster.stop()
+    progress("starting a cluster (pfs up, shipped defaults)")
+    with temporary_cluster(**SHIPPED) as cluster:
+        cached, uncached = random_rereads(cluster, args.runs, args.reads)
+        w_cached, w_uncached = sequential_writes(cluster, args.runs, args.write_mib * MiB)
     print(f"client cache vs no cache ({os.cpu_count()} cores), median of {args.runs} runs, "
           "per 4 KiB operation")
     print(f"  random re-reads of a cached 16 MiB region: {cached * 1e6:8.1f} us cached, "

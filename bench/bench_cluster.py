@@ -15,7 +15,6 @@ import argparse
 import os
 import pathlib
 import sys
-import tempfile
 
 import grpc
 
@@ -27,7 +26,7 @@ from pfs._proto import metaserver_pb2_grpc as meta_grpc
 from pfs.bench import MiB, ScratchFile, median_seconds, progress
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-from clusters import Cluster  # noqa: E402  (the tests' launcher of `pfs up`)
+from clusters import SHIPPED, Cluster, temporary_cluster  # noqa: E402  (the tests' launcher)
 
 RAW_FILE_ID = 1 << 40  # an object id no PFS file will have for a long while
 
@@ -70,7 +69,7 @@ def token_round_trips(cluster: Cluster, runs: int) -> None:
 
 def striped_io(cluster: Cluster, runs: int) -> None:
     size = 4 * MiB
-    print(f"4 MiB reads and writes (ratio: against one bare 4 MiB gRPC call to one fileserver)")
+    print("4 MiB reads and writes (ratio: against one bare 4 MiB gRPC call to one fileserver)")
     client = cluster.client(cache_blocks=0)
     stubs = [fs_grpc.FileServerStub(grpc.insecure_channel(address, options=pfs.transport.CHANNEL_OPTIONS))
              for address in client.fileservers().values()]
@@ -115,17 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        progress("starting a cluster (pfs up, shipped defaults)")
-        cluster = Cluster(pathlib.Path(tmp), fileservers=4, block_size=64 * 1024,
-                          stripe_blocks=16, lease_seconds=10).start()
-        try:
-            print(f"PFS vs bare gRPC on this machine ({os.cpu_count()} cores), "
-                  f"median of {args.runs} runs")
-            token_round_trips(cluster, args.runs)
-            striped_io(cluster, args.runs)
-        finally:
-            cluster.stop()
+    progress("starting a cluster (pfs up, shipped defaults)")
+    with temporary_cluster(**SHIPPED) as cluster:
+        print(f"PFS vs bare gRPC on this machine ({os.cpu_count()} cores), "
+              f"median of {args.runs} runs")
+        token_round_trips(cluster, args.runs)
+        striped_io(cluster, args.runs)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,17 @@ group), and every wait is bounded.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from typing import Iterator
 
 import pfs
 
@@ -100,6 +103,21 @@ class Cluster:
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "PFS_METASERVER": self.address, **extra}
+
+
+#: The defaults `pfs up` ships with (what the benchmarks measure).
+SHIPPED = dict(fileservers=4, block_size=64 * 1024, stripe_blocks=16, lease_seconds=10.0)
+
+
+@contextlib.contextmanager
+def temporary_cluster(**settings) -> Iterator[Cluster]:
+    """A running cluster in a temporary directory, stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(pathlib.Path(tmp), **settings).start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 class RemoteClient:

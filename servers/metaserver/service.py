@@ -23,7 +23,8 @@ from pfs.transport import Credentials
 
 from .cluster import HEARTBEAT_SECONDS, Cluster
 from .namespace import FileRecord, NameExists, Namespace, NoSuchFile
-from .sessions import Session, SessionEnded, Sessions
+from . import sessions as session_state
+from .sessions import SessionEnded, Sessions
 from .tokens import Revocation, SessionGone, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
@@ -109,7 +110,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     def _session_ended(self, client_id: int) -> None:
         self.tokens.remove_client(client_id)
 
-    def _open_session(self, client_id: int, file_id: int) -> Session:
+    def _open_session(self, client_id: int, file_id: int) -> session_state.Session:
         session = self.sessions.get(client_id)
         if file_id not in session.open_files:
             raise ValueError(f"client {client_id} does not have file {file_id} open")
@@ -153,7 +154,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                          name=f"session-{session.client_id}", daemon=True).start()
         yield from self.sessions.outgoing(session)
 
-    def _read_stream(self, session: Session, request_iterator) -> None:
+    def _read_stream(self, session: session_state.Session, request_iterator) -> None:
         try:
             for message in request_iterator:
                 self.sessions.heard_from(session)
