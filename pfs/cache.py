@@ -120,11 +120,9 @@ class BlockCache:
     def _fill(self, f: CachedFile, block: int) -> int:
         """A zeroed slot for the block, evicting the least recently used block if full."""
         while len(self._table) >= self.capacity:
-            victim = self._table.lru()
-            file_id, victim_block = self._table.key(victim)
-            if self._dirty[victim]:
-                self.stats.num_writebacks += 1
-            self._drop(self._files[file_id], victim_block, write_back=True)
+            file_id, victim = self._table.key(self._table.lru())
+            self.stats.num_writebacks += self._write_back(self._files[file_id], [victim])
+            self._remove(self._files[file_id], [victim])
             self.stats.num_evictions += 1
         slot = self._table.insert(f.file_id, block)
         self._files[f.file_id] = f
@@ -138,53 +136,62 @@ class BlockCache:
     # --- giving blocks up -------------------------------------------------------------------
     def revoke(self, f: CachedFile, start: int, end: int, drop: bool) -> None:
         """Before a token on [start, end) is given up: write back dirty blocks touching it, and
-        drop them when the token is dropped (kept clean when it is downgraded to READ)."""
+        drop them when the token is dropped (kept clean when it is downgraded to READ). If the
+        write-back fails the blocks are dropped all the same: without the token, their bytes
+        may no longer be written."""
         B = f.block_size
-        for block in self._cached_blocks(f):
-            if block * B < end and start < (block + 1) * B:
-                if self._is_dirty(f, block):
-                    self.stats.num_writebacks += 1
-                if drop:
-                    self.stats.num_invalidations += 1
-                    self._drop(f, block, write_back=True)
-                else:
-                    self._write_back(f, block)
+        blocks = [b for b in self._cached_blocks(f) if b * B < end and start < (b + 1) * B]
+        try:
+            self.stats.num_writebacks += self._write_back(f, blocks)
+        except OSError:
+            drop = True
+            raise
+        finally:
+            if drop:
+                self.stats.num_invalidations += len(blocks)
+                self._remove(f, blocks)
 
     def flush(self, f: CachedFile) -> None:
         """Writes back the file's dirty blocks and keeps them, clean (fsync)."""
-        for block in self._cached_blocks(f):
-            self._write_back(f, block)
+        self._write_back(f, self._cached_blocks(f))
 
     def close(self, f: CachedFile) -> None:
-        """Writes back the file's dirty blocks and drops all of them (close)."""
-        for block in self._cached_blocks(f):
-            if self._is_dirty(f, block):
-                self.stats.num_close_writebacks += 1
-            self._drop(f, block, write_back=True)
-            self.stats.num_close_evictions += 1
-        self._files.pop(f.file_id, None)
+        """Writes back the file's dirty blocks and drops all of them (close); they are dropped
+        even when the write-back fails, as the file's tokens are about to go."""
+        blocks = self._cached_blocks(f)
+        try:
+            self.stats.num_close_writebacks += self._write_back(f, blocks)
+        finally:
+            self._remove(f, blocks)
+            self.stats.num_close_evictions += len(blocks)
+            self._files.pop(f.file_id, None)
 
     def _cached_blocks(self, f: CachedFile) -> list[int]:
         if self._table is None:
             return []
         return sorted(self._table.key(slot)[1] for slot in self._table.file_slots(f.file_id))
 
-    def _is_dirty(self, f: CachedFile, block: int) -> bool:
-        return self._dirty[self._table.lookup(f.file_id, block, touch=False)]
+    def _slot(self, f: CachedFile, block: int) -> int:
+        return self._table.lookup(f.file_id, block, touch=False)
 
-    def _write_back(self, f: CachedFile, block: int) -> None:
-        slot = self._table.lookup(f.file_id, block, touch=False)
-        if self._dirty[slot]:
-            length = min(f.block_size, f.size - block * f.block_size)
+    def _write_back(self, f: CachedFile, blocks: list[int]) -> int:
+        """Writes back the dirty blocks among `blocks` (ascending), each run of consecutive
+        ones in one striped write, and marks them clean; returns how many were dirty."""
+        B = f.block_size
+        dirty = [b for b in blocks if self._dirty[self._slot(f, b)]]
+        for first, last in _runs(dirty):
+            length = min((last + 1) * B, f.size) - first * B  # nothing past the end of file
             if length > 0:
-                self._backing.write(f, block * f.block_size, memoryview(self._memory[slot])[:length])
-            self._dirty[slot] = False
+                pieces = [memoryview(self._memory[self._slot(f, b)]) for b in range(first, last + 1)]
+                data = pieces[0] if len(pieces) == 1 else memoryview(b"".join(pieces))
+                self._backing.write(f, first * B, data[:length])
+            for b in range(first, last + 1):
+                self._dirty[self._slot(f, b)] = False
+        return len(dirty)
 
-    def _drop(self, f: CachedFile, block: int, write_back: bool) -> None:
-        if write_back:
-            self._write_back(f, block)
-        slot = self._table.remove(f.file_id, block)
-        self._dirty[slot] = False
+    def _remove(self, f: CachedFile, blocks: list[int]) -> None:
+        for block in blocks:
+            self._dirty[self._table.remove(f.file_id, block)] = False
 
 
 def _runs(blocks: list[int]):

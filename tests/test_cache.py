@@ -168,6 +168,7 @@ def test_close_counts_only_close_counters():
     assert (s.num_close_writebacks, s.num_close_evictions) == (2, 3)
     assert (s.num_writebacks, s.num_evictions, s.num_invalidations) == (0, 0, 0)
     assert memory.data[1][:16] == b"abcdefghijklmnop"
+    assert len(memory.writes) == 1  # consecutive dirty blocks go back in one write
     read(cache, f, 0, 1)
     assert cache.stats.num_read_hits == 0  # nothing stayed
 
@@ -213,3 +214,22 @@ def test_operations_larger_than_half_the_cache_go_around_it():
     assert cache.stats.num_evictions == 0 and cache.stats.num_read_hits == 1
     read(cache, f, 56, 8)
     assert cache.stats.num_read_hits == 2     # block 7 stayed
+
+
+def test_failed_write_back_at_close_or_revocation_drops_the_blocks():
+    """Without its tokens a client may no longer write those bytes: blocks whose write-back
+    failed are dropped, never written back later."""
+    cache, memory, f = setup()
+
+    def unreachable(*_args):
+        raise OSError(112, "fileserver unreachable")
+    write(cache, f, 0, b"lost....")
+    memory.write = unreachable
+    with pytest.raises(OSError):
+        cache.revoke(f, 0, 8, drop=False)  # a downgrade whose write-back fails
+    write(cache, f, 8, b"lost too")
+    with pytest.raises(OSError):
+        cache.close(f)
+    memory.write = Memory.write.__get__(memory)
+    read(cache, f, 0, 16)
+    assert cache.stats.num_read_hits == 0 and memory.writes == []
