@@ -84,8 +84,12 @@ class BlockCache:
                 slot = self._fill(f, block)
                 existing = min((block + 1) * B, old_size) - block * B  # bytes the block had
                 if (start > block * B and existing > 0) or stop - block * B < existing:
-                    self._backing.read(f, block * B, existing,
-                                       memoryview(self._memory[slot])[:existing])
+                    try:
+                        self._backing.read(f, block * B, existing,
+                                           memoryview(self._memory[slot])[:existing])
+                    except OSError:
+                        self._remove(f, [block])  # never leave a zeroed block looking valid
+                        raise
             memory = self._memory[slot]
             memory[start - block * B:stop - block * B] = src[start - offset:stop - offset]
             self._dirty[slot] = True

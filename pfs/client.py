@@ -253,14 +253,16 @@ class Client:
         session = self._live_session()
         with self._lock:
             f = self._file(fd)
-            del self._fds[fd]
             try:
                 self._cache.close(f)
             finally:
-                del self._by_id[f.file_id]
+                # Should this fail, the metaserver still counts the file open and its tokens
+                # ours: the fd stays, so that close can be retried.
                 session.call("Close", pb.CloseRequest(client_id=session.client_id,
                                                       file_id=f.file_id, size=f.size,
                                                       wrote=f.wrote), f"close {f.name!r}")
+                del self._fds[fd]
+                del self._by_id[f.file_id]
 
     def delete(self, name: str) -> None:
         problem = name_problem(name)
@@ -286,8 +288,12 @@ class Client:
         if problem:
             raise errors.error(errno.ENOENT, f"no such file {name!r}: {problem}")
         session = self._live_session()
-        return _metadata(session.call("Stat", pb.StatRequest(
+        meta = _metadata(session.call("Stat", pb.StatRequest(
             client_id=session.client_id, name=name), f"stat {name!r}").meta)
+        with self._lock:  # the metaserver does not ask us about our own cached writes
+            mine = [f.size for f in self._fds.values() if f.name == name]
+        meta.file_size = max([meta.file_size, *mine])
+        return meta
 
     def list(self) -> list[Metadata]:
         """Every file of the cluster, by name."""
@@ -366,8 +372,12 @@ class Client:
                 self._lock.release()
                 try:
                     grant = session.acquire(f.file_id, start, token_end, mode)
-                finally:
+                except OSError:
                     self._lock.acquire()
+                    if self._fds.get(f.fd) is not f:  # closed by another thread meanwhile
+                        raise errors.error(errno.EBADF, f"fd {f.fd} was closed") from None
+                    raise
+                self._lock.acquire()
                 if self._by_id.get(f.file_id) is f:
                     f.tokens.raise_to(grant.start, grant.end, grant.mode)
                     f.size = max(f.size, grant.size)
@@ -404,7 +414,10 @@ class Client:
                           revoke.start, revoke.end, e)
             f.tokens.cap(revoke.start, revoke.end, revoke.to_mode)
             with self._marks:
-                f.revoking.remove((revoke.start, revoke.end))
+                # Absent when the file was reopened after the revocation arrived (it was meant
+                # for the earlier open; giving up the range again is merely cautious).
+                if (revoke.start, revoke.end) in f.revoking:
+                    f.revoking.remove((revoke.start, revoke.end))
             return f.size
 
     def _known_size(self, file_id: int) -> int:

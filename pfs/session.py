@@ -37,6 +37,10 @@ ACQUIRE_TIMEOUT = 300.0
 #: Seconds Register waits for the metaserver to answer.
 CONNECT_TIMEOUT = 5.0
 _END = object()
+#: Token request failures that the metaserver reports before numbering any grant.
+_REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                         grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
+                         grpc.StatusCode.PERMISSION_DENIED}
 
 
 class MetaSession:
@@ -135,12 +139,18 @@ class MetaSession:
         except RuntimeError:  # the worker pool was shut down: we are closing
             pass
         if not self._finishing:
-            self.lost = reason
-            log.warning("client %d lost its session: %s", self.client_id, reason)
-            with self._grants:
-                self._grants.notify_all()
-            self._on_lost(reason)
+            self._lose(reason)
         started.set()
+
+    def _lose(self, reason: str) -> None:
+        if self.lost:
+            return
+        self.lost = reason
+        log.warning("client %d lost its session: %s", self.client_id, reason)
+        self._outbox.put(_END)  # the metaserver ends the session when the stream closes
+        with self._grants:
+            self._grants.notify_all()
+        self._on_lost(reason)
 
     def _revoke(self, revoke: pb.Revoke) -> None:
         try:
@@ -162,6 +172,10 @@ class MetaSession:
                 client_id=self.client_id, file_id=file_id, start=start, end=end, mode=mode),
                 timeout=ACQUIRE_TIMEOUT)
         except grpc.RpcError as e:
+            if e.code() not in _REFUSED_BEFORE_GRANT:
+                # The metaserver may have granted it: a grant this client never applies would
+                # hold up every later revocation. Give the session up; its tokens go with it.
+                self._lose(f"a token request ended without an answer ({e.code().name})")
             raise errors.from_rpc(e, "token request") from None
 
     def applied(self, grant_seq: int) -> None:

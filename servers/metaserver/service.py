@@ -25,7 +25,7 @@ from .cluster import HEARTBEAT_SECONDS, Cluster
 from .namespace import FileRecord, NameExists, Namespace, NoSuchFile
 from . import sessions as session_state
 from .sessions import SessionEnded, Sessions
-from .tokens import Revocation, SessionGone, TokenManager
+from .tokens import RequestCancelled, Revocation, SessionGone, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -44,6 +44,8 @@ def _answer_errors(method):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except (SessionEnded, SessionGone) as e:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, f"session ended: {e}")
+        except RequestCancelled as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"file closed: {e}")
     return wrapper
 
 
@@ -258,9 +260,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         self._open_session(request.client_id, request.file_id)
         if request.end > INFINITY:
             raise ValueError(f"token range end {request.end} is beyond {INFINITY}")
+        record = self.namespace.get(request.file_id)
+        # Nothing may fail once the grant is numbered: the client must learn of every grant.
         grant = self.tokens.acquire(request.client_id, request.file_id, request.start,
                                     request.end, request.mode)
-        record = self.namespace.get(request.file_id)
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
                                grant_seq=grant.grant_seq, size=self._size(record))
 

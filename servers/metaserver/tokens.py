@@ -34,6 +34,10 @@ class SessionGone(Exception):
     """The requesting client's session ended while it waited."""
 
 
+class RequestCancelled(Exception):
+    """The requesting client closed the file while its request waited."""
+
+
 @dataclass(frozen=True)
 class Grant:
     start: int
@@ -62,6 +66,7 @@ class _Request:
     end: int
     mode: int
     revocations: dict[int, Revocation] = field(default_factory=dict)  # holder -> outstanding
+    cancelled: bool = False
 
 
 @dataclass
@@ -125,6 +130,8 @@ class TokenManager:
                 while True:
                     if client_id not in self._grant_seq:
                         raise SessionGone(client_id)
+                    if request.cancelled:
+                        raise RequestCancelled(f"client {client_id} closed file {file_id}")
                     if not self._blocked_by_earlier(tokens, request):
                         holders = self._conflicting_holders(tokens, request)
                         if not holders:
@@ -156,8 +163,12 @@ class TokenManager:
             return True
 
     def release_file(self, client_id: int, file_id: int) -> None:
-        """Drops all of the client's tokens on the file (its close)."""
+        """Drops all of the client's tokens on the file (its close), and fails its requests
+        still waiting on it: granted after the close, their tokens would have no owner."""
         with self._lock:
+            held = self._files.get(file_id)
+            for request in held.queue if held else ():
+                request.cancelled |= request.client_id == client_id
             self._release_locked(client_id, file_id)
             self._forget_if_idle(file_id)
             self._changed.notify_all()
