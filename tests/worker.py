@@ -69,8 +69,81 @@ def random_ops(name, seed, count, file_size, writable_end, max_len):
     return history
 
 
+def random_growing_ops(name, seed, count, max_len, max_size):
+    """`count` random calls on the open file while it grows: reads inside it, reads that cross,
+    start at or start past its end, writes inside it, appends at the end this client believes
+    (which may be stale: another client may have appended since), writes a little past that end
+    (they fail with EINVAL unless someone else grew the file that far), and pfs_fstat calls.
+    Appends stop once the believed size reaches max_size (writes then stay inside).
+
+    The history, each call as [kind, offset, length, data hex, errno, start ns, end ns]: kind is
+    "read", "write" or "fstat"; for a read, length is num_bytes and data what came back (short
+    near the end); for a write, data is what it wrote; for an fstat, offset is 0, length the
+    size it reported and data empty. errno is 0 when the call succeeded, else it returned -1
+    with that errno (and a read's data is empty)."""
+    rng = random.Random(seed)
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert fd > 0, pfs.pfs_last_error()
+    known = 0  # a size the file had at some point: sizes only grow, so it is never too large
+    history = []
+    for i in range(count):
+        length = rng.randint(1, max_len)
+        dice = rng.random() if i else 0.0  # first learn the size
+        if dice < 0.12:
+            kind = "fstat"
+        elif dice < 0.27:  # a read inside the (believed) file
+            kind, offset = "read", rng.randint(0, max(0, known - 1))
+            length = max(1, min(length, known - offset))
+        elif dice < 0.45:  # a read crossing the end, starting at it, or starting past it
+            kind = "read"
+            offset = rng.choice([rng.randint(max(0, known - length), known), known,
+                                 known + rng.randint(1, 700)])
+        elif dice < 0.6 or known >= max_size:  # a write inside
+            kind = "write"
+            length = min(length, max(1, known))
+            offset = rng.randint(0, max(0, known - length))
+        elif dice < 0.8:  # an append at the believed end
+            kind, offset = "write", known
+        elif dice < 0.9:  # a write crossing the believed end
+            kind, offset = "write", rng.randint(max(0, known - length + 1), known)
+        else:  # a write past the believed end: EINVAL, unless the file grew that far meanwhile
+            kind, offset = "write", known + rng.randint(1, 700)
+        err = 0
+        if kind == "fstat":
+            meta = pfs.Metadata()
+            start = time.monotonic_ns()
+            n = client.pfs_fstat(fd, meta)
+            end = time.monotonic_ns()
+            offset, length, data = 0, meta.file_size, b""
+            if n == 0:
+                known = max(known, meta.file_size)
+        elif kind == "write":
+            data = rng.randbytes(length)
+            start = time.monotonic_ns()
+            n = client.pfs_write(fd, data, length, offset)
+            end = time.monotonic_ns()
+            if n == length:
+                known = max(known, offset + length)
+        else:
+            buf = bytearray(length)
+            start = time.monotonic_ns()
+            n = client.pfs_read(fd, buf, length, offset)
+            end = time.monotonic_ns()
+            data = bytes(buf[:max(n, 0)])
+            if n >= 0:
+                known = max(known, offset + n)
+        if n < 0:
+            e = pfs.pfs_last_error()
+            err, data = getattr(e, "errno", None) or -1, (data if kind == "write" else b"")
+        history.append([kind, offset, length, data.hex(), err, start, end])
+    assert client.pfs_close(fd) == 0, pfs.pfs_last_error()
+    return history
+
+
 HELPERS = {"pfs_read": c_read, "pfs_fstat": c_fstat, "pfs_execstat": c_execstat,
-           "rounds_of_writes": rounds_of_writes, "random_ops": random_ops, "last_error": lambda: str(pfs.pfs_last_error())}
+           "rounds_of_writes": rounds_of_writes, "random_ops": random_ops,
+           "random_growing_ops": random_growing_ops,
+           "last_error": lambda: str(pfs.pfs_last_error())}
 
 for line in sys.stdin:
     op, *args = json.loads(line)
