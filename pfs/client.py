@@ -59,6 +59,7 @@ class _OpenFile:
     tokens: RangeMap = field(default_factory=RangeMap)
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
     wrote: bool = False
+    closing: bool = False  # a close failed half-way: only close may be retried
 
     @property
     def block_size(self) -> int:
@@ -160,6 +161,9 @@ class Client:
                 return self._session.client_id
             if self.cache_blocks < 0:
                 raise errors.error(errno.EINVAL, "PFS_CACHE_BLOCKS must not be negative")
+            if self._session is not None:  # a lost one: let go of its stream and channels
+                self._session.close()
+                self._dataplane.close()
             session = MetaSession(self.metaserver, self._credentials, on_revoke=self._revoke,
                                   on_revoke_received=self._mark_revoking,
                                   size_of=self._known_size, on_lost=self._lost)
@@ -253,11 +257,13 @@ class Client:
         session = self._live_session()
         with self._lock:
             f = self._file(fd)
+            # From here on the fd takes no data operation, and its tokens are not relied on:
+            # should the Close call fail, the metaserver may or may not have released them.
+            # The fd stays so that close can be retried (Close is idempotent).
+            f.closing, f.tokens = True, RangeMap()
             try:
                 self._cache.close(f)
             finally:
-                # Should this fail, the metaserver still counts the file open and its tokens
-                # ours: the fd stays, so that close can be retried.
                 session.call("Close", pb.CloseRequest(client_id=session.client_id,
                                                       file_id=f.file_id, size=f.size,
                                                       wrote=f.wrote), f"close {f.name!r}")
@@ -363,21 +369,22 @@ class Client:
         try:
             while True:
                 session = self._live_session()
-                if self._fds.get(f.fd) is not f:
+                if self._fds.get(f.fd) is not f or f.closing:
                     raise errors.error(errno.EBADF, f"fd {f.fd} was closed")
                 token_end = end if start < end <= f.size else INFINITY
                 if f.tokens.covers(start, token_end, mode) and not self._revoking(f, start,
                                                                                   token_end):
                     break
-                self._lock.release()
                 try:
-                    grant = session.acquire(f.file_id, start, token_end, mode)
+                    self._lock.release()
+                    try:
+                        grant = session.acquire(f.file_id, start, token_end, mode)
+                    finally:
+                        self._lock.acquire()
                 except OSError:
-                    self._lock.acquire()
                     if self._fds.get(f.fd) is not f:  # closed by another thread meanwhile
                         raise errors.error(errno.EBADF, f"fd {f.fd} was closed") from None
                     raise
-                self._lock.acquire()
                 if self._by_id.get(f.file_id) is f:
                     f.tokens.raise_to(grant.start, grant.end, grant.mode)
                     f.size = max(f.size, grant.size)

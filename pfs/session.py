@@ -40,7 +40,7 @@ _END = object()
 #: Token request failures that the metaserver reports before numbering any grant.
 _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
-                         grpc.StatusCode.PERMISSION_DENIED}
+                         grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ABORTED}
 
 
 class MetaSession:

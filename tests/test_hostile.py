@@ -77,7 +77,7 @@ def test_metaserver_validates_every_request(stored, name):
                                                           stripe_width=99)))
         refused(lambda: stub.Create(meta_pb.CreateRequest(client_id=987654321, name="x",
                                                           stripe_width=1)),
-                grpc.StatusCode.UNAUTHENTICATED)  # no such session
+                grpc.StatusCode.ABORTED)  # no such session
         refused(lambda: stub.Acquire(meta_pb.AcquireRequest(
             client_id=cid, file_id=file_id, start=10, end=5, mode=meta_pb.WRITE)))  # not open
         fd = client.pfs_open(name, pfs.PFS_READ)

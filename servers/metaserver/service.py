@@ -43,7 +43,7 @@ def _answer_errors(method):
         except ValueError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except (SessionEnded, SessionGone) as e:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"session ended: {e}")
+            context.abort(grpc.StatusCode.ABORTED, f"session ended: {e}")
         except RequestCancelled as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"file closed: {e}")
     return wrapper
@@ -204,12 +204,16 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     def Close(self, request, context):
-        session = self._open_session(request.client_id, request.file_id)
-        self._grow(request.file_id, request.size)
-        record = self.namespace.get(request.file_id)
-        self.namespace.grow(request.file_id, self._size(record), touch=request.wrote)
-        self.tokens.release_file(request.client_id, request.file_id)
-        session.open_files.discard(request.file_id)
+        """Idempotent: a client whose first Close reply was lost may send it again."""
+        session = self.sessions.get(request.client_id)
+        if request.file_id in session.open_files:
+            # Not open any more before the tokens go, so no request is granted in between.
+            session.open_files.discard(request.file_id)
+            self._grow(request.file_id, request.size)
+            record = self.namespace.get(request.file_id)
+            self.namespace.grow(request.file_id, max(record.size, request.size),
+                                touch=request.wrote)
+            self.tokens.release_file(request.client_id, request.file_id)
         return pb.CloseReply(meta=self._meta(self.namespace.get(request.file_id)))
 
     @_answer_errors
