@@ -30,6 +30,16 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
+def die_with_parent() -> None:
+    """For a child process (as Popen's preexec_fn): SIGTERM when its parent dies, so that no
+    server outlives the `pfs up` that supervises it, even a SIGKILLed one (Linux only)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _stop_on_signals() -> threading.Event:
     """An event set by Ctrl-C or SIGTERM, so servers stop cleanly."""
     stop = threading.Event()
@@ -97,7 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         # Run in the data directory: `-m pfs` from a source checkout would import the
         # unbuilt source tree instead of the installed package.
         children.append(subprocess.Popen([sys.executable, "-m", "pfs", *argv, *common],
-                                         cwd=data, env=env))
+                                         cwd=data, env=env, preexec_fn=die_with_parent))
 
     try:
         spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),
@@ -144,7 +154,7 @@ def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
                       "cluster: see its log above", what, child.returncode, CRASH_LOOP_SECONDS)
             return False
         log.error("%s exited with code %s; restarting it", what, child.returncode)
-        children[i] = subprocess.Popen(child.args, cwd=data, env=env)
+        children[i] = subprocess.Popen(child.args, cwd=data, env=env, preexec_fn=die_with_parent)
         children[i].started = time.monotonic()
     return True
 

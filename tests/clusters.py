@@ -19,6 +19,7 @@ import time
 from typing import Iterator
 
 import pfs
+from pfs.cli import die_with_parent
 
 #: The course configuration (SPEC §2): B=512, S=2, 4 fileservers.
 COURSE = dict(fileservers=4, block_size=512, stripe_blocks=2)
@@ -47,7 +48,8 @@ class Cluster:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pfs", "up", "--data-dir", str(self.data_dir), "--port", "0",
              *self.args], stdout=subprocess.PIPE, stderr=log, start_new_session=True,
-            cwd=self.data_dir)  # not the source tree, which `-m pfs` would import
+            cwd=self.data_dir,  # not the source tree, which `-m pfs` would import
+            preexec_fn=die_with_parent)  # a killed test run leaves no cluster behind
         ready = threading.Event()
 
         def watch() -> None:
@@ -130,7 +132,7 @@ class RemoteClient:
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER)],
             env=cluster.env(PFS_CACHE_BLOCKS=str(cache_blocks)),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
         self.client_id = self.call("pfs_initialize")
         assert self.client_id > 0
 
