@@ -25,15 +25,24 @@ def _client() -> Client:
     return client
 
 
+def _progress(done: int, total: int) -> None:
+    """A running count on stderr for copies of more than a few chunks."""
+    if total > 4 * COPY_CHUNK:
+        end = "\n" if done >= total else ""
+        print(f"\r  {done >> 20} / {total >> 20} MiB", end=end, file=sys.stderr, flush=True)
+
+
 def cmd_put(args: argparse.Namespace) -> int:
     client = _client()
     try:
+        total = os.path.getsize(args.local)
         client.create(args.name, args.stripe_width)
         fd = client.open(args.name, PFS_READ_WRITE)
         offset = 0
         with open(args.local, "rb") as f:
             while chunk := f.read(COPY_CHUNK):
                 offset += client.write(fd, chunk, len(chunk), offset)
+                _progress(offset, total)
         client.close(fd)
         print(f"{args.local} -> pfs:{args.name} ({offset} bytes)")
     finally:
@@ -45,11 +54,13 @@ def cmd_get(args: argparse.Namespace) -> int:
     client = _client()
     try:
         fd = client.open(args.name, PFS_READ)
+        total = client.fstat(fd).file_size
         buf, offset = bytearray(COPY_CHUNK), 0
         with open(args.local, "wb") as f:
             while n := client.read(fd, buf, len(buf), offset):
                 f.write(memoryview(buf)[:n])
                 offset += n
+                _progress(offset, total)
         client.close(fd)
         print(f"pfs:{args.name} -> {args.local} ({offset} bytes)")
     finally:
