@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import os
 import sys
+from typing import Iterator
 
 import grpc
 
@@ -19,10 +21,15 @@ from .transport import Credentials
 COPY_CHUNK = 8 << 20
 
 
-def _client() -> Client:
+@contextlib.contextmanager
+def _session() -> Iterator[Client]:
+    """A client for one command, finished (files closed, tokens released) at the end."""
     client = Client()
     client.initialize()
-    return client
+    try:
+        yield client
+    finally:
+        client.finish(client.initialize())
 
 
 def _progress(done: int, total: int) -> None:
@@ -33,8 +40,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    client = _client()
-    try:
+    with _session() as client:
         total = os.path.getsize(args.local)
         client.create(args.name, args.stripe_width)
         fd = client.open(args.name, PFS_READ_WRITE)
@@ -45,14 +51,11 @@ def cmd_put(args: argparse.Namespace) -> int:
                 _progress(offset, total)
         client.close(fd)
         print(f"{args.local} -> pfs:{args.name} ({offset} bytes)")
-    finally:
-        client.finish(client.initialize())
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    client = _client()
-    try:
+    with _session() as client:
         fd = client.open(args.name, PFS_READ)
         total = client.fstat(fd).file_size
         buf, offset = bytearray(COPY_CHUNK), 0
@@ -63,8 +66,6 @@ def cmd_get(args: argparse.Namespace) -> int:
                 _progress(offset, total)
         client.close(fd)
         print(f"pfs:{args.name} -> {args.local} ({offset} bytes)")
-    finally:
-        client.finish(client.initialize())
     return 0
 
 
@@ -105,11 +106,8 @@ def cmd_stat(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    client = _client()
-    try:
+    with _session() as client:
         client.delete(args.name)
-    finally:
-        client.finish(client.initialize())
     return 0
 
 

@@ -28,24 +28,30 @@ WRITABLE_END = 7 * 512  # the last block is never written: it must never read di
 MAX_LEN = 1300          # up to three blocks, so operations span block and stripe boundaries
 
 
+def race(cluster, setup: pfs.Client, name: str, seed: int, initial: bytes, helper: str,
+         *args) -> list:
+    """Creates the file holding `initial`, then runs worker `helper` (seeded per client) in
+    CLIENTS processes at once; their histories. Cache sizes differ: none, tiny, a little."""
+    assert setup.pfs_create(name, 1 + seed % 4) == 0
+    fd = setup.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert setup.pfs_write(fd, initial, len(initial), 0) == len(initial)
+    assert setup.pfs_close(fd) == 0
+    workers = [RemoteClient(cluster, cache_blocks=[0, 2, 5][k % 3]) for k in range(CLIENTS)]
+    try:
+        for k, worker in enumerate(workers):
+            worker.send(helper, name, seed * 100 + k, OPS, *args)
+        return [worker.receive(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.close()
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_racing_clients_stay_sequentially_consistent(cluster, clients, name, seed):
     initial = bytes((i * 31 + seed) % 251 for i in range(FILE_SIZE))
     setup = clients(1)
-    assert setup.pfs_create(name, 1 + seed % 4) == 0
-    fd = setup.pfs_open(name, pfs.PFS_READ_WRITE)
-    assert setup.pfs_write(fd, initial, FILE_SIZE, 0) == FILE_SIZE
-    assert setup.pfs_close(fd) == 0
-
-    # Cache sizes differ per client: none, tiny, a little.
-    workers = [RemoteClient(cluster, cache_blocks=[2, 0, 5][k % 3]) for k in range(CLIENTS)]
-    try:
-        for k, worker in enumerate(workers):
-            worker.send("random_ops", name, seed * 100 + k, OPS, FILE_SIZE, WRITABLE_END, MAX_LEN)
-        histories = [worker.receive(timeout=300) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.close()
+    histories = race(cluster, setup, name, seed, initial, "random_ops", FILE_SIZE,
+                     WRITABLE_END, MAX_LEN)
 
     fd = setup.pfs_open(name, pfs.PFS_READ)
     final = bytearray(FILE_SIZE)
@@ -75,20 +81,8 @@ GROW_MAX_SIZE = int(os.environ.get("PFS_CONSISTENCY_MAX_SIZE", 16 * 512))
 def test_racing_clients_growing_file(cluster, clients, name, seed):
     initial = bytes((i * 37 + seed) % 253 for i in range(GROW_INITIAL))
     setup = clients(1)
-    assert setup.pfs_create(name, 1 + seed % 4) == 0
-    fd = setup.pfs_open(name, pfs.PFS_READ_WRITE)
-    assert setup.pfs_write(fd, initial, GROW_INITIAL, 0) == GROW_INITIAL
-    assert setup.pfs_close(fd) == 0
-
-    workers = [RemoteClient(cluster, cache_blocks=[0, 2, 5][k % 3]) for k in range(CLIENTS)]
-    try:
-        for k, worker in enumerate(workers):
-            worker.send("random_growing_ops", name, seed * 100 + k, OPS, GROW_MAX_LEN,
-                        GROW_MAX_SIZE)
-        histories = [worker.receive(timeout=300) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.close()
+    histories = race(cluster, setup, name, seed, initial, "random_growing_ops", GROW_MAX_LEN,
+                     GROW_MAX_SIZE)
 
     fd = setup.pfs_open(name, pfs.PFS_READ)
     meta = pfs.Metadata()
