@@ -69,7 +69,7 @@ def test_segments_tile_the_range_and_match_reference(layout):
     assert at == offset + length  # covers the range exactly
     count = core.ffi.new("size_t *")
     assert core.lib.pfs_stripe_count(offset, length, b, s, count) == 0
-    assert count[0] == len(segments)
+    assert count[0] == len(segments) == ref.stripe_count(offset, length, b, s)
 
 
 @PROPERTY

@@ -25,7 +25,6 @@ _NAMES = {EINVAL: "EINVAL", ERANGE: "ERANGE", ENOSPC: "ENOSPC", ENOENT: "ENOENT"
           EEXIST: "EEXIST"}
 
 U64_MAX = 2**64 - 1
-U32_MAX = 2**32 - 1
 
 
 class NativeError(ValueError):
