@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 from concurrent import futures
 
 import grpc
@@ -60,3 +61,10 @@ def check_exposure(host: str, credentials: Credentials, allow_insecure: bool) ->
         return
     raise SystemExit(f"refusing to listen on {host} without a shared secret: set PFS_SECRET "
                      "(or --secret-file), or pass --insecure to accept unauthenticated clients")
+
+
+def wait_for(stop: threading.Event) -> None:
+    """Waits until `stop` is set, waking now and then: a signal can land on one of gRPC's
+    threads, and Python runs its handler (which sets `stop`) only when the main thread wakes."""
+    while not stop.wait(0.5):
+        pass

@@ -12,7 +12,7 @@ from pfs._proto import metaserver_pb2 as meta_pb
 from pfs._proto import metaserver_pb2_grpc as meta_grpc
 from pfs.transport import Credentials
 
-from ..rpc import check_exposure, start_server
+from ..rpc import check_exposure, start_server, wait_for
 from .service import FileServerService
 from .store import StripeStore
 
@@ -57,6 +57,6 @@ def serve(data_dir: pathlib.Path, metaserver: str, host: str = "127.0.0.1", port
     announcer = threading.Thread(target=_announce, name="announce", daemon=True,
                                  args=(store, address, metaserver, credentials, stop))
     announcer.start()
-    stop.wait()
+    wait_for(stop)
     server.stop(grace=2).wait()
     log.info("fileserver %s stopped", store.uuid[:8])

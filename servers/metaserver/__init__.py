@@ -8,7 +8,7 @@ import threading
 from pfs._proto import metaserver_pb2_grpc
 from pfs.transport import Credentials
 
-from ..rpc import check_exposure, start_server
+from ..rpc import check_exposure, start_server, wait_for
 from .cluster import Cluster
 from .namespace import Namespace
 from .service import MetaServerService
@@ -47,7 +47,7 @@ def serve(data_dir: pathlib.Path, host: str = "127.0.0.1", port: int = 50050,
     if on_ready:
         on_ready(bound)
     stop = stop or threading.Event()
-    stop.wait()
+    wait_for(stop)
     service.sessions.stop()
     server.stop(grace=2).wait()
     service.stop()
