@@ -121,3 +121,17 @@ def test_exit_without_finish_keeps_written_data(cluster, clients, name):
     buf = bytearray(20)
     assert client.pfs_read(fd, buf, 20, 0) == 12 and buf[:12] == b"kept at exit"
     assert client.pfs_close(fd) == 0
+
+
+def test_ctrl_c_stops_every_server_cleanly(tmp_path):
+    """Ctrl-C reaches the whole process group: every server stops by itself (and says so),
+    none has to be killed. A few rounds, as where the signal lands varies."""
+    for round_ in range(3):
+        cluster = Cluster(tmp_path / f"data{round_}", **COURSE).start()
+        os.killpg(cluster.process.pid, signal.SIGINT)
+        try:
+            assert cluster.process.wait(15) == 0
+        finally:
+            cluster.kill()
+        log = cluster.log.read_text()
+        assert log.count(" stopped") == 5 and "metaserver stopped" in log, log[-2000:]
