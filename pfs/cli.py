@@ -14,7 +14,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from . import __version__
@@ -30,22 +29,42 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
-def die_with_parent() -> None:
-    """For a child process (as Popen's preexec_fn): SIGTERM when its parent dies, so that no
-    server outlives the `pfs up` that supervises it, even a SIGKILLed one (Linux only)."""
+def _die_with_parent() -> None:
+    """SIGTERM to this process when its parent dies, so that no server outlives the `pfs up`
+    that supervises it, even a SIGKILLed one (Linux only). The process asks for it itself: a
+    preexec_fn would run Python in a child forked from a process with gRPC threads."""
+    parent = os.getppid()
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != parent:  # it died before we asked
+        raise SystemExit("the parent process is gone; exiting")
 
 
-def _stop_on_signals() -> threading.Event:
-    """An event set by Ctrl-C or SIGTERM, so servers stop cleanly."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+class _StopOnSignals:
+    """Set by Ctrl-C or SIGTERM, so servers stop cleanly; used where a threading.Event would
+    be (set, is_set, wait). A signal handler may interrupt the main thread while it holds a
+    lock (an Event's own, inside its wait), so the handler only raises a flag, and waiting
+    polls it."""
+
+    def __init__(self) -> None:
+        self._set = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.set())
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._set and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return self._set
 
 
 def _credentials(args: argparse.Namespace):
@@ -71,7 +90,7 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
                      fileservers=args.fileservers, block_size=args.block_size,
                      stripe_blocks=args.stripe_blocks, lease_seconds=args.lease_seconds,
                      credentials=_credentials(args), allow_insecure=args.insecure,
-                     stop=_stop_on_signals(), on_ready=ready)
+                     stop=_StopOnSignals(), on_ready=ready)
     return 0
 
 
@@ -79,7 +98,7 @@ def cmd_fileserver(args: argparse.Namespace) -> int:
     from pfs_servers import fileserver
     fileserver.serve(pathlib.Path(args.data_dir), args.metaserver, host=args.host,
                      port=args.port, advertise=args.advertise, credentials=_credentials(args),
-                     allow_insecure=args.insecure, stop=_stop_on_signals())
+                     allow_insecure=args.insecure, stop=_StopOnSignals())
     return 0
 
 
@@ -89,8 +108,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     data.mkdir(parents=True, exist_ok=True)
     address_file = data / "metaserver.address"
     address_file.unlink(missing_ok=True)
-    stop = _stop_on_signals()
-    common = ["--log-level", args.log_level]
+    stop = _StopOnSignals()
+    common = ["--log-level", args.log_level, "--die-with-parent"]
     env = dict(os.environ)
     if args.secret_file:
         common += ["--secret-file", str(pathlib.Path(args.secret_file).resolve())]
@@ -107,7 +126,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         # Run in the data directory: `-m pfs` from a source checkout would import the
         # unbuilt source tree instead of the installed package.
         children.append(subprocess.Popen([sys.executable, "-m", "pfs", *argv, *common],
-                                         cwd=data, env=env, preexec_fn=die_with_parent))
+                                         cwd=data, env=env))
 
     try:
         spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),
@@ -154,7 +173,7 @@ def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
                       "cluster: see its log above", what, child.returncode, CRASH_LOOP_SECONDS)
             return False
         log.error("%s exited with code %s; restarting it", what, child.returncode)
-        children[i] = subprocess.Popen(child.args, cwd=data, env=env, preexec_fn=die_with_parent)
+        children[i] = subprocess.Popen(child.args, cwd=data, env=env)
         children[i].started = time.monotonic()
     return True
 
@@ -171,7 +190,7 @@ def _online(address: str, credentials) -> int:
         return 0
 
 
-def _wait_for(ready, children: list[subprocess.Popen], stop: threading.Event, what: str,
+def _wait_for(ready, children: list[subprocess.Popen], stop: _StopOnSignals, what: str,
               timeout: float = 60.0):
     """Polls `ready()` until it is truthy; None if a child died, we were stopped, or time ran out."""
     deadline = time.monotonic() + timeout
@@ -218,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
                                              "(clients set PFS_SECRET to it)")
         p.add_argument("--tls-cert", help="PEM certificate: serve TLS (clients set PFS_TLS_CA)")
         p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+        p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
 
     def cluster_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
@@ -271,6 +291,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(getattr(args, "log_level", "warning"))
+    if getattr(args, "die_with_parent", False):
+        _die_with_parent()
     return args.run(args)
 
 

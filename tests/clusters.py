@@ -19,7 +19,6 @@ import time
 from typing import Iterator
 
 import pfs
-from pfs.cli import die_with_parent
 
 #: The course configuration (SPEC §2): B=512, S=2, 4 fileservers.
 COURSE = dict(fileservers=4, block_size=512, stripe_blocks=2)
@@ -47,9 +46,9 @@ class Cluster:
         log = open(self.log, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pfs", "up", "--data-dir", str(self.data_dir), "--port", "0",
+             "--die-with-parent",  # a killed test run leaves no cluster behind
              *self.args], stdout=subprocess.PIPE, stderr=log, start_new_session=True,
-            cwd=self.data_dir,  # not the source tree, which `-m pfs` would import
-            preexec_fn=die_with_parent)  # a killed test run leaves no cluster behind
+            cwd=self.data_dir)  # not the source tree, which `-m pfs` would import
         ready = threading.Event()
 
         def watch() -> None:
@@ -132,7 +131,7 @@ class RemoteClient:
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER)],
             env=cluster.env(PFS_CACHE_BLOCKS=str(cache_blocks)),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.client_id = self.call("pfs_initialize")
         assert self.client_id > 0
 
