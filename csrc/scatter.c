@@ -39,21 +39,34 @@ static int check_segments(uint64_t offset, const unsigned char *caller, uint64_t
     return PFS_OK;
 }
 
+/* One memcpy per segment, after check_segments: towards the servers or back. */
+static void copy_segments(int to_servers, uint64_t offset, unsigned char *caller,
+                          const pfs_segment *segs, size_t nsegs, const uint64_t *local_start,
+                          const pfs_span *servers)
+{
+    for (size_t i = 0; i < nsegs; i++) {
+        const pfs_segment *sg = &segs[i];
+        if (sg->length == 0)
+            continue;
+        unsigned char *here = caller + (sg->file_offset - offset);
+        unsigned char *there = servers[sg->server].data
+                               + (sg->local_offset - local_start[sg->server]);
+        if (to_servers)
+            memcpy(there, here, (size_t)sg->length);
+        else
+            memcpy(here, there, (size_t)sg->length);
+    }
+}
+
 int pfs_scatter(uint64_t offset, const unsigned char *src, uint64_t src_len,
                 const pfs_segment *segs, size_t nsegs, const uint64_t *local_start,
                 const pfs_span *servers, uint32_t width)
 {
     int rc = check_segments(offset, src, src_len, segs, nsegs, local_start, servers, width,
                             PFS_EINVAL, PFS_ENOSPC);
-    if (rc != PFS_OK)
-        return rc;
-    for (size_t i = 0; i < nsegs; i++) {
-        const pfs_segment *sg = &segs[i];
-        if (sg->length > 0)
-            memcpy(servers[sg->server].data + (sg->local_offset - local_start[sg->server]),
-                   src + (sg->file_offset - offset), (size_t)sg->length);
-    }
-    return PFS_OK;
+    if (rc == PFS_OK)  /* src is only read: the cast drops const for the shared copier */
+        copy_segments(1, offset, (unsigned char *)src, segs, nsegs, local_start, servers);
+    return rc;
 }
 
 int pfs_gather(uint64_t offset, unsigned char *dst, uint64_t dst_len,
@@ -62,14 +75,7 @@ int pfs_gather(uint64_t offset, unsigned char *dst, uint64_t dst_len,
 {
     int rc = check_segments(offset, dst, dst_len, segs, nsegs, local_start, servers, width,
                             PFS_ENOSPC, PFS_EINVAL);
-    if (rc != PFS_OK)
-        return rc;
-    for (size_t i = 0; i < nsegs; i++) {
-        const pfs_segment *sg = &segs[i];
-        if (sg->length > 0)
-            memcpy(dst + (sg->file_offset - offset),
-                   servers[sg->server].data + (sg->local_offset - local_start[sg->server]),
-                   (size_t)sg->length);
-    }
-    return PFS_OK;
+    if (rc == PFS_OK)
+        copy_segments(0, offset, dst, segs, nsegs, local_start, servers);
+    return rc;
 }
