@@ -170,6 +170,19 @@ class BlockCache:
             self.stats.num_close_evictions += len(blocks)
             self._files.pop(f.file_id, None)
 
+    def drop_all(self) -> dict[int, int]:
+        """Forgets every block without writing anything back (the session is gone, and with
+        it the right to write); returns how many dirty blocks each file lost."""
+        lost: dict[int, int] = {}
+        for file_id, f in list(self._files.items()):
+            blocks = self._cached_blocks(f)
+            dirty = sum(self._dirty[self._slot(f, b)] for b in blocks)
+            if dirty:
+                lost[file_id] = dirty
+            self._remove(f, blocks)
+        self._files.clear()
+        return lost
+
     def _cached_blocks(self, f: CachedFile) -> list[int]:
         if self._table is None:
             return []

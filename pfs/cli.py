@@ -72,8 +72,14 @@ def _credentials(args: argparse.Namespace):
     secret = None
     if getattr(args, "secret_file", None):
         secret = pathlib.Path(args.secret_file).read_text().strip()
-    return Credentials(secret=secret, tls_cert=getattr(args, "tls_cert", None),
-                       tls_key=getattr(args, "tls_key", None))
+        if not secret:
+            raise SystemExit(f"the secret file {args.secret_file} is empty: put the cluster's "
+                             "secret in it (an empty secret would turn authentication off)")
+    try:
+        return Credentials(secret=secret, tls_cert=getattr(args, "tls_cert", None),
+                           tls_key=getattr(args, "tls_key", None))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 # --- servers ----------------------------------------------------------------------------------
@@ -90,7 +96,7 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
                      fileservers=args.fileservers, block_size=args.block_size,
                      stripe_blocks=args.stripe_blocks, lease_seconds=args.lease_seconds,
                      credentials=_credentials(args), allow_insecure=args.insecure,
-                     stop=_StopOnSignals(), on_ready=ready)
+                     on_ready=ready)
     return 0
 
 
@@ -98,14 +104,15 @@ def cmd_fileserver(args: argparse.Namespace) -> int:
     from pfs_servers import fileserver
     fileserver.serve(pathlib.Path(args.data_dir), args.metaserver, host=args.host,
                      port=args.port, advertise=args.advertise, credentials=_credentials(args),
-                     allow_insecure=args.insecure, stop=_StopOnSignals())
+                     allow_insecure=args.insecure)
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Starts a metaserver and N fileservers as child processes and watches them."""
+    from pfs_servers.instance import lock_data_dir
     data = pathlib.Path(args.data_dir).resolve()
-    data.mkdir(parents=True, exist_ok=True)
+    lock_data_dir(data, "pfs up")
     address_file = data / "metaserver.address"
     address_file.unlink(missing_ok=True)
     stop = _StopOnSignals()

@@ -4,6 +4,11 @@ Every data operation first holds tokens for its whole range, then works under th
 it never waits for a token while holding the lock or another token, so clients cannot deadlock,
 and a revocation (which takes the same lock) waits only for operations already running.
 
+Leases: an operation runs only while the session's lease surely holds, and fails with ENOTCONN
+(its result discarded) if the lease may have run out before it finished: by then the metaserver
+may have given this client's tokens to another, so cached bytes may be stale. A lost session
+drops the cache without writing it back (the fileservers would refuse it anyway).
+
 Sizes: a read or write that may reach past the size this client knows asks for a token up to
 infinity. Nobody else can then grow the file, and whoever held it reported its size when giving
 it up, so the size that comes with the grant is exact. Extending writes therefore always hold the
@@ -31,8 +36,8 @@ from pfs._proto import metaserver_pb2 as pb
 from . import errors
 from .cache import BlockCache
 from .dataplane import DataPlane
-from .metadata import ClusterLayout, ExecStat, Metadata, Recipe
-from .names import name_problem
+from .metadata import MAX_FILE_SIZE, ClusterLayout, ExecStat, Metadata, Recipe
+from .names import brief, name_problem
 from .ranges import INFINITY, RangeMap
 from .session import MetaSession
 from .transport import Credentials
@@ -46,6 +51,8 @@ READ, WRITE = pb.READ, pb.WRITE
 DEFAULT_METASERVER = "127.0.0.1:50050"
 #: Default cache capacity in blocks (with the default 64 KiB blocks, 64 MiB).
 DEFAULT_CACHE_BLOCKS = 1024
+#: Seconds a data call keeps retrying an unreachable fileserver (one restarting, say).
+DEFAULT_RETRY_SECONDS = 10.0
 
 
 @dataclass(eq=False)
@@ -56,6 +63,7 @@ class _OpenFile:
     mode: int
     recipe: Recipe
     size: int  # the largest size this client knows of, its own cached writes included
+    written_end: int = 0  # the end of the bytes this client wrote (what it reports as stored)
     tokens: RangeMap = field(default_factory=RangeMap)
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
     wrote: bool = False
@@ -143,8 +151,10 @@ class Client:
         if cache_blocks is None:
             cache_blocks = int(os.environ.get("PFS_CACHE_BLOCKS", DEFAULT_CACHE_BLOCKS))
         self.cache_blocks = cache_blocks
-        self._credentials = credentials or Credentials()
-        self._lock = threading.Lock()
+        self._credentials = credentials  # made at initialize: PFS_SECRET may be wrong
+        self.retry_seconds = float(os.environ.get("PFS_RETRY_SECONDS", DEFAULT_RETRY_SECONDS))
+        # Reentrant: a session found lost while an operation holds it is given up at once.
+        self._lock = threading.RLock()
         self._marks = threading.Lock()  # guards _OpenFile.revoking; the stream thread takes it
         self._session: MetaSession | None = None
         self._dataplane: DataPlane | None = None
@@ -152,6 +162,7 @@ class Client:
         self._fds: dict[int, _OpenFile] = {}
         self._by_id: dict[int, _OpenFile] = {}
         self._next_fd = itertools.count(1)
+        self._loss: str | None = None  # what a lost session took with it
 
     # --- session ----------------------------------------------------------------------------
     def initialize(self) -> int:
@@ -161,6 +172,11 @@ class Client:
                 return self._session.client_id
             if self.cache_blocks < 0:
                 raise errors.error(errno.EINVAL, "PFS_CACHE_BLOCKS must not be negative")
+            if self._credentials is None:
+                try:
+                    self._credentials = Credentials()
+                except ValueError as e:
+                    raise errors.error(errno.EINVAL, str(e)) from None
             if self._session is not None:  # a lost one: let go of its stream and channels
                 self._session.close()
                 self._dataplane.close()
@@ -169,12 +185,14 @@ class Client:
                                   size_of=self._known_size, on_lost=self._lost)
             reply = session.start()
             self._dataplane = DataPlane(_addresses(reply.fileservers), self._credentials,
+                                        session.metadata, self.retry_seconds,
                                         lookup=lambda: _addresses(session.call(
                                             "Status", pb.StatusRequest(), "look up fileservers"
-                                        ).fileservers))
+                                        ).fileservers), on_fenced=session.lose)
             self._cache = BlockCache(self.cache_blocks, self._dataplane)
             self._fds.clear()
             self._by_id.clear()
+            self._loss = None
             self._session = session
             _live_clients.add(self)
             log.info("client %d connected to %s", session.client_id, self.metaserver)
@@ -213,16 +231,29 @@ class Client:
         session = self._session
         if session is None:
             raise errors.error(errno.ENOTCONN, "not initialized: call pfs_initialize() first")
+        session.check_lease()
         if session.lost:
-            raise errors.error(errno.ENOTCONN, f"the session with the metaserver was lost "
-                                               f"({session.lost}); its tokens and unwritten "
-                                               "data are gone: call pfs_initialize() again")
+            raise errors.error(errno.ENOTCONN, f"the session with the metaserver was lost: "
+                                               f"{session.lost}. {self._loss or ''}Call "
+                                               "pfs_initialize() to start a new session.")
         return session
 
     def _lost(self, reason: str) -> None:
+        """The session is gone, and its tokens with it: nothing cached may be used or written
+        back any more. Says what was lost."""
         with self._lock:
             for f in self._fds.values():
                 f.tokens = RangeMap()
+            dropped = self._cache.drop_all() if self._cache is not None else {}
+            names = [self._by_id[i].name for i in dropped if i in self._by_id]
+            if dropped:
+                self._loss = (f"{sum(dropped.values())} block(s) written to "
+                              f"{', '.join(brief(n) for n in names[:5])}"
+                              f"{' and more' if len(names) > 5 else ''} since the last close or "
+                              "fsync were never stored and are lost; everything closed or "
+                              "fsynced before is safe. ")
+            else:
+                self._loss = "No unwritten data was lost. "
 
     # --- namespace --------------------------------------------------------------------------
     def create(self, name: str, stripe_width: int) -> None:
@@ -232,8 +263,8 @@ class Client:
         if _int_arg(stripe_width, "stripe_width") < 1:
             raise errors.error(errno.EINVAL, "stripe_width must be at least 1")
         session = self._live_session()
-        session.call("Create", pb.CreateRequest(client_id=session.client_id, name=name,
-                                                stripe_width=stripe_width), f"create {name!r}")
+        session.call("Create", pb.CreateRequest(name=name, stripe_width=stripe_width),
+                     f"create {brief(name)}")
 
     def open(self, name: str, mode: int) -> int:
         if mode not in (PFS_READ, PFS_READ_WRITE):
@@ -243,8 +274,7 @@ class Client:
         if problem:
             raise errors.error(errno.EINVAL, problem)
         session = self._live_session()
-        meta = session.call("Open", pb.OpenRequest(client_id=session.client_id, name=name),
-                            f"open {name!r}").meta
+        meta = session.call("Open", pb.OpenRequest(name=name), f"open {brief(name)}").meta
         with self._lock:
             f = _OpenFile(next(self._next_fd), meta.file_id, name, mode,
                           _metadata(meta).recipe, meta.size)
@@ -264,9 +294,8 @@ class Client:
             try:
                 self._cache.close(f)
             finally:
-                session.call("Close", pb.CloseRequest(client_id=session.client_id,
-                                                      file_id=f.file_id, size=f.size,
-                                                      wrote=f.wrote), f"close {f.name!r}")
+                session.call("Close", pb.CloseRequest(file_id=f.file_id, size=f.written_end,
+                                                      wrote=f.wrote), f"close {brief(f.name)}")
                 del self._fds[fd]
                 del self._by_id[f.file_id]
 
@@ -275,16 +304,15 @@ class Client:
         if problem:
             raise errors.error(errno.EINVAL, problem)
         session = self._live_session()
-        session.call("Delete", pb.DeleteRequest(client_id=session.client_id, name=name),
-                     f"delete {name!r}")
+        session.call("Delete", pb.DeleteRequest(name=name), f"delete {brief(name)}")
 
     def fstat(self, fd: int) -> Metadata:
         """The file's most recent metadata, sizes still in other clients' caches included."""
         session = self._live_session()
         with self._lock:
             f = self._file(fd)
-        meta = _metadata(session.call("Stat", pb.StatRequest(
-            client_id=session.client_id, file_id=f.file_id), f"fstat {f.name!r}").meta)
+        meta = _metadata(session.call("Stat", pb.StatRequest(file_id=f.file_id),
+                                      f"fstat {brief(f.name)}").meta)
         meta.file_size = max(meta.file_size, f.size)
         return meta
 
@@ -292,10 +320,10 @@ class Client:
         """Like fstat, by name, for a file this client need not have open."""
         problem = name_problem(name)
         if problem:
-            raise errors.error(errno.ENOENT, f"no such file {name!r}: {problem}")
+            raise errors.error(errno.ENOENT, f"no such file {brief(name)}: {problem}")
         session = self._live_session()
-        meta = _metadata(session.call("Stat", pb.StatRequest(
-            client_id=session.client_id, name=name), f"stat {name!r}").meta)
+        meta = _metadata(session.call("Stat", pb.StatRequest(name=name),
+                                      f"stat {brief(name)}").meta)
         with self._lock:  # the metaserver does not ask us about our own cached writes
             mine = [f.size for f in self._fds.values() if f.name == name]
         meta.file_size = max([meta.file_size, *mine])
@@ -335,6 +363,9 @@ class Client:
             raise errors.error(errno.EBADF, f"fd {fd} ({f.name!r}) was opened PFS_READ")
         src = _buffer(buf, _int_arg(num_bytes, "num_bytes"), writable=False)
         _int_arg(offset, "offset")
+        if offset + num_bytes > MAX_FILE_SIZE:
+            raise errors.error(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes; this "
+                                            f"write would end at {offset + num_bytes}")
         with self._holding(f, offset, offset + num_bytes, WRITE):
             if offset > f.size:
                 raise errors.error(errno.EINVAL, f"offset {offset} is beyond the end of "
@@ -342,12 +373,13 @@ class Client:
                                                  "have no holes")
             if num_bytes:
                 old_size = f.size
-                f.size, f.wrote = max(f.size, offset + num_bytes), True
+                f.size = max(f.size, offset + num_bytes)
                 try:
                     self._cache.write(f, offset, src, self._cacheable(f), old_size)
                 except OSError:
                     f.size = old_size
                     raise
+                f.wrote, f.written_end = True, max(f.written_end, offset + num_bytes)
             return num_bytes
 
     def fsync(self, fd: int) -> None:
@@ -357,8 +389,9 @@ class Client:
             f = self._file(fd)
             self._cache.flush(f)
             self._dataplane.fsync(f)
-            session.call("ReportSize", pb.ReportSizeRequest(
-                client_id=session.client_id, file_id=f.file_id, size=f.size), f"fsync {f.name!r}")
+            session.call("ReportSize", pb.ReportSizeRequest(file_id=f.file_id,
+                                                            size=f.written_end),
+                         f"fsync {brief(f.name)}")
 
     # --- tokens -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -390,6 +423,9 @@ class Client:
                     f.size = max(f.size, grant.size)
                 session.applied(grant.grant_seq)
             yield
+            if not session.lease_valid():  # finished too late to be sure of its tokens
+                session.check_lease()
+                self._live_session()
         finally:
             self._lock.release()
 
@@ -412,8 +448,9 @@ class Client:
         """Gives up a token range once running operations are done; returns the known size."""
         with self._lock:
             f = self._by_id.get(revoke.file_id)
-            if f is None:
-                return 0
+            session = self._session
+            if f is None or session is None or not session.lease_valid():
+                return 0  # a lost session writes nothing back: its tokens are gone
             try:
                 self._cache.revoke(f, revoke.start, revoke.end, drop=revoke.to_mode != READ)
             except OSError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import threading
+import time
 from typing import Callable, Protocol
 
 import grpc
@@ -31,17 +32,25 @@ class StripedFile(Protocol):
 
 
 class DataPlane:
-    """Talks to the fileservers; knows their addresses by index.
+    """Talks to the fileservers for one session (every call carries its key); knows their
+    addresses by index.
 
-    A fileserver that restarted may listen on a new address: when one is unreachable, the
-    addresses are asked again (`lookup()`, from the metaserver) and the piece is retried once.
-    Every piece is idempotent (reads, and writes of the same bytes at the same offsets)."""
+    A fileserver that is unreachable (restarting, say, perhaps on a new address) is retried for
+    up to `retry_seconds`, asking the metaserver for the addresses again (`lookup()`) in between;
+    every piece is idempotent (reads, and writes of the same bytes at the same offsets). A
+    fileserver that refuses the session (the metaserver ended it) is final: `on_fenced(reason)`
+    is told, and the call fails with ENOTCONN."""
 
     def __init__(self, addresses: dict[int, str], credentials: Credentials,
-                 lookup: Callable[[], dict[int, str]]) -> None:
+                 metadata: tuple[tuple[str, str], ...], retry_seconds: float,
+                 lookup: Callable[[], dict[int, str]],
+                 on_fenced: Callable[[str], None]) -> None:
         self._addresses = dict(addresses)
         self._credentials = credentials
+        self._metadata = metadata
+        self._retry_seconds = retry_seconds
         self._lookup = lookup
+        self._on_fenced = on_fenced
         self._stubs: dict[int, tuple[grpc.Channel, pb_grpc.FileServerStub]] = {}
         self._lock = threading.Lock()
 
@@ -62,12 +71,16 @@ class DataPlane:
             return self._stubs[index][1]
 
     def _retrying(self, piece: Callable[[], None]) -> None:
-        try:
-            piece()
-        except OSError as e:
-            if e.errno != errno.EHOSTDOWN or not self._relearn_addresses():
-                raise
-            piece()
+        give_up, pause = time.monotonic() + self._retry_seconds, 0.05
+        while True:
+            try:
+                return piece()
+            except OSError as e:
+                if e.errno != errno.EHOSTDOWN or time.monotonic() >= give_up:
+                    raise
+                if not self._relearn_addresses():
+                    time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+                    pause = min(2 * pause, 1.0)
 
     def _relearn_addresses(self) -> bool:
         """Asks for the fileservers' addresses again; True if any changed."""
@@ -111,7 +124,7 @@ class DataPlane:
         plan = self._plan(f.recipe, offset, length)
         calls = [self._stub(f.recipe.servers[e.server]).Read.future(
                     pb.ReadRequest(file_id=f.file_id, offset=e.local_offset, length=e.length),
-                    timeout=CALL_TIMEOUT)
+                    timeout=CALL_TIMEOUT, metadata=self._metadata)
                  for e in plan.extents]
         sources = []
         for extent, call in zip(plan.extents, calls):
@@ -132,7 +145,7 @@ class DataPlane:
         plan = self._plan(f.recipe, offset, len(src))
         calls = [self._stub(f.recipe.servers[e.server]).Write.future(
                     pb.WriteRequest(file_id=f.file_id, offset=e.local_offset, data=bytes(piece)),
-                    timeout=CALL_TIMEOUT)
+                    timeout=CALL_TIMEOUT, metadata=self._metadata)
                  for e, piece in zip(plan.extents, plan.scatter(src))]
         for extent, call in zip(plan.extents, calls):
             self._result(call, f.recipe.servers[extent.server], "write")
@@ -141,7 +154,7 @@ class DataPlane:
         """Returns once the fileservers have every write to the file so far on disk."""
         def fsync_all() -> None:
             calls = [(s, self._stub(s).Fsync.future(pb.FsyncRequest(file_id=f.file_id),
-                                                     timeout=CALL_TIMEOUT))
+                                                     timeout=CALL_TIMEOUT, metadata=self._metadata))
                      for s in f.recipe.servers]
             for server, call in calls:
                 self._result(call, server, "fsync")
@@ -151,5 +164,9 @@ class DataPlane:
         try:
             return call.result()
         except grpc.RpcError as e:
-            raise errors.from_rpc(e, f"{what} on fileserver {server} "
-                                     f"({self._addresses.get(server)})") from None
+            where = f"{what} on fileserver {server} ({self._addresses.get(server)})"
+            if e.code() == grpc.StatusCode.PERMISSION_DENIED:
+                reason = f"{where} was refused: {e.details()}"
+                self._on_fenced(reason)
+                raise errors.error(errno.ENOTCONN, reason) from None
+            raise errors.from_rpc(e, where) from None

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+#: The largest file PFS stores (1 PiB): sizes and offsets from the network are checked against it.
+MAX_FILE_SIZE = 1 << 50
+
 
 class _Record:
     def copy_into(self, other: "_Record") -> None:

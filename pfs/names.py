@@ -1,6 +1,16 @@
-"""What a file name may be: the one rule shared by the client and the metaserver."""
+"""What a file name may be: the one rule shared by the client and the metaserver, and how names
+are quoted back."""
 
 MAX_NAME_BYTES = 255
+#: Characters of a client's string quoted back in a message or log line.
+QUOTE_CHARS = 60
+
+
+def brief(text: object) -> str:
+    """`text` quoted for a message, cut short: a client's long string must not make the error
+    that quotes it too large to send."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= QUOTE_CHARS else quoted[:QUOTE_CHARS - 4] + "...'"
 
 
 def name_problem(name: object) -> str | None:

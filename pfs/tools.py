@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import errno
 import functools
 import os
 import sys
@@ -86,6 +87,8 @@ def _call(method: str, request, what: str):
             return getattr(pb_grpc.MetaServerStub(channel), method)(request, timeout=10)
     except grpc.RpcError as e:
         raise errors.from_rpc(e, f"{what} (metaserver {address})") from None
+    except ValueError as e:  # a bad PFS_SECRET
+        raise errors.error(errno.EINVAL, str(e)) from None
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

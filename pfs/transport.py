@@ -17,7 +17,29 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
 ]
+#: Servers never share a port with another process (gRPC would allow it by default).
+SERVER_OPTIONS = CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)]
 SECRET_HEADER = "pfs-secret"
+#: The metadata entry naming the caller's session: "<client id>:<session key in hex>".
+SESSION_HEADER = "pfs-session"
+#: Bytes of a session key (256 bits, from `secrets`).
+SESSION_KEY_BYTES = 32
+
+
+def session_metadata(client_id: int, key: bytes) -> tuple[tuple[str, str], ...]:
+    return ((SESSION_HEADER, f"{client_id}:{key.hex()}"),)
+
+
+def parse_session(value: str | None) -> tuple[int, bytes] | None:
+    """(client id, key) from a SESSION_HEADER value, or None when it is malformed."""
+    client_id, sep, key = (value or "").partition(":")
+    if not sep or not client_id.isdigit() or len(client_id) > 20 \
+            or len(key) != 2 * SESSION_KEY_BYTES:
+        return None
+    try:
+        return int(client_id), bytes.fromhex(key)
+    except ValueError:
+        return None
 
 
 class Credentials:
@@ -25,7 +47,10 @@ class Credentials:
 
     def __init__(self, secret: str | None = None, tls_ca: str | None = None,
                  tls_cert: str | None = None, tls_key: str | None = None) -> None:
-        self.secret = secret if secret is not None else os.environ.get("PFS_SECRET") or None
+        self.secret = secret if secret is not None else os.environ.get("PFS_SECRET")
+        if self.secret == "":  # set, but to nothing: a mistake, never "no secret"
+            raise ValueError("the PFS secret is empty: set PFS_SECRET (or the secret file) to "
+                             "the cluster's secret, or unset it for a cluster without one")
         self.tls_ca = tls_ca if tls_ca is not None else os.environ.get("PFS_TLS_CA") or None
         self.tls_cert = tls_cert
         self.tls_key = tls_key
@@ -36,14 +61,22 @@ class Credentials:
     def channel(self, address: str) -> grpc.Channel:
         """A channel to a PFS server that sends the secret with every call."""
         if self.tls_ca:
-            with open(self.tls_ca, "rb") as f:
-                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-            channel = grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+            channel = grpc.secure_channel(address, self._tls(), options=CHANNEL_OPTIONS)
         else:
             channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         if self.secret:
             channel = grpc.intercept_channel(channel, _SecretAdder(self.metadata()))
         return channel
+
+    def aio_channel(self, address: str) -> grpc.aio.Channel:
+        """An asyncio channel to a PFS server; its calls must pass `metadata()` themselves."""
+        if self.tls_ca:
+            return grpc.aio.secure_channel(address, self._tls(), options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+    def _tls(self) -> grpc.ChannelCredentials:
+        with open(self.tls_ca, "rb") as f:
+            return grpc.ssl_channel_credentials(root_certificates=f.read())
 
 
 class _SecretAdder(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):

@@ -162,6 +162,13 @@ class RemoteClient:
         self.process.kill()
         self.process.wait(20)
 
+    def pause(self) -> None:
+        """SIGSTOP: the client process freezes, its threads and heartbeats too."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
     def close(self) -> None:
         if self.process.poll() is None:
             try:

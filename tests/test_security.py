@@ -29,7 +29,7 @@ def test_every_rpc_without_the_secret_is_refused(tmp_path):
     secret_file.write_text(SECRET + "\n")
     cluster = Cluster(tmp_path / "data", extra_args=("--secret-file", str(secret_file))).start()
     try:
-        stranger = pfs.Client(metaserver=cluster.address, credentials=Credentials(secret=""))
+        stranger = pfs.Client(metaserver=cluster.address, credentials=Credentials())
         assert stranger.pfs_initialize() == -1
         assert pfs.pfs_last_error().errno == errno.EACCES
         wrong = pfs.Client(metaserver=cluster.address, credentials=Credentials(secret="guess"))
@@ -77,3 +77,20 @@ def test_no_secret_means_loopback_only(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "without a shared secret" in done.stderr
+
+
+def test_an_empty_secret_is_an_error_not_no_secret(tmp_path, monkeypatch):
+    """An empty secret file stops a server from starting (it would turn authentication off);
+    an empty PFS_SECRET makes a client's initialize fail instead of connecting without one."""
+    empty = tmp_path / "secret"
+    empty.write_text("\n")
+    done = subprocess.run([sys.executable, "-m", "pfs", "metaserver", "--data-dir",
+                           str(tmp_path / "meta"), "--port", "0", "--secret-file", str(empty)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "is empty" in done.stderr
+    monkeypatch.setenv("PFS_SECRET", "")
+    client = pfs.Client(metaserver="127.0.0.1:1")
+    assert client.pfs_initialize() == -1
+    assert pfs.pfs_last_error().errno == errno.EINVAL
+    assert "empty" in str(pfs.pfs_last_error())

@@ -32,6 +32,13 @@ def c_execstat():
     return vars(stats)
 
 
+def write_pattern(fd, byte, length, offset):
+    """pfs_write of `length` copies of `byte` (made here: large writes need not cross the pipe);
+    [result, errno of the failure or 0]."""
+    n = client.pfs_write(fd, bytes([byte]) * length, length, offset)
+    return [n, getattr(pfs.pfs_last_error(), "errno", 0) if n < 0 else 0]
+
+
 def rounds_of_writes(name, offset, length, rounds):
     """Opens, writes [offset, offset+length) with the round number's byte, closes; `rounds`
     times. The last round's byte is (rounds - 1) % 256 + 1."""
@@ -141,9 +148,11 @@ def random_growing_ops(name, seed, count, max_len, max_size):
 
 
 HELPERS = {"pfs_read": c_read, "pfs_fstat": c_fstat, "pfs_execstat": c_execstat,
+           "write_pattern": write_pattern,
            "rounds_of_writes": rounds_of_writes, "random_ops": random_ops,
            "random_growing_ops": random_growing_ops,
-           "last_error": lambda: str(pfs.pfs_last_error())}
+           "last_error": lambda: str(pfs.pfs_last_error()),
+           "last_errno": lambda: getattr(pfs.pfs_last_error(), "errno", None)}
 
 for line in sys.stdin:
     op, *args = json.loads(line)

@@ -81,6 +81,13 @@ class StripeStore:
             finally:
                 os.close(fd)
 
+    def length(self, file_id: int) -> int:
+        """Bytes in the file's object (0 when nothing was ever written here)."""
+        try:
+            return self._path(file_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def delete(self, file_id: int) -> None:
         self._path(file_id).unlink(missing_ok=True)
 

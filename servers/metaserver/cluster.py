@@ -1,39 +1,83 @@
-"""Which fileservers the cluster has, which are online, and where new files are striped.
+"""The cluster's fileservers: who is attached, where new files go, and which client sessions
+each fileserver may serve (the fencing of SPEC §4).
 
-A fileserver is online while its heartbeats keep arriving; its index is stable across restarts
-(the namespace keeps it by the fileserver's uuid), so recipes stay valid.
+Each fileserver keeps a control stream open to us. Over it we send the session table (whole at
+attach, then each change, numbered by a version) and it acknowledges every version it has put in
+force. It serves data only while its heartbeats are acknowledged, and stops on its own once the
+lease that its last acknowledged heartbeat bought has run out.
+
+Fencing: `fence(client)` returns only when no fileserver can still act for that session: each one
+has acknowledged the change, or its lease has run out (it stopped serving by itself). Only then
+may the session's tokens go to another client. A fileserver that does not acknowledge in time
+has its stream closed, so it re-attaches and receives the whole table again.
+
+A fileserver's index is stable across restarts (the namespace keeps it by the fileserver's
+uuid), so recipes stay valid. No other fileserver may take the address of one that is online.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
-import threading
+import logging
 import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
-from .namespace import Namespace
+from pfs._proto import metaserver_pb2 as pb
+
+log = logging.getLogger("pfs.metaserver.cluster")
 
 HEARTBEAT_SECONDS = 1.0
-#: Missing this many heartbeats in a row makes a fileserver offline.
-MISSED_HEARTBEATS = 5
+#: A fileserver serves this long after sending a heartbeat we acknowledged (and is offline for
+#: us once that long has passed since we last heard one).
+FILESERVER_LEASE_SECONDS = 5.0
+#: How long an admit or fence may wait for a fileserver's acknowledgement before its stream is
+#: closed (it then re-attaches and gets the whole table).
+ACK_TIMEOUT = 3.0
+_DETACH = object()  # put in a link's outbox to close its stream
+
+
+class AttachRefused(Exception):
+    """A fileserver may not attach (its address or identity is taken by a live one)."""
+
+
+@dataclass(eq=False)
+class Link:
+    """One attachment of a fileserver: its control stream while it lasts."""
+    index: int
+    uuid: str
+    address: str
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    acked_version: int = 0
+    last_heartbeat: float = float("-inf")  # when we received the last heartbeat we acknowledged
+    attached: bool = True
 
 
 class Cluster:
-    def __init__(self, namespace: Namespace, expected_fileservers: int) -> None:
-        self.namespace = namespace
+    def __init__(self, register_fileserver: Callable[[str, str], Awaitable[int]],
+                 addresses: dict[int, str], expected_fileservers: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._register = register_fileserver
+        self._addresses = dict(addresses)  # index -> last known address, attached or not
         self.expected = expected_fileservers
-        self._lock = threading.Lock()
-        self._last_heartbeat: dict[int, float] = {}
+        self._clock = clock
+        self._links: dict[int, Link] = {}  # index -> current (or last) attachment
+        self._sessions: dict[int, bytes] = {}  # the session table: client id -> key
+        self._version = 1  # of the table; a fileserver that acknowledged none may not serve
+        self._wakeup = asyncio.Event()  # replaced by a fresh one at every notification
         self._placement = itertools.count()
+        self._query_ids = itertools.count(1)
+        self._lengths: dict[int, asyncio.Future] = {}
 
-    def heartbeat(self, uuid: str, address: str) -> int:
-        index = self.namespace.register_fileserver(uuid, address)
-        with self._lock:
-            self._last_heartbeat[index] = time.monotonic()
-        return index
+    # --- membership -------------------------------------------------------------------------
+    def addresses(self) -> dict[int, str]:
+        return dict(sorted(self._addresses.items()))
 
     def online(self) -> set[int]:
-        deadline = time.monotonic() - HEARTBEAT_SECONDS * MISSED_HEARTBEATS
-        with self._lock:
-            return {i for i, t in self._last_heartbeat.items() if t >= deadline}
+        return {i for i, link in self._links.items() if link.attached and self._live(link)}
+
+    def _live(self, link: Link) -> bool:
+        return self._clock() < link.last_heartbeat + FILESERVER_LEASE_SECONDS
 
     def shortfall(self) -> str | None:
         """Why clients cannot start now, or None when enough fileservers are online."""
@@ -52,3 +96,137 @@ class Cluster:
                              f"fileservers, got {width}")
         first = next(self._placement) % len(online)
         return [online[(first + k) % len(online)] for k in range(width)]
+
+    async def attach(self, uuid: str, address: str) -> Link:
+        """A fileserver's control stream opened: its link, whose outbox starts with Welcome."""
+        for link in self._links.values():
+            if link.attached and self._live(link) and (link.uuid == uuid or link.address == address):
+                what = "this fileserver" if link.uuid == uuid else f"fileserver {link.index}"
+                raise AttachRefused(
+                    f"{what} is already attached at {link.address} and online; is a second "
+                    "fileserver running with the same data directory or address?")
+        index = await self._register(uuid, address)
+        old = self._links.get(index)
+        if old is not None and old.attached:
+            self.detach(old)
+        link = Link(index, uuid, address)
+        link.last_heartbeat = old.last_heartbeat if old else float("-inf")
+        self._links[index] = link
+        self._addresses[index] = address
+        link.outbox.put_nowait(pb.ControlMessage(welcome=pb.Welcome(
+            index=index, heartbeat_seconds=HEARTBEAT_SECONDS,
+            lease_seconds=FILESERVER_LEASE_SECONDS, version=self._version,
+            sessions=[pb.SessionKey(client_id=c, key=k) for c, k in self._sessions.items()])))
+        log.info("fileserver %d attached from %s", index, address)
+        return link
+
+    def detach(self, link: Link) -> None:
+        if link.attached:
+            link.attached = False
+            link.outbox.put_nowait(_DETACH)
+            log.warning("fileserver %d detached", link.index)
+            self._notify()
+
+    async def outgoing(self, link: Link):
+        while (message := await link.outbox.get()) is not _DETACH:
+            yield message
+
+    def heartbeat(self, link: Link, seq: int) -> None:
+        # Only a link that has put the table in force may keep serving.
+        if link.attached and link.acked_version >= 1:
+            link.last_heartbeat = self._clock()
+            link.outbox.put_nowait(pb.ControlMessage(heartbeat_ack=pb.HeartbeatAck(seq=seq)))
+
+    def table_acked(self, link: Link, version: int) -> None:
+        link.acked_version = max(link.acked_version, version)
+        self._notify()
+
+    def _notify(self) -> None:
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    # --- the session table ------------------------------------------------------------------
+    async def admit(self, client_id: int, key: bytes) -> None:
+        """Lets the session's calls through at every fileserver; returns once the attached ones
+        have it in force (one that does not answer in time is made to re-attach)."""
+        self._sessions[client_id] = key
+        await self._change(pb.ControlMessage(admit=pb.SessionAdmitted(
+            version=self._bump(), session=pb.SessionKey(client_id=client_id, key=key))),
+            until_lease_ends=False)
+
+    async def fence(self, client_id: int) -> None:
+        """Returns once no fileserver can still serve the session (SPEC §4 fencing)."""
+        self._sessions.pop(client_id, None)
+        await self._change(pb.ControlMessage(fence=pb.SessionFenced(
+            version=self._bump(), client_id=client_id)), until_lease_ends=True)
+
+    def _bump(self) -> int:
+        self._version += 1
+        return self._version
+
+    async def _change(self, message: pb.ControlMessage, until_lease_ends: bool) -> None:
+        """Sends a table change to every attached fileserver and waits for each: until it has
+        acknowledged, or (`until_lease_ends`) its lease has run out, whichever comes first.
+        Without `until_lease_ends`, a fileserver that does not acknowledge is merely detached."""
+        version = self._version
+        for link in self._links.values():
+            if link.attached:
+                link.outbox.put_nowait(message)
+        give_up = self._clock() + ACK_TIMEOUT
+
+        def waiting() -> list[Link]:
+            current = [self._links[i] for i in self._links]
+            return [link for link in current if link.acked_version < version
+                    and (link.attached if not until_lease_ends else self._live(link))]
+
+        while pending := waiting():
+            now = self._clock()
+            if now >= give_up:
+                for link in pending:
+                    log.warning("fileserver %d did not confirm session table version %d "
+                                "within %gs; closing its stream", link.index, version,
+                                ACK_TIMEOUT)
+                    self.detach(link)
+                if not until_lease_ends:
+                    return
+                give_up = float("inf")
+            leases_end = min(link.last_heartbeat + FILESERVER_LEASE_SECONDS for link in pending)
+            wakeup = self._wakeup
+            try:
+                await asyncio.wait_for(wakeup.wait(), max(0.01, min(give_up, leases_end) - now))
+            except asyncio.TimeoutError:
+                pass
+
+    # --- objects ----------------------------------------------------------------------------
+    async def object_length(self, index: int, file_id: int) -> int:
+        """The length of the file's object on fileserver `index` (it must be attached)."""
+        link = self._links.get(index)
+        if link is None or not link.attached:
+            raise ConnectionError(f"fileserver {index} is not attached")
+        query_id = next(self._query_ids)
+        answer = asyncio.get_running_loop().create_future()
+        self._lengths[query_id] = answer
+        try:
+            link.outbox.put_nowait(pb.ControlMessage(length_query=pb.LengthQuery(
+                query_id=query_id, file_id=file_id)))
+            return await asyncio.wait_for(answer, ACK_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"fileserver {index} did not answer") from None
+        finally:
+            del self._lengths[query_id]
+
+    def length_answered(self, query_id: int, length: int) -> None:
+        answer = self._lengths.get(query_id)
+        if answer is not None and not answer.done():
+            answer.set_result(length)
+
+    def delete_objects(self, file_id: int, servers: tuple[int, ...]) -> set[int]:
+        """Asks the attached ones among `servers` to delete the file's objects; the others."""
+        missing = set()
+        for index in servers:
+            link = self._links.get(index)
+            if link is not None and link.attached:
+                link.outbox.put_nowait(pb.ControlMessage(delete=pb.DeleteObjects(file_id=file_id)))
+            else:
+                missing.add(index)
+        return missing

@@ -45,6 +45,10 @@ class NameExists(Exception):
     pass
 
 
+class StorageFull(Exception):
+    """The metadata disk is full: nothing was changed."""
+
+
 class NoSuchFile(Exception):
     pass
 
@@ -93,12 +97,18 @@ class Namespace:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: everything inside commits together or not at all."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # a failed COMMIT may have rolled back already
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise StorageFull("the metaserver's disk is full; free space on it") from None
                 raise
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:

@@ -1,94 +1,175 @@
-"""The MetaServer gRPC servicer: translates messages into namespace, session and token calls.
+"""The MetaServer gRPC servicer (asyncio): translates messages into namespace, session, cluster
+and token calls, and checks every number and name before anything changes.
 
-File sizes: the namespace holds the size as of the last close or fsync (durable); `_live_sizes`
-holds newer sizes that clients reported with their revocation acknowledgements. A client that
-holds a WRITE token beyond the known size may have grown the file in its cache, so Stat asks it
-(a glimpse) before answering.
+Identity: every call acting for a session names it in its metadata with the session's key;
+`_session()` finds it or refuses the call (PERMISSION_DENIED without the right key, ABORTED for
+a session that has ended).
+
+File sizes: the namespace holds the size as of the last close or fsync (durable); `_sizes` holds
+newer sizes that clients reported while giving up tokens. A size is believed only from a client
+that could have written it: one holding a WRITE token on the bytes between the known size and
+the reported one. A client that holds a WRITE token beyond the known size may have grown the
+file in its cache, so Stat asks it (a glimpse) before answering.
+
+Everything runs on one event loop; SQLite runs on one thread of its own, so a commit (an fsync)
+never stalls the loop. `_namespace_lock` keeps open, create and delete of names from
+interleaving across those waits.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from pfs._proto import fileserver_pb2 as fs_pb
-from pfs._proto import fileserver_pb2_grpc as fs_grpc
+from pfs._native import plan_stripes
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-from pfs.names import name_problem
+from pfs.metadata import MAX_FILE_SIZE
+from pfs.names import brief, name_problem
 from pfs.ranges import INFINITY
-from pfs.transport import Credentials
 
-from .cluster import HEARTBEAT_SECONDS, Cluster
-from .namespace import FileRecord, NameExists, Namespace, NoSuchFile
-from . import sessions as session_state
-from .sessions import SessionEnded, Sessions
-from .tokens import RequestCancelled, Revocation, SessionGone, TokenManager
+from ..rpc import session_of
+from .cluster import AttachRefused, Cluster
+from .namespace import FileRecord, NameExists, Namespace, NoSuchFile, StorageFull
+from .sessions import NotYourSession, Session, SessionEnded, Sessions
+from .tokens import WRITE, RequestCancelled, Revocation, SessionGone, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
+
+#: How often overdue revocations are looked for.
+EVICTION_CHECK_SECONDS = 0.5
+#: How often objects of deleted files that a fileserver still holds are asked for again.
+DELETE_RETRY_SECONDS = 10.0
 
 
 def _answer_errors(method):
     """Domain failures become gRPC statuses with a message that says what to do."""
     @functools.wraps(method)
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         try:
-            return method(self, request, context)
+            return await method(self, request, context)
         except NoSuchFile as e:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no such file: {e}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such file: {e}")
         except NameExists as e:
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"file exists: {e}")
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"file exists: {e}")
         except ValueError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except NotYourSession as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except (SessionEnded, SessionGone) as e:
-            context.abort(grpc.StatusCode.ABORTED, f"session ended: {e}")
+            await context.abort(grpc.StatusCode.ABORTED, f"session ended: {e}")
         except RequestCancelled as e:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"file closed: {e}")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"file closed: {e}")
+        except StorageFull as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        except ConnectionError as e:  # a fileserver we needed to ask is not attached
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
     return wrapper
 
 
 class MetaServerService(pb_grpc.MetaServerServicer):
-    def __init__(self, namespace: Namespace, cluster: Cluster, lease_seconds: float,
-                 block_size: int, stripe_blocks: int, credentials: Credentials) -> None:
+    def __init__(self, namespace: Namespace, expected_fileservers: int, lease_seconds: float,
+                 block_size: int, stripe_blocks: int) -> None:
         self.namespace = namespace
-        self.cluster = cluster
         self.block_size = block_size
         self.stripe_blocks = stripe_blocks
-        self.credentials = credentials
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
+        self.cluster = Cluster(functools.partial(self._db, namespace.register_fileserver),
+                               namespace.fileservers(), expected_fileservers)
         self.sessions = Sessions(lease_seconds, on_end=self._session_ended)
-        self.tokens = TokenManager(self._send_revoke,
-                                   evict=lambda c: self.sessions.evict(c, "revocation ignored"),
-                                   revoke_timeout=max(2 * lease_seconds, 5.0))
-        self._names_lock = threading.Lock()  # open vs delete of one name
-        self._sizes_lock = threading.Lock()
-        self._live_sizes: dict[int, int] = {}
-        self._deleter = threading.Thread(target=self._retry_deletes, name="deletes", daemon=True)
-        self._stop = threading.Event()
+        self.tokens = TokenManager(self._send_revoke, revoke_timeout=max(2 * lease_seconds, 5.0))
+        self._namespace_lock = asyncio.Lock()
+        self._sizes: dict[int, int] = {}  # file id -> newest size known, if newer than durable
+        # file id -> fileservers still holding its objects (durable in the namespace too)
+        self._deleting: dict[int, set[int]] = {
+            file_id: set(servers) for file_id, servers in namespace.pending_deletes()}
+        self._background: list[asyncio.Task] = []
+
+    async def _db(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
     def start_background(self) -> None:
-        self._deleter.start()
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self.sessions.expire_leases()),
+                            loop.create_task(self._evict_overdue()),
+                            loop.create_task(self._retry_deletes())]
 
-    def stop(self) -> None:
-        self._stop.set()
-        self.sessions.stop()
-        self.namespace.close()
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await self.sessions.stop()
+        self._db_thread.submit(self.namespace.close).result()
+        self._db_thread.shutdown()
 
-    # --- helpers ----------------------------------------------------------------------------
-    def _grow(self, file_id: int, size: int) -> None:
-        with self._sizes_lock:
-            if size > self._live_sizes.get(file_id, 0):
-                self._live_sizes[file_id] = size
+    # --- identity ---------------------------------------------------------------------------
+    def _session(self, context) -> Session:
+        named = session_of(context)
+        if named is None:
+            raise NotYourSession("this call carries no session key; start a session with "
+                                 "pfs_initialize() first")
+        return self.sessions.get(*named)
 
+    def _open(self, session: Session, file_id: int) -> None:
+        if file_id not in session.open_files:
+            raise ValueError(f"client {session.client_id} does not have file {file_id} open")
+
+    # --- sizes ------------------------------------------------------------------------------
     def _size(self, record: FileRecord) -> int:
-        with self._sizes_lock:
-            return max(record.size, self._live_sizes.get(record.file_id, 0))
+        return max(record.size, self._sizes.get(record.file_id, 0))
 
-    def _meta(self, record: FileRecord, size: int | None = None) -> pb.FileMeta:
+    def _believable(self, client_id: int, file_id: int, known: int, size: int) -> bool:
+        """Whether the client could have made the file `size` bytes long: only by writing, under
+        a WRITE token, every byte from the known end to the new one."""
+        return size <= known or (size <= MAX_FILE_SIZE and
+                                 self.tokens.holds(client_id, file_id, known, size, WRITE))
+
+    def _grow(self, file_id: int, size: int) -> None:
+        if size > self._sizes.get(file_id, 0):
+            self._sizes[file_id] = size
+
+    def _reported(self, client_id: int, file_id: int, size: int) -> None:
+        """A size told in passing (revocation acknowledgement, glimpse): kept if believable."""
+        known = self._sizes.get(file_id, 0)
+        if self._believable(client_id, file_id, known, size):
+            self._grow(file_id, size)
+        else:
+            log.warning("client %d reported size %d for file %d without a WRITE token up to "
+                        "it; ignored", client_id, size, file_id)
+
+    async def _record_size(self, session: Session, file_id: int, size: int,
+                           touch: bool) -> FileRecord:
+        """Makes a size the client reports at close or fsync durable, if believable."""
+        record = await self._db(self.namespace.get, file_id)
+        known = self._size(record)
+        if not self._believable(session.client_id, file_id, known, size):
+            raise ValueError(f"size {size} is not one client {session.client_id} could have "
+                             f"written (file {file_id} has {known} bytes, and the client holds "
+                             "no WRITE token up to that size)")
+        if size > record.size:
+            await self._check_stored(record, size)
+        if size > record.size or touch:
+            await self._db(self.namespace.grow, file_id, size, touch)
+        self._grow(file_id, size)
+        return record
+
+    async def _check_stored(self, record: FileRecord, size: int) -> None:
+        """Refuses a durable size whose last byte its fileserver does not hold: the client
+        claims bytes it never wrote back."""
+        (extent,) = plan_stripes(size - 1, 1, record.block_size, record.stripe_blocks,
+                                 len(record.servers)).extents
+        index = record.servers[extent.server]
+        length = await self.cluster.object_length(index, record.file_id)
+        if length <= extent.local_offset:
+            raise ValueError(f"size {size} of file {record.file_id} was never written: "
+                             f"fileserver {index} holds only {length} bytes of its part")
+
+    def _meta(self, record: FileRecord) -> pb.FileMeta:
         return pb.FileMeta(
-            file_id=record.file_id, name=record.name,
-            size=self._size(record) if size is None else size,
+            file_id=record.file_id, name=record.name, size=self._size(record),
             ctime=record.ctime, mtime=record.mtime,
             recipe=pb.Recipe(block_size=record.block_size, stripe_blocks=record.stripe_blocks,
                              stripe_width=len(record.servers), servers=record.servers))
@@ -96,198 +177,286 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     def _fileservers(self) -> list[pb.Fileserver]:
         online = self.cluster.online()
         return [pb.Fileserver(index=i, address=a, online=i in online)
-                for i, a in self.namespace.fileservers().items()]
+                for i, a in self.cluster.addresses().items()]
+
+    # --- sessions ending --------------------------------------------------------------------
+    async def _session_ended(self, session: Session, evicted: bool) -> None:
+        """Fences the session at the fileservers, then (once an evicted client surely knows its
+        lease is over) lets others have its tokens."""
+        await self.cluster.fence(session.client_id)
+        if evicted:
+            await asyncio.sleep(max(0.0, self.sessions.lease_end(session) - time.monotonic()))
+        self.tokens.remove_client(session.client_id)
+        session.open_files.clear()
+
+    async def _evict_overdue(self) -> None:
+        while True:
+            await asyncio.sleep(EVICTION_CHECK_SECONDS)
+            for client_id in self.tokens.overdue():
+                self.sessions.end(client_id, "it did not acknowledge a revocation", evicted=True)
 
     def _send_revoke(self, revocation: Revocation) -> None:
-        try:
-            session = self.sessions.get(revocation.client_id)
-        except SessionEnded:
+        session = self.sessions.find(revocation.client_id)
+        if session is None:
             return  # its tokens are being released anyway
         session.revoked_files[revocation.revoke_id] = revocation.file_id
-        session.outbox.put(pb.ServerMessage(revoke=pb.Revoke(
+        session.outbox.put_nowait(pb.ServerMessage(revoke=pb.Revoke(
             revoke_id=revocation.revoke_id, file_id=revocation.file_id,
             start=revocation.start, end=revocation.end, to_mode=revocation.to_mode,
             granted_upto=revocation.granted_upto)))
 
-    def _session_ended(self, client_id: int) -> None:
-        self.tokens.remove_client(client_id)
-
-    def _open_session(self, client_id: int, file_id: int) -> session_state.Session:
-        session = self.sessions.get(client_id)
-        if file_id not in session.open_files:
-            raise ValueError(f"client {client_id} does not have file {file_id} open")
-        return session
-
     # --- cluster ----------------------------------------------------------------------------
-    def RegisterFileserver(self, request, context):
-        if not request.server_uuid or not request.address:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "server_uuid and address are required")
-        index = self.cluster.heartbeat(request.server_uuid, request.address)
-        return pb.RegisterFileserverReply(index=index, heartbeat_seconds=HEARTBEAT_SECONDS)
+    async def Attach(self, request_iterator, context):
+        hello = await anext(request_iterator, None)
+        if hello is None or hello.WhichOneof("body") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a fileserver's stream must "
+                                                                  "begin with its hello")
+        problem = _fileserver_problem(hello.hello)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        try:
+            link = await self.cluster.attach(hello.hello.server_uuid, hello.hello.address)
+        except AttachRefused as e:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
+        for file_id, servers in self._deleting.items():
+            if link.index in servers:
+                self.cluster.delete_objects(file_id, (link.index,))
 
-    def Status(self, request, context):
+        async def read() -> None:
+            async for message in request_iterator:
+                kind = message.WhichOneof("body")
+                if kind == "heartbeat":
+                    self.cluster.heartbeat(link, message.heartbeat.seq)
+                elif kind == "table_ack":
+                    self.cluster.table_acked(link, message.table_ack.version)
+                elif kind == "deleted":
+                    await self._objects_deleted(link.index, message.deleted.file_id)
+                elif kind == "length":
+                    self.cluster.length_answered(message.length.query_id, message.length.length)
+            self.cluster.detach(link)
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            async for message in self.cluster.outgoing(link):
+                yield message
+        finally:
+            reader.cancel()
+            self.cluster.detach(link)
+
+    async def Status(self, request, context):
         return pb.StatusReply(expected_fileservers=self.cluster.expected,
                               fileservers=self._fileservers(), sessions=self.sessions.count(),
-                              files=self.namespace.count_files(), block_size=self.block_size,
-                              stripe_blocks=self.stripe_blocks)
+                              files=await self._db(self.namespace.count_files),
+                              block_size=self.block_size, stripe_blocks=self.stripe_blocks)
 
     # --- sessions ---------------------------------------------------------------------------
-    def Register(self, request, context):
+    @_answer_errors
+    async def Register(self, request, context):
         problem = self.cluster.shortfall()
         if problem:
-            context.abort(grpc.StatusCode.UNAVAILABLE, problem)
-        client_id = self.namespace.next_counter("client_id")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, problem)
+        client_id = await self._db(self.namespace.next_counter, "client_id")
+        session = self.sessions.start(client_id, f"pid {request.pid} on "
+                                                 f"{brief(request.hostname) or '?'} from "
+                                                 f"{context.peer()}")
         self.tokens.add_client(client_id)
-        self.sessions.start(client_id, f"pid {request.pid} on {request.hostname or '?'} "
-                                       f"from {context.peer()}")
-        return pb.RegisterReply(client_id=client_id, fileservers=self._fileservers(),
+        try:
+            await self.cluster.admit(client_id, session.key)
+        except asyncio.CancelledError:
+            self.sessions.end(client_id, "its registration was abandoned")
+            raise
+        self.sessions.heard_from(session)  # the lease starts when the client learns its key
+        return pb.RegisterReply(client_id=client_id, session_key=session.key,
+                                fileservers=self._fileservers(),
                                 lease_seconds=self.sessions.lease_seconds,
                                 block_size=self.block_size, stripe_blocks=self.stripe_blocks)
 
-    def Session(self, request_iterator, context):
+    async def Session(self, request_iterator, context):
         try:
-            first = next(request_iterator)
-            session = self.sessions.get(first.client_id)
-        except (StopIteration, SessionEnded) as e:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no such session: {e}")
+            session = self._session(context)
+        except NotYourSession as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+        except SessionEnded as e:
+            await context.abort(grpc.StatusCode.ABORTED, str(e))
+        if session.streaming:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"client {session.client_id} already has its session stream")
+        session.streaming = True
         self.sessions.heard_from(session)
-        context.add_callback(lambda: self.sessions.end(session.client_id, "stream closed"))
-        threading.Thread(target=self._read_stream, args=(session, request_iterator),
-                         name=f"session-{session.client_id}", daemon=True).start()
-        yield from self.sessions.outgoing(session)
-
-    def _read_stream(self, session: session_state.Session, request_iterator) -> None:
+        reader = asyncio.get_running_loop().create_task(self._read_stream(session,
+                                                                          request_iterator))
         try:
-            for message in request_iterator:
-                self.sessions.heard_from(session)
-                kind = message.WhichOneof("body")
-                if kind == "revoke_ack":
-                    ack = message.revoke_ack
-                    file_id = session.revoked_files.pop(ack.revoke_id, None)
-                    if file_id is not None:
-                        self._grow(file_id, ack.size)  # before the waiting request wakes
-                    self.tokens.acknowledge(session.client_id, ack.revoke_id)
-                elif kind == "size_reply":
-                    self.sessions.size_answered(message.size_reply.query_id,
-                                                message.size_reply.size)
-        except grpc.RpcError:
-            pass  # the stream broke: the callback ends the session
-        self.sessions.end(session.client_id, "stream closed by the client")
+            async for message in self.sessions.outgoing(session):
+                yield message
+        finally:
+            reader.cancel()
+            self.sessions.end(session.client_id, "its stream closed")
 
-    def Finish(self, request, context):
-        self.sessions.end(request.client_id, "finished")
+    async def _read_stream(self, session: Session, request_iterator) -> None:
+        async for message in request_iterator:
+            kind = message.WhichOneof("body")
+            self.sessions.heard_from(session, message.heartbeat if kind == "heartbeat" else None)
+            if kind == "revoke_ack":
+                ack = message.revoke_ack
+                file_id = session.revoked_files.pop(ack.revoke_id, None)
+                if file_id is not None:  # before the waiting request is granted
+                    self._reported(session.client_id, file_id, ack.size)
+                self.tokens.acknowledge(session.client_id, ack.revoke_id)
+            elif kind == "size_reply":
+                self.sessions.size_answered(message.size_reply.query_id, message.size_reply.size)
+        self.sessions.end(session.client_id, "the client closed its stream")
+
+    @_answer_errors
+    async def Finish(self, request, context):
+        session = self._session(context)
+        ending = self.sessions.end(session.client_id, "finished")
+        if ending is not None:
+            await ending
         return pb.FinishReply()
 
     # --- namespace --------------------------------------------------------------------------
     @_answer_errors
-    def Create(self, request, context):
-        self.sessions.get(request.client_id)
-        problem = name_problem(request.name)
-        if problem:
-            raise ValueError(problem)
+    async def Create(self, request, context):
+        self._session(context)
+        _check_name(request.name)
         servers = self.cluster.place(request.stripe_width)
-        record = self.namespace.create(request.name, self.block_size, self.stripe_blocks, servers)
-        log.info("created %r (file %d) striped over fileservers %s", record.name,
+        async with self._namespace_lock:
+            record = await self._db(self.namespace.create, request.name, self.block_size,
+                                    self.stripe_blocks, servers)
+        log.info("created %s (file %d) striped over fileservers %s", brief(record.name),
                  record.file_id, servers)
         return pb.CreateReply(meta=self._meta(record))
 
     @_answer_errors
-    def Open(self, request, context):
-        session = self.sessions.get(request.client_id)
-        with self._names_lock:
-            record = self.namespace.lookup(request.name)
+    async def Open(self, request, context):
+        session = self._session(context)
+        _check_name(request.name)
+        async with self._namespace_lock:
+            record = await self._db(self.namespace.lookup, request.name)
             if record.file_id in session.open_files:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"{request.name!r} is already open in this client; close it first")
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"{brief(request.name)} is already open in this client; "
+                                    "close it first")
             session.open_files.add(record.file_id)
         return pb.OpenReply(meta=self._meta(record))
 
     @_answer_errors
-    def Close(self, request, context):
-        """Idempotent: a client whose first Close reply was lost may send it again."""
-        session = self.sessions.get(request.client_id)
+    async def Close(self, request, context):
+        """Idempotent: a client whose first Close reply was lost may send it again. A Close that
+        fails (a size the client could not have written, a full disk) changes nothing."""
+        session = self._session(context)
         if request.file_id in session.open_files:
+            await self._record_size(session, request.file_id, request.size, request.wrote)
             # Not open any more before the tokens go, so no request is granted in between.
             session.open_files.discard(request.file_id)
-            self._grow(request.file_id, request.size)
-            record = self.namespace.get(request.file_id)
-            self.namespace.grow(request.file_id, max(record.size, request.size),
-                                touch=request.wrote)
-            self.tokens.release_file(request.client_id, request.file_id)
-        return pb.CloseReply(meta=self._meta(self.namespace.get(request.file_id)))
+            self.tokens.release_file(session.client_id, request.file_id)
+        return pb.CloseReply(meta=self._meta(await self._db(self.namespace.get, request.file_id)))
 
     @_answer_errors
-    def Delete(self, request, context):
-        self.sessions.get(request.client_id)
-        with self._names_lock:
-            record = self.namespace.lookup(request.name)
+    async def Delete(self, request, context):
+        self._session(context)
+        _check_name(request.name)
+        async with self._namespace_lock:
+            record = await self._db(self.namespace.lookup, request.name)
             openers = self.sessions.openers(record.file_id)
             if openers:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"{request.name!r} is open by client(s) {openers}; "
-                              "they must close it first")
-            self.namespace.delete(request.name)
-        with self._sizes_lock:
-            self._live_sizes.pop(record.file_id, None)
-        log.info("deleted %r (file %d)", record.name, record.file_id)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"{brief(request.name)} is open by client(s) {openers}; "
+                                    "they must close it first")
+            await self._db(self.namespace.delete, request.name)
+        self._sizes.pop(record.file_id, None)
+        log.info("deleted %s (file %d)", brief(record.name), record.file_id)
         self._delete_objects(record.file_id, record.servers)
         return pb.DeleteReply()
 
     @_answer_errors
-    def Stat(self, request, context):
-        record = (self.namespace.lookup(request.name) if request.WhichOneof("file") == "name"
-                  else self.namespace.get(request.file_id))
-        size = self._size(record)
-        for holder in self.tokens.writers_beyond(record.file_id, size):
-            if holder != request.client_id:
-                answer = self.sessions.query_size(holder, record.file_id,
-                                                  timeout=self.sessions.lease_seconds)
+    async def Stat(self, request, context):
+        if request.WhichOneof("file") == "name":
+            caller = None if session_of(context) is None else self._session(context).client_id
+            _check_name(request.name)
+            record = await self._db(self.namespace.lookup, request.name)
+        else:
+            session = self._session(context)
+            self._open(session, request.file_id)
+            caller, record = session.client_id, await self._db(self.namespace.get,
+                                                                 request.file_id)
+        for holder in self.tokens.writers_beyond(record.file_id, self._size(record)):
+            if holder != caller:
+                answer = await self.sessions.query_size(holder, record.file_id,
+                                                        timeout=self.sessions.lease_seconds)
                 if answer is not None:
-                    self._grow(record.file_id, answer)
+                    self._reported(holder, record.file_id, answer)
         return pb.StatReply(meta=self._meta(record))
 
     @_answer_errors
-    def List(self, request, context):
-        return pb.ListReply(files=[self._meta(r) for r in self.namespace.files()])
+    async def List(self, request, context):
+        return pb.ListReply(files=[self._meta(r) for r in await self._db(self.namespace.files)])
 
     @_answer_errors
-    def ReportSize(self, request, context):
-        self._open_session(request.client_id, request.file_id)
-        self._grow(request.file_id, request.size)
-        record = self.namespace.get(request.file_id)
-        self.namespace.grow(request.file_id, self._size(record))
+    async def ReportSize(self, request, context):
+        session = self._session(context)
+        self._open(session, request.file_id)
+        await self._record_size(session, request.file_id, request.size, touch=False)
         return pb.ReportSizeReply()
 
     # --- tokens -----------------------------------------------------------------------------
     @_answer_errors
-    def Acquire(self, request, context):
-        self._open_session(request.client_id, request.file_id)
-        if request.end > INFINITY:
-            raise ValueError(f"token range end {request.end} is beyond {INFINITY}")
-        record = self.namespace.get(request.file_id)
+    async def Acquire(self, request, context):
+        session = self._session(context)
+        self._open(session, request.file_id)
+        if not 0 <= request.start < request.end <= INFINITY:
+            raise ValueError(f"token range [{request.start}, {request.end}) is empty or beyond "
+                             f"{INFINITY}")
+        if request.mode not in (pb.READ, pb.WRITE):
+            raise ValueError(f"token mode must be READ or WRITE, not {request.mode}")
+        record = await self._db(self.namespace.get, request.file_id)
+        answer = asyncio.get_running_loop().create_future()
+
+        def done(grant, error) -> None:
+            answer.set_exception(error) if error else answer.set_result(grant)
+        pending = self.tokens.request(session.client_id, request.file_id, request.start,
+                                      request.end, request.mode, done)
+        try:
+            grant = await answer
+        except asyncio.CancelledError:
+            self.tokens.cancel(pending)
+            raise
         # Nothing may fail once the grant is numbered: the client must learn of every grant.
-        grant = self.tokens.acquire(request.client_id, request.file_id, request.start,
-                                    request.end, request.mode)
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
                                grant_seq=grant.grant_seq, size=self._size(record))
 
     # --- deleting stripe objects ------------------------------------------------------------
-    def _delete_objects(self, file_id: int, servers: tuple[int, ...]) -> bool:
-        addresses = self.namespace.fileservers()
-        try:
-            for index in servers:
-                with self.credentials.channel(addresses[index]) as channel:
-                    fs_grpc.FileServerStub(channel).Delete(fs_pb.DeleteRequest(file_id=file_id),
-                                                           timeout=10)
-        except grpc.RpcError as e:
-            log.warning("could not delete the objects of file %d yet (%s); will retry",
-                        file_id, e.code().name)
-            return False
-        self.namespace.delete_done(file_id)
-        return True
+    def _delete_objects(self, file_id: int, servers: tuple[int, ...]) -> None:
+        """Asks the fileservers to remove the objects; the namespace remembers the file until
+        every one of them confirms, so a crash in between still removes them later."""
+        self._deleting[file_id] = set(servers)
+        self.cluster.delete_objects(file_id, servers)
 
-    def _retry_deletes(self) -> None:
-        while not self._stop.wait(10):
-            for file_id, servers in self.namespace.pending_deletes():
-                if not self._delete_objects(file_id, servers):
-                    break
+    async def _objects_deleted(self, index: int, file_id: int) -> None:
+        remaining = self._deleting.get(file_id)
+        if remaining is not None:
+            remaining.discard(index)
+            if not remaining:
+                del self._deleting[file_id]
+                await self._db(self.namespace.delete_done, file_id)
+
+    async def _retry_deletes(self) -> None:
+        while True:
+            await asyncio.sleep(DELETE_RETRY_SECONDS)
+            for file_id, servers in list(self._deleting.items()):
+                self.cluster.delete_objects(file_id, tuple(servers))
+
+
+def _check_name(name: str) -> None:
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(problem)
+
+
+def _fileserver_problem(hello: pb.FileserverHello) -> str | None:
+    if not 0 < len(hello.server_uuid) <= 64:
+        return "a fileserver's uuid must be 1-64 characters"
+    host, sep, port = hello.address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 \
+            or len(hello.address) > 255:
+        return f"a fileserver's address must be host:port, not {brief(hello.address)}"
+    return None

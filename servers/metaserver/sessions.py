@@ -1,145 +1,163 @@
-"""Client sessions: their ids, their message streams, their leases and their open files.
+"""Client sessions: their ids and keys, their message streams, their leases and their open files.
 
-A session starts at Register and lives while its client-opened stream does. Every message from
-the client renews the lease; a session ends at once when its stream breaks, when the client
-finishes, when it is evicted (a revocation it never acknowledged), or when its lease runs out
-(a client cut off without a broken stream). Ending a session calls `on_end`, which releases its
-tokens and open files, so the others proceed.
+A session starts at Register and lives while its client-opened stream does. It is bound to a
+random key issued at registration: a call acts for a session only if it carries that key
+(compared in constant time), so no client can act for another by naming its id.
+
+Every message from the client renews the lease; each heartbeat is acknowledged, and the client
+serves from its cache only until its last acknowledged heartbeat's send time plus the lease. A
+session ends at once when its stream breaks or the client finishes, when its lease runs out (a
+client cut off without a broken stream), or when it is evicted (a revocation it never
+acknowledged). Ending a session calls `on_end(session, evicted)`, which fences the session and
+releases its tokens and open files, so the others proceed. An evicted client may still believe
+its lease valid: `lease_end(session)` says when it surely knows better.
 """
 from __future__ import annotations
 
+import asyncio
+import hmac
 import itertools
 import logging
-import queue
-import threading
+import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 from pfs._proto import metaserver_pb2 as pb
+from pfs.transport import SESSION_KEY_BYTES
 
 log = logging.getLogger("pfs.metaserver.sessions")
 
 _END = object()  # put in an outbox to close the stream
 
 
+class SessionEnded(Exception):
+    """The session named by a call has ended (or never began)."""
+
+
+class NotYourSession(Exception):
+    """A call names a live session without its key."""
+
+
 @dataclass(eq=False)
 class Session:
     client_id: int
+    key: bytes
     description: str
     last_seen: float = field(default_factory=time.monotonic)
-    outbox: "queue.Queue[object]" = field(default_factory=queue.Queue)
+    last_acked: float = field(default_factory=time.monotonic)  # last heartbeat we acknowledged
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     open_files: set[int] = field(default_factory=set)
     revoked_files: dict[int, int] = field(default_factory=dict)  # revoke id -> file id
+    streaming: bool = False
     ended: bool = False
 
 
-class SessionEnded(Exception):
-    pass
-
-
 class Sessions:
-    def __init__(self, lease_seconds: float, on_end: Callable[[int], None]) -> None:
+    def __init__(self, lease_seconds: float,
+                 on_end: Callable[[Session, bool], Awaitable[None]]) -> None:
         self.lease_seconds = lease_seconds
         self._on_end = on_end
-        self._lock = threading.Lock()
         self._sessions: dict[int, Session] = {}
-        self._size_replies: dict[int, tuple[threading.Event, list[int]]] = {}
+        self._size_replies: dict[int, asyncio.Future] = {}
         self._query_ids = itertools.count(1)
-        self._stop = threading.Event()
-        threading.Thread(target=self._expire_leases, name="leases", daemon=True).start()
+        self._ending: set[asyncio.Task] = set()
 
-    def stop(self) -> None:
-        """Ends every session (closing their streams) and the lease checker."""
-        self._stop.set()
-        with self._lock:
-            clients = list(self._sessions)
-        for client_id in clients:
+    async def stop(self) -> None:
+        """Ends every session (closing their streams)."""
+        for client_id in list(self._sessions):
             self.end(client_id, "the metaserver is stopping")
+        if self._ending:
+            await asyncio.wait(self._ending, timeout=5)
 
     def start(self, client_id: int, description: str) -> Session:
-        session = Session(client_id, description)
-        with self._lock:
-            self._sessions[client_id] = session
+        session = Session(client_id, secrets.token_bytes(SESSION_KEY_BYTES), description)
+        self._sessions[client_id] = session
         log.info("client %d started a session (%s)", client_id, description)
         return session
 
-    def get(self, client_id: int) -> Session:
-        with self._lock:
-            session = self._sessions.get(client_id)
+    def get(self, client_id: int, key: bytes | None) -> Session:
+        """The live session `client_id`, if `key` is its key."""
+        session = self._sessions.get(client_id)
         if session is None or session.ended:
             raise SessionEnded(f"client {client_id} has no session (it ended or never began); "
                                "call pfs_initialize again")
+        if key is None or not hmac.compare_digest(key, session.key):
+            raise NotYourSession(f"this call does not carry the key of client {client_id}'s "
+                                 "session")
         return session
 
     def count(self) -> int:
-        with self._lock:
-            return len(self._sessions)
+        return len(self._sessions)
 
     def openers(self, file_id: int) -> list[int]:
-        with self._lock:
-            return [c for c, s in self._sessions.items() if file_id in s.open_files]
+        return [c for c, s in self._sessions.items() if file_id in s.open_files]
 
-    def end(self, client_id: int, reason: str) -> None:
-        with self._lock:
-            session = self._sessions.pop(client_id, None)
-            if session is None:
-                return
-            session.ended = True
-        session.outbox.put(_END)
+    def end(self, client_id: int, reason: str, evicted: bool = False) -> asyncio.Task | None:
+        """Ends the session now; fencing and releasing its tokens follow in the task returned
+        (None when the session had ended already)."""
+        session = self._sessions.pop(client_id, None)
+        if session is None:
+            return None
+        session.ended = True
+        session.outbox.put_nowait(_END)
         log.info("client %d session ended: %s", client_id, reason)
-        self._on_end(client_id)
+        task = asyncio.get_running_loop().create_task(self._on_end(session, evicted))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+        return task
 
-    def evict(self, client_id: int, reason: str) -> None:
-        """End a session from a context that must not block (the token manager's lock)."""
-        threading.Thread(target=self.end, args=(client_id, reason), daemon=True).start()
+    def lease_end(self, session: Session) -> float:
+        """When the client's own view of its lease runs out at the latest (monotonic time)."""
+        return session.last_acked + self.lease_seconds
 
     # --- the stream -------------------------------------------------------------------------
-    def send(self, client_id: int, message: pb.ServerMessage) -> None:
-        with self._lock:
-            session = self._sessions.get(client_id)
-        if session is not None:
-            session.outbox.put(message)
+    def find(self, client_id: int) -> Session | None:
+        """The live session of a client, for the metaserver's own messages to it."""
+        return self._sessions.get(client_id)
 
-    def outgoing(self, session: Session):
+    async def outgoing(self, session: Session):
         """The messages to stream to the client, until the session ends."""
         yield pb.ServerMessage(started=pb.SessionStarted(client_id=session.client_id))
-        while True:
-            message = session.outbox.get()
-            if message is _END:
-                return
+        while (message := await session.outbox.get()) is not _END:
             yield message
 
-    def heard_from(self, session: Session) -> None:
-        session.last_seen = time.monotonic()
+    def heard_from(self, session: Session, heartbeat: pb.Heartbeat | None = None) -> None:
+        now = time.monotonic()
+        session.last_seen = now
+        if heartbeat is not None and not session.ended:
+            session.last_acked = now
+            session.outbox.put_nowait(pb.ServerMessage(
+                heartbeat_ack=pb.HeartbeatAck(seq=heartbeat.seq)))
 
-    def _expire_leases(self) -> None:
-        while not self._stop.wait(min(0.5, self.lease_seconds / 4)):
+    async def expire_leases(self) -> None:
+        """Runs until cancelled: ends the sessions whose clients went silent."""
+        while True:
+            await asyncio.sleep(min(0.5, self.lease_seconds / 4))
             deadline = time.monotonic() - self.lease_seconds
-            with self._lock:
-                expired = [c for c, s in self._sessions.items() if s.last_seen < deadline]
-            for client_id in expired:
-                self.end(client_id, f"lease of {self.lease_seconds:g}s ran out")
+            for client_id, session in list(self._sessions.items()):
+                if session.last_seen < deadline:
+                    self.end(client_id, f"lease of {self.lease_seconds:g}s ran out")
 
     # --- size queries (glimpses) ------------------------------------------------------------
-    def query_size(self, client_id: int, file_id: int, timeout: float) -> int | None:
+    async def query_size(self, client_id: int, file_id: int, timeout: float) -> int | None:
         """Asks a client how large it knows the file to be; None if it does not answer."""
         query_id = next(self._query_ids)
-        answered, answer = threading.Event(), []
-        with self._lock:
-            self._size_replies[query_id] = (answered, answer)
+        answer = asyncio.get_running_loop().create_future()
+        self._size_replies[query_id] = answer
         try:
-            self.send(client_id, pb.ServerMessage(
+            session = self._sessions.get(client_id)
+            if session is None:
+                return None
+            session.outbox.put_nowait(pb.ServerMessage(
                 size_query=pb.SizeQuery(query_id=query_id, file_id=file_id)))
-            answered.wait(timeout)
-            return answer[0] if answer else None
+            return await asyncio.wait_for(answer, timeout)
+        except asyncio.TimeoutError:
+            return None
         finally:
-            with self._lock:
-                del self._size_replies[query_id]
+            del self._size_replies[query_id]
 
     def size_answered(self, query_id: int, size: int) -> None:
-        with self._lock:
-            waiting = self._size_replies.get(query_id)
-        if waiting:
-            waiting[1].append(size)
-            waiting[0].set()
+        answer = self._size_replies.get(query_id)
+        if answer is not None and not answer.done():
+            answer.set_result(size)

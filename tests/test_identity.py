@@ -1,0 +1,126 @@
+"""Session identity (SPEC §4): no call can act for another client by naming its id. Each attempt
+below names a victim's client id with a key that is not the victim's (a guess, or the attacker's
+own valid key) and must be refused without changing anything: the victim's dirty cached bytes
+still reach the next reader, through the victim's own write-back."""
+import errno
+import secrets
+
+import grpc
+import pytest
+
+import pfs
+from pfs._proto import metaserver_pb2 as pb
+from pfs._proto import metaserver_pb2_grpc as pb_grpc
+from pfs.transport import session_metadata
+
+VICTIM_BYTES = b"v" * 700
+
+
+@pytest.fixture
+def victim(clients, name):
+    """A client holding the write token on `name` with dirty bytes in its cache."""
+    v = clients(1)
+    assert v.pfs_create(name, 2) == 0
+    fd = v.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert v.pfs_write(fd, VICTIM_BYTES, len(VICTIM_BYTES), 0) == len(VICTIM_BYTES)
+    return v, fd
+
+
+def impostor_keys(victim_client: pfs.Client, attacker: pfs.Client):
+    """Metadata naming the victim's id with keys that are not the victim's."""
+    victim_id = victim_client._session.client_id
+    attacker_key = bytes.fromhex(attacker._session.metadata[0][1].split(":")[1])
+    return [session_metadata(victim_id, secrets.token_bytes(32)),
+            session_metadata(victim_id, attacker_key),
+            ()]  # no session at all
+
+
+def refused(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as e:
+        call()
+    assert e.value.code() in (grpc.StatusCode.PERMISSION_DENIED,
+                              grpc.StatusCode.UNAUTHENTICATED), e.value
+    return e.value.code()
+
+
+def assert_victim_data_reaches_a_reader(clients, name) -> None:
+    reader = clients(1)
+    fd = reader.pfs_open(name, pfs.PFS_READ)
+    buf = bytearray(len(VICTIM_BYTES))
+    assert reader.pfs_read(fd, buf, len(buf), 0) == len(buf), pfs.pfs_last_error()
+    assert buf == VICTIM_BYTES
+    assert reader.pfs_close(fd) == 0
+
+
+def test_no_call_acts_for_another_client(cluster, clients, victim, name):
+    v, vfd = victim
+    attacker = clients(1)
+    file_id = v._fds[vfd].file_id
+    with grpc.insecure_channel(cluster.address) as channel:
+        stub = pb_grpc.MetaServerStub(channel)
+        for metadata in impostor_keys(v, attacker):
+            refused(lambda: stub.Close(pb.CloseRequest(file_id=file_id, size=1), metadata=metadata))
+            refused(lambda: stub.Acquire(pb.AcquireRequest(file_id=file_id, start=0, end=10,
+                                                           mode=pb.WRITE),
+                                         metadata=metadata, timeout=10))
+            refused(lambda: stub.ReportSize(pb.ReportSizeRequest(file_id=file_id, size=1),
+                                            metadata=metadata))
+            refused(lambda: stub.Finish(pb.FinishRequest(), metadata=metadata))
+            refused(lambda: stub.Create(pb.CreateRequest(name=name + "-x", stripe_width=1),
+                                        metadata=metadata))
+            stream = stub.Session(iter([pb.ClientMessage(revoke_ack=pb.RevokeAck(revoke_id=1))]),
+                                  metadata=metadata)
+            refused(lambda: list(stream))
+    # The victim's session, tokens and dirty bytes are untouched: a reader gets them.
+    assert_victim_data_reaches_a_reader(clients, name)
+    assert v.pfs_close(vfd) == 0
+    assert v.pfs_finish(v.pfs_initialize()) == 0
+
+
+def test_a_session_has_one_stream(cluster, victim, clients, name):
+    """Even with the right key a second stream is refused: revocations reach only the first."""
+    v, vfd = victim
+    with grpc.insecure_channel(cluster.address) as channel:
+        stream = pb_grpc.MetaServerStub(channel).Session(iter([]), metadata=v._session.metadata)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stream)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert_victim_data_reaches_a_reader(clients, name)
+    assert v.pfs_close(vfd) == 0
+
+
+def test_finish_of_another_or_unknown_id_fails(clients):
+    a, b = clients(2)
+    assert a.pfs_finish(b.pfs_initialize()) == -1
+    assert pfs.pfs_last_error().errno == errno.EINVAL
+    assert a.pfs_finish(123456789) == -1
+    with grpc.insecure_channel(a.metaserver) as channel:
+        with pytest.raises(grpc.RpcError) as e:  # an id that has no session
+            pb_grpc.MetaServerStub(channel).Finish(
+                pb.FinishRequest(), metadata=session_metadata(987654321, secrets.token_bytes(32)))
+        assert e.value.code() == grpc.StatusCode.ABORTED
+    assert b.pfs_create(f"still-working-{secrets.token_hex(4)}", 1) == 0  # b unharmed
+
+
+def test_fileservers_refuse_calls_without_the_session_key(victim):
+    v, vfd = victim
+    from pfs._proto import fileserver_pb2 as fs_pb
+    from pfs._proto import fileserver_pb2_grpc as fs_grpc
+    file_id = v._fds[vfd].file_id
+    for address in v.fileservers().values():
+        with grpc.insecure_channel(address) as channel:
+            stub = fs_grpc.FileServerStub(channel)
+            for metadata in (session_metadata(v._session.client_id, secrets.token_bytes(32)), ()):
+                refused(lambda: stub.Write(fs_pb.WriteRequest(file_id=file_id, data=b"evil"),
+                                           metadata=metadata))
+                refused(lambda: stub.Read(fs_pb.ReadRequest(file_id=file_id, length=4),
+                                          metadata=metadata))
+
+
+def test_tools_outside_a_session_may_look(cluster, victim, name):
+    """Status, List and Stat by name answer without a session: `pfs ls`, `pfs status`."""
+    with grpc.insecure_channel(cluster.address) as channel:
+        stub = pb_grpc.MetaServerStub(channel)
+        assert stub.Status(pb.StatusRequest()).fileservers
+        assert name in [f.name for f in stub.List(pb.ListRequest()).files]
+        assert stub.Stat(pb.StatRequest(name=name)).meta.size == len(VICTIM_BYTES)  # a glimpse
