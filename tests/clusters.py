@@ -19,6 +19,7 @@ import time
 from typing import Iterator
 
 import pfs
+from pfs_servers.instance import port_holder
 
 #: The course configuration (SPEC §2): B=512, S=2, 4 fileservers.
 COURSE = dict(fileservers=4, block_size=512, stripe_blocks=2)
@@ -31,8 +32,11 @@ class Cluster:
 
     def __init__(self, data_dir: pathlib.Path, fileservers: int = 4, block_size: int = 512,
                  stripe_blocks: int = 2, lease_seconds: float = 3.0,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), prefix: list[str] | None = None) -> None:
+        """`prefix`: a command that runs `pfs up` (given as its arguments), e.g. in a
+        namespace of its own."""
         self.data_dir = data_dir
+        self.prefix = prefix or []
         self.args = ["--fileservers", str(fileservers), "--block-size", str(block_size),
                      "--stripe-blocks", str(stripe_blocks), "--lease-seconds", str(lease_seconds),
                      *extra_args]
@@ -45,7 +49,7 @@ class Cluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pfs", "up", "--data-dir", str(self.data_dir), "--port", "0",
+            [*self.prefix, sys.executable, "-m", "pfs", "up", "--data-dir", str(self.data_dir), "--port", "0",
              "--die-with-parent",  # a killed test run leaves no cluster behind
              *self.args], stdout=subprocess.PIPE, stderr=log, start_new_session=True,
             cwd=self.data_dir)  # not the source tree, which `-m pfs` would import
@@ -96,6 +100,12 @@ class Cluster:
         pids = [int(p) for p in children.read_text().split()]
         return [p for p in pids
                 if kind.encode() in pathlib.Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")]
+
+    def fileserver_pid(self, address: str) -> int:
+        """The process id of the fileserver listening at host:port `address`."""
+        holder = port_holder(int(address.rsplit(":", 1)[1]))
+        assert holder.startswith("PID "), f"nobody listens at {address}"
+        return int(holder.split()[1])
 
     def client(self, cache_blocks: int = 16) -> pfs.Client:
         client = pfs.Client(metaserver=self.address, cache_blocks=cache_blocks)

@@ -143,9 +143,11 @@ def test_execstat_and_finish_failures(cluster):
     assert client.pfs_finish(client_id) == 0
 
 
-def test_dead_fileserver_fails_calls_then_recovers(fresh_cluster, name):
-    """A fileserver that died fails the reads and fsyncs that need it with EHOSTDOWN; once it
-    is back (restarted on its data directory, on a new port) the same client reads every byte."""
+def test_dead_fileserver_fails_calls_then_recovers(fresh_cluster, name, monkeypatch):
+    """A fileserver that stays dead fails the reads and fsyncs that need it with EHOSTDOWN once
+    the client's retry window (PFS_RETRY_SECONDS) is over; once it is back (restarted on its data
+    directory, on a new port) the same client reads every byte."""
+    monkeypatch.setenv("PFS_RETRY_SECONDS", "1")
     client = fresh_cluster.client(cache_blocks=0)
     assert client.pfs_create(name, 4) == 0
     fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
@@ -153,13 +155,14 @@ def test_dead_fileserver_fails_calls_then_recovers(fresh_cluster, name):
     supervisor = fresh_cluster.process.pid
     os.kill(supervisor, signal.SIGSTOP)  # so that `pfs up` does not restart it yet
     try:
-        victim = fresh_cluster.server_pids("fileserver")[0]
+        first = client.fstat(fd).recipe.servers[0]  # holds the file's first bytes
+        victim = fresh_cluster.fileserver_pid(client.fileservers()[first])
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: not pathlib.Path(f"/proc/{victim}/cmdline").read_bytes(),
                    what="the fileserver to die")
         buf = bytearray(len(CONTENT))
         error = fails(client.pfs_read(fd, buf, len(CONTENT), 0), errno.EHOSTDOWN)
-        assert "fileserver" in str(error)
+        assert f"fileserver {first}" in str(error)
         fails(client.pfs_fsync(fd), errno.EHOSTDOWN)
     finally:
         os.kill(supervisor, signal.SIGCONT)
@@ -167,3 +170,20 @@ def test_dead_fileserver_fails_calls_then_recovers(fresh_cluster, name):
                timeout=30, what="the restarted fileserver to serve")
     assert buf == CONTENT
     assert client.pfs_fsync(fd) == 0
+
+
+def test_fileserver_restart_is_invisible_within_the_retry_window(fresh_cluster, name):
+    """A fileserver killed and restarted by `pfs up` is back within the client's retry window
+    (10 s by default): reads, writes and fsyncs that need it meanwhile wait and succeed."""
+    client = fresh_cluster.client(cache_blocks=0)
+    assert client.pfs_create(name, 4) == 0
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert client.pfs_write(fd, CONTENT, len(CONTENT), 0) == len(CONTENT)
+    first = client.fstat(fd).recipe.servers[0]
+    os.kill(fresh_cluster.fileserver_pid(client.fileservers()[first]), signal.SIGKILL)
+    buf = bytearray(len(CONTENT))
+    assert client.pfs_read(fd, buf, len(CONTENT), 0) == len(CONTENT), pfs.pfs_last_error()
+    assert buf == CONTENT
+    assert client.pfs_write(fd, CONTENT[::-1], len(CONTENT), 0) == len(CONTENT)
+    assert client.pfs_fsync(fd) == 0
+    assert client.pfs_close(fd) == 0

@@ -100,3 +100,38 @@ def test_metaserver_validates_every_request(stored, name):
         attach = stub.Attach(iter([meta_pb.FileserverMessage(hello=meta_pb.FileserverHello(
             server_uuid="u", address="no-port"))]))
         refused(lambda: list(attach))
+
+
+def test_sizes_no_writer_could_have_produced_are_refused(clients, name):
+    """A size is believed only from a client that could have written it: beyond 1 PiB, beyond
+    the bytes its WRITE tokens cover, or beyond what the fileservers hold. A refused call
+    changes nothing: the file keeps its size and can still be closed, read and deleted."""
+    client = clients(1)
+    assert client.pfs_create(name, 4) == 0
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert client.pfs_write(fd, CONTENT, len(CONTENT), 0) == len(CONTENT)  # holds [0, inf)
+    assert client.pfs_fsync(fd) == 0
+    file_id = client._fds[fd].file_id
+    session = client._session.metadata
+    with grpc.insecure_channel(client.metaserver) as channel:
+        stub = meta_grpc.MetaServerStub(channel)
+        refused(lambda: stub.Close(meta_pb.CloseRequest(file_id=file_id, size=(1 << 64) - 1,
+                                                        wrote=True), metadata=session))
+        assert "never written" in refused(lambda: stub.ReportSize(
+            meta_pb.ReportSizeRequest(file_id=file_id, size=10 ** 12), metadata=session))
+        assert "never written" in refused(lambda: stub.Close(
+            meta_pb.CloseRequest(file_id=file_id, size=len(CONTENT) + 1, wrote=True),
+            metadata=session))
+    other = clients(1)
+    assert other.stat(name).file_size == len(CONTENT)
+    assert client.pfs_close(fd) == 0
+    assert other.stat(name).file_size == len(CONTENT)
+    fd = other.pfs_open(name, pfs.PFS_READ_WRITE)
+    with grpc.insecure_channel(client.metaserver) as channel:  # no WRITE token at all
+        stub = meta_grpc.MetaServerStub(channel)
+        assert "WRITE token" in refused(lambda: stub.ReportSize(meta_pb.ReportSizeRequest(
+            file_id=file_id, size=len(CONTENT) + 5), metadata=other._session.metadata))
+    buf = bytearray(len(CONTENT) + 10)
+    assert other.pfs_read(fd, buf, len(buf), 0) == len(CONTENT)
+    assert other.pfs_close(fd) == 0
+    assert other.pfs_delete(name) == 0
