@@ -43,30 +43,6 @@ def _die_with_parent() -> None:
         raise SystemExit("the parent process is gone; exiting")
 
 
-class _StopOnSignals:
-    """Set by Ctrl-C or SIGTERM, so servers stop cleanly; used where a threading.Event would
-    be (set, is_set, wait). A signal handler may interrupt the main thread while it holds a
-    lock (an Event's own, inside its wait), so the handler only raises a flag, and waiting
-    polls it."""
-
-    def __init__(self) -> None:
-        self._set = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.set())
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self._set and time.monotonic() < deadline:
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-        return self._set
-
-
 def _credentials(args: argparse.Namespace):
     from .transport import Credentials
     secret = None
@@ -111,11 +87,12 @@ def cmd_fileserver(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     """Starts a metaserver and N fileservers as child processes and watches them."""
     from pfs_servers.instance import lock_data_dir
+    from pfs_servers.rpc import StopOnSignals
     data = pathlib.Path(args.data_dir).resolve()
     lock_data_dir(data, "pfs up")
     address_file = data / "metaserver.address"
     address_file.unlink(missing_ok=True)
-    stop = _StopOnSignals()
+    stop = StopOnSignals()
     common = ["--log-level", args.log_level, "--die-with-parent"]
     env = dict(os.environ)
     if args.secret_file:
@@ -197,7 +174,7 @@ def _online(address: str, credentials) -> int:
         return 0
 
 
-def _wait_for(ready, children: list[subprocess.Popen], stop: _StopOnSignals, what: str,
+def _wait_for(ready, children: list[subprocess.Popen], stop: StopOnSignals, what: str,
               timeout: float = 60.0):
     """Polls `ready()` until it is truthy; None if a child died, we were stopped, or time ran out."""
     deadline = time.monotonic() + timeout

@@ -2,10 +2,11 @@
 whom to serve (its session table) and what to delete."""
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import pathlib
+import queue
+import threading
 import time
 
 import grpc
@@ -16,7 +17,7 @@ from pfs._proto import metaserver_pb2_grpc as meta_grpc
 from pfs.transport import Credentials
 
 from ..instance import AlreadyRunning, lock_data_dir
-from ..rpc import check_exposure, start_server, stop_on_signals
+from ..rpc import StopOnSignals, check_exposure, start_server
 from .service import FileServerService
 from .sessions import SessionTable
 from .store import StripeStore
@@ -25,6 +26,9 @@ log = logging.getLogger("pfs.fileserver")
 
 #: Seconds between attempts to reach the metaserver.
 RETRY_SECONDS = 1.0
+#: Threads serving calls (each a disk read or write at a time).
+THREADS = 32
+_END = object()
 
 
 def serve(data_dir: pathlib.Path, metaserver: str, host: str = "127.0.0.1", port: int = 0,
@@ -34,115 +38,122 @@ def serve(data_dir: pathlib.Path, metaserver: str, host: str = "127.0.0.1", port
     credentials = credentials or Credentials()
     check_exposure(host, credentials, allow_insecure)
     lock_data_dir(data_dir, "fileserver")
-    asyncio.run(_serve(data_dir, metaserver, host, port, advertise, credentials))
-
-
-async def _serve(data_dir: pathlib.Path, metaserver: str, host: str, port: int,
-                 advertise: str | None, credentials: Credentials) -> None:
-    stop = stop_on_signals()
+    stop = StopOnSignals()
     store = StripeStore(data_dir)
     service = FileServerService(store, SessionTable())
-    server, bound = await start_server(
+    server, bound = start_server(
         lambda s: fileserver_pb2_grpc.add_FileServerServicer_to_server(service, s),
-        host, port, credentials)
+        host, port, credentials, THREADS)
     address = advertise or f"{host}:{bound}"
     log.info("fileserver %s serving %s on %s", store.uuid[:8], data_dir, address)
-    attached = asyncio.get_running_loop().create_task(
-        _stay_attached(service, address, metaserver, credentials))
-    stopping = asyncio.get_running_loop().create_task(stop.wait())
-    await asyncio.wait([attached, stopping], return_when=asyncio.FIRST_COMPLETED)
-    attached.cancel()
-    stopping.cancel()
-    await server.stop(grace=2)
-    if attached.done() and not attached.cancelled():
-        raise AlreadyRunning(attached.result())
+    control = Control(service, address, metaserver, credentials)
+    threading.Thread(target=control.stay_attached, name="control", daemon=True).start()
+    while not stop.wait(0.5) and control.refused is None:
+        pass
+    server.stop(grace=2).wait()
+    if control.refused is not None:
+        raise AlreadyRunning(control.refused)
     log.info("fileserver %s stopped", store.uuid[:8])
 
 
-async def _stay_attached(service: FileServerService, address: str, metaserver: str,
-                         credentials: Credentials) -> str:
-    """Keeps the control stream to the metaserver open, re-attaching whenever it breaks (and
-    saying so once per outage). Returns only when the metaserver refuses us for good: why."""
-    welcomed = [True]
-    async with credentials.aio_channel(metaserver) as channel:
-        stub = meta_grpc.MetaServerStub(channel)
+class Control:
+    """The control stream to the metaserver: hello and heartbeats up; the session table,
+    heartbeat acknowledgements, deletes and length queries down."""
+
+    def __init__(self, service: FileServerService, address: str, metaserver: str,
+                 credentials: Credentials) -> None:
+        self.service = service
+        self.sessions = service.sessions
+        self.store = service.store
+        self.address = address
+        self.metaserver = metaserver
+        self.credentials = credentials
+        self.refused: str | None = None  # why the metaserver will not have us, for good
+        self._outbox: "queue.Queue[object]" = queue.Queue()
+        self._sent: dict[int, float] = {}  # heartbeat seq -> when it was sent
+        self._heartbeat = RETRY_SECONDS
+        self._lease = 0.0
+
+    def stay_attached(self) -> None:
+        """Re-attaches whenever the stream breaks, saying so once per outage."""
+        stub = meta_grpc.MetaServerStub(self.credentials.channel(self.metaserver))
+        welcomed = True
         while True:
+            self._outbox = queue.Queue()
             try:
-                await _attached(service, address, stub, credentials, welcomed)
+                welcomed |= self._attached(stub)
                 reason = "the metaserver closed the stream"
-            except grpc.aio.AioRpcError as e:
+            except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.ALREADY_EXISTS:  # our place is someone else's
-                    return f"the metaserver refused this fileserver: {e.details()}"
+                    self.refused = f"the metaserver refused this fileserver: {e.details()}"
+                    return
                 reason = f"{e.code().name}: {e.details()}"
-            service.sessions.lapse()
-            if welcomed[0]:
+            self.sessions.lapse()
+            if welcomed:
                 log.warning("not attached to the metaserver at %s (%s); serving nobody until "
-                            "attached again", metaserver, reason)
-            welcomed[0] = False
-            await asyncio.sleep(RETRY_SECONDS)
+                            "attached again", self.metaserver, reason)
+            welcomed = False
+            time.sleep(RETRY_SECONDS)
 
+    def _upward(self, outbox: "queue.Queue[object]"):
+        yield meta_pb.FileserverMessage(hello=meta_pb.FileserverHello(
+            server_uuid=self.store.uuid, address=self.address))
+        for seq in itertools.count(1):
+            deadline = time.monotonic() + self._heartbeat
+            while (wait := deadline - time.monotonic()) > 0:
+                try:
+                    message = outbox.get(timeout=wait)
+                except queue.Empty:
+                    break
+                if message is _END:
+                    return
+                yield message
+            if self._lease:  # heartbeats begin once the table is in force
+                self._sent[seq] = time.monotonic()
+                yield meta_pb.FileserverMessage(heartbeat=meta_pb.Heartbeat(seq=seq))
 
-async def _attached(service: FileServerService, address: str, stub, credentials: Credentials,
-                    welcomed: list[bool]) -> None:
-    """One attachment: hello, then heartbeats up and the metaserver's orders down."""
-    outbox: asyncio.Queue = asyncio.Queue()
-    outbox.put_nowait(meta_pb.FileserverMessage(hello=meta_pb.FileserverHello(
-        server_uuid=service.store.uuid, address=address)))
-
-    async def upward():
-        while True:
-            yield await outbox.get()
-
-    sent: dict[int, float] = {}  # heartbeat seq -> when it was sent
-    heartbeats = None
-    lease = 0.0
-    try:
-        async for message in stub.Attach(upward(), metadata=credentials.metadata()):
-            kind = message.WhichOneof("body")
-            if kind == "welcome":
-                welcome = message.welcome
-                service.sessions.install({s.client_id: s.key for s in welcome.sessions})
-                welcomed[0] = True
-                outbox.put_nowait(_ack(welcome.version))
-                lease = welcome.lease_seconds
-                heartbeats = asyncio.get_running_loop().create_task(
-                    _beat(outbox, sent, welcome.heartbeat_seconds))
-                log.info("attached to the metaserver as fileserver %d (%d sessions)",
-                         welcome.index, len(welcome.sessions))
-            elif kind == "heartbeat_ack":
-                sent_at = sent.pop(message.heartbeat_ack.seq, None)
-                if sent_at is not None:
-                    service.sessions.renew(sent_at + lease)
-            elif kind == "admit":
-                service.sessions.admit(message.admit.session.client_id, message.admit.session.key)
-                outbox.put_nowait(_ack(message.admit.version))
-            elif kind == "fence":
-                await service.sessions.fence(message.fence.client_id)
-                log.debug("session %d fenced", message.fence.client_id)
-                outbox.put_nowait(_ack(message.fence.version))
-            elif kind == "length_query":
-                query = message.length_query
-                length = await service.run(service.store.length, query.file_id)
-                outbox.put_nowait(meta_pb.FileserverMessage(length=meta_pb.ObjectLength(
-                    query_id=query.query_id, length=length)))
-            elif kind == "delete":
-                await service.run(service.store.delete, message.delete.file_id)
-                log.info("deleted the object of file %d", message.delete.file_id)
-                outbox.put_nowait(meta_pb.FileserverMessage(
-                    deleted=meta_pb.ObjectsDeleted(file_id=message.delete.file_id)))
-    finally:
-        if heartbeats is not None:
-            heartbeats.cancel()
+    def _attached(self, stub) -> bool:
+        """One attachment; whether the metaserver welcomed us."""
+        outbox, self._lease, welcomed = self._outbox, 0.0, False
+        responses = stub.Attach(self._upward(outbox))
+        try:
+            for message in responses:
+                kind = message.WhichOneof("body")
+                if kind == "welcome":
+                    welcome, welcomed = message.welcome, True
+                    self.sessions.install({s.client_id: s.key for s in welcome.sessions})
+                    self._heartbeat, self._lease = welcome.heartbeat_seconds, welcome.lease_seconds
+                    outbox.put(_ack(welcome.version))
+                    log.info("attached to the metaserver as fileserver %d (%d sessions)",
+                             welcome.index, len(welcome.sessions))
+                elif kind == "heartbeat_ack":
+                    sent = self._sent.pop(message.heartbeat_ack.seq, None)
+                    for old in [s for s in list(self._sent) if s < message.heartbeat_ack.seq]:
+                        self._sent.pop(old, None)  # never acknowledged: forget
+                    if sent is not None:
+                        self.sessions.renew(sent + self._lease)
+                elif kind == "admit":
+                    self.sessions.admit(message.admit.session.client_id,
+                                        message.admit.session.key)
+                    outbox.put(_ack(message.admit.version))
+                elif kind == "fence":
+                    self.sessions.fence(message.fence.client_id)
+                    log.debug("session %d fenced", message.fence.client_id)
+                    outbox.put(_ack(message.fence.version))
+                elif kind == "length_query":
+                    query = message.length_query
+                    outbox.put(meta_pb.FileserverMessage(length=meta_pb.ObjectLength(
+                        query_id=query.query_id, length=self.store.length(query.file_id))))
+                elif kind == "delete":
+                    self.store.delete(message.delete.file_id)
+                    log.info("deleted the object of file %d", message.delete.file_id)
+                    outbox.put(meta_pb.FileserverMessage(
+                        deleted=meta_pb.ObjectsDeleted(file_id=message.delete.file_id)))
+        finally:
+            outbox.put(_END)
+            responses.cancel()
+        return welcomed
 
 
 def _ack(version: int) -> meta_pb.FileserverMessage:
     return meta_pb.FileserverMessage(table_ack=meta_pb.TableAck(version=version))
-
-
-async def _beat(outbox: asyncio.Queue, sent: dict[int, float], interval: float) -> None:
-    for seq in itertools.count(1):
-        sent[seq] = time.monotonic()
-        for old in [s for s in sent if s < seq - 100]:  # never acknowledged: forget
-            del sent[old]
-        outbox.put_nowait(meta_pb.FileserverMessage(heartbeat=meta_pb.Heartbeat(seq=seq)))
-        await asyncio.sleep(interval)

@@ -7,14 +7,13 @@ runs, minus a margin for calls already under way: cut off from the metaserver, w
 ourselves before it stops waiting for us. A fence is acknowledged only once no call of the
 fenced session is still running here, so none of its writes can land after its tokens move on.
 
-Everything here runs on the fileserver's event loop; the calls themselves run in threads, and
-`serving()` counts them.
+Thread-safe: calls run on the server's threads, table changes on the control stream's.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -34,56 +33,58 @@ class NotServing(Exception):
 class SessionTable:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._changed = threading.Condition()
         self._keys: dict[int, bytes] = {}
         self._running: dict[int, int] = {}  # client id -> calls in progress
-        self._idle: dict[int, asyncio.Event] = {}  # fences waiting for a session's calls
         self._serve_until = float("-inf")
 
     def install(self, sessions: dict[int, bytes]) -> None:
         """The whole table, at attach; nothing is served until a heartbeat is acknowledged."""
-        self._keys = dict(sessions)
-        self._serve_until = float("-inf")
+        with self._changed:
+            self._keys = dict(sessions)
+            self._serve_until = float("-inf")
 
     def admit(self, client_id: int, key: bytes) -> None:
-        self._keys[client_id] = key
+        with self._changed:
+            self._keys[client_id] = key
 
-    async def fence(self, client_id: int) -> None:
+    def fence(self, client_id: int) -> None:
         """Refuses the session from now on; returns once none of its calls is running."""
-        self._keys.pop(client_id, None)
-        while self._running.get(client_id):
-            idle = self._idle.setdefault(client_id, asyncio.Event())
-            await idle.wait()
+        with self._changed:
+            self._keys.pop(client_id, None)
+            self._changed.wait_for(lambda: not self._running.get(client_id))
 
     def renew(self, lease_ends: float) -> None:
-        self._serve_until = max(self._serve_until, lease_ends - LEASE_MARGIN)
+        with self._changed:
+            self._serve_until = max(self._serve_until, lease_ends - LEASE_MARGIN)
 
     def lapse(self) -> None:
         """The control stream broke: serve nobody until attached again."""
-        self._serve_until = float("-inf")
-
-    def serving_now(self) -> bool:
-        return self._clock() < self._serve_until
+        with self._changed:
+            self._serve_until = float("-inf")
 
     @contextlib.contextmanager
     def serving(self, session: tuple[int, bytes] | None) -> Iterator[None]:
         """Runs a call for `session` (client id, key), or refuses it."""
-        if not self.serving_now():
-            raise NotServing("this fileserver is not in contact with the metaserver; retry "
-                             "shortly (check `pfs status`)")
-        if session is None:
-            raise NotAdmitted("this call carries no session key; data calls need a session "
-                              "(pfs_initialize)")
-        client_id, key = session
-        known = self._keys.get(client_id)
-        if known is None or not hmac.compare_digest(known, key):
-            raise NotAdmitted(f"session {client_id} may not use this fileserver: it has ended "
-                              "(its lease ran out or it was evicted) or never began")
-        self._running[client_id] = self._running.get(client_id, 0) + 1
+        with self._changed:
+            if not self._clock() < self._serve_until:
+                raise NotServing("this fileserver is not in contact with the metaserver; retry "
+                                 "shortly (check `pfs status`)")
+            if session is None:
+                raise NotAdmitted("this call carries no session key; data calls need a "
+                                  "session (pfs_initialize)")
+            client_id, key = session
+            known = self._keys.get(client_id)
+            if known is None or not hmac.compare_digest(known, key):
+                raise NotAdmitted(f"session {client_id} may not use this fileserver: it has "
+                                  "ended (its lease ran out or it was evicted) or never began")
+            self._running[client_id] = self._running.get(client_id, 0) + 1
         try:
             yield
         finally:
-            left = self._running.pop(client_id) - 1
-            if left:
-                self._running[client_id] = left
-            elif client_id in self._idle:
-                self._idle.pop(client_id).set()
+            with self._changed:
+                left = self._running.pop(client_id) - 1
+                if left:
+                    self._running[client_id] = left
+                else:
+                    self._changed.notify_all()

@@ -9,7 +9,7 @@ from pfs._proto import metaserver_pb2_grpc
 from pfs.transport import Credentials
 
 from ..instance import lock_data_dir
-from ..rpc import check_exposure, start_server, stop_on_signals
+from ..rpc import check_exposure, start_aio_server, stop_on_signals_aio
 from .namespace import Namespace
 from .service import MetaServerService
 
@@ -41,10 +41,10 @@ def serve(data_dir: pathlib.Path, host: str = "127.0.0.1", port: int = 50050,
 async def _serve(data_dir: pathlib.Path, host: str, port: int, fileservers: int, block_size: int,
                  stripe_blocks: int, lease_seconds: float, credentials: Credentials,
                  on_ready) -> None:
-    stop = stop_on_signals()
+    stop = stop_on_signals_aio()
     service = MetaServerService(Namespace(data_dir / "metadata.sqlite3"), fileservers,
                                 lease_seconds, block_size, stripe_blocks)
-    server, bound = await start_server(
+    server, bound = await start_aio_server(
         lambda s: metaserver_pb2_grpc.add_MetaServerServicer_to_server(service, s),
         host, port, credentials)
     service.start_background()
