@@ -74,22 +74,28 @@ def striped_io(cluster: Cluster, runs: int) -> None:
     stubs = [fs_grpc.FileServerStub(grpc.insecure_channel(address, options=pfs.transport.CHANNEL_OPTIONS))
              for address in client.fileservers().values()]
     data = os.urandom(size)
-    stubs[0].Write(fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data))
+    session = client._session.metadata  # bare calls need a session too
+    stubs[0].Write(fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data), metadata=session)
     for stub in stubs:
-        stub.Write(fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data[:MiB]))
+        stub.Write(fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data[:MiB]),
+                   metadata=session)
     progress("bare gRPC")
     raw_read = median_seconds(lambda: stubs[0].Read(
-        fs_pb.ReadRequest(file_id=RAW_FILE_ID, offset=0, length=size)), runs, repeat=5)
+        fs_pb.ReadRequest(file_id=RAW_FILE_ID, offset=0, length=size), metadata=session),
+        runs, repeat=5)
     raw_write = median_seconds(lambda: stubs[0].Write(
-        fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data)), runs, repeat=5)
+        fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data), metadata=session),
+        runs, repeat=5)
 
     def parallel(call) -> None:
         for future in [call(stub) for stub in stubs]:
             future.result()
     par_read = median_seconds(lambda: parallel(lambda s: s.Read.future(
-        fs_pb.ReadRequest(file_id=RAW_FILE_ID, offset=0, length=MiB))), runs, repeat=5)
+        fs_pb.ReadRequest(file_id=RAW_FILE_ID, offset=0, length=MiB), metadata=session)),
+        runs, repeat=5)
     par_write = median_seconds(lambda: parallel(lambda s: s.Write.future(
-        fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data[:MiB]))), runs, repeat=5)
+        fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data[:MiB]), metadata=session)),
+        runs, repeat=5)
     row("bare gRPC: one 4 MiB Read", raw_read, raw_read)
     row("bare gRPC: four 1 MiB Reads at once, one per server", par_read, raw_read)
     buf = bytearray(size)
@@ -105,8 +111,6 @@ def striped_io(cluster: Cluster, runs: int) -> None:
                 f"({size / MiB / write:.0f} MiB/s)")
     row("bare gRPC: one 4 MiB Write", raw_write, raw_write)
     row("bare gRPC: four 1 MiB Writes at once, one per server", par_write, raw_write)
-    for stub in stubs:
-        stub.Delete(fs_pb.DeleteRequest(file_id=RAW_FILE_ID))
     client.finish(client.initialize())
 
 
