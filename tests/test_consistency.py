@@ -7,35 +7,49 @@ A second race does the same on a file that grows: appends (at an end that may be
 across and past the end, writes past it that must fail with EINVAL, and fstat; every size seen
 must be explained too.
 
+A third race adds a nemesis: one client is frozen (SIGSTOP) past its lease, one is killed
+mid-operation, and a fileserver is killed (and restarted by `pfs up`). Calls whose outcome their
+client never learned count as may-have-happened; a lost client's unflushed writes may vanish.
+
 Seeds and sizes come from the environment, for longer runs outside CI:
     PFS_CONSISTENCY_SEEDS=1,2,3,4,5,6,7,8 PFS_CONSISTENCY_OPS=200 pytest tests/test_consistency.py
-(also PFS_CONSISTENCY_CLIENTS, and PFS_CONSISTENCY_MAX_SIZE for the growing file).
+(also PFS_CONSISTENCY_CLIENTS, PFS_CONSISTENCY_MAX_SIZE for the growing file, and
+PFS_NEMESIS_SEEDS, PFS_NEMESIS_SECONDS for the race with faults).
 """
 import errno
+import json
 import os
+import random
+import signal
+import time
 
 import pytest
 
 import pfs
-from clusters import RemoteClient
+from clusters import COURSE, Cluster, RemoteClient
 from consistency import Op, find_order
 
 SEEDS = [int(s) for s in os.environ.get("PFS_CONSISTENCY_SEEDS", "1,2,3").split(",")]
 OPS = int(os.environ.get("PFS_CONSISTENCY_OPS", "40"))
 CLIENTS = int(os.environ.get("PFS_CONSISTENCY_CLIENTS", "3"))
-FILE_SIZE = 8 * 512
-WRITABLE_END = 7 * 512  # the last block is never written: it must never read differently
+B = 512
+FILE_SIZE = 8 * B
+WRITABLE_END = 7 * B    # the last block is never written: it must never read differently
 MAX_LEN = 1300          # up to three blocks, so operations span block and stripe boundaries
+
+
+def make_file(setup: pfs.Client, name: str, seed: int, initial: bytes) -> None:
+    assert setup.pfs_create(name, 1 + seed % 4) == 0
+    fd = setup.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert setup.pfs_write(fd, initial, len(initial), 0) == len(initial)
+    assert setup.pfs_close(fd) == 0
 
 
 def race(cluster, setup: pfs.Client, name: str, seed: int, initial: bytes, helper: str,
          *args) -> list:
     """Creates the file holding `initial`, then runs worker `helper` (seeded per client) in
     CLIENTS processes at once; their histories. Cache sizes differ: none, tiny, a little."""
-    assert setup.pfs_create(name, 1 + seed % 4) == 0
-    fd = setup.pfs_open(name, pfs.PFS_READ_WRITE)
-    assert setup.pfs_write(fd, initial, len(initial), 0) == len(initial)
-    assert setup.pfs_close(fd) == 0
+    make_file(setup, name, seed, initial)
     workers = [RemoteClient(cluster, cache_blocks=[0, 2, 5][k % 3]) for k in range(CLIENTS)]
     try:
         for k, worker in enumerate(workers):
@@ -46,27 +60,40 @@ def race(cluster, setup: pfs.Client, name: str, seed: int, initial: bytes, helpe
             worker.close()
 
 
+def read_final(setup: pfs.Client, name: str, size: int) -> bytes:
+    fd = setup.pfs_open(name, pfs.PFS_READ)
+    final = bytearray(size)
+    assert setup.pfs_read(fd, final, size, 0) == size, pfs.pfs_last_error()
+    assert setup.pfs_close(fd) == 0
+    return bytes(final)
+
+
+def ops_of(histories: list) -> list[Op]:
+    """The workers' random_ops histories as checker operations."""
+    return [Op(k, i, kind, offset, bytes.fromhex(data), start, end, length=length, error=err)
+            for k, history in enumerate(histories)
+            for i, (kind, offset, length, data, err, start, end) in enumerate(history)]
+
+
+def check_untouched_tail(ops: list[Op], initial: bytes, final: bytes) -> None:
+    for op in ops:  # the region nobody writes
+        lo, hi = max(op.offset, WRITABLE_END), op.offset + len(op.data)
+        if op.kind == "read" and not op.error and lo < hi:
+            assert op.data[lo - op.offset:] == initial[lo:hi]
+    assert final[WRITABLE_END:] == initial[WRITABLE_END:]
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_racing_clients_stay_sequentially_consistent(cluster, clients, name, seed):
     initial = bytes((i * 31 + seed) % 251 for i in range(FILE_SIZE))
     setup = clients(1)
     histories = race(cluster, setup, name, seed, initial, "random_ops", FILE_SIZE,
                      WRITABLE_END, MAX_LEN)
-
-    fd = setup.pfs_open(name, pfs.PFS_READ)
-    final = bytearray(FILE_SIZE)
-    assert setup.pfs_read(fd, final, FILE_SIZE, 0) == FILE_SIZE
-    assert setup.pfs_close(fd) == 0
-
-    ops = [Op(k, i, kind, offset, bytes.fromhex(data), start, end)
-           for k, history in enumerate(histories)
-           for i, (kind, offset, data, start, end) in enumerate(history)]
-    for op in ops:  # the region nobody writes
-        lo, hi = max(op.offset, WRITABLE_END), op.offset + len(op.data)
-        if op.kind == "read" and lo < hi:
-            assert op.data[lo - op.offset:] == initial[lo:hi]
-    assert final[WRITABLE_END:] == initial[WRITABLE_END:]
-    order = find_order(ops, initial, bytes(final))
+    final = read_final(setup, name, FILE_SIZE)
+    ops = ops_of(histories)
+    assert not [op for op in ops if op.error], "calls failed without any fault"
+    check_untouched_tail(ops, initial, final)
+    order = find_order(ops, initial, final)
     assert order is not None, "no total order of the operations explains what the reads saw"
     assert sum(op.kind == "write" for op in ops) > 0 and sum(op.kind == "read" for op in ops) > 0
 
@@ -92,9 +119,7 @@ def test_racing_clients_growing_file(cluster, clients, name, seed):
     assert setup.pfs_close(fd) == 0
     final = bytes(final[:meta.file_size])
 
-    ops = [Op(k, i, kind, offset, bytes.fromhex(data), start, end, length=length, error=err)
-           for k, history in enumerate(histories)
-           for i, (kind, offset, length, data, err, start, end) in enumerate(history)]
+    ops = ops_of(histories)
     unexpected = [op for op in ops if op.error not in (0, errno.EINVAL)]
     assert not unexpected, f"calls failed other than with EINVAL: {unexpected[:5]}"
     order = find_order(ops, initial, final)
@@ -103,3 +128,82 @@ def test_racing_clients_growing_file(cluster, clients, name, seed):
     assert len(final) >= GROW_INITIAL
     assert any(op.kind == "write" and not op.error for op in ops)
     assert any(op.kind == "read" and not op.error for op in ops)
+
+
+NEMESIS_SEEDS = [int(s) for s in os.environ.get("PFS_NEMESIS_SEEDS", "1,2").split(",")]
+NEMESIS_SECONDS = float(os.environ.get("PFS_NEMESIS_SECONDS", "6"))
+LEASE = 2.0
+
+
+def journal_ops(client: int, path) -> list[Op]:
+    """A worker's journal as checker operations: a call that began and never ended (its client
+    was killed) has no end."""
+    begun, ended = {}, {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        (ended if "end" in record else begun)[record["i"]] = record
+    ops = []
+    for i, call in sorted(begun.items()):
+        done = ended.get(i)
+        data = call["data"] if call["kind"] == "write" else (done or {}).get("data", "")
+        ops.append(Op(client, i, call["kind"], call["offset"], bytes.fromhex(data), call["start"],
+                      done["end"] if done else None, length=call["length"],
+                      error=done["errno"] if done else 0))
+    return ops
+
+
+@pytest.mark.parametrize("seed", NEMESIS_SEEDS)
+def test_racing_clients_with_a_nemesis(tmp_path, seed):
+    """Four clients race while one is frozen past its lease, one is killed, and a fileserver is
+    killed (and restarted by `pfs up`). The frozen client is resumed only once the others are
+    done, so that nothing it might still write back is hidden by later writes: everything it
+    does then must fail, and every successful read, and the final file, must be explained."""
+    rng = random.Random(seed)
+    cluster = Cluster(tmp_path / "cluster", lease_seconds=LEASE, **COURSE).start()
+    try:
+        setup = cluster.client()
+        initial = bytes((i * 29 + seed) % 247 for i in range(FILE_SIZE))
+        name = f"nemesis-{seed}"
+        make_file(setup, name, seed, initial)
+        caches = [16, 16, 0, 2]  # frozen, killed, and two that survive
+        workers = [RemoteClient(cluster, cache_blocks=c) for c in caches]
+        journals = [tmp_path / f"journal-{k}.jsonl" for k in range(len(workers))]
+        frozen, killed, survivors = workers[0], workers[1], workers[2:]
+        try:
+            for k, worker in enumerate(workers):  # the frozen one runs on after its resume
+                worker.send("random_ops", name, seed * 100 + k, 10_000, FILE_SIZE, WRITABLE_END,
+                            MAX_LEN, str(journals[k]),
+                            NEMESIS_SECONDS * (3 if worker is frozen else 1))
+            time.sleep(rng.uniform(0.3, 0.8))
+            stopped = time.monotonic_ns()
+            frozen.pause()
+            time.sleep(rng.uniform(0.2, 1.0))
+            killed_at = time.monotonic_ns()
+            killed.kill()
+            time.sleep(rng.uniform(0.2, 0.6))
+            os.kill(rng.choice(cluster.server_pids("fileserver")), signal.SIGKILL)
+            histories = {2 + k: w.receive(timeout=120) for k, w in enumerate(survivors)}
+            resumed = time.monotonic_ns()
+            frozen.resume()
+            histories[0] = frozen.receive(timeout=120)
+        finally:
+            for worker in workers:
+                worker.close()
+        final = read_final(setup, name, FILE_SIZE)
+    finally:
+        cluster.stop()
+
+    ops = [op for k, path in enumerate(journals) for op in journal_ops(k, path)]
+    for k, history in histories.items():  # the journals agree with what the workers returned
+        assert len(history) == sum(op.client == k for op in ops)
+    unexpected = [op for op in ops if op.error not in (0, errno.ENOTCONN, errno.EHOSTDOWN)]
+    assert not unexpected, f"calls failed in ways no fault explains: {unexpected[:3]}"
+    after_resume = [op for op in ops if op.client == 0 and op.start > resumed]
+    assert after_resume and all(op.error == errno.ENOTCONN for op in after_resume), \
+        "the frozen client did something after its lease had run out"
+    check_untouched_tail(ops, initial, final)
+    order = find_order(ops, initial, final, block_size=B,
+                       crashes={0: (stopped, resumed), 1: (killed_at, None)})
+    assert order is not None, "no total order of the operations explains what the reads saw"
+    done = [op for op in ops if op.client in (2, 3) and not op.error]
+    assert any(op.kind == "write" for op in done) and any(op.kind == "read" for op in done)

@@ -4,6 +4,7 @@ Each line is [op, *args]; bytes arrive as {"hex": ...}. `op` is a pfs_* call of 
 (run on this process's own pfs.Client), or one of the helpers below; the answer is
 {"result": ...} or {"error": ...}. PFS_METASERVER and PFS_CACHE_BLOCKS come from the environment.
 """
+import errno
 import json
 import random
 import sys
@@ -12,6 +13,7 @@ import time
 import pfs
 
 client = pfs.Client()
+LOST_CALLS = 5
 
 
 def c_read(fd, num_bytes, offset):
@@ -51,28 +53,47 @@ def rounds_of_writes(name, offset, length, rounds):
     return rounds
 
 
-def random_ops(name, seed, count, file_size, writable_end, max_len):
-    """`count` random reads and writes on the open file; the history, each op as
-    [kind, offset, data hex, start ns, end ns]. Writes stay below writable_end."""
+def random_ops(name, seed, count, file_size, writable_end, max_len, journal=None,
+               seconds=None):
+    """Random reads and writes on the open file, `count` of them (or as many as fit in
+    `seconds`); the history, each call as [kind, offset, length, data hex, errno, start ns,
+    end ns]: data is what a write wrote or a read returned, errno 0 when the call succeeded.
+    Writes stay below writable_end. With `journal`, each call is also appended to that file as
+    it begins and as it ends, so the calls of a client killed meanwhile are known too. Once a
+    call fails with ENOTCONN (the session is lost), LOST_CALLS more are made, then it stops."""
     rng = random.Random(seed)
+    log = open(journal, "a") if journal else None
     fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
     assert fd > 0, pfs.pfs_last_error()
-    history = []
-    for _ in range(count):
+    until = time.monotonic() + seconds if seconds else float("inf")
+    history, lost = [], 0
+    for i in range(count):
+        if time.monotonic() > until or lost > LOST_CALLS:
+            break
         length = rng.randint(1, max_len)
         offset = rng.randint(0, file_size - length)
         kind = "write" if rng.random() < 0.5 and offset + length <= writable_end else "read"
+        data = rng.randbytes(length) if kind == "write" else b""
+        start = time.monotonic_ns()
+        if log:
+            log.write(json.dumps({"i": i, "kind": kind, "offset": offset, "length": length,
+                                  "data": data.hex(), "start": start}) + "\n")
+            log.flush()
         if kind == "write":
-            data = rng.randbytes(length)
-            start = time.monotonic_ns()
-            assert client.pfs_write(fd, data, length, offset) == length, pfs.pfs_last_error()
+            n = client.pfs_write(fd, data, length, offset)
         else:
             buf = bytearray(length)
-            start = time.monotonic_ns()
-            assert client.pfs_read(fd, buf, length, offset) == length, pfs.pfs_last_error()
-            data = bytes(buf)
-        history.append([kind, offset, data.hex(), start, time.monotonic_ns()])
-    assert client.pfs_close(fd) == 0, pfs.pfs_last_error()
+            n = client.pfs_read(fd, buf, length, offset)
+            data = bytes(buf[:max(n, 0)])
+        end = time.monotonic_ns()
+        err = 0 if n == length else getattr(pfs.pfs_last_error(), "errno", -1)
+        history.append([kind, offset, length, data.hex(), err, start, end])
+        lost += lost > 0 or err == errno.ENOTCONN
+        if log:
+            log.write(json.dumps({"i": i, "errno": err, "data": data.hex() if kind == "read"
+                                  else "", "end": end}) + "\n")
+            log.flush()
+    client.pfs_close(fd)  # fails for a client that lost its session: that is for the test
     return history
 
 
@@ -143,6 +164,7 @@ def random_growing_ops(name, seed, count, max_len, max_size):
             e = pfs.pfs_last_error()
             err, data = getattr(e, "errno", None) or -1, (data if kind == "write" else b"")
         history.append([kind, offset, length, data.hex(), err, start, end])
+        lost += lost > 0 or err == errno.ENOTCONN
     assert client.pfs_close(fd) == 0, pfs.pfs_last_error()
     return history
 
