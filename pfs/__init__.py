@@ -13,7 +13,8 @@ The C-like API (every call returns an int, -1 on failure, see pfs_last_error()):
 `pfs.open(name, "rb")` a standard Python file object.
 """
 from .api import (pfs_close, pfs_create, pfs_delete, pfs_execstat, pfs_finish, pfs_fstat,
-                  pfs_fsync, pfs_initialize, pfs_open, pfs_read, pfs_write)
+                  pfs_fsync, pfs_ftruncate, pfs_initialize, pfs_mkdir, pfs_open, pfs_read,
+                  pfs_rename, pfs_rmdir, pfs_write)
 from .client import PFS_READ, PFS_READ_WRITE, Client
 from .errors import pfs_last_error
 from .fileio import open
@@ -24,6 +25,6 @@ __version__ = "0.1.0"
 __all__ = [
     "PFS_READ", "PFS_READ_WRITE", "Client", "ExecStat", "Metadata", "Recipe",
     "pfs_close", "pfs_create", "pfs_delete", "pfs_execstat", "pfs_finish", "pfs_fstat",
-    "pfs_fsync", "pfs_initialize", "pfs_last_error", "pfs_open", "pfs_read", "pfs_write",
-    "open",
+    "pfs_fsync", "pfs_ftruncate", "pfs_initialize", "pfs_last_error", "pfs_mkdir", "pfs_open",
+    "pfs_read", "pfs_rename", "pfs_rmdir", "pfs_write", "open",
 ]

@@ -2,25 +2,31 @@
 from __future__ import annotations
 
 import errno
+import functools
 import threading
-from typing import Any
 
 from . import errors
 from .client import Client
-from .metadata import ExecStat, Metadata
 
 _lock = threading.Lock()
 _client: Client | None = None
-
-
-def _current() -> Client | None:
-    return _client
 
 
 def _not_initialized() -> int:
     errors.set_last_error(errors.error(errno.ENOTCONN, "not initialized: call pfs_initialize() "
                                                        "first"))
     return -1
+
+
+def _on_the_client(name: str):
+    """The module-level form of Client.<name>: the same call on the process-wide client."""
+    method = getattr(Client, name)
+
+    @functools.wraps(method)
+    def call(*args, **kwargs) -> int:
+        client = _client
+        return method(client, *args, **kwargs) if client else _not_initialized()
+    return call
 
 
 def pfs_initialize() -> int:
@@ -30,51 +36,6 @@ def pfs_initialize() -> int:
         if _client is None:
             _client = Client()
         return _client.pfs_initialize()
-
-
-def pfs_create(name: str, stripe_width: int) -> int:
-    c = _current()
-    return c.pfs_create(name, stripe_width) if c else _not_initialized()
-
-
-def pfs_open(name: str, mode: int) -> int:
-    c = _current()
-    return c.pfs_open(name, mode) if c else _not_initialized()
-
-
-def pfs_read(fd: int, buf: Any, num_bytes: int, offset: int) -> int:
-    c = _current()
-    return c.pfs_read(fd, buf, num_bytes, offset) if c else _not_initialized()
-
-
-def pfs_write(fd: int, buf: Any, num_bytes: int, offset: int) -> int:
-    c = _current()
-    return c.pfs_write(fd, buf, num_bytes, offset) if c else _not_initialized()
-
-
-def pfs_close(fd: int) -> int:
-    c = _current()
-    return c.pfs_close(fd) if c else _not_initialized()
-
-
-def pfs_delete(name: str) -> int:
-    c = _current()
-    return c.pfs_delete(name) if c else _not_initialized()
-
-
-def pfs_fstat(fd: int, meta: Metadata) -> int:
-    c = _current()
-    return c.pfs_fstat(fd, meta) if c else _not_initialized()
-
-
-def pfs_execstat(stats: ExecStat) -> int:
-    c = _current()
-    return c.pfs_execstat(stats) if c else _not_initialized()
-
-
-def pfs_fsync(fd: int) -> int:
-    c = _current()
-    return c.pfs_fsync(fd) if c else _not_initialized()
 
 
 def pfs_finish(client_id: int) -> int:
@@ -87,3 +48,18 @@ def pfs_finish(client_id: int) -> int:
         if result == 0:
             _client = None
         return result
+
+
+pfs_create = _on_the_client("pfs_create")
+pfs_open = _on_the_client("pfs_open")
+pfs_read = _on_the_client("pfs_read")
+pfs_write = _on_the_client("pfs_write")
+pfs_close = _on_the_client("pfs_close")
+pfs_delete = _on_the_client("pfs_delete")
+pfs_mkdir = _on_the_client("pfs_mkdir")
+pfs_rmdir = _on_the_client("pfs_rmdir")
+pfs_rename = _on_the_client("pfs_rename")
+pfs_ftruncate = _on_the_client("pfs_ftruncate")
+pfs_fstat = _on_the_client("pfs_fstat")
+pfs_execstat = _on_the_client("pfs_execstat")
+pfs_fsync = _on_the_client("pfs_fsync")

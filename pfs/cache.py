@@ -170,6 +170,16 @@ class BlockCache:
             self.stats.num_close_evictions += len(blocks)
             self._files.pop(f.file_id, None)
 
+    def truncate(self, f: CachedFile, size: int) -> None:
+        """The file now ends at `size`: blocks past it are dropped, dirty or not (their bytes no
+        longer exist), and the rest of the last block is zeroed (an extension reads zeros)."""
+        B = f.block_size
+        blocks = self._cached_blocks(f)
+        self._remove(f, [b for b in blocks if b * B >= size])
+        if size % B and size // B in blocks:
+            memory = self._memory[self._slot(f, size // B)]
+            memory[size % B:] = bytes(B - size % B)
+
     def drop_all(self) -> dict[int, int]:
         """Forgets every block without writing anything back (the session is gone, and with
         it the right to write); returns how many dirty blocks each file lost."""

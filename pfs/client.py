@@ -37,7 +37,7 @@ from . import errors
 from .cache import BlockCache
 from .dataplane import DataPlane
 from .metadata import MAX_FILE_SIZE, ClusterLayout, ExecStat, Metadata, Recipe
-from .names import brief, name_problem
+from .paths import brief, canonical
 from .ranges import INFINITY, RangeMap
 from .session import MetaSession
 from .transport import Credentials
@@ -62,7 +62,8 @@ class _OpenFile:
     name: str
     mode: int
     recipe: Recipe
-    size: int  # the largest size this client knows of, its own cached writes included
+    size: int  # the newest size this client knows of, its own cached writes included
+    size_epoch: int  # the truncates of the file that `size` takes into account
     written_end: int = 0  # the end of the bytes this client wrote (what it reports as stored)
     tokens: RangeMap = field(default_factory=RangeMap)
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
@@ -134,8 +135,9 @@ def _finish_at_exit() -> None:
 
 def _metadata(meta: pb.FileMeta) -> Metadata:
     r = meta.recipe
-    return Metadata(filename=meta.name, file_size=meta.size, ctime=meta.ctime, mtime=meta.mtime,
-                    recipe=Recipe(r.stripe_width, r.block_size, r.stripe_blocks, list(r.servers)))
+    return Metadata(filename=meta.path, file_size=meta.size, ctime=meta.ctime, mtime=meta.mtime,
+                    recipe=Recipe(r.stripe_width, r.block_size, r.stripe_blocks, list(r.servers)),
+                    is_dir=meta.is_dir)
 
 
 def _addresses(fileservers) -> dict[int, str]:
@@ -233,15 +235,18 @@ class Client:
             raise errors.error(errno.ENOTCONN, "not initialized: call pfs_initialize() first")
         session.check_lease()
         if session.lost:
+            self._lost(session.lost)  # done already, or waits until it is: the loss is known
             raise errors.error(errno.ENOTCONN, f"the session with the metaserver was lost: "
-                                               f"{session.lost}. {self._loss or ''}Call "
+                                               f"{session.lost}. {self._loss}Call "
                                                "pfs_initialize() to start a new session.")
         return session
 
     def _lost(self, reason: str) -> None:
         """The session is gone, and its tokens with it: nothing cached may be used or written
-        back any more. Says what was lost."""
+        back any more. Says what was lost (once: later calls find it done)."""
         with self._lock:
+            if self._loss is not None:
+                return
             for f in self._fds.values():
                 f.tokens = RangeMap()
             dropped = self._cache.drop_all() if self._cache is not None else {}
@@ -256,28 +261,42 @@ class Client:
                 self._loss = "No unwritten data was lost. "
 
     # --- namespace --------------------------------------------------------------------------
-    def create(self, name: str, stripe_width: int) -> None:
-        problem = name_problem(name)
-        if problem:
-            raise errors.error(errno.EINVAL, problem)
+    def create(self, path: str, stripe_width: int) -> None:
+        """Creates an empty file; its parent directory must exist."""
+        path = canonical(path)
         if _int_arg(stripe_width, "stripe_width") < 1:
             raise errors.error(errno.EINVAL, "stripe_width must be at least 1")
-        session = self._live_session()
-        session.call("Create", pb.CreateRequest(name=name, stripe_width=stripe_width),
-                     f"create {brief(name)}")
+        self._live_session().call("Create", pb.CreateRequest(path=path, stripe_width=stripe_width),
+                                  f"create {brief(path)}")
 
-    def open(self, name: str, mode: int) -> int:
+    def mkdir(self, path: str) -> None:
+        """Creates a directory; its parent must exist."""
+        path = canonical(path)
+        self._live_session().call("Mkdir", pb.MkdirRequest(path=path), f"mkdir {brief(path)}")
+
+    def rmdir(self, path: str) -> None:
+        """Removes an empty directory."""
+        path = canonical(path)
+        self._live_session().call("Rmdir", pb.RmdirRequest(path=path), f"rmdir {brief(path)}")
+
+    def rename(self, old: str, new: str) -> None:
+        """Moves a file or directory, atomically; replaces a file (or an empty directory, for a
+        directory) at `new`, as POSIX rename does. Files open anywhere cannot be moved or
+        replaced (EBUSY)."""
+        old, new = canonical(old), canonical(new)
+        self._live_session().call("Rename", pb.RenameRequest(old_path=old, new_path=new),
+                                  f"rename {brief(old)} to {brief(new)}")
+
+    def open(self, path: str, mode: int) -> int:
         if mode not in (PFS_READ, PFS_READ_WRITE):
             raise errors.error(errno.EINVAL, f"mode must be PFS_READ (1) or PFS_READ_WRITE (2), "
                                              f"not {mode!r}")
-        problem = name_problem(name)
-        if problem:
-            raise errors.error(errno.EINVAL, problem)
-        session = self._live_session()
-        meta = session.call("Open", pb.OpenRequest(name=name), f"open {brief(name)}").meta
+        path = canonical(path)
+        meta = self._live_session().call("Open", pb.OpenRequest(path=path),
+                                         f"open {brief(path)}").meta
         with self._lock:
-            f = _OpenFile(next(self._next_fd), meta.file_id, name, mode,
-                          _metadata(meta).recipe, meta.size)
+            f = _OpenFile(next(self._next_fd), meta.file_id, path, mode,
+                          _metadata(meta).recipe, meta.size, meta.size_epoch)
             self._fds[f.fd] = f
             self._by_id[f.file_id] = f
         return f.fd
@@ -299,40 +318,41 @@ class Client:
                 del self._fds[fd]
                 del self._by_id[f.file_id]
 
-    def delete(self, name: str) -> None:
-        problem = name_problem(name)
-        if problem:
-            raise errors.error(errno.EINVAL, problem)
-        session = self._live_session()
-        session.call("Delete", pb.DeleteRequest(name=name), f"delete {brief(name)}")
+    def delete(self, path: str) -> None:
+        """Removes a file (a directory: EISDIR, use rmdir); not while it is open anywhere."""
+        path = canonical(path)
+        self._live_session().call("Delete", pb.DeleteRequest(path=path), f"delete {brief(path)}")
 
     def fstat(self, fd: int) -> Metadata:
         """The file's most recent metadata, sizes still in other clients' caches included."""
         session = self._live_session()
         with self._lock:
             f = self._file(fd)
-        meta = _metadata(session.call("Stat", pb.StatRequest(file_id=f.file_id),
-                                      f"fstat {brief(f.name)}").meta)
-        meta.file_size = max(meta.file_size, f.size)
-        return meta
+        return self._with_own_size(session.call("Stat", pb.StatRequest(file_id=f.file_id),
+                                                f"fstat {brief(f.name)}").meta)
 
-    def stat(self, name: str) -> Metadata:
-        """Like fstat, by name, for a file this client need not have open."""
-        problem = name_problem(name)
-        if problem:
-            raise errors.error(errno.ENOENT, f"no such file {brief(name)}: {problem}")
-        session = self._live_session()
-        meta = _metadata(session.call("Stat", pb.StatRequest(name=name),
-                                      f"stat {brief(name)}").meta)
-        with self._lock:  # the metaserver does not ask us about our own cached writes
-            mine = [f.size for f in self._fds.values() if f.name == name]
-        meta.file_size = max([meta.file_size, *mine])
-        return meta
+    def stat(self, path: str) -> Metadata:
+        """Like fstat, by path, for a file (or directory) this client need not have open."""
+        path = canonical(path)
+        return self._with_own_size(self._live_session().call(
+            "Stat", pb.StatRequest(path=path), f"stat {brief(path)}").meta)
 
-    def list(self) -> list[Metadata]:
-        """Every file of the cluster, by name."""
-        session = self._live_session()
-        return [_metadata(m) for m in session.call("List", pb.ListRequest(), "list files").files]
+    def _with_own_size(self, meta: pb.FileMeta) -> Metadata:
+        """The metadata, with the size this client's own cached writes give the file (the
+        metaserver does not ask us about those)."""
+        result = _metadata(meta)
+        with self._lock:
+            f = self._by_id.get(meta.file_id)
+            if f is not None and f.size_epoch == meta.size_epoch:
+                result.file_size = max(result.file_size, f.size)
+        return result
+
+    def listdir(self, path: str = "") -> list[Metadata]:
+        """The entries of a directory (default: the root) with their metadata, by name; each
+        entry's filename is its whole path."""
+        path = canonical(path)
+        return [_metadata(m) for m in self._live_session().call(
+            "List", pb.ListRequest(path=path), f"list {brief(path)}").entries]
 
     def execstat(self) -> ExecStat:
         self._live_session()
@@ -393,6 +413,22 @@ class Client:
                                                             size=f.written_end),
                          f"fsync {brief(f.name)}")
 
+    def ftruncate(self, fd: int, size: int) -> None:
+        """Cuts the file to `size` bytes, or extends it with zeros, under a WRITE token from the
+        new end to infinity; cached blocks past the new end are dropped."""
+        f = self._open_file(fd)
+        if f.mode != PFS_READ_WRITE:
+            raise errors.error(errno.EBADF, f"fd {fd} ({brief(f.name)}) was opened PFS_READ")
+        if _int_arg(size, "size") > MAX_FILE_SIZE:
+            raise errors.error(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes")
+        with self._holding(f, size, INFINITY, WRITE):
+            self._cache.truncate(f, size)
+            self._dataplane.truncate(f, size)
+            epoch = self._session.call("Truncate", pb.TruncateRequest(
+                file_id=f.file_id, size=size), f"truncate {brief(f.name)}").size_epoch
+            f.size, f.size_epoch, f.wrote = size, epoch, True
+            f.written_end = min(f.written_end, size)
+
     # --- tokens -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _holding(self, f: _OpenFile, start: int, end: int, mode: int) -> Iterator[None]:
@@ -420,7 +456,10 @@ class Client:
                     raise
                 if self._by_id.get(f.file_id) is f:
                     f.tokens.raise_to(grant.start, grant.end, grant.mode)
-                    f.size = max(f.size, grant.size)
+                    if grant.size_epoch != f.size_epoch:  # truncated since: the size may shrink
+                        f.size, f.size_epoch = grant.size, grant.size_epoch
+                    else:
+                        f.size = max(f.size, grant.size)
                 session.applied(grant.grant_seq)
             yield
             if not session.lease_valid():  # finished too late to be sure of its tokens
@@ -457,6 +496,10 @@ class Client:
                 log.error("could not write back %r before giving up [%d, %d): %s", f.name,
                           revoke.start, revoke.end, e)
             f.tokens.cap(revoke.start, revoke.end, revoke.to_mode)
+            if revoke.to_mode != READ and revoke.end == INFINITY:
+                # The tail is someone else's now (they may even cut it): what we wrote beyond
+                # its start was written back and reported with this acknowledgement.
+                f.written_end = min(f.written_end, revoke.start)
             with self._marks:
                 # Absent when the file was reopened after the revocation arrived (it was meant
                 # for the earlier open; giving up the range again is merely cautious).
@@ -489,6 +532,10 @@ class Client:
     pfs_write = _c_like(write)
     pfs_close = _c_like(close)
     pfs_delete = _c_like(delete)
+    pfs_mkdir = _c_like(mkdir)
+    pfs_rmdir = _c_like(rmdir)
+    pfs_rename = _c_like(rename)
+    pfs_ftruncate = _c_like(ftruncate)
     pfs_fsync = _c_like(fsync)
     pfs_finish = _c_like(finish)
 

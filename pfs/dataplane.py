@@ -150,6 +150,22 @@ class DataPlane:
         for extent, call in zip(plan.extents, calls):
             self._result(call, f.recipe.servers[extent.server], "write")
 
+    def truncate(self, f: StripedFile, size: int) -> None:
+        """Cuts or extends every object of the file to its part of a file of `size` bytes."""
+        lengths = [0] * f.recipe.stripe_width
+        if size:
+            for extent in self._plan(f.recipe, 0, size).extents:
+                lengths[extent.server] = extent.length
+
+        def truncate_all() -> None:
+            calls = [(s, self._stub(s).Truncate.future(
+                         pb.TruncateRequest(file_id=f.file_id, length=length),
+                         timeout=CALL_TIMEOUT, metadata=self._metadata))
+                     for s, length in zip(f.recipe.servers, lengths)]
+            for server, call in calls:
+                self._result(call, server, "truncate")
+        self._retrying(truncate_all)
+
     def fsync(self, f: StripedFile) -> None:
         """Returns once the fileservers have every write to the file so far on disk."""
         def fsync_all() -> None:

@@ -32,13 +32,20 @@ def error(code: int, message: str) -> OSError:
     return OSError(code, message)
 
 
+#: The trailing metadata entry in which the metaserver sends a failure's exact errno.
+ERRNO_HEADER = "pfs-errno"
+
+
 def from_rpc(e: grpc.RpcError, what: str) -> OSError:
     """An OSError for a failed call, naming what was being done and the server's reason."""
     code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
     details = e.details() if hasattr(e, "details") else str(e)
     if code == grpc.StatusCode.UNAVAILABLE:
         details = f"{details} (is the server running? check `pfs status`)"
-    return error(_STATUS_ERRNO.get(code, errno.EIO), f"{what}: {details}")
+    sent = dict(e.trailing_metadata() or ()) if hasattr(e, "trailing_metadata") else {}
+    number = sent.get(ERRNO_HEADER, "")
+    return error(int(number) if number.isdigit() else _STATUS_ERRNO.get(code, errno.EIO),
+                 f"{what}: {details}")
 
 
 def set_last_error(e: OSError | None) -> None:

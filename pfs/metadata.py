@@ -25,12 +25,14 @@ class Recipe(_Record):
 
 @dataclass
 class Metadata(_Record):
-    """What pfs_fstat fills in. Times are POSIX seconds."""
+    """What pfs_fstat fills in: `filename` is the whole path (canonical: `a/b`), times are POSIX
+    seconds, and a directory has `is_dir` set, size 0 and an empty recipe."""
     filename: str = ""
     file_size: int = 0
     ctime: float = 0.0
     mtime: float = 0.0
     recipe: Recipe = field(default_factory=Recipe)
+    is_dir: bool = False
 
 
 @dataclass

@@ -61,9 +61,15 @@ def test_initialize_fails_while_fileservers_are_missing(tmp_path):
         meta.wait(20)
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "a\0b", ".", "..", "x" * 256, "é" * 128])
-def test_create_rejects_bad_names(clients, bad):
-    fails(clients(1).pfs_create(bad, 1), errno.EINVAL)
+@pytest.mark.parametrize("bad, code", [
+    ("a//b", errno.EINVAL), ("a/", errno.EINVAL), ("a\0b", errno.EINVAL), (".", errno.EINVAL),
+    ("..", errno.EINVAL), ("a/./b", errno.EINVAL), ("a/../b", errno.EINVAL),
+    ("x" * 256, errno.ENAMETOOLONG), ("é" * 128, errno.ENAMETOOLONG),
+    ("/".join(["d"] * 2100), errno.ENAMETOOLONG), (b"bytes", errno.EINVAL),
+    ("", errno.EEXIST), ("/", errno.EEXIST),  # the root exists
+    ("no-such-dir/x", errno.ENOENT)])
+def test_create_rejects_bad_paths(clients, bad, code):
+    fails(clients(1).pfs_create(bad, 1), code)
 
 
 def test_create_fails_for_existing_name_and_bad_width(stored, name):

@@ -79,7 +79,7 @@ def test_full_metadata_disk_is_enospc_and_changes_nothing(tmp_path):
         assert created, "nothing could be created at all"
         assert client.pfs_create(name, 1) == -1  # still full, still a clean error
         assert pfs.pfs_last_error().errno == errno.ENOSPC
-        listed = {m.filename for m in client.list()}
+        listed = {m.filename for m in client.listdir()}
         assert set(created) <= listed and name not in listed
         fd = client.pfs_open(created[0], pfs.PFS_READ_WRITE)
         assert fd > 0, pfs.pfs_last_error()

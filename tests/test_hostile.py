@@ -20,7 +20,7 @@ def stored(clients, name):
     fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
     assert client.pfs_write(fd, CONTENT, len(CONTENT), 0) == len(CONTENT)
     assert client.pfs_close(fd) == 0
-    file_id = client._session.call("Stat", meta_pb.StatRequest(name=name), "stat").meta.file_id
+    file_id = client._session.call("Stat", meta_pb.StatRequest(path=name), "stat").meta.file_id
     yield client, file_id
     fd = client.pfs_open(name, pfs.PFS_READ)
     buf = bytearray(len(CONTENT))
@@ -77,9 +77,9 @@ def test_metaserver_validates_every_request(stored, name):
     session = client._session.metadata
     with grpc.insecure_channel(client.metaserver) as channel:
         stub = meta_grpc.MetaServerStub(channel)
-        refused(lambda: stub.Create(meta_pb.CreateRequest(name="../etc/passwd", stripe_width=1),
+        refused(lambda: stub.Create(meta_pb.CreateRequest(path="../etc/passwd", stripe_width=1),
                                     metadata=session))
-        refused(lambda: stub.Create(meta_pb.CreateRequest(name="x", stripe_width=99),
+        refused(lambda: stub.Create(meta_pb.CreateRequest(path="x", stripe_width=99),
                                     metadata=session))
         refused(lambda: stub.Acquire(meta_pb.AcquireRequest(
             file_id=file_id, start=10, end=5, mode=meta_pb.WRITE), metadata=session))  # not open
@@ -91,10 +91,10 @@ def test_metaserver_validates_every_request(stored, name):
         refused(lambda: stub.Acquire(meta_pb.AcquireRequest(
             file_id=file_id, start=0, end=1 << 63, mode=meta_pb.READ), metadata=session))
         assert client.pfs_close(fd) == 0
-        refused(lambda: stub.Stat(meta_pb.StatRequest(name="no-such-file")),
+        refused(lambda: stub.Stat(meta_pb.StatRequest(path="no-such-file")),
                 grpc.StatusCode.NOT_FOUND)
         long_name = "n" * 1_000_000  # quoted back only briefly, so the error still fits
-        assert len(refused(lambda: stub.Stat(meta_pb.StatRequest(name=long_name)))) < 300
+        assert len(refused(lambda: stub.Stat(meta_pb.StatRequest(path=long_name)))) < 300
         attach = stub.Attach(iter([meta_pb.FileserverMessage(heartbeat=meta_pb.Heartbeat())]))
         refused(lambda: list(attach))
         attach = stub.Attach(iter([meta_pb.FileserverMessage(hello=meta_pb.FileserverHello(

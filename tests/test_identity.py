@@ -66,7 +66,7 @@ def test_no_call_acts_for_another_client(cluster, clients, victim, name):
             refused(lambda: stub.ReportSize(pb.ReportSizeRequest(file_id=file_id, size=1),
                                             metadata=metadata))
             refused(lambda: stub.Finish(pb.FinishRequest(), metadata=metadata))
-            refused(lambda: stub.Create(pb.CreateRequest(name=name + "-x", stripe_width=1),
+            refused(lambda: stub.Create(pb.CreateRequest(path=name + "-x", stripe_width=1),
                                         metadata=metadata))
             stream = stub.Session(iter([pb.ClientMessage(revoke_ack=pb.RevokeAck(revoke_id=1))]),
                                   metadata=metadata)
@@ -122,5 +122,5 @@ def test_tools_outside_a_session_may_look(cluster, victim, name):
     with grpc.insecure_channel(cluster.address) as channel:
         stub = pb_grpc.MetaServerStub(channel)
         assert stub.Status(pb.StatusRequest()).fileservers
-        assert name in [f.name for f in stub.List(pb.ListRequest()).files]
-        assert stub.Stat(pb.StatRequest(name=name)).meta.size == len(VICTIM_BYTES)  # a glimpse
+        assert name in [f.path for f in stub.List(pb.ListRequest()).entries]
+        assert stub.Stat(pb.StatRequest(path=name)).meta.size == len(VICTIM_BYTES)  # a glimpse

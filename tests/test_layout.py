@@ -20,7 +20,7 @@ def test_bytes_on_disk_follow_the_striping_formula(cluster, clients, name):
 
     with grpc.insecure_channel(cluster.address) as channel:
         meta_stub = metaserver_pb2_grpc.MetaServerStub(channel)
-        meta = meta_stub.Stat(metaserver_pb2.StatRequest(name=name)).meta
+        meta = meta_stub.Stat(metaserver_pb2.StatRequest(path=name)).meta
         addresses = {f.index: f.address for f in meta_stub.Status(
             metaserver_pb2.StatusRequest()).fileservers}
     directory_of = {}  # fileserver index -> its data directory, matched by uuid

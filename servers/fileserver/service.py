@@ -67,6 +67,12 @@ class FileServerService(pb_grpc.FileServerServicer):
         return pb.FsyncReply()
 
     @_answer_errors
+    def Truncate(self, request, context):
+        with self.sessions.serving(session_of(context)):
+            self.store.truncate(request.file_id, request.length)
+        return pb.TruncateReply()
+
+    @_answer_errors
     def Health(self, request, context):
         objects, stored = self.store.usage()
         return pb.HealthReply(server_uuid=self.store.uuid, objects=objects, bytes_stored=stored)

@@ -70,6 +70,17 @@ class StripeStore:
         finally:
             os.close(fd)
 
+    def truncate(self, file_id: int, length: int) -> None:
+        """Cuts the object to `length` bytes, or extends it with zeros (sparse)."""
+        path = self._path(file_id)
+        self._check_range(length, 0)
+        path.parent.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, length)
+        finally:
+            os.close(fd)
+
     def fsync(self, file_id: int) -> None:
         path = self._path(file_id)
         if not path.exists():

@@ -1,12 +1,23 @@
-"""The durable namespace: files, their recipes and sizes, and the cluster's fileservers.
+"""The durable namespace: a tree of directories and files, their recipes and sizes, and the
+cluster's fileservers.
 
-Everything here lives in one SQLite database in WAL mode with synchronous=FULL, so a commit is on
-disk before the call returns and a SIGKILL at any moment loses nothing committed. File ids come
-from AUTOINCREMENT and are never reused, so a stale stripe object can never alias a new file.
+Two tables hold the tree, as in JuiceFS: `nodes` (id, kind, size, times, recipe) and `entries`
+(parent id, name -> node id). A lookup walks entries one component at a time on their primary
+key; a rename moves one entry row; listing a directory reads the entries of one parent. Nothing
+scans the tree. A file's id names its objects on the fileservers and never changes, renames
+included; ids come from AUTOINCREMENT and are never reused, so a stale object can never alias a
+new file. The root is node 0 and has no entry.
+
+Everything lives in one SQLite database in WAL mode with synchronous=FULL: a commit is on disk
+before the call returns, and a SIGKILL at any moment loses nothing committed. Every change is one
+transaction, so a failed one changes nothing. Reads and writes use connections of their own
+(WAL lets readers go on while a writer commits), so the metaserver can read on its event loop
+and write on a thread of its own.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import pathlib
 import sqlite3
 import threading
@@ -14,17 +25,27 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
+from pfs.paths import brief
+
+ROOT = 0
+
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
+CREATE TABLE IF NOT EXISTS nodes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
+    is_dir INTEGER NOT NULL,
     size INTEGER NOT NULL,
     ctime REAL NOT NULL,
     mtime REAL NOT NULL,
-    block_size INTEGER NOT NULL,
-    stripe_blocks INTEGER NOT NULL,
-    servers TEXT NOT NULL               -- fileserver indices in stripe order, comma-separated
+    block_size INTEGER NOT NULL,        -- 0 for a directory
+    stripe_blocks INTEGER NOT NULL,     -- 0 for a directory
+    servers TEXT NOT NULL               -- fileserver indices in stripe order ('' for a directory)
 );
+CREATE TABLE IF NOT EXISTS entries (
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    node INTEGER NOT NULL UNIQUE,       -- no hard links: a node has one name
+    PRIMARY KEY (parent, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fileservers (
     idx INTEGER PRIMARY KEY,            -- stable index, what recipes refer to
     uuid TEXT NOT NULL UNIQUE,          -- identity kept in the fileserver's data directory
@@ -41,22 +62,19 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 
-class NameExists(Exception):
-    pass
+class NamespaceError(OSError):
+    """A namespace operation that cannot be done: errno says why (ENOENT, EEXIST, ENOTDIR,
+    EISDIR, ENOTEMPTY, EINVAL, EBUSY); nothing was changed."""
 
 
 class StorageFull(Exception):
     """The metadata disk is full: nothing was changed."""
 
 
-class NoSuchFile(Exception):
-    pass
-
-
 @dataclass(frozen=True)
-class FileRecord:
-    file_id: int
-    name: str
+class Node:
+    node_id: int
+    is_dir: bool
     size: int
     ctime: float
     mtime: float
@@ -65,17 +83,22 @@ class FileRecord:
     servers: tuple[int, ...]
 
 
-def _servers_text(servers: tuple[int, ...] | list[int]) -> str:
+_COLUMNS = "id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers"
+
+
+def _node(row: tuple) -> Node:
+    node_id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers = row
+    return Node(node_id, bool(is_dir), size, ctime, mtime, block_size, stripe_blocks,
+                tuple(int(s) for s in servers.split(",")) if servers else ())
+
+
+def _servers_text(servers) -> str:
     return ",".join(str(s) for s in servers)
 
 
-def _record(row: tuple) -> FileRecord:
-    file_id, name, size, ctime, mtime, block_size, stripe_blocks, servers = row
-    return FileRecord(file_id, name, size, ctime, mtime, block_size, stripe_blocks,
-                      tuple(int(s) for s in servers.split(",")))
-
-
-_FILE_COLUMNS = "id, name, size, ctime, mtime, block_size, stripe_blocks, servers"
+def _missing(path: tuple[str, ...], upto: int) -> NamespaceError:
+    return NamespaceError(errno.ENOENT, f"no such file or directory: "
+                                        f"{brief('/'.join(path[:upto + 1]))}")
 
 
 class Namespace:
@@ -83,96 +106,245 @@ class Namespace:
 
     def __init__(self, path: pathlib.Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+        self._writer = self._connect(path)
+        self._writer.executescript(SCHEMA)
+        self._migrate_flat_namespace()
+        self._writer.execute(
+            "INSERT OR IGNORE INTO nodes (id, is_dir, size, ctime, mtime, block_size,"
+            " stripe_blocks, servers) VALUES (?, 1, 0, ?, ?, 0, 0, '')",
+            (ROOT, time.time(), time.time()))
+        self._reader = self._connect(path)
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+
+    @staticmethod
+    def _connect(path: pathlib.Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def _migrate_flat_namespace(self) -> None:
+        """Moves the files of a data directory from before directories (one flat `files`
+        table) into the root directory, keeping their ids."""
+        db = self._writer
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'files'").fetchone():
+            return
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(f"INSERT INTO nodes ({_COLUMNS}) SELECT id, 0, size, ctime, mtime, block_size,"
+                   " stripe_blocks, servers FROM files")
+        db.execute("INSERT INTO entries (parent, name, node) SELECT ?, name, id FROM files",
+                   (ROOT,))
+        db.execute("DROP TABLE files")
+        db.execute("COMMIT")
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        with self._write_lock, self._read_lock:
+            self._writer.close()
+            self._reader.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: everything inside commits together or not at all."""
-        with self._lock:
+        with self._write_lock:
+            db = self._writer
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                db.execute("BEGIN IMMEDIATE")
                 try:
-                    yield self._db
-                    self._db.execute("COMMIT")
+                    yield db
+                    db.execute("COMMIT")
                 except BaseException:
-                    if self._db.in_transaction:  # a failed COMMIT may have rolled back already
-                        self._db.execute("ROLLBACK")
+                    if db.in_transaction:  # a failed COMMIT may have rolled back already
+                        db.execute("ROLLBACK")
                     raise
             except sqlite3.OperationalError as e:
                 if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                     raise StorageFull("the metaserver's disk is full; free space on it") from None
                 raise
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
 
-    # --- files ------------------------------------------------------------------------------
-    def create(self, name: str, block_size: int, stripe_blocks: int,
-               servers: list[int]) -> FileRecord:
-        now = time.time()
-        try:
-            with self._write() as db:
-                cursor = db.execute(
-                    "INSERT INTO files (name, size, ctime, mtime, block_size, stripe_blocks,"
-                    " servers) VALUES (?, 0, ?, ?, ?, ?, ?)",
-                    (name, now, now, block_size, stripe_blocks, _servers_text(servers)))
-        except sqlite3.IntegrityError:
-            raise NameExists(name) from None
-        return FileRecord(cursor.lastrowid, name, 0, now, now, block_size, stripe_blocks,
-                          tuple(servers))
+    # --- lookups ----------------------------------------------------------------------------
+    @staticmethod
+    def _walk(db: sqlite3.Connection, path: tuple[str, ...]) -> Node:
+        """The node at `path`, one indexed lookup per component."""
+        node_id, is_dir = ROOT, True
+        for depth, name in enumerate(path):
+            if not is_dir:
+                raise NamespaceError(errno.ENOTDIR, f"not a directory: "
+                                                    f"{brief('/'.join(path[:depth]))}")
+            row = db.execute("SELECT n.id, n.is_dir FROM entries e JOIN nodes n ON n.id = e.node"
+                             " WHERE e.parent = ? AND e.name = ?", (node_id, name)).fetchone()
+            if row is None:
+                raise _missing(path, depth)
+            node_id, is_dir = row
+        return _node(db.execute(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?",
+                                (node_id,)).fetchone())
 
-    def lookup(self, name: str) -> FileRecord:
-        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ?", (name,))
+    def lookup(self, path: tuple[str, ...]) -> Node:
+        with self._read_lock:
+            return self._walk(self._reader, path)
+
+    def get(self, node_id: int) -> Node:
+        rows = self._read(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", (node_id,))
         if not rows:
-            raise NoSuchFile(name)
-        return _record(rows[0])
+            raise NamespaceError(errno.ENOENT, f"file {node_id} no longer exists")
+        return _node(rows[0])
 
-    def get(self, file_id: int) -> FileRecord:
-        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?", (file_id,))
-        if not rows:
-            raise NoSuchFile(f"file id {file_id}")
-        return _record(rows[0])
+    def path_of(self, node_id: int) -> str:
+        """The node's canonical path now (renames move it), walking up its entries."""
+        names = []
+        with self._read_lock:
+            while node_id != ROOT:
+                row = self._reader.execute("SELECT parent, name FROM entries WHERE node = ?",
+                                           (node_id,)).fetchone()
+                if row is None:
+                    return ""  # deleted meanwhile
+                node_id, name = row
+                names.append(name)
+        return "/".join(reversed(names))
 
-    def files(self) -> list[FileRecord]:
-        return [_record(r) for r in self._query(f"SELECT {_FILE_COLUMNS} FROM files ORDER BY name")]
+    def listdir(self, path: tuple[str, ...]) -> list[tuple[str, Node]]:
+        """The entries of the directory at `path`, by name, with their nodes."""
+        with self._read_lock:
+            directory = self._walk(self._reader, path)
+            if not directory.is_dir:
+                raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
+            rows = self._reader.execute(
+                f"SELECT e.name, {', '.join('n.' + c for c in _COLUMNS.split(', '))}"
+                " FROM entries e JOIN nodes n ON n.id = e.node WHERE e.parent = ?"
+                " ORDER BY e.name", (directory.node_id,)).fetchall()
+        return [(row[0], _node(row[1:])) for row in rows]
 
     def count_files(self) -> int:
-        return self._query("SELECT COUNT(*) FROM files")[0][0]
+        return self._read("SELECT COUNT(*) FROM nodes WHERE is_dir = 0")[0][0]
 
-    def grow(self, file_id: int, size: int, touch: bool = False) -> None:
-        """Raises the recorded size to `size` (sizes never shrink); `touch` also sets mtime."""
-        with self._write() as db:
-            db.execute("UPDATE files SET size = MAX(size, ?) WHERE id = ?", (size, file_id))
-            if touch:
-                db.execute("UPDATE files SET mtime = ? WHERE id = ?", (time.time(), file_id))
+    # --- changes ----------------------------------------------------------------------------
+    def _new_entry(self, db: sqlite3.Connection, path: tuple[str, ...], is_dir: bool,
+                   block_size: int = 0, stripe_blocks: int = 0, servers=()) -> Node:
+        if not path:
+            raise NamespaceError(errno.EEXIST, "the root directory exists")
+        parent = self._walk(db, path[:-1])
+        if not parent.is_dir:
+            raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path[:-1]))}")
+        if db.execute("SELECT 1 FROM entries WHERE parent = ? AND name = ?",
+                      (parent.node_id, path[-1])).fetchone():
+            raise NamespaceError(errno.EEXIST, f"exists: {brief('/'.join(path))}")
+        now = time.time()
+        cursor = db.execute(
+            "INSERT INTO nodes (is_dir, size, ctime, mtime, block_size, stripe_blocks, servers)"
+            " VALUES (?, 0, ?, ?, ?, ?, ?)",
+            (int(is_dir), now, now, block_size, stripe_blocks, _servers_text(servers)))
+        db.execute("INSERT INTO entries (parent, name, node) VALUES (?, ?, ?)",
+                   (parent.node_id, path[-1], cursor.lastrowid))
+        if parent.node_id != ROOT:
+            db.execute("UPDATE nodes SET mtime = ? WHERE id = ?", (now, parent.node_id))
+        return Node(cursor.lastrowid, is_dir, 0, now, now, block_size, stripe_blocks,
+                    tuple(servers))
 
-    def delete(self, name: str) -> FileRecord:
-        """Removes the name and records its objects as still to delete, in one transaction."""
-        record = self.lookup(name)
+    def create(self, path: tuple[str, ...], block_size: int, stripe_blocks: int,
+               servers: list[int]) -> Node:
         with self._write() as db:
-            db.execute("DELETE FROM files WHERE id = ?", (record.file_id,))
+            return self._new_entry(db, path, False, block_size, stripe_blocks, servers)
+
+    def mkdir(self, path: tuple[str, ...]) -> Node:
+        with self._write() as db:
+            return self._new_entry(db, path, True)
+
+    def _remove(self, db: sqlite3.Connection, node: Node) -> None:
+        """Removes a node and its entry; a file's objects are recorded as still to delete."""
+        db.execute("DELETE FROM entries WHERE node = ?", (node.node_id,))
+        db.execute("DELETE FROM nodes WHERE id = ?", (node.node_id,))
+        if not node.is_dir:
             db.execute("INSERT OR REPLACE INTO pending_deletes (file_id, servers) VALUES (?, ?)",
-                       (record.file_id, _servers_text(record.servers)))
-        return record
+                       (node.node_id, _servers_text(node.servers)))
 
+    def _empty(self, db: sqlite3.Connection, directory: Node) -> bool:
+        return db.execute("SELECT 1 FROM entries WHERE parent = ? LIMIT 1",
+                          (directory.node_id,)).fetchone() is None
+
+    def unlink(self, path: tuple[str, ...]) -> Node:
+        """Removes a file; its objects are recorded as still to delete, in the same commit."""
+        with self._write() as db:
+            node = self._walk(db, path)
+            if node.is_dir:
+                raise NamespaceError(errno.EISDIR, f"is a directory (use rmdir): "
+                                                   f"{brief('/'.join(path))}")
+            self._remove(db, node)
+            return node
+
+    def rmdir(self, path: tuple[str, ...]) -> None:
+        with self._write() as db:
+            if not path:
+                raise NamespaceError(errno.EBUSY, "the root directory cannot be removed")
+            node = self._walk(db, path)
+            if not node.is_dir:
+                raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
+            if not self._empty(db, node):
+                raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: "
+                                                      f"{brief('/'.join(path))}")
+            self._remove(db, node)
+
+    def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> Node | None:
+        """Moves `old` to `new` in one commit, replacing a file (or an empty directory, for a
+        directory) at `new` as POSIX rename does; returns the node it replaced, if any."""
+        with self._write() as db:
+            if not old or not new:
+                raise NamespaceError(errno.EBUSY, "the root directory cannot be renamed or "
+                                                  "replaced")
+            moving = self._walk(db, old)
+            parent = self._walk(db, new[:-1])
+            if not parent.is_dir:
+                raise NamespaceError(errno.ENOTDIR, f"not a directory: "
+                                                    f"{brief('/'.join(new[:-1]))}")
+            if moving.is_dir and new[:len(old)] == old:
+                if new == old:
+                    return None
+                raise NamespaceError(errno.EINVAL, f"cannot move a directory into itself: "
+                                                   f"{brief('/'.join(old))} -> "
+                                                   f"{brief('/'.join(new))}")
+            row = db.execute("SELECT node FROM entries WHERE parent = ? AND name = ?",
+                             (parent.node_id, new[-1])).fetchone()
+            replaced = None
+            if row is not None:
+                if row[0] == moving.node_id:
+                    return None  # the same file under both names: nothing to do
+                replaced = self._walk(db, new)
+                if moving.is_dir and not replaced.is_dir:
+                    raise NamespaceError(errno.ENOTDIR, f"not a directory: "
+                                                        f"{brief('/'.join(new))}")
+                if not moving.is_dir and replaced.is_dir:
+                    raise NamespaceError(errno.EISDIR, f"is a directory: {brief('/'.join(new))}")
+                if replaced.is_dir and not self._empty(db, replaced):
+                    raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: "
+                                                          f"{brief('/'.join(new))}")
+                self._remove(db, replaced)
+            db.execute("UPDATE entries SET parent = ?, name = ? WHERE node = ?",
+                       (parent.node_id, new[-1], moving.node_id))
+            return replaced
+
+    def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None:
+        """Records the file's size: raised to `size`, or set to it (`exact`: a truncate);
+        `touch` also sets mtime."""
+        with self._write() as db:
+            if exact:
+                db.execute("UPDATE nodes SET size = ? WHERE id = ?", (size, node_id))
+            else:
+                db.execute("UPDATE nodes SET size = MAX(size, ?) WHERE id = ?", (size, node_id))
+            if touch:
+                db.execute("UPDATE nodes SET mtime = ? WHERE id = ?", (time.time(), node_id))
+
+    # --- deletes, fileservers and counters --------------------------------------------------
     def pending_deletes(self) -> list[tuple[int, tuple[int, ...]]]:
         return [(file_id, tuple(int(s) for s in servers.split(",")))
-                for file_id, servers in self._query("SELECT file_id, servers FROM pending_deletes")]
+                for file_id, servers in self._read("SELECT file_id, servers FROM pending_deletes")]
 
     def delete_done(self, file_id: int) -> None:
         with self._write() as db:
             db.execute("DELETE FROM pending_deletes WHERE file_id = ?", (file_id,))
 
-    # --- fileservers and counters -----------------------------------------------------------
     def register_fileserver(self, uuid: str, address: str) -> int:
         """The stable index of the fileserver with this uuid (new ones get the next index)."""
         with self._write() as db:
@@ -187,7 +359,7 @@ class Namespace:
         return idx
 
     def fileservers(self) -> dict[int, str]:
-        return dict(self._query("SELECT idx, address FROM fileservers ORDER BY idx"))
+        return dict(self._read("SELECT idx, address FROM fileservers ORDER BY idx"))
 
     def next_counter(self, name: str) -> int:
         """A durable counter: never returns the same value twice, across restarts too."""

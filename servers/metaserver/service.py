@@ -1,23 +1,26 @@
 """The MetaServer gRPC servicer (asyncio): translates messages into namespace, session, cluster
-and token calls, and checks every number and name before anything changes.
+and token calls, and checks every number and path before anything changes.
 
 Identity: every call acting for a session names it in its metadata with the session's key;
 `_session()` finds it or refuses the call (PERMISSION_DENIED without the right key, ABORTED for
 a session that has ended).
 
-File sizes: the namespace holds the size as of the last close or fsync (durable); `_sizes` holds
-newer sizes that clients reported while giving up tokens. A size is believed only from a client
-that could have written it: one holding a WRITE token on the bytes between the known size and
-the reported one. A client that holds a WRITE token beyond the known size may have grown the
-file in its cache, so Stat asks it (a glimpse) before answering.
+Sizes (see openfiles.py): a size is believed only from a client that could have written it: one
+holding a WRITE token on the bytes between the known size and the reported one. A durable size
+(at close or fsync) must also be stored: the fileserver holding its last byte must have it. A
+client that holds a WRITE token beyond the known size may have grown the file in its cache, so
+Stat asks it (a glimpse) before answering.
 
-Everything runs on one event loop; SQLite runs on one thread of its own, so a commit (an fsync)
-never stalls the loop. `_namespace_lock` keeps open, create and delete of names from
-interleaving across those waits.
+Everything runs on one event loop. SQLite is read on it directly (reads are quick and WAL never
+blocks them) and written on a thread of its own, so a commit (an fsync) never stalls the loop.
+`_namespace_lock` keeps opens from interleaving with the deletes and renames that must see no
+open file, across the waits for their commits.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import logging
 import time
@@ -29,12 +32,14 @@ from pfs._native import plan_stripes
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.metadata import MAX_FILE_SIZE
-from pfs.names import brief, name_problem
+from pfs.errors import ERRNO_HEADER
+from pfs.paths import brief, components
 from pfs.ranges import INFINITY
 
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
-from .namespace import FileRecord, NameExists, Namespace, NoSuchFile, StorageFull
+from .namespace import Namespace, Node, StorageFull
+from .openfiles import OpenFile, OpenFiles
 from .sessions import NotYourSession, Session, SessionEnded, Sessions
 from .tokens import WRITE, RequestCancelled, Revocation, SessionGone, TokenManager
 
@@ -44,6 +49,12 @@ log = logging.getLogger("pfs.metaserver")
 EVICTION_CHECK_SECONDS = 0.5
 #: How often objects of deleted files that a fileserver still holds are asked for again.
 DELETE_RETRY_SECONDS = 10.0
+#: The gRPC status of each errno a namespace call fails with (the errno itself travels in the
+#: trailing metadata entry ERRNO_HEADER).
+_STATUS = {errno.ENOENT: grpc.StatusCode.NOT_FOUND, errno.EEXIST: grpc.StatusCode.ALREADY_EXISTS,
+           errno.EINVAL: grpc.StatusCode.INVALID_ARGUMENT,
+           errno.ENAMETOOLONG: grpc.StatusCode.INVALID_ARGUMENT,
+           errno.EFBIG: grpc.StatusCode.INVALID_ARGUMENT}
 
 
 def _answer_errors(method):
@@ -52,10 +63,9 @@ def _answer_errors(method):
     async def wrapper(self, request, context):
         try:
             return await method(self, request, context)
-        except NoSuchFile as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such file: {e}")
-        except NameExists as e:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"file exists: {e}")
+        except OSError as e:  # a path or namespace failure: its errno goes along
+            await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
+                                e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except NotYourSession as e:
@@ -71,6 +81,11 @@ def _answer_errors(method):
     return wrapper
 
 
+def _busy(what: str, path: str, openers: list[int]) -> OSError:
+    return OSError(errno.EBUSY, f"cannot {what} {brief(path)}: it is open by client(s) "
+                                f"{openers[:10]}; they must close it first")
+
+
 class MetaServerService(pb_grpc.MetaServerServicer):
     def __init__(self, namespace: Namespace, expected_fileservers: int, lease_seconds: float,
                  block_size: int, stripe_blocks: int) -> None:
@@ -82,14 +97,15 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                namespace.fileservers(), expected_fileservers)
         self.sessions = Sessions(lease_seconds, on_end=self._session_ended)
         self.tokens = TokenManager(self._send_revoke, revoke_timeout=max(2 * lease_seconds, 5.0))
+        self.open_files = OpenFiles()
         self._namespace_lock = asyncio.Lock()
-        self._sizes: dict[int, int] = {}  # file id -> newest size known, if newer than durable
         # file id -> fileservers still holding its objects (durable in the namespace too)
         self._deleting: dict[int, set[int]] = {
             file_id: set(servers) for file_id, servers in namespace.pending_deletes()}
         self._background: list[asyncio.Task] = []
 
     async def _db(self, fn, *args):
+        """Runs a namespace change on the metadata thread."""
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
     def start_background(self) -> None:
@@ -113,66 +129,65 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                  "pfs_initialize() first")
         return self.sessions.get(*named)
 
-    def _open(self, session: Session, file_id: int) -> None:
-        if file_id not in session.open_files:
-            raise ValueError(f"client {session.client_id} does not have file {file_id} open")
-
     # --- sizes ------------------------------------------------------------------------------
-    def _size(self, record: FileRecord) -> int:
-        return max(record.size, self._sizes.get(record.file_id, 0))
-
-    def _believable(self, client_id: int, file_id: int, known: int, size: int) -> bool:
+    def _believable(self, client_id: int, f: OpenFile, size: int) -> bool:
         """Whether the client could have made the file `size` bytes long: only by writing, under
         a WRITE token, every byte from the known end to the new one."""
-        return size <= known or (size <= MAX_FILE_SIZE and
-                                 self.tokens.holds(client_id, file_id, known, size, WRITE))
-
-    def _grow(self, file_id: int, size: int) -> None:
-        if size > self._sizes.get(file_id, 0):
-            self._sizes[file_id] = size
+        return size <= f.size or (size <= MAX_FILE_SIZE and self.tokens.holds(
+            client_id, f.node.node_id, f.size, size, WRITE))
 
     def _reported(self, client_id: int, file_id: int, size: int) -> None:
         """A size told in passing (revocation acknowledgement, glimpse): kept if believable."""
-        known = self._sizes.get(file_id, 0)
-        if self._believable(client_id, file_id, known, size):
-            self._grow(file_id, size)
+        f = self.open_files.get(file_id)
+        if f is None:
+            return
+        if self._believable(client_id, f, size):
+            f.size = max(f.size, size)
         else:
             log.warning("client %d reported size %d for file %d without a WRITE token up to "
                         "it; ignored", client_id, size, file_id)
 
-    async def _record_size(self, session: Session, file_id: int, size: int,
-                           touch: bool) -> FileRecord:
-        """Makes a size the client reports at close or fsync durable, if believable."""
-        record = await self._db(self.namespace.get, file_id)
-        known = self._size(record)
-        if not self._believable(session.client_id, file_id, known, size):
-            raise ValueError(f"size {size} is not one client {session.client_id} could have "
-                             f"written (file {file_id} has {known} bytes, and the client holds "
-                             "no WRITE token up to that size)")
-        if size > record.size:
-            await self._check_stored(record, size)
-        if size > record.size or touch:
-            await self._db(self.namespace.grow, file_id, size, touch)
-        self._grow(file_id, size)
-        return record
+    async def _stored(self, node: Node, size: int) -> bool:
+        """Whether the fileserver that holds the file's byte `size - 1` has it."""
+        (extent,) = plan_stripes(size - 1, 1, node.block_size, node.stripe_blocks,
+                                 len(node.servers)).extents
+        index = node.servers[extent.server]
+        return await self.cluster.object_length(index, node.node_id) > extent.local_offset
 
-    async def _check_stored(self, record: FileRecord, size: int) -> None:
-        """Refuses a durable size whose last byte its fileserver does not hold: the client
-        claims bytes it never wrote back."""
-        (extent,) = plan_stripes(size - 1, 1, record.block_size, record.stripe_blocks,
-                                 len(record.servers)).extents
-        index = record.servers[extent.server]
-        length = await self.cluster.object_length(index, record.file_id)
-        if length <= extent.local_offset:
-            raise ValueError(f"size {size} of file {record.file_id} was never written: "
-                             f"fileserver {index} holds only {length} bytes of its part")
+    async def _record_size(self, session: Session, f: OpenFile, written_end: int,
+                           touch: bool) -> None:
+        """At close or fsync: the durable size becomes the client's written end (which must be
+        believable, and stored), or the newest size known if that is stored (best effort: a
+        writer that still caches it will report it itself)."""
+        if not self._believable(session.client_id, f, written_end):
+            raise ValueError(f"size {written_end} is not one client {session.client_id} could "
+                             f"have written (file {f.node.node_id} has {f.size} bytes, and the "
+                             "client holds no WRITE token up to that size)")
+        durable = f.node.size
+        if written_end > durable:
+            if not await self._stored(f.node, written_end):
+                raise ValueError(f"size {written_end} of file {f.node.node_id} was never "
+                                 "written: the fileserver holding its last byte does not have it")
+            durable = written_end
+        if f.size > durable:
+            with contextlib.suppress(ConnectionError):
+                if await self._stored(f.node, f.size):
+                    durable = f.size
+        if durable > f.node.size or touch:
+            await self._db(self.namespace.record_size, f.node.node_id, durable, touch)
+            f.node = self.namespace.get(f.node.node_id)
+        f.size = max(f.size, durable)
 
-    def _meta(self, record: FileRecord) -> pb.FileMeta:
+    def _meta(self, node: Node, path: str | None = None) -> pb.FileMeta:
+        f = self.open_files.get(node.node_id)
+        if path is None:
+            path = self.namespace.path_of(node.node_id)
         return pb.FileMeta(
-            file_id=record.file_id, name=record.name, size=self._size(record),
-            ctime=record.ctime, mtime=record.mtime,
-            recipe=pb.Recipe(block_size=record.block_size, stripe_blocks=record.stripe_blocks,
-                             stripe_width=len(record.servers), servers=record.servers))
+            file_id=node.node_id, path=path, size=f.size if f else node.size,
+            ctime=node.ctime, mtime=node.mtime, is_dir=node.is_dir,
+            size_epoch=f.size_epoch if f else 0,
+            recipe=pb.Recipe(block_size=node.block_size, stripe_blocks=node.stripe_blocks,
+                             stripe_width=len(node.servers), servers=node.servers))
 
     def _fileservers(self) -> list[pb.Fileserver]:
         online = self.cluster.online()
@@ -187,7 +202,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         if evicted:
             await asyncio.sleep(max(0.0, self.sessions.lease_end(session) - time.monotonic()))
         self.tokens.remove_client(session.client_id)
-        session.open_files.clear()
+        self.open_files.close_all(session.client_id)
 
     async def _evict_overdue(self) -> None:
         while True:
@@ -245,8 +260,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Status(self, request, context):
         return pb.StatusReply(expected_fileservers=self.cluster.expected,
                               fileservers=self._fileservers(), sessions=self.sessions.count(),
-                              files=await self._db(self.namespace.count_files),
-                              block_size=self.block_size, stripe_blocks=self.stripe_blocks)
+                              files=self.namespace.count_files(), block_size=self.block_size,
+                              stripe_blocks=self.stripe_blocks)
 
     # --- sessions ---------------------------------------------------------------------------
     @_answer_errors
@@ -317,98 +332,146 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     @_answer_errors
     async def Create(self, request, context):
         self._session(context)
-        _check_name(request.name)
+        path = components(request.path)
         servers = self.cluster.place(request.stripe_width)
+        node = await self._db(self.namespace.create, path, self.block_size, self.stripe_blocks,
+                              servers)
+        log.info("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
+                 node.node_id, servers)
+        return pb.CreateReply(meta=self._meta(node, "/".join(path)))
+
+    @_answer_errors
+    async def Mkdir(self, request, context):
+        self._session(context)
+        path = components(request.path)
+        node = await self._db(self.namespace.mkdir, path)
+        return pb.MkdirReply(meta=self._meta(node, "/".join(path)))
+
+    @_answer_errors
+    async def Rmdir(self, request, context):
+        self._session(context)
+        await self._db(self.namespace.rmdir, components(request.path))
+        return pb.RmdirReply()
+
+    @_answer_errors
+    async def Rename(self, request, context):
+        self._session(context)
+        old, new = components(request.old_path), components(request.new_path)
         async with self._namespace_lock:
-            record = await self._db(self.namespace.create, request.name, self.block_size,
-                                    self.stripe_blocks, servers)
-        log.info("created %s (file %d) striped over fileservers %s", brief(record.name),
-                 record.file_id, servers)
-        return pb.CreateReply(meta=self._meta(record))
+            for path in (old, new):
+                try:
+                    node = self.namespace.lookup(path)
+                except OSError:
+                    continue  # a missing name: the rename itself says what is wrong
+                if not node.is_dir and self.open_files.is_open(node.node_id):
+                    raise _busy("rename" if path == old else "replace", "/".join(path),
+                                self.open_files.openers(node.node_id))
+            replaced = await self._db(self.namespace.rename, old, new)
+        if replaced is not None and not replaced.is_dir:
+            self._delete_objects(replaced.node_id, replaced.servers)
+        log.info("renamed %s to %s", brief("/".join(old)), brief("/".join(new)))
+        return pb.RenameReply()
 
     @_answer_errors
     async def Open(self, request, context):
         session = self._session(context)
-        _check_name(request.name)
+        path = components(request.path)
         async with self._namespace_lock:
-            record = await self._db(self.namespace.lookup, request.name)
-            if record.file_id in session.open_files:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                    f"{brief(request.name)} is already open in this client; "
-                                    "close it first")
-            session.open_files.add(record.file_id)
-        return pb.OpenReply(meta=self._meta(record))
+            node = self.namespace.lookup(path)
+            if node.is_dir:
+                raise OSError(errno.EISDIR, f"is a directory: {brief(request.path)}")
+            if self.open_files.has_open(session.client_id, node.node_id):
+                raise OSError(errno.EBUSY, f"{brief(request.path)} is already open in this "
+                                           "client; close it first")
+            self.open_files.open(session.client_id, node)
+        return pb.OpenReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
     async def Close(self, request, context):
         """Idempotent: a client whose first Close reply was lost may send it again. A Close that
         fails (a size the client could not have written, a full disk) changes nothing."""
         session = self._session(context)
-        if request.file_id in session.open_files:
-            await self._record_size(session, request.file_id, request.size, request.wrote)
+        if self.open_files.has_open(session.client_id, request.file_id):
+            f = self.open_files.of(session.client_id, request.file_id)
+            await self._record_size(session, f, request.size, request.wrote)
             # Not open any more before the tokens go, so no request is granted in between.
-            session.open_files.discard(request.file_id)
+            self.open_files.close(session.client_id, request.file_id)
             self.tokens.release_file(session.client_id, request.file_id)
-        return pb.CloseReply(meta=self._meta(await self._db(self.namespace.get, request.file_id)))
+        return pb.CloseReply()
 
     @_answer_errors
     async def Delete(self, request, context):
         self._session(context)
-        _check_name(request.name)
+        path = components(request.path)
         async with self._namespace_lock:
-            record = await self._db(self.namespace.lookup, request.name)
-            openers = self.sessions.openers(record.file_id)
-            if openers:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                    f"{brief(request.name)} is open by client(s) {openers}; "
-                                    "they must close it first")
-            await self._db(self.namespace.delete, request.name)
-        self._sizes.pop(record.file_id, None)
-        log.info("deleted %s (file %d)", brief(record.name), record.file_id)
-        self._delete_objects(record.file_id, record.servers)
+            node = self.namespace.lookup(path)
+            if self.open_files.is_open(node.node_id):
+                raise _busy("delete", request.path, self.open_files.openers(node.node_id))
+            await self._db(self.namespace.unlink, path)
+        log.info("deleted %s (file %d)", brief("/".join(path)), node.node_id)
+        self._delete_objects(node.node_id, node.servers)
         return pb.DeleteReply()
 
     @_answer_errors
     async def Stat(self, request, context):
-        if request.WhichOneof("file") == "name":
+        if request.WhichOneof("file") == "path":
             caller = None if session_of(context) is None else self._session(context).client_id
-            _check_name(request.name)
-            record = await self._db(self.namespace.lookup, request.name)
+            path = components(request.path)
+            node, canonical = self.namespace.lookup(path), "/".join(path)
         else:
             session = self._session(context)
-            self._open(session, request.file_id)
-            caller, record = session.client_id, await self._db(self.namespace.get,
-                                                                 request.file_id)
-        for holder in self.tokens.writers_beyond(record.file_id, self._size(record)):
-            if holder != caller:
-                answer = await self.sessions.query_size(holder, record.file_id,
-                                                        timeout=self.sessions.lease_seconds)
-                if answer is not None:
-                    self._reported(holder, record.file_id, answer)
-        return pb.StatReply(meta=self._meta(record))
+            f = self.open_files.of(session.client_id, request.file_id)
+            caller, node, canonical = session.client_id, f.node, None
+        f = self.open_files.get(node.node_id)
+        if f is not None:
+            for holder in self.tokens.writers_beyond(node.node_id, f.size):
+                if holder != caller:
+                    answer = await self.sessions.query_size(holder, node.node_id,
+                                                            timeout=self.sessions.lease_seconds)
+                    if answer is not None:
+                        self._reported(holder, node.node_id, answer)
+        return pb.StatReply(meta=self._meta(node, canonical))
 
     @_answer_errors
     async def List(self, request, context):
-        return pb.ListReply(files=[self._meta(r) for r in await self._db(self.namespace.files)])
+        path = components(request.path)
+        prefix = "/".join(path) + "/" if path else ""
+        return pb.ListReply(entries=[self._meta(node, prefix + name)
+                                     for name, node in self.namespace.listdir(path)])
 
     @_answer_errors
     async def ReportSize(self, request, context):
         session = self._session(context)
-        self._open(session, request.file_id)
-        await self._record_size(session, request.file_id, request.size, touch=False)
+        f = self.open_files.of(session.client_id, request.file_id)
+        await self._record_size(session, f, request.size, touch=False)
         return pb.ReportSizeReply()
+
+    @_answer_errors
+    async def Truncate(self, request, context):
+        session = self._session(context)
+        f = self.open_files.of(session.client_id, request.file_id)
+        if request.size > MAX_FILE_SIZE:
+            raise OSError(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes")
+        if not self.tokens.holds(session.client_id, request.file_id, request.size, INFINITY,
+                                 WRITE):
+            raise ValueError("truncate needs a WRITE token from the new end to infinity")
+        if request.size > f.node.size and not await self._stored(f.node, request.size):
+            raise ValueError(f"the objects of file {request.file_id} were not extended to "
+                             f"{request.size} bytes")
+        await self._db(self.namespace.record_size, request.file_id, request.size, True, True)
+        f.node = self.namespace.get(request.file_id)
+        return pb.TruncateReply(size_epoch=self.open_files.truncated(f, request.size))
 
     # --- tokens -----------------------------------------------------------------------------
     @_answer_errors
     async def Acquire(self, request, context):
         session = self._session(context)
-        self._open(session, request.file_id)
+        f = self.open_files.of(session.client_id, request.file_id)
         if not 0 <= request.start < request.end <= INFINITY:
             raise ValueError(f"token range [{request.start}, {request.end}) is empty or beyond "
                              f"{INFINITY}")
         if request.mode not in (pb.READ, pb.WRITE):
             raise ValueError(f"token mode must be READ or WRITE, not {request.mode}")
-        record = await self._db(self.namespace.get, request.file_id)
         answer = asyncio.get_running_loop().create_future()
 
         def done(grant, error) -> None:
@@ -422,7 +485,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             raise
         # Nothing may fail once the grant is numbered: the client must learn of every grant.
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
-                               grant_seq=grant.grant_seq, size=self._size(record))
+                               grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch)
 
     # --- deleting stripe objects ------------------------------------------------------------
     def _delete_objects(self, file_id: int, servers: tuple[int, ...]) -> None:
@@ -444,12 +507,6 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             await asyncio.sleep(DELETE_RETRY_SECONDS)
             for file_id, servers in list(self._deleting.items()):
                 self.cluster.delete_objects(file_id, tuple(servers))
-
-
-def _check_name(name: str) -> None:
-    problem = name_problem(name)
-    if problem:
-        raise ValueError(problem)
 
 
 def _fileserver_problem(hello: pb.FileserverHello) -> str | None:

@@ -1,0 +1,79 @@
+"""The files some session has open: who has each open, and the newest size known of it.
+
+A file's durable size (in the namespace) is its size as of the last close or fsync. While it is
+open, clients may grow it in their caches and tell the metaserver when they give tokens up, so
+the size here may be newer. It is forgotten with the last close: what the durable size then
+says is what is stored. A truncate sets it outright, and counts as a new "size epoch": a client
+that learned the size before a truncate must take the new one, smaller or not.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .namespace import Node
+
+
+@dataclass(eq=False)
+class OpenFile:
+    node: Node
+    size: int
+    size_epoch: int = 0
+    openers: set[int] = field(default_factory=set)
+
+
+class OpenFiles:
+    def __init__(self) -> None:
+        self._files: dict[int, OpenFile] = {}
+        self._by_client: dict[int, set[int]] = {}
+
+    def open(self, client_id: int, node: Node) -> OpenFile:
+        f = self._files.get(node.node_id)
+        if f is None:
+            f = self._files[node.node_id] = OpenFile(node, node.size)
+        f.openers.add(client_id)
+        self._by_client.setdefault(client_id, set()).add(node.node_id)
+        return f
+
+    def get(self, file_id: int) -> OpenFile | None:
+        return self._files.get(file_id)
+
+    def of(self, client_id: int, file_id: int) -> OpenFile:
+        """The file, which the client must have open."""
+        f = self._files.get(file_id)
+        if f is None or client_id not in f.openers:
+            raise ValueError(f"client {client_id} does not have file {file_id} open")
+        return f
+
+    def is_open(self, file_id: int) -> bool:
+        return file_id in self._files
+
+    def openers(self, file_id: int) -> list[int]:
+        f = self._files.get(file_id)
+        return sorted(f.openers) if f else []
+
+    def has_open(self, client_id: int, file_id: int) -> bool:
+        return file_id in self._by_client.get(client_id, ())
+
+    def close(self, client_id: int, file_id: int) -> None:
+        f = self._files.get(file_id)
+        if f is not None:
+            f.openers.discard(client_id)
+            if not f.openers:
+                del self._files[file_id]
+        mine = self._by_client.get(client_id)
+        if mine is not None:
+            mine.discard(file_id)
+            if not mine:
+                del self._by_client[client_id]
+
+    def close_all(self, client_id: int) -> None:
+        for file_id in list(self._by_client.get(client_id, ())):
+            self.close(client_id, file_id)
+
+    @staticmethod
+    def truncated(f: OpenFile, size: int) -> int:
+        """Sets the size after a truncate; the new size epoch. (Epochs matter only to clients
+        that have the file open, so they start over when it is opened again.)"""
+        f.size = size
+        f.size_epoch += 1
+        return f.size_epoch
