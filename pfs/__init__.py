@@ -12,6 +12,14 @@ The C-like API (every call returns an int, -1 on failure, see pfs_last_error()):
 `pfs.Client` offers the same on an object (several per process, thread-safe), and
 `pfs.open(name, "rb")` a standard Python file object.
 """
+import importlib.util as _util
+
+if _util.find_spec("pfs._proto.metaserver_pb2") is None or _util.find_spec("pfs._native._core") is None:
+    raise ImportError(
+        f"PFS is not built in {__path__[0]}: this looks like its source checkout, whose protocol "
+        "modules and C core are made when the package is built. Install it (pip install .) and "
+        "run Python from another directory.")
+
 from .api import (pfs_close, pfs_create, pfs_delete, pfs_execstat, pfs_finish, pfs_fstat,
                   pfs_fsync, pfs_ftruncate, pfs_initialize, pfs_mkdir, pfs_open, pfs_read,
                   pfs_rename, pfs_rmdir, pfs_write)

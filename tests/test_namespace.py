@@ -1,0 +1,235 @@
+"""The metaserver's namespace (a directory tree in SQLite), driven directly: POSIX's answers for
+every kind of mistake, renames that move whole subtrees in one commit, ids that never change,
+durability across reopening, the migration of flat data directories, and a model-based property
+test against a plain dictionary of paths."""
+from __future__ import annotations
+
+import errno
+import sqlite3
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pfs_servers.metaserver.namespace import ROOT, Namespace, NamespaceError
+
+
+@pytest.fixture
+def ns(tmp_path):
+    namespace = Namespace(tmp_path / "meta.sqlite3")
+    yield namespace
+    namespace.close()
+
+
+def p(path: str) -> tuple[str, ...]:
+    return tuple(path.split("/")) if path else ()
+
+
+def fails(code: int, call, *args) -> None:
+    with pytest.raises(NamespaceError) as e:
+        call(*args)
+    assert e.value.errno == code, e.value
+
+
+def names(ns: Namespace, path: str) -> list[str]:
+    return [name for name, _ in ns.listdir(p(path))]
+
+
+def test_tree_basics_and_mistakes(ns):
+    ns.mkdir(p("a"))
+    ns.mkdir(p("a/b"))
+    f = ns.create(p("a/b/f"), 512, 2, [0, 1])
+    assert ns.lookup(p("a/b/f")) == f and not f.is_dir and f.servers == (0, 1)
+    assert names(ns, "") == ["a"] and names(ns, "a/b") == ["f"]
+    assert ns.path_of(f.node_id) == "a/b/f" and ns.path_of(ROOT) == ""
+    fails(errno.EEXIST, ns.mkdir, p("a"))
+    fails(errno.EEXIST, ns.create, p("a/b/f"), 512, 2, [0])
+    fails(errno.EEXIST, ns.mkdir, ())                       # the root
+    fails(errno.ENOENT, ns.create, p("x/y"), 512, 2, [0])  # parent missing
+    fails(errno.ENOTDIR, ns.create, p("a/b/f/g"), 512, 2, [0])
+    fails(errno.ENOTDIR, ns.lookup, p("a/b/f/g"))
+    fails(errno.ENOTDIR, ns.listdir, p("a/b/f"))
+    fails(errno.EISDIR, ns.unlink, p("a"))
+    fails(errno.ENOTEMPTY, ns.rmdir, p("a"))
+    fails(errno.ENOTDIR, ns.rmdir, p("a/b/f"))
+    fails(errno.EBUSY, ns.rmdir, ())
+    assert ns.unlink(p("a/b/f")).node_id == f.node_id
+    assert ns.pending_deletes() == [(f.node_id, (0, 1))]  # in the same commit
+    ns.rmdir(p("a/b"))
+    fails(errno.ENOENT, ns.lookup, p("a/b"))
+    assert ns.count_files() == 0
+
+
+def test_rename_moves_subtrees_and_keeps_ids(ns):
+    ns.mkdir(p("a"))
+    ns.mkdir(p("a/b"))
+    f = ns.create(p("a/b/f"), 512, 2, [0])
+    ns.mkdir(p("z"))
+    assert ns.rename(p("a"), p("z/a2")) is None
+    assert ns.lookup(p("z/a2/b/f")).node_id == f.node_id
+    assert ns.path_of(f.node_id) == "z/a2/b/f"
+    fails(errno.ENOENT, ns.lookup, p("a"))
+    assert ns.rename(p("z/a2/b/f"), p("g")) is None  # a file across directories
+    assert ns.lookup(p("g")).node_id == f.node_id
+
+
+def test_rename_replaces_as_posix_does(ns):
+    old = ns.create(p("old"), 512, 2, [0])
+    new = ns.create(p("new"), 512, 2, [1])
+    assert ns.rename(p("old"), p("new")).node_id == new.node_id  # replaced, objects to delete
+    assert ns.lookup(p("new")).node_id == old.node_id
+    assert ns.pending_deletes() == [(new.node_id, (1,))]
+    assert ns.rename(p("new"), p("new")) is None                 # the same file: nothing
+    ns.mkdir(p("d"))
+    ns.mkdir(p("d/sub"))
+    ns.mkdir(p("empty"))
+    ns.mkdir(p("full"))
+    ns.create(p("full/x"), 512, 2, [0])
+    fails(errno.EINVAL, ns.rename, p("d"), p("d/sub/d"))          # into its own subtree
+    fails(errno.EISDIR, ns.rename, p("new"), p("d"))              # a file onto a directory
+    fails(errno.ENOTDIR, ns.rename, p("d"), p("new"))             # a directory onto a file
+    fails(errno.ENOTEMPTY, ns.rename, p("d"), p("full"))
+    fails(errno.ENOENT, ns.rename, p("missing"), p("m2"))
+    fails(errno.ENOENT, ns.rename, p("new"), p("nowhere/new"))
+    fails(errno.ENOTDIR, ns.rename, p("new"), p("new/inside"))
+    fails(errno.EBUSY, ns.rename, (), p("root2"))
+    assert ns.rename(p("d"), p("empty")).is_dir                   # an empty directory goes
+    assert names(ns, "") == ["empty", "full", "new"] and names(ns, "empty") == ["sub"]
+
+
+def test_committed_changes_survive_reopening(tmp_path):
+    path = tmp_path / "meta.sqlite3"
+    ns = Namespace(path)
+    ns.mkdir(p("d"))
+    f = ns.create(p("d/f"), 512, 2, [0, 1, 2])
+    ns.record_size(f.node_id, 1000, touch=True)
+    ns.record_size(f.node_id, 10, touch=False)               # sizes only grow...
+    ns.close()
+    ns = Namespace(path)
+    assert ns.lookup(p("d/f")).size == 1000
+    ns.record_size(f.node_id, 10, touch=False, exact=True)   # ...except by a truncate
+    assert ns.lookup(p("d/f")).size == 10
+    assert ns.create(p("d/g"), 512, 2, [0]).node_id > f.node_id  # ids are never reused
+    ns.close()
+
+
+def test_flat_data_directories_are_migrated(tmp_path):
+    """A metadata database from before directories (one `files` table) opens with every file
+    in the root, under the same ids (its objects on the fileservers are named by them)."""
+    path = tmp_path / "meta.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE files (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL, ctime REAL NOT NULL, mtime REAL NOT NULL,
+            block_size INTEGER NOT NULL, stripe_blocks INTEGER NOT NULL, servers TEXT NOT NULL);
+        INSERT INTO files VALUES (3, 'results', 4096, 1.0, 2.0, 512, 2, '0,1');
+        INSERT INTO files VALUES (7, 'notes', 10, 1.0, 2.0, 512, 2, '2');""")
+    db.commit()
+    db.close()
+    ns = Namespace(path)
+    assert names(ns, "") == ["notes", "results"]
+    results = ns.lookup(p("results"))
+    assert (results.node_id, results.size, results.servers) == (3, 4096, (0, 1))
+    assert ns.create(p("new"), 512, 2, [0]).node_id > 7
+    ns.close()
+
+
+# --- a model-based property test --------------------------------------------------------------
+NAMES = st.sampled_from(["a", "b", "c"])
+PATHS = st.lists(NAMES, min_size=1, max_size=3).map(tuple)
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("mkdir"), PATHS), st.tuples(st.just("create"), PATHS),
+    st.tuples(st.just("unlink"), PATHS), st.tuples(st.just("rmdir"), PATHS),
+    st.tuples(st.just("rename"), PATHS, PATHS)), max_size=40)
+
+
+class Model:
+    """The tree as a dict of paths to "dir" or "file": what POSIX says each call does."""
+
+    def __init__(self) -> None:
+        self.kind: dict[tuple[str, ...], str] = {(): "dir"}
+
+    def children(self, path):
+        return [q for q in self.kind if len(q) == len(path) + 1 and q[:len(path)] == path]
+
+    def check_parent(self, path) -> int | None:
+        for depth in range(1, len(path)):
+            kind = self.kind.get(path[:depth])
+            if kind is None:
+                return errno.ENOENT
+            if kind == "file":
+                return errno.ENOTDIR
+        return None
+
+    def apply(self, op, *args) -> int | None:
+        """The errno the call fails with (None: it succeeds), applying it if it succeeds."""
+        path = args[0]
+        if op in ("mkdir", "create"):
+            problem = self.check_parent(path)
+            if problem:
+                return problem
+            if path in self.kind:
+                return errno.EEXIST
+            self.kind[path] = "dir" if op == "mkdir" else "file"
+            return None
+        if op in ("unlink", "rmdir"):
+            problem = self.check_parent(path) or (None if path in self.kind else errno.ENOENT)
+            if problem:
+                return problem
+            if op == "unlink" and self.kind[path] == "dir":
+                return errno.EISDIR
+            if op == "rmdir" and self.kind[path] == "file":
+                return errno.ENOTDIR
+            if self.children(path):
+                return errno.ENOTEMPTY
+            del self.kind[path]
+            return None
+        new = args[1]
+        problem = self.check_parent(path) or (None if path in self.kind else errno.ENOENT)
+        problem = problem or self.check_parent(new)
+        if problem:
+            return problem
+        moving = self.kind[path]
+        if moving == "dir" and new[:len(path)] == path:
+            return None if new == path else errno.EINVAL
+        if new == path:
+            return None
+        if new in self.kind:
+            if moving == "dir" and self.kind[new] == "file":
+                return errno.ENOTDIR
+            if moving == "file" and self.kind[new] == "dir":
+                return errno.EISDIR
+            if self.children(new):
+                return errno.ENOTEMPTY
+            del self.kind[new]
+        moved = {q: k for q, k in self.kind.items() if q[:len(path)] == path}
+        for q in moved:
+            del self.kind[q]
+        for q, k in moved.items():
+            self.kind[new + q[len(path):]] = k
+        return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_namespace_agrees_with_a_model(tmp_path_factory, ops):
+    ns = Namespace(tmp_path_factory.mktemp("model") / "meta.sqlite3")
+    model = Model()
+    calls = {"mkdir": ns.mkdir, "create": lambda path: ns.create(path, 512, 2, [0]),
+             "unlink": ns.unlink, "rmdir": ns.rmdir, "rename": ns.rename}
+    try:
+        for op, *args in ops:
+            expected = model.apply(op, *args)
+            try:
+                calls[op](*args)
+                got = None
+            except NamespaceError as e:
+                got = e.errno
+            assert got == expected, (op, args, got, expected)
+        for path, kind in model.kind.items():
+            assert ns.lookup(path).is_dir == (kind == "dir")
+            if kind == "dir":
+                assert sorted(names(ns, "/".join(path))) == sorted(
+                    q[-1] for q in model.children(path))
+    finally:
+        ns.close()
