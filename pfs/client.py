@@ -351,8 +351,14 @@ class Client:
         """The entries of a directory (default: the root) with their metadata, by name; each
         entry's filename is its whole path."""
         path = canonical(path)
-        return [_metadata(m) for m in self._live_session().call(
-            "List", pb.ListRequest(path=path), f"list {brief(path)}").entries]
+        session, entries, after = self._live_session(), [], ""
+        while True:  # a page at a time: a directory may hold millions of entries
+            page = session.call("List", pb.ListRequest(path=path, after=after),
+                                f"list {brief(path)}")
+            entries += [_metadata(m) for m in page.entries]
+            if not page.more:
+                return entries
+            after = page.entries[-1].path.rsplit("/", 1)[-1]
 
     def execstat(self) -> ExecStat:
         self._live_session()

@@ -127,7 +127,7 @@ def test_flat_data_directories_are_migrated(tmp_path):
     db.commit()
     db.close()
     ns = Namespace(path)
-    assert names(ns, "") == ["notes", "results"]
+    assert names(ns, "") == ["notes", "results"] and ns.count_files() == 2
     results = ns.lookup(p("results"))
     assert (results.node_id, results.size, results.servers) == (3, 4096, (0, 1))
     assert ns.create(p("new"), 512, 2, [0]).node_id > 7
@@ -226,6 +226,7 @@ def test_namespace_agrees_with_a_model(tmp_path_factory, ops):
             except NamespaceError as e:
                 got = e.errno
             assert got == expected, (op, args, got, expected)
+        assert ns.count_files() == sum(kind == "file" for kind in model.kind.values())
         for path, kind in model.kind.items():
             assert ns.lookup(path).is_dir == (kind == "dir")
             if kind == "dir":

@@ -113,6 +113,8 @@ class Namespace:
             "INSERT OR IGNORE INTO nodes (id, is_dir, size, ctime, mtime, block_size,"
             " stripe_blocks, servers) VALUES (?, 1, 0, ?, ?, 0, 0, '')",
             (ROOT, time.time(), time.time()))
+        self._writer.execute("INSERT OR IGNORE INTO counters (name, value) SELECT 'files',"
+                             " COUNT(*) FROM nodes WHERE is_dir = 0")  # once, for old data
         self._reader = self._connect(path)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -206,20 +208,23 @@ class Namespace:
                 names.append(name)
         return "/".join(reversed(names))
 
-    def listdir(self, path: tuple[str, ...]) -> list[tuple[str, Node]]:
-        """The entries of the directory at `path`, by name, with their nodes."""
+    def listdir(self, path: tuple[str, ...], after: str = "",
+                limit: int = -1) -> list[tuple[str, Node]]:
+        """The entries of the directory at `path` whose names sort after `after`, by name, at
+        most `limit` of them (-1: all), with their nodes."""
         with self._read_lock:
             directory = self._walk(self._reader, path)
             if not directory.is_dir:
                 raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
             rows = self._reader.execute(
                 f"SELECT e.name, {', '.join('n.' + c for c in _COLUMNS.split(', '))}"
-                " FROM entries e JOIN nodes n ON n.id = e.node WHERE e.parent = ?"
-                " ORDER BY e.name", (directory.node_id,)).fetchall()
+                " FROM entries e JOIN nodes n ON n.id = e.node WHERE e.parent = ? AND e.name > ?"
+                " ORDER BY e.name LIMIT ?", (directory.node_id, after, limit)).fetchall()
         return [(row[0], _node(row[1:])) for row in rows]
 
     def count_files(self) -> int:
-        return self._read("SELECT COUNT(*) FROM nodes WHERE is_dir = 0")[0][0]
+        """The number of files (kept in a counter: counting would read the whole tree)."""
+        return self._read("SELECT value FROM counters WHERE name = 'files'")[0][0]
 
     # --- changes ----------------------------------------------------------------------------
     def _new_entry(self, db: sqlite3.Connection, path: tuple[str, ...], is_dir: bool,
@@ -241,6 +246,8 @@ class Namespace:
                    (parent.node_id, path[-1], cursor.lastrowid))
         if parent.node_id != ROOT:
             db.execute("UPDATE nodes SET mtime = ? WHERE id = ?", (now, parent.node_id))
+        if not is_dir:
+            db.execute("UPDATE counters SET value = value + 1 WHERE name = 'files'")
         return Node(cursor.lastrowid, is_dir, 0, now, now, block_size, stripe_blocks,
                     tuple(servers))
 
@@ -260,6 +267,7 @@ class Namespace:
         if not node.is_dir:
             db.execute("INSERT OR REPLACE INTO pending_deletes (file_id, servers) VALUES (?, ?)",
                        (node.node_id, _servers_text(node.servers)))
+            db.execute("UPDATE counters SET value = value - 1 WHERE name = 'files'")
 
     def _empty(self, db: sqlite3.Connection, directory: Node) -> bool:
         return db.execute("SELECT 1 FROM entries WHERE parent = ? LIMIT 1",

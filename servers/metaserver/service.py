@@ -49,6 +49,8 @@ log = logging.getLogger("pfs.metaserver")
 EVICTION_CHECK_SECONDS = 0.5
 #: How often objects of deleted files that a fileserver still holds are asked for again.
 DELETE_RETRY_SECONDS = 10.0
+#: Directory entries per List reply (a reply must stay well below gRPC's message limit).
+LIST_PAGE = 10_000
 #: The gRPC status of each errno a namespace call fails with (the errno itself travels in the
 #: trailing metadata entry ERRNO_HEADER).
 _STATUS = {errno.ENOENT: grpc.StatusCode.NOT_FOUND, errno.EEXIST: grpc.StatusCode.ALREADY_EXISTS,
@@ -436,8 +438,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def List(self, request, context):
         path = components(request.path)
         prefix = "/".join(path) + "/" if path else ""
+        page = self.namespace.listdir(path, request.after, LIST_PAGE + 1)
         return pb.ListReply(entries=[self._meta(node, prefix + name)
-                                     for name, node in self.namespace.listdir(path)])
+                                     for name, node in page[:LIST_PAGE]],
+                            more=len(page) > LIST_PAGE)
 
     @_answer_errors
     async def ReportSize(self, request, context):
