@@ -1,9 +1,13 @@
 """The `pfs` command: run servers (`up`, `metaserver`, `fileserver`) and use files.
 
     pfs up --data-dir ./pfs-data          # a whole local cluster, in the foreground
-    pfs put local.bin name / pfs get name local.bin / pfs ls / pfs stat name / pfs rm name
+    pfs mkdir -p a/b / pfs ls [-l] [PATH] / pfs stat PATH / pfs mv SRC DST / pfs rm [-r] PATH
+    pfs put [-r] [--force] LOCAL PATH     # atomic; "-" is stdin
+    pfs get [-r] PATH LOCAL               # "-" is stdout
     pfs status                            # the cluster's fileservers and sessions
     pfs bench                             # striped throughput against this cluster
+
+The user commands live in pfs/tools.py; `pfs --help` lists the environment variables.
 """
 from __future__ import annotations
 
@@ -207,77 +211,150 @@ def _stop_children(children: list[subprocess.Popen], code: int) -> int:
 
 
 # --- the command line -------------------------------------------------------------------------
+def _epilog() -> str:
+    from .client import DEFAULT_CACHE_BLOCKS, DEFAULT_METASERVER, DEFAULT_RETRY_SECONDS
+    return f"""\
+environment variables (read by clients and the file commands):
+  PFS_METASERVER     host:port of the metaserver; clients learn the fileservers from it
+                     (default {DEFAULT_METASERVER}; also the default of fileserver --metaserver)
+  PFS_SECRET         the cluster's shared secret, the contents of the servers' --secret-file
+                     (default: unset, for a cluster without one; set but empty is an error)
+  PFS_TLS_CA         PEM file of the CA that signed the servers' --tls-cert: talk TLS to them;
+                     servers use it too, to reach each other (default: unset, plaintext;
+                     `pfs up` sets it for the servers it starts)
+  PFS_CACHE_BLOCKS   client cache capacity in blocks, 0 turns the cache off
+                     (default {DEFAULT_CACHE_BLOCKS}: 64 MiB with the default 64 KiB blocks)
+  PFS_RETRY_SECONDS  seconds a client keeps retrying a fileserver it cannot reach, e.g. one
+                     being restarted (default {DEFAULT_RETRY_SECONDS:g})
+
+PFS paths are /-separated from the root; the leading / is optional (a/b is /a/b).
+"-" is standard input for put and standard output for get.
+Errors are one line "pfs COMMAND: message" and exit status 1; Ctrl-C exits with status 130.
+`pfs COMMAND --help` describes each command."""
+
+
+_EXAMPLES = """\
+Examples:
+  pfs up --data-dir ./pfs-data          # a whole local cluster, in the foreground
+  export PFS_METASERVER=127.0.0.1:50050
+  pfs mkdir -p results/run1 && pfs put out.bin results/run1/
+  pfs ls -l results/run1 ; pfs get results/run1/out.bin copy.bin"""
+
+
 def _parser() -> argparse.ArgumentParser:
     from pfs_servers.metaserver import (DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS,
                                         DEFAULT_STRIPE_BLOCKS)
-    parser = argparse.ArgumentParser(prog="pfs", description="PFS, a parallel file system.")
+
+    from . import tools
+    formatter = tools.HelpFormatter
+    parser = argparse.ArgumentParser(prog="pfs", formatter_class=formatter,
+                                     description="PFS, a parallel file system: run its servers "
+                                                 "and copy, list and change its files.\n\n"
+                                                 + _EXAMPLES,
+                                     epilog=_epilog())
     parser.add_argument("--version", action="version", version=f"pfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def server_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
-        p.add_argument("--secret-file", help="file holding the cluster's shared secret "
-                                             "(clients set PFS_SECRET to it)")
-        p.add_argument("--tls-cert", help="PEM certificate: serve TLS (clients set PFS_TLS_CA)")
-        p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+                       choices=["debug", "info", "warning", "error"],
+                       help="what the servers log to stderr; debug shows every token "
+                            "revocation (default %(default)s)")
+        p.add_argument("--secret-file", help="file holding the cluster's shared secret; "
+                                             "clients set PFS_SECRET to it (default: none, "
+                                             "loopback only)")
+        p.add_argument("--tls-cert", help="PEM certificate: serve TLS; clients set PFS_TLS_CA "
+                                          "(default: none, plaintext)")
+        p.add_argument("--tls-key", help="PEM private key of --tls-cert (default: none)")
         p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
 
     def cluster_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
-                       help="bytes per block (default %(default)s)")
+                       help="bytes per block, the cache unit (default %(default)s)")
         p.add_argument("--stripe-blocks", type=int, default=DEFAULT_STRIPE_BLOCKS,
                        help="blocks per stripe unit (default %(default)s)")
         p.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS,
                        help="a silent client loses its tokens after this (default %(default)s)")
 
-    up = sub.add_parser("up", help="run a local cluster (metaserver + fileservers) in the "
-                                   "foreground")
+    def insecure_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--insecure", action="store_true",
+                       help="allow listening beyond loopback without a secret (default: off)")
+
+    up = sub.add_parser("up", formatter_class=formatter,
+                        help="run a local cluster (metaserver + fileservers) in the foreground",
+                        description="Run a metaserver and N fileservers on this machine, in the "
+                                    "foreground,\nwith their data under --data-dir. A server "
+                                    "that crashes is restarted on its\ndata directory. Ctrl-C "
+                                    "or SIGTERM stops the whole cluster cleanly.")
     up.add_argument("--data-dir", default="pfs-data", help="where everything is stored "
                                                            "(default ./%(default)s)")
-    up.add_argument("--fileservers", type=int, default=4)
-    up.add_argument("--port", type=int, default=50050, help="metaserver port (0: any free one)")
+    up.add_argument("--fileservers", type=int, default=4,
+                    help="number of fileservers to run (default %(default)s)")
+    up.add_argument("--port", type=int, default=50050,
+                    help="metaserver port; 0 picks a free one and writes host:port to "
+                         "DATA_DIR/metaserver.address (default %(default)s)")
     cluster_flags(up)
     server_flags(up)
     up.add_argument("--tls-ca", help="CA of the servers' certificates (default: --tls-cert "
                                      "itself, for a self-signed one)")
     up.set_defaults(run=cmd_up)
 
-    meta = sub.add_parser("metaserver", help="run the metaserver")
-    meta.add_argument("--data-dir", required=True)
-    meta.add_argument("--host", default="127.0.0.1")
-    meta.add_argument("--port", type=int, default=50050)
+    meta = sub.add_parser("metaserver", formatter_class=formatter, help="run the metaserver",
+                          description="Run the metaserver alone, for clusters that span hosts: "
+                                      "it keeps the\nnamespace, client sessions and tokens. "
+                                      "Clients may start once --fileservers\nfileservers are "
+                                      "online.")
+    meta.add_argument("--data-dir", required=True,
+                      help="directory of the namespace database (required)")
+    meta.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on; beyond loopback needs --secret-file or "
+                           "--insecure (default %(default)s)")
+    meta.add_argument("--port", type=int, default=50050,
+                      help="port to listen on, 0 for any free one (default %(default)s)")
     meta.add_argument("--fileservers", type=int, default=4,
-                      help="fileservers that must be online before clients may start")
-    meta.add_argument("--address-file", help="write host:port here once listening")
+                      help="fileservers that must be online before clients may start "
+                           "(default %(default)s)")
+    meta.add_argument("--address-file", help="write host:port here once listening "
+                                             "(default: none)")
     cluster_flags(meta)
     server_flags(meta)
-    meta.add_argument("--insecure", action="store_true",
-                      help="allow listening beyond loopback without a secret")
+    insecure_flag(meta)
     meta.set_defaults(run=cmd_metaserver)
 
-    fs = sub.add_parser("fileserver", help="run one fileserver")
-    fs.add_argument("--data-dir", required=True)
-    fs.add_argument("--metaserver", default=os.environ.get("PFS_METASERVER", "127.0.0.1:50050"))
-    fs.add_argument("--host", default="127.0.0.1")
-    fs.add_argument("--port", type=int, default=0, help="(default: any free port)")
-    fs.add_argument("--advertise", help="host:port clients should use (default: host:port)")
+    fs = sub.add_parser("fileserver", formatter_class=formatter, help="run one fileserver",
+                        description="Run one fileserver: it stores the stripes of files under "
+                                    "--data-dir\nand registers with the metaserver.")
+    fs.add_argument("--data-dir", required=True, help="directory of its stored objects "
+                                                      "(required)")
+    fs.add_argument("--metaserver", default=os.environ.get("PFS_METASERVER", "127.0.0.1:50050"),
+                    help="host:port of the metaserver (default: $PFS_METASERVER, else "
+                         "127.0.0.1:50050; now %(default)s)")
+    fs.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on; beyond loopback needs --secret-file or "
+                         "--insecure (default %(default)s)")
+    fs.add_argument("--port", type=int, default=0, help="port to listen on (default: 0, any "
+                                                        "free port)")
+    fs.add_argument("--advertise", help="host:port clients should use (default: the host and "
+                                        "port it listens on)")
     server_flags(fs)
-    fs.add_argument("--insecure", action="store_true",
-                    help="allow listening beyond loopback without a secret")
+    insecure_flag(fs)
     fs.set_defaults(run=cmd_fileserver)
 
-    from . import tools
     tools.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    _setup_logging(getattr(args, "log_level", "warning"))
-    if getattr(args, "die_with_parent", False):
-        _die_with_parent()
-    return args.run(args)
+    args = None
+    try:
+        args = _parser().parse_args(argv)
+        _setup_logging(getattr(args, "log_level", "warning"))
+        if getattr(args, "die_with_parent", False):
+            _die_with_parent()
+        return args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback
+        from .tools import interrupted
+        return interrupted(getattr(args, "command", None))
 
 
 if __name__ == "__main__":

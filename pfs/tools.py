@@ -1,4 +1,23 @@
-"""The `pfs` user commands: put, get, ls, stat, rm, status, bench. Errors say what to do."""
+"""The `pfs` user commands: put, get, ls, stat, mkdir, mv, rm, status, bench. Errors say what to do.
+
+PFS paths are `/`-separated from the root, the leading `/` optional (`a/b` is `/a/b`); a trailing
+`/` is accepted on the command line and means "a directory". Local paths are the operating
+system's; `-` is standard input (put) or standard output (get), never a file called "-".
+
+What a user can count on:
+- `put` is atomic: it writes `.NAME.pfs-tmp-<random>` next to the target and renames it into
+  place, so the target name holds either nothing (or its old file) or the whole copy; the
+  temporary is removed when the copy fails or is interrupted. It replaces an existing file only
+  with --force, and creates missing parent directories only with --parents (as `cp` and `scp`,
+  a typo in a directory name is an error, not a new directory).
+- `put -r` of a tree that is not there yet is atomic as a whole: the tree is built under a
+  temporary directory and renamed into place. Onto an existing directory (--force) it merges,
+  each file replaced atomically.
+- `get` writes a local temporary and renames it too, so an interrupted get leaves the old local
+  file (if any) as it was. Like `cp`, it replaces a local file of the same name.
+- Every failure is one line "pfs CMD: message" and exit status 1; Ctrl-C is one line
+  "pfs CMD: interrupted" and status 130.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +26,11 @@ import datetime
 import errno
 import functools
 import os
+import secrets
+import signal
+import stat as stat_mod
 import sys
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import grpc
 
@@ -16,12 +38,149 @@ from . import errors
 from ._proto import metaserver_pb2 as pb
 from ._proto import metaserver_pb2_grpc as pb_grpc
 from .client import DEFAULT_METASERVER, PFS_READ, PFS_READ_WRITE, Client
+from .metadata import Metadata
+from .paths import canonical, parent
 from .transport import Credentials
 
 #: Bytes moved per call by put/get: a multiple of the default stripe unit over 4 servers.
 COPY_CHUNK = 8 << 20
+#: The stripe width of the files `put` creates unless told otherwise.
+DEFAULT_STRIPE_WIDTH = 4
+#: What marks a temporary of put (and get): `.NAME.pfs-tmp-<8 hex digits>`.
+TMP_MARK = ".pfs-tmp-"
+
+#: The commands that, on Ctrl-C, finish the call in progress and clean up (see _CtrlC).
+GRACEFUL = {"put", "get", "mkdir", "mv", "rm"}
+#: Help text layout: descriptions and epilogs keep their line breaks.
+HelpFormatter = argparse.RawDescriptionHelpFormatter
 
 
+# --- output -----------------------------------------------------------------------------------
+_progress_shown = False  # a progress line without its newline is on stderr
+
+
+def _progress(done: int, total: int | None) -> None:
+    """A running count on stderr (a terminal only) for copies of more than a few chunks;
+    `total` is None when the size is not known in advance (standard input)."""
+    global _progress_shown
+    if not sys.stderr.isatty():
+        return
+    if done > 4 * COPY_CHUNK or (total is not None and total > 4 * COPY_CHUNK):
+        of = f" / {total >> 20}" if total is not None else ""
+        print(f"\r  {done >> 20}{of} MiB", end="", file=sys.stderr, flush=True)
+        _progress_shown = True
+
+
+def _progress_end() -> None:
+    """Ends the progress line, if one is showing, so the next message starts a line."""
+    global _progress_shown
+    if _progress_shown:
+        print(file=sys.stderr, flush=True)
+        _progress_shown = False
+
+
+def _warn(command: str, message: str) -> None:
+    _progress_end()
+    print(f"pfs {command}: {message}", file=sys.stderr, flush=True)
+
+
+def _shown(path: str) -> str:
+    """A canonical PFS path as messages show it."""
+    return f"pfs:/{path}"
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------
+class _CtrlC:
+    """SIGINT while a file command runs.
+
+    A KeyboardInterrupt raised at an arbitrary point could leave a lock of gRPC (or of the
+    client) held, and the cleanup that follows (removing put's temporary, closing files, ending
+    the session) could then wait forever. So a graceful command stops at the next safe point:
+    while it waits on local input or output (a slow stdin, say), at once; otherwise between two
+    chunks, files or paths (`checkpoint`). A command that has nothing to clean up stops at once.
+    A second Ctrl-C exits at once, whatever is going on."""
+
+    def __init__(self, command: str, graceful: bool) -> None:
+        self.command, self.graceful = command, graceful
+        self.pending = False  # Ctrl-C was pressed
+        self.delivered = False  # ... and the KeyboardInterrupt raised
+        self.local_io = 0  # waiting on local input or output: safe to stop at once
+
+    def __call__(self, signum, frame) -> None:
+        if self.pending:
+            _progress_end()
+            print(f"pfs {self.command}: interrupted", file=sys.stderr, flush=True)
+            os._exit(130)
+        self.pending = True
+        if not self.graceful or self.local_io:
+            self.delivered = True
+            raise KeyboardInterrupt
+
+    def checkpoint(self) -> None:
+        if self.pending and not self.delivered:
+            self.delivered = True
+            raise KeyboardInterrupt
+
+
+_ctrl_c: _CtrlC | None = None
+
+
+def _checkpoint() -> None:
+    """A safe point to stop at if Ctrl-C was pressed (KeyboardInterrupt)."""
+    if _ctrl_c is not None:
+        _ctrl_c.checkpoint()
+
+
+@contextlib.contextmanager
+def _local_io() -> Iterator[None]:
+    """Around a wait on local input or output, where Ctrl-C stops the command at once."""
+    if _ctrl_c is None:
+        yield
+        return
+    _ctrl_c.checkpoint()
+    _ctrl_c.local_io += 1
+    try:
+        yield
+    finally:
+        _ctrl_c.local_io -= 1
+
+
+# --- paths ------------------------------------------------------------------------------------
+def _pfs_path(arg: str) -> tuple[str, bool]:
+    """A PFS path from the command line: canonical, and whether it ended with `/` (so it must
+    be a directory). OSError EINVAL when it is not a valid path."""
+    stripped = arg.rstrip("/")
+    return canonical(stripped), stripped != arg and stripped != ""
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory and name else directory or name
+
+
+def _base(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def _temporary(path: str) -> str:
+    """A fresh temporary name next to `path`: `.NAME.pfs-tmp-<random>`, within the 255 bytes
+    a component may have."""
+    name = _base(path).encode("utf-8")[:200].decode("utf-8", errors="ignore")
+    return _join(parent(path), f".{name}{TMP_MARK}{secrets.token_hex(4)}")
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and TMP_MARK in name
+
+
+def _lookup(client: Client, path: str) -> Metadata | None:
+    """The metadata at `path`, or None when nothing is there."""
+    try:
+        return client.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+# --- sessions and session-free calls ----------------------------------------------------------
 @contextlib.contextmanager
 def _session() -> Iterator[Client]:
     """A client for one command, finished (files closed, tokens released) at the end."""
@@ -31,48 +190,6 @@ def _session() -> Iterator[Client]:
         yield client
     finally:
         client.finish(client.initialize())
-
-
-def _progress(done: int, total: int) -> None:
-    """A running count on stderr for copies of more than a few chunks."""
-    if total > 4 * COPY_CHUNK:
-        end = "\n" if done >= total else ""
-        print(f"\r  {done >> 20} / {total >> 20} MiB", end=end, file=sys.stderr, flush=True)
-
-
-def cmd_put(args: argparse.Namespace) -> int:
-    with _session() as client:
-        total = os.path.getsize(args.local)
-        client.create(args.name, args.stripe_width)
-        fd = client.open(args.name, PFS_READ_WRITE)
-        offset = 0
-        with open(args.local, "rb") as f:
-            while chunk := f.read(COPY_CHUNK):
-                offset += client.write(fd, chunk, len(chunk), offset)
-                _progress(offset, total)
-        client.close(fd)
-        print(f"{args.local} -> pfs:{args.name} ({offset} bytes)")
-    return 0
-
-
-def cmd_get(args: argparse.Namespace) -> int:
-    with _session() as client:
-        fd = client.open(args.name, PFS_READ)
-        total = client.fstat(fd).file_size
-        buf, offset = bytearray(COPY_CHUNK), 0
-        with open(args.local, "wb") as f:
-            while n := client.read(fd, buf, len(buf), offset):
-                f.write(memoryview(buf)[:n])
-                offset += n
-                _progress(offset, total)
-        client.close(fd)
-        print(f"pfs:{args.name} -> {args.local} ({offset} bytes)")
-    return 0
-
-
-def _meta_line(name: str, size: int, mtime: float, width: int) -> str:
-    when = datetime.datetime.fromtimestamp(mtime).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{size:>14}  {when}  w={width:<3} {name}"
 
 
 def _metaserver() -> str:
@@ -91,26 +208,521 @@ def _call(method: str, request, what: str):
         raise errors.error(errno.EINVAL, str(e)) from None
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
-    for meta in _call("List", pb.ListRequest(), "list files").files:
-        print(_meta_line(meta.name, meta.size, meta.mtime, meta.recipe.stripe_width))
+# --- put --------------------------------------------------------------------------------------
+def _open_local(local: str) -> BinaryIO:
+    """A local file to copy from, its errors naming it."""
+    try:
+        f = open(local, "rb")
+    except FileNotFoundError:
+        raise errors.error(errno.ENOENT, f"no such local file: {local}") from None
+    except IsADirectoryError:
+        raise errors.error(errno.EISDIR, f"{local} is a directory (use -r to copy a tree)") \
+            from None
+    except OSError as e:
+        raise errors.error(e.errno or errno.EIO, f"cannot read local file {local}: "
+                                                 f"{e.strerror or e}") from None
+    if stat_mod.S_ISDIR(os.fstat(f.fileno()).st_mode):  # opening a directory may succeed
+        f.close()
+        raise errors.error(errno.EISDIR, f"{local} is a directory (use -r to copy a tree)")
+    return f
+
+
+def _local_size(f: BinaryIO) -> int | None:
+    st = os.fstat(f.fileno())
+    return st.st_size if stat_mod.S_ISREG(st.st_mode) else None
+
+
+def _write_all(client: Client, fd: int, source: BinaryIO, total: int | None,
+               local: str) -> int:
+    """Copies `source` to the open PFS file `fd` from offset 0; the bytes copied."""
+    buf, offset = bytearray(COPY_CHUNK), 0
+    view = memoryview(buf)
+    while True:
+        try:
+            with _local_io():
+                n = source.readinto(view)
+        except OSError as e:
+            raise errors.error(e.errno or errno.EIO, f"cannot read {local}: "
+                                                     f"{e.strerror or e}") from None
+        if not n:
+            return offset
+        offset += client.write(fd, view, n, offset)
+        _progress(offset, total)
+
+
+def _discard(client: Client, tmp: str, fd: int | None, command: str) -> None:
+    """Best effort: removes a temporary file of a copy that failed or was interrupted (its
+    cached bytes are dropped first, not written back)."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            client.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            client.close(fd)
+    try:
+        client.delete(tmp)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        _warn(command, f"could not remove the temporary {_shown(tmp)} ({e.strerror or e}); "
+                       f"remove it with `pfs rm {tmp}`")
+
+
+def _copy_file_in(client: Client, source: BinaryIO, total: int | None, local: str,
+                  path: str, width: int) -> int:
+    """Writes `source` to a new file `path` (which must not exist) and closes it; the bytes
+    copied. On failure the file is removed (callers pass a temporary name)."""
+    client.create(path, width)
+    fd = None
+    try:
+        fd = client.open(path, PFS_READ_WRITE)
+        copied = _write_all(client, fd, source, total, local)
+        client.fsync(fd)  # on the fileservers' disks before it takes the target's name
+        client.close(fd)
+        fd = None
+        _progress_end()
+        return copied
+    except BaseException:
+        _discard(client, path, fd, "put")
+        raise
+
+
+def _refuse_existing(meta: Metadata | None, path: str, force: bool) -> None:
+    if meta is None:
+        return
+    if meta.is_dir:
+        raise errors.error(errno.EISDIR, f"{_shown(path)} is a directory")
+    if not force:
+        raise errors.error(errno.EEXIST, f"{_shown(path)} exists (use --force to replace it)")
+
+
+def _put_one(client: Client, source: BinaryIO, total: int | None, local: str, target: str,
+             width: int, force: bool) -> int:
+    """Copies `source` to `target` atomically: a temporary next to it, renamed into place."""
+    tmp = _temporary(target)
+    copied = _copy_file_in(client, source, total, local, tmp, width)
+    try:
+        _refuse_existing(_lookup(client, target), target, force)  # made meanwhile?
+        _checkpoint()
+        client.rename(tmp, target)
+    except BaseException:
+        _discard(client, tmp, None, "put")
+        raise
+    return copied
+
+
+def _ensure_parent(client: Client, path: str, make: bool) -> None:
+    """The parent directory of `path` exists (made with --parents), or a clear error."""
+    up = parent(path)
+    meta = _lookup(client, up)
+    if meta is not None and meta.is_dir:
+        return
+    if meta is not None:
+        raise errors.error(errno.ENOTDIR, f"{_shown(up)} is not a directory")
+    if not make:
+        raise errors.error(errno.ENOENT, f"no such directory: {_shown(up)} (create it with "
+                                         f"`pfs mkdir -p {up}`, or put with --parents)")
+    _makedirs(client, up)
+
+
+def _makedirs(client: Client, path: str) -> None:
+    """mkdir -p: every missing directory of `path`; a file in the way is an error."""
+    parts = path.split("/") if path else []
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        try:
+            client.mkdir(prefix)
+        except FileExistsError:
+            meta = client.stat(prefix)
+            if not meta.is_dir:
+                raise errors.error(errno.ENOTDIR, f"{_shown(prefix)} exists and is not a "
+                                                  "directory") from None
+
+
+def _destination(client: Client, arg: str, name: str | None) -> tuple[str, Metadata | None]:
+    """Where a copy of something called `name` goes given the destination `arg`, as with cp:
+    into `arg` when it is a directory, else `arg` itself. With its metadata (None if absent)."""
+    target, must_be_dir = _pfs_path(arg)
+    meta = _lookup(client, target)
+    if meta is not None and meta.is_dir and name:
+        target = _join(target, name)
+        return target, _lookup(client, target)
+    if meta is not None and meta.is_dir:
+        raise errors.error(errno.EISDIR, f"{_shown(target)} is a directory: give the name to "
+                                         f"write, e.g. {_join(target, 'NAME')}")
+    if must_be_dir:
+        raise errors.error(errno.ENOTDIR if meta else errno.ENOENT,
+                           f"no such directory: {_shown(target)}")
+    return target, meta
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    if args.local == "-" and args.recursive:
+        raise errors.error(errno.EINVAL, "-r copies a local directory; standard input is not one")
+    if args.stripe_width < 1:
+        raise errors.error(errno.EINVAL, "--stripe-width must be at least 1")
+    if args.recursive and os.path.isdir(args.local):
+        return _put_tree(args)
+    if args.local == "-":
+        source, name, shown = sys.stdin.buffer, None, "stdin"
+    else:
+        source, shown = _open_local(args.local), args.local
+        name = os.path.basename(os.path.normpath(args.local))
+    keep_open = contextlib.nullcontext() if args.local == "-" else contextlib.closing(source)
+    with keep_open, _session() as client:
+        target, meta = _destination(client, args.path, name)
+        if not target:
+            raise errors.error(errno.EISDIR, "the root is a directory")
+        _refuse_existing(meta, target, args.force)
+        _ensure_parent(client, target, args.parents)
+        copied = _put_one(client, source, _local_size(source) if name else None, shown,
+                          target, args.stripe_width, args.force)
+    print(f"{shown} -> {_shown(target)} ({copied} bytes)")
     return 0
+
+
+def _local_tree(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(relative directory, subdirectories, regular files) of a local tree, top first, sorted;
+    what cannot be copied (symbolic links to directories, devices, pipes) is skipped with a
+    warning, and an unreadable directory is an error."""
+    def fail(e: OSError) -> None:
+        raise errors.error(e.errno or errno.EIO, f"cannot read local directory {e.filename}: "
+                                                 f"{e.strerror or e}")
+    for here, dirs, files in os.walk(top, onerror=fail):
+        rel = os.path.relpath(here, top)
+        rel = "" if rel == "." else rel.replace(os.sep, "/")
+        kept_dirs = []
+        for d in sorted(dirs):
+            if os.path.islink(os.path.join(here, d)):
+                _warn("put", f"skipping {os.path.join(here, d)}: a symbolic link to a directory")
+            else:
+                kept_dirs.append(d)
+        dirs[:] = kept_dirs
+        kept_files = []
+        for f in sorted(files):
+            full = os.path.join(here, f)
+            if os.path.isfile(full):
+                kept_files.append(f)
+            else:
+                _warn("put", f"skipping {full}: not a regular file")
+        yield rel, kept_dirs, kept_files
+
+
+def _put_tree(args: argparse.Namespace) -> int:
+    local = args.local
+    name = os.path.basename(os.path.normpath(os.path.abspath(local)))
+    if os.path.basename(local.rstrip(os.sep)) in (".", "") or not name:
+        name = ""  # like cp -r: the contents of DIR/. (or /) go into the destination itself
+    files = size = 0
+    with _session() as client:
+        if name:
+            target, meta = _destination(client, args.path, name)
+        else:  # `put -r . DST`: the contents of . are DST's
+            target = _pfs_path(args.path)[0]
+            meta = _lookup(client, target)
+        if meta is not None and not meta.is_dir:
+            raise errors.error(errno.ENOTDIR, f"{_shown(target)} is a file, not a directory")
+        if meta is not None and not args.force:
+            raise errors.error(errno.EEXIST, f"{_shown(target)} exists (use --force to copy "
+                                             "into it, replacing files of the same names)")
+        if meta is None:
+            if not target:
+                raise errors.error(errno.EINVAL, "the root directory exists")
+            _ensure_parent(client, target, args.parents)
+            # A tree that is not there yet appears whole: built aside, then renamed.
+            tmp = _temporary(target)
+            client.mkdir(tmp)
+            try:
+                for rel, dirs, names in _local_tree(local):
+                    for d in dirs:
+                        _checkpoint()
+                        client.mkdir(_join(_join(tmp, rel), d))
+                    for n in names:
+                        _checkpoint()
+                        full = os.path.join(local, rel, n)
+                        with _open_local(full) as f:
+                            size += _copy_file_in(client, f, _local_size(f), full,
+                                                  _join(_join(tmp, rel), n), args.stripe_width)
+                        files += 1
+                if _lookup(client, target) is not None:
+                    raise errors.error(errno.EEXIST, f"{_shown(target)} was created meanwhile "
+                                                     "(use --force to copy into it)")
+                _checkpoint()
+                client.rename(tmp, target)
+            except BaseException:
+                try:
+                    _remove_tree(client, tmp)
+                except OSError as e:
+                    _warn("put", f"could not remove the temporary {_shown(tmp)} "
+                                 f"({e.strerror or e}); remove it with `pfs rm -r {tmp}`")
+                raise
+        else:  # --force onto an existing directory: merge, file by file
+            for rel, dirs, names in _local_tree(local):
+                for d in dirs:
+                    _checkpoint()
+                    here = _join(_join(target, rel), d)
+                    try:
+                        client.mkdir(here)
+                    except FileExistsError:
+                        if not client.stat(here).is_dir:
+                            raise errors.error(errno.ENOTDIR, f"{_shown(here)} is a file, not "
+                                                              "a directory") from None
+                for n in names:
+                    _checkpoint()
+                    full, dest = os.path.join(local, rel, n), _join(_join(target, rel), n)
+                    with _open_local(full) as f:
+                        _refuse_existing(_lookup(client, dest), dest, True)
+                        size += _put_one(client, f, _local_size(f), full, dest,
+                                         args.stripe_width, True)
+                    files += 1
+    print(f"{local} -> {_shown(target)} ({files} files, {size} bytes)")
+    return 0
+
+
+# --- get --------------------------------------------------------------------------------------
+def _read_all(client: Client, path: str, write: Callable[[memoryview], object]) -> int:
+    """Reads the PFS file `path` from start to end into `write`; the bytes read."""
+    fd = client.open(path, PFS_READ)
+    try:
+        total = client.fstat(fd).file_size
+        buf, offset = bytearray(COPY_CHUNK), 0
+        while n := client.read(fd, buf, len(buf), offset):
+            with _local_io():
+                write(memoryview(buf)[:n])
+            offset += n
+            _progress(offset, total)
+        _progress_end()
+    finally:
+        with contextlib.suppress(OSError):
+            client.close(fd)
+    return offset
+
+
+def _get_file(client: Client, path: str, local: str) -> int:
+    """Copies a PFS file to a local file through a local temporary renamed into place."""
+    directory, name = os.path.split(local)
+    tmp = os.path.join(directory, f".{name[:200]}{TMP_MARK}{secrets.token_hex(4)}")
+    try:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileNotFoundError:
+        raise errors.error(errno.ENOENT, f"no such local directory: {directory or '.'}") from None
+    except OSError as e:
+        raise errors.error(e.errno or errno.EIO, f"cannot write in {directory or '.'}: "
+                                                 f"{e.strerror or e}") from None
+    try:
+        with open(out, "wb") as f:
+            copied = _read_all(client, path, f.write)
+        try:
+            os.replace(tmp, local)
+        except OSError as e:
+            raise errors.error(e.errno or errno.EIO, f"cannot write local file {local}: "
+                                                     f"{e.strerror or e}") from None
+        return copied
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _pfs_tree(client: Client, top: str) -> Iterator[tuple[str, list[Metadata]]]:
+    """(directory, its entries) of a PFS tree, top first (breadth first)."""
+    pending = [top]
+    while pending:
+        here = pending.pop(0)
+        entries = client.listdir(here)
+        yield here, entries
+        pending.extend(m.filename for m in entries if m.is_dir)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    path, must_be_dir = _pfs_path(args.path)
+    with _session() as client:
+        meta = client.stat(path)
+        if must_be_dir and not meta.is_dir:
+            raise errors.error(errno.ENOTDIR, f"{_shown(path)} is not a directory")
+        if meta.is_dir and not args.recursive:
+            raise errors.error(errno.EISDIR, f"{_shown(path)} is a directory (use -r to copy "
+                                             "a tree)")
+        if args.local == "-":
+            if meta.is_dir:
+                raise errors.error(errno.EISDIR, f"{_shown(path)} is a directory: a tree cannot "
+                                                 "go to standard output")
+            out = sys.stdout.buffer
+            _read_all(client, path, out.write)
+            out.flush()
+            return 0
+        local = args.local
+        if os.path.isdir(local) and _base(path):
+            local = os.path.join(local, _base(path))
+        if not meta.is_dir:
+            copied = _get_file(client, path, local)
+            print(f"{_shown(path)} -> {local} ({copied} bytes)")
+            return 0
+        files = size = 0
+        for here, entries in _pfs_tree(client, path):
+            rel = here[len(path):].lstrip("/")
+            where = os.path.join(local, *rel.split("/")) if rel else local
+            try:
+                os.mkdir(where)
+            except FileExistsError:
+                if not os.path.isdir(where):
+                    raise errors.error(errno.ENOTDIR, f"local {where} exists and is not a "
+                                                      "directory") from None
+            except OSError as e:
+                raise errors.error(e.errno or errno.EIO, f"cannot make local directory "
+                                                         f"{where}: {e.strerror or e}") from None
+            for m in entries:
+                _checkpoint()
+                if not m.is_dir and not _is_temporary(_base(m.filename)):
+                    size += _get_file(client, m.filename, os.path.join(where, _base(m.filename)))
+                    files += 1
+    print(f"{_shown(path)} -> {local} ({files} files, {size} bytes)")
+    return 0
+
+
+# --- looking ----------------------------------------------------------------------------------
+def _when(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _meta_line(name: str, meta: pb.FileMeta) -> str:
+    if meta.is_dir:
+        return f"{'-':>14}  {_when(meta.mtime)}  w={'-':<3} {name}/"
+    return f"{meta.size:>14}  {_when(meta.mtime)}  w={meta.recipe.stripe_width:<3} {name}"
+
+
+def _ls_one(arg: str, args: argparse.Namespace, heading: bool) -> None:
+    path, must_be_dir = _pfs_path(arg)
+    try:
+        shown = [(_base(m.path), m) for m in _entries(path)
+                 if args.all or not _base(m.path).startswith(".")]
+    except NotADirectoryError:
+        meta = _call("Stat", pb.StatRequest(path=path), f"stat {_shown(path)}").meta
+        if meta.is_dir or must_be_dir:
+            raise
+        shown, heading = [(meta.path, meta)], False  # a file: that file, by its path
+    if heading:
+        print(f"{_shown(path)}:")
+    if heading and arg is not args.paths[-1]:
+        shown.append(("", None))  # a blank line before the next heading
+    for name, meta in shown:
+        if meta is None:
+            print()
+        else:
+            print(_meta_line(name, meta) if args.long else name + ("/" if meta.is_dir else ""))
+
+
+def _entries(path: str) -> Iterator[pb.FileMeta]:
+    """The entries of a directory, a page at a time, outside any session."""
+    after = ""
+    while True:
+        page = _call("List", pb.ListRequest(path=path, after=after), f"list {_shown(path)}")
+        yield from page.entries
+        if not page.more:
+            return
+        after = _base(page.entries[-1].path)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    paths = args.paths or [""]
+    return _each("ls", paths, lambda p: _ls_one(p, args, len(paths) > 1))
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
-    meta = _call("Stat", pb.StatRequest(name=args.name), f"stat {args.name!r}").meta
-    r = meta.recipe
-    print(f"name:          {meta.name}\nsize:          {meta.size}\n"
-          f"ctime:         {datetime.datetime.fromtimestamp(meta.ctime)}\n"
-          f"mtime:         {datetime.datetime.fromtimestamp(meta.mtime)}\n"
-          f"block size:    {r.block_size}\nstripe blocks: {r.stripe_blocks}\n"
-          f"stripe width:  {r.stripe_width}\nfileservers:   {list(r.servers)}")
+    path, _ = _pfs_path(args.path)
+    meta = _call("Stat", pb.StatRequest(path=path), f"stat {_shown(path)}").meta
+    lines = [f"path:          /{meta.path}",
+             f"type:          {'directory' if meta.is_dir else 'file'}"]
+    if not meta.is_dir:
+        lines.append(f"size:          {meta.size}")
+    lines += [f"ctime:         {datetime.datetime.fromtimestamp(meta.ctime)}",
+              f"mtime:         {datetime.datetime.fromtimestamp(meta.mtime)}"]
+    if not meta.is_dir:
+        r = meta.recipe
+        lines += [f"block size:    {r.block_size}", f"stripe blocks: {r.stripe_blocks}",
+                  f"stripe width:  {r.stripe_width}", f"fileservers:   {list(r.servers)}"]
+    print("\n".join(lines))
     return 0
+
+
+# --- changing the tree ------------------------------------------------------------------------
+def _each(command: str, paths: list[str], action: Callable[[str], None]) -> int:
+    """Runs `action` on every path; a failure is reported and the rest still done. 1 if any
+    failed."""
+    status = 0
+    for p in paths:
+        _checkpoint()
+        try:
+            action(p)
+        except OSError as e:
+            _warn(command, str(e.strerror or e))
+            status = 1
+    return status
+
+
+def cmd_mkdir(args: argparse.Namespace) -> int:
+    with _session() as client:
+        def make(arg: str) -> None:
+            path, _ = _pfs_path(arg)
+            if args.parents:
+                _makedirs(client, path)
+            else:
+                client.mkdir(path)
+        return _each("mkdir", args.paths, make)
+
+
+def _remove_tree(client: Client, top: str) -> None:
+    """rm -r: the files of every directory of the tree, then the directories, bottom up."""
+    directories = []
+    for here, entries in _pfs_tree(client, top):
+        directories.append(here)
+        for m in entries:
+            _checkpoint()
+            if not m.is_dir:
+                try:
+                    client.delete(m.filename)
+                except FileNotFoundError:
+                    pass
+    for d in reversed(directories):
+        client.rmdir(d)
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
     with _session() as client:
-        client.delete(args.name)
+        def remove(arg: str) -> None:
+            path, must_be_dir = _pfs_path(arg)
+            meta = client.stat(path)
+            if not meta.is_dir:
+                if must_be_dir:
+                    raise errors.error(errno.ENOTDIR, f"{_shown(path)} is not a directory")
+                client.delete(path)
+            elif not args.recursive:
+                raise errors.error(errno.EISDIR, f"{_shown(path)} is a directory (use -r to "
+                                                 "remove it and everything in it)")
+            elif not path:
+                raise errors.error(errno.EBUSY, "refusing to remove the root directory")
+            else:
+                _remove_tree(client, path)
+        return _each("rm", args.paths, remove)
+
+
+def cmd_mv(args: argparse.Namespace) -> int:
+    with _session() as client:
+        src, src_dir = _pfs_path(args.src)
+        meta = client.stat(src)
+        if src_dir and not meta.is_dir:
+            raise errors.error(errno.ENOTDIR, f"{_shown(src)} is not a directory")
+        dst, into = _pfs_path(args.dst)
+        there = _lookup(client, dst)
+        if there is not None and there.is_dir and dst != src:
+            dst = _join(dst, _base(src))  # as mv: into an existing directory
+            there = _lookup(client, dst)
+        elif into and there is None:
+            raise errors.error(errno.ENOENT, f"no such directory: {_shown(dst)}")
+        if dst == src:
+            raise errors.error(errno.EINVAL, f"{_shown(src)} and {_shown(dst)} are the same")
+        if there is not None and not there.is_dir and not args.force:
+            raise errors.error(errno.EEXIST, f"{_shown(dst)} exists (use --force to replace it)")
+        client.rename(src, dst)
     return 0
 
 
@@ -130,37 +742,155 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args.size_mib, args.rounds)
 
 
-def _reporting_errors(run):
-    """Turns an OSError into one line on stderr and exit status 1."""
+def interrupted(command: str | None) -> int:
+    """What Ctrl-C ends a command with: one line, status 130 (128 + SIGINT)."""
+    _progress_end()
+    print(f"pfs {command}: interrupted" if command else "pfs: interrupted", file=sys.stderr,
+          flush=True)
+    return 130
+
+
+def _reporting_errors(run, graceful: bool = False):
+    """Turns an OSError into one line on stderr and exit status 1, Ctrl-C into one line and
+    status 130, and a closed standard output (`pfs get x - | head`) into a quiet exit.
+    `graceful`: the command cleans up after Ctrl-C (see _CtrlC)."""
     @functools.wraps(run)
     def wrapper(args):
+        global _ctrl_c
+        _ctrl_c = _CtrlC(args.command, graceful)
+        previous = signal.signal(signal.SIGINT, _ctrl_c)
         try:
-            return run(args)
-        except OSError as e:
-            print(f"pfs {args.command}: {e.strerror or e}", file=sys.stderr)
+            status = run(args)
+            _ctrl_c.checkpoint()  # pressed after the last safe point: still interrupted
+            return status
+        except KeyboardInterrupt:
+            return interrupted(args.command)
+        except BrokenPipeError:
+            # Nothing more can be written there, not even at exit.
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
+        except OSError as e:
+            if _ctrl_c.pending:  # what failed was cut short by Ctrl-C
+                return interrupted(args.command)
+            _warn(args.command, str(e.strerror or e))
+            return 1
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            _ctrl_c = None
     return wrapper
 
 
+# --- the command line -------------------------------------------------------------------------
 def add_commands(sub) -> None:
-    p = sub.add_parser("put", help="copy a local file into PFS")
-    p.add_argument("local")
-    p.add_argument("name")
-    p.add_argument("--stripe-width", type=int, default=4)
-    p.set_defaults(run=_reporting_errors(cmd_put))
-    p = sub.add_parser("get", help="copy a PFS file to a local file")
-    p.add_argument("name")
-    p.add_argument("local")
-    p.set_defaults(run=_reporting_errors(cmd_get))
-    sub.add_parser("ls", help="list files").set_defaults(run=_reporting_errors(cmd_ls))
-    p = sub.add_parser("stat", help="show a file's metadata")
-    p.add_argument("name")
-    p.set_defaults(run=_reporting_errors(cmd_stat))
-    p = sub.add_parser("rm", help="delete a file")
-    p.add_argument("name")
-    p.set_defaults(run=_reporting_errors(cmd_rm))
-    sub.add_parser("status", help="show the cluster's servers").set_defaults(run=_reporting_errors(cmd_status))
-    p = sub.add_parser("bench", help="measure striped read/write throughput")
-    p.add_argument("--size-mib", type=int, default=64)
-    p.add_argument("--rounds", type=int, default=5)
-    p.set_defaults(run=_reporting_errors(cmd_bench))
+    def command(name: str, summary: str, description: str, run) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=description,
+                           formatter_class=HelpFormatter)
+        # Commands with a session stop at a safe point, to clean up; those that only look
+        # (and bench, which runs its own loops) stop at once.
+        p.set_defaults(run=_reporting_errors(run, graceful=name in GRACEFUL))
+        return p
+
+    def width(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--stripe-width", type=int, default=DEFAULT_STRIPE_WIDTH, metavar="N",
+                       help="fileservers each new file is striped over (default %(default)s)")
+
+    p = command("put", "copy a local file (or tree, -r) into PFS", """\
+Copy LOCAL into PFS as PATH. As with cp: when PATH is an existing directory the copy goes
+into it, under LOCAL's name.
+
+The copy is atomic: it is written as .NAME.pfs-tmp-<random> next to the target and renamed
+into place, so an interrupted or failed put leaves nothing under the target name (nor any
+temporary). An existing file is replaced only with --force. Missing parent directories are
+an error unless --parents is given (as with cp and scp: a mistyped directory is not created).
+
+With -r, a local directory is copied as a tree (like cp -r). A tree that does not exist yet
+appears at once, whole: it is built under a temporary directory and renamed into place.
+With --force onto an existing directory, the tree is merged into it, each file replaced
+atomically. Symbolic links to directories and special files are skipped with a warning.
+
+LOCAL "-" is standard input: pfs put - PATH.""", cmd_put)
+    p.add_argument("local", metavar="LOCAL", help='local file or directory; "-" for stdin')
+    p.add_argument("path", metavar="PATH", help="PFS destination file or directory")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="copy a local directory and everything in it (default: off)")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="replace an existing file; with -r, copy into an existing directory "
+                        "(default: off, an existing target is an error)")
+    p.add_argument("-p", "--parents", action="store_true",
+                   help="create missing parent directories of PATH (default: off, they must "
+                        "exist)")
+    width(p)
+
+    p = command("get", "copy a PFS file (or tree, -r) to a local file", """\
+Copy the PFS file PATH to LOCAL. As with cp: when LOCAL is an existing directory the copy
+goes into it, under PATH's name, and an existing local file is replaced. The file is written
+as a local temporary renamed into place, so an interrupted get leaves an existing local file
+as it was.
+
+With -r, a PFS directory is copied as a tree (like cp -r), merged into an existing local
+directory; unfinished temporaries of other puts (.NAME.pfs-tmp-*) are not copied.
+
+LOCAL "-" is standard output: pfs get PATH - | ...""", cmd_get)
+    p.add_argument("path", metavar="PATH", help="PFS file or directory")
+    p.add_argument("local", metavar="LOCAL", help='local destination; "-" for stdout')
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="copy a PFS directory and everything in it (default: off)")
+
+    p = command("ls", "list a directory", """\
+List the entries of a PFS directory (default: the root), one per line, directories with a
+trailing "/"; names starting with "." are shown only with -a. Listing a file shows that file.
+Does not need a session: works while the cluster is short of fileservers.""", cmd_ls)
+    p.add_argument("paths", metavar="PATH", nargs="*",
+                   help="directory (or file) to list; several are listed one after the other, "
+                        "each under a heading (default: the root)")
+    p.add_argument("-l", "--long", action="store_true",
+                   help="also show size in bytes, modification time and stripe width "
+                        "(w=N; directories show -) (default: names only)")
+    p.add_argument("-a", "--all", action="store_true",
+                   help='also show names starting with "." (default: hidden)')
+
+    p = command("stat", "show a file's or directory's metadata", """\
+Show the metadata of a PFS file or directory: for a file its size (including bytes other
+clients have written but not yet closed), times and striping.""", cmd_stat)
+    p.add_argument("path", metavar="PATH", help="PFS file or directory")
+
+    p = command("mkdir", "create directories", """\
+Create PFS directories. Without -p the parent must exist and the directory must not.""",
+                cmd_mkdir)
+    p.add_argument("paths", metavar="PATH", nargs="+", help="directory to create")
+    p.add_argument("-p", "--parents", action="store_true",
+                   help="create missing parents too, and accept existing directories "
+                        "(default: off)")
+
+    p = command("mv", "move or rename a file or directory", """\
+Move (rename) SRC to DST, atomically, as mv does: when DST is an existing directory, SRC
+moves into it under its own name. An existing file at DST is replaced only with --force.
+A directory may replace an empty directory. Files open in any client cannot be moved or
+replaced.""", cmd_mv)
+    p.add_argument("src", metavar="SRC", help="PFS file or directory to move")
+    p.add_argument("dst", metavar="DST", help="new path, or an existing directory to move into")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="replace an existing file at DST (default: off, it is an error)")
+
+    p = command("rm", "delete files (and trees, -r)", """\
+Delete PFS files. A directory needs -r, which removes it and everything in it: the files of
+each directory first, then the directories, bottom up. The root cannot be removed. A failure
+on one PATH is reported and the others are still removed (exit status 1). Files open in any
+client cannot be deleted.""", cmd_rm)
+    p.add_argument("paths", metavar="PATH", nargs="+", help="file or directory to delete")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="remove directories and their contents (default: off)")
+
+    command("status", "show the cluster's servers", """\
+Show the metaserver's fileservers (online or not), its client sessions and its file count.
+Exit status 1 when fewer fileservers are online than expected. Needs no session.""",
+            cmd_status)
+
+    p = command("bench", "measure striped read/write throughput", """\
+Write and read a scratch file at stripe width 1 and at full width, and show the throughput
+(a median of several rounds). The scratch file is deleted afterwards.""", cmd_bench)
+    p.add_argument("--size-mib", type=int, default=64, metavar="M",
+                   help="size of the scratch file in MiB (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=5, metavar="N",
+                   help="runs per measurement; the median is shown (default %(default)s)")
