@@ -210,8 +210,9 @@ class Client:
         for fd in list(self._fds):
             try:
                 self.close(fd)
-            except OSError as e:
-                failure = failure or e
+            except OSError as e:  # EBADF: another thread closed it meanwhile
+                if e.errno != errno.EBADF:
+                    failure = failure or e
         session.finish()
         with self._lock:
             self._dataplane.close()
@@ -422,12 +423,23 @@ class Client:
     def ftruncate(self, fd: int, size: int) -> None:
         """Cuts the file to `size` bytes, or extends it with zeros, under a WRITE token from the
         new end to infinity; cached blocks past the new end are dropped."""
+        self._resize(fd, size, cut=True)
+
+    def extend(self, fd: int, size: int) -> None:
+        """Extends the file with zeros to `size` bytes if it is shorter, and never cuts it: for
+        writers that seek past the end, as Python's files allow (the size is checked under the
+        token, so a concurrent extension by another client is never cut back)."""
+        self._resize(fd, size, cut=False)
+
+    def _resize(self, fd: int, size: int, cut: bool) -> None:
         f = self._open_file(fd)
         if f.mode != PFS_READ_WRITE:
             raise errors.error(errno.EBADF, f"fd {fd} ({brief(f.name)}) was opened PFS_READ")
         if _int_arg(size, "size") > MAX_FILE_SIZE:
             raise errors.error(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes")
         with self._holding(f, size, INFINITY, WRITE):
+            if not cut and f.size >= size:
+                return
             self._cache.truncate(f, size)
             self._dataplane.truncate(f, size)
             epoch = self._session.call("Truncate", pb.TruncateRequest(

@@ -4,6 +4,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -80,33 +81,245 @@ def test_r_plus_b_overwrites_in_the_middle_and_extends(clients, name):
         assert f.read() == b"012ABC" + TEXT[6:] + b"tail"
 
 
-def test_writing_past_the_end_fails_pfs_files_have_no_holes(clients, name):
+def test_writing_past_the_end_fills_the_gap_with_zeros_as_python_does(clients, name):
     c = clients()
     _make(c, name)
     with pfs.open(name, "r+b", client=c, buffering=0) as raw:
-        raw.seek(len(TEXT) + 1)
+        raw.seek(len(TEXT) + 3)
+        assert raw.write(b"xy") == 2
+        assert raw.tell() == len(TEXT) + 5
+    with pfs.open(name, "rb", client=c) as f:
+        assert f.read() == TEXT + b"\0\0\0xy"
+    # The C-like API itself still refuses a hole.
+    fd = c.open(name, pfs.PFS_READ_WRITE)
+    try:
         with pytest.raises(OSError) as e:
-            raw.write(b"x")
+            c.write(fd, b"z", 1, len(TEXT) + 10)
         assert e.value.errno == errno.EINVAL
+    finally:
+        c.close(fd)
 
 
-def test_wb_on_an_existing_name_fails_and_keeps_the_data(clients, name):
+def test_wb_truncates_an_existing_file(clients, name):
     c = clients()
-    _make(c, name)
+    _make(c, name, TEXT * 100)
+    with pfs.open(name, "wb", client=c) as f:
+        assert f.tell() == 0
+        f.write(b"short")
+    with pfs.open(name, "rb", client=c) as f:
+        assert f.read() == b"short"
+    # Truncated at open, as Python does, even if nothing is written.
+    with pfs.open(name, "wb", client=c):
+        pass
+    assert c.stat(name).file_size == 0
+
+
+def test_wb_truncation_is_seen_by_another_client(clients, name):
+    writer, reader = clients(2)
+    _make(writer, name, TEXT * 50)
+    with pfs.open(name, "rb", client=reader) as f:
+        assert f.read() == TEXT * 50
+    with pfs.open(name, "wb", client=writer) as f:
+        f.write(b"new")
+    with pfs.open(name, "rb", client=reader) as f:
+        assert f.read() == b"new"
+
+
+def test_wb_keeps_the_striping_of_an_existing_file(clients, name):
+    c = clients()
+    with pfs.open(name, "wb", client=c, stripe_width=1) as f:
+        f.write(TEXT)
+    with pfs.open(name, "wb", client=c, stripe_width=3) as f:
+        f.write(TEXT[:4])
+    meta = c.stat(name)
+    assert (meta.recipe.stripe_width, meta.file_size) == (1, 4)
+
+
+def test_xb_creates_and_refuses_an_existing_name(clients, name):
+    c = clients()
+    with pfs.open(name, "xb", client=c) as f:
+        assert isinstance(f, io.BufferedWriter) and f.mode == "xb"
+        f.write(TEXT)
     with pytest.raises(FileExistsError):
-        pfs.open(name, "wb", client=c)
+        pfs.open(name, "xb", client=c)
+    with pytest.raises(FileExistsError):
+        pfs.open(name, "bx+", client=c)
     with pfs.open(name, "rb", client=c) as f:
         assert f.read() == TEXT
 
 
-def test_missing_file_is_file_not_found(clients, name):
+def test_ab_creates_and_every_write_goes_to_the_end(clients, name):
     c = clients()
-    for mode in ("rb", "r+b"):
+    with pfs.open(name, "ab", client=c) as f:  # missing: created
+        assert isinstance(f, io.BufferedWriter) and f.mode == "ab"
+        f.write(b"one,")
+    with pfs.open(name, "ab", client=c) as f:
+        assert f.tell() == 4  # positioned at the end, as Python does
+        f.write(b"two,")
+        f.seek(0)  # the position does not matter: writes go to the end
+        f.write(b"three")
+    with pfs.open(name, "rb", client=c) as f:
+        assert f.read() == b"one,two,three"
+
+
+def test_ab_appends_after_what_another_client_wrote(clients, name):
+    first, second = clients(2)
+    with pfs.open(name, "ab", client=first, buffering=0) as a:
+        a.write(b"a1|")
+        _append(second, name, b"b1|")
+        a.write(b"a2|")
+    with pfs.open(name, "rb", client=second) as f:
+        assert f.read() == b"a1|b1|a2|"
+
+
+def _append(client: pfs.Client, name: str, data: bytes) -> None:
+    with pfs.open(name, "ab", client=client) as f:
+        f.write(data)
+
+
+def test_plus_modes_read_and_write(clients, name):
+    c = clients()
+    with pfs.open(name, "w+b", client=c) as f:
+        assert isinstance(f, io.BufferedRandom) and f.mode == "w+b"
+        f.write(TEXT)
+        f.seek(2)
+        assert f.read(3) == TEXT[2:5]
+    with pfs.open(name, "a+b", client=c) as f:
+        assert f.read() == b""  # at the end
+        f.seek(0)
+        assert f.read(4) == TEXT[:4]
+        f.write(b"!")  # at the end (reading back through this buffer is stale, as in Python)
+    with pfs.open(name, "rb", client=c) as f:
+        assert f.read() == TEXT + b"!"
+    with pfs.open(name, "w+b", client=c) as f:  # truncated
+        assert f.read() == b""
+
+
+def test_truncate_cuts_and_extends(clients, name):
+    c = clients()
+    _make(c, name)
+    with pfs.open(name, "r+b", client=c) as f:
+        f.seek(5)
+        assert f.truncate() == 5
+        assert f.tell() == 5
+        assert f.truncate(8) == 8
+        f.seek(0)
+        assert f.read() == TEXT[:5] + b"\0\0\0"
+    with pfs.open(name, "rb", client=c) as f:
+        with pytest.raises(io.UnsupportedOperation):
+            f.truncate(0)
+
+
+def test_creating_modes_make_missing_parents(clients, name):
+    c = clients()
+    for mode, leaf in (("wb", "w"), ("xb", "x"), ("ab", "a"), ("w+b", "wp")):
+        path = f"{name}/{leaf}/deep/er/file"
+        with pfs.open(path, mode, client=c) as f:
+            f.write(mode.encode())
+        with pfs.open("/" + path, "rb", client=c) as f:
+            assert f.read() == mode.encode()
+        assert c.stat(f"{name}/{leaf}/deep").is_dir
+    assert sorted(m.filename for m in c.listdir(name)) == [
+        f"{name}/{leaf}" for leaf in ("a", "w", "wp", "x")]
+    for mode in ("rb", "r+b"):  # never created
         with pytest.raises(FileNotFoundError):
+            pfs.open(f"{name}/nope/file", mode, client=c)
+    with pytest.raises(FileNotFoundError):
+        c.stat(f"{name}/nope")
+
+
+def test_clients_creating_the_same_parents_at_once_all_succeed(clients, name):
+    many = clients(6)
+    for round_ in range(3):
+        barrier = threading.Barrier(len(many))
+        failures = []
+
+        def write(i: int, c: pfs.Client) -> None:
+            try:
+                barrier.wait(10)
+                with pfs.open(f"{name}/{round_}/shared/dir/f{i}", "wb", client=c) as f:
+                    f.write(b"%d" % i)
+            except Exception as e:  # noqa: BLE001 - reported below
+                failures.append(e)
+        threads = [threading.Thread(target=write, args=(i, c)) for i, c in enumerate(many)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not failures
+        listed = sorted(m.filename for m in many[0].listdir(f"{name}/{round_}/shared/dir"))
+        assert listed == sorted(f"{name}/{round_}/shared/dir/f{i}" for i in range(len(many)))
+
+
+def test_directories_and_files_in_the_way(clients, name):
+    c = clients()
+    c.mkdir(name)
+    _make(c, f"{name}/file")
+    for mode in ("rb", "r+b", "wb", "ab", "w+b"):
+        with pytest.raises(IsADirectoryError):
             pfs.open(name, mode, client=c)
+        with pytest.raises(NotADirectoryError):
+            pfs.open(f"{name}/file/below", mode, client=c)
+    with pytest.raises(FileExistsError):
+        pfs.open(name, "xb", client=c)
+    with pytest.raises(IsADirectoryError):
+        pfs.open("/", "rb", client=c)
+    with pfs.open(f"{name}/file", "rb", client=c) as f:
+        assert f.read() == TEXT
 
 
-@pytest.mark.parametrize("mode", ["r", "w", "ab", "xb", "rt", "rbb", "w+b", "", 1])
+@pytest.mark.parametrize("path", ["a//b", "a/./b", "../b", "a/..", "a/b/", "x\0y",
+                                  "n" * 256])
+def test_bad_paths_are_rejected_before_anything_is_created(clients, name, path):
+    c = clients()
+    for mode in ("rb", "wb", "xb", "ab"):
+        with pytest.raises(OSError) as e:
+            pfs.open(f"{name}/{path}", mode, client=c)
+        assert e.value.errno in (errno.EINVAL, errno.ENAMETOOLONG)
+    with pytest.raises(FileNotFoundError):
+        c.stat(name)
+
+
+def test_one_client_may_open_a_file_several_times(clients, name):
+    c = clients()
+    _make(c, name)
+    first = pfs.open(name, "rb", client=c)
+    second = pfs.open(name, "r+b", client=c)
+    try:
+        assert first.read(3) == TEXT[:3]
+        assert second.read(5) == TEXT[:5]  # positions are each file object's own
+        second.seek(0, io.SEEK_END)
+        second.write(b"+more")
+        second.flush()
+        assert first.read() == TEXT[3:] + b"+more"
+        second.close()  # the other one is still open and working
+        first.seek(0)
+        assert first.read(2) == TEXT[:2]
+    finally:
+        first.close()
+        second.close()
+    # The last close closed the PFS file: the C-like API may open it again.
+    fd = c.open(name, pfs.PFS_READ)
+    assert c.fstat(fd).file_size == len(TEXT) + 5
+    c.close(fd)
+
+
+def test_closing_one_of_two_writers_writes_its_data_back(cluster, clients, name, tmp_path):
+    """While another file object keeps the PFS file open, closing one that wrote fsyncs it: the
+    process then dies without writing anything back, and the data is still there."""
+    script = (f"import os, pfs\n"
+              f"keep = pfs.open({name!r}, 'wb')\n"
+              f"with pfs.open({name!r}, 'r+b') as f:\n"
+              f"    f.write(b'closed, so stored')\n"
+              f"os._exit(0)\n")  # no atexit: `keep` is never closed, the cache never flushed
+    subprocess.run([sys.executable, "-c", script], env=cluster.env(), cwd=tmp_path, timeout=60,
+                   check=True)
+    with pfs.open(name, "rb", client=clients()) as f:
+        assert f.read() == b"closed, so stored"
+
+
+@pytest.mark.parametrize("mode", ["r", "w", "a", "x", "rt", "rbb", "r++b", "rwb", "axb", "b", "+b",
+                                  "rbU", "", None, 1])
 def test_bad_mode_is_value_error(clients, name, mode):
     with pytest.raises(ValueError):
         pfs.open(name, mode, client=clients())
@@ -117,8 +330,9 @@ def test_mode_letters_in_any_order(clients, name):
     _make(c, name)
     with pfs.open(name, "br", client=c) as f:
         assert f.read(2) == b"01"
-    with pfs.open(name, "rb+", client=c) as f:
-        assert f.mode == "r+b"
+    for spelling, mode in (("rb+", "r+b"), ("+rb", "r+b"), ("bw+", "w+b"), ("b+a", "a+b"),
+                           ("bx", "xb"), ("ba", "ab")):
+        assert pfs.fileio.parse_mode(spelling) == mode
 
 
 def test_wrong_direction_and_fileno_are_unsupported(clients, name):

@@ -41,6 +41,18 @@ def write_pattern(fd, byte, length, offset):
     return [n, getattr(pfs.pfs_last_error(), "errno", 0) if n < 0 else 0]
 
 
+def open_write_close(name, byte, length, offset, chunk=4 << 20):
+    """Opens the file, writes `length` copies of `byte` at `offset` in `chunk`-sized calls,
+    closes; 0, or the failure's message."""
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    data = bytes([byte]) * chunk
+    for at in range(offset, offset + length, chunk):
+        n = min(chunk, offset + length - at)
+        if fd < 0 or client.pfs_write(fd, data, n, at) != n:
+            return str(pfs.pfs_last_error())
+    return 0 if client.pfs_close(fd) == 0 else str(pfs.pfs_last_error())
+
+
 def rounds_of_writes(name, offset, length, rounds):
     """Opens, writes [offset, offset+length) with the round number's byte, closes; `rounds`
     times. The last round's byte is (rounds - 1) % 256 + 1."""
@@ -169,7 +181,7 @@ def random_growing_ops(name, seed, count, max_len, max_size):
 
 
 HELPERS = {"pfs_read": c_read, "pfs_fstat": c_fstat, "pfs_execstat": c_execstat,
-           "write_pattern": write_pattern,
+           "write_pattern": write_pattern, "open_write_close": open_write_close,
            "rounds_of_writes": rounds_of_writes, "random_ops": random_ops,
            "random_growing_ops": random_growing_ops,
            "last_error": lambda: str(pfs.pfs_last_error()),
