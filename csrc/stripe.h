@@ -1,4 +1,4 @@
-/* Stripe math (SPEC §2). A file is cut into stripe units of S*B bytes, dealt round-robin over w
+/* Stripe math (docs/design.md). A file is cut into stripe units of S*B bytes, dealt round-robin over w
  * servers; a server keeps its units back to back, so any contiguous file range maps onto ONE
  * contiguous local range ("extent") per server. For a byte at file offset off:
  *     u = off / B / S;  server = u % w;  local = (u / w) * S * B + off % (S * B)

@@ -1,4 +1,4 @@
-"""The client block cache: LRU, write-back, kept coherent by tokens (SPEC §5).
+"""The client block cache: LRU, write-back, kept coherent by tokens (docs/consistency.md).
 
 Rules, all of them here:
 - A block enters the cache only while the caller says its tokens cover all of it (`cacheable`);

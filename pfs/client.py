@@ -1,4 +1,4 @@
-"""pfs.Client: the C-like API of SPEC §3 on one metaserver session, thread-safe.
+"""pfs.Client: the C-like API (README) on one metaserver session, thread-safe.
 
 Every data operation first holds tokens for its whole range, then works under the client's lock;
 it never waits for a token while holding the lock or another token, so clients cannot deadlock,

@@ -1,6 +1,6 @@
 """Striped I/O: moving a file range between a caller's buffer and the fileservers, in parallel.
 
-The C core splits the range into one contiguous extent per fileserver (SPEC §2) and scatters or
+The C core splits the range into one contiguous extent per fileserver (docs/design.md) and scatters or
 gathers the bytes; every fileserver involved gets its request at once (gRPC futures), so a range
 over w servers costs about one round trip, not w. Tokens are the caller's business: this module
 only moves bytes.

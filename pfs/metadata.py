@@ -16,7 +16,7 @@ class _Record:
 
 @dataclass
 class Recipe(_Record):
-    """How a file is striped (SPEC §2): fixed when the file is created."""
+    """How a file is striped (docs/design.md): fixed when the file is created."""
     stripe_width: int = 0
     block_size: int = 0
     stripe_blocks: int = 0
@@ -37,7 +37,7 @@ class Metadata(_Record):
 
 @dataclass
 class ExecStat(_Record):
-    """A client's cache counters, each counted once per block (SPEC §5)."""
+    """A client's cache counters, each counted once per block (docs/consistency.md)."""
     num_read_hits: int = 0
     num_write_hits: int = 0
     num_evictions: int = 0

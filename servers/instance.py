@@ -1,4 +1,4 @@
-"""One server per data directory and per port (SPEC §6): a second copy refuses to start and says
+"""One server per data directory and per port (README, "One of each"): a second copy refuses to start and says
 which process holds what it wanted.
 
 A data directory is held with an exclusive flock on its `lock` file, which also records the

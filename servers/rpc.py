@@ -119,7 +119,7 @@ async def start_aio_server(register, host: str, port: int,
 
 
 def check_exposure(host: str, credentials: Credentials, allow_insecure: bool) -> None:
-    """Without a secret a server listens on loopback only, unless told otherwise (SPEC §6)."""
+    """Without a secret a server listens on loopback only, unless told otherwise (README, "One of each")."""
     if credentials.secret or allow_insecure or host in ("127.0.0.1", "localhost", "::1", "[::1]"):
         return
     raise SystemExit(f"refusing to listen on {host} without a shared secret: set PFS_SECRET "

@@ -21,7 +21,7 @@ from typing import Iterator
 import pfs
 from pfs_servers.instance import port_holder
 
-#: The course configuration (SPEC §2): B=512, S=2, 4 fileservers.
+#: The course configuration (docs/design.md): B=512, S=2, 4 fileservers.
 COURSE = dict(fileservers=4, block_size=512, stripe_blocks=2)
 START_TIMEOUT = 60.0
 WORKER = pathlib.Path(__file__).with_name("worker.py")

@@ -1,4 +1,4 @@
-"""Every failure row of SPEC §3: the call returns -1, pfs_last_error() says why (an OSError with
+"""Every documented failure of the C-like API: the call returns -1, pfs_last_error() says why (an OSError with
 errno), nothing raises, and what was stored is intact."""
 import errno
 import os

@@ -1,4 +1,4 @@
-"""The cache policy of SPEC §5, without servers: BlockCache over an in-memory backing store that
+"""The cache policy of docs/consistency.md, without servers: BlockCache over an in-memory backing store that
 counts what reaches it (the fileservers' part)."""
 from dataclasses import dataclass
 

@@ -23,7 +23,7 @@ def read_all(client: pfs.Client, name: str, size: int = SIZE) -> bytes:
 
 
 def test_three_writers_in_parallel_processes(cluster, clients, name):
-    """The SPEC's writers on bytes 300-500, 800-1100 and 200-250 of one file, each in its own
+    """The documented writers on bytes 300-500, 800-1100 and 200-250 of one file, each in its own
     process, many rounds at once: every region ends with its writer's last round, and no byte
     outside them changes."""
     make_file(clients(1), name)

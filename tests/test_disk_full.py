@@ -1,4 +1,4 @@
-"""A full disk (SPEC §6): ENOSPC at the client, with a message that says which disk, and nothing
+"""A full disk (README, "One of each"): ENOSPC at the client, with a message that says which disk, and nothing
 stored is lost. The servers' data directories are small tmpfs mounts, made in a user and mount
 namespace of the cluster's own (`unshare`), so the disks really fill up."""
 import errno

@@ -1,4 +1,4 @@
-"""Fencing (SPEC §4): once the metaserver has ended a session, nothing that session still does
+"""Fencing (docs/consistency.md): once the metaserver has ended a session, nothing that session still does
 reaches stored data or returns stale data.
 
 Each test freezes a client process (SIGSTOP) past its lease while it holds tokens and dirty

@@ -1,4 +1,4 @@
-"""Session identity (SPEC §4): no call can act for another client by naming its id. Each attempt
+"""Session identity (docs/consistency.md): no call can act for another client by naming its id. Each attempt
 below names a victim's client id with a key that is not the victim's (a guess, or the attacker's
 own valid key) and must be refused without changing anything: the victim's dirty cached bytes
 still reach the next reader, through the victim's own write-back."""

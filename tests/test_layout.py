@@ -1,4 +1,4 @@
-"""Where bytes live: each fileserver's object holds exactly the bytes SPEC §2 assigns to it."""
+"""Where bytes live: each fileserver's object holds exactly the bytes the striping formula (docs/design.md) assigns to it."""
 import os
 import pathlib
 

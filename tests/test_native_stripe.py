@@ -46,7 +46,7 @@ def test_extension_is_compiled_and_has_no_python_fallback(tmp_path):
 
 
 def test_spec_example():
-    # SPEC §2: B=512, S=2, w=3.
+    # docs/design.md's example: B=512, S=2, w=3.
     plan = plan_stripes(0, 4096, 512, 2, 3)
     assert plan.segments() == [(0, 0, 0, 1024), (1, 0, 1024, 1024), (2, 0, 2048, 1024),
                                (0, 1024, 3072, 1024)]

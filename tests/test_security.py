@@ -1,4 +1,4 @@
-"""A shared secret and TLS (SPEC §6), and servers that stay on loopback unless told otherwise."""
+"""A shared secret and TLS (README, "One of each"), and servers that stay on loopback unless told otherwise."""
 import errno
 import shutil
 import subprocess

@@ -1,4 +1,4 @@
-"""A second copy started by mistake (SPEC §6): one server per port and per data directory. The
+"""A second copy started by mistake (README, "One of each"): one server per port and per data directory. The
 second one exits non-zero at once, naming the process that holds what it wanted, and the first
 one keeps serving as before."""
 import os

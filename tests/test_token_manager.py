@@ -1,6 +1,6 @@
-"""The metaserver's byte-range token manager (SPEC §4), driven step by step by the test.
+"""The metaserver's byte-range token manager (docs/consistency.md), driven step by step by the test.
 
-Conventions: token ranges are half-open [start, end). The SPEC's "500–800" (inclusive) is
+Conventions: token ranges are half-open [start, end). The documented "500–800" (inclusive) is
 [500, 801) here, so "a holder of 500–800 asked to give up 600–700 keeps 500–599 and 701–800"
 reads: a holder of [500, 801) asked to give up [600, 701) keeps [500, 600) and [701, 801).
 
@@ -338,7 +338,7 @@ def test_request_waits_for_every_holder(make):
 
 
 def test_partial_revocation_keeps_the_rest(make):
-    """SPEC: a holder of 500–800 asked for 600–700 keeps 500–599 and 701–800. Half-open: A
+    """Documented: a holder of 500–800 asked for 600–700 keeps 500–599 and 701–800. Half-open: A
     holds WRITE [500, 801); B asks [600, 701); the revocation to A is exactly [600, 701) and
     after the ack A holds [500, 600) and [701, 801)."""
     h = make(hold=[1])
@@ -406,7 +406,7 @@ def test_ack_naming_another_clients_revocation_is_ignored(make):
 # --- non-conflicting requests run in parallel ---------------------------------------------------
 @pytest.mark.parametrize("order", list(itertools.permutations([1, 2, 3])))
 def test_spec_three_disjoint_writers_run_together(make, order):
-    """SPEC: three clients writing 300–500, 800–1100 and 200–250 of one file run at the same
+    """Documented: three clients writing 300–500, 800–1100 and 200–250 of one file run at the same
     time, in any arrival order. The first grant expands over the whole file, so later ones
     revoke only the unused part of it: no revocation ever touches a range its holder asked for,
     and each is granted as soon as those unused parts are given back."""

@@ -16,7 +16,7 @@ from pfs._native import EEXIST, ENOSPC, NativeError
 
 
 def locate(off: int, block_size: int, stripe_blocks: int, width: int) -> tuple[int, int]:
-    """(server index, local offset) of the byte at file offset `off`: SPEC §2, word for word."""
+    """(server index, local offset) of the byte at file offset `off`: docs/design.md, word for word."""
     b = off // block_size
     u = b // stripe_blocks
     server = u % width

@@ -1,4 +1,4 @@
-"""Stripe plans: where the bytes [offset, offset + length) of a file live on its servers (SPEC §2,
+"""Stripe plans: where the bytes [offset, offset + length) of a file live on its servers (docs/design.md,
 computed by csrc/stripe.c). Each touched server holds one contiguous extent of the range."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which client sessions this fileserver serves: the fileserver's half of fencing (SPEC §4).
+"""Which client sessions this fileserver serves: the fileserver's half of fencing (docs/consistency.md).
 
 The metaserver sends the table of live sessions (whole when we attach, then each admission and
 each fence) and acknowledges our heartbeats. We serve a call only if its session is in the table

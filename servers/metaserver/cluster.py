@@ -1,5 +1,5 @@
 """The cluster's fileservers: who is attached, where new files go, and which client sessions
-each fileserver may serve (the fencing of SPEC §4).
+each fileserver may serve (the fencing of docs/consistency.md).
 
 Each fileserver keeps a control stream open to us. Over it we send the session table (whole at
 attach, then each change, numbered by a version) and it acknowledges every version it has put in
@@ -155,7 +155,7 @@ class Cluster:
             until_lease_ends=False)
 
     async def fence(self, client_id: int) -> None:
-        """Returns once no fileserver can still serve the session (SPEC §4 fencing)."""
+        """Returns once no fileserver can still serve the session (docs/consistency.md, fencing)."""
         self._sessions.pop(client_id, None)
         await self._change(pb.ControlMessage(fence=pb.SessionFenced(
             version=self._bump(), client_id=client_id)), until_lease_ends=True)

@@ -1,4 +1,4 @@
-"""The byte-range token manager: who may read or write which bytes of which file (SPEC §4).
+"""The byte-range token manager: who may read or write which bytes of which file (docs/consistency.md).
 
 Invariants this module keeps:
 - Two clients never hold conflicting tokens at once: tokens conflict when they overlap and at
