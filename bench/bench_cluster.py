@@ -1,129 +1,252 @@
-"""PFS against bare gRPC to the same servers, side by side in one run (medians).
+"""PFS against the bare thing it is built on, side by side in one run (medians of --runs).
 
-    python bench/bench_cluster.py [--runs 7]
+    python bench/bench_cluster.py [--runs 3] [--size-mib 256] [--only NAME]
 
-Starts its own cluster (`pfs up`, shipped defaults: 4 fileservers, 64 KiB blocks, 1 MiB stripe
-units) in a temporary directory and measures:
-- a token round trip (Acquire with no conflict) against a bare metaserver call (Status), and a
-  write that must revoke another client's token first (two clients taking turns);
-- a 4 MiB striped read and write (width 4, client cache off) against one bare 4 MiB gRPC call
-  to one fileserver and against four bare 1 MiB calls to the four fileservers at once.
+Starts a cluster (`pfs up`, shipped defaults: 4 fileservers, 64 KiB blocks, 1 MiB stripe units,
+1024-block client cache) and 4 bare raw-bytes gRPC servers (bench/floor.py), and measures:
+
+- bulk: a sequential write of --size-mib in 4 MiB calls, through close, with the default cache
+  and with the cache off; a cold sequential read of it; each against the same calls striped by a
+  bare client over the bare servers (target: PFS >= 0.8 of the floor);
+- namespace: create, open, close and delete against one bare unary call (target >= 0.5);
+- small: an uncached 4 KiB random read against one bare 4 KiB read (target >= 0.7), and a cached
+  4 KiB re-read against os.preadv of a page-cached local file (target >= 0.33);
+- parallel: 4 threads of one client reading 4 files against one thread (target >= 1.5x), and 4
+  client processes writing disjoint quarters of one file against a file each (target >= 0.9).
+
+A ratio is PFS's speed over the floor's: 1.0 is as fast as the bare thing.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import pathlib
+import random
 import sys
-
-import grpc
+import tempfile
+import time
+import uuid
 
 import pfs
-from pfs._proto import fileserver_pb2 as fs_pb
-from pfs._proto import fileserver_pb2_grpc as fs_grpc
-from pfs._proto import metaserver_pb2 as meta_pb
-from pfs._proto import metaserver_pb2_grpc as meta_grpc
-from pfs.bench import MiB, ScratchFile, median_seconds, progress
+from pfs.bench import MiB, median_seconds, progress
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-from clusters import SHIPPED, Cluster, temporary_cluster  # noqa: E402  (the tests' launcher)
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+from clusters import SHIPPED, Cluster, RemoteClient, temporary_cluster  # noqa: E402
+from floor import Floor, run_in_threads  # noqa: E402
 
-RAW_FILE_ID = 1 << 40  # an object id no PFS file will have for a long while
-
-
-def row(what: str, seconds: float, baseline: float | None = None, unit: str = "") -> None:
-    ratio = f"{seconds / baseline:8.2f}x" if baseline else " " * 9
-    print(f"  {what:<52} {seconds * 1e3:9.3f} ms {ratio} {unit}")
+CALL = 4 * MiB
+SMALL = 4096
 
 
-def token_round_trips(cluster: Cluster, runs: int) -> None:
-    print("token round trips (ratio: against a bare Status call to the metaserver)")
-    a, b = cluster.client(cache_blocks=0), cluster.client(cache_blocks=0)
-    with grpc.insecure_channel(cluster.address) as channel:
-        stub = meta_grpc.MetaServerStub(channel)
-        bare = median_seconds(lambda: stub.Status(meta_pb.StatusRequest()), runs, repeat=200)
-    row("bare gRPC Status", bare)
-    with ScratchFile(a, 4096, 1) as f:
-        fb = b.open(f.name, pfs.PFS_READ_WRITE)
-        progress("Acquire round trips")
-        file_id = a._fds[f.fd].file_id
-
-        def acquire_token() -> None:
-            # The client's own session call, as an operation makes it; the grant is recorded
-            # as applied so that later revocations do not wait for it.
-            a._session.applied(a._session.acquire(file_id, 0, 1, pfs.client.READ).grant_seq)
-        acquire = median_seconds(acquire_token, runs, repeat=200)
-        row("token Acquire, no conflict", acquire, bare)
-        progress("writes that revoke the other client's token")
-        one = b"x"
-
-        def ping_pong() -> None:
-            a.write(f.fd, one, 1, 0)
-            b.write(fb, one, 1, 0)
-        turn = median_seconds(ping_pong, runs, repeat=50) / 2
-        row("1-byte write revoking the other client's token", turn, bare)
-        b.close(fb)
-    for c in (a, b):
-        c.finish(c.initialize())
+def row(what: str, pfs_seconds: float, floor_seconds: float, target: float | None,
+        detail: str = "") -> None:
+    ratio = floor_seconds / pfs_seconds
+    verdict = "" if target is None else ("  ok" if ratio >= target else f"  below {target}")
+    print(f"  {what:<46} {pfs_seconds * 1e3:10.3f} ms  floor {floor_seconds * 1e3:9.3f} ms "
+          f" ratio {ratio:5.2f}{verdict} {detail}")
 
 
-def striped_io(cluster: Cluster, runs: int) -> None:
-    size = 4 * MiB
-    print("4 MiB reads and writes (ratio: against one bare 4 MiB gRPC call to one fileserver)")
-    client = cluster.client(cache_blocks=0)
-    stubs = [fs_grpc.FileServerStub(grpc.insecure_channel(address, options=pfs.transport.CHANNEL_OPTIONS))
-             for address in client.fileservers().values()]
-    data = os.urandom(size)
-    session = client._session.metadata  # bare calls need a session too
-    stubs[0].Write(fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data), metadata=session)
-    for stub in stubs:
-        stub.Write(fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data[:MiB]),
-                   metadata=session)
-    progress("bare gRPC")
-    raw_read = median_seconds(lambda: stubs[0].Read(
-        fs_pb.ReadRequest(file_id=RAW_FILE_ID, offset=0, length=size), metadata=session),
-        runs, repeat=5)
-    raw_write = median_seconds(lambda: stubs[0].Write(
-        fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data), metadata=session),
-        runs, repeat=5)
+def fresh_name() -> str:
+    return f"bench-{uuid.uuid4().hex[:10]}"
 
-    def parallel(call) -> None:
-        for future in [call(stub) for stub in stubs]:
-            future.result()
-    par_read = median_seconds(lambda: parallel(lambda s: s.Read.future(
-        fs_pb.ReadRequest(file_id=RAW_FILE_ID, offset=0, length=MiB), metadata=session)),
-        runs, repeat=5)
-    par_write = median_seconds(lambda: parallel(lambda s: s.Write.future(
-        fs_pb.WriteRequest(file_id=RAW_FILE_ID, offset=0, data=data[:MiB]), metadata=session)),
-        runs, repeat=5)
-    row("bare gRPC: one 4 MiB Read", raw_read, raw_read)
-    row("bare gRPC: four 1 MiB Reads at once, one per server", par_read, raw_read)
+
+def bulk(cluster: Cluster, floor: Floor, runs: int, size: int) -> None:
+    """Each round writes and reads with the floor and with each PFS configuration in turn, so
+    that they share the machine's state (page cache, other load); a first round warms up."""
+    print(f"bulk: {size // MiB} MiB in 4 MiB calls, width 4 (ratio: against bare striped gRPC)")
+    data = memoryview(os.urandom(size))
     buf = bytearray(size)
-    for width in (1, len(stubs)):
-        progress(f"pfs width {width}")
-        with ScratchFile(client, size, width) as f:
-            read = median_seconds(lambda: client.read(f.fd, buf, size, 0), runs, repeat=5)
-            assert buf == f.data
-            row(f"pfs_read 4 MiB, stripe width {width}", read, raw_read,
-                f"({size / MiB / read:.0f} MiB/s)")
-            write = median_seconds(lambda: client.write(f.fd, f.data, size, 0), runs, repeat=5)
-            row(f"pfs_write 4 MiB, stripe width {width}", write, raw_write,
-                f"({size / MiB / write:.0f} MiB/s)")
-    row("bare gRPC: one 4 MiB Write", raw_write, raw_write)
-    row("bare gRPC: four 1 MiB Writes at once, one per server", par_write, raw_write)
+    configs = {"default cache": 1024, "cache off": 0}
+    writers = {label: cluster.client(cache_blocks=blocks) for label, blocks in configs.items()}
+    readers = {label: cluster.client(cache_blocks=blocks) for label, blocks in configs.items()}
+    times: dict[str, list[float]] = {}
+
+    def timed(what: str, action, counted: bool) -> None:
+        started = time.perf_counter()
+        action()
+        if counted:
+            times.setdefault(what, []).append(time.perf_counter() - started)
+
+    def pfs_write(client, name: str) -> None:
+        client.create(name, 4)
+        fd = client.open(name, pfs.PFS_READ_WRITE)
+        for offset in range(0, size, CALL):
+            client.write(fd, data[offset:offset + CALL], CALL, offset)
+        client.close(fd)
+
+    def pfs_read(client, name: str) -> None:
+        fd = client.open(name, pfs.PFS_READ)
+        for offset in range(0, size, CALL):
+            client.read(fd, memoryview(buf)[offset:offset + CALL], CALL, offset)
+        client.close(fd)  # drops what it cached: every round reads cold
+
+    for round_ in range(runs + 1):
+        counted = round_ > 0
+        progress(f"round {round_} of {runs}" + ("" if counted else " (warming up)"))
+        timed("floor write", lambda: [floor.write_striped(data[o:o + CALL], o)
+                                      for o in range(0, size, CALL)], counted)
+        timed("floor read", lambda: [floor.read_striped(o, memoryview(buf)[o:o + CALL])
+                                     for o in range(0, size, CALL)], counted)
+        for label in configs:
+            name = fresh_name()
+            timed(f"write {label}", lambda: pfs_write(writers[label], name), counted)
+            timed(f"read {label}", lambda: pfs_read(readers[label], name), counted)
+            assert buf == data, "read back different bytes"
+            writers[label].delete(name)
+    median = {what: sorted(t)[len(t) // 2] for what, t in times.items()}
+    for label in configs:
+        row(f"sequential write + close, {label}", median[f"write {label}"],
+            median["floor write"], 0.8, f"({size / MiB / median[f'write {label}']:.0f} MiB/s)")
+        row(f"cold sequential read, {label}", median[f"read {label}"], median["floor read"],
+            0.8, f"({size / MiB / median[f'read {label}']:.0f} MiB/s)")
+    for client in [*writers.values(), *readers.values()]:
+        client.finish(client.initialize())
+
+
+def namespace(cluster: Cluster, floor: Floor, runs: int) -> None:
+    print("namespace calls (ratio: against one bare unary call)")
+    client = cluster.client()
+    bare = median_seconds(floor.echo, runs, repeat=200)
+    names = [fresh_name() for _ in range(runs * 100)]
+    it = iter(names)
+    timings = {"create": [], "open": [], "close": [], "delete": []}
+
+    def cycle() -> None:
+        name = next(it)
+        for step, action in (("create", lambda: client.create(name, 4)),
+                             ("open", lambda: client.open(name, pfs.PFS_READ_WRITE)),
+                             ("close", lambda: client.close(fd)),
+                             ("delete", lambda: client.delete(name))):
+            started = time.perf_counter()
+            result = action()
+            timings[step].append(time.perf_counter() - started)
+            if step == "open":
+                fd = result
+    median_seconds(cycle, runs, repeat=100)
+    for step, times in timings.items():
+        row(step, sorted(times)[len(times) // 2], bare, 0.5)
+    client.finish(client.initialize())
+
+
+def small(cluster: Cluster, floor: Floor, runs: int) -> None:
+    print("small reads, 4 KiB (ratio: against a bare 4 KiB read; os.preadv of a cached file)")
+    region = 16 * MiB
+    data = os.urandom(region)
+    rng = random.Random(7)
+    offsets = [rng.randrange(0, region - SMALL) for _ in range(2000)]
+    floor.write_striped(memoryview(data), 0)
+    bare = median_seconds(lambda: floor.read(rng.randrange(0, region // 4 - SMALL), SMALL),
+                          runs, repeat=200)
+    buf = bytearray(SMALL)
+    name = fresh_name()
+    writer = cluster.client()
+    writer.create(name, 4)
+    fd = writer.open(name, pfs.PFS_READ_WRITE)
+    writer.write(fd, data, region, 0)
+    writer.close(fd)
+    for cache_blocks in (0, 1024):
+        client = cluster.client(cache_blocks=cache_blocks)
+        fd = client.open(name, pfs.PFS_READ)
+        chunk = 256 << 10  # below the streaming size, so that the cache keeps what it reads
+        for offset in range(0, region, chunk):
+            client.read(fd, bytearray(chunk), chunk, offset)
+        it = iter(offsets * 50)
+        pfs_read = median_seconds(lambda: client.read(fd, buf, SMALL, next(it)), runs, 200)
+        if cache_blocks == 0:
+            row("uncached 4 KiB random read", pfs_read, bare, 0.7)
+        else:
+            with tempfile.NamedTemporaryFile() as local:
+                local.write(data)
+                local.flush()
+                view = [memoryview(buf)]
+                it2 = iter(offsets * 50)
+                preadv = median_seconds(lambda: os.preadv(local.fileno(), view, next(it2)),
+                                        runs, 2000)
+            row("cached 4 KiB random re-read", pfs_read, preadv, 0.33)
+        client.close(fd)
+        client.finish(client.initialize())
+    writer.delete(name)
+    writer.finish(writer.initialize())
+
+
+def parallel(cluster: Cluster, runs: int) -> None:
+    print("parallel work (ratio: against one thread; against a file per process)")
+    size = 32 * MiB
+    client = cluster.client(cache_blocks=0)
+    names = [fresh_name() for _ in range(4)]
+    data = os.urandom(size)
+    for name in names:
+        client.create(name, 4)
+        fd = client.open(name, pfs.PFS_READ_WRITE)
+        client.write(fd, data, size, 0)
+        client.close(fd)
+    fds = [client.open(name, pfs.PFS_READ) for name in names]
+    bufs = [bytearray(size) for _ in names]
+
+    def read_file(k: int) -> None:
+        for offset in range(0, size, CALL):
+            client.read(fds[k], memoryview(bufs[k])[offset:offset + CALL], CALL, offset)
+    one = median_seconds(lambda: [read_file(k) for k in range(4)], runs)
+    four = median_seconds(lambda: run_in_threads([lambda k=k: read_file(k) for k in range(4)]),
+                          runs)
+    row("4 threads reading 4 files, vs 1 thread", four, one, 1.5)
+    for fd in fds:
+        client.close(fd)
+    for name in names:
+        client.delete(name)
+
+    quarter = 32 * MiB
+    workers = [RemoteClient(cluster, cache_blocks=1024) for _ in range(4)]
+    try:
+        def write_all(targets) -> float:
+            started = time.perf_counter()
+            for worker, (name, offset) in zip(workers, targets):
+                worker.send("open_write_close", name, ord("w"), quarter, offset)
+            for worker in workers:
+                assert worker.receive(timeout=300) == 0
+            return time.perf_counter() - started
+        shared_times, own_times = [], []
+        for _ in range(runs):
+            shared = fresh_name()
+            client.create(shared, 4)
+            fd = client.open(shared, pfs.PFS_READ_WRITE)
+            client.ftruncate(fd, 4 * quarter)  # IOR's shared file: each writes its quarter
+            client.close(fd)
+            shared_times.append(write_all([(shared, k * quarter) for k in range(4)]))
+            own = [fresh_name() for _ in range(4)]
+            for name in own:
+                client.create(name, 4)
+            own_times.append(write_all([(name, 0) for name in own]))
+            for name in [shared, *own]:
+                client.delete(name)
+        row("4 processes writing a shared file, vs a file each", sorted(shared_times)[runs // 2],
+            sorted(own_times)[runs // 2], 0.9)
+    finally:
+        for worker in workers:
+            worker.close()
     client.finish(client.initialize())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--only", choices=["bulk", "namespace", "small", "parallel"])
     args = parser.parse_args()
-    progress("starting a cluster (pfs up, shipped defaults)")
-    with temporary_cluster(**SHIPPED) as cluster:
-        print(f"PFS vs bare gRPC on this machine ({os.cpu_count()} cores), "
+    progress("starting a cluster (pfs up, shipped defaults) and 4 bare servers")
+    with temporary_cluster(**SHIPPED) as cluster, Floor(4) as floor:
+        print(f"PFS against bare gRPC on this machine ({os.cpu_count()} cores), "
               f"median of {args.runs} runs")
-        token_round_trips(cluster, args.runs)
-        striped_io(cluster, args.runs)
+        if args.only in (None, "bulk"):
+            bulk(cluster, floor, args.runs, args.size_mib * MiB)
+        if args.only in (None, "namespace"):
+            namespace(cluster, floor, args.runs)
+        if args.only in (None, "small"):
+            small(cluster, floor, args.runs)
+        if args.only in (None, "parallel"):
+            parallel(cluster, args.runs)
 
 
 if __name__ == "__main__":

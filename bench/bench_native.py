@@ -5,6 +5,10 @@ servers: stripe math, scatter into per-server buffers and gather back, in C (pfs
 the reference (pfs._native.reference, which moves one byte at a time), measured side by side in
 one run, median of --runs. A plain copy of the same 4 MiB (bytes(bytearray)) is the floor.
 
+Then the cache's hit path: BlockTable.read and BlockTable.write of a 4 KiB and a 4 MiB range
+that is all cached (64 KiB blocks in a 128-block cache), passed the same block memory and flag
+arrays every call as the cache does, against a plain memoryview slice copy of the same bytes.
+
 Run against the installed package: python bench/bench_native.py [--runs 7]
 """
 import argparse
@@ -13,7 +17,7 @@ import statistics
 import time
 from typing import Callable
 
-from pfs._native import plan_stripes
+from pfs._native import BlockTable, plan_stripes
 from pfs._native import reference as ref
 
 SIZE = 4 << 20
@@ -85,6 +89,57 @@ def main() -> None:
     print()
     print(f"speed-up, C over reference: {ref_total / c_total:,.0f}x (target >= 10x)")
     print(f"C scatter + gather vs two plain copies: {c_total / (2 * floor):.2f}x the floor")
+    bench_hits(args.runs)
+
+
+def bench_hits(runs: int) -> None:
+    """BlockTable.read and .write of cached ranges (one C call each: lookups, LRU touches, one
+    memmove per block), the cache's same long-lived buffers every call, against a memoryview copy
+    of the same bytes; the 4 KiB cases are timed 10000 calls at a time."""
+    B, capacity, reps = 64 << 10, 128, 10000
+    bt = BlockTable(capacity)
+    for block in range(capacity):
+        bt.insert(1, block)
+    memory, ready = bytearray(os.urandom(capacity * B)), bytearray([1] * capacity)
+    dirty = bytearray(capacity)
+    mem = memoryview(memory)
+    rows = []
+    for size, offset, n in ((4 << 10, 3 * B + 100, reps), (4 << 20, 0, 1)):
+        dst, src = bytearray(size), os.urandom(size)
+        out, inp = memoryview(dst), memoryview(src)
+        nblocks = -(-size // B)
+        assert bt.read(1, offset, size, memory, B, ready, dst) == (size, nblocks)
+        assert dst == memory[offset:offset + size]
+        assert bt.write(1, offset, size, memory, B, ready, dirty, src) == (size, nblocks)
+        assert memory[offset:offset + size] == src
+
+        def c_read(size=size, offset=offset, n=n, dst=dst):
+            for _ in range(n):
+                bt.read(1, offset, size, memory, B, ready, dst)
+
+        def c_write(size=size, offset=offset, n=n, src=src):
+            for _ in range(n):
+                bt.write(1, offset, size, memory, B, ready, dirty, src)
+
+        def view_copy(size=size, offset=offset, n=n, out=out):
+            for _ in range(n):
+                out[:] = mem[offset:offset + size]
+
+        def view_copy_in(size=size, offset=offset, n=n, inp=inp):
+            for _ in range(n):
+                mem[offset:offset + size] = inp
+
+        label = f"{size >> 10} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
+        for name, fn in ((f"C BlockTable.read, {label} hit", c_read),
+                         (f"memoryview copy out, {label}", view_copy),
+                         (f"C BlockTable.write, {label} hit", c_write),
+                         (f"memoryview copy in, {label}", view_copy_in)):
+            rows.append((name, size, median_seconds(fn, runs, name) / n))
+    print()
+    print(f"hits (block_size {B >> 10} KiB, {capacity} blocks cached), per call:")
+    print(f"{'variant':36} {'median us':>11} {'GiB/s':>8}")
+    for name, size, seconds in rows:
+        print(f"{name:36} {seconds * 1e6:11.3f} {size / seconds / 2**30:8.2f}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #include "blocktable.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "pfs_errors.h"
 
@@ -131,6 +132,15 @@ static void lru_push_newest(pfs_blocktable *bt, uint32_t slot)
     bt->newest = slot;
 }
 
+/* Makes an occupied slot the most recently used. */
+static void touch_slot(pfs_blocktable *bt, uint32_t slot)
+{
+    if (slot != bt->newest) {
+        lru_unlink(bt, slot);
+        lru_push_newest(bt, slot);
+    }
+}
+
 int pfs_bt_lookup(pfs_blocktable *bt, uint64_t file, uint64_t block, int touch)
 {
     if (bt == NULL)
@@ -138,10 +148,8 @@ int pfs_bt_lookup(pfs_blocktable *bt, uint64_t file, uint64_t block, int touch)
     uint32_t slot = find(bt, file, block, NULL);
     if (slot == NIL)
         return PFS_ENOENT;
-    if (touch && slot != bt->newest) {
-        lru_unlink(bt, slot);
-        lru_push_newest(bt, slot);
-    }
+    if (touch)
+        touch_slot(bt, slot);
     return (int)slot;
 }
 
@@ -217,4 +225,101 @@ int pfs_bt_file_slots(const pfs_blocktable *bt, uint64_t file, uint32_t *out, si
     }
     *n = found;
     return found > cap ? PFS_ENOSPC : PFS_OK;
+}
+
+/* The checks pfs_bt_read and pfs_bt_write share, zeros and short buffers (PFS_EINVAL) before
+ * ranges (PFS_ERANGE). Once they pass, every slot's block lies inside memory (slot < capacity and
+ * capacity * block_size <= memory_len), and byte counts fit the int64_t result. */
+static int check_io(const pfs_blocktable *bt, uint64_t offset, uint64_t length,
+                    const uint8_t *memory, size_t memory_len, uint64_t block_size,
+                    const uint8_t *ready, const uint8_t *caller, size_t caller_len,
+                    const uint32_t *blocks)
+{
+    if (bt == NULL || memory == NULL || ready == NULL || caller == NULL || blocks == NULL)
+        return PFS_EINVAL;
+    if (block_size == 0 || caller_len < length)
+        return PFS_EINVAL;
+    /* capacity * block_size > memory_len, without computing a product that may wrap */
+    if (bt->capacity > 0 && block_size > memory_len / bt->capacity)
+        return PFS_EINVAL;
+    if (length > UINT64_MAX - offset || length > INT64_MAX)
+        return PFS_ERANGE;
+    return PFS_OK;
+}
+
+/* The slot of the block holding file byte `at` if that block is in the table and ready, else
+ * NIL; *within is the byte's offset in its block and *piece the bytes from there to the end of
+ * the block or of the range (`left` bytes), whichever comes first. */
+static uint32_t ready_slot(pfs_blocktable *bt, uint64_t file, uint64_t at, uint64_t left,
+                           uint64_t block_size, const uint8_t *ready, uint64_t *within,
+                           uint64_t *piece)
+{
+    uint32_t slot = find(bt, file, at / block_size, NULL);
+    if (slot == NIL || ready[slot] == 0)
+        return NIL;
+    *within = at % block_size;
+    *piece = block_size - *within < left ? block_size - *within : left;
+    return slot;
+}
+
+int64_t pfs_bt_read(pfs_blocktable *bt, uint64_t file, uint64_t offset, uint64_t length,
+                    const uint8_t *memory, size_t memory_len, uint64_t block_size,
+                    const uint8_t *ready, uint8_t *dst, size_t dst_len, uint32_t *blocks)
+{
+    int rc = check_io(bt, offset, length, memory, memory_len, block_size, ready, dst, dst_len,
+                      blocks);
+    if (rc != PFS_OK)
+        return rc;
+    uint64_t done = 0, within, piece;
+    uint32_t n = 0;
+    while (done < length) {
+        uint32_t slot = ready_slot(bt, file, offset + done, length - done, block_size, ready,
+                                   &within, &piece);
+        if (slot == NIL)
+            break;
+        memmove(dst + done, memory + (size_t)slot * block_size + within, (size_t)piece);
+        touch_slot(bt, slot);
+        done += piece;
+        n++;
+    }
+    *blocks = n;
+    return (int64_t)done;
+}
+
+int64_t pfs_bt_write(pfs_blocktable *bt, uint64_t file, uint64_t offset, uint64_t length,
+                     uint8_t *memory, size_t memory_len, uint64_t block_size,
+                     const uint8_t *ready, uint8_t *dirty, const uint8_t *src, size_t src_len,
+                     uint32_t *blocks)
+{
+    if (dirty == NULL)
+        return PFS_EINVAL;
+    int rc = check_io(bt, offset, length, memory, memory_len, block_size, ready, src, src_len,
+                      blocks);
+    if (rc != PFS_OK)
+        return rc;
+    uint64_t done = 0, within, piece;
+    uint32_t n = 0;
+    while (done < length) {
+        uint32_t slot = ready_slot(bt, file, offset + done, length - done, block_size, ready,
+                                   &within, &piece);
+        if (slot == NIL)
+            break;
+        memmove(memory + (size_t)slot * block_size + within, src + done, (size_t)piece);
+        dirty[slot] = 1;
+        touch_slot(bt, slot);
+        done += piece;
+        n++;
+    }
+    *blocks = n;
+    return (int64_t)done;
+}
+
+int pfs_bt_evictable(const pfs_blocktable *bt, const uint8_t *busy)
+{
+    if (bt == NULL || busy == NULL)
+        return PFS_EINVAL;
+    for (uint32_t s = bt->oldest; s != NIL; s = bt->entries[s].newer)
+        if (busy[s] == 0)
+            return (int)s;
+    return PFS_ENOENT;
 }

@@ -3,139 +3,419 @@
 Rules, all of them here:
 - A block enters the cache only while the caller says its tokens cover all of it (`cacheable`);
   bytes of a partly covered block that is not cached go straight to the fileservers, and so do
-  the uncached blocks of an operation larger than half the cache. A cached block leaves only
-  through this module (eviction, revocation, close), after its write-back.
+  the uncached blocks of an operation larger than half the cache or of STREAMING_BYTES or more
+  (one striped transfer straight to or from the caller's buffer, rather than blocks that evict
+  each other and cost a copy more). A cached block is always used while it is there: until a
+  revocation writes it back, it is the newest copy. It leaves only through this module.
 - A write covering every existing byte of an uncached block does not read it first.
-- A dirty block is written back when it is evicted (a writeback), when a revocation touches it
-  (a writeback; then dropped for a write request (an invalidation) or kept clean for a read
-  request), on fsync (kept, clean; not counted), and at close (a close writeback; every block
-  of the file is then dropped, a close eviction).
-- Counters count blocks, once per block and operation.
-The block table and LRU order are the C core's; the block memory is ours, so a hit is one copy
-straight into the caller's buffer. Not thread-safe: the client calls it under its lock.
+- Write-back hands a run of consecutive dirty blocks of a file to the backing as one striped
+  write, which returns once the bytes are copied into its requests (write-behind: the backing
+  keeps them in flight, and readers of those bytes wait for them); the blocks are then clean.
+  Once more than half the cache is dirty, a write writes back the oldest dirty runs until a
+  quarter is (the bound on dirty memory). Eviction takes the least recently used clean block;
+  only when none is clean does it write back a dirty one first (a writeback).
+- A revocation writes back the dirty blocks touching its range (writebacks) and drops them (a
+  write request: invalidations) or keeps them clean (a read request); fsync writes back and
+  keeps them (not counted); close writes back (close writebacks) and drops every block of the
+  file (close evictions). Counters count blocks, once per block and operation.
+- Sequential reads are read ahead: a read that starts where the last one of the file ended
+  fetches the next blocks (twice the read, at most a quarter of the cache) in the background.
+
+The caller's lock (its condition is given at construction) guards everything here, and data
+operations are called with it held once. Fetches from the fileservers run with it released; a
+block being filled is loading (busy, not ready), and whoever needs it waits until it is done.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import contextlib
+import threading
+from typing import Callable, Iterator, Protocol
 
 from pfs._native import BlockTable
 
 from .metadata import ExecStat
+from .workers import Workers
 
 
 class CachedFile(Protocol):
     file_id: int
     block_size: int
     size: int  # everything below it exists (including this client's unwritten-back writes)
+    read_next: int  # where a sequential read of the file would start next
 
 
 class Backing(Protocol):
-    """Where blocks come from and go to: the fileservers."""
+    """Where blocks come from and go to: the fileservers. `write` returns once the bytes are
+    copied (the write goes on in the background); `read` waits for earlier writes it overlaps."""
     def read(self, f: CachedFile, offset: int, length: int, dst: memoryview) -> None: ...
     def write(self, f: CachedFile, offset: int, src: memoryview) -> None: ...
 
 
 Cacheable = Callable[[int, int], bool]  # (block start, block end) -> covered by our tokens?
+CACHED, LOADING, DIRECT = "cached", "loading", "direct"  # the kinds of an operation's runs
+
+#: Operations of at least this many bytes stream around the cache for the blocks it does not
+#: hold (one striped transfer straight to or from the caller's buffer, with no extra copy).
+STREAMING_BYTES = 1 << 20
+#: Read-ahead fetches run on this many threads of the cache.
+READAHEAD_THREADS = 2
+#: Bytes of one write-back at most (it is one striped write).
+MAX_RUN_BYTES = 8 << 20
 
 
 class BlockCache:
-    def __init__(self, capacity: int, backing: Backing) -> None:
+    def __init__(self, capacity: int, block_size: int, backing: Backing,
+                 changed: threading.Condition) -> None:
         self.capacity = capacity
+        self.block_size = block_size  # of every slot; files with other blocks are not cached
         self.stats = ExecStat()
         self._backing = backing
+        self._changed = changed  # its lock is the caller's
         self._table = BlockTable(capacity) if capacity > 0 else None
-        self._memory: list[bytearray | None] = [None] * capacity
-        self._dirty = [False] * capacity
+        self._memory = bytearray(capacity * block_size)
+        self._view = memoryview(self._memory)
+        self._ready = bytearray(capacity)   # the slot's bytes are valid
+        self._dirty = bytearray(capacity)
+        self._busy = bytearray(capacity)    # dirty or loading: not to be evicted
+        self._dirty_order: dict[int, None] = {}  # dirty slots, oldest first
+        self._loading: set[int] = set()
         self._files: dict[int, CachedFile] = {}
+        self._generation = 0  # bumped by drop_all: fetches started before it must not fill
+        self._readahead = Workers(READAHEAD_THREADS, "pfs-ahead") if capacity else None
+
+    def stop(self) -> None:
+        """Stops read-ahead (once the cache has been dropped or closed)."""
+        if self._readahead is not None:
+            self._readahead.shutdown()
+
+    def _usable(self, f: CachedFile) -> bool:
+        return self._table is not None and f.block_size == self.block_size
 
     # --- reads and writes -------------------------------------------------------------------
+    def hit(self, f: CachedFile, offset: int, length: int, buf, cacheable: Cacheable,
+            writing: bool) -> bool:
+        """The fast path: all of file bytes [offset, offset + length) read from cached, ready
+        blocks into buf (or, for a write within one block, written into it) in one C call; or
+        False, having changed nothing but the LRU order, when they are not all there (or buf
+        is not a fit buffer): the caller then takes the general path."""
+        if not self._usable(f):
+            return False
+        end = offset + length
+        try:
+            if writing:
+                B = f.block_size
+                slot = self._table.lookup(f.file_id, offset // B, touch=False)
+                if (end - 1) // B != offset // B or slot is None or not self._ready[slot]:
+                    return False
+                self._table.write(f.file_id, offset, length, self._memory, self.block_size,
+                                  self._ready, self._dirty, buf)
+                self.stats.num_write_hits += 1
+                self._mark_dirty(slot)
+                self._write_back_excess()
+                return True
+            done, blocks = self._table.read(f.file_id, offset, length, self._memory,
+                                            self.block_size, self._ready, buf)
+        except (TypeError, BufferError, ValueError):
+            return False
+        if done < length:
+            return False
+        self.stats.num_read_hits += blocks
+        sequential, f.read_next = f.read_next == offset, end
+        if (sequential and end < f.size and length < STREAMING_BYTES and self._table.lookup(
+                f.file_id, end // f.block_size, touch=False) is None):
+            self._read_ahead(f, end, self._ahead(length), cacheable)
+        return True
+
     def read(self, f: CachedFile, offset: int, dst: memoryview, cacheable: Cacheable) -> None:
         """dst[:] = file bytes [offset, offset + len(dst)), all below f.size."""
-        B, end = f.block_size, offset + len(dst)
-        misses: list[int] = []
-        for block, start, stop, slot in self._blocks(f, offset, end, cacheable, direct=(
-                lambda s, e: self._backing.read(f, s, e - s, dst[s - offset:e - offset]))):
-            if slot is None:
-                misses.append(block)
+        end = offset + len(dst)
+        sequential, f.read_next = f.read_next == offset, end
+        done = 0
+        if self._usable(f):
+            done, blocks = self._table.read(f.file_id, offset, len(dst), self._memory,
+                                            self.block_size, self._ready, dst)
+            self.stats.num_read_hits += blocks
+        if done < len(dst):
+            self._read_slowly(f, offset + done, dst[done:], cacheable)
+        if sequential and self._usable(f) and len(dst) < STREAMING_BYTES:
+            self._read_ahead(f, end, self._ahead(len(dst)), cacheable)
+
+    def _ahead(self, length: int) -> int:
+        """How far to read ahead after a sequential read of `length` bytes."""
+        return min(2 * max(length, self.block_size), self.capacity // 4 * self.block_size)
+
+    def _read_slowly(self, f: CachedFile, offset: int, dst: memoryview,
+                     cacheable: Cacheable) -> None:
+        B = f.block_size
+        loads: list[tuple[int, int, list[int]]] = []  # whole blocks to fetch into slots
+        direct: list[tuple[int, int]] = []  # bytes to fetch straight into dst
+        for start, stop, kind, slots in self._plan(f, offset, offset + len(dst), cacheable,
+                                                   reading=True):
+            if kind == CACHED:
+                for block, slot in zip(range(start // B, (stop - 1) // B + 1), slots):
+                    self.stats.num_read_hits += 1
+                    self._copy_out(f, block, slot, offset, dst)
+            elif kind == LOADING:
+                loads.append((start // B * B, min((start // B + len(slots)) * B, f.size), slots))
             else:
-                self.stats.num_read_hits += 1
-                dst[start - offset:stop - offset] = self._memory[slot][start - block * B:stop - block * B]
-        for first, last in _runs(misses):
-            # One fetch for each run of missing blocks, then each block into its slot.
-            run_start = first * B
-            run = memoryview(bytearray(min((last + 1) * B, f.size) - run_start))
-            self._backing.read(f, run_start, len(run), run)
-            for block in range(first, last + 1):
-                memory = self._memory[self._fill(f, block)]
-                piece = run[block * B - run_start:(block + 1) * B - run_start]
-                memory[:len(piece)] = piece
-                start, stop = max(offset, block * B), min(end, (block + 1) * B)
-                dst[start - offset:stop - offset] = memory[start - block * B:stop - block * B]
+                direct.append((start, stop))
+        if not loads and not direct:
+            return
+        generation = self._generation
+        fetched = [memoryview(bytearray(stop - start)) for start, stop, _ in loads]
+        try:
+            with self._unlocked():
+                for (start, stop, _), buf in zip(loads, fetched):
+                    self._backing.read(f, start, stop - start, buf)
+                for start, stop in direct:
+                    self._backing.read(f, start, stop - start, dst[start - offset:stop - offset])
+        except OSError:
+            if generation == self._generation:  # nobody may wait for these blocks forever
+                for start, _, slots in loads:
+                    self._forget(f, list(range(start // B, start // B + len(slots))))
+            self._changed.notify_all()
+            raise
+        for (start, _, slots), buf in zip(loads, fetched):
+            self._fill(f, start, slots, buf, generation)
+            for k, slot in enumerate(slots):
+                block = start // B + k
+                lo, hi = max(offset, block * B), min(offset + len(dst), (block + 1) * B)
+                dst[lo - offset:hi - offset] = buf[lo - start:hi - start]
 
     def write(self, f: CachedFile, offset: int, src: memoryview, cacheable: Cacheable,
               old_size: int) -> None:
         """File bytes [offset, offset + len(src)) = src; f.size already includes them."""
-        B, end = f.block_size, offset + len(src)
-        for block, start, stop, slot in self._blocks(f, offset, end, cacheable, direct=(
-                lambda s, e: self._backing.write(f, s, src[s - offset:e - offset]))):
-            if slot is not None:
-                self.stats.num_write_hits += 1
-            else:
-                slot = self._fill(f, block)
-                existing = min((block + 1) * B, old_size) - block * B  # bytes the block had
-                if (start > block * B and existing > 0) or stop - block * B < existing:
-                    try:
-                        self._backing.read(f, block * B, existing,
-                                           memoryview(self._memory[slot])[:existing])
-                    except OSError:
-                        self._remove(f, [block])  # never leave a zeroed block looking valid
-                        raise
-            memory = self._memory[slot]
-            memory[start - block * B:stop - block * B] = src[start - offset:stop - offset]
-            self._dirty[slot] = True
+        done = 0
+        if self._usable(f):
+            done, blocks = self._table.write(f.file_id, offset, len(src), self._memory,
+                                             self.block_size, self._ready, self._dirty, src)
+            self.stats.num_write_hits += blocks
+            self._now_dirty(f, offset, done)
+        if done < len(src):
+            self._write_slowly(f, offset + done, src[done:], cacheable, old_size)
+        self._write_back_excess()
 
-    def _blocks(self, f: CachedFile, start: int, end: int, cacheable: Cacheable,
-                direct: Callable[[int, int], None]):
-        """Yields (block, start, stop, slot or None) for the blocks of [start, end) that are
-        cached, or are to be; passes every maximal run of the other bytes to `direct`.
+    def _write_back_excess(self) -> None:
+        """Once more than half the cache is dirty, writes back the oldest runs until a quarter
+        is (the bound on dirty memory; not counted: neither an eviction nor a revocation)."""
+        if len(self._dirty_order) > max(1, self.capacity // 2):
+            while len(self._dirty_order) > self.capacity // 4:
+                self._write_back(*self._oldest_run())
 
-        A cached block is always used, even while a revocation touching it is pending: until
-        that revocation writes it back, the cached copy is the newest, and the fileservers may
-        hold older bytes. An operation over more blocks than half the cache goes around it for
-        the blocks not cached: one striped transfer instead of filling the cache with blocks
-        that evict each other (and are written back one by one)."""
+    def _write_slowly(self, f: CachedFile, offset: int, src: memoryview, cacheable: Cacheable,
+                      old_size: int) -> None:
         B = f.block_size
-        first, last = start // B, (end - 1) // B
-        admit = self._table is not None and last - first + 1 <= max(1, self.capacity // 2)
-        run_start = None
-        for block in range(first, last + 1):
-            lo, hi = max(start, block * B), min(end, (block + 1) * B)
-            slot = self._table.lookup(f.file_id, block) if self._table is not None else None
-            if slot is not None or (admit and cacheable(block * B, (block + 1) * B)):
-                if run_start is not None:
-                    direct(run_start, lo)
-                    run_start = None
-                yield block, lo, hi, slot
-            elif run_start is None:
-                run_start = lo
-        if run_start is not None:
-            direct(run_start, end)
+        direct: list[tuple[int, int]] = []
+        for start, stop, kind, slots in self._plan(f, offset, offset + len(src), cacheable,
+                                                   reading=False, old_size=old_size):
+            if kind == DIRECT:
+                direct.append((start, stop))
+                continue
+            for block, slot in zip(range(start // B, (stop - 1) // B + 1), slots):
+                lo, hi = max(start, block * B), min(stop, (block + 1) * B)
+                at = slot * B - block * B
+                self._view[at + lo:at + hi] = src[lo - offset:hi - offset]
+                self._dirty[slot] = 1
+                self._mark_dirty(slot)
+        if direct:
+            with self._unlocked():
+                for start, stop in direct:
+                    self._backing.write(f, start, src[start - offset:stop - offset])
 
-    def _fill(self, f: CachedFile, block: int) -> int:
-        """A zeroed slot for the block, evicting the least recently used block if full."""
-        while len(self._table) >= self.capacity:
-            file_id, victim = self._table.key(self._table.lru())
-            self.stats.num_writebacks += self._write_back(self._files[file_id], [victim])
-            self._remove(self._files[file_id], [victim])
-            self.stats.num_evictions += 1
+    def _plan(self, f: CachedFile, start: int, end: int, cacheable: Cacheable, reading: bool,
+              old_size: int = 0) -> Iterator[tuple[int, int, str, list[int]]]:
+        """Cuts [start, end) into runs of one kind: (run start, run end, kind, slots of its
+        blocks): CACHED blocks (ready; for a write, also blocks admitted now), LOADING blocks
+        admitted now for a read (to be fetched and filled), or DIRECT bytes that go straight to
+        the fileservers (no slots). Blocks being filled by someone else are waited for."""
+        B = f.block_size
+        admit = (self._usable(f) and end - start < STREAMING_BYTES
+                 and (end - 1) // B - start // B + 1 <= max(1, self.capacity // 2))
+        run: tuple[int, int, str, list[int]] | None = None
+        block = start // B
+        while block * B < end:
+            lo, hi = max(start, block * B), min(end, (block + 1) * B)
+            slot = self._table.lookup(f.file_id, block) if self._usable(f) else None
+            if slot is not None and slot in self._loading:
+                self._changed.wait()  # filled (or given up) meanwhile: look again
+                continue
+            kind = CACHED
+            if slot is None and admit and cacheable(block * B, (block + 1) * B):
+                slot = self._admit(f, block, reading, lo, hi, old_size)
+                kind = LOADING if reading else CACHED
+            if slot is None:
+                kind = DIRECT
+            slots = [] if slot is None else [slot]
+            if run is not None and run[2] == kind:
+                run = (run[0], hi, kind, run[3] + slots)
+            else:
+                if run is not None:
+                    yield run
+                run = (lo, hi, kind, slots)
+            block += 1
+        if run is not None:
+            yield run
+
+    def _admit(self, f: CachedFile, block: int, reading: bool, lo: int, hi: int,
+               old_size: int) -> int | None:
+        """A slot for an uncached block: loading (to be fetched) for a read; for a write,
+        ready, and holding the block's existing bytes when the write does not cover them all.
+        None when no slot can be had now (the block then goes straight to the fileservers)."""
+        B = f.block_size
+        if not self._make_room(clean_only=False):
+            return None
+        slot = self._take_slot(f, block)
+        if reading:
+            return slot
+        existing = min((block + 1) * B, old_size) - block * B  # bytes the block had
+        if (lo > block * B and existing > 0) or hi - block * B < existing:
+            generation = self._generation
+            at = slot * B
+            try:
+                with self._unlocked():
+                    self._backing.read(f, block * B, existing, self._view[at:at + existing])
+            except OSError:
+                if generation == self._generation:
+                    self._forget(f, [block])  # never leave a zeroed block looking valid
+                    self._changed.notify_all()
+                raise
+            if generation != self._generation:
+                return None
+        self._loading.discard(slot)
+        self._ready[slot], self._busy[slot] = 1, 0
+        self._changed.notify_all()
+        return slot
+
+    def _take_slot(self, f: CachedFile, block: int) -> int:
+        """Puts the block in a free slot, zeroed and loading (busy, not ready)."""
         slot = self._table.insert(f.file_id, block)
         self._files[f.file_id] = f
-        memory = self._memory[slot]
-        if memory is None or len(memory) != f.block_size:
-            memory = self._memory[slot] = bytearray(f.block_size)
-        else:
-            memory[:] = bytes(f.block_size)
+        self._view[slot * f.block_size:(slot + 1) * f.block_size] = bytes(f.block_size)
+        self._loading.add(slot)
+        self._busy[slot] = 1
         return slot
+
+    def _make_room(self, clean_only: bool) -> bool:
+        """Frees a slot if none is free: evicts the least recently used clean block or, unless
+        `clean_only`, when no block is clean, writes back and evicts the oldest dirty one (a
+        writeback). False if no slot can be freed now."""
+        while len(self._table) >= self.capacity:
+            victim = self._table.evictable(self._busy)
+            if victim is None:
+                dirty = next(iter(self._dirty_order), None)
+                if clean_only or dirty is None:
+                    return False
+                file_id, block = self._table.key(dirty)
+                self.stats.num_writebacks += self._write_back(self._files[file_id], [block])
+                continue
+            file_id, block = self._table.key(victim)
+            self._forget(self._files[file_id], [block])
+            self.stats.num_evictions += 1
+        return True
+
+    # --- read-ahead -------------------------------------------------------------------------
+    def _read_ahead(self, f: CachedFile, start: int, length: int, cacheable: Cacheable) -> None:
+        """Starts fetching the uncached blocks from `start` on in the background, as many as
+        there is clean room for; stops at the first one cached or not cacheable."""
+        B = f.block_size
+        end = min(start + length, f.size)
+        first, slots = start // B, []
+        block = first
+        while block * B < end:
+            if (self._table.lookup(f.file_id, block, touch=False) is not None
+                    or not cacheable(block * B, (block + 1) * B)
+                    or not self._make_room(clean_only=True)):
+                break
+            slots.append(self._take_slot(f, block))
+            block += 1
+        if slots:
+            self._readahead.submit(self._fetch_ahead, f, first * B,
+                                   min((first + len(slots)) * B, f.size), slots,
+                                   self._generation)
+
+    def _fetch_ahead(self, f: CachedFile, start: int, end: int, slots: list[int],
+                     generation: int) -> None:
+        buf = memoryview(bytearray(end - start))
+        try:
+            self._backing.read(f, start, end - start, buf)
+        except OSError:
+            with self._changed:  # readers fetch these blocks themselves
+                if generation == self._generation:
+                    B = f.block_size
+                    self._forget(f, list(range(start // B, start // B + len(slots))))
+                self._changed.notify_all()
+            return
+        with self._changed:
+            self._fill(f, start, slots, buf, generation)
+
+    def _fill(self, f: CachedFile, start: int, slots: list[int], data: memoryview,
+              generation: int) -> None:
+        """Puts fetched bytes (file bytes from `start`, a block boundary) into loading slots."""
+        if generation == self._generation:
+            B = f.block_size
+            for k, slot in enumerate(slots):
+                piece = data[k * B:(k + 1) * B]
+                self._view[slot * B:slot * B + len(piece)] = piece
+                self._ready[slot], self._busy[slot] = 1, self._dirty[slot]
+                self._loading.discard(slot)
+        self._changed.notify_all()
+
+    # --- write-back -------------------------------------------------------------------------
+    def _now_dirty(self, f: CachedFile, offset: int, length: int) -> None:
+        """Bookkeeping for blocks the C core just wrote (it set their dirty flags)."""
+        if length:
+            B = f.block_size
+            self._files[f.file_id] = f
+            for block in range(offset // B, (offset + length - 1) // B + 1):
+                self._mark_dirty(self._table.lookup(f.file_id, block, touch=False))
+
+    def _mark_dirty(self, slot: int) -> None:
+        self._dirty_order.setdefault(slot, None)
+        self._busy[slot] = 1
+
+    def _oldest_run(self) -> tuple[CachedFile, list[int]]:
+        """The oldest dirty block with its dirty neighbours (one write-back at most)."""
+        file_id, block = self._table.key(next(iter(self._dirty_order)))
+        f = self._files[file_id]
+
+        def dirty(b: int) -> bool:
+            s = self._table.lookup(file_id, b, touch=False)
+            return s is not None and bool(self._dirty[s])
+        first, most = block, max(1, MAX_RUN_BYTES // f.block_size)
+        while first > 0 and block - first + 1 < most and dirty(first - 1):
+            first -= 1
+        last = block
+        while last - first + 1 < most and dirty(last + 1):
+            last += 1
+        return f, list(range(first, last + 1))
+
+    def _clean(self, slot: int) -> None:
+        self._dirty[slot] = 0
+        self._dirty_order.pop(slot, None)
+        self._busy[slot] = slot in self._loading
+
+    def _write_back(self, f: CachedFile, blocks: list[int]) -> int:
+        """Writes back the dirty blocks among `blocks` (ascending), each run of consecutive
+        ones in one striped write, and marks them clean; how many were dirty."""
+        B = f.block_size
+        slots = {b: self._table.lookup(f.file_id, b, touch=False) for b in blocks}
+        dirty = [b for b in blocks if slots[b] is not None and self._dirty[slots[b]]]
+        for first, last in _runs(dirty):
+            length = min((last + 1) * B, f.size) - first * B  # nothing past the end of file
+            if length > 0:
+                data = b"".join(self._view[slots[b] * B:(slots[b] + 1) * B]
+                                for b in range(first, last + 1))
+                self._backing.write(f, first * B, memoryview(data)[:length])
+            for b in range(first, last + 1):
+                self._clean(slots[b])
+        return len(dirty)
+
+    def _wait_idle(self, f: CachedFile, blocks: list[int]) -> None:
+        """Waits until none of the file's `blocks` is being filled."""
+        def loading() -> bool:
+            slots = (self._table.lookup(f.file_id, b, touch=False) for b in blocks)
+            return any(s is not None and s in self._loading for s in slots)
+        self._changed.wait_for(lambda: not loading())
 
     # --- giving blocks up -------------------------------------------------------------------
     def revoke(self, f: CachedFile, start: int, end: int, drop: bool) -> None:
@@ -145,6 +425,7 @@ class BlockCache:
         may no longer be written."""
         B = f.block_size
         blocks = [b for b in self._cached_blocks(f) if b * B < end and start < (b + 1) * B]
+        self._wait_idle(f, blocks)
         try:
             self.stats.num_writebacks += self._write_back(f, blocks)
         except OSError:
@@ -153,20 +434,23 @@ class BlockCache:
         finally:
             if drop:
                 self.stats.num_invalidations += len(blocks)
-                self._remove(f, blocks)
+                self._forget(f, blocks)
 
     def flush(self, f: CachedFile) -> None:
         """Writes back the file's dirty blocks and keeps them, clean (fsync)."""
-        self._write_back(f, self._cached_blocks(f))
+        blocks = self._cached_blocks(f)
+        self._wait_idle(f, blocks)
+        self._write_back(f, blocks)
 
     def close(self, f: CachedFile) -> None:
         """Writes back the file's dirty blocks and drops all of them (close); they are dropped
         even when the write-back fails, as the file's tokens are about to go."""
         blocks = self._cached_blocks(f)
+        self._wait_idle(f, blocks)
         try:
             self.stats.num_close_writebacks += self._write_back(f, blocks)
         finally:
-            self._remove(f, blocks)
+            self._forget(f, blocks)
             self.stats.num_close_evictions += len(blocks)
             self._files.pop(f.file_id, None)
 
@@ -175,10 +459,11 @@ class BlockCache:
         longer exist), and the rest of the last block is zeroed (an extension reads zeros)."""
         B = f.block_size
         blocks = self._cached_blocks(f)
-        self._remove(f, [b for b in blocks if b * B >= size])
+        self._wait_idle(f, blocks)
+        self._forget(f, [b for b in blocks if b * B >= size])
         if size % B and size // B in blocks:
-            memory = self._memory[self._slot(f, size // B)]
-            memory[size % B:] = bytes(B - size % B)
+            slot = self._table.lookup(f.file_id, size // B, touch=False)
+            self._view[slot * B + size % B:(slot + 1) * B] = bytes(B - size % B)
 
     def drop_all(self) -> dict[int, int]:
         """Forgets every block without writing anything back (the session is gone, and with
@@ -186,39 +471,46 @@ class BlockCache:
         lost: dict[int, int] = {}
         for file_id, f in list(self._files.items()):
             blocks = self._cached_blocks(f)
-            dirty = sum(self._dirty[self._slot(f, b)] for b in blocks)
+            dirty = sum(self._dirty[self._table.lookup(file_id, b, touch=False)] for b in blocks)
             if dirty:
                 lost[file_id] = dirty
-            self._remove(f, blocks)
+            self._forget(f, blocks)
         self._files.clear()
+        self._loading.clear()
+        self._generation += 1
+        self._changed.notify_all()
         return lost
 
     def _cached_blocks(self, f: CachedFile) -> list[int]:
-        if self._table is None:
+        if not self._usable(f):
             return []
         return sorted(self._table.key(slot)[1] for slot in self._table.file_slots(f.file_id))
 
-    def _slot(self, f: CachedFile, block: int) -> int:
-        return self._table.lookup(f.file_id, block, touch=False)
-
-    def _write_back(self, f: CachedFile, blocks: list[int]) -> int:
-        """Writes back the dirty blocks among `blocks` (ascending), each run of consecutive
-        ones in one striped write, and marks them clean; returns how many were dirty."""
-        B = f.block_size
-        dirty = [b for b in blocks if self._dirty[self._slot(f, b)]]
-        for first, last in _runs(dirty):
-            length = min((last + 1) * B, f.size) - first * B  # nothing past the end of file
-            if length > 0:
-                pieces = [memoryview(self._memory[self._slot(f, b)]) for b in range(first, last + 1)]
-                data = pieces[0] if len(pieces) == 1 else memoryview(b"".join(pieces))
-                self._backing.write(f, first * B, data[:length])
-            for b in range(first, last + 1):
-                self._dirty[self._slot(f, b)] = False
-        return len(dirty)
-
-    def _remove(self, f: CachedFile, blocks: list[int]) -> None:
+    def _forget(self, f: CachedFile, blocks: list[int]) -> None:
+        """Frees the blocks' slots, whatever they held."""
         for block in blocks:
-            self._dirty[self._table.remove(f.file_id, block)] = False
+            slot = self._table.remove(f.file_id, block)
+            if slot is not None:
+                self._ready[slot] = self._dirty[slot] = self._busy[slot] = 0
+                self._dirty_order.pop(slot, None)
+                self._loading.discard(slot)
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _copy_out(self, f: CachedFile, block: int, slot: int, offset: int,
+                  dst: memoryview) -> None:
+        B, end = f.block_size, offset + len(dst)
+        lo, hi = max(offset, block * B), min(end, (block + 1) * B)
+        at = slot * B - block * B
+        dst[lo - offset:hi - offset] = self._view[at + lo:at + hi]
+
+    @contextlib.contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        """Releases the caller's lock (held once) around fileserver I/O."""
+        self._changed.release()
+        try:
+            yield
+        finally:
+            self._changed.acquire()
 
 
 def _runs(blocks: list[int]):

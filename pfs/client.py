@@ -53,6 +53,8 @@ DEFAULT_METASERVER = "127.0.0.1:50050"
 DEFAULT_CACHE_BLOCKS = 1024
 #: Seconds a data call keeps retrying an unreachable fileserver (one restarting, say).
 DEFAULT_RETRY_SECONDS = 10.0
+#: Bytes of writes a client keeps in flight to the fileservers at most (write-behind).
+WRITE_BEHIND_BYTES = 64 << 20
 
 
 @dataclass(eq=False)
@@ -69,6 +71,8 @@ class _OpenFile:
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
     wrote: bool = False
     closing: bool = False  # a close failed half-way: only close may be retried
+    read_next: int = 0  # where a sequential read would start (read-ahead)
+    active: list[tuple[int, int]] = field(default_factory=list)  # operations running on it
 
     @property
     def block_size(self) -> int:
@@ -156,7 +160,10 @@ class Client:
         self._credentials = credentials  # made at initialize: PFS_SECRET may be wrong
         self.retry_seconds = float(os.environ.get("PFS_RETRY_SECONDS", DEFAULT_RETRY_SECONDS))
         # Reentrant: a session found lost while an operation holds it is given up at once.
+        # Fileserver I/O runs with it released (the cache releases it), so threads of one
+        # client work in parallel on different files and ranges; `_changed` wakes waiters.
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._marks = threading.Lock()  # guards _OpenFile.revoking; the stream thread takes it
         self._session: MetaSession | None = None
         self._dataplane: DataPlane | None = None
@@ -182,6 +189,7 @@ class Client:
             if self._session is not None:  # a lost one: let go of its stream and channels
                 self._session.close()
                 self._dataplane.close()
+                self._cache.stop()
             session = MetaSession(self.metaserver, self._credentials, on_revoke=self._revoke,
                                   on_revoke_received=self._mark_revoking,
                                   size_of=self._known_size, on_lost=self._lost)
@@ -190,8 +198,10 @@ class Client:
                                         session.metadata, self.retry_seconds,
                                         lookup=lambda: _addresses(session.call(
                                             "Status", pb.StatusRequest(), "look up fileservers"
-                                        ).fileservers), on_fenced=session.lose)
-            self._cache = BlockCache(self.cache_blocks, self._dataplane)
+                                        ).fileservers), on_fenced=session.lose,
+                                        write_behind=WRITE_BEHIND_BYTES)
+            self._cache = BlockCache(self.cache_blocks, reply.block_size, self._dataplane,
+                                     self._changed)
             self._fds.clear()
             self._by_id.clear()
             self._loss = None
@@ -216,6 +226,7 @@ class Client:
         session.finish()
         with self._lock:
             self._dataplane.close()
+            self._cache.stop()
             self._session = None
         if failure:
             raise failure
@@ -303,7 +314,9 @@ class Client:
         return f.fd
 
     def close(self, fd: int) -> None:
-        """Writes back the file's dirty blocks, drops its cached blocks, releases its tokens."""
+        """Writes back the file's dirty blocks, drops its cached blocks, releases its tokens.
+        If its bytes cannot all be stored, the file is closed all the same (its tokens are about
+        to go, and without them nothing more may be written) and the failure is raised."""
         session = self._live_session()
         with self._lock:
             f = self._file(fd)
@@ -311,13 +324,20 @@ class Client:
             # should the Close call fail, the metaserver may or may not have released them.
             # The fd stays so that close can be retried (Close is idempotent).
             f.closing, f.tokens = True, RangeMap()
+            self._changed.wait_for(lambda: not f.active)  # other threads' operations on it
+            failure = None
             try:
                 self._cache.close(f)
-            finally:
-                session.call("Close", pb.CloseRequest(file_id=f.file_id, size=f.written_end,
-                                                      wrote=f.wrote), f"close {brief(f.name)}")
-                del self._fds[fd]
-                del self._by_id[f.file_id]
+                self._dataplane.settle(f)
+            except OSError as e:
+                failure, f.written_end = e, 0  # claim no new size: it may not be stored
+            self._dataplane.forget(f)
+            session.call("Close", pb.CloseRequest(file_id=f.file_id, size=f.written_end,
+                                                  wrote=f.wrote), f"close {brief(f.name)}")
+            del self._fds[fd]
+            del self._by_id[f.file_id]
+        if failure is not None:
+            raise failure
 
     def delete(self, path: str) -> None:
         """Removes a file (a directory: EISDIR, use rmdir); not while it is open anywhere."""
@@ -371,6 +391,8 @@ class Client:
     # --- data -------------------------------------------------------------------------------
     def read(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
         """Reads up to num_bytes at offset into buf; the number read (0 at end of file)."""
+        if self._hit(fd, buf, num_bytes, offset, READ):
+            return num_bytes
         f = self._open_file(fd)
         dst = _buffer(buf, _int_arg(num_bytes, "num_bytes"), writable=True)
         _int_arg(offset, "offset")
@@ -385,9 +407,11 @@ class Client:
 
     def write(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
         """Writes num_bytes of buf at offset (at most at the end: no holes); num_bytes."""
+        if self._hit(fd, buf, num_bytes, offset, WRITE):
+            return num_bytes
         f = self._open_file(fd)
         if f.mode != PFS_READ_WRITE:
-            raise errors.error(errno.EBADF, f"fd {fd} ({f.name!r}) was opened PFS_READ")
+            raise errors.error(errno.EBADF, f"fd {fd} ({brief(f.name)}) was opened PFS_READ")
         src = _buffer(buf, _int_arg(num_bytes, "num_bytes"), writable=False)
         _int_arg(offset, "offset")
         if offset + num_bytes > MAX_FILE_SIZE:
@@ -415,7 +439,7 @@ class Client:
         with self._lock:
             f = self._file(fd)
             self._cache.flush(f)
-            self._dataplane.fsync(f)
+            self._dataplane.fsync(f)  # once the writes in flight are stored
             session.call("ReportSize", pb.ReportSizeRequest(file_id=f.file_id,
                                                             size=f.written_end),
                          f"fsync {brief(f.name)}")
@@ -447,11 +471,35 @@ class Client:
             f.size, f.size_epoch, f.wrote = size, epoch, True
             f.written_end = min(f.written_end, size)
 
+    def _hit(self, fd: Any, buf: Any, num_bytes: Any, offset: Any, mode: int) -> bool:
+        """The fast path of a read or write the cache can serve at once: tokens held, nothing
+        else going on with the file, every block cached (for a write, within one block, and
+        not extending the file). False, having done nothing, sends the call the general way
+        (which checks and says what is wrong)."""
+        f = self._fds.get(fd) if type(fd) is int else None
+        session = self._session
+        if (f is None or session is None or type(num_bytes) is not int or type(offset) is not int
+                or num_bytes <= 0 or offset < 0):
+            return False
+        end = offset + num_bytes
+        with self._lock:
+            if (f.closing or f.active or f.revoking or end > f.size or self._fds.get(fd) is not f
+                    or (mode == WRITE and f.mode != PFS_READ_WRITE)
+                    or not session.lease_valid() or not f.tokens.covers(offset, end, mode)
+                    or not self._cache.hit(f, offset, num_bytes, buf, self._cacheable(f),
+                                           writing=mode == WRITE)):
+                return False
+            if mode == WRITE:
+                f.wrote, f.written_end = True, max(f.written_end, end)
+            return session.lease_valid()  # else the general way fails it, lease run out
+
     # --- tokens -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _holding(self, f: _OpenFile, start: int, end: int, mode: int) -> Iterator[None]:
         """Runs the body under the client lock and a token covering [start, end) (up to
-        infinity when the range may pass the known end of the file)."""
+        infinity when the range may pass the known end of the file), once no other operation
+        of this client on overlapping bytes of the file runs (the body's fileserver I/O runs
+        with the lock released, so operations on other bytes run meanwhile)."""
         self._lock.acquire()
         try:
             while True:
@@ -459,6 +507,9 @@ class Client:
                 if self._fds.get(f.fd) is not f or f.closing:
                     raise errors.error(errno.EBADF, f"fd {f.fd} was closed")
                 token_end = end if start < end <= f.size else INFINITY
+                if any(s < token_end and start < e for s, e in f.active):
+                    self._changed.wait()
+                    continue
                 if f.tokens.covers(start, token_end, mode) and not self._revoking(f, start,
                                                                                   token_end):
                     break
@@ -479,7 +530,13 @@ class Client:
                     else:
                         f.size = max(f.size, grant.size)
                 session.applied(grant.grant_seq)
-            yield
+            span = (start, token_end)
+            f.active.append(span)
+            try:
+                yield
+            finally:
+                f.active.remove(span)
+                self._changed.notify_all()
             if not session.lease_valid():  # finished too late to be sure of its tokens
                 session.check_lease()
                 self._live_session()
@@ -508,8 +565,12 @@ class Client:
             session = self._session
             if f is None or session is None or not session.lease_valid():
                 return 0  # a lost session writes nothing back: its tokens are gone
+            B = f.block_size
+            lo, hi = revoke.start // B * B, min(-(-revoke.end // B) * B, INFINITY)
+            self._changed.wait_for(lambda: not any(s < hi and lo < e for s, e in f.active))
             try:
                 self._cache.revoke(f, revoke.start, revoke.end, drop=revoke.to_mode != READ)
+                self._dataplane.settle(f, lo, hi)  # stored before it is given up
             except OSError as e:
                 log.error("could not write back %r before giving up [%d, %d): %s", f.name,
                           revoke.start, revoke.end, e)

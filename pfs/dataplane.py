@@ -1,16 +1,20 @@
 """Striped I/O: moving a file range between a caller's buffer and the fileservers, in parallel.
 
-The C core splits the range into one contiguous extent per fileserver (docs/design.md) and scatters or
-gathers the bytes; every fileserver involved gets its request at once (gRPC futures), so a range
-over w servers costs about one round trip, not w. Tokens are the caller's business: this module
-only moves bytes.
+The C core splits the range into one contiguous extent per fileserver (docs/design.md) and scatters
+or gathers the bytes; every fileserver involved gets its request at once, each from a thread of
+that fileserver's own (blocking calls on long-lived threads: a gRPC future would start a thread
+per call), so a range over w servers costs about one round trip, not w. Reads and writes are raw
+bytes (pfs/wire.py). Writes are write-behind: `write` returns once the bytes are copied into the
+requests and the writes go on in the background (pfs/inflight.py says what keeps that correct);
+`settle` waits for them. Tokens are the caller's business: this module only moves bytes.
 """
 from __future__ import annotations
 
 import errno
 import threading
 import time
-from typing import Callable, Protocol
+from concurrent.futures import Future
+from typing import Callable, Iterator, Protocol
 
 import grpc
 
@@ -18,17 +22,61 @@ from pfs._native import plan_stripes
 from pfs._proto import fileserver_pb2 as pb
 from pfs._proto import fileserver_pb2_grpc as pb_grpc
 
-from . import errors
+from . import errors, wire
+from .inflight import InFlight
 from .metadata import Recipe
 from .transport import MAX_CHUNK, Credentials
+from .workers import Workers
 
 #: Seconds one fileserver call may take before the operation fails with ETIMEDOUT.
 CALL_TIMEOUT = 60.0
+#: Calls one client has in flight to one fileserver at most (Lustre's max_rpcs_in_flight).
+RPCS_IN_FLIGHT = 8
 
 
 class StripedFile(Protocol):
     file_id: int
     recipe: Recipe
+
+
+class _Server:
+    """One fileserver as a client sees it: a channel, its calls, and the threads making them."""
+
+    def __init__(self, index: int, address: str, credentials: Credentials) -> None:
+        self.address = address
+        self.channel = credentials.channel(address)
+        self.read = self.channel.unary_unary(wire.READ_METHOD)  # raw bytes both ways
+        self.write = self.channel.unary_unary(wire.WRITE_METHOD)
+        self.stub = pb_grpc.FileServerStub(self.channel)
+        self.threads = Workers(RPCS_IN_FLIGHT, f"pfs-fs{index}")
+
+    def close(self) -> None:
+        self.threads.shutdown()
+        self.channel.close()
+
+
+def _all_of(futures: list[Future]) -> Future:
+    """A future of all the futures: their results in order, or the first failure once all are
+    done (so that nothing is left running unattended)."""
+    combined: Future = Future()
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Future) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        failure = next((f.exception() for f in futures if f.exception() is not None), None)
+        if failure is not None:
+            combined.set_exception(failure)
+        else:
+            combined.set_result([f.result() for f in futures])
+    if not futures:
+        combined.set_result([])
+    for future in futures:
+        future.add_done_callback(one_done)
+    return combined
 
 
 class DataPlane:
@@ -37,50 +85,173 @@ class DataPlane:
 
     A fileserver that is unreachable (restarting, say, perhaps on a new address) is retried for
     up to `retry_seconds`, asking the metaserver for the addresses again (`lookup()`) in between;
-    every piece is idempotent (reads, and writes of the same bytes at the same offsets). A
+    every call is idempotent (reads, and writes of the same bytes at the same offsets). A
     fileserver that refuses the session (the metaserver ended it) is final: `on_fenced(reason)`
     is told, and the call fails with ENOTCONN."""
 
     def __init__(self, addresses: dict[int, str], credentials: Credentials,
                  metadata: tuple[tuple[str, str], ...], retry_seconds: float,
                  lookup: Callable[[], dict[int, str]],
-                 on_fenced: Callable[[str], None]) -> None:
+                 on_fenced: Callable[[str], None], write_behind: int) -> None:
         self._addresses = dict(addresses)
         self._credentials = credentials
         self._metadata = metadata
         self._retry_seconds = retry_seconds
         self._lookup = lookup
         self._on_fenced = on_fenced
-        self._stubs: dict[int, tuple[grpc.Channel, pb_grpc.FileServerStub]] = {}
+        self._servers: dict[int, _Server] = {}
         self._lock = threading.Lock()
+        self._in_flight = InFlight(write_behind)
 
     def close(self) -> None:
         with self._lock:
-            for channel, _ in self._stubs.values():
-                channel.close()
-            self._stubs.clear()
+            for server in self._servers.values():
+                server.close()
+            self._servers.clear()
 
-    def _stub(self, index: int) -> pb_grpc.FileServerStub:
+    # --- reads and writes -------------------------------------------------------------------
+    @staticmethod
+    def windows(recipe: Recipe, offset: int, length: int) -> Iterator[tuple[int, int]]:
+        """Splits a range so that no fileserver gets more than MAX_CHUNK bytes in one call,
+        while every window still spans all the servers it can: (offset, length) each."""
+        unit = recipe.block_size * recipe.stripe_blocks
+        window = (recipe.stripe_width * unit * (MAX_CHUNK // unit)) if unit <= MAX_CHUNK \
+            else MAX_CHUNK
+        end = offset + length
+        while offset < end:
+            step = min(window, end - offset)
+            yield offset, step
+            offset += step
+
+    @staticmethod
+    def _plan(recipe: Recipe, offset: int, length: int):
+        return plan_stripes(offset, length, recipe.block_size, recipe.stripe_blocks,
+                            recipe.stripe_width)
+
+    def read(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
+        """Fills dst[:length] with file bytes [offset, offset+length), once the writes in flight
+        that overlap them are done. Bytes the fileservers do not have (never written back by a
+        client that died) read as zeros."""
+        self._in_flight.wait_for(f.file_id, offset, offset + length)
+        done = 0
+        for start, size in self.windows(f.recipe, offset, length):
+            self._read_window(f, start, size, dst[done:done + size])
+            done += size
+
+    def _read_window(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
+        plan = self._plan(f.recipe, offset, length)
+        replies = self._call_all(
+            [(f.recipe.servers[e.server], "read",
+              wire.read_request(f.file_id, e.local_offset, e.length)) for e in plan.extents],
+            "read")
+        if len(replies) == 1 and len(plan.segments()) == 1:  # one piece: no gathering
+            data = replies[0]
+            dst[:len(data)] = data
+            dst[len(data):length] = bytes(length - len(data))
+            return
+        sources = [data if len(data) == e.length else data + bytes(e.length - len(data))
+                   for e, data in zip(plan.extents, replies)]
+        plan.gather(sources, dst)
+
+    def write(self, f: StripedFile, offset: int, src: memoryview) -> None:
+        """Stores src as file bytes [offset, offset + len(src)) on the fileservers, in the
+        background: returns once src is copied (`settle` waits for the writes)."""
+        done = 0
+        for start, size in self.windows(f.recipe, offset, len(src)):
+            piece = src[done:done + size]
+            self._in_flight.send(f.file_id, start, start + size,
+                                 lambda: self._start_write(f, start, piece))
+            done += size
+
+    def settle(self, f: StripedFile, start: int = 0, end: int = 1 << 63) -> None:
+        """Returns once the writes in flight to [start, end) of the file are stored; raises the
+        failure of one, if one failed."""
+        self._in_flight.wait_for(f.file_id, start, end)
+
+    def forget(self, f: StripedFile) -> None:
+        """The file is closed: a failure of its writes no longer has anyone to report to."""
+        self._in_flight.forget(f.file_id)
+
+    def _start_write(self, f: StripedFile, offset: int, src: memoryview) -> Future:
+        """Starts writing one window (see `windows`) and returns at once, the bytes copied into
+        the requests; the future completes when every fileserver has them."""
+        plan = self._plan(f.recipe, offset, len(src))
+        if len(plan.extents) == len(plan.segments()):  # each extent is one slice of src
+            pieces = [src[s.file_offset - offset:s.file_offset - offset + s.length]
+                      for s in sorted(plan.segments(), key=lambda s: s.server)]
+        else:
+            pieces = plan.scatter(src)
+        return _all_of([self._submit(f.recipe.servers[e.server], "write",
+                                     wire.write_request(f.file_id, e.local_offset, piece), "write")
+                        for e, piece in zip(plan.extents, pieces)])
+
+    def truncate(self, f: StripedFile, size: int) -> None:
+        """Cuts or extends every object of the file to its part of a file of `size` bytes (once
+        its writes in flight are stored: none may land past the new end)."""
+        self.settle(f)
+        lengths = [0] * f.recipe.stripe_width
+        if size:
+            for extent in self._plan(f.recipe, 0, size).extents:
+                lengths[extent.server] = extent.length
+        self._call_all([(server, "Truncate", pb.TruncateRequest(file_id=f.file_id, length=n))
+                        for server, n in zip(f.recipe.servers, lengths)], "truncate")
+
+    def fsync(self, f: StripedFile) -> None:
+        """Returns once the fileservers have every write to the file so far on disk."""
+        self.settle(f)
+        self._call_all([(server, "Fsync", pb.FsyncRequest(file_id=f.file_id))
+                        for server in f.recipe.servers], "fsync")
+
+    # --- calls ------------------------------------------------------------------------------
+    def _server(self, index: int) -> _Server:
         with self._lock:
-            if index not in self._stubs:
+            if index not in self._servers:
                 if index not in self._addresses:
                     raise errors.error(errno.EIO, f"fileserver {index} is unknown to this "
                                                   "client; re-initialize to learn the cluster")
-                channel = self._credentials.channel(self._addresses[index])
-                self._stubs[index] = (channel, pb_grpc.FileServerStub(channel))
-            return self._stubs[index][1]
+                self._servers[index] = _Server(index, self._addresses[index], self._credentials)
+            return self._servers[index]
 
-    def _retrying(self, piece: Callable[[], None]) -> None:
+    def _submit(self, index: int, method: str, request, what: str) -> Future:
+        """Starts one call on a thread of its fileserver."""
+        return self._server(index).threads.submit(self._call_retrying, index, method, request,
+                                                  what)
+
+    def _call_all(self, calls: list[tuple[int, str, object]], what: str) -> list:
+        """Makes the calls (fileserver index, method, request) at once and waits for all of
+        them; the first failure is raised once all are done. A lone call is made right here:
+        with nothing to overlap, a hand-off to another thread only adds latency."""
+        if len(calls) == 1:
+            return [self._call_retrying(*calls[0], what)]
+        return _all_of([self._submit(*call, what) for call in calls]).result()
+
+    def _call_retrying(self, index: int, method: str, request, what: str):
+        """One call; a fileserver that cannot be reached is tried again until retry_seconds
+        have passed, at its new address if it moved."""
         give_up, pause = time.monotonic() + self._retry_seconds, 0.05
         while True:
+            server = self._server(index)
             try:
-                return piece()
+                return self._call(server, index, method, request, what)
             except OSError as e:
                 if e.errno != errno.EHOSTDOWN or time.monotonic() >= give_up:
                     raise
                 if not self._relearn_addresses():
                     time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
                     pause = min(2 * pause, 1.0)
+
+    def _call(self, server: _Server, index: int, method: str, request, what: str):
+        call = getattr(server, method) if method in ("read", "write") else \
+            getattr(server.stub, method)
+        try:
+            return call(request, timeout=CALL_TIMEOUT, metadata=self._metadata)
+        except grpc.RpcError as e:
+            where = f"{what} on fileserver {index} ({server.address})"
+            if e.code() == grpc.StatusCode.PERMISSION_DENIED:
+                reason = f"{where} was refused: {e.details()}"
+                self._on_fenced(reason)
+                raise errors.error(errno.ENOTCONN, reason) from None
+            raise errors.from_rpc(e, where) from None
 
     def _relearn_addresses(self) -> bool:
         """Asks for the fileservers' addresses again; True if any changed."""
@@ -91,98 +262,7 @@ class DataPlane:
         with self._lock:
             changed = {i for i, a in fresh.items() if self._addresses.get(i) != a}
             for index in changed:
-                if index in self._stubs:
-                    self._stubs.pop(index)[0].close()
+                if index in self._servers:
+                    self._servers.pop(index).close()
             self._addresses.update(fresh)
         return bool(changed)
-
-    @staticmethod
-    def _windows(recipe: Recipe, offset: int, length: int):
-        """Splits a range so that no fileserver gets more than MAX_CHUNK bytes in one call,
-        while every window still spans all the servers it can."""
-        unit = recipe.block_size * recipe.stripe_blocks
-        window = (recipe.stripe_width * unit * (MAX_CHUNK // unit)) if unit <= MAX_CHUNK else MAX_CHUNK
-        end = offset + length
-        while offset < end:
-            step = min(window, end - offset)
-            yield offset, step
-            offset += step
-
-    def _plan(self, recipe: Recipe, offset: int, length: int):
-        return plan_stripes(offset, length, recipe.block_size, recipe.stripe_blocks,
-                            recipe.stripe_width)
-
-    def read(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
-        """Fills dst[:length] with file bytes [offset, offset+length). Bytes the fileservers do
-        not have (never written back by a client that died) read as zeros."""
-        done = 0
-        for start, size in self._windows(f.recipe, offset, length):
-            self._retrying(lambda: self._read_window(f, start, size, dst[done:done + size]))
-            done += size
-
-    def _read_window(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
-        plan = self._plan(f.recipe, offset, length)
-        calls = [self._stub(f.recipe.servers[e.server]).Read.future(
-                    pb.ReadRequest(file_id=f.file_id, offset=e.local_offset, length=e.length),
-                    timeout=CALL_TIMEOUT, metadata=self._metadata)
-                 for e in plan.extents]
-        sources = []
-        for extent, call in zip(plan.extents, calls):
-            data = self._result(call, f.recipe.servers[extent.server], "read").data
-            if len(data) < extent.length:
-                data = data + bytes(extent.length - len(data))
-            sources.append(data)
-        plan.gather(sources, dst)
-
-    def write(self, f: StripedFile, offset: int, src: memoryview) -> None:
-        """Stores src as file bytes [offset, offset + len(src)) on the fileservers."""
-        done = 0
-        for start, size in self._windows(f.recipe, offset, len(src)):
-            self._retrying(lambda: self._write_window(f, start, src[done:done + size]))
-            done += size
-
-    def _write_window(self, f: StripedFile, offset: int, src: memoryview) -> None:
-        plan = self._plan(f.recipe, offset, len(src))
-        calls = [self._stub(f.recipe.servers[e.server]).Write.future(
-                    pb.WriteRequest(file_id=f.file_id, offset=e.local_offset, data=bytes(piece)),
-                    timeout=CALL_TIMEOUT, metadata=self._metadata)
-                 for e, piece in zip(plan.extents, plan.scatter(src))]
-        for extent, call in zip(plan.extents, calls):
-            self._result(call, f.recipe.servers[extent.server], "write")
-
-    def truncate(self, f: StripedFile, size: int) -> None:
-        """Cuts or extends every object of the file to its part of a file of `size` bytes."""
-        lengths = [0] * f.recipe.stripe_width
-        if size:
-            for extent in self._plan(f.recipe, 0, size).extents:
-                lengths[extent.server] = extent.length
-
-        def truncate_all() -> None:
-            calls = [(s, self._stub(s).Truncate.future(
-                         pb.TruncateRequest(file_id=f.file_id, length=length),
-                         timeout=CALL_TIMEOUT, metadata=self._metadata))
-                     for s, length in zip(f.recipe.servers, lengths)]
-            for server, call in calls:
-                self._result(call, server, "truncate")
-        self._retrying(truncate_all)
-
-    def fsync(self, f: StripedFile) -> None:
-        """Returns once the fileservers have every write to the file so far on disk."""
-        def fsync_all() -> None:
-            calls = [(s, self._stub(s).Fsync.future(pb.FsyncRequest(file_id=f.file_id),
-                                                     timeout=CALL_TIMEOUT, metadata=self._metadata))
-                     for s in f.recipe.servers]
-            for server, call in calls:
-                self._result(call, server, "fsync")
-        self._retrying(fsync_all)
-
-    def _result(self, call, server: int, what: str):
-        try:
-            return call.result()
-        except grpc.RpcError as e:
-            where = f"{what} on fileserver {server} ({self._addresses.get(server)})"
-            if e.code() == grpc.StatusCode.PERMISSION_DENIED:
-                reason = f"{where} was refused: {e.details()}"
-                self._on_fenced(reason)
-                raise errors.error(errno.ENOTCONN, reason) from None
-            raise errors.from_rpc(e, where) from None

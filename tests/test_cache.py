@@ -1,5 +1,6 @@
-"""The cache policy of docs/consistency.md, without servers: BlockCache over an in-memory backing store that
-counts what reaches it (the fileservers' part)."""
+"""The cache policy of docs/consistency.md, without servers: BlockCache over an in-memory backing
+store that counts what reaches it (the fileservers' part)."""
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +15,32 @@ class File:
     file_id: int
     size: int
     block_size: int = B
+
+    @property
+    def read_next(self) -> int:
+        return -1  # no read is sequential: read-ahead would add fetches in the background
+
+    @read_next.setter
+    def read_next(self, _value: int) -> None:
+        pass
+
+
+class Locked:
+    """The cache as the client calls it: every call under the client's lock (the cache
+    releases it around fetches and waits on its condition)."""
+
+    def __init__(self, cache: BlockCache, changed: threading.Condition) -> None:
+        self._cache, self._changed = cache, changed
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._cache, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            with self._changed:
+                return attr(*args, **kwargs)
+        return call
 
 
 class Memory:
@@ -49,7 +76,8 @@ def nothing_covered(_start, _end):
 def setup(capacity=4, size=64):
     memory = Memory()
     memory.data[1] = bytearray(i % 251 for i in range(size))
-    return BlockCache(capacity, memory), memory, File(1, size)
+    changed = threading.Condition(threading.RLock())
+    return Locked(BlockCache(capacity, B, memory, changed), changed), memory, File(1, size)
 
 
 def read(cache, f, offset, length, cacheable=covered):
@@ -233,3 +261,62 @@ def test_failed_write_back_at_close_or_revocation_drops_the_blocks():
     memory.write = Memory.write.__get__(memory)
     read(cache, f, 0, 16)
     assert cache.stats.num_read_hits == 0 and memory.writes == []
+
+
+def test_half_dirty_cache_writes_back_its_oldest_runs():
+    """Once more than half the cache is dirty, a write writes back the oldest dirty runs (each
+    in one write) until a quarter is; they stay cached, clean, and count as no writeback."""
+    cache, memory, f = setup(capacity=8)
+    write(cache, f, 0, bytes(24))        # blocks 0-2: one run
+    write(cache, f, 40, b"5" * 16)       # blocks 5 and 6: now 5 of 8 are dirty
+    assert memory.writes == [(1, 0, bytes(24))]
+    assert cache.stats.num_writebacks == 0
+    read(cache, f, 0, 24)
+    assert cache.stats.num_read_hits == 3  # still cached
+    cache.close(f)
+    assert cache.stats.num_close_writebacks == 2  # blocks 5 and 6 were still dirty
+
+
+def test_eviction_takes_a_clean_block_before_a_dirty_one():
+    cache, memory, f = setup(capacity=4)
+    write(cache, f, 0, b"dirty!!!")      # block 0: dirty, and the least recently used
+    for block in (1, 2, 3):
+        read(cache, f, block * B, B)
+    read(cache, f, 4 * B, B)              # evicts block 1, the oldest clean one
+    assert (cache.stats.num_evictions, cache.stats.num_writebacks) == (1, 0)
+    assert memory.writes == []
+    assert read(cache, f, 0, 8) == b"dirty!!!" and cache.stats.num_read_hits == 1
+
+
+def test_sequential_reads_are_read_ahead():
+    """A read that starts where the last one ended fetches the next blocks in the background,
+    so the next read finds them cached."""
+    memory = Memory()
+    memory.data[1] = bytearray(range(64))
+    changed = threading.Condition(threading.RLock())
+    cache = Locked(BlockCache(16, B, memory, changed), changed)
+
+    @dataclass
+    class Sequential:
+        file_id: int = 1
+        size: int = 64
+        block_size: int = B
+        read_next: int = 0
+    f = Sequential()
+    assert read(cache, f, 0, 8) == bytes(range(8))
+    with changed:
+        assert changed.wait_for(lambda: len(memory.reads) == 2, timeout=10)
+    assert memory.reads[1] == (1, 8, 16)  # the next two blocks, in one fetch
+    assert read(cache, f, 8, 16) == bytes(range(8, 24))
+    assert cache.stats.num_read_hits == 2
+    cache.stop()
+
+
+def test_streaming_operations_go_around_the_cache():
+    """Operations of a megabyte or more do not fill the cache: one transfer, no copy more."""
+    cache, memory, f = setup(capacity=1 << 18, size=2 << 20)
+    read(cache, f, 0, 1 << 20)
+    read(cache, f, 0, 1 << 20)
+    assert len(memory.reads) == 2 and cache.stats.num_read_hits == 0
+    write(cache, f, 0, bytes(1 << 20))
+    assert memory.writes == [(1, 0, bytes(1 << 20))]  # straight to the backing

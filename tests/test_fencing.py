@@ -127,7 +127,8 @@ def test_ended_session_is_refused_at_every_fileserver(short_lease, name):
     session, dataplane, f = a._session, a._dataplane, a._fds[fd]
     assert a.pfs_finish(a.pfs_initialize()) == 0
     with pytest.raises(OSError) as refused:
-        dataplane.write(f, 0, memoryview(b"late" * 100))
+        dataplane.write(f, 0, memoryview(b"late" * 100))  # write-behind: refused when settled
+        dataplane.settle(f)
     assert refused.value.errno == errno.ENOTCONN
     assert "ended" in str(refused.value)
     assert read_all(short_lease, name, len(INITIAL))[:B] == b"a" * B

@@ -7,6 +7,7 @@ from pfs._proto import fileserver_pb2 as fs_pb
 from pfs._proto import fileserver_pb2_grpc as fs_grpc
 from pfs._proto import metaserver_pb2 as meta_pb
 from pfs._proto import metaserver_pb2_grpc as meta_grpc
+from pfs import wire
 from pfs.transport import CHANNEL_OPTIONS, MAX_MESSAGE
 
 CONTENT = bytes(range(256)) * 4
@@ -36,21 +37,27 @@ def refused(call, code=grpc.StatusCode.INVALID_ARGUMENT) -> str:
     return e.value.details()
 
 
+def data_calls(channel):
+    """The raw-bytes read and write calls of a fileserver (pfs/wire.py)."""
+    return channel.unary_unary(wire.READ_METHOD), channel.unary_unary(wire.WRITE_METHOD)
+
+
 def test_fileserver_validates_every_request(stored):
     client, file_id = stored
     session = client._session.metadata  # a live session: only the numbers are wrong
     address = next(iter(client.fileservers().values()))
     with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        read, write = data_calls(channel)
+        assert "file id" in refused(lambda: read(wire.read_request(0, 0, 1), metadata=session))
+        refused(lambda: write(wire.write_request((1 << 64) - 1, 0, b"x"), metadata=session))
+        assert "per request" in refused(lambda: read(wire.read_request(file_id, 0, 1 << 40),
+                                                     metadata=session))
+        refused(lambda: write(wire.write_request(file_id, (1 << 64) - 1, b"x"),
+                              metadata=session))
         stub = fs_grpc.FileServerStub(channel)
-        assert "file id" in refused(lambda: stub.Read(fs_pb.ReadRequest(file_id=0, length=1),
-                                                      metadata=session))
-        refused(lambda: stub.Write(fs_pb.WriteRequest(file_id=1 << 63, data=b"x"),
-                                   metadata=session))
-        assert "per request" in refused(lambda: stub.Read(
-            fs_pb.ReadRequest(file_id=file_id, offset=0, length=1 << 40), metadata=session))
-        refused(lambda: stub.Write(fs_pb.WriteRequest(file_id=file_id, offset=(1 << 64) - 1,
-                                                      data=b"x"), metadata=session))
         refused(lambda: stub.Fsync(fs_pb.FsyncRequest(file_id=0), metadata=session))
+        refused(lambda: stub.Truncate(fs_pb.TruncateRequest(file_id=file_id, length=1 << 62),
+                                      metadata=session))
 
 
 def test_truncated_and_oversized_messages_are_refused(stored):
@@ -58,18 +65,18 @@ def test_truncated_and_oversized_messages_are_refused(stored):
     session = client._session.metadata
     address = next(iter(client.fileservers().values()))
     with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        raw_write = channel.unary_unary("/pfs.fileserver.FileServer/Write",
-                                        request_serializer=lambda b: b,
-                                        response_deserializer=lambda b: b)
-        whole = fs_pb.WriteRequest(file_id=file_id, offset=0, data=b"y" * 100).SerializeToString()
-        assert "deserializing" in refused(lambda: raw_write(whole[:-10], metadata=session),
-                                          grpc.StatusCode.INTERNAL)  # cut short
-        assert "deserializing" in refused(lambda: raw_write(b"\xff" * 7, metadata=session),
+        read, write = data_calls(channel)
+        assert "header" in refused(lambda: write(b"\xff" * 7, metadata=session))  # cut short
+        assert "24 bytes" in refused(lambda: read(wire.read_request(file_id, 0, 4)[:-3],
+                                                  metadata=session))
+        assert "24 bytes" in refused(lambda: read(b"", metadata=session))
+        raw_truncate = channel.unary_unary("/pfs.fileserver.FileServer/Truncate")
+        assert "deserializing" in refused(lambda: raw_truncate(b"\xff" * 7, metadata=session),
                                           grpc.StatusCode.INTERNAL)  # not protobuf
     with grpc.insecure_channel(address) as small_channel:  # default limits on our side only
-        stub = fs_grpc.FileServerStub(small_channel)
-        refused(lambda: stub.Write(fs_pb.WriteRequest(file_id=file_id, data=b"z" * MAX_MESSAGE),
-                                   metadata=session), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        _, write = data_calls(small_channel)
+        refused(lambda: write(wire.write_request(file_id, 0, b"z" * MAX_MESSAGE),
+                              metadata=session), grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 def test_metaserver_validates_every_request(stored, name):

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 import pfs
+from pfs import wire
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.transport import session_metadata
@@ -104,17 +105,14 @@ def test_finish_of_another_or_unknown_id_fails(clients):
 
 def test_fileservers_refuse_calls_without_the_session_key(victim):
     v, vfd = victim
-    from pfs._proto import fileserver_pb2 as fs_pb
-    from pfs._proto import fileserver_pb2_grpc as fs_grpc
     file_id = v._fds[vfd].file_id
     for address in v.fileservers().values():
         with grpc.insecure_channel(address) as channel:
-            stub = fs_grpc.FileServerStub(channel)
+            read = channel.unary_unary(wire.READ_METHOD)
+            write = channel.unary_unary(wire.WRITE_METHOD)
             for metadata in (session_metadata(v._session.client_id, secrets.token_bytes(32)), ()):
-                refused(lambda: stub.Write(fs_pb.WriteRequest(file_id=file_id, data=b"evil"),
-                                           metadata=metadata))
-                refused(lambda: stub.Read(fs_pb.ReadRequest(file_id=file_id, length=4),
-                                          metadata=metadata))
+                refused(lambda: write(wire.write_request(file_id, 0, b"evil"), metadata=metadata))
+                refused(lambda: read(wire.read_request(file_id, 0, 4), metadata=metadata))
 
 
 def test_tools_outside_a_session_may_look(cluster, victim, name):

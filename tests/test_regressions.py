@@ -70,6 +70,7 @@ class _File:
     file_id: int
     size: int
     block_size: int = B
+    read_next: int = -1
 
 
 class _FlakyMemory:
@@ -97,15 +98,17 @@ def test_failed_read_before_partial_write_does_not_cache_a_zero_block():
     its write-back overwrites the block's other bytes on the fileservers with zeros."""
     original = bytes(range(1, 65))
     memory = _FlakyMemory(original)
-    cache, f = BlockCache(4, memory), _File(1, 64)
+    changed = threading.Condition(threading.RLock())  # the client's lock, held by its calls
+    cache, f = BlockCache(4, B, memory, changed), _File(1, 64)
     covered = lambda s, e: True  # noqa: E731
     memory.fail_next_read = True
-    try:
+    with changed:
+        try:
+            cache.write(f, 2, memoryview(b"xy"), covered, 64)
+        except OSError:
+            pass  # the write fails: fine, the caller retries it
         cache.write(f, 2, memoryview(b"xy"), covered, 64)
-    except OSError:
-        pass  # the write fails: fine, the caller retries it
-    cache.write(f, 2, memoryview(b"xy"), covered, 64)
-    cache.flush(f)
+        cache.flush(f)
     assert bytes(memory.data[:8]) == original[:2] + b"xy" + original[4:8]
 
 

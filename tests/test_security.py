@@ -9,7 +9,7 @@ import pytest
 
 import pfs
 from clusters import Cluster
-from pfs._proto import fileserver_pb2, fileserver_pb2_grpc
+from pfs import wire
 from pfs.transport import Credentials
 
 SECRET = "correct horse battery staple"
@@ -42,8 +42,7 @@ def test_every_rpc_without_the_secret_is_refused(tmp_path):
         for address in member.fileservers().values():
             with grpc.insecure_channel(address) as channel:
                 with pytest.raises(grpc.RpcError) as refused:
-                    fileserver_pb2_grpc.FileServerStub(channel).Read(
-                        fileserver_pb2.ReadRequest(file_id=1, offset=0, length=11))
+                    channel.unary_unary(wire.READ_METHOD)(wire.read_request(1, 0, 11))
                 assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         member.pfs_finish(member.pfs_initialize())
     finally:

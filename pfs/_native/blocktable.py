@@ -1,11 +1,52 @@
-"""The client cache's block table (csrc/blocktable.c): which slot holds block (file, block), and
-which slot to evict next (least recently used)."""
+"""The client cache's block table (csrc/blocktable.c): which slot holds block (file, block),
+which slot to evict next (least recently used), and the cache's hit path: a read or write of the
+cached, ready blocks of a range in one C call."""
 from __future__ import annotations
 
 import threading
+from typing import Any, NoReturn
 
-from pfs._native import ENOENT, check, unsigned
+from pfs._native import EINVAL, ENOENT, ERANGE, U64_MAX, NativeError, check, unsigned
 from pfs._native._core import ffi, lib
+
+I64_MAX = 2**63 - 1
+_U8 = ffi.typeof("uint8_t[]")  # pre-parsed: the hit path converts a buffer on every call
+# What BlockTable remembers of a buffer argument before any is seen: no caller holds this object.
+_UNSEEN = (object(), ffi.NULL, 0, False)
+
+
+def _bytes(buf: Any, name: str, writable: bool) -> Any:
+    """A `uint8_t[]` view of any contiguous buffer, without copying (cffi raises TypeError for a
+    non-buffer, BufferError for a read-only one when writable is asked)."""
+    try:
+        return ffi.from_buffer(_U8, buf, writable)
+    except TypeError:
+        raise TypeError(f"{name} must be a buffer, not {type(buf).__name__}") from None
+
+
+def _flags(buf: Any, name: str, capacity: int, writable: bool) -> Any:
+    """A `uint8_t[]` view of a per-slot byte array with at least `capacity` entries."""
+    if buf.__class__ is not bytearray and memoryview(buf).itemsize != 1:
+        raise TypeError(f"{name} must be a byte array, not items of {memoryview(buf).itemsize}")
+    view = _bytes(buf, name, writable)
+    if len(view) < capacity:
+        raise NativeError(EINVAL, f"{name} has {len(view)} entries for {capacity} slots")
+    return view
+
+
+def _io_error(capacity: int, offset: int, length: int, block_size: int, memory_len: int,
+              caller_len: int, name: str) -> NoReturn:
+    """Raises read/write's error for sizes that failed their check, in C's order: EINVAL for
+    block_size 0, a memory shorter than capacity blocks or a caller buffer shorter than length;
+    then ERANGE unless the range ends within uint64 and its byte count fits C's int64 result."""
+    if block_size == 0:
+        raise NativeError(EINVAL, "block_size is 0")
+    if capacity * block_size > memory_len:
+        raise NativeError(EINVAL, f"memory of {memory_len} bytes for {capacity} blocks of "
+                                  f"{block_size}")
+    if caller_len < length:
+        raise NativeError(EINVAL, f"{name} of {caller_len} bytes for a range of {length}")
+    raise NativeError(ERANGE, f"range [{offset}, {offset} + {length}) is past uint64")
 
 
 class BlockTable:
@@ -13,9 +54,19 @@ class BlockTable:
 
     Thread-safe: cffi releases the GIL inside every C call, so a lock keeps two threads from
     being inside the (unsynchronized) C table at once.
+
+    The hit path (read, write, evictable) is called with the cache's same long-lived buffers
+    every time, so the table remembers, for each of the arguments memory, ready, dirty and busy,
+    the last buffer passed (by identity) and its cffi view, and reuses that view, whose length
+    was checked when the buffer was first seen, while the same object comes again. Holding the
+    view keeps that buffer exported, so it cannot be resized (nor a memoryview released) until
+    another buffer is passed in its place or the table is collected; nor can its id be reused
+    by another object while remembered. The caller's dst and src are converted on every call and
+    not kept.
     """
 
-    __slots__ = ("capacity", "_bt", "_lock", "_out")
+    __slots__ = ("capacity", "_bt", "_lock", "_out", "_blocks", "_seen_memory", "_seen_ready",
+                 "_seen_dirty", "_seen_busy")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = unsigned(capacity, "capacity", lib.PFS_BT_MAX_CAPACITY)
@@ -25,6 +76,10 @@ class BlockTable:
         self._bt = ffi.gc(bt, lib.pfs_bt_free, size=self.capacity * 48)
         self._lock = threading.Lock()
         self._out = ffi.new("uint32_t[]", self.capacity)  # file_slots' result, used under the lock
+        self._blocks = ffi.new("uint32_t *")  # read/write's block count, used under the lock
+        # The last buffer of each argument: (buffer, view, and for memory its length in bytes and
+        # whether the view is writable). Replaced whole, so a thread sees an old or a new one.
+        self._seen_memory = self._seen_ready = self._seen_dirty = self._seen_busy = _UNSEEN
 
     def lookup(self, file_id: int, block: int, touch: bool = True) -> int | None:
         """The slot holding the block, or None; touch makes it the most recently used."""
@@ -71,6 +126,100 @@ class BlockTable:
             check(lib.pfs_bt_file_slots(self._bt, file_id, self._out, self.capacity, n),
                   "block table file_slots")
             return list(self._out[0:n[0]])
+
+    def _see_memory(self, memory: Any, writable: bool) -> tuple[Any, Any, int, bool]:
+        """Converts a memory buffer not seen last (or seen read-only when writable is asked)."""
+        view = _bytes(memory, "memory", writable)
+        self._seen_memory = seen = (memory, view, len(view), writable)
+        return seen
+
+    def _see_flags(self, buf: Any, name: str, writable: bool) -> Any:
+        """Converts and checks a per-slot flag array not seen last as argument `name`."""
+        view = _flags(buf, name, self.capacity, writable)
+        setattr(self, f"_seen_{name}", (buf, view))
+        return view
+
+    # A cached hit's cost is mostly Python's, so read and write check their arguments inline,
+    # one test for all the integers and one for all the sizes, and spell out a failure only
+    # when its test fails: TypeError or ERANGE for an integer (unsigned), TypeError or
+    # BufferError for a buffer, EINVAL for a flag array too short (when first seen), then
+    # _io_error's EINVALs and ERANGE. They take the lock with acquire/release, which costs half
+    # of `with` here.
+
+    def read(self, file_id: int, offset: int, length: int, memory: Any, block_size: int,
+             ready: Any, dst: Any) -> tuple[int, int]:
+        """Copies file bytes [offset, offset + length) from the cache into dst[0:length], block
+        by block from the first, while each block is in the table and ready; each becomes the
+        most recently used. Returns (bytes copied, blocks copied from): all of length when every
+        block was there, less when it stopped at the first that is not. memory holds slot i's
+        block at byte i * block_size; ready has a byte per slot."""
+        if not (file_id.__class__ is offset.__class__ is length.__class__ is block_size.__class__
+                is int and (file_id | offset | length | block_size) >> 64 == 0):
+            file_id, offset = unsigned(file_id, "file_id"), unsigned(offset, "offset")
+            length, block_size = unsigned(length, "length"), unsigned(block_size, "block_size")
+        mem = self._seen_memory
+        if mem[0] is not memory:
+            mem = self._see_memory(memory, writable=False)
+        try:  # _bytes, inline
+            out = ffi.from_buffer(_U8, dst, True)
+        except TypeError:
+            raise TypeError(f"dst must be a buffer, not {type(dst).__name__}") from None
+        seen = self._seen_ready
+        ready_ = seen[1] if seen[0] is ready else self._see_flags(ready, "ready", False)
+        memory_len, out_len = mem[2], len(out)
+        if not (0 < block_size and self.capacity * block_size <= memory_len
+                and length <= out_len and offset + length <= U64_MAX and length <= I64_MAX):
+            _io_error(self.capacity, offset, length, block_size, memory_len, out_len, "dst")
+        lock = self._lock
+        lock.acquire()
+        try:
+            copied = lib.pfs_bt_read(self._bt, file_id, offset, length, mem[1], memory_len,
+                                     block_size, ready_, out, out_len, self._blocks)
+            return check(copied, "block table read"), self._blocks[0]
+        finally:
+            lock.release()
+
+    def write(self, file_id: int, offset: int, length: int, memory: Any, block_size: int,
+              ready: Any, dirty: Any, src: Any) -> tuple[int, int]:
+        """Copies src[0:length] into the cached blocks of file bytes [offset, offset + length),
+        block by block from the first, while each block is in the table and ready; each block
+        written is marked dirty and becomes the most recently used. Returns (bytes copied,
+        blocks written), as read does. dirty: a byte per slot."""
+        if not (file_id.__class__ is offset.__class__ is length.__class__ is block_size.__class__
+                is int and (file_id | offset | length | block_size) >> 64 == 0):
+            file_id, offset = unsigned(file_id, "file_id"), unsigned(offset, "offset")
+            length, block_size = unsigned(length, "length"), unsigned(block_size, "block_size")
+        mem = self._seen_memory
+        if mem[0] is not memory or not mem[3]:
+            mem = self._see_memory(memory, writable=True)
+        try:  # _bytes, inline
+            in_ = ffi.from_buffer(_U8, src, False)
+        except TypeError:
+            raise TypeError(f"src must be a buffer, not {type(src).__name__}") from None
+        seen = self._seen_ready
+        ready_ = seen[1] if seen[0] is ready else self._see_flags(ready, "ready", False)
+        seen = self._seen_dirty
+        dirty_ = seen[1] if seen[0] is dirty else self._see_flags(dirty, "dirty", True)
+        memory_len, in_len = mem[2], len(in_)
+        if not (0 < block_size and self.capacity * block_size <= memory_len
+                and length <= in_len and offset + length <= U64_MAX and length <= I64_MAX):
+            _io_error(self.capacity, offset, length, block_size, memory_len, in_len, "src")
+        lock = self._lock
+        lock.acquire()
+        try:
+            copied = lib.pfs_bt_write(self._bt, file_id, offset, length, mem[1], memory_len,
+                                      block_size, ready_, dirty_, in_, in_len, self._blocks)
+            return check(copied, "block table write"), self._blocks[0]
+        finally:
+            lock.release()
+
+    def evictable(self, busy: Any) -> int | None:
+        """The least recently used slot whose busy byte is 0, or None (empty, or all busy)."""
+        seen = self._seen_busy
+        busy_ = seen[1] if seen[0] is busy else self._see_flags(busy, "busy", False)
+        with self._lock:
+            slot = lib.pfs_bt_evictable(self._bt, busy_)
+        return None if slot == ENOENT else check(slot, "block table evictable")
 
     def __len__(self) -> int:
         with self._lock:

@@ -90,8 +90,9 @@ def gather(offset: int, length: int, block_size: int, stripe_blocks: int, width:
 
 
 class BlockTable:
-    """The block table's contract on an OrderedDict (oldest first). Slot numbers are its own; a
-    test compares keys, not which free slot was picked."""
+    """The block table's contract on an OrderedDict (oldest first). Slot numbers are its own,
+    unless `insert` is told which free slot to take (a test mirroring the C table's choice, so
+    that per-slot memory and flags can be compared slot for slot)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -104,12 +105,15 @@ class BlockTable:
             self._slots.move_to_end((file_id, block))
         return slot
 
-    def insert(self, file_id: int, block: int) -> int:
+    def insert(self, file_id: int, block: int, slot: int | None = None) -> int:
         if (file_id, block) in self._slots:
             raise NativeError(EEXIST, "block table insert")
         if not self._free:
             raise NativeError(ENOSPC, "block table insert")
-        slot = self._free.pop()
+        if slot is None:
+            slot = self._free.pop()
+        else:
+            self._free.remove(slot)  # ValueError: that slot is not free
         self._slots[(file_id, block)] = slot
         return slot
 
@@ -130,3 +134,53 @@ class BlockTable:
 
     def __len__(self) -> int:
         return len(self._slots)
+
+    # The hit path, one byte at a time: byte i of the range is file byte offset + i, in block
+    # (offset + i) // block_size at (offset + i) % block_size, which lives in its slot's block at
+    # slot * block_size. The walk stops at the first byte whose block is absent or not ready.
+
+    def _hits(self, file_id: int, offset: int, length: int, block_size: int,
+              ready: Any) -> tuple[list[tuple[int, int]], list[int]]:
+        """(i, memory index) of every byte of the range before the first miss, and the slots
+        those bytes are in, in file order."""
+        if block_size < 1:
+            raise ValueError("block_size must be >= 1")
+        hits: list[tuple[int, int]] = []
+        slots: list[int] = []
+        for i in range(length):
+            block, within = divmod(offset + i, block_size)
+            slot = self._slots.get((file_id, block))
+            if slot is None or not ready[slot]:
+                break
+            hits.append((i, slot * block_size + within))
+            if not slots or slots[-1] != slot:
+                slots.append(slot)
+        return hits, slots
+
+    def _touch(self, slots: list[int]) -> None:
+        keys = {s: k for k, s in self._slots.items()}
+        for slot in slots:
+            self._slots.move_to_end(keys[slot])
+
+    def read(self, file_id: int, offset: int, length: int, memory: Any, block_size: int,
+             ready: Any, dst: Any) -> tuple[int, int]:
+        hits, slots = self._hits(file_id, offset, length, block_size, ready)
+        out, mem = memoryview(dst).cast("B"), memoryview(memory).cast("B")
+        for i, at in hits:
+            out[i] = mem[at]
+        self._touch(slots)
+        return len(hits), len(slots)
+
+    def write(self, file_id: int, offset: int, length: int, memory: Any, block_size: int,
+              ready: Any, dirty: Any, src: Any) -> tuple[int, int]:
+        hits, slots = self._hits(file_id, offset, length, block_size, ready)
+        data, mem = memoryview(src).cast("B"), memoryview(memory).cast("B")
+        for i, at in hits:
+            mem[at] = data[i]
+        for slot in slots:
+            dirty[slot] = 1
+        self._touch(slots)
+        return len(hits), len(slots)
+
+    def evictable(self, busy: Any) -> int | None:
+        return next((s for s in self._slots.values() if not busy[s]), None)

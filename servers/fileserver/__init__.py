@@ -41,9 +41,10 @@ def serve(data_dir: pathlib.Path, metaserver: str, host: str = "127.0.0.1", port
     stop = StopOnSignals()
     store = StripeStore(data_dir)
     service = FileServerService(store, SessionTable())
-    server, bound = start_server(
-        lambda s: fileserver_pb2_grpc.add_FileServerServicer_to_server(service, s),
-        host, port, credentials, THREADS)
+    def register(server) -> None:
+        fileserver_pb2_grpc.add_FileServerServicer_to_server(service, server)
+        server.add_generic_rpc_handlers([service.data_handler()])
+    server, bound = start_server(register, host, port, credentials, THREADS)
     address = advertise or f"{host}:{bound}"
     log.info("fileserver %s serving %s on %s", store.uuid[:8], data_dir, address)
     control = Control(service, address, metaserver, credentials)
@@ -145,10 +146,12 @@ class Control:
                     outbox.put(meta_pb.FileserverMessage(length=meta_pb.ObjectLength(
                         query_id=query.query_id, length=self.store.length(query.file_id))))
                 elif kind == "delete":
-                    self.store.delete(message.delete.file_id)
-                    log.info("deleted the object of file %d", message.delete.file_id)
+                    file_ids = list(message.delete.file_ids)
+                    for file_id in file_ids:
+                        self.store.delete(file_id)
+                    log.debug("deleted the objects of %d file(s)", len(file_ids))
                     outbox.put(meta_pb.FileserverMessage(
-                        deleted=meta_pb.ObjectsDeleted(file_id=message.delete.file_id)))
+                        deleted=meta_pb.ObjectsDeleted(file_ids=file_ids)))
         finally:
             outbox.put(_END)
             responses.cancel()

@@ -10,6 +10,7 @@ import grpc
 
 from pfs._proto import fileserver_pb2 as pb
 from pfs._proto import fileserver_pb2_grpc as pb_grpc
+from pfs import wire
 
 from ..rpc import session_of
 from .sessions import NotAdmitted, NotServing, SessionTable
@@ -48,17 +49,27 @@ class FileServerService(pb_grpc.FileServerServicer):
         self.store = store
         self.sessions = sessions
 
+    # --- the raw-bytes data service (pfs/wire.py) -----------------------------------------
     @_answer_errors
-    def Read(self, request, context):
+    def read(self, request: bytes, context) -> bytes:
+        file_id, offset, length = wire.parse_read(request)
         with self.sessions.serving(session_of(context)):
-            return pb.ReadReply(data=self.store.read(request.file_id, request.offset,
-                                                     request.length))
+            return self.store.read(file_id, offset, length)
 
     @_answer_errors
-    def Write(self, request, context):
+    def write(self, request: bytes, context) -> bytes:
+        file_id, offset, data = wire.parse_write(request)
         with self.sessions.serving(session_of(context)):
-            self.store.write(request.file_id, request.offset, request.data)
-        return pb.WriteReply()
+            self.store.write(file_id, offset, data)
+        return b""
+
+    def data_handler(self) -> grpc.GenericRpcHandler:
+        """The handler of the raw-bytes data service (requests and replies are not decoded)."""
+        return grpc.method_handlers_generic_handler(wire.DATA_SERVICE, {
+            "Read": grpc.unary_unary_rpc_method_handler(self.read),
+            "Write": grpc.unary_unary_rpc_method_handler(self.write)})
+
+    # --- the protobuf service -------------------------------------------------------------
 
     @_answer_errors
     def Fsync(self, request, context):

@@ -220,13 +220,10 @@ class Cluster:
         if answer is not None and not answer.done():
             answer.set_result(length)
 
-    def delete_objects(self, file_id: int, servers: tuple[int, ...]) -> set[int]:
-        """Asks the attached ones among `servers` to delete the file's objects; the others."""
-        missing = set()
-        for index in servers:
-            link = self._links.get(index)
-            if link is not None and link.attached:
-                link.outbox.put_nowait(pb.ControlMessage(delete=pb.DeleteObjects(file_id=file_id)))
-            else:
-                missing.add(index)
-        return missing
+    def delete_objects(self, index: int, file_ids: list[int]) -> bool:
+        """Asks fileserver `index` to delete the files' objects; False if it is not attached."""
+        link = self._links.get(index)
+        if link is None or not link.attached:
+            return False
+        link.outbox.put_nowait(pb.ControlMessage(delete=pb.DeleteObjects(file_ids=file_ids)))
+        return True

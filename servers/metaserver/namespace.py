@@ -8,9 +8,11 @@ scans the tree. A file's id names its objects on the fileservers and never chang
 included; ids come from AUTOINCREMENT and are never reused, so a stale object can never alias a
 new file. The root is node 0 and has no entry.
 
-Everything lives in one SQLite database in WAL mode with synchronous=FULL: a commit is on disk
-before the call returns, and a SIGKILL at any moment loses nothing committed. Every change is one
-transaction, so a failed one changes nothing. Reads and writes use connections of their own
+Everything lives in one SQLite database in WAL mode. A commit is in the log (handed to the
+kernel) before the call returns, so a crash of any PFS process loses nothing committed; `sync()`
+puts the log on the disk, which the metaserver does every second and whenever a client fsyncs,
+so a crash of the machine loses at most the last second of namespace changes (as a journaling
+file system's commit interval). Every change is one transaction, so a failed one changes nothing. Reads and writes use connections of their own
 (WAL lets readers go on while a writer commits), so the metaserver can read on its event loop
 and write on a thread of its own.
 """
@@ -118,13 +120,21 @@ class Namespace:
         self._reader = self._connect(path)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._unsynced = False
 
     @staticmethod
     def _connect(path: pathlib.Path) -> sqlite3.Connection:
         db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA synchronous=NORMAL")  # the log is synced by sync()
         return db
+
+    def sync(self) -> None:
+        """Puts every committed change on the disk (it survives a crash of the machine)."""
+        with self._write_lock:
+            if self._unsynced:
+                self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")  # syncs the log first
+                self._unsynced = False
 
     def _migrate_flat_namespace(self) -> None:
         """Moves the files of a data directory from before directories (one flat `files`
@@ -155,6 +165,7 @@ class Namespace:
                 try:
                     yield db
                     db.execute("COMMIT")
+                    self._unsynced = True
                 except BaseException:
                     if db.in_transaction:  # a failed COMMIT may have rolled back already
                         db.execute("ROLLBACK")
@@ -349,9 +360,10 @@ class Namespace:
         return [(file_id, tuple(int(s) for s in servers.split(",")))
                 for file_id, servers in self._read("SELECT file_id, servers FROM pending_deletes")]
 
-    def delete_done(self, file_id: int) -> None:
+    def delete_done(self, file_ids: list[int]) -> None:
         with self._write() as db:
-            db.execute("DELETE FROM pending_deletes WHERE file_id = ?", (file_id,))
+            db.executemany("DELETE FROM pending_deletes WHERE file_id = ?",
+                           [(i,) for i in file_ids])
 
     def register_fileserver(self, uuid: str, address: str) -> int:
         """The stable index of the fileserver with this uuid (new ones get the next index)."""

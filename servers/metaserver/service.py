@@ -38,6 +38,7 @@ from pfs.ranges import INFINITY
 
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
+from .deletions import Deletions
 from .namespace import Namespace, Node, StorageFull
 from .openfiles import OpenFile, OpenFiles
 from .sessions import NotYourSession, Session, SessionEnded, Sessions
@@ -47,8 +48,8 @@ log = logging.getLogger("pfs.metaserver")
 
 #: How often overdue revocations are looked for.
 EVICTION_CHECK_SECONDS = 0.5
-#: How often objects of deleted files that a fileserver still holds are asked for again.
-DELETE_RETRY_SECONDS = 10.0
+#: How often committed namespace changes are put on the disk (at most lost to a power cut).
+SYNC_SECONDS = 1.0
 #: Directory entries per List reply (a reply must stay well below gRPC's message limit).
 LIST_PAGE = 10_000
 #: The gRPC status of each errno a namespace call fails with (the errno itself travels in the
@@ -101,9 +102,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         self.tokens = TokenManager(self._send_revoke, revoke_timeout=max(2 * lease_seconds, 5.0))
         self.open_files = OpenFiles()
         self._namespace_lock = asyncio.Lock()
-        # file id -> fileservers still holding its objects (durable in the namespace too)
-        self._deleting: dict[int, set[int]] = {
-            file_id: set(servers) for file_id, servers in namespace.pending_deletes()}
+        self.deletions = Deletions(namespace.pending_deletes(), self.cluster,
+                                   functools.partial(self._db, namespace.delete_done))
         self._background: list[asyncio.Task] = []
 
     async def _db(self, fn, *args):
@@ -114,7 +114,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         loop = asyncio.get_running_loop()
         self._background = [loop.create_task(self.sessions.expire_leases()),
                             loop.create_task(self._evict_overdue()),
-                            loop.create_task(self._retry_deletes())]
+                            loop.create_task(self.deletions.run()),
+                            loop.create_task(self._sync_metadata())]
 
     async def stop(self) -> None:
         for task in self._background:
@@ -235,9 +236,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             link = await self.cluster.attach(hello.hello.server_uuid, hello.hello.address)
         except AttachRefused as e:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
-        for file_id, servers in self._deleting.items():
-            if link.index in servers:
-                self.cluster.delete_objects(file_id, (link.index,))
+        self.deletions.attached(link.index)
 
         async def read() -> None:
             async for message in request_iterator:
@@ -247,7 +246,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                 elif kind == "table_ack":
                     self.cluster.table_acked(link, message.table_ack.version)
                 elif kind == "deleted":
-                    await self._objects_deleted(link.index, message.deleted.file_id)
+                    await self.deletions.confirmed(link.index, list(message.deleted.file_ids))
                 elif kind == "length":
                     self.cluster.length_answered(message.length.query_id, message.length.length)
             self.cluster.detach(link)
@@ -338,7 +337,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         servers = self.cluster.place(request.stripe_width)
         node = await self._db(self.namespace.create, path, self.block_size, self.stripe_blocks,
                               servers)
-        log.info("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
+        log.debug("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
                  node.node_id, servers)
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
 
@@ -370,8 +369,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                 self.open_files.openers(node.node_id))
             replaced = await self._db(self.namespace.rename, old, new)
         if replaced is not None and not replaced.is_dir:
-            self._delete_objects(replaced.node_id, replaced.servers)
-        log.info("renamed %s to %s", brief("/".join(old)), brief("/".join(new)))
+            self.deletions.add(replaced.node_id, replaced.servers)
+        log.debug("renamed %s to %s", brief("/".join(old)), brief("/".join(new)))
         return pb.RenameReply()
 
     @_answer_errors
@@ -410,8 +409,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             if self.open_files.is_open(node.node_id):
                 raise _busy("delete", request.path, self.open_files.openers(node.node_id))
             await self._db(self.namespace.unlink, path)
-        log.info("deleted %s (file %d)", brief("/".join(path)), node.node_id)
-        self._delete_objects(node.node_id, node.servers)
+        log.debug("deleted %s (file %d)", brief("/".join(path)), node.node_id)
+        self.deletions.add(node.node_id, node.servers)
         return pb.DeleteReply()
 
     @_answer_errors
@@ -448,6 +447,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = self._session(context)
         f = self.open_files.of(session.client_id, request.file_id)
         await self._record_size(session, f, request.size, touch=False)
+        await self._db(self.namespace.sync)  # fsync: the size survives a crash of the machine
         return pb.ReportSizeReply()
 
     @_answer_errors
@@ -491,26 +491,12 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
                                grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch)
 
-    # --- deleting stripe objects ------------------------------------------------------------
-    def _delete_objects(self, file_id: int, servers: tuple[int, ...]) -> None:
-        """Asks the fileservers to remove the objects; the namespace remembers the file until
-        every one of them confirms, so a crash in between still removes them later."""
-        self._deleting[file_id] = set(servers)
-        self.cluster.delete_objects(file_id, servers)
-
-    async def _objects_deleted(self, index: int, file_id: int) -> None:
-        remaining = self._deleting.get(file_id)
-        if remaining is not None:
-            remaining.discard(index)
-            if not remaining:
-                del self._deleting[file_id]
-                await self._db(self.namespace.delete_done, file_id)
-
-    async def _retry_deletes(self) -> None:
+    # --- durability ------------------------------------------------------------------------
+    async def _sync_metadata(self) -> None:
+        """Puts committed namespace changes on the disk every second (see namespace.py)."""
         while True:
-            await asyncio.sleep(DELETE_RETRY_SECONDS)
-            for file_id, servers in list(self._deleting.items()):
-                self.cluster.delete_objects(file_id, tuple(servers))
+            await asyncio.sleep(SYNC_SECONDS)
+            await self._db(self.namespace.sync)
 
 
 def _fileserver_problem(hello: pb.FileserverHello) -> str | None:
