@@ -262,6 +262,35 @@ static uint32_t ready_slot(pfs_blocktable *bt, uint64_t file, uint64_t at, uint6
     return slot;
 }
 
+/* Copies between a caller's buffer and the cached, ready blocks of [offset, offset + length),
+ * block by block from the first, stopping at the first block that is not there: out of the cache
+ * into `out`, or, when `dirty` is given, from `in` into the cache, marking each block dirty. */
+static int64_t copy_hits(pfs_blocktable *bt, uint64_t file, uint64_t offset, uint64_t length,
+                         uint8_t *memory, uint64_t block_size, const uint8_t *ready,
+                         uint8_t *dirty, uint8_t *out, const uint8_t *in, uint32_t *blocks)
+{
+    uint64_t done = 0, within, piece;
+    uint32_t n = 0;
+    while (done < length) {
+        uint32_t slot = ready_slot(bt, file, offset + done, length - done, block_size, ready,
+                                   &within, &piece);
+        if (slot == NIL)
+            break;
+        uint8_t *cached = memory + (size_t)slot * block_size + within;
+        if (dirty != NULL) {
+            memmove(cached, in + done, (size_t)piece);
+            dirty[slot] = 1;
+        } else {
+            memmove(out + done, cached, (size_t)piece);
+        }
+        touch_slot(bt, slot);
+        done += piece;
+        n++;
+    }
+    *blocks = n;
+    return (int64_t)done;
+}
+
 int64_t pfs_bt_read(pfs_blocktable *bt, uint64_t file, uint64_t offset, uint64_t length,
                     const uint8_t *memory, size_t memory_len, uint64_t block_size,
                     const uint8_t *ready, uint8_t *dst, size_t dst_len, uint32_t *blocks)
@@ -270,20 +299,9 @@ int64_t pfs_bt_read(pfs_blocktable *bt, uint64_t file, uint64_t offset, uint64_t
                       blocks);
     if (rc != PFS_OK)
         return rc;
-    uint64_t done = 0, within, piece;
-    uint32_t n = 0;
-    while (done < length) {
-        uint32_t slot = ready_slot(bt, file, offset + done, length - done, block_size, ready,
-                                   &within, &piece);
-        if (slot == NIL)
-            break;
-        memmove(dst + done, memory + (size_t)slot * block_size + within, (size_t)piece);
-        touch_slot(bt, slot);
-        done += piece;
-        n++;
-    }
-    *blocks = n;
-    return (int64_t)done;
+    /* Read-only here: copy_hits writes the cache's memory only when given `dirty`. */
+    return copy_hits(bt, file, offset, length, (uint8_t *)memory, block_size, ready, NULL, dst,
+                     NULL, blocks);
 }
 
 int64_t pfs_bt_write(pfs_blocktable *bt, uint64_t file, uint64_t offset, uint64_t length,
@@ -297,21 +315,8 @@ int64_t pfs_bt_write(pfs_blocktable *bt, uint64_t file, uint64_t offset, uint64_
                       blocks);
     if (rc != PFS_OK)
         return rc;
-    uint64_t done = 0, within, piece;
-    uint32_t n = 0;
-    while (done < length) {
-        uint32_t slot = ready_slot(bt, file, offset + done, length - done, block_size, ready,
-                                   &within, &piece);
-        if (slot == NIL)
-            break;
-        memmove(memory + (size_t)slot * block_size + within, src + done, (size_t)piece);
-        dirty[slot] = 1;
-        touch_slot(bt, slot);
-        done += piece;
-        n++;
-    }
-    *blocks = n;
-    return (int64_t)done;
+    return copy_hits(bt, file, offset, length, memory, block_size, ready, dirty, NULL, src,
+                     blocks);
 }
 
 int pfs_bt_evictable(const pfs_blocktable *bt, const uint8_t *busy)

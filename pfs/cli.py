@@ -19,8 +19,12 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from pfs_servers.rpc import StopOnSignals
 
 log = logging.getLogger("pfs.up")
 

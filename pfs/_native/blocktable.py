@@ -153,28 +153,18 @@ class BlockTable:
         most recently used. Returns (bytes copied, blocks copied from): all of length when every
         block was there, less when it stopped at the first that is not. memory holds slot i's
         block at byte i * block_size; ready has a byte per slot."""
-        if not (file_id.__class__ is offset.__class__ is length.__class__ is block_size.__class__
-                is int and (file_id | offset | length | block_size) >> 64 == 0):
-            file_id, offset = unsigned(file_id, "file_id"), unsigned(offset, "offset")
-            length, block_size = unsigned(length, "length"), unsigned(block_size, "block_size")
-        mem = self._seen_memory
-        if mem[0] is not memory:
-            mem = self._see_memory(memory, writable=False)
+        file_id, offset, length, block_size, mem, ready_ = self._hit_args(
+            file_id, offset, length, memory, block_size, ready, into_cache=False)
         try:  # _bytes, inline
             out = ffi.from_buffer(_U8, dst, True)
         except TypeError:
             raise TypeError(f"dst must be a buffer, not {type(dst).__name__}") from None
-        seen = self._seen_ready
-        ready_ = seen[1] if seen[0] is ready else self._see_flags(ready, "ready", False)
-        memory_len, out_len = mem[2], len(out)
-        if not (0 < block_size and self.capacity * block_size <= memory_len
-                and length <= out_len and offset + length <= U64_MAX and length <= I64_MAX):
-            _io_error(self.capacity, offset, length, block_size, memory_len, out_len, "dst")
+        self._check_lengths(offset, length, block_size, mem[2], len(out), "dst")
         lock = self._lock
         lock.acquire()
         try:
-            copied = lib.pfs_bt_read(self._bt, file_id, offset, length, mem[1], memory_len,
-                                     block_size, ready_, out, out_len, self._blocks)
+            copied = lib.pfs_bt_read(self._bt, file_id, offset, length, mem[1], mem[2],
+                                     block_size, ready_, out, len(out), self._blocks)
             return check(copied, "block table read"), self._blocks[0]
         finally:
             lock.release()
@@ -185,33 +175,44 @@ class BlockTable:
         block by block from the first, while each block is in the table and ready; each block
         written is marked dirty and becomes the most recently used. Returns (bytes copied,
         blocks written), as read does. dirty: a byte per slot."""
+        file_id, offset, length, block_size, mem, ready_ = self._hit_args(
+            file_id, offset, length, memory, block_size, ready, into_cache=True)
+        try:  # _bytes, inline
+            in_ = ffi.from_buffer(_U8, src, False)
+        except TypeError:
+            raise TypeError(f"src must be a buffer, not {type(src).__name__}") from None
+        seen = self._seen_dirty
+        dirty_ = seen[1] if seen[0] is dirty else self._see_flags(dirty, "dirty", True)
+        self._check_lengths(offset, length, block_size, mem[2], len(in_), "src")
+        lock = self._lock
+        lock.acquire()
+        try:
+            copied = lib.pfs_bt_write(self._bt, file_id, offset, length, mem[1], mem[2],
+                                      block_size, ready_, dirty_, in_, len(in_), self._blocks)
+            return check(copied, "block table write"), self._blocks[0]
+        finally:
+            lock.release()
+
+    def _hit_args(self, file_id: Any, offset: Any, length: Any, memory: Any, block_size: Any,
+                  ready: Any, into_cache: bool) -> tuple:
+        """read's and write's shared checks: the integers, then the cache's memory (writable
+        for a write into the cache) and ready flags, converted once and remembered."""
         if not (file_id.__class__ is offset.__class__ is length.__class__ is block_size.__class__
                 is int and (file_id | offset | length | block_size) >> 64 == 0):
             file_id, offset = unsigned(file_id, "file_id"), unsigned(offset, "offset")
             length, block_size = unsigned(length, "length"), unsigned(block_size, "block_size")
         mem = self._seen_memory
-        if mem[0] is not memory or not mem[3]:
-            mem = self._see_memory(memory, writable=True)
-        try:  # _bytes, inline
-            in_ = ffi.from_buffer(_U8, src, False)
-        except TypeError:
-            raise TypeError(f"src must be a buffer, not {type(src).__name__}") from None
+        if mem[0] is not memory or (into_cache and not mem[3]):
+            mem = self._see_memory(memory, writable=into_cache)
         seen = self._seen_ready
         ready_ = seen[1] if seen[0] is ready else self._see_flags(ready, "ready", False)
-        seen = self._seen_dirty
-        dirty_ = seen[1] if seen[0] is dirty else self._see_flags(dirty, "dirty", True)
-        memory_len, in_len = mem[2], len(in_)
+        return file_id, offset, length, block_size, mem, ready_
+
+    def _check_lengths(self, offset: int, length: int, block_size: int, memory_len: int,
+                       caller_len: int, name: str) -> None:
         if not (0 < block_size and self.capacity * block_size <= memory_len
-                and length <= in_len and offset + length <= U64_MAX and length <= I64_MAX):
-            _io_error(self.capacity, offset, length, block_size, memory_len, in_len, "src")
-        lock = self._lock
-        lock.acquire()
-        try:
-            copied = lib.pfs_bt_write(self._bt, file_id, offset, length, mem[1], memory_len,
-                                      block_size, ready_, dirty_, in_, in_len, self._blocks)
-            return check(copied, "block table write"), self._blocks[0]
-        finally:
-            lock.release()
+                and length <= caller_len and offset + length <= U64_MAX and length <= I64_MAX):
+            _io_error(self.capacity, offset, length, block_size, memory_len, caller_len, name)
 
     def evictable(self, busy: Any) -> int | None:
         """The least recently used slot whose busy byte is 0, or None (empty, or all busy)."""

@@ -25,6 +25,8 @@ from typing import Awaitable, Callable
 
 from pfs._proto import metaserver_pb2 as pb
 
+from .questions import Questions
+
 log = logging.getLogger("pfs.metaserver.cluster")
 
 HEARTBEAT_SECONDS = 1.0
@@ -66,8 +68,7 @@ class Cluster:
         self._version = 1  # of the table; a fileserver that acknowledged none may not serve
         self._wakeup = asyncio.Event()  # replaced by a fresh one at every notification
         self._placement = itertools.count()
-        self._query_ids = itertools.count(1)
-        self._lengths: dict[int, asyncio.Future] = {}
+        self.lengths = Questions()  # object lengths asked of fileservers
 
     # --- membership -------------------------------------------------------------------------
     def addresses(self) -> dict[int, str]:
@@ -203,22 +204,15 @@ class Cluster:
         link = self._links.get(index)
         if link is None or not link.attached:
             raise ConnectionError(f"fileserver {index} is not attached")
-        query_id = next(self._query_ids)
-        answer = asyncio.get_running_loop().create_future()
-        self._lengths[query_id] = answer
-        try:
-            link.outbox.put_nowait(pb.ControlMessage(length_query=pb.LengthQuery(
-                query_id=query_id, file_id=file_id)))
-            return await asyncio.wait_for(answer, ACK_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise ConnectionError(f"fileserver {index} did not answer") from None
-        finally:
-            del self._lengths[query_id]
 
-    def length_answered(self, query_id: int, length: int) -> None:
-        answer = self._lengths.get(query_id)
-        if answer is not None and not answer.done():
-            answer.set_result(length)
+        def send(number: int) -> bool:
+            link.outbox.put_nowait(pb.ControlMessage(length_query=pb.LengthQuery(
+                query_id=number, file_id=file_id)))
+            return True
+        length = await self.lengths.ask(send, ACK_TIMEOUT)
+        if length is None:
+            raise ConnectionError(f"fileserver {index} did not answer")
+        return length
 
     def delete_objects(self, index: int, file_ids: list[int]) -> bool:
         """Asks fileserver `index` to delete the files' objects; False if it is not attached."""

@@ -41,7 +41,8 @@ from .cluster import AttachRefused, Cluster
 from .deletions import Deletions
 from .namespace import Namespace, Node, StorageFull
 from .openfiles import OpenFile, OpenFiles
-from .sessions import NotYourSession, Session, SessionEnded, Sessions
+from .sessions import NotYourSession, SessionEnded, Sessions
+from .sessions import Session as ClientSession
 from .tokens import WRITE, RequestCancelled, Revocation, SessionGone, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
@@ -125,7 +126,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         self._db_thread.shutdown()
 
     # --- identity ---------------------------------------------------------------------------
-    def _session(self, context) -> Session:
+    def _session(self, context) -> ClientSession:
         named = session_of(context)
         if named is None:
             raise NotYourSession("this call carries no session key; start a session with "
@@ -157,7 +158,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         index = node.servers[extent.server]
         return await self.cluster.object_length(index, node.node_id) > extent.local_offset
 
-    async def _record_size(self, session: Session, f: OpenFile, written_end: int,
+    async def _record_size(self, session: ClientSession, f: OpenFile, written_end: int,
                            touch: bool) -> None:
         """At close or fsync: the durable size becomes the client's written end (which must be
         believable, and stored), or the newest size known if that is stored (best effort: a
@@ -198,7 +199,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                 for i, a in self.cluster.addresses().items()]
 
     # --- sessions ending --------------------------------------------------------------------
-    async def _session_ended(self, session: Session, evicted: bool) -> None:
+    async def _session_ended(self, session: ClientSession, evicted: bool) -> None:
         """Fences the session at the fileservers, then (once an evicted client surely knows its
         lease is over) lets others have its tokens."""
         await self.cluster.fence(session.client_id)
@@ -248,7 +249,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                 elif kind == "deleted":
                     await self.deletions.confirmed(link.index, list(message.deleted.file_ids))
                 elif kind == "length":
-                    self.cluster.length_answered(message.length.query_id, message.length.length)
+                    self.cluster.lengths.answered(message.length.query_id, message.length.length)
             self.cluster.detach(link)
         reader = asyncio.get_running_loop().create_task(read())
         try:
@@ -307,7 +308,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             reader.cancel()
             self.sessions.end(session.client_id, "its stream closed")
 
-    async def _read_stream(self, session: Session, request_iterator) -> None:
+    async def _read_stream(self, session: ClientSession, request_iterator) -> None:
         async for message in request_iterator:
             kind = message.WhichOneof("body")
             self.sessions.heard_from(session, message.heartbeat if kind == "heartbeat" else None)
@@ -318,7 +319,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                     self._reported(session.client_id, file_id, ack.size)
                 self.tokens.acknowledge(session.client_id, ack.revoke_id)
             elif kind == "size_reply":
-                self.sessions.size_answered(message.size_reply.query_id, message.size_reply.size)
+                self.sessions.sizes.answered(message.size_reply.query_id, message.size_reply.size)
         self.sessions.end(session.client_id, "the client closed its stream")
 
     @_answer_errors

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
 import logging
 import secrets
 import time
@@ -25,6 +24,8 @@ from typing import Awaitable, Callable
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs.transport import SESSION_KEY_BYTES
+
+from .questions import Questions
 
 log = logging.getLogger("pfs.metaserver.sessions")
 
@@ -59,8 +60,7 @@ class Sessions:
         self.lease_seconds = lease_seconds
         self._on_end = on_end
         self._sessions: dict[int, Session] = {}
-        self._size_replies: dict[int, asyncio.Future] = {}
-        self._query_ids = itertools.count(1)
+        self.sizes = Questions()  # file sizes asked of clients (glimpses)
         self._ending: set[asyncio.Task] = set()
 
     async def stop(self) -> None:
@@ -142,22 +142,10 @@ class Sessions:
     # --- size queries (glimpses) ------------------------------------------------------------
     async def query_size(self, client_id: int, file_id: int, timeout: float) -> int | None:
         """Asks a client how large it knows the file to be; None if it does not answer."""
-        query_id = next(self._query_ids)
-        answer = asyncio.get_running_loop().create_future()
-        self._size_replies[query_id] = answer
-        try:
+        def send(number: int) -> bool:
             session = self._sessions.get(client_id)
-            if session is None:
-                return None
-            session.outbox.put_nowait(pb.ServerMessage(
-                size_query=pb.SizeQuery(query_id=query_id, file_id=file_id)))
-            return await asyncio.wait_for(answer, timeout)
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            del self._size_replies[query_id]
-
-    def size_answered(self, query_id: int, size: int) -> None:
-        answer = self._size_replies.get(query_id)
-        if answer is not None and not answer.done():
-            answer.set_result(size)
+            if session is not None:
+                session.outbox.put_nowait(pb.ServerMessage(
+                    size_query=pb.SizeQuery(query_id=number, file_id=file_id)))
+            return session is not None
+        return await self.sizes.ask(send, timeout)
