@@ -9,8 +9,9 @@ Starts a cluster (`pfs up`, shipped defaults: 4 fileservers, 64 KiB blocks, 1 Mi
   and with the cache off; a cold sequential read of it; each against the same calls striped by a
   bare client over the bare servers (target: PFS >= 0.8 of the floor);
 - namespace: create, open, close and delete against one bare unary call (target >= 0.5);
-- small: an uncached 4 KiB random read against one bare 4 KiB read (target >= 0.7), and a cached
-  4 KiB re-read against os.preadv of a page-cached local file (target >= 0.33);
+- small: an uncached 4 KiB random read against one bare 4 KiB read from the server holding those
+  bytes (target >= 0.7), and a cached 4 KiB re-read against os.preadv of a page-cached local
+  file (target >= 0.33);
 - parallel: 4 threads of one client reading 4 files against one thread, in 64 KiB calls (target
   >= 1.5x: a thread waits for each call, so threads overlap) and in 4 MiB calls (no target: one
   thread keeps this machine's 2 cores busy already); and 4 client processes writing disjoint
@@ -30,7 +31,7 @@ import time
 import uuid
 
 import pfs
-from pfs.bench import MiB, median_seconds, progress
+from pfs.bench import MiB, median_seconds, progress, side_by_side
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -110,7 +111,6 @@ def bulk(cluster: Cluster, floor: Floor, runs: int, size: int) -> None:
 def namespace(cluster: Cluster, floor: Floor, runs: int) -> None:
     print("namespace calls (ratio: against one bare unary call)")
     client = cluster.client()
-    bare = median_seconds(floor.echo, runs, repeat=200)
     names = [fresh_name() for _ in range(runs * 100)]
     it = iter(names)
     timings = {"create": [], "open": [], "close": [], "delete": []}
@@ -126,7 +126,7 @@ def namespace(cluster: Cluster, floor: Floor, runs: int) -> None:
             timings[step].append(time.perf_counter() - started)
             if step == "open":
                 fd = result
-    median_seconds(cycle, runs, repeat=100)
+    bare = side_by_side({"floor": floor.echo, "cycle": cycle}, runs, repeat=100)["floor"]
     for step, times in timings.items():
         row(step, sorted(times)[len(times) // 2], bare, 0.5)
     client.finish(client.initialize())
@@ -137,10 +137,8 @@ def small(cluster: Cluster, floor: Floor, runs: int) -> None:
     region = 16 * MiB
     data = os.urandom(region)
     rng = random.Random(7)
-    offsets = [rng.randrange(0, region - SMALL) for _ in range(2000)]
+    offsets = [rng.randrange(region // SMALL) * SMALL for _ in range(2000)]
     floor.write_striped(memoryview(data), 0)
-    bare = median_seconds(lambda: floor.read(rng.randrange(0, region // 4 - SMALL), SMALL),
-                          runs, repeat=200)
     buf = bytearray(SMALL)
     name = fresh_name()
     writer = cluster.client()
@@ -148,37 +146,39 @@ def small(cluster: Cluster, floor: Floor, runs: int) -> None:
     fd = writer.open(name, pfs.PFS_READ_WRITE)
     writer.write(fd, data, region, 0)
     writer.close(fd)
-    for cache_blocks in (0, 1024):
-        client = cluster.client(cache_blocks=cache_blocks)
-        fd = client.open(name, pfs.PFS_READ)
-        chunk = 256 << 10  # below the streaming size, so that the cache keeps what it reads
-        for offset in range(0, region, chunk):
-            client.read(fd, bytearray(chunk), chunk, offset)
-        it = iter(offsets * 50)
-        pfs_read = median_seconds(lambda: client.read(fd, buf, SMALL, next(it)), runs, 200)
-        if cache_blocks == 0:
-            row("uncached 4 KiB random read", pfs_read, bare, 0.7)
-        else:
-            with tempfile.NamedTemporaryFile() as local:
-                local.write(data)
-                local.flush()
-                view = [memoryview(buf)]
-                it2 = iter(offsets * 50)
-                preadv = median_seconds(lambda: os.preadv(local.fileno(), view, next(it2)),
-                                        runs, 2000)
-            row("cached 4 KiB random re-read", pfs_read, preadv, 0.33)
-        client.close(fd)
-        client.finish(client.initialize())
+    with tempfile.NamedTemporaryFile() as local:
+        local.write(data)
+        local.flush()
+        view = [memoryview(buf)]
+        floors = {0: ("uncached 4 KiB random read", 0.7, 200,
+                      lambda: floor.read(rng.randrange(region // SMALL) * SMALL, SMALL)),
+                  1024: ("cached 4 KiB random re-read", 0.33, 2000,
+                         lambda: os.preadv(local.fileno(), view,
+                                           rng.randrange(region // SMALL) * SMALL))}
+        for cache_blocks, (what, target, repeat, bare) in floors.items():
+            client = cluster.client(cache_blocks=cache_blocks)
+            fd = client.open(name, pfs.PFS_READ)
+            chunk = 256 << 10  # below the streaming size, so that the cache keeps what it reads
+            for offset in range(0, region, chunk):
+                client.read(fd, bytearray(chunk), chunk, offset)
+            it = iter(offsets * 1000)
+            median = side_by_side({"floor": bare,
+                                   "pfs": lambda: client.read(fd, buf, SMALL, next(it))},
+                                  runs * 3, repeat)
+            row(what, median["pfs"], median["floor"], target)
+            client.close(fd)
+            client.finish(client.initialize())
     writer.delete(name)
     writer.finish(writer.initialize())
 
 
-def parallel(cluster: Cluster, runs: int) -> None:
+def parallel(cluster: Cluster, floor: Floor, runs: int) -> None:
     print("parallel work (ratio: against one thread; against a file per process)")
     size = 32 * MiB
     client = cluster.client(cache_blocks=0)
     names = [fresh_name() for _ in range(4)]
     data = os.urandom(size)
+    floor.write_striped(memoryview(data), 0)
     for name in names:
         client.create(name, 4)
         fd = client.open(name, pfs.PFS_READ_WRITE)
@@ -192,10 +192,23 @@ def parallel(cluster: Cluster, runs: int) -> None:
         def read_file(k: int) -> None:
             for offset in range(0, length, call):
                 client.read(fds[k], memoryview(bufs[k])[offset:offset + call], call, offset)
-        one = median_seconds(lambda: [read_file(k) for k in range(4)], runs)
-        four = median_seconds(
-            lambda: run_in_threads([lambda k=k: read_file(k) for k in range(4)]), runs)
-        row(f"4 threads reading 4 files, {call >> 10} KiB calls, vs 1", four, one, target)
+
+        def bare_read_file(k: int) -> None:  # the same calls to the bare servers
+            for offset in range(0, length, call):
+                if call == CALL:
+                    floor.read_striped(offset, memoryview(bufs[k])[offset:offset + call])
+                else:
+                    floor.read(offset, call)
+        median = side_by_side({
+            "one": lambda: [read_file(k) for k in range(4)],
+            "four": lambda: run_in_threads([lambda k=k: read_file(k) for k in range(4)]),
+            "bare one": lambda: [bare_read_file(k) for k in range(4)],
+            "bare four": lambda: run_in_threads([lambda k=k: bare_read_file(k)
+                                                 for k in range(4)])}, runs)
+        row(f"4 threads reading 4 files, {call >> 10} KiB calls, vs 1", median["four"],
+            median["one"], target)
+        row("  the same calls to bare gRPC, 4 threads vs 1", median["bare four"],
+            median["bare one"], None)
     for fd in fds:
         client.close(fd)
     for name in names:
@@ -250,7 +263,7 @@ def main() -> None:
         if args.only in (None, "small"):
             small(cluster, floor, args.runs)
         if args.only in (None, "parallel"):
-            parallel(cluster, args.runs)
+            parallel(cluster, floor, args.runs)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import asyncio
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 
 import grpc
@@ -101,7 +102,8 @@ def rss_mib(pid: int) -> float:
 
 def cycle_seconds(address: str) -> float:
     done = subprocess.run([sys.executable, "-c", CYCLE], capture_output=True, text=True,
-                          env={"PFS_METASERVER": address, "PATH": ""}, timeout=300)
+                          env={"PFS_METASERVER": address, "PATH": ""}, timeout=300,
+                          cwd=tempfile.gettempdir())  # not the source tree: the installed pfs
     if done.returncode != 0:
         raise RuntimeError(done.stderr)
     return float(done.stdout)

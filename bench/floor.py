@@ -90,9 +90,13 @@ class Floor:
         """One bare unary round trip."""
         self.stubs[0]["Echo"](payload)
 
-    def read(self, offset: int, length: int) -> bytes:
-        """One bare read from one server."""
-        return self.stubs[0]["Read"](HEADER.pack(offset, length))
+    def read(self, offset: int, length: int, unit: int = MiB) -> bytes:
+        """One bare read of file bytes [offset, offset + length), within one 1 MiB unit, from
+        the server that holds them: random reads of a striped file go to every server in turn,
+        and gRPC itself takes longer to switch channels than to call one channel again."""
+        width = len(self.stubs)
+        server, local = (offset // unit) % width, offset // unit // width * unit + offset % unit
+        return self.stubs[server]["Read"](HEADER.pack(local, length))
 
     def write_striped(self, data: memoryview, offset: int, unit: int = MiB) -> None:
         """Writes `data` as file bytes at `offset`, 1 MiB units dealt over the servers, every

@@ -5,7 +5,9 @@ ratios of things measured side by side in one run.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import statistics
 import sys
 import time
@@ -17,15 +19,23 @@ from .client import PFS_READ_WRITE, Client
 MiB = 1 << 20
 
 
+def side_by_side(actions: dict[str, Callable[[], object]], runs: int,
+                 repeat: int = 1) -> dict[str, float]:
+    """The median over `runs` of the time each action takes (averaged over `repeat` calls); the
+    actions take turns within each run, so that they share the machine's state and load."""
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(runs):
+        for name, action in actions.items():
+            start = time.perf_counter()
+            for _ in range(repeat):
+                action()
+            times[name].append((time.perf_counter() - start) / repeat)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def median_seconds(action: Callable[[], object], runs: int, repeat: int = 1) -> float:
     """The median over `runs` of the time one `action()` takes (averaged over `repeat` calls)."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            action()
-        times.append((time.perf_counter() - start) / repeat)
-    return statistics.median(times)
+    return side_by_side({"": action}, runs, repeat)[""]
 
 
 def progress(message: str) -> None:
@@ -47,10 +57,13 @@ class ScratchFile:
         return self
 
     def write_all(self) -> None:
+        """Writes the whole file, through close: writes return before they are stored."""
         view = memoryview(self.data)
         for offset in range(0, self.size, self.chunk):
             piece = view[offset:offset + self.chunk]
             self.client.write(self.fd, piece, len(piece), offset)
+        self.client.close(self.fd)
+        self.fd = self.client.open(self.name, PFS_READ_WRITE)
 
     def read_all(self, buf: bytearray) -> None:
         view = memoryview(buf)
@@ -63,31 +76,61 @@ class ScratchFile:
         self.client.delete(self.name)
 
 
+def latencies(client: Client, width: int, size: int, rounds: int) -> None:
+    """One line each: a create + open + close + delete cycle, and 4 KiB random reads."""
+    names = iter([f"bench-{uuid.uuid4().hex[:10]}" for _ in range(rounds * 20)])
+
+    def cycle() -> None:
+        name = next(names)
+        client.create(name, width)
+        client.close(client.open(name, PFS_READ_WRITE))
+        client.delete(name)
+    per_call = median_seconds(cycle, rounds, repeat=20) / 4
+    print(f"  create, open, close, delete: {per_call * 1e3:6.2f} ms per call")
+    rng = random.Random(1)
+    with ScratchFile(client, size, width) as f:
+        buf = bytearray(4096)
+        read = median_seconds(lambda: client.read(f.fd, buf, 4096, rng.randrange(size - 4096)),
+                              rounds, repeat=200)
+    print(f"  4 KiB random read, cache off: {read * 1e6:6.0f} us")
+
+
 def run(size_mib: int, rounds: int) -> int:
-    """`pfs bench`: write and read a file striped over 1 server and over all of them."""
+    """`pfs bench`: write and read a file striped over 1 server and over all of them, then the
+    latency of namespace calls and of small reads."""
     client = Client(cache_blocks=0)  # measure the wire and the fileservers, not the cache
     client.initialize()
     try:
         servers = len(client.fileservers())
         size = size_mib * MiB
         buf = bytearray(size)
-        results = {}
         print(f"pfs bench: {size_mib} MiB in 4 MiB calls, median of {rounds}, "
               f"client cache off, metaserver {client.metaserver}")
-        for width in sorted({1, servers}):
-            progress(f"width {width}: writing and reading {size_mib} MiB x {rounds}")
-            with ScratchFile(client, size, width) as f:
-                write = median_seconds(f.write_all, rounds)
-                read = median_seconds(lambda: f.read_all(buf), rounds)
-                if bytes(buf) != f.data:
+        widths = sorted({1, servers})
+        progress(f"stripe widths {widths}: writing and reading {size_mib} MiB x {rounds}, "
+                 "taking turns")
+        with contextlib.ExitStack() as stack:
+            files = {w: stack.enter_context(ScratchFile(client, size, w)) for w in widths}
+            actions: dict[str, Callable[[], object]] = {}
+            for width, f in files.items():
+                actions[f"write {width}"] = f.write_all
+                actions[f"read {width}"] = lambda f=f: f.read_all(buf)
+            median = side_by_side(actions, rounds)
+            for f in files.values():
+                f.read_all(buf)
+                if buf != f.data:
                     print("pfs bench: read back different bytes!", file=sys.stderr)
                     return 1
-            results[width] = (write, read)
+        for width in widths:
+            write, read = median[f"write {width}"], median[f"read {width}"]
             print(f"  stripe width {width}: write {size / MiB / write:8.1f} MiB/s   "
                   f"read {size / MiB / read:8.1f} MiB/s")
         if servers > 1:
-            (w1, r1), (wn, rn) = results[1], results[servers]
-            print(f"  width {servers} vs width 1: write x{w1 / wn:.2f}, read x{r1 / rn:.2f}")
+            print(f"  width {servers} vs width 1: "
+                  f"write x{median['write 1'] / median[f'write {servers}']:.2f}, "
+                  f"read x{median['read 1'] / median[f'read {servers}']:.2f}")
+        progress("latency of namespace calls and 4 KiB reads")
+        latencies(client, servers, size, rounds)
     finally:
         client.finish(client.initialize())
     return 0

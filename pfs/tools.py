@@ -888,8 +888,10 @@ Exit status 1 when fewer fileservers are online than expected. Needs no session.
             cmd_status)
 
     p = command("bench", "measure striped read/write throughput", """\
-Write and read a scratch file at stripe width 1 and at full width, and show the throughput
-(a median of several rounds). The scratch file is deleted afterwards.""", cmd_bench)
+Write (through close) and read a scratch file at stripe width 1 and at full width, and show the
+throughput; then the latency of create, open, close and delete, and of a 4 KiB random read
+(each a median of several rounds; the client cache is off). Scratch files are deleted
+afterwards.""", cmd_bench)
     p.add_argument("--size-mib", type=int, default=64, metavar="M",
                    help="size of the scratch file in MiB (default %(default)s)")
     p.add_argument("--rounds", type=int, default=5, metavar="N",

@@ -90,6 +90,15 @@ def test_status_and_errors_say_what_is_wrong(cluster, pfs, tmp_path, name):
     assert "Traceback" not in unreachable.stderr
 
 
+def test_bench_measures_and_leaves_nothing_behind(pfs):
+    before = listing(pfs, "/")
+    out = pfs("bench", "--size-mib", 1, "--rounds", 1).out
+    for line in ("stripe width 1: write", "stripe width 4: write", "width 4 vs width 1",
+                 "create, open, close, delete:", "4 KiB random read, cache off:"):
+        assert line in out, out
+    assert listing(pfs, "/") == before
+
+
 def test_mkdir_and_ls_of_nested_directories(pfs, tmp_path, name):
     fails(pfs("mkdir", f"{name}/a/b", check=False), "no such file or directory")
     pfs("mkdir", "-p", f"{name}/a/b/c", f"/{name}/x/")
