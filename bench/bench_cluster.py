@@ -28,10 +28,9 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 
 import pfs
-from pfs.bench import MiB, median_seconds, progress, side_by_side
+from pfs.bench import MiB, fresh_name, progress, side_by_side
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -49,10 +48,6 @@ def row(what: str, pfs_seconds: float, floor_seconds: float, target: float | Non
     verdict = "" if target is None else ("  ok" if ratio >= target else f"  below {target}")
     print(f"  {what:<46} {pfs_seconds * 1e3:10.3f} ms  floor {floor_seconds * 1e3:9.3f} ms "
           f" ratio {ratio:5.2f}{verdict} {detail}")
-
-
-def fresh_name() -> str:
-    return f"bench-{uuid.uuid4().hex[:10]}"
 
 
 def bulk(cluster: Cluster, floor: Floor, runs: int, size: int) -> None:

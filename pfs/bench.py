@@ -38,6 +38,11 @@ def median_seconds(action: Callable[[], object], runs: int, repeat: int = 1) -> 
     return side_by_side({"": action}, runs, repeat)[""]
 
 
+def fresh_name() -> str:
+    """A unique name for a scratch file."""
+    return f"bench-{uuid.uuid4().hex[:10]}"
+
+
 def progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
@@ -47,7 +52,7 @@ class ScratchFile:
 
     def __init__(self, client: Client, size: int, width: int, chunk: int = 4 * MiB) -> None:
         self.client, self.size, self.width, self.chunk = client, size, width, chunk
-        self.name = f"bench-{uuid.uuid4().hex[:10]}"
+        self.name = fresh_name()
         self.data = os.urandom(size)
 
     def __enter__(self) -> "ScratchFile":
@@ -76,22 +81,22 @@ class ScratchFile:
         self.client.delete(self.name)
 
 
-def latencies(client: Client, width: int, size: int, rounds: int) -> None:
-    """One line each: a create + open + close + delete cycle, and 4 KiB random reads."""
-    names = iter([f"bench-{uuid.uuid4().hex[:10]}" for _ in range(rounds * 20)])
+def latencies(client: Client, f: ScratchFile, rounds: int) -> None:
+    """One line each: a create + open + close + delete cycle (of files as wide as `f`), and
+    4 KiB random reads of the open scratch file `f`."""
+    names = iter([fresh_name() for _ in range(rounds * 20)])
 
     def cycle() -> None:
         name = next(names)
-        client.create(name, width)
+        client.create(name, f.width)
         client.close(client.open(name, PFS_READ_WRITE))
         client.delete(name)
     per_call = median_seconds(cycle, rounds, repeat=20) / 4
     print(f"  create, open, close, delete: {per_call * 1e3:6.2f} ms per call")
     rng = random.Random(1)
-    with ScratchFile(client, size, width) as f:
-        buf = bytearray(4096)
-        read = median_seconds(lambda: client.read(f.fd, buf, 4096, rng.randrange(size - 4096)),
-                              rounds, repeat=200)
+    buf = bytearray(4096)
+    read = median_seconds(lambda: client.read(f.fd, buf, 4096, rng.randrange(f.size - 4096)),
+                          rounds, repeat=200)
     print(f"  4 KiB random read, cache off: {read * 1e6:6.0f} us")
 
 
@@ -121,16 +126,16 @@ def run(size_mib: int, rounds: int) -> int:
                 if buf != f.data:
                     print("pfs bench: read back different bytes!", file=sys.stderr)
                     return 1
-        for width in widths:
-            write, read = median[f"write {width}"], median[f"read {width}"]
-            print(f"  stripe width {width}: write {size / MiB / write:8.1f} MiB/s   "
-                  f"read {size / MiB / read:8.1f} MiB/s")
-        if servers > 1:
-            print(f"  width {servers} vs width 1: "
-                  f"write x{median['write 1'] / median[f'write {servers}']:.2f}, "
-                  f"read x{median['read 1'] / median[f'read {servers}']:.2f}")
-        progress("latency of namespace calls and 4 KiB reads")
-        latencies(client, servers, size, rounds)
+            for width in widths:
+                write, read = median[f"write {width}"], median[f"read {width}"]
+                print(f"  stripe width {width}: write {size / MiB / write:8.1f} MiB/s   "
+                      f"read {size / MiB / read:8.1f} MiB/s")
+            if servers > 1:
+                print(f"  width {servers} vs width 1: "
+                      f"write x{median['write 1'] / median[f'write {servers}']:.2f}, "
+                      f"read x{median['read 1'] / median[f'read {servers}']:.2f}")
+            progress("latency of namespace calls and 4 KiB reads")
+            latencies(client, files[servers], rounds)  # the full-width file, still open
     finally:
         client.finish(client.initialize())
     return 0

@@ -11,9 +11,9 @@ Rules, all of them here:
 - Write-back hands a run of consecutive dirty blocks of a file to the backing as one striped
   write, which returns once the bytes are copied into its requests (write-behind: the backing
   keeps them in flight, and readers of those bytes wait for them); the blocks are then clean.
-  Once more than half the cache is dirty, a write writes back the oldest dirty runs until a
-  quarter is (the bound on dirty memory). Eviction takes the least recently used clean block;
-  only when none is clean does it write back a dirty one first (a writeback).
+  Once more than `max_dirty_bytes` are dirty, a write writes back the oldest dirty runs until
+  half that is (the bound on dirty memory, as Lustre's max_dirty_mb). Eviction takes the least
+  recently used block, writing it back first if it is dirty (a writeback).
 - A revocation writes back the dirty blocks touching its range (writebacks) and drops them (a
   write request: invalidations) or keeps them clean (a read request); fsync writes back and
   keeps them (not counted); close writes back (close writebacks) and drops every block of the
@@ -61,12 +61,16 @@ STREAMING_BYTES = 1 << 20
 READAHEAD_THREADS = 2
 #: Bytes of one write-back at most (it is one striped write).
 MAX_RUN_BYTES = 8 << 20
+#: Dirty bytes a cache holds at most: half the default cache (beyond it, writes hand the oldest
+#: back; a smaller cache is bounded by eviction alone).
+MAX_DIRTY_BYTES = 32 << 20
 
 
 class BlockCache:
     def __init__(self, capacity: int, block_size: int, backing: Backing,
-                 changed: threading.Condition) -> None:
+                 changed: threading.Condition, max_dirty_bytes: int = MAX_DIRTY_BYTES) -> None:
         self.capacity = capacity
+        self._max_dirty = max(1, max_dirty_bytes // block_size)  # in blocks
         self.block_size = block_size  # of every slot; files with other blocks are not cached
         self.stats = ExecStat()
         self._backing = backing
@@ -76,7 +80,7 @@ class BlockCache:
         self._view = memoryview(self._memory)
         self._ready = bytearray(capacity)   # the slot's bytes are valid
         self._dirty = bytearray(capacity)
-        self._busy = bytearray(capacity)    # dirty or loading: not to be evicted
+        self._busy = bytearray(capacity)    # loading: not to be evicted
         self._dirty_order: dict[int, None] = {}  # dirty slots, oldest first
         self._loading: set[int] = set()
         self._files: dict[int, CachedFile] = {}
@@ -102,15 +106,15 @@ class BlockCache:
             return False
         end = offset + length
         try:
-            if writing:
-                B = f.block_size
-                slot = self._table.lookup(f.file_id, offset // B, touch=False)
-                if (end - 1) // B != offset // B or slot is None or not self._ready[slot]:
+            if writing:  # a block's bytes are copied all or none
+                if (end - 1) // self.block_size != offset // self.block_size:
                     return False
-                self._table.write(f.file_id, offset, length, self._memory, self.block_size,
-                                  self._ready, self._dirty, buf)
+                done, _ = self._table.write(f.file_id, offset, length, self._memory,
+                                            self.block_size, self._ready, self._dirty, buf)
+                if not done:
+                    return False
                 self.stats.num_write_hits += 1
-                self._mark_dirty(slot)
+                self._now_dirty(f, offset, done)
                 self._write_back_excess()
                 return True
             done, blocks = self._table.read(f.file_id, offset, length, self._memory,
@@ -121,9 +125,8 @@ class BlockCache:
             return False
         self.stats.num_read_hits += blocks
         sequential, f.read_next = f.read_next == offset, end
-        if (sequential and end < f.size and length < STREAMING_BYTES and self._table.lookup(
-                f.file_id, end // f.block_size, touch=False) is None):
-            self._read_ahead(f, end, self._ahead(length), cacheable)
+        if sequential:
+            self._read_ahead_after(f, end, length, cacheable)
         return True
 
     def read(self, f: CachedFile, offset: int, dst: memoryview, cacheable: Cacheable) -> None:
@@ -137,12 +140,17 @@ class BlockCache:
             self.stats.num_read_hits += blocks
         if done < len(dst):
             self._read_slowly(f, offset + done, dst[done:], cacheable)
-        if sequential and self._usable(f) and len(dst) < STREAMING_BYTES:
-            self._read_ahead(f, end, self._ahead(len(dst)), cacheable)
+        if sequential and self._usable(f):
+            self._read_ahead_after(f, end, len(dst), cacheable)
 
-    def _ahead(self, length: int) -> int:
-        """How far to read ahead after a sequential read of `length` bytes."""
-        return min(2 * max(length, self.block_size), self.capacity // 4 * self.block_size)
+    def _read_ahead_after(self, f: CachedFile, end: int, length: int,
+                          cacheable: Cacheable) -> None:
+        """After a sequential read of `length` bytes up to `end`: reads ahead twice as much
+        (at most a quarter of the cache), unless the read streamed or the next block is here."""
+        if (end < f.size and length < STREAMING_BYTES and self._table.lookup(
+                f.file_id, end // f.block_size, touch=False) is None):
+            ahead = min(2 * max(length, self.block_size), self.capacity // 4 * self.block_size)
+            self._read_ahead(f, end, ahead, cacheable)
 
     def _read_slowly(self, f: CachedFile, offset: int, dst: memoryview,
                      cacheable: Cacheable) -> None:
@@ -152,9 +160,9 @@ class BlockCache:
         for start, stop, kind, slots in self._plan(f, offset, offset + len(dst), cacheable,
                                                    reading=True):
             if kind == CACHED:
-                for block, slot in zip(range(start // B, (stop - 1) // B + 1), slots):
-                    self.stats.num_read_hits += 1
-                    self._copy_out(f, block, slot, offset, dst)
+                _, blocks = self._table.read(f.file_id, start, stop - start, self._memory, B,
+                                             self._ready, dst[start - offset:stop - offset])
+                self.stats.num_read_hits += blocks
             elif kind == LOADING:
                 loads.append((start // B * B, min((start // B + len(slots)) * B, f.size), slots))
             else:
@@ -175,12 +183,10 @@ class BlockCache:
                     self._forget(f, list(range(start // B, start // B + len(slots))))
             self._changed.notify_all()
             raise
-        for (start, _, slots), buf in zip(loads, fetched):
+        for (start, stop, slots), buf in zip(loads, fetched):
             self._fill(f, start, slots, buf, generation)
-            for k, slot in enumerate(slots):
-                block = start // B + k
-                lo, hi = max(offset, block * B), min(offset + len(dst), (block + 1) * B)
-                dst[lo - offset:hi - offset] = buf[lo - start:hi - start]
+            lo, hi = max(offset, start), min(offset + len(dst), stop)
+            dst[lo - offset:hi - offset] = buf[lo - start:hi - start]
 
     def write(self, f: CachedFile, offset: int, src: memoryview, cacheable: Cacheable,
               old_size: int) -> None:
@@ -196,27 +202,24 @@ class BlockCache:
         self._write_back_excess()
 
     def _write_back_excess(self) -> None:
-        """Once more than half the cache is dirty, writes back the oldest runs until a quarter
-        is (the bound on dirty memory; not counted: neither an eviction nor a revocation)."""
-        if len(self._dirty_order) > max(1, self.capacity // 2):
-            while len(self._dirty_order) > self.capacity // 4:
+        """Once more than the bound is dirty, writes back the oldest runs until half of it is
+        (not counted: neither an eviction nor a revocation)."""
+        if len(self._dirty_order) > self._max_dirty:
+            while len(self._dirty_order) > self._max_dirty // 2:
                 self._write_back(*self._oldest_run())
 
     def _write_slowly(self, f: CachedFile, offset: int, src: memoryview, cacheable: Cacheable,
                       old_size: int) -> None:
-        B = f.block_size
         direct: list[tuple[int, int]] = []
-        for start, stop, kind, slots in self._plan(f, offset, offset + len(src), cacheable,
-                                                   reading=False, old_size=old_size):
+        for start, stop, kind, _ in self._plan(f, offset, offset + len(src), cacheable,
+                                               reading=False, old_size=old_size):
             if kind == DIRECT:
                 direct.append((start, stop))
                 continue
-            for block, slot in zip(range(start // B, (stop - 1) // B + 1), slots):
-                lo, hi = max(start, block * B), min(stop, (block + 1) * B)
-                at = slot * B - block * B
-                self._view[at + lo:at + hi] = src[lo - offset:hi - offset]
-                self._dirty[slot] = 1
-                self._mark_dirty(slot)
+            done, _ = self._table.write(f.file_id, start, stop - start, self._memory,
+                                        f.block_size, self._ready, self._dirty,
+                                        src[start - offset:stop - offset])
+            self._now_dirty(f, start, done)
         if direct:
             with self._unlocked():
                 for start, stop in direct:
@@ -229,18 +232,27 @@ class BlockCache:
         admitted now for a read (to be fetched and filled), or DIRECT bytes that go straight to
         the fileservers (no slots). Blocks being filled by someone else are waited for."""
         B = f.block_size
-        admit = (self._usable(f) and end - start < STREAMING_BYTES
+        usable = self._usable(f)
+        admit = (usable and end - start < STREAMING_BYTES
                  and (end - 1) // B - start // B + 1 <= max(1, self.capacity // 2))
         run: tuple[int, int, str, list[int]] | None = None
         block = start // B
         while block * B < end:
             lo, hi = max(start, block * B), min(end, (block + 1) * B)
-            slot = self._table.lookup(f.file_id, block) if self._usable(f) else None
+            slot = self._table.lookup(f.file_id, block) if usable else None
             if slot is not None and slot in self._loading:
+                if run is not None:  # used before the lock is let go: it may be evicted then
+                    yield run
+                    run = None
                 self._changed.wait()  # filled (or given up) meanwhile: look again
                 continue
+            if slot is not None and not reading:
+                self.stats.num_write_hits += 1  # (a read's are counted as it copies them)
             kind = CACHED
             if slot is None and admit and cacheable(block * B, (block + 1) * B):
+                if run is not None and run[2] == CACHED:  # used before an eviction can take it
+                    yield run
+                    run = None
                 slot = self._admit(f, block, reading, lo, hi, old_size)
                 kind = LOADING if reading else CACHED
             if slot is None:
@@ -296,20 +308,18 @@ class BlockCache:
         return slot
 
     def _make_room(self, clean_only: bool) -> bool:
-        """Frees a slot if none is free: evicts the least recently used clean block or, unless
-        `clean_only`, when no block is clean, writes back and evicts the oldest dirty one (a
-        writeback). False if no slot can be freed now."""
+        """Frees a slot if none is free: evicts the least recently used block not being
+        filled, writing it back first when it is dirty (a writeback), unless `clean_only`.
+        False if no slot can be freed now."""
         while len(self._table) >= self.capacity:
             victim = self._table.evictable(self._busy)
-            if victim is None:
-                dirty = next(iter(self._dirty_order), None)
-                if clean_only or dirty is None:
-                    return False
-                file_id, block = self._table.key(dirty)
-                self.stats.num_writebacks += self._write_back(self._files[file_id], [block])
-                continue
+            if victim is None or (clean_only and self._dirty[victim]):
+                return False
             file_id, block = self._table.key(victim)
-            self._forget(self._files[file_id], [block])
+            f = self._files[file_id]
+            if self._dirty[victim]:
+                self.stats.num_writebacks += self._write_back(f, [block])
+            self._forget(f, [block])
             self.stats.num_evictions += 1
         return True
 
@@ -356,7 +366,7 @@ class BlockCache:
             for k, slot in enumerate(slots):
                 piece = data[k * B:(k + 1) * B]
                 self._view[slot * B:slot * B + len(piece)] = piece
-                self._ready[slot], self._busy[slot] = 1, self._dirty[slot]
+                self._ready[slot], self._busy[slot] = 1, 0
                 self._loading.discard(slot)
         self._changed.notify_all()
 
@@ -371,7 +381,6 @@ class BlockCache:
 
     def _mark_dirty(self, slot: int) -> None:
         self._dirty_order.setdefault(slot, None)
-        self._busy[slot] = 1
 
     def _oldest_run(self) -> tuple[CachedFile, list[int]]:
         """The oldest dirty block with its dirty neighbours (one write-back at most)."""
@@ -392,7 +401,6 @@ class BlockCache:
     def _clean(self, slot: int) -> None:
         self._dirty[slot] = 0
         self._dirty_order.pop(slot, None)
-        self._busy[slot] = slot in self._loading
 
     def _write_back(self, f: CachedFile, blocks: list[int]) -> int:
         """Writes back the dirty blocks among `blocks` (ascending), each run of consecutive
@@ -496,13 +504,6 @@ class BlockCache:
                 self._loading.discard(slot)
 
     # --- helpers ----------------------------------------------------------------------------
-    def _copy_out(self, f: CachedFile, block: int, slot: int, offset: int,
-                  dst: memoryview) -> None:
-        B, end = f.block_size, offset + len(dst)
-        lo, hi = max(offset, block * B), min(end, (block + 1) * B)
-        at = slot * B - block * B
-        dst[lo - offset:hi - offset] = self._view[at + lo:at + hi]
-
     @contextlib.contextmanager
     def _unlocked(self) -> Iterator[None]:
         """Releases the caller's lock (held once) around fileserver I/O."""

@@ -250,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
                                         DEFAULT_STRIPE_BLOCKS)
 
     from . import tools
+    from .client import default_metaserver
     formatter = tools.HelpFormatter
     parser = argparse.ArgumentParser(prog="pfs", formatter_class=formatter,
                                      description="PFS, a parallel file system: run its servers "
@@ -330,7 +331,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "--data-dir\nand registers with the metaserver.")
     fs.add_argument("--data-dir", required=True, help="directory of its stored objects "
                                                       "(required)")
-    fs.add_argument("--metaserver", default=os.environ.get("PFS_METASERVER", "127.0.0.1:50050"),
+    fs.add_argument("--metaserver", default=default_metaserver(),
                     help="host:port of the metaserver (default: $PFS_METASERVER, else "
                          "127.0.0.1:50050; now %(default)s)")
     fs.add_argument("--host", default="127.0.0.1",

@@ -55,6 +55,13 @@ DEFAULT_CACHE_BLOCKS = 1024
 DEFAULT_RETRY_SECONDS = 10.0
 #: Bytes of writes a client keeps in flight to the fileservers at most (write-behind).
 WRITE_BEHIND_BYTES = 64 << 20
+#: The widest stripe the protocol can name (the metaserver allows its fileservers' number).
+MAX_STRIPE_WIDTH = (1 << 32) - 1
+
+
+def default_metaserver() -> str:
+    """Where the metaserver is unless a caller says: PFS_METASERVER, else the default."""
+    return os.environ.get("PFS_METASERVER") or DEFAULT_METASERVER
 
 
 @dataclass(eq=False)
@@ -98,6 +105,15 @@ def _int_arg(value: Any, what: str) -> int:
     if value < 0:
         raise errors.error(errno.EINVAL, f"{what} must not be negative (got {value})")
     return value
+
+
+def _setting(name: str, kind: type, default):
+    """A number from the environment; EINVAL, saying so, when it is not one."""
+    text = os.environ.get(name)
+    try:
+        return default if text is None else kind(text)
+    except ValueError:
+        raise errors.error(errno.EINVAL, f"{name} must be a number, not {text!r}") from None
 
 
 def _buffer(buf: Any, num_bytes: int, writable: bool) -> memoryview:
@@ -153,12 +169,9 @@ class Client:
 
     def __init__(self, metaserver: str | None = None, cache_blocks: int | None = None,
                  credentials: Credentials | None = None) -> None:
-        self.metaserver = metaserver or os.environ.get("PFS_METASERVER") or DEFAULT_METASERVER
-        if cache_blocks is None:
-            cache_blocks = int(os.environ.get("PFS_CACHE_BLOCKS", DEFAULT_CACHE_BLOCKS))
-        self.cache_blocks = cache_blocks
+        self.metaserver = metaserver or default_metaserver()
+        self._cache_blocks = cache_blocks  # None: PFS_CACHE_BLOCKS, read at initialize
         self._credentials = credentials  # made at initialize: PFS_SECRET may be wrong
-        self.retry_seconds = float(os.environ.get("PFS_RETRY_SECONDS", DEFAULT_RETRY_SECONDS))
         # Reentrant: a session found lost while an operation holds it is given up at once.
         # Fileserver I/O runs with it released (the cache releases it), so threads of one
         # client work in parallel on different files and ranges; `_changed` wakes waiters.
@@ -179,8 +192,12 @@ class Client:
         with self._lock:
             if self._session is not None and not self._session.lost:
                 return self._session.client_id
-            if self.cache_blocks < 0:
+            cache_blocks = self._cache_blocks
+            if cache_blocks is None:
+                cache_blocks = _setting("PFS_CACHE_BLOCKS", int, DEFAULT_CACHE_BLOCKS)
+            if cache_blocks < 0:
                 raise errors.error(errno.EINVAL, "PFS_CACHE_BLOCKS must not be negative")
+            retry_seconds = _setting("PFS_RETRY_SECONDS", float, DEFAULT_RETRY_SECONDS)
             if self._credentials is None:
                 try:
                     self._credentials = Credentials()
@@ -195,12 +212,12 @@ class Client:
                                   size_of=self._known_size, on_lost=self._lost)
             reply = session.start()
             self._dataplane = DataPlane(_addresses(reply.fileservers), self._credentials,
-                                        session.metadata, self.retry_seconds,
+                                        session.metadata, retry_seconds,
                                         lookup=lambda: _addresses(session.call(
                                             "Status", pb.StatusRequest(), "look up fileservers"
                                         ).fileservers), on_fenced=session.lose,
                                         write_behind=WRITE_BEHIND_BYTES)
-            self._cache = BlockCache(self.cache_blocks, reply.block_size, self._dataplane,
+            self._cache = BlockCache(cache_blocks, reply.block_size, self._dataplane,
                                      self._changed)
             self._fds.clear()
             self._by_id.clear()
@@ -245,11 +262,18 @@ class Client:
         session = self._session
         if session is None:
             raise errors.error(errno.ENOTCONN, "not initialized: call pfs_initialize() first")
+        return self._alive(session)
+
+    def _alive(self, session: MetaSession) -> MetaSession:
+        """The session, if it still holds; else ENOTCONN saying what its loss took."""
         session.check_lease()
         if session.lost:
-            self._lost(session.lost)  # done already, or waits until it is: the loss is known
+            what = ""
+            if session is self._session:  # (not one replaced by a new pfs_initialize meanwhile)
+                self._lost(session.lost)  # done already, or waits until it is: the loss is known
+                what = self._loss
             raise errors.error(errno.ENOTCONN, f"the session with the metaserver was lost: "
-                                               f"{session.lost}. {self._loss}Call "
+                                               f"{session.lost}. {what}Call "
                                                "pfs_initialize() to start a new session.")
         return session
 
@@ -276,8 +300,9 @@ class Client:
     def create(self, path: str, stripe_width: int) -> None:
         """Creates an empty file; its parent directory must exist."""
         path = canonical(path)
-        if _int_arg(stripe_width, "stripe_width") < 1:
-            raise errors.error(errno.EINVAL, "stripe_width must be at least 1")
+        if not 1 <= _int_arg(stripe_width, "stripe_width") <= MAX_STRIPE_WIDTH:
+            raise errors.error(errno.EINVAL, f"stripe_width must be between 1 and the number "
+                                             f"of fileservers, not {stripe_width}")
         self._live_session().call("Create", pb.CreateRequest(path=path, stripe_width=stripe_width),
                                   f"create {brief(path)}")
 
@@ -300,7 +325,7 @@ class Client:
                                   f"rename {brief(old)} to {brief(new)}")
 
     def open(self, path: str, mode: int) -> int:
-        if mode not in (PFS_READ, PFS_READ_WRITE):
+        if type(mode) is not int or mode not in (PFS_READ, PFS_READ_WRITE):
             raise errors.error(errno.EINVAL, f"mode must be PFS_READ (1) or PFS_READ_WRITE (2), "
                                              f"not {mode!r}")
         path = canonical(path)
@@ -538,8 +563,7 @@ class Client:
                 f.active.remove(span)
                 self._changed.notify_all()
             if not session.lease_valid():  # finished too late to be sure of its tokens
-                session.check_lease()
-                self._live_session()
+                self._alive(session)
         finally:
             self._lock.release()
 
@@ -593,7 +617,7 @@ class Client:
     # --- fds --------------------------------------------------------------------------------
     def _file(self, fd: Any) -> _OpenFile:
         """The open file of fd; the caller holds the lock."""
-        f = self._fds.get(fd) if isinstance(fd, int) else None
+        f = self._fds.get(fd) if type(fd) is int else None
         if f is None:
             raise errors.error(errno.EBADF, f"bad file descriptor {fd!r}")
         return f

@@ -25,6 +25,7 @@ from pfs._proto import fileserver_pb2_grpc as pb_grpc
 from . import errors, wire
 from .inflight import InFlight
 from .metadata import Recipe
+from .ranges import INFINITY
 from .transport import MAX_CHUNK, Credentials
 from .workers import Workers
 
@@ -144,7 +145,7 @@ class DataPlane:
             [(f.recipe.servers[e.server], "read",
               wire.read_request(f.file_id, e.local_offset, e.length)) for e in plan.extents],
             "read")
-        if len(replies) == 1 and len(plan.segments()) == 1:  # one piece: no gathering
+        if len(replies) == 1 and len(plan.c_segments()) == 1:  # one piece: no gathering
             data = replies[0]
             dst[:len(data)] = data
             dst[len(data):length] = bytes(length - len(data))
@@ -163,7 +164,7 @@ class DataPlane:
                                  lambda: self._start_write(f, start, piece))
             done += size
 
-    def settle(self, f: StripedFile, start: int = 0, end: int = 1 << 63) -> None:
+    def settle(self, f: StripedFile, start: int = 0, end: int = INFINITY) -> None:
         """Returns once the writes in flight to [start, end) of the file are stored; raises the
         failure of one, if one failed."""
         self._in_flight.wait_for(f.file_id, start, end)
@@ -176,9 +177,10 @@ class DataPlane:
         """Starts writing one window (see `windows`) and returns at once, the bytes copied into
         the requests; the future completes when every fileserver has them."""
         plan = self._plan(f.recipe, offset, len(src))
-        if len(plan.extents) == len(plan.segments()):  # each extent is one slice of src
+        segments = plan.segments()
+        if len(plan.extents) == len(segments):  # each extent is one slice of src
             pieces = [src[s.file_offset - offset:s.file_offset - offset + s.length]
-                      for s in sorted(plan.segments(), key=lambda s: s.server)]
+                      for s in sorted(segments, key=lambda s: s.server)]
         else:
             pieces = plan.scatter(src)
         return _all_of([self._submit(f.recipe.servers[e.server], "write",

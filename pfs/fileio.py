@@ -354,13 +354,14 @@ def open_raw(client: Client, path: str, mode: str, name: str | None = None,
     width = servers if stripe_width is None else stripe_width
     kind = mode[0]
     for attempt in range(3):
+        existed = False  # a new file needs no truncating ("w") nor seeking to its end ("a")
         if kind == "x":
             create(client, path, width)
         elif kind in "wa":
             try:
                 create(client, path, width)
             except FileExistsError:
-                pass
+                existed = True
         try:
             handle = _acquire(client, path)
             break
@@ -370,9 +371,9 @@ def open_raw(client: Client, path: str, mode: str, name: str | None = None,
     raw = RawFile(client, handle, path if name is None else name, mode,
                   chunk=max(io.DEFAULT_BUFFER_SIZE, servers * unit))
     try:
-        if kind == "w":
+        if existed and kind == "w":
             client.ftruncate(handle.fd, 0)
-        elif kind == "a":
+        elif existed and kind == "a":
             raw.seek(0, io.SEEK_END)
     except BaseException:
         raw.close()

@@ -11,7 +11,7 @@ empty, "." or ".." component is OSError(EINVAL). Nothing is cached: every ls and
 metaserver, so listings are those of the moment, whatever other clients do.
 
 Writing:
-- "wb" (and "w", "w+b") writes a temporary file next to the target, named ".<name>.<random>.pfs-tmp"
+- "wb" (and "w", "w+b") writes a temporary file next to the target, named ".<name>.pfs-tmp-<random>"
   (hidden from pyarrow's and dask's dataset discovery by its leading dot), and renames it over
   the target on close: readers see the old file or the new one, never a partial one. An exception
   inside `with fs.open(...)` (binary or text mode) removes the temporary and leaves the old file.
@@ -53,7 +53,6 @@ import io
 import logging
 import os
 import time
-import uuid
 from glob import has_magic
 from typing import Any
 
@@ -63,7 +62,7 @@ from fsspec.spec import AbstractFileSystem
 from . import fileio
 from .client import Client
 from .metadata import Metadata
-from .paths import MAX_COMPONENT_BYTES, canonical, parent
+from .paths import base, canonical, join, parent, temporary_path
 
 log = logging.getLogger("pfs.fs")
 
@@ -79,23 +78,6 @@ def _entry(meta: Metadata) -> dict[str, Any]:
     if not meta.is_dir:
         entry["stripe_width"] = meta.recipe.stripe_width
     return entry
-
-
-def _basename(path: str) -> str:
-    return path.rpartition("/")[2]
-
-
-def _join(directory: str, name: str) -> str:
-    return f"{directory}/{name}" if directory else name
-
-
-def _temporary(path: str) -> str:
-    """A fresh name next to `path` for the data that will replace it."""
-    tag = uuid.uuid4().hex[:16]
-    name = f".{_basename(path)}.{tag}.pfs-tmp"
-    if len(name.encode("utf-8")) > MAX_COMPONENT_BYTES:
-        name = f".pfs-tmp.{uuid.uuid4().hex}"
-    return _join(parent(path), name)
 
 
 class _Replacing:
@@ -318,13 +300,13 @@ class PFSFileSystem(AbstractFileSystem):
             sources = self.expand_path(path1)
             self.makedirs(target, exist_ok=True)
             for source in sources:
-                self._move(source, _join(target, _basename(source)))
+                self._move(source, join(target, base(source)))
             return
         source = self._path(path1)
         if source == target:
             return
         if into or self.isdir(target):
-            target = _join(target, _basename(source))
+            target = join(target, base(source))
         self._move(source, target)
 
     def _move(self, source: str, target: str) -> None:
@@ -392,7 +374,7 @@ class PFSFileSystem(AbstractFileSystem):
                 raise IsADirectoryError(errno.EISDIR, f"is a directory: {path!r}")
         except FileNotFoundError:
             pass
-        temp = _temporary(path)
+        temp = temporary_path(path)
         raw = fileio.open_raw(client, temp, "x" + mode[1:], name=path, **kwargs)
         raw.mode = mode  # "wb" to whoever asks, though it made its temporary as "xb" does
         file = fileio.buffer(raw, buffering, {"BufferedWriter": _ReplacingWriter,

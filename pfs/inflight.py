@@ -21,13 +21,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
+from .ranges import INFINITY
+
 
 @dataclass(eq=False)
 class _Write:
     file_id: int
     start: int
     end: int
-    done: Future
 
 
 class InFlight:
@@ -46,7 +47,7 @@ class InFlight:
         with self._changed:
             self._changed.wait_for(lambda: self._bytes + (end - start) <= self.limit
                                    or not self._writes)
-            write = _Write(file_id, start, end, Future())
+            write = _Write(file_id, start, end)
             self._writes.append(write)
             self._bytes += end - start
         try:
@@ -64,9 +65,8 @@ class InFlight:
                 self._failures.setdefault(write.file_id, failure if isinstance(failure, OSError)
                                           else OSError(str(failure)))
             self._changed.notify_all()
-        write.done.set_result(None)
 
-    def wait_for(self, file_id: int, start: int = 0, end: int = 1 << 63) -> None:
+    def wait_for(self, file_id: int, start: int = 0, end: int = INFINITY) -> None:
         """Returns once no write overlapping [start, end) of the file is in flight; raises the
         file's failed write, if any (once)."""
         with self._changed:

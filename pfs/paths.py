@@ -5,15 +5,24 @@ A path is `/`-separated components from the root; the leading `/` is optional (`
 and the root itself is `""` or `/`. Each component is 1-255 bytes of UTF-8 without NUL, and not
 `.` or `..`; empty components (`a//b`, a trailing `/`) are invalid; a path is at most 4096
 bytes. The canonical form has no leading `/`: `a/b`, and `""` for the root.
+
+A temporary name, of data written aside and renamed into place when complete (by `pfs put` and
+`pfs get`, and by the fsspec filesystem's "wb" files), is `.NAME.pfs-tmp-<16 hex digits>`.
 """
 from __future__ import annotations
 
 import errno
+import re
+import secrets
 
 MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 #: Characters of a client's string quoted back in a message or log line.
 QUOTE_CHARS = 60
+#: Bytes of a name kept in its temporary name: the rest must fit in MAX_COMPONENT_BYTES.
+TEMPORARY_NAME_BYTES = 200
+#: The names temporary_name makes (DOTALL: a name may hold a newline).
+_TEMPORARY = re.compile(r"\..*\.pfs-tmp-[0-9a-f]{16}", re.DOTALL)
 
 
 def brief(text: object) -> str:
@@ -61,3 +70,34 @@ def canonical(path: object) -> str:
 def parent(path: str) -> str:
     """The canonical parent of a canonical path (`""` for a child of the root)."""
     return path.rpartition("/")[0]
+
+
+def base(path: str) -> str:
+    """The last component of a path (`""` for the root)."""
+    return path.rpartition("/")[2]
+
+
+def join(directory: str, name: str) -> str:
+    """`name` inside `directory`; either may be `""` (the root, or nothing to add)."""
+    return f"{directory}/{name}" if directory and name else directory or name
+
+
+def temporary_name(name: str) -> str:
+    """A fresh temporary name for data that will be renamed to `name`: hidden by its leading
+    dot (from `ls` and from pyarrow's and dask's dataset discovery), and within the bytes a
+    component may have however long `name` is."""
+    # A local name may carry undecodable bytes as surrogates: they are dropped, as is a
+    # character cut in two.
+    kept = name.encode("utf-8", "surrogateescape")[:TEMPORARY_NAME_BYTES].decode("utf-8",
+                                                                                 "ignore")
+    return f".{kept}.pfs-tmp-{secrets.token_hex(8)}"
+
+
+def temporary_path(path: str) -> str:
+    """A fresh temporary name next to the canonical `path` (see temporary_name)."""
+    return join(parent(path), temporary_name(base(path)))
+
+
+def is_temporary(name: str) -> bool:
+    """Whether `name` is one that temporary_name makes."""
+    return _TEMPORARY.fullmatch(name) is not None

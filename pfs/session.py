@@ -19,7 +19,6 @@ before it, and is handled only once every grant up to that number has been appli
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
 import os
 import queue
@@ -35,6 +34,7 @@ from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 
 from . import errors
+from .heartbeats import END, Heartbeats, messages_for
 from .transport import Credentials, session_metadata
 
 log = logging.getLogger("pfs.client")
@@ -47,7 +47,6 @@ ACQUIRE_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 10.0
 #: Part of the lease the client gives up as a safety margin.
 LEASE_MARGIN = 0.05
-_END = object()
 #: Token request failures that the metaserver reports before numbering any grant.
 _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
@@ -77,8 +76,7 @@ class MetaSession:
         self._grants = threading.Condition()
         self._applied_below = 1  # every grant numbered below this has been applied
         self._applied_ahead: set[int] = set()
-        self._beats = itertools.count(1)
-        self._sent: dict[int, float] = {}  # heartbeat seq -> when it was sent
+        self._heartbeats = Heartbeats()
         self._lease_ends = 0.0
         self._finishing = False
         self.lost: str | None = None
@@ -123,7 +121,7 @@ class MetaSession:
 
     def close(self) -> None:
         self._finishing = True
-        self._outbox.put(_END)
+        self._outbox.put(END)
         self._workers.shutdown(wait=False)
         self._channel.close()
 
@@ -143,18 +141,9 @@ class MetaSession:
     # --- the stream -------------------------------------------------------------------------
     def _outgoing(self):
         while True:
-            seq = next(self._beats)
-            self._sent[seq] = time.monotonic()
-            yield pb.ClientMessage(heartbeat=pb.Heartbeat(seq=seq))
-            deadline = time.monotonic() + self._heartbeat
-            while (wait := deadline - time.monotonic()) > 0:
-                try:
-                    message = self._outbox.get(timeout=wait)
-                except queue.Empty:
-                    break
-                if message is _END:
-                    return
-                yield message
+            yield pb.ClientMessage(heartbeat=pb.Heartbeat(seq=self._heartbeats.send()))
+            if (yield from messages_for(self._outbox, self._heartbeat)):
+                return
 
     def _listen(self, responses, started: threading.Event) -> None:
         reason = "the metaserver closed the session"
@@ -162,11 +151,9 @@ class MetaSession:
             for message in responses:
                 kind = message.WhichOneof("body")
                 if kind == "heartbeat_ack":
-                    sent = self._sent.pop(message.heartbeat_ack.seq, None)
+                    sent = self._heartbeats.acknowledged(message.heartbeat_ack.seq)
                     if sent is not None:
                         self._lease_ends = max(self._lease_ends, sent + self._lease)
-                    for old in [s for s in list(self._sent) if s < message.heartbeat_ack.seq]:
-                        self._sent.pop(old, None)  # never acknowledged: forget
                 elif kind == "revoke":
                     self._on_revoke_received(message.revoke)
                     self._workers.submit(self._revoke, message.revoke)
@@ -191,7 +178,7 @@ class MetaSession:
             return
         self.lost = reason
         log.warning("client %d lost its session: %s", self.client_id, reason)
-        self._outbox.put(_END)
+        self._outbox.put(END)
         with self._grants:
             self._grants.notify_all()
         self._on_lost(reason)

@@ -21,33 +21,31 @@ What a user can count on:
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import errno
 import functools
 import os
-import secrets
 import signal
 import stat as stat_mod
 import sys
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 import grpc
 
-from . import errors
+from . import errors, fileio
 from ._proto import metaserver_pb2 as pb
 from ._proto import metaserver_pb2_grpc as pb_grpc
-from .client import DEFAULT_METASERVER, PFS_READ, PFS_READ_WRITE, Client
+from .client import PFS_READ, PFS_READ_WRITE, Client, default_metaserver
 from .metadata import Metadata
-from .paths import canonical, parent
+from .paths import base, canonical, is_temporary, join, parent, temporary_name, temporary_path
 from .transport import Credentials
 
 #: Bytes moved per call by put/get: a multiple of the default stripe unit over 4 servers.
 COPY_CHUNK = 8 << 20
 #: The stripe width of the files `put` creates unless told otherwise.
 DEFAULT_STRIPE_WIDTH = 4
-#: What marks a temporary of put (and get): `.NAME.pfs-tmp-<8 hex digits>`.
-TMP_MARK = ".pfs-tmp-"
 
 #: The commands that, on Ctrl-C, finish the call in progress and clean up (see _CtrlC).
 GRACEFUL = {"put", "get", "mkdir", "mv", "rm"}
@@ -108,9 +106,7 @@ class _CtrlC:
 
     def __call__(self, signum, frame) -> None:
         if self.pending:
-            _progress_end()
-            print(f"pfs {self.command}: interrupted", file=sys.stderr, flush=True)
-            os._exit(130)
+            os._exit(interrupted(self.command))
         self.pending = True
         if not self.graceful or self.local_io:
             self.delivered = True
@@ -153,25 +149,6 @@ def _pfs_path(arg: str) -> tuple[str, bool]:
     return canonical(stripped), stripped != arg and stripped != ""
 
 
-def _join(directory: str, name: str) -> str:
-    return f"{directory}/{name}" if directory and name else directory or name
-
-
-def _base(path: str) -> str:
-    return path.rpartition("/")[2]
-
-
-def _temporary(path: str) -> str:
-    """A fresh temporary name next to `path`: `.NAME.pfs-tmp-<random>`, within the 255 bytes
-    a component may have."""
-    name = _base(path).encode("utf-8")[:200].decode("utf-8", errors="ignore")
-    return _join(parent(path), f".{name}{TMP_MARK}{secrets.token_hex(4)}")
-
-
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".") and TMP_MARK in name
-
-
 def _lookup(client: Client, path: str) -> Metadata | None:
     """The metadata at `path`, or None when nothing is there."""
     try:
@@ -192,13 +169,9 @@ def _session() -> Iterator[Client]:
         client.finish(client.initialize())
 
 
-def _metaserver() -> str:
-    return os.environ.get("PFS_METASERVER") or DEFAULT_METASERVER
-
-
 def _call(method: str, request, what: str):
     """One call to the metaserver outside any session (tools that only look)."""
-    address = _metaserver()
+    address = default_metaserver()
     try:
         with Credentials().channel(address) as channel:
             return getattr(pb_grpc.MetaServerStub(channel), method)(request, timeout=10)
@@ -250,7 +223,7 @@ def _write_all(client: Client, fd: int, source: BinaryIO, total: int | None,
         _progress(offset, total)
 
 
-def _discard(client: Client, tmp: str, fd: int | None, command: str) -> None:
+def _discard(client: Client, tmp: str, fd: int | None) -> None:
     """Best effort: removes a temporary file of a copy that failed or was interrupted (its
     cached bytes are dropped first, not written back)."""
     if fd is not None:
@@ -263,8 +236,8 @@ def _discard(client: Client, tmp: str, fd: int | None, command: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as e:
-        _warn(command, f"could not remove the temporary {_shown(tmp)} ({e.strerror or e}); "
-                       f"remove it with `pfs rm {tmp}`")
+        _warn("put", f"could not remove the temporary {_shown(tmp)} ({e.strerror or e}); "
+                     f"remove it with `pfs rm {tmp}`")
 
 
 def _copy_file_in(client: Client, source: BinaryIO, total: int | None, local: str,
@@ -282,7 +255,7 @@ def _copy_file_in(client: Client, source: BinaryIO, total: int | None, local: st
         _progress_end()
         return copied
     except BaseException:
-        _discard(client, path, fd, "put")
+        _discard(client, path, fd)
         raise
 
 
@@ -298,14 +271,14 @@ def _refuse_existing(meta: Metadata | None, path: str, force: bool) -> None:
 def _put_one(client: Client, source: BinaryIO, total: int | None, local: str, target: str,
              width: int, force: bool) -> int:
     """Copies `source` to `target` atomically: a temporary next to it, renamed into place."""
-    tmp = _temporary(target)
+    tmp = temporary_path(target)
     copied = _copy_file_in(client, source, total, local, tmp, width)
     try:
         _refuse_existing(_lookup(client, target), target, force)  # made meanwhile?
         _checkpoint()
         client.rename(tmp, target)
     except BaseException:
-        _discard(client, tmp, None, "put")
+        _discard(client, tmp, None)
         raise
     return copied
 
@@ -325,17 +298,11 @@ def _ensure_parent(client: Client, path: str, make: bool) -> None:
 
 
 def _makedirs(client: Client, path: str) -> None:
-    """mkdir -p: every missing directory of `path`; a file in the way is an error."""
-    parts = path.split("/") if path else []
-    for i in range(1, len(parts) + 1):
-        prefix = "/".join(parts[:i])
-        try:
-            client.mkdir(prefix)
-        except FileExistsError:
-            meta = client.stat(prefix)
-            if not meta.is_dir:
-                raise errors.error(errno.ENOTDIR, f"{_shown(prefix)} exists and is not a "
-                                                  "directory") from None
+    """mkdir -p: `path` and its missing parents; a file in the way is an error (ENOTDIR).
+    fileio.makedirs accepts a file at `path` itself, so that one is checked here."""
+    fileio.makedirs(client, path)
+    if path and not client.stat(path).is_dir:
+        raise errors.error(errno.ENOTDIR, f"{_shown(path)} exists and is not a directory")
 
 
 def _destination(client: Client, arg: str, name: str | None) -> tuple[str, Metadata | None]:
@@ -344,11 +311,11 @@ def _destination(client: Client, arg: str, name: str | None) -> tuple[str, Metad
     target, must_be_dir = _pfs_path(arg)
     meta = _lookup(client, target)
     if meta is not None and meta.is_dir and name:
-        target = _join(target, name)
+        target = join(target, name)
         return target, _lookup(client, target)
     if meta is not None and meta.is_dir:
         raise errors.error(errno.EISDIR, f"{_shown(target)} is a directory: give the name to "
-                                         f"write, e.g. {_join(target, 'NAME')}")
+                                         f"write, e.g. {join(target, 'NAME')}")
     if must_be_dir:
         raise errors.error(errno.ENOTDIR if meta else errno.ENOENT,
                            f"no such directory: {_shown(target)}")
@@ -407,12 +374,42 @@ def _local_tree(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
         yield rel, kept_dirs, kept_files
 
 
+def _copy_tree_in(client: Client, local: str, top: str, width: int,
+                  merge: bool) -> tuple[int, int]:
+    """Copies the local directory `local` into the PFS directory `top`; (files, bytes) copied.
+    Merging into a directory others see, each file is replaced atomically; a tree being built
+    aside is not seen yet, so its files are written in place."""
+    files = size = 0
+    for rel, dirs, names in _local_tree(local):
+        here = join(top, rel)
+        for d in dirs:
+            _checkpoint()
+            directory = join(here, d)
+            try:
+                client.mkdir(directory)
+            except FileExistsError:  # merging: a directory of the same name is merged into
+                if not client.stat(directory).is_dir:
+                    raise errors.error(errno.ENOTDIR, f"{_shown(directory)} is a file, not a "
+                                                      "directory") from None
+        for n in names:
+            _checkpoint()
+            full, dest = os.path.join(local, rel, n), join(here, n)
+            with _open_local(full) as f:
+                if merge:
+                    # A directory in the way: refused now, rather than after the copy.
+                    _refuse_existing(_lookup(client, dest), dest, True)
+                    size += _put_one(client, f, _local_size(f), full, dest, width, True)
+                else:
+                    size += _copy_file_in(client, f, _local_size(f), full, dest, width)
+            files += 1
+    return files, size
+
+
 def _put_tree(args: argparse.Namespace) -> int:
     local = args.local
     name = os.path.basename(os.path.normpath(os.path.abspath(local)))
     if os.path.basename(local.rstrip(os.sep)) in (".", "") or not name:
         name = ""  # like cp -r: the contents of DIR/. (or /) go into the destination itself
-    files = size = 0
     with _session() as client:
         if name:
             target, meta = _destination(client, args.path, name)
@@ -429,20 +426,10 @@ def _put_tree(args: argparse.Namespace) -> int:
                 raise errors.error(errno.EINVAL, "the root directory exists")
             _ensure_parent(client, target, args.parents)
             # A tree that is not there yet appears whole: built aside, then renamed.
-            tmp = _temporary(target)
+            tmp = temporary_path(target)
             client.mkdir(tmp)
             try:
-                for rel, dirs, names in _local_tree(local):
-                    for d in dirs:
-                        _checkpoint()
-                        client.mkdir(_join(_join(tmp, rel), d))
-                    for n in names:
-                        _checkpoint()
-                        full = os.path.join(local, rel, n)
-                        with _open_local(full) as f:
-                            size += _copy_file_in(client, f, _local_size(f), full,
-                                                  _join(_join(tmp, rel), n), args.stripe_width)
-                        files += 1
+                files, size = _copy_tree_in(client, local, tmp, args.stripe_width, merge=False)
                 if _lookup(client, target) is not None:
                     raise errors.error(errno.EEXIST, f"{_shown(target)} was created meanwhile "
                                                      "(use --force to copy into it)")
@@ -456,40 +443,24 @@ def _put_tree(args: argparse.Namespace) -> int:
                                  f"({e.strerror or e}); remove it with `pfs rm -r {tmp}`")
                 raise
         else:  # --force onto an existing directory: merge, file by file
-            for rel, dirs, names in _local_tree(local):
-                for d in dirs:
-                    _checkpoint()
-                    here = _join(_join(target, rel), d)
-                    try:
-                        client.mkdir(here)
-                    except FileExistsError:
-                        if not client.stat(here).is_dir:
-                            raise errors.error(errno.ENOTDIR, f"{_shown(here)} is a file, not "
-                                                              "a directory") from None
-                for n in names:
-                    _checkpoint()
-                    full, dest = os.path.join(local, rel, n), _join(_join(target, rel), n)
-                    with _open_local(full) as f:
-                        _refuse_existing(_lookup(client, dest), dest, True)
-                        size += _put_one(client, f, _local_size(f), full, dest,
-                                         args.stripe_width, True)
-                    files += 1
+            files, size = _copy_tree_in(client, local, target, args.stripe_width, merge=True)
     print(f"{local} -> {_shown(target)} ({files} files, {size} bytes)")
     return 0
 
 
 # --- get --------------------------------------------------------------------------------------
-def _read_all(client: Client, path: str, write: Callable[[memoryview], object]) -> int:
-    """Reads the PFS file `path` from start to end into `write`; the bytes read."""
+def _read_all(client: Client, path: str, size: int,
+              write: Callable[[memoryview], object]) -> int:
+    """Reads the PFS file `path` from start to end into `write`; the bytes read. `size`, as
+    stat said, is only for the progress count: the file may change meanwhile."""
     fd = client.open(path, PFS_READ)
     try:
-        total = client.fstat(fd).file_size
         buf, offset = bytearray(COPY_CHUNK), 0
         while n := client.read(fd, buf, len(buf), offset):
             with _local_io():
                 write(memoryview(buf)[:n])
             offset += n
-            _progress(offset, total)
+            _progress(offset, size)
         _progress_end()
     finally:
         with contextlib.suppress(OSError):
@@ -497,10 +468,11 @@ def _read_all(client: Client, path: str, write: Callable[[memoryview], object]) 
     return offset
 
 
-def _get_file(client: Client, path: str, local: str) -> int:
-    """Copies a PFS file to a local file through a local temporary renamed into place."""
+def _get_file(client: Client, path: str, size: int, local: str) -> int:
+    """Copies a PFS file (of `size` bytes, for the progress count) to a local file through a
+    local temporary renamed into place."""
     directory, name = os.path.split(local)
-    tmp = os.path.join(directory, f".{name[:200]}{TMP_MARK}{secrets.token_hex(4)}")
+    tmp = os.path.join(directory, temporary_name(name))
     try:
         out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileNotFoundError:
@@ -510,7 +482,7 @@ def _get_file(client: Client, path: str, local: str) -> int:
                                                  f"{e.strerror or e}") from None
     try:
         with open(out, "wb") as f:
-            copied = _read_all(client, path, f.write)
+            copied = _read_all(client, path, size, f.write)
         try:
             os.replace(tmp, local)
         except OSError as e:
@@ -525,9 +497,9 @@ def _get_file(client: Client, path: str, local: str) -> int:
 
 def _pfs_tree(client: Client, top: str) -> Iterator[tuple[str, list[Metadata]]]:
     """(directory, its entries) of a PFS tree, top first (breadth first)."""
-    pending = [top]
+    pending = collections.deque([top])
     while pending:
-        here = pending.pop(0)
+        here = pending.popleft()
         entries = client.listdir(here)
         yield here, entries
         pending.extend(m.filename for m in entries if m.is_dir)
@@ -547,14 +519,14 @@ def cmd_get(args: argparse.Namespace) -> int:
                 raise errors.error(errno.EISDIR, f"{_shown(path)} is a directory: a tree cannot "
                                                  "go to standard output")
             out = sys.stdout.buffer
-            _read_all(client, path, out.write)
+            _read_all(client, path, meta.file_size, out.write)
             out.flush()
             return 0
         local = args.local
-        if os.path.isdir(local) and _base(path):
-            local = os.path.join(local, _base(path))
+        if os.path.isdir(local) and base(path):
+            local = os.path.join(local, base(path))
         if not meta.is_dir:
-            copied = _get_file(client, path, local)
+            copied = _get_file(client, path, meta.file_size, local)
             print(f"{_shown(path)} -> {local} ({copied} bytes)")
             return 0
         files = size = 0
@@ -572,8 +544,9 @@ def cmd_get(args: argparse.Namespace) -> int:
                                                          f"{where}: {e.strerror or e}") from None
             for m in entries:
                 _checkpoint()
-                if not m.is_dir and not _is_temporary(_base(m.filename)):
-                    size += _get_file(client, m.filename, os.path.join(where, _base(m.filename)))
+                if not m.is_dir and not is_temporary(base(m.filename)):
+                    size += _get_file(client, m.filename, m.file_size,
+                                      os.path.join(where, base(m.filename)))
                     files += 1
     print(f"{_shown(path)} -> {local} ({files} files, {size} bytes)")
     return 0
@@ -590,11 +563,13 @@ def _meta_line(name: str, meta: pb.FileMeta) -> str:
     return f"{meta.size:>14}  {_when(meta.mtime)}  w={meta.recipe.stripe_width:<3} {name}"
 
 
-def _ls_one(arg: str, args: argparse.Namespace, heading: bool) -> None:
+def _ls_one(arg: str, args: argparse.Namespace, heading: bool, last: bool) -> None:
+    """Lists one PATH of `pfs ls`: under a `heading` when there are several, a blank line after
+    each but the `last`."""
     path, must_be_dir = _pfs_path(arg)
     try:
-        shown = [(_base(m.path), m) for m in _entries(path)
-                 if args.all or not _base(m.path).startswith(".")]
+        shown = [(base(m.path), m) for m in _entries(path)
+                 if args.all or not base(m.path).startswith(".")]
     except NotADirectoryError:
         meta = _call("Stat", pb.StatRequest(path=path), f"stat {_shown(path)}").meta
         if meta.is_dir or must_be_dir:
@@ -602,13 +577,10 @@ def _ls_one(arg: str, args: argparse.Namespace, heading: bool) -> None:
         shown, heading = [(meta.path, meta)], False  # a file: that file, by its path
     if heading:
         print(f"{_shown(path)}:")
-    if heading and arg is not args.paths[-1]:
-        shown.append(("", None))  # a blank line before the next heading
     for name, meta in shown:
-        if meta is None:
-            print()
-        else:
-            print(_meta_line(name, meta) if args.long else name + ("/" if meta.is_dir else ""))
+        print(_meta_line(name, meta) if args.long else name + ("/" if meta.is_dir else ""))
+    if heading and not last:
+        print()
 
 
 def _entries(path: str) -> Iterator[pb.FileMeta]:
@@ -619,12 +591,14 @@ def _entries(path: str) -> Iterator[pb.FileMeta]:
         yield from page.entries
         if not page.more:
             return
-        after = _base(page.entries[-1].path)
+        after = base(page.entries[-1].path)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     paths = args.paths or [""]
-    return _each("ls", paths, lambda p: _ls_one(p, args, len(paths) > 1))
+    last = len(paths) - 1
+    return _each("ls", range(len(paths)),
+                 lambda i: _ls_one(paths[i], args, heading=last > 0, last=i == last))
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
@@ -645,14 +619,17 @@ def cmd_stat(args: argparse.Namespace) -> int:
 
 
 # --- changing the tree ------------------------------------------------------------------------
-def _each(command: str, paths: list[str], action: Callable[[str], None]) -> int:
-    """Runs `action` on every path; a failure is reported and the rest still done. 1 if any
-    failed."""
+_Item = TypeVar("_Item")
+
+
+def _each(command: str, items: Iterable[_Item], action: Callable[[_Item], None]) -> int:
+    """Runs `action` on every item (a path, or its index); a failure is reported and the rest
+    still done. 1 if any failed."""
     status = 0
-    for p in paths:
+    for item in items:
         _checkpoint()
         try:
-            action(p)
+            action(item)
         except OSError as e:
             _warn(command, str(e.strerror or e))
             status = 1
@@ -714,7 +691,7 @@ def cmd_mv(args: argparse.Namespace) -> int:
         dst, into = _pfs_path(args.dst)
         there = _lookup(client, dst)
         if there is not None and there.is_dir and dst != src:
-            dst = _join(dst, _base(src))  # as mv: into an existing directory
+            dst = join(dst, base(src))  # as mv: into an existing directory
             there = _lookup(client, dst)
         elif into and there is None:
             raise errors.error(errno.ENOENT, f"no such directory: {_shown(dst)}")
@@ -729,7 +706,7 @@ def cmd_mv(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     reply = _call("Status", pb.StatusRequest(), "status")
     online = sum(1 for f in reply.fileservers if f.online)
-    print(f"metaserver {_metaserver()}: {reply.files} files, {reply.sessions} client sessions, "
+    print(f"metaserver {default_metaserver()}: {reply.files} files, {reply.sessions} client sessions, "
           f"block {reply.block_size} B x {reply.stripe_blocks} per stripe unit")
     print(f"fileservers: {online} online of {reply.expected_fileservers} expected")
     for f in reply.fileservers:
@@ -829,7 +806,7 @@ as a local temporary renamed into place, so an interrupted get leaves an existin
 as it was.
 
 With -r, a PFS directory is copied as a tree (like cp -r), merged into an existing local
-directory; unfinished temporaries of other puts (.NAME.pfs-tmp-*) are not copied.
+directory; unfinished temporaries of other puts and writers (.NAME.pfs-tmp-*) are not copied.
 
 LOCAL "-" is standard output: pfs get PATH - | ...""", cmd_get)
     p.add_argument("path", metavar="PATH", help="PFS file or directory")

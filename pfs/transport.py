@@ -61,22 +61,14 @@ class Credentials:
     def channel(self, address: str) -> grpc.Channel:
         """A channel to a PFS server that sends the secret with every call."""
         if self.tls_ca:
-            channel = grpc.secure_channel(address, self._tls(), options=CHANNEL_OPTIONS)
+            with open(self.tls_ca, "rb") as f:
+                trusted = grpc.ssl_channel_credentials(root_certificates=f.read())
+            channel = grpc.secure_channel(address, trusted, options=CHANNEL_OPTIONS)
         else:
             channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         if self.secret:
             channel = grpc.intercept_channel(channel, _SecretAdder(self.metadata()))
         return channel
-
-    def aio_channel(self, address: str) -> grpc.aio.Channel:
-        """An asyncio channel to a PFS server; its calls must pass `metadata()` themselves."""
-        if self.tls_ca:
-            return grpc.aio.secure_channel(address, self._tls(), options=CHANNEL_OPTIONS)
-        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-
-    def _tls(self) -> grpc.ChannelCredentials:
-        with open(self.tls_ca, "rb") as f:
-            return grpc.ssl_channel_credentials(root_certificates=f.read())
 
 
 class _SecretAdder(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):

@@ -191,6 +191,46 @@ class RemoteClient:
                 self.kill()
 
 
+def fails(result, code: int) -> OSError:
+    """A C-like call failed as documented: it returned -1, and pfs_last_error() is an OSError
+    with errno `code` and a message. Returns that error, for checks of its message."""
+    assert result == -1
+    error = pfs.pfs_last_error()
+    assert isinstance(error, OSError) and error.errno == code, error
+    assert str(error)  # a message, not just a number
+    return error
+
+
+def write_file(client: pfs.Client, name: str, data: bytes, width: int = 4,
+               close: bool = True) -> int | None:
+    """Create `name` striped over `width` fileservers and write `data` at offset 0 through a
+    read-write descriptor, then close it; with close=False return the descriptor, still open
+    (its tokens held, its bytes perhaps only cached)."""
+    assert client.pfs_create(name, width) == 0, pfs.pfs_last_error()
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert fd > 0, pfs.pfs_last_error()
+    assert client.pfs_write(fd, data, len(data), 0) == len(data), pfs.pfs_last_error()
+    if not close:
+        return fd
+    assert client.pfs_close(fd) == 0, pfs.pfs_last_error()
+    return None
+
+
+def read_file(client: pfs.Client, name: str, size: int | None = None) -> bytes:
+    """Open `name` to read, read `size` bytes from offset 0 (all of them must come back), close.
+    Without a size: the whole file as fstat reports it, and nothing past that end."""
+    fd = client.pfs_open(name, pfs.PFS_READ)
+    assert fd > 0, pfs.pfs_last_error()
+    if size is None:
+        size = client.fstat(fd).file_size
+        buf = bytearray(size + 1)  # room for a byte past the end, which must not come back
+    else:
+        buf = bytearray(size)
+    assert client.pfs_read(fd, buf, len(buf), 0) == size, pfs.pfs_last_error()
+    assert client.pfs_close(fd) == 0, pfs.pfs_last_error()
+    return bytes(buf[:size])
+
+
 def wait_until(condition, timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -44,6 +44,13 @@ def test_initialize_fails_when_metaserver_unreachable():
     fails(client.pfs_initialize(), errno.EHOSTDOWN)
 
 
+@pytest.mark.parametrize("variable", ["PFS_CACHE_BLOCKS", "PFS_RETRY_SECONDS"])
+def test_initialize_fails_for_a_setting_that_is_not_a_number(cluster, monkeypatch, variable):
+    monkeypatch.setenv(variable, "lots")
+    error = fails(pfs.Client(metaserver=cluster.address).pfs_initialize(), errno.EINVAL)
+    assert variable in str(error)
+
+
 def test_initialize_fails_while_fileservers_are_missing(tmp_path):
     """A metaserver expecting 2 fileservers, none running: clients may not start yet."""
     address_file = tmp_path / "address"
@@ -77,6 +84,7 @@ def test_create_fails_for_existing_name_and_bad_width(stored, name):
     fails(client.pfs_create(name, 1), errno.EEXIST)
     fails(client.pfs_create(name + "-w0", 0), errno.EINVAL)
     fails(client.pfs_create(name + "-w5", 5), errno.EINVAL)  # 4 fileservers
+    fails(client.pfs_create(name + "-huge", 2**32), errno.EINVAL)  # beyond what a call can say
     fails(client.pfs_open(name + "-w5", pfs.PFS_READ), errno.ENOENT)  # nothing was created
 
 
@@ -92,6 +100,7 @@ def test_open_failures(stored, name):
     fails(client.pfs_open(name + "-missing", pfs.PFS_READ), errno.ENOENT)
     fails(client.pfs_open(name, 0), errno.EINVAL)
     fails(client.pfs_open(name, 3), errno.EINVAL)
+    fails(client.pfs_open(name, True), errno.EINVAL)  # a bool is not a mode
     fails(client.pfs_open(name, pfs.PFS_READ), errno.EBUSY)  # this client has it open already
 
 
@@ -99,6 +108,8 @@ def test_read_failures(stored):
     client, fd = stored
     buf = bytearray(100)
     fails(client.pfs_read(fd + 1000, buf, 10, 0), errno.EBADF)
+    assert fd == 1
+    fails(client.pfs_read(True, buf, 10, 0), errno.EBADF)  # a bool is not a descriptor, fd 1
     fails(client.pfs_read(fd, buf, 10, -1), errno.EINVAL)
     fails(client.pfs_read(fd, buf, 10, len(CONTENT) + 1), errno.EINVAL)  # beyond the size
     fails(client.pfs_read(fd, buf, 200, 0), errno.EINVAL)  # buf smaller than num_bytes

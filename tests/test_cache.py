@@ -73,11 +73,12 @@ def nothing_covered(_start, _end):
     return False
 
 
-def setup(capacity=4, size=64):
+def setup(capacity=4, size=64, **options):
     memory = Memory()
     memory.data[1] = bytearray(i % 251 for i in range(size))
     changed = threading.Condition(threading.RLock())
-    return Locked(BlockCache(capacity, B, memory, changed), changed), memory, File(1, size)
+    return (Locked(BlockCache(capacity, B, memory, changed, **options), changed), memory,
+            File(1, size))
 
 
 def read(cache, f, offset, length, cacheable=covered):
@@ -263,10 +264,11 @@ def test_failed_write_back_at_close_or_revocation_drops_the_blocks():
     assert cache.stats.num_read_hits == 0 and memory.writes == []
 
 
-def test_half_dirty_cache_writes_back_its_oldest_runs():
-    """Once more than half the cache is dirty, a write writes back the oldest dirty runs (each
-    in one write) until a quarter is; they stay cached, clean, and count as no writeback."""
-    cache, memory, f = setup(capacity=8)
+def test_too_many_dirty_bytes_write_back_the_oldest_runs():
+    """Once more than max_dirty_bytes are dirty, a write writes back the oldest dirty runs
+    (each in one write) until half that is; they stay cached, clean, and count as no
+    writeback."""
+    cache, memory, f = setup(capacity=8, max_dirty_bytes=4 * B)
     write(cache, f, 0, bytes(24))        # blocks 0-2: one run
     write(cache, f, 40, b"5" * 16)       # blocks 5 and 6: now 5 of 8 are dirty
     assert memory.writes == [(1, 0, bytes(24))]
@@ -277,15 +279,35 @@ def test_half_dirty_cache_writes_back_its_oldest_runs():
     assert cache.stats.num_close_writebacks == 2  # blocks 5 and 6 were still dirty
 
 
-def test_eviction_takes_a_clean_block_before_a_dirty_one():
+def test_eviction_takes_the_least_recently_used_block_dirty_or_not():
     cache, memory, f = setup(capacity=4)
     write(cache, f, 0, b"dirty!!!")      # block 0: dirty, and the least recently used
     for block in (1, 2, 3):
         read(cache, f, block * B, B)
-    read(cache, f, 4 * B, B)              # evicts block 1, the oldest clean one
-    assert (cache.stats.num_evictions, cache.stats.num_writebacks) == (1, 0)
-    assert memory.writes == []
-    assert read(cache, f, 0, 8) == b"dirty!!!" and cache.stats.num_read_hits == 1
+    read(cache, f, 4 * B, B)              # evicts block 0, writing it back first
+    assert (cache.stats.num_evictions, cache.stats.num_writebacks) == (1, 1)
+    assert memory.writes == [(1, 0, b"dirty!!!")]
+    read(cache, f, B, B)                  # block 1 stayed
+    assert cache.stats.num_read_hits == 1
+
+
+def test_small_cache_counts_as_strict_lru_write_back():
+    """Below the dirty bound, the counters follow LRU write-back exactly: 20 one-block writes
+    through a 16-block cache write 4 blocks back on eviction and 16 at close."""
+    cache, memory, f = setup(capacity=16, size=0)
+    for block in range(20):
+        write(cache, f, block * B, bytes([block]) * B)
+    assert (cache.stats.num_evictions, cache.stats.num_writebacks) == (4, 4)
+    cache.close(f)
+    assert (cache.stats.num_close_writebacks, cache.stats.num_close_evictions) == (16, 16)
+    assert bytes(memory.data[1]) == b"".join(bytes([k]) * B for k in range(20))
+
+
+def test_a_write_counts_hits_on_cached_blocks_after_an_uncached_one():
+    cache, memory, f = setup(capacity=8)
+    read(cache, f, B, 2 * B)                  # blocks 1 and 2 cached
+    write(cache, f, 0, bytes(3 * B))          # block 0 is not: 2 hits all the same
+    assert cache.stats.num_write_hits == 2
 
 
 def test_sequential_reads_are_read_ahead():

@@ -133,6 +133,22 @@ def test_mkdir_and_ls_of_nested_directories(pfs, tmp_path, name):
     assert several == f"pfs:/{name}/a/b:\nc/\n\npfs:/{name}/x:\n"
 
 
+def test_get_of_a_long_non_ascii_name(pfs, tmp_path, name):
+    """The local temporary of get stays within 255 bytes however long (in bytes) the name."""
+    long = "é" * 120  # 240 bytes of UTF-8
+    local = tmp_path / "in"
+    local.write_bytes(b"data")
+    pfs("put", local, f"{name}/{long}", "--parents")
+    pfs("get", f"{name}/{long}", tmp_path)
+    assert (tmp_path / long).read_bytes() == b"data"
+
+
+def test_ls_of_the_same_directory_twice_lists_it_twice(pfs, name):
+    pfs("mkdir", "-p", f"{name}/d/e")
+    twice = pfs("ls", f"{name}/d", f"{name}/d").out
+    assert twice == f"pfs:/{name}/d:\ne/\n\npfs:/{name}/d:\ne/\n"
+
+
 def test_mv_moves_files_and_directories(pfs, tmp_path, name):
     one, two = tmp_path / "one", tmp_path / "two"
     one.write_bytes(b"one")

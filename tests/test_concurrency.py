@@ -2,31 +2,17 @@
 import threading
 
 import pfs
-from clusters import RemoteClient
+from clusters import RemoteClient, read_file, write_file
 
 SIZE = 1200
-
-
-def make_file(client: pfs.Client, name: str, width: int = 3, size: int = SIZE) -> None:
-    assert client.pfs_create(name, width) == 0
-    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
-    assert client.pfs_write(fd, bytes(size), size, 0) == size
-    assert client.pfs_close(fd) == 0
-
-
-def read_all(client: pfs.Client, name: str, size: int = SIZE) -> bytes:
-    fd = client.pfs_open(name, pfs.PFS_READ)
-    buf = bytearray(size)
-    assert client.pfs_read(fd, buf, size, 0) == size
-    assert client.pfs_close(fd) == 0
-    return bytes(buf)
+WIDTH = 3  # the files here are striped over 3 of the 4 fileservers
 
 
 def test_three_writers_in_parallel_processes(cluster, clients, name):
     """The documented writers on bytes 300-500, 800-1100 and 200-250 of one file, each in its own
     process, many rounds at once: every region ends with its writer's last round, and no byte
     outside them changes."""
-    make_file(clients(1), name)
+    write_file(clients(1), name, bytes(SIZE), width=WIDTH)
     regions = [(300, 201), (800, 301), (200, 51)]
     rounds = 25
     workers = [RemoteClient(cluster, cache_blocks=4) for _ in regions]
@@ -40,14 +26,14 @@ def test_three_writers_in_parallel_processes(cluster, clients, name):
     expected = bytearray(SIZE)
     for offset, length in regions:
         expected[offset:offset + length] = bytes([rounds]) * length
-    assert read_all(clients(1), name) == expected
+    assert read_file(clients(1), name, SIZE) == expected
 
 
 def test_reader_sees_writer_in_another_process(cluster, clients, name):
     """A writes and keeps the file open (its data only in its cache); B, in another process,
     reads A's bytes; B writes; A reads B's bytes. A's counters show the writeback its data
     needed and the invalidation of its copy."""
-    make_file(clients(1), name)
+    write_file(clients(1), name, bytes(SIZE), width=WIDTH)
     a, b = RemoteClient(cluster), RemoteClient(cluster)
     try:
         fa = a.call("pfs_open", name, pfs.PFS_READ_WRITE)
@@ -69,7 +55,7 @@ def test_reader_sees_writer_in_another_process(cluster, clients, name):
 
 def test_fstat_sees_size_held_in_another_cache(cluster, clients, name):
     """A appends and keeps its bytes cached; B's fstat reports the new size (a glimpse)."""
-    make_file(clients(1), name, size=100)
+    write_file(clients(1), name, bytes(100), width=WIDTH)
     a = RemoteClient(cluster)
     try:
         fa = a.call("pfs_open", name, pfs.PFS_READ_WRITE)
@@ -92,7 +78,7 @@ def test_partial_revocation_keeps_the_rest(clients, name):
     """A holds a write token over 500-800 (and beyond); B writes 600-700. A gives up only the
     overlap: its cached block 0-511 stays valid (a read hit, no invalidation), the block holding
     600-700 is invalidated, and A keeps its token around it."""
-    make_file(clients(1), name)
+    write_file(clients(1), name, bytes(SIZE), width=WIDTH)
     a, b = clients(2, cache_blocks=16)
     fa = a.pfs_open(name, pfs.PFS_READ_WRITE)
     assert a.pfs_write(fa, b"a" * 301, 301, 500) == 301
@@ -118,7 +104,7 @@ def test_partial_revocation_keeps_the_rest(clients, name):
 
 def test_threads_share_one_client(clients, name):
     """pfs.Client is thread-safe: threads writing disjoint parts through one client."""
-    make_file(clients(1), name, size=8 * 512)
+    write_file(clients(1), name, bytes(8 * 512), width=WIDTH)
     client = clients(1)
     fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
     results = []

@@ -6,7 +6,6 @@ import pickle
 import subprocess
 import sys
 import threading
-import time
 
 import fsspec
 import pytest
@@ -233,13 +232,17 @@ def test_closing_a_replacement_waits_for_readers_of_the_old_file(fs, other, name
     fs.pipe_file(path, TEXT)
     reading = other.open(path, "rb")
     assert reading.read(3) == TEXT[:3]
-    closer = threading.Timer(0.3, reading.close)
+    closing = threading.Event()
+
+    def close_reader() -> None:
+        closing.set()
+        reading.close()
+    closer = threading.Timer(0.3, close_reader)
     closer.start()
     try:
-        started = time.monotonic()
         with fs.open(path, "wb") as f:
             f.write(NEW)
-        assert time.monotonic() - started >= 0.25  # the rename waited for the reader to close
+        assert closing.is_set()  # the rename waited for the reader to close
     finally:
         closer.join()
     assert other.cat_file(path) == NEW

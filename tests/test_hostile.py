@@ -9,6 +9,7 @@ from pfs._proto import metaserver_pb2 as meta_pb
 from pfs._proto import metaserver_pb2_grpc as meta_grpc
 from pfs import wire
 from pfs.transport import CHANNEL_OPTIONS, MAX_MESSAGE
+from clusters import read_file, write_file
 
 CONTENT = bytes(range(256)) * 4
 
@@ -17,16 +18,10 @@ CONTENT = bytes(range(256)) * 4
 def stored(clients, name):
     """A file holding CONTENT on every fileserver, and its id; checked intact afterwards."""
     client = clients(1)
-    assert client.pfs_create(name, 4) == 0
-    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
-    assert client.pfs_write(fd, CONTENT, len(CONTENT), 0) == len(CONTENT)
-    assert client.pfs_close(fd) == 0
+    write_file(client, name, CONTENT)
     file_id = client._session.call("Stat", meta_pb.StatRequest(path=name), "stat").meta.file_id
     yield client, file_id
-    fd = client.pfs_open(name, pfs.PFS_READ)
-    buf = bytearray(len(CONTENT))
-    assert client.pfs_read(fd, buf, len(buf), 0) == len(CONTENT) and buf == CONTENT
-    assert client.pfs_close(fd) == 0
+    assert read_file(client, name, len(CONTENT)) == CONTENT
 
 
 def refused(call, code=grpc.StatusCode.INVALID_ARGUMENT) -> str:
@@ -114,9 +109,7 @@ def test_sizes_no_writer_could_have_produced_are_refused(clients, name):
     the bytes its WRITE tokens cover, or beyond what the fileservers hold. A refused call
     changes nothing: the file keeps its size and can still be closed, read and deleted."""
     client = clients(1)
-    assert client.pfs_create(name, 4) == 0
-    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
-    assert client.pfs_write(fd, CONTENT, len(CONTENT), 0) == len(CONTENT)  # holds [0, inf)
+    fd = write_file(client, name, CONTENT, close=False)  # holds [0, inf)
     assert client.pfs_fsync(fd) == 0
     file_id = client._fds[fd].file_id
     session = client._session.metadata

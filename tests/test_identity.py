@@ -13,6 +13,7 @@ from pfs import wire
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.transport import session_metadata
+from clusters import read_file, write_file
 
 VICTIM_BYTES = b"v" * 700
 
@@ -21,10 +22,7 @@ VICTIM_BYTES = b"v" * 700
 def victim(clients, name):
     """A client holding the write token on `name` with dirty bytes in its cache."""
     v = clients(1)
-    assert v.pfs_create(name, 2) == 0
-    fd = v.pfs_open(name, pfs.PFS_READ_WRITE)
-    assert v.pfs_write(fd, VICTIM_BYTES, len(VICTIM_BYTES), 0) == len(VICTIM_BYTES)
-    return v, fd
+    return v, write_file(v, name, VICTIM_BYTES, width=2, close=False)
 
 
 def impostor_keys(victim_client: pfs.Client, attacker: pfs.Client):
@@ -45,12 +43,7 @@ def refused(call) -> grpc.StatusCode:
 
 
 def assert_victim_data_reaches_a_reader(clients, name) -> None:
-    reader = clients(1)
-    fd = reader.pfs_open(name, pfs.PFS_READ)
-    buf = bytearray(len(VICTIM_BYTES))
-    assert reader.pfs_read(fd, buf, len(buf), 0) == len(buf), pfs.pfs_last_error()
-    assert buf == VICTIM_BYTES
-    assert reader.pfs_close(fd) == 0
+    assert read_file(clients(1), name, len(VICTIM_BYTES)) == VICTIM_BYTES
 
 
 def test_no_call_acts_for_another_client(cluster, clients, victim, name):

@@ -6,33 +6,9 @@ import os
 import threading
 
 import pfs
-from clusters import COURSE, Cluster
+from clusters import COURSE, Cluster, fails, read_file, write_file
 
 B = COURSE["block_size"]
-
-
-def fails(result, code):
-    assert result == -1
-    error = pfs.pfs_last_error()
-    assert error.errno == code, error
-    return error
-
-
-def write_file(client: pfs.Client, path: str, data: bytes, width: int = 4) -> None:
-    assert client.pfs_create(path, width) == 0, pfs.pfs_last_error()
-    fd = client.pfs_open(path, pfs.PFS_READ_WRITE)
-    assert client.pfs_write(fd, data, len(data), 0) == len(data)
-    assert client.pfs_close(fd) == 0
-
-
-def read_file(client: pfs.Client, path: str) -> bytes:
-    fd = client.pfs_open(path, pfs.PFS_READ)
-    assert fd > 0, pfs.pfs_last_error()
-    size = client.fstat(fd).file_size
-    buf = bytearray(size + 1)
-    assert client.pfs_read(fd, buf, len(buf), 0) == size
-    assert client.pfs_close(fd) == 0
-    return bytes(buf[:size])
 
 
 def test_directories_and_their_errors(clients, name):

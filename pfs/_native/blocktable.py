@@ -139,9 +139,9 @@ class BlockTable:
         setattr(self, f"_seen_{name}", (buf, view))
         return view
 
-    # A cached hit's cost is mostly Python's, so read and write check their arguments inline,
-    # one test for all the integers and one for all the sizes, and spell out a failure only
-    # when its test fails: TypeError or ERANGE for an integer (unsigned), TypeError or
+    # A cached hit's cost is mostly Python's, so read and write check their arguments in one
+    # helper, one test for all the integers and one for all the sizes, and spell out a failure
+    # only when its test fails: TypeError or ERANGE for an integer (unsigned), TypeError or
     # BufferError for a buffer, EINVAL for a flag array too short (when first seen), then
     # _io_error's EINVALs and ERANGE. They take the lock with acquire/release, which costs half
     # of `with` here.
@@ -153,13 +153,8 @@ class BlockTable:
         most recently used. Returns (bytes copied, blocks copied from): all of length when every
         block was there, less when it stopped at the first that is not. memory holds slot i's
         block at byte i * block_size; ready has a byte per slot."""
-        file_id, offset, length, block_size, mem, ready_ = self._hit_args(
-            file_id, offset, length, memory, block_size, ready, into_cache=False)
-        try:  # _bytes, inline
-            out = ffi.from_buffer(_U8, dst, True)
-        except TypeError:
-            raise TypeError(f"dst must be a buffer, not {type(dst).__name__}") from None
-        self._check_lengths(offset, length, block_size, mem[2], len(out), "dst")
+        file_id, offset, length, block_size, mem, ready_, out, _ = self._hit_args(
+            file_id, offset, length, memory, block_size, ready, None, dst, into_cache=False)
         lock = self._lock
         lock.acquire()
         try:
@@ -175,15 +170,8 @@ class BlockTable:
         block by block from the first, while each block is in the table and ready; each block
         written is marked dirty and becomes the most recently used. Returns (bytes copied,
         blocks written), as read does. dirty: a byte per slot."""
-        file_id, offset, length, block_size, mem, ready_ = self._hit_args(
-            file_id, offset, length, memory, block_size, ready, into_cache=True)
-        try:  # _bytes, inline
-            in_ = ffi.from_buffer(_U8, src, False)
-        except TypeError:
-            raise TypeError(f"src must be a buffer, not {type(src).__name__}") from None
-        seen = self._seen_dirty
-        dirty_ = seen[1] if seen[0] is dirty else self._see_flags(dirty, "dirty", True)
-        self._check_lengths(offset, length, block_size, mem[2], len(in_), "src")
+        file_id, offset, length, block_size, mem, ready_, in_, dirty_ = self._hit_args(
+            file_id, offset, length, memory, block_size, ready, dirty, src, into_cache=True)
         lock = self._lock
         lock.acquire()
         try:
@@ -194,9 +182,11 @@ class BlockTable:
             lock.release()
 
     def _hit_args(self, file_id: Any, offset: Any, length: Any, memory: Any, block_size: Any,
-                  ready: Any, into_cache: bool) -> tuple:
-        """read's and write's shared checks: the integers, then the cache's memory (writable
-        for a write into the cache) and ready flags, converted once and remembered."""
+                  ready: Any, dirty: Any, caller: Any, into_cache: bool) -> tuple:
+        """read's and write's checks: the integers; the cache's memory (writable for a write
+        into the cache) and ready flags, converted once and remembered; the caller's buffer
+        (dst, or src for a write into the cache), converted every time; a write's dirty flags;
+        then the sizes."""
         if not (file_id.__class__ is offset.__class__ is length.__class__ is block_size.__class__
                 is int and (file_id | offset | length | block_size) >> 64 == 0):
             file_id, offset = unsigned(file_id, "file_id"), unsigned(offset, "offset")
@@ -206,13 +196,19 @@ class BlockTable:
             mem = self._see_memory(memory, writable=into_cache)
         seen = self._seen_ready
         ready_ = seen[1] if seen[0] is ready else self._see_flags(ready, "ready", False)
-        return file_id, offset, length, block_size, mem, ready_
-
-    def _check_lengths(self, offset: int, length: int, block_size: int, memory_len: int,
-                       caller_len: int, name: str) -> None:
-        if not (0 < block_size and self.capacity * block_size <= memory_len
-                and length <= caller_len and offset + length <= U64_MAX and length <= I64_MAX):
-            _io_error(self.capacity, offset, length, block_size, memory_len, caller_len, name)
+        name = "src" if into_cache else "dst"
+        try:  # _bytes, inline
+            view = ffi.from_buffer(_U8, caller, not into_cache)
+        except TypeError:
+            raise TypeError(f"{name} must be a buffer, not {type(caller).__name__}") from None
+        dirty_ = None
+        if into_cache:
+            seen = self._seen_dirty
+            dirty_ = seen[1] if seen[0] is dirty else self._see_flags(dirty, "dirty", True)
+        if not (0 < block_size and self.capacity * block_size <= mem[2]
+                and length <= len(view) and offset + length <= U64_MAX and length <= I64_MAX):
+            _io_error(self.capacity, offset, length, block_size, mem[2], len(view), name)
+        return file_id, offset, length, block_size, mem, ready_, view, dirty_
 
     def evictable(self, busy: Any) -> int | None:
         """The least recently used slot whose busy byte is 0, or None (empty, or all busy)."""

@@ -70,7 +70,7 @@ class StripePlan:
         return self._c_segments
 
     def segments(self) -> list[Segment]:
-        """The segments as tuples, in file order (for tests and debugging)."""
+        """The segments as tuples, in file order."""
         return [Segment(s.server, s.local_offset, s.file_offset, s.length)
                 for s in self.c_segments()]
 

@@ -2,7 +2,6 @@
 whom to serve (its session table) and what to delete."""
 from __future__ import annotations
 
-import itertools
 import logging
 import pathlib
 import queue
@@ -14,6 +13,7 @@ import grpc
 from pfs._proto import fileserver_pb2_grpc
 from pfs._proto import metaserver_pb2 as meta_pb
 from pfs._proto import metaserver_pb2_grpc as meta_grpc
+from pfs.heartbeats import END, Heartbeats, messages_for
 from pfs.transport import Credentials
 
 from ..instance import AlreadyRunning, lock_data_dir
@@ -28,7 +28,6 @@ log = logging.getLogger("pfs.fileserver")
 RETRY_SECONDS = 1.0
 #: Threads serving calls (each a disk read or write at a time).
 THREADS = 32
-_END = object()
 
 
 def serve(data_dir: pathlib.Path, metaserver: str, host: str = "127.0.0.1", port: int = 0,
@@ -63,7 +62,6 @@ class Control:
 
     def __init__(self, service: FileServerService, address: str, metaserver: str,
                  credentials: Credentials) -> None:
-        self.service = service
         self.sessions = service.sessions
         self.store = service.store
         self.address = address
@@ -71,7 +69,7 @@ class Control:
         self.credentials = credentials
         self.refused: str | None = None  # why the metaserver will not have us, for good
         self._outbox: "queue.Queue[object]" = queue.Queue()
-        self._sent: dict[int, float] = {}  # heartbeat seq -> when it was sent
+        self._heartbeats = Heartbeats()
         self._heartbeat = RETRY_SECONDS
         self._lease = 0.0
 
@@ -99,19 +97,10 @@ class Control:
     def _upward(self, outbox: "queue.Queue[object]"):
         yield meta_pb.FileserverMessage(hello=meta_pb.FileserverHello(
             server_uuid=self.store.uuid, address=self.address))
-        for seq in itertools.count(1):
-            deadline = time.monotonic() + self._heartbeat
-            while (wait := deadline - time.monotonic()) > 0:
-                try:
-                    message = outbox.get(timeout=wait)
-                except queue.Empty:
-                    break
-                if message is _END:
-                    return
-                yield message
+        while not (yield from messages_for(outbox, self._heartbeat)):
             if self._lease:  # heartbeats begin once the table is in force
-                self._sent[seq] = time.monotonic()
-                yield meta_pb.FileserverMessage(heartbeat=meta_pb.Heartbeat(seq=seq))
+                yield meta_pb.FileserverMessage(heartbeat=meta_pb.Heartbeat(
+                    seq=self._heartbeats.send()))
 
     def _attached(self, stub) -> bool:
         """One attachment; whether the metaserver welcomed us."""
@@ -128,9 +117,7 @@ class Control:
                     log.info("attached to the metaserver as fileserver %d (%d sessions)",
                              welcome.index, len(welcome.sessions))
                 elif kind == "heartbeat_ack":
-                    sent = self._sent.pop(message.heartbeat_ack.seq, None)
-                    for old in [s for s in list(self._sent) if s < message.heartbeat_ack.seq]:
-                        self._sent.pop(old, None)  # never acknowledged: forget
+                    sent = self._heartbeats.acknowledged(message.heartbeat_ack.seq)
                     if sent is not None:
                         self.sessions.renew(sent + self._lease)
                 elif kind == "admit":
@@ -153,7 +140,7 @@ class Control:
                     outbox.put(meta_pb.FileserverMessage(
                         deleted=meta_pb.ObjectsDeleted(file_ids=file_ids)))
         finally:
-            outbox.put(_END)
+            outbox.put(END)
             responses.cancel()
         return welcomed
 

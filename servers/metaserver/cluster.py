@@ -69,6 +69,7 @@ class Cluster:
         self._wakeup = asyncio.Event()  # replaced by a fresh one at every notification
         self._placement = itertools.count()
         self.lengths = Questions()  # object lengths asked of fileservers
+        self.stopping = False  # fileservers leaving then are expected, not a problem
 
     # --- membership -------------------------------------------------------------------------
     def addresses(self) -> dict[int, str]:
@@ -125,7 +126,8 @@ class Cluster:
         if link.attached:
             link.attached = False
             link.outbox.put_nowait(_DETACH)
-            log.warning("fileserver %d detached", link.index)
+            log.log(logging.INFO if self.stopping else logging.WARNING,
+                    "fileserver %d detached", link.index)
             self._notify()
 
     async def outgoing(self, link: Link):
@@ -176,8 +178,7 @@ class Cluster:
         give_up = self._clock() + ACK_TIMEOUT
 
         def waiting() -> list[Link]:
-            current = [self._links[i] for i in self._links]
-            return [link for link in current if link.acked_version < version
+            return [link for link in self._links.values() if link.acked_version < version
                     and (link.attached if not until_lease_ends else self._live(link))]
 
         while pending := waiting():

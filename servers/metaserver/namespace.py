@@ -86,16 +86,21 @@ class Node:
 
 
 _COLUMNS = "id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers"
+_NODE_COLUMNS = ", ".join("n." + c for c in _COLUMNS.split(", "))  # of nodes joined as n
 
 
 def _node(row: tuple) -> Node:
     node_id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers = row
     return Node(node_id, bool(is_dir), size, ctime, mtime, block_size, stripe_blocks,
-                tuple(int(s) for s in servers.split(",")) if servers else ())
+                _servers(servers))
 
 
 def _servers_text(servers) -> str:
     return ",".join(str(s) for s in servers)
+
+
+def _servers(text: str) -> tuple[int, ...]:
+    return tuple(int(s) for s in text.split(",")) if text else ()
 
 
 def _missing(path: tuple[str, ...], upto: int) -> NamespaceError:
@@ -183,18 +188,29 @@ class Namespace:
     @staticmethod
     def _walk(db: sqlite3.Connection, path: tuple[str, ...]) -> Node:
         """The node at `path`, one indexed lookup per component."""
+        if not path:
+            return _node(db.execute(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?",
+                                    (ROOT,)).fetchone())
         node_id, is_dir = ROOT, True
         for depth, name in enumerate(path):
             if not is_dir:
                 raise NamespaceError(errno.ENOTDIR, f"not a directory: "
                                                     f"{brief('/'.join(path[:depth]))}")
-            row = db.execute("SELECT n.id, n.is_dir FROM entries e JOIN nodes n ON n.id = e.node"
-                             " WHERE e.parent = ? AND e.name = ?", (node_id, name)).fetchone()
+            row = db.execute(f"SELECT {_NODE_COLUMNS} FROM entries e JOIN nodes n ON n.id = "
+                             "e.node WHERE e.parent = ? AND e.name = ?",
+                             (node_id, name)).fetchone()
             if row is None:
                 raise _missing(path, depth)
-            node_id, is_dir = row
-        return _node(db.execute(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?",
-                                (node_id,)).fetchone())
+            node_id, is_dir = row[0], row[1]
+        return _node(row)
+
+    @classmethod
+    def _directory(cls, db: sqlite3.Connection, path: tuple[str, ...]) -> Node:
+        """The directory at `path` (ENOTDIR if it is a file)."""
+        node = cls._walk(db, path)
+        if not node.is_dir:
+            raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
+        return node
 
     def lookup(self, path: tuple[str, ...]) -> Node:
         with self._read_lock:
@@ -224,11 +240,9 @@ class Namespace:
         """The entries of the directory at `path` whose names sort after `after`, by name, at
         most `limit` of them (-1: all), with their nodes."""
         with self._read_lock:
-            directory = self._walk(self._reader, path)
-            if not directory.is_dir:
-                raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
+            directory = self._directory(self._reader, path)
             rows = self._reader.execute(
-                f"SELECT e.name, {', '.join('n.' + c for c in _COLUMNS.split(', '))}"
+                f"SELECT e.name, {_NODE_COLUMNS}"
                 " FROM entries e JOIN nodes n ON n.id = e.node WHERE e.parent = ? AND e.name > ?"
                 " ORDER BY e.name LIMIT ?", (directory.node_id, after, limit)).fetchall()
         return [(row[0], _node(row[1:])) for row in rows]
@@ -242,9 +256,7 @@ class Namespace:
                    block_size: int = 0, stripe_blocks: int = 0, servers=()) -> Node:
         if not path:
             raise NamespaceError(errno.EEXIST, "the root directory exists")
-        parent = self._walk(db, path[:-1])
-        if not parent.is_dir:
-            raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path[:-1]))}")
+        parent = self._directory(db, path[:-1])
         if db.execute("SELECT 1 FROM entries WHERE parent = ? AND name = ?",
                       (parent.node_id, path[-1])).fetchone():
             raise NamespaceError(errno.EEXIST, f"exists: {brief('/'.join(path))}")
@@ -298,9 +310,7 @@ class Namespace:
         with self._write() as db:
             if not path:
                 raise NamespaceError(errno.EBUSY, "the root directory cannot be removed")
-            node = self._walk(db, path)
-            if not node.is_dir:
-                raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
+            node = self._directory(db, path)
             if not self._empty(db, node):
                 raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: "
                                                       f"{brief('/'.join(path))}")
@@ -314,23 +324,21 @@ class Namespace:
                 raise NamespaceError(errno.EBUSY, "the root directory cannot be renamed or "
                                                   "replaced")
             moving = self._walk(db, old)
-            parent = self._walk(db, new[:-1])
-            if not parent.is_dir:
-                raise NamespaceError(errno.ENOTDIR, f"not a directory: "
-                                                    f"{brief('/'.join(new[:-1]))}")
+            parent = self._directory(db, new[:-1])
             if moving.is_dir and new[:len(old)] == old:
                 if new == old:
                     return None
                 raise NamespaceError(errno.EINVAL, f"cannot move a directory into itself: "
                                                    f"{brief('/'.join(old))} -> "
                                                    f"{brief('/'.join(new))}")
-            row = db.execute("SELECT node FROM entries WHERE parent = ? AND name = ?",
+            row = db.execute(f"SELECT {_NODE_COLUMNS} FROM entries e JOIN nodes n ON n.id = "
+                             "e.node WHERE e.parent = ? AND e.name = ?",
                              (parent.node_id, new[-1])).fetchone()
             replaced = None
             if row is not None:
-                if row[0] == moving.node_id:
+                replaced = _node(row)
+                if replaced.node_id == moving.node_id:
                     return None  # the same file under both names: nothing to do
-                replaced = self._walk(db, new)
                 if moving.is_dir and not replaced.is_dir:
                     raise NamespaceError(errno.ENOTDIR, f"not a directory: "
                                                         f"{brief('/'.join(new))}")
@@ -357,7 +365,7 @@ class Namespace:
 
     # --- deletes, fileservers and counters --------------------------------------------------
     def pending_deletes(self) -> list[tuple[int, tuple[int, ...]]]:
-        return [(file_id, tuple(int(s) for s in servers.split(",")))
+        return [(file_id, _servers(servers))
                 for file_id, servers in self._read("SELECT file_id, servers FROM pending_deletes")]
 
     def delete_done(self, file_ids: list[int]) -> None:

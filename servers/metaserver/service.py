@@ -119,6 +119,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                             loop.create_task(self._sync_metadata())]
 
     async def stop(self) -> None:
+        self.cluster.stopping = True
         for task in self._background:
             task.cancel()
         await self.sessions.stop()
@@ -393,8 +394,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         """Idempotent: a client whose first Close reply was lost may send it again. A Close that
         fails (a size the client could not have written, a full disk) changes nothing."""
         session = self._session(context)
-        if self.open_files.has_open(session.client_id, request.file_id):
-            f = self.open_files.of(session.client_id, request.file_id)
+        f = self.open_files.get(request.file_id)
+        if f is not None and session.client_id in f.openers:
             await self._record_size(session, f, request.size, request.wrote)
             # Not open any more before the tokens go, so no request is granted in between.
             self.open_files.close(session.client_id, request.file_id)
@@ -463,7 +464,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         if request.size > f.node.size and not await self._stored(f.node, request.size):
             raise ValueError(f"the objects of file {request.file_id} were not extended to "
                              f"{request.size} bytes")
-        await self._db(self.namespace.record_size, request.file_id, request.size, True, True)
+        # mtime moves at the close that follows (the client counts a truncate as a write).
+        await self._db(self.namespace.record_size, request.file_id, request.size, False, True)
         f.node = self.namespace.get(request.file_id)
         return pb.TruncateReply(size_epoch=self.open_files.truncated(f, request.size))
 
@@ -472,11 +474,6 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Acquire(self, request, context):
         session = self._session(context)
         f = self.open_files.of(session.client_id, request.file_id)
-        if not 0 <= request.start < request.end <= INFINITY:
-            raise ValueError(f"token range [{request.start}, {request.end}) is empty or beyond "
-                             f"{INFINITY}")
-        if request.mode not in (pb.READ, pb.WRITE):
-            raise ValueError(f"token mode must be READ or WRITE, not {request.mode}")
         answer = asyncio.get_running_loop().create_future()
 
         def done(grant, error) -> None:

@@ -1,4 +1,4 @@
-"""Client sessions: their ids and keys, their message streams, their leases and their open files.
+"""Client sessions: their ids and keys, their message streams and their leases.
 
 A session starts at Register and lives while its client-opened stream does. It is bound to a
 random key issued at registration: a call acts for a session only if it carries that key
@@ -44,11 +44,9 @@ class NotYourSession(Exception):
 class Session:
     client_id: int
     key: bytes
-    description: str
     last_seen: float = field(default_factory=time.monotonic)
     last_acked: float = field(default_factory=time.monotonic)  # last heartbeat we acknowledged
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
-    open_files: set[int] = field(default_factory=set)
     revoked_files: dict[int, int] = field(default_factory=dict)  # revoke id -> file id
     streaming: bool = False
     ended: bool = False
@@ -71,7 +69,7 @@ class Sessions:
             await asyncio.wait(self._ending, timeout=5)
 
     def start(self, client_id: int, description: str) -> Session:
-        session = Session(client_id, secrets.token_bytes(SESSION_KEY_BYTES), description)
+        session = Session(client_id, secrets.token_bytes(SESSION_KEY_BYTES))
         self._sessions[client_id] = session
         log.info("client %d started a session (%s)", client_id, description)
         return session
@@ -79,7 +77,7 @@ class Sessions:
     def get(self, client_id: int, key: bytes | None) -> Session:
         """The live session `client_id`, if `key` is its key."""
         session = self._sessions.get(client_id)
-        if session is None or session.ended:
+        if session is None:  # ended sessions leave the table at once
             raise SessionEnded(f"client {client_id} has no session (it ended or never began); "
                                "call pfs_initialize again")
         if key is None or not hmac.compare_digest(key, session.key):
@@ -89,9 +87,6 @@ class Sessions:
 
     def count(self) -> int:
         return len(self._sessions)
-
-    def openers(self, file_id: int) -> list[int]:
-        return [c for c, s in self._sessions.items() if file_id in s.open_files]
 
     def end(self, client_id: int, reason: str, evicted: bool = False) -> asyncio.Task | None:
         """Ends the session now; fencing and releasing its tokens follow in the task returned

@@ -121,8 +121,10 @@ class TokenManager:
     def request(self, client_id: int, file_id: int, start: int, end: int, mode: int,
                 on_done: Done) -> Request:
         """Asks for [start, end) in `mode`; `on_done` is told the grant, now or later."""
-        if mode not in (READ, WRITE) or not 0 <= start < end <= INFINITY:
-            raise ValueError(f"bad token request [{start}, {end}) mode {mode}")
+        if not 0 <= start < end <= INFINITY:
+            raise ValueError(f"token range [{start}, {end}) is empty or beyond {INFINITY}")
+        if mode not in (READ, WRITE):
+            raise ValueError(f"token mode must be READ or WRITE, not {mode}")
         if client_id not in self._grant_seq:
             raise SessionGone(client_id)
         request = Request(client_id, file_id, start, end, mode, on_done)
