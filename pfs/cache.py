@@ -203,10 +203,14 @@ class BlockCache:
 
     def _write_back_excess(self) -> None:
         """Once more than the bound is dirty, writes back the oldest runs until half of it is
-        (not counted: neither an eviction nor a revocation)."""
+        (not counted: neither an eviction nor a revocation). A write-back that cannot start (an
+        earlier write it must follow is not stored) leaves its blocks dirty, to be written back
+        later: the write that got here has its bytes cached, and fsync and close report the
+        failure."""
         if len(self._dirty_order) > self._max_dirty:
-            while len(self._dirty_order) > self._max_dirty // 2:
-                self._write_back(*self._oldest_run())
+            with contextlib.suppress(OSError):
+                while len(self._dirty_order) > self._max_dirty // 2:
+                    self._write_back(*self._oldest_run())
 
     def _write_slowly(self, f: CachedFile, offset: int, src: memoryview, cacheable: Cacheable,
                       old_size: int) -> None:
@@ -429,20 +433,15 @@ class BlockCache:
     def revoke(self, f: CachedFile, start: int, end: int, drop: bool) -> None:
         """Before a token on [start, end) is given up: write back dirty blocks touching it, and
         drop them when the token is dropped (kept clean when it is downgraded to READ). If the
-        write-back fails the blocks are dropped all the same: without the token, their bytes
-        may no longer be written."""
+        write-back fails, every block stays as it was, dirty ones dirty: the token may not be
+        given up before they are stored, so the caller tries again."""
         B = f.block_size
         blocks = [b for b in self._cached_blocks(f) if b * B < end and start < (b + 1) * B]
         self._wait_idle(f, blocks)
-        try:
-            self.stats.num_writebacks += self._write_back(f, blocks)
-        except OSError:
-            drop = True
-            raise
-        finally:
-            if drop:
-                self.stats.num_invalidations += len(blocks)
-                self._forget(f, blocks)
+        self.stats.num_writebacks += self._write_back(f, blocks)
+        if drop:
+            self.stats.num_invalidations += len(blocks)
+            self._forget(f, blocks)
 
     def flush(self, f: CachedFile) -> None:
         """Writes back the file's dirty blocks and keeps them, clean (fsync)."""
@@ -451,16 +450,14 @@ class BlockCache:
         self._write_back(f, blocks)
 
     def close(self, f: CachedFile) -> None:
-        """Writes back the file's dirty blocks and drops all of them (close); they are dropped
-        even when the write-back fails, as the file's tokens are about to go."""
+        """Writes back the file's dirty blocks and drops all of them (close). If the write-back
+        fails, the blocks stay, dirty ones dirty, for close to be tried again."""
         blocks = self._cached_blocks(f)
         self._wait_idle(f, blocks)
-        try:
-            self.stats.num_close_writebacks += self._write_back(f, blocks)
-        finally:
-            self._forget(f, blocks)
-            self.stats.num_close_evictions += len(blocks)
-            self._files.pop(f.file_id, None)
+        self.stats.num_close_writebacks += self._write_back(f, blocks)
+        self._forget(f, blocks)
+        self.stats.num_close_evictions += len(blocks)
+        self._files.pop(f.file_id, None)
 
     def truncate(self, f: CachedFile, size: int) -> None:
         """The file now ends at `size`: blocks past it are dropped, dirty or not (their bytes no
@@ -473,21 +470,28 @@ class BlockCache:
             slot = self._table.lookup(f.file_id, size // B, touch=False)
             self._view[slot * B + size % B:(slot + 1) * B] = bytes(B - size % B)
 
+    def discard(self, f: CachedFile) -> int:
+        """Forgets the file's blocks without writing anything back (the file is being deleted:
+        its bytes that could not be stored are given up); how many were dirty."""
+        self._wait_idle(f, self._cached_blocks(f))
+        return self._drop(f)
+
     def drop_all(self) -> dict[int, int]:
         """Forgets every block without writing anything back (the session is gone, and with
         it the right to write); returns how many dirty blocks each file lost."""
-        lost: dict[int, int] = {}
-        for file_id, f in list(self._files.items()):
-            blocks = self._cached_blocks(f)
-            dirty = sum(self._dirty[self._table.lookup(file_id, b, touch=False)] for b in blocks)
-            if dirty:
-                lost[file_id] = dirty
-            self._forget(f, blocks)
-        self._files.clear()
+        lost = {file_id: dirty for file_id, f in list(self._files.items())
+                if (dirty := self._drop(f))}
         self._loading.clear()
         self._generation += 1
         self._changed.notify_all()
         return lost
+
+    def _drop(self, f: CachedFile) -> int:
+        blocks = self._cached_blocks(f)
+        dirty = sum(self._dirty[self._table.lookup(f.file_id, b, touch=False)] for b in blocks)
+        self._forget(f, blocks)
+        self._files.pop(f.file_id, None)
+        return dirty
 
     def _cached_blocks(self, f: CachedFile) -> list[int]:
         if not self._usable(f):

@@ -228,7 +228,8 @@ class Client:
             return session.client_id
 
     def finish(self, client_id: int) -> None:
-        """Closes every open file (writing back), releases all tokens, ends the session."""
+        """Closes every open file (writing back), releases all tokens, ends the session. Bytes
+        that cannot be stored by then are lost with the session, and the failure says so."""
         session = self._live_session()
         if client_id != session.client_id:
             raise errors.error(errno.EINVAL, f"unknown client id {client_id} (this client is "
@@ -240,6 +241,10 @@ class Client:
             except OSError as e:  # EBADF: another thread closed it meanwhile
                 if e.errno != errno.EBADF:
                     failure = failure or e
+        if failure is not None:
+            self._lost("pfs_finish ended it")
+            failure = errors.error(failure.errno, f"finish: {failure.strerror}. The session "
+                                                  f"has ended: {self._loss}")
         session.finish()
         with self._lock:
             self._dataplane.close()
@@ -278,18 +283,23 @@ class Client:
         return session
 
     def _lost(self, reason: str) -> None:
-        """The session is gone, and its tokens with it: nothing cached may be used or written
-        back any more. Says what was lost (once: later calls find it done)."""
+        """The session is gone, and its tokens with it: nothing cached or held may be used or
+        written back any more. Says what was lost (once: later calls find it done)."""
         with self._lock:
             if self._loss is not None:
                 return
             for f in self._fds.values():
                 f.tokens = RangeMap()
-            dropped = self._cache.drop_all() if self._cache is not None else {}
-            names = [self._by_id[i].name for i in dropped if i in self._by_id]
-            if dropped:
-                self._loss = (f"{sum(dropped.values())} block(s) written to "
-                              f"{', '.join(brief(n) for n in names[:5])}"
+            blocks = self._cache.drop_all() if self._cache is not None else {}
+            held = self._dataplane.drop_all(errors.error(
+                errno.ENOTCONN, f"the session with the metaserver was lost: {reason}")) \
+                if self._dataplane is not None else {}
+            names = [self._by_id[i].name for i in {**blocks, **held} if i in self._by_id]
+            if blocks or held:
+                what = " and ".join(
+                    ([f"{sum(blocks.values())} cached block(s)"] if blocks else [])
+                    + ([f"{sum(held.values())} bytes sent to the fileservers"] if held else []))
+                self._loss = (f"{what} written to {', '.join(brief(n) for n in names[:5])}"
                               f"{' and more' if len(names) > 5 else ''} since the last close or "
                               "fsync were never stored and are lost; everything closed or "
                               "fsynced before is safe. ")
@@ -340,8 +350,9 @@ class Client:
 
     def close(self, fd: int) -> None:
         """Writes back the file's dirty blocks, drops its cached blocks, releases its tokens.
-        If its bytes cannot all be stored, the file is closed all the same (its tokens are about
-        to go, and without them nothing more may be written) and the failure is raised."""
+        If some bytes written through it cannot be stored, close fails, saying which, and the
+        fd stays open for close and fsync only, its bytes and tokens kept: close again to try
+        again. Close never succeeds while a byte written through the fd is not stored."""
         session = self._live_session()
         with self._lock:
             f = self._file(fd)
@@ -350,24 +361,29 @@ class Client:
             # The fd stays so that close can be retried (Close is idempotent).
             f.closing, f.tokens = True, RangeMap()
             self._changed.wait_for(lambda: not f.active)  # other threads' operations on it
-            failure = None
-            try:
-                self._cache.close(f)
-                self._dataplane.settle(f)
-            except OSError as e:
-                failure, f.written_end = e, 0  # claim no new size: it may not be stored
-            self._dataplane.forget(f)
+            self._cache.close(f)
+            self._dataplane.settle(f)
             session.call("Close", pb.CloseRequest(file_id=f.file_id, size=f.written_end,
                                                   wrote=f.wrote), f"close {brief(f.name)}")
             del self._fds[fd]
             del self._by_id[f.file_id]
-        if failure is not None:
-            raise failure
 
     def delete(self, path: str) -> None:
-        """Removes a file (a directory: EISDIR, use rmdir); not while it is open anywhere."""
+        """Removes a file (a directory: EISDIR, use rmdir); not while it is open anywhere. A
+        file whose close failed here because its bytes could not be stored (a full disk, say)
+        is given up: those bytes are dropped, the close completed, and the file deleted."""
         path = canonical(path)
-        self._live_session().call("Delete", pb.DeleteRequest(path=path), f"delete {brief(path)}")
+        session = self._live_session()
+        with self._lock:
+            stuck = [f for f in self._fds.values() if f.closing and f.name == path]
+            for f in stuck:
+                self._cache.discard(f)
+                self._dataplane.discard(f)
+                session.call("Close", pb.CloseRequest(file_id=f.file_id),
+                             f"close {brief(f.name)}")
+                del self._fds[f.fd]
+                del self._by_id[f.file_id]
+        session.call("Delete", pb.DeleteRequest(path=path), f"delete {brief(path)}")
 
     def fstat(self, fd: int) -> Metadata:
         """The file's most recent metadata, sizes still in other clients' caches included."""
@@ -583,21 +599,37 @@ class Client:
                 f.revoking.append((revoke.start, revoke.end))
 
     def _revoke(self, revoke: pb.Revoke) -> int:
-        """Gives up a token range once running operations are done; returns the known size."""
+        """Gives up a token range once the operations running on it are done and every byte
+        written in it is stored; returns the known size. A write-back that fails is tried again
+        until it succeeds or the session is lost (the metaserver evicts a holder that takes
+        too long): a token is never given up over unstored bytes. Giving up the tail of the
+        file (a range to infinity) first stores every write to the file, so that the size this
+        acknowledgement reports is stored all the way."""
         with self._lock:
             f = self._by_id.get(revoke.file_id)
             session = self._session
             if f is None or session is None or not session.lease_valid():
                 return 0  # a lost session writes nothing back: its tokens are gone
             B = f.block_size
-            lo, hi = revoke.start // B * B, min(-(-revoke.end // B) * B, INFINITY)
+            tail = revoke.end == INFINITY
+            lo = 0 if tail else revoke.start // B * B
+            hi = min(-(-revoke.end // B) * B, INFINITY)
             self._changed.wait_for(lambda: not any(s < hi and lo < e for s, e in f.active))
-            try:
-                self._cache.revoke(f, revoke.start, revoke.end, drop=revoke.to_mode != READ)
-                self._dataplane.settle(f, lo, hi)  # stored before it is given up
-            except OSError as e:
-                log.error("could not write back %r before giving up [%d, %d): %s", f.name,
-                          revoke.start, revoke.end, e)
+            pause = 0.05
+            while True:
+                try:
+                    if tail:
+                        self._cache.flush(f)
+                    self._cache.revoke(f, revoke.start, revoke.end, drop=revoke.to_mode != READ)
+                    self._dataplane.settle(f, lo, hi)  # stored before it is given up
+                    break
+                except OSError as e:
+                    if not session.lease_valid():
+                        return 0
+                    log.warning("cannot give up [%d, %d) of %r yet: %s", revoke.start,
+                                revoke.end, f.name, e)
+                    self._changed.wait(pause)  # (operations elsewhere may go on meanwhile)
+                    pause = min(2 * pause, 1.0)
             f.tokens.cap(revoke.start, revoke.end, revoke.to_mode)
             if revoke.to_mode != READ and revoke.end == INFINITY:
                 # The tail is someone else's now (they may even cut it): what we wrote beyond

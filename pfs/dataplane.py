@@ -5,8 +5,10 @@ or gathers the bytes; every fileserver involved gets its request at once, each f
 that fileserver's own (blocking calls on long-lived threads: a gRPC future would start a thread
 per call), so a range over w servers costs about one round trip, not w. Reads and writes are raw
 bytes (pfs/wire.py). Writes are write-behind: `write` returns once the bytes are copied into the
-requests and the writes go on in the background (pfs/inflight.py says what keeps that correct);
-`settle` waits for them. Tokens are the caller's business: this module only moves bytes.
+requests and the writes go on in the background; they are held, bytes and all, until stored, and
+a failed one is sent again by whoever next needs it (pfs/inflight.py says what keeps that
+correct); `settle` waits for them. Tokens are the caller's business: this module only moves
+bytes.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from pfs._proto import fileserver_pb2 as pb
 from pfs._proto import fileserver_pb2_grpc as pb_grpc
 
 from . import errors, wire
-from .inflight import InFlight
+from .inflight import InFlight, Request
 from .metadata import Recipe
 from .ranges import INFINITY
 from .transport import MAX_CHUNK, Credentials
@@ -37,6 +39,7 @@ RPCS_IN_FLIGHT = 8
 
 class StripedFile(Protocol):
     file_id: int
+    name: str
     recipe: Recipe
 
 
@@ -102,7 +105,8 @@ class DataPlane:
         self._on_fenced = on_fenced
         self._servers: dict[int, _Server] = {}
         self._lock = threading.Lock()
-        self._in_flight = InFlight(write_behind)
+        self._in_flight = InFlight(write_behind, lambda r: self._submit(
+            r.server, "write", r.payload, "write"))
 
     def close(self) -> None:
         with self._lock:
@@ -156,26 +160,34 @@ class DataPlane:
 
     def write(self, f: StripedFile, offset: int, src: memoryview) -> None:
         """Stores src as file bytes [offset, offset + len(src)) on the fileservers, in the
-        background: returns once src is copied (`settle` waits for the writes)."""
+        background: returns once src is copied (`settle` waits for the writes). Raises Unstored
+        when an earlier write that this one must follow cannot be stored."""
         done = 0
         for start, size in self.windows(f.recipe, offset, len(src)):
-            piece = src[done:done + size]
-            self._in_flight.send(f.file_id, start, start + size,
-                                 lambda: self._start_write(f, start, piece))
+            requests = self._requests(f, start, src[done:done + size])
+            self._in_flight.write(f.file_id, f.name, start, start + size, requests)
             done += size
 
     def settle(self, f: StripedFile, start: int = 0, end: int = INFINITY) -> None:
-        """Returns once the writes in flight to [start, end) of the file are stored; raises the
-        failure of one, if one failed."""
+        """Returns once the held writes to [start, end) of the file are stored, sending failed
+        ones again; raises Unstored if some are still not."""
         self._in_flight.wait_for(f.file_id, start, end)
 
-    def forget(self, f: StripedFile) -> None:
-        """The file is closed: a failure of its writes no longer has anyone to report to."""
-        self._in_flight.forget(f.file_id)
+    def unstored(self, f: StripedFile) -> list[tuple[int, int]]:
+        """The byte ranges of the file written but not stored now (after a failure)."""
+        return self._in_flight.unstored(f.file_id)
 
-    def _start_write(self, f: StripedFile, offset: int, src: memoryview) -> Future:
-        """Starts writing one window (see `windows`) and returns at once, the bytes copied into
-        the requests; the future completes when every fileserver has them."""
+    def discard(self, f: StripedFile) -> int:
+        """Lets go of the file's held writes (it is being deleted); the bytes given up."""
+        return self._in_flight.discard(f.file_id)
+
+    def drop_all(self, reason: OSError) -> dict[int, int]:
+        """Lets go of every held write (the session is lost: `reason` fails every later call
+        that needs them); the bytes lost per file id."""
+        return self._in_flight.drop_all(reason)
+
+    def _requests(self, f: StripedFile, offset: int, src: memoryview) -> list[Request]:
+        """The requests storing one window (see `windows`), the bytes copied into them."""
         plan = self._plan(f.recipe, offset, len(src))
         segments = plan.segments()
         if len(plan.extents) == len(segments):  # each extent is one slice of src
@@ -183,9 +195,9 @@ class DataPlane:
                       for s in sorted(segments, key=lambda s: s.server)]
         else:
             pieces = plan.scatter(src)
-        return _all_of([self._submit(f.recipe.servers[e.server], "write",
-                                     wire.write_request(f.file_id, e.local_offset, piece), "write")
-                        for e, piece in zip(plan.extents, pieces)])
+        return [Request(f.recipe.servers[e.server],
+                        wire.write_request(f.file_id, e.local_offset, piece))
+                for e, piece in zip(plan.extents, pieces)]
 
     def truncate(self, f: StripedFile, size: int) -> None:
         """Cuts or extends every object of the file to its part of a file of `size` bytes (once

@@ -13,12 +13,35 @@ MAX_CHUNK = 8 << 20
 #: gRPC's own 4 MiB default is too small for a full chunk plus framing.
 MAX_MESSAGE = MAX_CHUNK + (1 << 20)
 
-CHANNEL_OPTIONS = [
+#: While a call is under way, a peer that stops answering (frozen, cut off by a partition) is
+#: noticed within KEEPALIVE_SECONDS + KEEPALIVE_TIMEOUT_SECONDS: the connection is closed and
+#: the call fails (UNAVAILABLE), rather than waiting out its deadline.
+KEEPALIVE_SECONDS = 2.0
+KEEPALIVE_TIMEOUT_SECONDS = 3.0
+_LIMITS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
 ]
-#: Servers never share a port with another process (gRPC would allow it by default).
-SERVER_OPTIONS = CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)]
+#: A server that went away (restarting, say) is tried again at least this often, so that a
+#: retry soon after it is back finds it (gRPC's own backoff grows to two minutes).
+RECONNECT_SECONDS = 1.0
+CHANNEL_OPTIONS = _LIMITS + [
+    ("grpc.keepalive_time_ms", int(KEEPALIVE_SECONDS * 1000)),
+    ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_SECONDS * 1000)),
+    ("grpc.http2.ping_timeout_ms", int(KEEPALIVE_TIMEOUT_SECONDS * 1000)),  # (gRPC >= 1.6x)
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", int(RECONNECT_SECONDS * 1000)),
+]
+#: Servers never share a port with another process (gRPC would allow it by default), and take
+#: the clients' keepalive pings as often as they come.
+SERVER_OPTIONS = _LIMITS + [
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", int(KEEPALIVE_SECONDS * 500)),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 SECRET_HEADER = "pfs-secret"
 #: The metadata entry naming the caller's session: "<client id>:<session key in hex>".
 SESSION_HEADER = "pfs-session"

@@ -137,10 +137,10 @@ class RemoteClient:
     `remote.call("pfs_write", fd, b"data", 4, 0)` runs the C-like call there and returns its
     result; bytes travel as hex, and pfs_read results come back as (n, data)."""
 
-    def __init__(self, cluster: Cluster, cache_blocks: int = 16) -> None:
+    def __init__(self, cluster: Cluster, cache_blocks: int = 16, **env: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER)],
-            env=cluster.env(PFS_CACHE_BLOCKS=str(cache_blocks)),
+            env=cluster.env(PFS_CACHE_BLOCKS=str(cache_blocks), **env),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.client_id = self.call("pfs_initialize")
         assert self.client_id > 0

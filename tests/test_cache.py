@@ -245,23 +245,42 @@ def test_operations_larger_than_half_the_cache_go_around_it():
     assert cache.stats.num_read_hits == 2     # block 7 stayed
 
 
-def test_failed_write_back_at_close_or_revocation_drops_the_blocks():
-    """Without its tokens a client may no longer write those bytes: blocks whose write-back
-    failed are dropped, never written back later."""
+def test_failed_write_back_keeps_the_blocks_dirty_until_stored():
+    """A write-back that fails at a revocation or a close leaves every block as it was, dirty
+    ones dirty: the bytes are not lost, and the next try stores them."""
     cache, memory, f = setup()
 
     def unreachable(*_args):
         raise OSError(112, "fileserver unreachable")
-    write(cache, f, 0, b"lost....")
+    write(cache, f, 0, b"kept....")
     memory.write = unreachable
     with pytest.raises(OSError):
-        cache.revoke(f, 0, 8, drop=False)  # a downgrade whose write-back fails
-    write(cache, f, 8, b"lost too")
+        cache.revoke(f, 0, 8, drop=True)
+    write(cache, f, 8, b"kept too")
     with pytest.raises(OSError):
         cache.close(f)
+    assert read(cache, f, 0, 16) == b"kept....kept too"  # still cached, both blocks
     memory.write = Memory.write.__get__(memory)
-    read(cache, f, 0, 16)
-    assert cache.stats.num_read_hits == 0 and memory.writes == []
+    cache.revoke(f, 0, 8, drop=True)
+    assert memory.writes == [(1, 0, b"kept....")]
+    cache.close(f)
+    assert memory.writes[1:] == [(1, 8, b"kept too")]
+    assert bytes(memory.data[1][:16]) == b"kept....kept too"
+
+
+def test_a_write_whose_excess_write_back_fails_keeps_its_bytes():
+    """Past the dirty bound a write hands old runs back; if that fails, the write itself still
+    succeeds, its bytes cached, and the old runs are written back later."""
+    cache, memory, f = setup(capacity=8, size=0, max_dirty_bytes=2 * B)
+
+    def unreachable(*_args):
+        raise OSError(112, "fileserver unreachable")
+    memory.write = unreachable
+    for block in range(3):
+        write(cache, f, block * B, bytes([block + 1]) * B)
+    memory.write = Memory.write.__get__(memory)
+    cache.close(f)
+    assert bytes(memory.data[1]) == b"".join(bytes([k + 1]) * B for k in range(3))
 
 
 def test_too_many_dirty_bytes_write_back_the_oldest_runs():

@@ -14,6 +14,8 @@ import pfs
 
 client = pfs.Client()
 LOST_CALLS = 5
+#: Seconds a worker keeps trying to close a file whose bytes are not all stored yet.
+CLOSE_SECONDS = 30
 
 
 def c_read(fd, num_bytes, offset):
@@ -105,8 +107,19 @@ def random_ops(name, seed, count, file_size, writable_end, max_len, journal=None
             log.write(json.dumps({"i": i, "errno": err, "data": data.hex() if kind == "read"
                                   else "", "end": end}) + "\n")
             log.flush()
-    client.pfs_close(fd)  # fails for a client that lost its session: that is for the test
+    close_until_stored(fd)
     return history
+
+
+def close_until_stored(fd, seconds=CLOSE_SECONDS):
+    """Closes the file as a careful program does: a close that fails because bytes are not
+    stored yet (a fileserver down) is tried again, for `seconds`; one whose session is lost
+    cannot succeed (that is for the test to judge)."""
+    give_up = time.monotonic() + seconds
+    while client.pfs_close(fd) == -1 and time.monotonic() < give_up:
+        if pfs.pfs_last_error().errno in (errno.ENOTCONN, errno.EBADF):
+            return
+        time.sleep(0.5)
 
 
 def random_growing_ops(name, seed, count, max_len, max_size):

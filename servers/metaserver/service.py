@@ -141,13 +141,14 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         return size <= f.size or (size <= MAX_FILE_SIZE and self.tokens.holds(
             client_id, f.node.node_id, f.size, size, WRITE))
 
-    def _reported(self, client_id: int, file_id: int, size: int) -> None:
-        """A size told in passing (revocation acknowledgement, glimpse): kept if believable."""
+    def _reported(self, client_id: int, file_id: int, size: int, stored: bool) -> None:
+        """A size told in passing (revocation acknowledgement, glimpse): kept if believable;
+        `stored` when the client stored every byte below it first (see openfiles.py)."""
         f = self.open_files.get(file_id)
         if f is None:
             return
         if self._believable(client_id, f, size):
-            f.size = max(f.size, size)
+            self.open_files.told(f, client_id, size, stored)
         else:
             log.warning("client %d reported size %d for file %d without a WRITE token up to "
                         "it; ignored", client_id, size, file_id)
@@ -162,8 +163,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def _record_size(self, session: ClientSession, f: OpenFile, written_end: int,
                            touch: bool) -> None:
         """At close or fsync: the durable size becomes the client's written end (which must be
-        believable, and stored), or the newest size known if that is stored (best effort: a
-        writer that still caches it will report it itself)."""
+        believable, and stored), or the newest size known to be stored all the way if that is
+        larger (best effort: a writer that still caches more will report it itself)."""
         if not self._believable(session.client_id, f, written_end):
             raise ValueError(f"size {written_end} is not one client {session.client_id} could "
                              f"have written (file {f.node.node_id} has {f.size} bytes, and the "
@@ -174,14 +175,14 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                 raise ValueError(f"size {written_end} of file {f.node.node_id} was never "
                                  "written: the fileserver holding its last byte does not have it")
             durable = written_end
-        if f.size > durable:
+        if f.stored > durable:
             with contextlib.suppress(ConnectionError):
-                if await self._stored(f.node, f.size):
-                    durable = f.size
+                if await self._stored(f.node, f.stored):
+                    durable = f.stored
         if durable > f.node.size or touch:
             await self._db(self.namespace.record_size, f.node.node_id, durable, touch)
             f.node = self.namespace.get(f.node.node_id)
-        f.size = max(f.size, durable)
+        self.open_files.told(f, session.client_id, durable, stored=True)
 
     def _meta(self, node: Node, path: str | None = None) -> pb.FileMeta:
         f = self.open_files.get(node.node_id)
@@ -219,7 +220,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = self.sessions.find(revocation.client_id)
         if session is None:
             return  # its tokens are being released anyway
-        session.revoked_files[revocation.revoke_id] = revocation.file_id
+        session.revoked_files[revocation.revoke_id] = (revocation.file_id,
+                                                       revocation.end == INFINITY)
         session.outbox.put_nowait(pb.ServerMessage(revoke=pb.Revoke(
             revoke_id=revocation.revoke_id, file_id=revocation.file_id,
             start=revocation.start, end=revocation.end, to_mode=revocation.to_mode,
@@ -315,9 +317,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             self.sessions.heard_from(session, message.heartbeat if kind == "heartbeat" else None)
             if kind == "revoke_ack":
                 ack = message.revoke_ack
-                file_id = session.revoked_files.pop(ack.revoke_id, None)
-                if file_id is not None:  # before the waiting request is granted
-                    self._reported(session.client_id, file_id, ack.size)
+                revoked = session.revoked_files.pop(ack.revoke_id, None)
+                if revoked is not None:  # before the waiting request is granted
+                    file_id, tail = revoked  # a client gives up the tail only once all is stored
+                    self._reported(session.client_id, file_id, ack.size, stored=tail)
                 self.tokens.acknowledge(session.client_id, ack.revoke_id)
             elif kind == "size_reply":
                 self.sessions.sizes.answered(message.size_reply.query_id, message.size_reply.size)
@@ -432,7 +435,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                     answer = await self.sessions.query_size(holder, node.node_id,
                                                             timeout=self.sessions.lease_seconds)
                     if answer is not None:
-                        self._reported(holder, node.node_id, answer)
+                        self._reported(holder, node.node_id, answer, stored=False)
         return pb.StatReply(meta=self._meta(node, canonical))
 
     @_answer_errors

@@ -47,7 +47,8 @@ class Session:
     last_seen: float = field(default_factory=time.monotonic)
     last_acked: float = field(default_factory=time.monotonic)  # last heartbeat we acknowledged
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
-    revoked_files: dict[int, int] = field(default_factory=dict)  # revoke id -> file id
+    # revoke id -> (file id, whether it takes the file's tail)
+    revoked_files: dict[int, tuple[int, bool]] = field(default_factory=dict)
     streaming: bool = False
     ended: bool = False
 
