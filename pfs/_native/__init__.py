@@ -13,7 +13,7 @@ scatter and gather copy bytes while other threads run Python. Buffers handed ove
 """
 from typing import Any
 
-from pfs._native._core import lib
+from pfs._native._core import ffi, lib
 
 EINVAL: int = lib.PFS_EINVAL
 ERANGE: int = lib.PFS_ERANGE
@@ -25,6 +25,7 @@ _NAMES = {EINVAL: "EINVAL", ERANGE: "ERANGE", ENOSPC: "ENOSPC", ENOENT: "ENOENT"
           EEXIST: "EEXIST"}
 
 U64_MAX = 2**64 - 1
+U8_ARRAY = ffi.typeof("uint8_t[]")  # pre-parsed: hot paths convert a buffer on every call
 
 
 class NativeError(ValueError):
@@ -52,6 +53,15 @@ def unsigned(value: Any, name: str, limit: int = U64_MAX) -> int:
     if not 0 <= value <= limit:
         raise NativeError(ERANGE, f"{name}={value} is outside 0..{limit}")
     return value
+
+
+def as_bytes(buf: Any, name: str, writable: bool = False) -> Any:
+    """A `uint8_t[]` view of any contiguous buffer, without copying: TypeError for a non-buffer
+    (naming the argument), BufferError for a read-only one when writable is asked."""
+    try:
+        return ffi.from_buffer(U8_ARRAY, buf, writable)
+    except TypeError:
+        raise TypeError(f"{name} must be a buffer, not {type(buf).__name__}") from None
 
 
 # The wrappers import NativeError and the helpers above, so they are imported after them.
