@@ -8,8 +8,9 @@ C code checks again.
 The GIL: `_core` is an API-mode cffi extension, and cffi's generated wrapper for every function
 brackets the C call with Py_BEGIN_ALLOW_THREADS / Py_END_ALLOW_THREADS (cffi/recompiler.py, the
 function-call generator; cffi docs: "C function calls are done with the GIL released"). So
-scatter and gather copy bytes while other threads run Python. Buffers handed over with
-`ffi.from_buffer` stay exported, so they cannot be resized or freed during the call.
+scatter and gather copy bytes, and the CRC32C routines read them, while other threads run Python.
+Buffers handed over with `ffi.from_buffer` stay exported, so they cannot be resized or freed
+during the call.
 """
 from typing import Any
 
@@ -66,7 +67,10 @@ def as_bytes(buf: Any, name: str, writable: bool = False) -> Any:
 
 # The wrappers import NativeError and the helpers above, so they are imported after them.
 from pfs._native.blocktable import BlockTable  # noqa: E402
+from pfs._native.checksum import (crc32c, crc32c_combine, unit_count, unit_crcs,  # noqa: E402
+                                  verify_units)
 from pfs._native.stripe import Extent, Segment, StripePlan, plan_stripes  # noqa: E402
 
 __all__ = ["NativeError", "StripePlan", "Extent", "Segment", "plan_stripes", "BlockTable",
+           "crc32c", "crc32c_combine", "unit_count", "unit_crcs", "verify_units",
            "EINVAL", "ERANGE", "ENOSPC", "ENOENT", "EEXIST"]
