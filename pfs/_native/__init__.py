@@ -8,12 +8,13 @@ C code checks again.
 The GIL: `_core` is an API-mode cffi extension, and cffi's generated wrapper for every function
 brackets the C call with Py_BEGIN_ALLOW_THREADS / Py_END_ALLOW_THREADS (cffi/recompiler.py, the
 function-call generator; cffi docs: "C function calls are done with the GIL released"). So
-scatter and gather copy bytes while other threads run Python. Buffers handed over with
-`ffi.from_buffer` stay exported, so they cannot be resized or freed during the call.
+scatter and gather copy bytes, and the CRC32C routines read them, while other threads run Python.
+Buffers handed over with `ffi.from_buffer` stay exported, so they cannot be resized or freed
+during the call.
 """
 from typing import Any
 
-from pfs._native._core import lib
+from pfs._native._core import ffi, lib
 
 EINVAL: int = lib.PFS_EINVAL
 ERANGE: int = lib.PFS_ERANGE
@@ -25,6 +26,7 @@ _NAMES = {EINVAL: "EINVAL", ERANGE: "ERANGE", ENOSPC: "ENOSPC", ENOENT: "ENOENT"
           EEXIST: "EEXIST"}
 
 U64_MAX = 2**64 - 1
+U8_ARRAY = ffi.typeof("uint8_t[]")  # pre-parsed: hot paths convert a buffer on every call
 
 
 class NativeError(ValueError):
@@ -54,9 +56,21 @@ def unsigned(value: Any, name: str, limit: int = U64_MAX) -> int:
     return value
 
 
+def as_bytes(buf: Any, name: str, writable: bool = False) -> Any:
+    """A `uint8_t[]` view of any contiguous buffer, without copying: TypeError for a non-buffer
+    (naming the argument), BufferError for a read-only one when writable is asked."""
+    try:
+        return ffi.from_buffer(U8_ARRAY, buf, writable)
+    except TypeError:
+        raise TypeError(f"{name} must be a buffer, not {type(buf).__name__}") from None
+
+
 # The wrappers import NativeError and the helpers above, so they are imported after them.
 from pfs._native.blocktable import BlockTable  # noqa: E402
+from pfs._native.checksum import (crc32c, crc32c_combine, unit_count, unit_crcs,  # noqa: E402
+                                  verify_units)
 from pfs._native.stripe import Extent, Segment, StripePlan, plan_stripes  # noqa: E402
 
 __all__ = ["NativeError", "StripePlan", "Extent", "Segment", "plan_stripes", "BlockTable",
+           "crc32c", "crc32c_combine", "unit_count", "unit_crcs", "verify_units",
            "EINVAL", "ERANGE", "ENOSPC", "ENOENT", "EEXIST"]

@@ -6,29 +6,20 @@ from __future__ import annotations
 import threading
 from typing import Any, NoReturn
 
-from pfs._native import EINVAL, ENOENT, ERANGE, U64_MAX, NativeError, check, unsigned
+from pfs._native import (EINVAL, ENOENT, ERANGE, U8_ARRAY, U64_MAX, NativeError, as_bytes, check,
+                         unsigned)
 from pfs._native._core import ffi, lib
 
 I64_MAX = 2**63 - 1
-_U8 = ffi.typeof("uint8_t[]")  # pre-parsed: the hit path converts a buffer on every call
 # What BlockTable remembers of a buffer argument before any is seen: no caller holds this object.
 _UNSEEN = (object(), ffi.NULL, 0, False)
-
-
-def _bytes(buf: Any, name: str, writable: bool) -> Any:
-    """A `uint8_t[]` view of any contiguous buffer, without copying (cffi raises TypeError for a
-    non-buffer, BufferError for a read-only one when writable is asked)."""
-    try:
-        return ffi.from_buffer(_U8, buf, writable)
-    except TypeError:
-        raise TypeError(f"{name} must be a buffer, not {type(buf).__name__}") from None
 
 
 def _flags(buf: Any, name: str, capacity: int, writable: bool) -> Any:
     """A `uint8_t[]` view of a per-slot byte array with at least `capacity` entries."""
     if buf.__class__ is not bytearray and memoryview(buf).itemsize != 1:
         raise TypeError(f"{name} must be a byte array, not items of {memoryview(buf).itemsize}")
-    view = _bytes(buf, name, writable)
+    view = as_bytes(buf, name, writable)
     if len(view) < capacity:
         raise NativeError(EINVAL, f"{name} has {len(view)} entries for {capacity} slots")
     return view
@@ -129,7 +120,7 @@ class BlockTable:
 
     def _see_memory(self, memory: Any, writable: bool) -> tuple[Any, Any, int, bool]:
         """Converts a memory buffer not seen last (or seen read-only when writable is asked)."""
-        view = _bytes(memory, "memory", writable)
+        view = as_bytes(memory, "memory", writable)
         self._seen_memory = seen = (memory, view, len(view), writable)
         return seen
 
@@ -197,8 +188,8 @@ class BlockTable:
         seen = self._seen_ready
         ready_ = seen[1] if seen[0] is ready else self._see_flags(ready, "ready", False)
         name = "src" if into_cache else "dst"
-        try:  # _bytes, inline
-            view = ffi.from_buffer(_U8, caller, not into_cache)
+        try:  # as_bytes, inline
+            view = ffi.from_buffer(U8_ARRAY, caller, not into_cache)
         except TypeError:
             raise TypeError(f"{name} must be a buffer, not {type(caller).__name__}") from None
         dirty_ = None

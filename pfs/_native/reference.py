@@ -89,6 +89,92 @@ def gather(offset: int, length: int, block_size: int, stripe_blocks: int, width:
     return out
 
 
+# CRC32C (Castagnoli): the register is 32 bits, least significant bit first ("reflected"), so
+# bit 31 holds the coefficient of x^0 and bit 0 that of x^31. POLY is 0x1EDC6F41 reflected.
+
+POLY = 0x82F63B78
+P = 0x11EDC6F41  # the same polynomial in plain form, x^32 term included: bit i is x^i
+ONES = 0xFFFFFFFF
+
+
+def crc32c_step(state: int, byte: int) -> int:
+    """The register after one more byte: eight one-bit shifts, dividing by the polynomial."""
+    state ^= byte
+    for _ in range(8):
+        state = (state >> 1) ^ (POLY if state & 1 else 0)
+    return state
+
+
+def crc32c(data: Any, crc: int = 0) -> int:
+    """The CRC32C of data, continuing `crc` (the CRC of the bytes before; 0 to start): the register
+    starts at all ones and the result is inverted, so crc32c(a + b) == crc32c(b, crc32c(a))."""
+    state = crc ^ ONES
+    for byte in memoryview(data).cast("B"):
+        state = crc32c_step(state, byte)
+    return state ^ ONES
+
+
+def unit_pieces(length: int, unit: int, first_offset: int) -> list[tuple[int, int]]:
+    """(start, length) of each piece of a buffer cut at unit boundaries, where byte 0 of the buffer
+    lies first_offset bytes into its unit: the stripe segments of [first_offset, first_offset +
+    length) when a stripe unit is one block of `unit` bytes."""
+    return [(file_offset - first_offset, n)
+            for _, _, file_offset, n in stripe_segments(first_offset, length, unit, 1, 1)]
+
+
+def unit_crcs(data: Any, unit: int, first_offset: int) -> list[int]:
+    """The CRC32C of each piece."""
+    view = memoryview(data).cast("B")
+    return [crc32c(view[s:s + n]) for s, n in unit_pieces(len(view), unit, first_offset)]
+
+
+def verify_units(data: Any, unit: int, first_offset: int, expected: Any) -> int:
+    """The index of the first piece whose CRC32C is not the expected one, or -1."""
+    crcs = unit_crcs(data, unit, first_offset)
+    if len(crcs) != len(expected):
+        raise ValueError(f"{len(expected)} expected CRCs for {len(crcs)} pieces")
+    return next((i for i, (a, b) in enumerate(zip(crcs, expected)) if a != b), -1)
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    """crc32c(a + b) from crc1 = crc32c(a), crc2 = crc32c(b) and len2 = len(b): crc1 run through
+    len2 zero bytes, then crc2 added. (a's final inversion, run through, cancels b's all-ones
+    start; b's own final inversion is the one a + b ends with.) O(len2)."""
+    state = crc1
+    for _ in range(len2):
+        state = crc32c_step(state, 0)
+    return state ^ crc2
+
+
+def _reflect32(value: int) -> int:
+    return int(f"{value:032b}"[::-1], 2)
+
+
+def multmodp(a: int, b: int) -> int:
+    """a * b modulo the polynomial, both in the register's reflected form: schoolbook carry-less
+    multiplication and long division on the plain forms."""
+    a, b = _reflect32(a), _reflect32(b)
+    product = 0
+    for i in range(32):
+        if b >> i & 1:
+            product ^= a << i
+    for i in range(62, 31, -1):
+        if product >> i & 1:
+            product ^= P << (i - 32)
+    return _reflect32(product)
+
+
+def xpow(n: int) -> int:
+    """x**n modulo the polynomial, in reflected form, by repeated squaring."""
+    result, square = 1 << 31, 1 << 30  # x**0, x**1
+    while n:
+        if n & 1:
+            result = multmodp(result, square)
+        square = multmodp(square, square)
+        n >>= 1
+    return result
+
+
 class BlockTable:
     """The block table's contract on an OrderedDict (oldest first). Slot numbers are its own,
     unless `insert` is told which free slot to take (a test mirroring the C table's choice, so
