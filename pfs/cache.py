@@ -1,13 +1,18 @@
 """The client block cache: LRU, write-back, kept coherent by tokens (docs/consistency.md).
 
 Rules, all of them here:
-- A block enters the cache only while the caller says its tokens cover all of it (`cacheable`);
-  bytes of a partly covered block that is not cached go straight to the fileservers, and so do
+- A block enters the cache only while the caller says its tokens cover all of it (`cacheable`:
+  READ tokens for a read, WRITE tokens for a write); bytes of a partly covered block that is not
+  cached go straight to the fileservers, and so do
   the uncached blocks of an operation larger than half the cache or of STREAMING_BYTES or more
   (one striped transfer straight to or from the caller's buffer, rather than blocks that evict
   each other and cost a copy more). A cached block is always used while it is there: until a
   revocation writes it back, it is the newest copy. It leaves only through this module.
-- A write covering every existing byte of an uncached block does not read it first.
+- A write covering every existing byte of an uncached block does not read it first. A write
+  dirties a cached block only if WRITE tokens cover all of it (a dirty block is written back
+  whole); into a clean cached block they cover only in part, it writes through: its bytes go to
+  the fileservers and into the cached copy, which stays clean. A dirty block stays this
+  client's, whole, until it is written back, and takes writes in place meanwhile.
 - Write-back hands a run of consecutive dirty blocks of a file to the backing as one striped
   write, which returns once the bytes are copied into its requests (write-behind: the backing
   keeps them in flight, and readers of those bytes wait for them); the blocks are then clean.
@@ -52,7 +57,8 @@ class Backing(Protocol):
 
 
 Cacheable = Callable[[int, int], bool]  # (block start, block end) -> covered by our tokens?
-CACHED, LOADING, DIRECT = "cached", "loading", "direct"  # the kinds of an operation's runs
+# The kinds of an operation's runs; THROUGH: cached blocks a write updates in place and sends on
+CACHED, LOADING, DIRECT, THROUGH = "cached", "loading", "direct", "through"
 
 #: Operations of at least this many bytes stream around the cache for the blocks it does not
 #: hold (one striped transfer straight to or from the caller's buffer, with no extra copy).
@@ -107,7 +113,9 @@ class BlockCache:
         end = offset + length
         try:
             if writing:  # a block's bytes are copied all or none
-                if (end - 1) // self.block_size != offset // self.block_size:
+                B = self.block_size
+                if (end - 1) // B != offset // B or not cacheable(offset // B * B,
+                                                                   (offset // B + 1) * B):
                     return False
                 done, _ = self._table.write(f.file_id, offset, length, self._memory,
                                             self.block_size, self._ready, self._dirty, buf)
@@ -191,8 +199,8 @@ class BlockCache:
     def write(self, f: CachedFile, offset: int, src: memoryview, cacheable: Cacheable,
               old_size: int) -> None:
         """File bytes [offset, offset + len(src)) = src; f.size already includes them."""
-        done = 0
-        if self._usable(f):
+        done, B = 0, self.block_size
+        if self._usable(f) and cacheable(offset // B * B, -(-(offset + len(src)) // B) * B):
             done, blocks = self._table.write(f.file_id, offset, len(src), self._memory,
                                              self.block_size, self._ready, self._dirty, src)
             self.stats.num_write_hits += blocks
@@ -215,9 +223,15 @@ class BlockCache:
     def _write_slowly(self, f: CachedFile, offset: int, src: memoryview, cacheable: Cacheable,
                       old_size: int) -> None:
         direct: list[tuple[int, int]] = []
-        for start, stop, kind, _ in self._plan(f, offset, offset + len(src), cacheable,
-                                               reading=False, old_size=old_size):
-            if kind == DIRECT:
+        for start, stop, kind, slots in self._plan(f, offset, offset + len(src), cacheable,
+                                                   reading=False, old_size=old_size):
+            if kind == THROUGH:  # the cached copy stays the newest, and clean
+                B = f.block_size
+                for block, slot in zip(range(start // B, (stop - 1) // B + 1), slots):
+                    lo, hi = max(start, block * B), min(stop, (block + 1) * B)
+                    at = slot * B - block * B
+                    self._view[at + lo:at + hi] = src[lo - offset:hi - offset]
+            if kind in (DIRECT, THROUGH):
                 direct.append((start, stop))
                 continue
             done, _ = self._table.write(f.file_id, start, stop - start, self._memory,
@@ -233,8 +247,9 @@ class BlockCache:
               old_size: int = 0) -> Iterator[tuple[int, int, str, list[int]]]:
         """Cuts [start, end) into runs of one kind: (run start, run end, kind, slots of its
         blocks): CACHED blocks (ready; for a write, also blocks admitted now), LOADING blocks
-        admitted now for a read (to be fetched and filled), or DIRECT bytes that go straight to
-        the fileservers (no slots). Blocks being filled by someone else are waited for."""
+        admitted now for a read (to be fetched and filled), DIRECT bytes that go straight to
+        the fileservers (no slots), or, for a write, cached blocks it may not dirty (THROUGH).
+        Blocks being filled by someone else are waited for."""
         B = f.block_size
         usable = self._usable(f)
         admit = (usable and end - start < STREAMING_BYTES
@@ -253,6 +268,9 @@ class BlockCache:
             if slot is not None and not reading:
                 self.stats.num_write_hits += 1  # (a read's are counted as it copies them)
             kind = CACHED
+            if (slot is not None and not reading and not self._dirty[slot]
+                    and not cacheable(block * B, (block + 1) * B)):
+                kind = THROUGH  # (a dirty block is ours, whole, until it is written back)
             if slot is None and admit and cacheable(block * B, (block + 1) * B):
                 if run is not None and run[2] == CACHED:  # used before an eviction can take it
                     yield run

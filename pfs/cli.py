@@ -86,8 +86,13 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
 
 def cmd_fileserver(args: argparse.Namespace) -> int:
     from pfs_servers import fileserver
-    fileserver.serve(pathlib.Path(args.data_dir), args.metaserver, host=args.host,
-                     port=args.port, advertise=args.advertise, credentials=_credentials(args),
+    if not args.cluster_key_file:
+        raise SystemExit("pfs fileserver: give it the metaserver's cluster key: "
+                         "--cluster-key-file (the metaserver's DATA_DIR/cluster.key) or "
+                         "PFS_CLUSTER_KEY_FILE")
+    fileserver.serve(pathlib.Path(args.data_dir), args.metaserver,
+                     pathlib.Path(args.cluster_key_file), host=args.host, port=args.port,
+                     advertise=args.advertise, name=args.name, credentials=_credentials(args),
                      allow_insecure=args.insecure)
     return 0
 
@@ -133,7 +138,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         port_flag = children[0].args.index("--port") + 1
         children[0].args[port_flag] = address.rsplit(":", 1)[1]
         for i in range(args.fileservers):
-            spawn("fileserver", "--data-dir", str(data / f"fs{i}"), "--metaserver", address)
+            spawn("fileserver", "--data-dir", str(data / f"fs{i}"), "--metaserver", address,
+                  "--name", f"fs{i}", "--cluster-key-file", str(data / "meta" / "cluster.key"))
         if not _wait_for(lambda: _online(address, credentials) >= args.fileservers, children, stop,
                          f"{args.fileservers} fileservers to register"):
             return _stop_children(children, 1)
@@ -341,6 +347,14 @@ def _parser() -> argparse.ArgumentParser:
                                                         "free port)")
     fs.add_argument("--advertise", help="host:port clients should use (default: the host and "
                                         "port it listens on)")
+    fs.add_argument("--name", help="its stable name in the cluster: a fileserver that comes back "
+                                   "under its name with a lost or wiped data directory keeps its "
+                                   "place, known to have lost its data (default: the identity "
+                                   "kept in --data-dir)")
+    fs.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
+                    help="the metaserver's cluster key (its DATA_DIR/cluster.key), which "
+                         "proves this fileserver belongs to the cluster; clients never hold "
+                         "it (default: $PFS_CLUSTER_KEY_FILE; required)")
     server_flags(fs)
     insecure_flag(fs)
     fs.set_defaults(run=cmd_fileserver)

@@ -27,6 +27,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -35,6 +36,7 @@ from pfs._proto import metaserver_pb2 as pb
 
 from . import errors
 from .cache import BlockCache
+from .capability import Held
 from .dataplane import DataPlane
 from .metadata import MAX_FILE_SIZE, ClusterLayout, ExecStat, Metadata, Recipe
 from .paths import brief, canonical
@@ -75,6 +77,7 @@ class _OpenFile:
     size_epoch: int  # the truncates of the file that `size` takes into account
     written_end: int = 0  # the end of the bytes this client wrote (what it reports as stored)
     tokens: RangeMap = field(default_factory=RangeMap)
+    held: Held = field(default_factory=Held)  # the tokens' capabilities, for the fileservers
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
     wrote: bool = False
     closing: bool = False  # a close failed half-way: only close may be retried
@@ -212,7 +215,7 @@ class Client:
                                   size_of=self._known_size, on_lost=self._lost)
             reply = session.start()
             self._dataplane = DataPlane(_addresses(reply.fileservers), self._credentials,
-                                        session.metadata, retry_seconds,
+                                        retry_seconds,
                                         lookup=lambda: _addresses(session.call(
                                             "Status", pb.StatusRequest(), "look up fileservers"
                                         ).fileservers), on_fenced=session.lose,
@@ -443,7 +446,7 @@ class Client:
                                                  f"{f.name!r} ({f.size} bytes)")
             n = min(num_bytes, f.size - offset)
             if n:
-                self._cache.read(f, offset, dst[:n], self._cacheable(f))
+                self._cache.read(f, offset, dst[:n], self._cacheable(f, READ))
             return n
 
     def write(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
@@ -467,7 +470,7 @@ class Client:
                 old_size = f.size
                 f.size = max(f.size, offset + num_bytes)
                 try:
-                    self._cache.write(f, offset, src, self._cacheable(f), old_size)
+                    self._cache.write(f, offset, src, self._cacheable(f, WRITE), old_size)
                 except OSError:
                     f.size = old_size
                     raise
@@ -477,6 +480,10 @@ class Client:
     def fsync(self, fd: int) -> None:
         """Returns once every write so far to the file is on the fileservers' disks."""
         session = self._live_session()
+        f = self._open_file(fd)
+        if f.held.empty() and not f.closing:
+            with self._holding(f, 0, 1, READ):  # a token, whose capabilities the calls need
+                pass
         with self._lock:
             f = self._file(fd)
             self._cache.flush(f)
@@ -527,7 +534,7 @@ class Client:
             if (f.closing or f.active or f.revoking or end > f.size or self._fds.get(fd) is not f
                     or (mode == WRITE and f.mode != PFS_READ_WRITE)
                     or not session.lease_valid() or not f.tokens.covers(offset, end, mode)
-                    or not self._cache.hit(f, offset, num_bytes, buf, self._cacheable(f),
+                    or not self._cache.hit(f, offset, num_bytes, buf, self._cacheable(f, mode),
                                            writing=mode == WRITE)):
                 return False
             if mode == WRITE:
@@ -551,8 +558,9 @@ class Client:
                 if any(s < token_end and start < e for s, e in f.active):
                     self._changed.wait()
                     continue
-                if f.tokens.covers(start, token_end, mode) and not self._revoking(f, start,
-                                                                                  token_end):
+                if (f.tokens.covers(start, token_end, mode)
+                        and f.held.fresh(start, token_end, mode, time.time())
+                        and not self._revoking(f, start, token_end)):
                     break
                 try:
                     self._lock.release()
@@ -566,6 +574,7 @@ class Client:
                     raise
                 if self._by_id.get(f.file_id) is f:
                     f.tokens.raise_to(grant.start, grant.end, grant.mode)
+                    f.held.add(grant.start, grant.end, grant.mode, list(grant.capabilities))
                     if grant.size_epoch != f.size_epoch:  # truncated since: the size may shrink
                         f.size, f.size_epoch = grant.size, grant.size_epoch
                     else:
@@ -583,8 +592,12 @@ class Client:
         finally:
             self._lock.release()
 
-    def _cacheable(self, f: _OpenFile) -> Callable[[int, int], bool]:
-        return lambda start, end: (f.tokens.covers(start, end, READ)
+    def _cacheable(self, f: _OpenFile, mode: int) -> Callable[[int, int], bool]:
+        """Whether a block may be cached for an operation of `mode`: for a read, READ tokens
+        cover it; for a write, WRITE tokens cover all of it (a block written back is written
+        whole, and the fileservers take only bytes this client may write); and no revocation
+        touches it."""
+        return lambda start, end: (f.tokens.covers(start, end, mode)
                                    and not self._revoking(f, start, end))
 
     def _revoking(self, f: _OpenFile, start: int, end: int) -> bool:

@@ -24,7 +24,8 @@ from pfs._native import plan_stripes
 from pfs._proto import fileserver_pb2 as pb
 from pfs._proto import fileserver_pb2_grpc as pb_grpc
 
-from . import errors, wire
+from . import capability, errors, wire
+from .capability import READ, WRITE, Held
 from .inflight import InFlight, Request
 from .metadata import Recipe
 from .ranges import INFINITY
@@ -41,6 +42,11 @@ class StripedFile(Protocol):
     file_id: int
     name: str
     recipe: Recipe
+    held: Held  # its capabilities, sent with every call
+
+
+#: What a call sends as proof of its token, chosen anew at every try (renewed ones count).
+Capabilities = Callable[[], list[bytes]]
 
 
 class _Server:
@@ -84,8 +90,8 @@ def _all_of(futures: list[Future]) -> Future:
 
 
 class DataPlane:
-    """Talks to the fileservers for one session (every call carries its key); knows their
-    addresses by index.
+    """Talks to the fileservers for one session (every call carries the capabilities of the
+    file's tokens, pfs/capability.py); knows their addresses by index.
 
     A fileserver that is unreachable (restarting, say, perhaps on a new address) is retried for
     up to `retry_seconds`, asking the metaserver for the addresses again (`lookup()`) in between;
@@ -94,19 +100,17 @@ class DataPlane:
     is told, and the call fails with ENOTCONN."""
 
     def __init__(self, addresses: dict[int, str], credentials: Credentials,
-                 metadata: tuple[tuple[str, str], ...], retry_seconds: float,
-                 lookup: Callable[[], dict[int, str]],
+                 retry_seconds: float, lookup: Callable[[], dict[int, str]],
                  on_fenced: Callable[[str], None], write_behind: int) -> None:
         self._addresses = dict(addresses)
         self._credentials = credentials
-        self._metadata = metadata
         self._retry_seconds = retry_seconds
         self._lookup = lookup
         self._on_fenced = on_fenced
         self._servers: dict[int, _Server] = {}
         self._lock = threading.Lock()
         self._in_flight = InFlight(write_behind, lambda r: self._submit(
-            r.server, "write", r.payload, "write"))
+            r.server, "write", r.payload, "write", r.capabilities))
 
     def close(self) -> None:
         with self._lock:
@@ -135,8 +139,8 @@ class DataPlane:
 
     def read(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
         """Fills dst[:length] with file bytes [offset, offset+length), once the writes in flight
-        that overlap them are done. Bytes the fileservers do not have (never written back by a
-        client that died) read as zeros."""
+        that overlap them are done. The bytes must exist (the caller reads below the file's
+        size): a fileserver that does not have them lost them, which is EIO, never zeros."""
         self._in_flight.wait_for(f.file_id, offset, offset + length)
         done = 0
         for start, size in self.windows(f.recipe, offset, length):
@@ -147,16 +151,29 @@ class DataPlane:
         plan = self._plan(f.recipe, offset, length)
         replies = self._call_all(
             [(f.recipe.servers[e.server], "read",
-              wire.read_request(f.file_id, e.local_offset, e.length)) for e in plan.extents],
-            "read")
+              wire.read_request(f.file_id, e.local_offset, e.length),
+              self._capabilities(f, e.server, e.local_offset, e.local_offset + e.length, READ))
+             for e in plan.extents], "read")
+        for e, data in zip(plan.extents, replies):
+            if len(data) < e.length:
+                self._missing(f, offset, length, e, len(data))
         if len(replies) == 1 and len(plan.c_segments()) == 1:  # one piece: no gathering
-            data = replies[0]
-            dst[:len(data)] = data
-            dst[len(data):length] = bytes(length - len(data))
+            dst[:length] = replies[0]
             return
-        sources = [data if len(data) == e.length else data + bytes(e.length - len(data))
-                   for e, data in zip(plan.extents, replies)]
-        plan.gather(sources, dst)
+        plan.gather(replies, dst)
+
+    def _missing(self, f: StripedFile, offset: int, length: int, extent, got: int) -> None:
+        """A fileserver returned fewer bytes than the file has there: its object is shorter
+        than the file says (lost, or wiped). EIO naming the file, the bytes and the server."""
+        index = f.recipe.servers[extent.server]
+        first = next(s.file_offset + got - (s.local_offset - extent.local_offset)
+                     for s in self._plan(f.recipe, offset, length).segments()
+                     if s.server == extent.server and
+                     s.local_offset + s.length > extent.local_offset + got)
+        raise errors.error(errno.EIO, f"fileserver {index} ({self._addresses.get(index)}) does "
+                                      f"not have byte {first} of {f.name!r} (and maybe more): "
+                                      "its copy of the file is lost or damaged; no zeros are "
+                                      "returned in their place")
 
     def write(self, f: StripedFile, offset: int, src: memoryview) -> None:
         """Stores src as file bytes [offset, offset + len(src)) on the fileservers, in the
@@ -196,8 +213,15 @@ class DataPlane:
         else:
             pieces = plan.scatter(src)
         return [Request(f.recipe.servers[e.server],
-                        wire.write_request(f.file_id, e.local_offset, piece))
+                        wire.write_request(f.file_id, e.local_offset, piece),
+                        self._capabilities(f, e.server, e.local_offset,
+                                           e.local_offset + e.length, WRITE))
                 for e, piece in zip(plan.extents, pieces)]
+
+    @staticmethod
+    def _capabilities(f: StripedFile, column: int, start: int, end: int,
+                      mode: int) -> Capabilities:
+        return lambda: f.held.for_call(column, start, end, mode)
 
     def truncate(self, f: StripedFile, size: int) -> None:
         """Cuts or extends every object of the file to its part of a file of `size` bytes (once
@@ -207,14 +231,17 @@ class DataPlane:
         if size:
             for extent in self._plan(f.recipe, 0, size).extents:
                 lengths[extent.server] = extent.length
-        self._call_all([(server, "Truncate", pb.TruncateRequest(file_id=f.file_id, length=n))
-                        for server, n in zip(f.recipe.servers, lengths)], "truncate")
+        self._call_all([(server, "Truncate", pb.TruncateRequest(file_id=f.file_id, length=n),
+                         self._capabilities(f, column, n, INFINITY, WRITE))
+                        for column, (server, n) in enumerate(zip(f.recipe.servers, lengths))],
+                       "truncate")
 
     def fsync(self, f: StripedFile) -> None:
         """Returns once the fileservers have every write to the file so far on disk."""
         self.settle(f)
-        self._call_all([(server, "Fsync", pb.FsyncRequest(file_id=f.file_id))
-                        for server in f.recipe.servers], "fsync")
+        self._call_all([(server, "Fsync", pb.FsyncRequest(file_id=f.file_id),
+                         self._capabilities(f, column, 0, 0, READ))
+                        for column, server in enumerate(f.recipe.servers)], "fsync")
 
     # --- calls ------------------------------------------------------------------------------
     def _server(self, index: int) -> _Server:
@@ -226,27 +253,31 @@ class DataPlane:
                 self._servers[index] = _Server(index, self._addresses[index], self._credentials)
             return self._servers[index]
 
-    def _submit(self, index: int, method: str, request, what: str) -> Future:
+    def _submit(self, index: int, method: str, request, what: str,
+                capabilities: Capabilities) -> Future:
         """Starts one call on a thread of its fileserver."""
         return self._server(index).threads.submit(self._call_retrying, index, method, request,
-                                                  what)
+                                                  what, capabilities)
 
-    def _call_all(self, calls: list[tuple[int, str, object]], what: str) -> list:
-        """Makes the calls (fileserver index, method, request) at once and waits for all of
-        them; the first failure is raised once all are done. A lone call is made right here:
-        with nothing to overlap, a hand-off to another thread only adds latency."""
+    def _call_all(self, calls: list[tuple[int, str, object, Capabilities]], what: str) -> list:
+        """Makes the calls (fileserver index, method, request, capabilities) at once and waits
+        for all of them; the first failure is raised once all are done. A lone call is made
+        right here: with nothing to overlap, a hand-off to another thread only adds latency."""
         if len(calls) == 1:
-            return [self._call_retrying(*calls[0], what)]
-        return _all_of([self._submit(*call, what) for call in calls]).result()
+            index, method, request, capabilities = calls[0]
+            return [self._call_retrying(index, method, request, what, capabilities)]
+        return _all_of([self._submit(index, method, request, what, capabilities)
+                        for index, method, request, capabilities in calls]).result()
 
-    def _call_retrying(self, index: int, method: str, request, what: str):
+    def _call_retrying(self, index: int, method: str, request, what: str,
+                       capabilities: Capabilities):
         """One call; a fileserver that cannot be reached is tried again until retry_seconds
         have passed, at its new address if it moved."""
         give_up, pause = time.monotonic() + self._retry_seconds, 0.05
         while True:
             server = self._server(index)
             try:
-                return self._call(server, index, method, request, what)
+                return self._call(server, index, method, request, what, capabilities())
             except OSError as e:
                 if e.errno != errno.EHOSTDOWN or time.monotonic() >= give_up:
                     raise
@@ -254,18 +285,18 @@ class DataPlane:
                     time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
                     pause = min(2 * pause, 1.0)
 
-    def _call(self, server: _Server, index: int, method: str, request, what: str):
+    def _call(self, server: _Server, index: int, method: str, request, what: str,
+              capabilities: list[bytes]):
         call = getattr(server, method) if method in ("read", "write") else \
             getattr(server.stub, method)
         try:
-            return call(request, timeout=CALL_TIMEOUT, metadata=self._metadata)
+            return call(request, timeout=CALL_TIMEOUT,
+                        metadata=tuple((capability.HEADER, c) for c in capabilities))
         except grpc.RpcError as e:
-            where = f"{what} on fileserver {index} ({server.address})"
-            if e.code() == grpc.StatusCode.PERMISSION_DENIED:
-                reason = f"{where} was refused: {e.details()}"
-                self._on_fenced(reason)
-                raise errors.error(errno.ENOTCONN, reason) from None
-            raise errors.from_rpc(e, where) from None
+            failure = errors.from_rpc(e, f"{what} on fileserver {index} ({server.address})")
+            if failure.errno == errno.ENOTCONN:  # the session was fenced: final
+                self._on_fenced(failure.strerror)
+            raise failure from None
 
     def _relearn_addresses(self) -> bool:
         """Asks for the fileservers' addresses again; True if any changed."""

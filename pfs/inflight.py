@@ -29,9 +29,11 @@ from .ranges import INFINITY
 
 @dataclass(eq=False)
 class Request:
-    """One call storing bytes on one fileserver; `payload` is sent again as it is."""
+    """One call storing bytes on one fileserver; `payload` is sent again as it is, with what
+    `capabilities()` gives at the time (pfs/capability.py)."""
     server: int
     payload: bytes
+    capabilities: Callable[[], list[bytes]] = list
 
 
 @dataclass(eq=False)

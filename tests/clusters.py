@@ -94,6 +94,11 @@ class Cluster:
                 pass
             self.process = None
 
+    @property
+    def key_file(self) -> pathlib.Path:
+        """The cluster key (servers/clusterkey.py), which fileservers need to attach."""
+        return self.data_dir / "meta" / "cluster.key"
+
     def server_pids(self, kind: str) -> list[int]:
         """Process ids of the cluster's servers of one kind ("metaserver" or "fileserver")."""
         children = pathlib.Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")

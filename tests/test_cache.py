@@ -361,3 +361,20 @@ def test_streaming_operations_go_around_the_cache():
     assert len(memory.reads) == 2 and cache.stats.num_read_hits == 0
     write(cache, f, 0, bytes(1 << 20))
     assert memory.writes == [(1, 0, bytes(1 << 20))]  # straight to the backing
+
+
+def test_a_write_dirties_only_blocks_its_tokens_cover_whole():
+    """A write into a cached block that WRITE tokens cover only in part goes through to the
+    fileservers (a write-back would write the whole block) and updates the cached copy, which
+    stays clean."""
+    cache, memory, f = setup(capacity=4)
+    read(cache, f, 0, 2 * B)                      # blocks 0 and 1 cached, clean
+
+    def only_bytes_2_to_6(start, end):
+        return 2 <= start and end <= 6
+    write(cache, f, 2, b"wxyz", only_bytes_2_to_6)
+    assert memory.writes == [(1, 2, b"wxyz")]     # straight through, just those bytes
+    assert read(cache, f, 0, 8) == bytes([0, 1]) + b"wxyz" + bytes([6, 7])
+    cache.close(f)
+    assert memory.writes == [(1, 2, b"wxyz")]     # the block was never dirty
+    assert cache.stats.num_close_writebacks == 0

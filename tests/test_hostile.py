@@ -9,6 +9,7 @@ from pfs._proto import metaserver_pb2 as meta_pb
 from pfs._proto import metaserver_pb2_grpc as meta_grpc
 from pfs import wire
 from pfs.transport import CHANNEL_OPTIONS, MAX_MESSAGE
+from pfs_servers import clusterkey
 from clusters import read_file, write_file
 
 CONTENT = bytes(range(256)) * 4
@@ -74,7 +75,7 @@ def test_truncated_and_oversized_messages_are_refused(stored):
                               metadata=session), grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
-def test_metaserver_validates_every_request(stored, name):
+def test_metaserver_validates_every_request(cluster, stored, name):
     client, file_id = stored
     session = client._session.metadata
     with grpc.insecure_channel(client.metaserver) as channel:
@@ -97,10 +98,13 @@ def test_metaserver_validates_every_request(stored, name):
                 grpc.StatusCode.NOT_FOUND)
         long_name = "n" * 1_000_000  # quoted back only briefly, so the error still fits
         assert len(refused(lambda: stub.Stat(meta_pb.StatRequest(path=long_name)))) < 300
-        attach = stub.Attach(iter([meta_pb.FileserverMessage(heartbeat=meta_pb.Heartbeat())]))
+        proof = ((clusterkey.ATTACH_HEADER, clusterkey.attach_proof(clusterkey.load(
+            cluster.key_file))),)  # the operator's: only fileservers of the cluster hold it
+        attach = stub.Attach(iter([meta_pb.FileserverMessage(heartbeat=meta_pb.Heartbeat())]),
+                             metadata=proof)
         refused(lambda: list(attach))
         attach = stub.Attach(iter([meta_pb.FileserverMessage(hello=meta_pb.FileserverHello(
-            server_uuid="u", address="no-port"))]))
+            server_uuid="u", address="no-port"))]), metadata=proof)
         refused(lambda: list(attach))
 
 

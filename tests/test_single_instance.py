@@ -50,14 +50,16 @@ def test_second_pfs_up_on_the_same_directory_refuses(cluster, tmp_path, name):
 
 def test_second_fileserver_on_a_directory_or_address_in_use_refuses(cluster, tmp_path, name):
     same_dir = run_pfs("fileserver", "--data-dir", str(cluster.data_dir / "fs0"),
-                       "--metaserver", cluster.address, cwd=tmp_path)
+                       "--metaserver", cluster.address, "--cluster-key-file",
+                       str(cluster.key_file), cwd=tmp_path)
     assert same_dir.returncode != 0
     assert "in use by another fileserver" in same_dir.stderr
 
     # A new fileserver that claims the address of a live one is refused by the metaserver.
     taken = next(iter(cluster.client().fileservers().values()))
     impostor = run_pfs("fileserver", "--data-dir", str(tmp_path / "fsx"), "--metaserver",
-                       cluster.address, "--advertise", taken, cwd=tmp_path)
+                       cluster.address, "--advertise", taken, "--cluster-key-file",
+                       str(cluster.key_file), cwd=tmp_path)
     assert impostor.returncode != 0
     assert "already attached" in impostor.stderr
     status = subprocess.run([sys.executable, "-m", "pfs", "status"], cwd=tmp_path,

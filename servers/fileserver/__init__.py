@@ -13,9 +13,11 @@ import grpc
 from pfs._proto import fileserver_pb2_grpc
 from pfs._proto import metaserver_pb2 as meta_pb
 from pfs._proto import metaserver_pb2_grpc as meta_grpc
+from pfs.capability import Signer
 from pfs.heartbeats import END, Heartbeats, messages_for
 from pfs.transport import Credentials
 
+from .. import clusterkey
 from ..instance import AlreadyRunning, lock_data_dir
 from ..rpc import StopOnSignals, check_exposure, start_server
 from .service import FileServerService
@@ -30,43 +32,50 @@ RETRY_SECONDS = 1.0
 THREADS = 32
 
 
-def serve(data_dir: pathlib.Path, metaserver: str, host: str = "127.0.0.1", port: int = 0,
-          advertise: str | None = None, credentials: Credentials | None = None,
+def serve(data_dir: pathlib.Path, metaserver: str, cluster_key_file: pathlib.Path,
+          host: str = "127.0.0.1", port: int = 0, advertise: str | None = None,
+          name: str | None = None, credentials: Credentials | None = None,
           allow_insecure: bool = False) -> None:
-    """Runs a fileserver until Ctrl-C or SIGTERM."""
+    """Runs a fileserver until Ctrl-C or SIGTERM. `name` is its stable name in the cluster
+    (default: the identity of its data directory)."""
     credentials = credentials or Credentials()
     check_exposure(host, credentials, allow_insecure)
+    key = clusterkey.load(cluster_key_file)
     lock_data_dir(data_dir, "fileserver")
     stop = StopOnSignals()
     store = StripeStore(data_dir)
-    service = FileServerService(store, SessionTable())
+    service = FileServerService(store, SessionTable(), Signer(key))
     def register(server) -> None:
         fileserver_pb2_grpc.add_FileServerServicer_to_server(service, server)
         server.add_generic_rpc_handlers([service.data_handler()])
     server, bound = start_server(register, host, port, credentials, THREADS)
     address = advertise or f"{host}:{bound}"
-    log.info("fileserver %s serving %s on %s", store.uuid[:8], data_dir, address)
-    control = Control(service, address, metaserver, credentials)
+    log.info("fileserver %s serving %s on %s", name or store.uuid[:8], data_dir, address)
+    control = Control(service, address, name or store.uuid, metaserver, credentials,
+                      clusterkey.attach_proof(key))
     threading.Thread(target=control.stay_attached, name="control", daemon=True).start()
     while not stop.wait(0.5) and control.refused is None:
         pass
     server.stop(grace=2).wait()
     if control.refused is not None:
         raise AlreadyRunning(control.refused)
-    log.info("fileserver %s stopped", store.uuid[:8])
+    log.info("fileserver %s stopped", name or store.uuid[:8])
 
 
 class Control:
     """The control stream to the metaserver: hello and heartbeats up; the session table,
     heartbeat acknowledgements, deletes and length queries down."""
 
-    def __init__(self, service: FileServerService, address: str, metaserver: str,
-                 credentials: Credentials) -> None:
+    def __init__(self, service: FileServerService, address: str, name: str, metaserver: str,
+                 credentials: Credentials, proof: str) -> None:
+        self.service = service
         self.sessions = service.sessions
         self.store = service.store
         self.address = address
+        self.name = name
         self.metaserver = metaserver
         self.credentials = credentials
+        self._proof = proof
         self.refused: str | None = None  # why the metaserver will not have us, for good
         self._outbox: "queue.Queue[object]" = queue.Queue()
         self._heartbeats = Heartbeats()
@@ -83,7 +92,9 @@ class Control:
                 welcomed |= self._attached(stub)
                 reason = "the metaserver closed the stream"
             except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.ALREADY_EXISTS:  # our place is someone else's
+                # Our place is someone else's, or we are not of this cluster: final.
+                if e.code() in (grpc.StatusCode.ALREADY_EXISTS,
+                                grpc.StatusCode.PERMISSION_DENIED):
                     self.refused = f"the metaserver refused this fileserver: {e.details()}"
                     return
                 reason = f"{e.code().name}: {e.details()}"
@@ -96,7 +107,7 @@ class Control:
 
     def _upward(self, outbox: "queue.Queue[object]"):
         yield meta_pb.FileserverMessage(hello=meta_pb.FileserverHello(
-            server_uuid=self.store.uuid, address=self.address))
+            server_uuid=self.store.uuid, address=self.address, name=self.name))
         while not (yield from messages_for(outbox, self._heartbeat)):
             if self._lease:  # heartbeats begin once the table is in force
                 yield meta_pb.FileserverMessage(heartbeat=meta_pb.Heartbeat(
@@ -105,13 +116,15 @@ class Control:
     def _attached(self, stub) -> bool:
         """One attachment; whether the metaserver welcomed us."""
         outbox, self._lease, welcomed = self._outbox, 0.0, False
-        responses = stub.Attach(self._upward(outbox))
+        responses = stub.Attach(self._upward(outbox),
+                                metadata=((clusterkey.ATTACH_HEADER, self._proof),))
         try:
             for message in responses:
                 kind = message.WhichOneof("body")
                 if kind == "welcome":
                     welcome, welcomed = message.welcome, True
-                    self.sessions.install({s.client_id: s.key for s in welcome.sessions})
+                    self.service.index = welcome.index
+                    self.sessions.install(list(welcome.sessions))
                     self._heartbeat, self._lease = welcome.heartbeat_seconds, welcome.lease_seconds
                     outbox.put(_ack(welcome.version))
                     log.info("attached to the metaserver as fileserver %d (%d sessions)",
@@ -119,10 +132,9 @@ class Control:
                 elif kind == "heartbeat_ack":
                     sent = self._heartbeats.acknowledged(message.heartbeat_ack.seq)
                     if sent is not None:
-                        self.sessions.renew(sent + self._lease)
+                        self.sessions.renew(sent + self._lease, message.heartbeat_ack.time)
                 elif kind == "admit":
-                    self.sessions.admit(message.admit.session.client_id,
-                                        message.admit.session.key)
+                    self.sessions.admit(message.admit.client_id)
                     outbox.put(_ack(message.admit.version))
                 elif kind == "fence":
                     self.sessions.fence(message.fence.client_id)

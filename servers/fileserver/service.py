@@ -1,5 +1,5 @@
-"""The FileServer gRPC servicer: checks the caller's session, then translates messages into
-StripeStore calls, and results and failures back into messages."""
+"""The FileServer gRPC servicer: checks the caller's capabilities and session, then translates
+messages into StripeStore calls, and results and failures back into messages."""
 from __future__ import annotations
 
 import errno
@@ -10,18 +10,38 @@ import grpc
 
 from pfs._proto import fileserver_pb2 as pb
 from pfs._proto import fileserver_pb2_grpc as pb_grpc
-from pfs import wire
+from pfs import capability, wire
+from pfs.capability import READ, WRITE, Signer
+from pfs.errors import ERRNO_HEADER
+from pfs.ranges import INFINITY
 
-from ..rpc import session_of
 from .sessions import NotAdmitted, NotServing, SessionTable
 from .store import StripeStore
 
 log = logging.getLogger("pfs.fileserver")
 
 
+class NotPermitted(Exception):
+    """The call's capabilities do not cover what it asks (`code`: EACCES, or EKEYEXPIRED when
+    they only ran out)."""
+
+    def __init__(self, message: str, code: int = errno.EACCES) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _abort(context, status: grpc.StatusCode, message: str, code: int) -> None:
+    """Ends the call with `status` and its errno in the trailing metadata (the client reads
+    it there)."""
+    context.set_trailing_metadata(((ERRNO_HEADER, str(code)),))
+    context.abort(status, message)
+
+
 def _answer_errors(method):
-    """Bad requests get INVALID_ARGUMENT, a full disk RESOURCE_EXHAUSTED, other disk trouble
-    INTERNAL; refused sessions PERMISSION_DENIED; all with the reason."""
+    """Bad requests get INVALID_ARGUMENT; calls without the capability they need, and fenced
+    sessions, PERMISSION_DENIED (with errno EACCES, EKEYEXPIRED or ENOTCONN, which the client
+    tells apart); a full disk RESOURCE_EXHAUSTED, a file too large for the disk EFBIG, other
+    disk trouble INTERNAL; all with the reason."""
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
@@ -29,9 +49,12 @@ def _answer_errors(method):
         except ValueError as e:
             log.info("%s rejected: %s", method.__name__, e)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except NotPermitted as e:
+            log.info("%s refused: %s", method.__name__, e)
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED, str(e), e.code)
         except NotAdmitted as e:
             log.info("%s refused: %s", method.__name__, e)
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED, str(e), errno.ENOTCONN)
         except NotServing as e:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         except OSError as e:
@@ -39,27 +62,63 @@ def _answer_errors(method):
                 log.error("%s failed: the disk is full (%s)", method.__name__, e)
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               "the fileserver's disk is full; free space on it")
+            if e.errno == errno.EFBIG:
+                _abort(context, grpc.StatusCode.OUT_OF_RANGE, "the file would be larger than "
+                       "the fileserver's disk allows", errno.EFBIG)
             log.error("%s failed: %s", method.__name__, e)
             context.abort(grpc.StatusCode.INTERNAL, f"fileserver disk error: {e}")
     return wrapper
 
 
 class FileServerService(pb_grpc.FileServerServicer):
-    def __init__(self, store: StripeStore, sessions: SessionTable) -> None:
+    def __init__(self, store: StripeStore, sessions: SessionTable, signer: Signer) -> None:
         self.store = store
         self.sessions = sessions
+        self.signer = signer
+        self.index: int | None = None  # ours in the cluster, once the metaserver said
+
+    def _client(self, context, file_id: int, start: int, end: int, mode: int) -> int:
+        """The session a call acts for: that of its capabilities, which must cover bytes
+        [start, end) of the file's object here in `mode` (NotPermitted otherwise). The numbers
+        are checked first, so a bad request is told what is wrong with it."""
+        self.store.check(file_id, start, 0 if end == INFINITY else end - start)
+        good, expired = [], False
+        for key, value in context.invocation_metadata() or ():
+            if key != capability.HEADER:
+                continue
+            try:
+                c = self.signer.verify(value)
+            except ValueError as e:
+                raise NotPermitted(str(e)) from None
+            if c.file_id == file_id and self.index in c.servers and c.allows(mode):
+                if c.expires > self.sessions.metaserver_time():
+                    good.append(c)
+                else:
+                    expired = True
+        clients = {c.client_id for c in good}
+        if len(clients) == 1 and capability.covers(good, start, end):
+            return clients.pop()
+        what = "read" if mode == READ else "write"
+        if expired:
+            raise NotPermitted(f"the capability to {what} file {file_id} here has expired; ask "
+                               "the metaserver for the token again", errno.EKEYEXPIRED)
+        raise NotPermitted(f"no capability to {what} bytes {start}-{end - 1} of file "
+                           f"{file_id}'s object here: data calls need a token for their range "
+                           "(open the file and use it through a PFS client)")
 
     # --- the raw-bytes data service (pfs/wire.py) -----------------------------------------
     @_answer_errors
     def read(self, request: bytes, context) -> bytes:
         file_id, offset, length = wire.parse_read(request)
-        with self.sessions.serving(session_of(context)):
+        with self.sessions.serving(self._client(context, file_id, offset, offset + length,
+                                                READ)):
             return self.store.read(file_id, offset, length)
 
     @_answer_errors
     def write(self, request: bytes, context) -> bytes:
         file_id, offset, data = wire.parse_write(request)
-        with self.sessions.serving(session_of(context)):
+        with self.sessions.serving(self._client(context, file_id, offset, offset + len(data),
+                                                WRITE)):
             self.store.write(file_id, offset, data)
         return b""
 
@@ -73,13 +132,14 @@ class FileServerService(pb_grpc.FileServerServicer):
 
     @_answer_errors
     def Fsync(self, request, context):
-        with self.sessions.serving(session_of(context)):
+        with self.sessions.serving(self._client(context, request.file_id, 0, 0, READ)):
             self.store.fsync(request.file_id)
         return pb.FsyncReply()
 
     @_answer_errors
     def Truncate(self, request, context):
-        with self.sessions.serving(session_of(context)):
+        with self.sessions.serving(self._client(context, request.file_id, request.length,
+                                                INFINITY, WRITE)):
             self.store.truncate(request.file_id, request.length)
         return pb.TruncateReply()
 

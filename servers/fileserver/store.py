@@ -99,6 +99,12 @@ class StripeStore:
             os.replace(tmp, path)
         return path.read_text().strip()
 
+    def check(self, file_id: int, offset: int, length: int) -> None:
+        """ValueError, saying why, unless a call may name this object and range (checked again
+        by every call, so none can skip it)."""
+        self._path(file_id)
+        self._check_range(offset, length)
+
     def _path(self, file_id: int) -> str:
         if not 0 < file_id < (1 << 63):
             raise ValueError(f"file id must be between 1 and 2^63-1, got {file_id}")

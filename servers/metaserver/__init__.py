@@ -8,6 +8,7 @@ import pathlib
 from pfs._proto import metaserver_pb2_grpc
 from pfs.transport import Credentials
 
+from .. import clusterkey
 from ..instance import lock_data_dir
 from ..rpc import check_exposure, start_aio_server, stop_on_signals_aio
 from .namespace import Namespace
@@ -43,7 +44,8 @@ async def _serve(data_dir: pathlib.Path, host: str, port: int, fileservers: int,
                  on_ready) -> None:
     stop = stop_on_signals_aio()
     service = MetaServerService(Namespace(data_dir / "metadata.sqlite3"), fileservers,
-                                lease_seconds, block_size, stripe_blocks)
+                                lease_seconds, block_size, stripe_blocks,
+                                clusterkey.load_or_create(data_dir))
     server, bound = await start_aio_server(
         lambda s: metaserver_pb2_grpc.add_MetaServerServicer_to_server(service, s),
         host, port, credentials)

@@ -12,7 +12,10 @@ may the session's tokens go to another client. A fileserver that does not acknow
 has its stream closed, so it re-attaches and receives the whole table again.
 
 A fileserver's index is stable across restarts (the namespace keeps it by the fileserver's
-uuid), so recipes stay valid. No other fileserver may take the address of one that is online.
+name), so recipes stay valid. A member that comes back under its name with a new data directory
+(its disk was lost or wiped) keeps its index and is known to have lost its objects. No other
+fileserver may take the address of one that is online. The session table names sessions by
+client id only: fileservers never learn a session's key.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ class Link:
     index: int
     uuid: str
     address: str
+    name: str
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     acked_version: int = 0
     last_heartbeat: float = float("-inf")  # when we received the last heartbeat we acknowledged
@@ -56,7 +60,8 @@ class Link:
 
 
 class Cluster:
-    def __init__(self, register_fileserver: Callable[[str, str], Awaitable[int]],
+    def __init__(self, register_fileserver: Callable[[str, str, str],
+                                                      Awaitable[tuple[int, bool]]],
                  addresses: dict[int, str], expected_fileservers: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._register = register_fileserver
@@ -64,7 +69,7 @@ class Cluster:
         self.expected = expected_fileservers
         self._clock = clock
         self._links: dict[int, Link] = {}  # index -> current (or last) attachment
-        self._sessions: dict[int, bytes] = {}  # the session table: client id -> key
+        self._sessions: set[int] = set()  # the session table: client ids
         self._version = 1  # of the table; a fileserver that acknowledged none may not serve
         self._wakeup = asyncio.Event()  # replaced by a fresh one at every notification
         self._placement = itertools.count()
@@ -99,27 +104,33 @@ class Cluster:
         first = next(self._placement) % len(online)
         return [online[(first + k) % len(online)] for k in range(width)]
 
-    async def attach(self, uuid: str, address: str) -> Link:
+    async def attach(self, uuid: str, address: str, name: str) -> Link:
         """A fileserver's control stream opened: its link, whose outbox starts with Welcome."""
         for link in self._links.values():
-            if link.attached and self._live(link) and (link.uuid == uuid or link.address == address):
-                what = "this fileserver" if link.uuid == uuid else f"fileserver {link.index}"
+            if link.attached and self._live(link) and (link.uuid == uuid or link.name == name
+                                                       or link.address == address):
+                what = ("this fileserver" if link.uuid == uuid else f"fileserver {link.index}"
+                        + (f" ({name})" if link.name == name else ""))
                 raise AttachRefused(
                     f"{what} is already attached at {link.address} and online; is a second "
-                    "fileserver running with the same data directory or address?")
-        index = await self._register(uuid, address)
+                    "fileserver running with the same data directory, name or address?")
+        index, lost = await self._register(name, uuid, address)
+        if lost:
+            log.error("fileserver %d (%s) came back with a new data directory: the objects it "
+                      "held are lost (reads of them fail with EIO; replicated files are "
+                      "resynced)", index, name)
         old = self._links.get(index)
         if old is not None and old.attached:
             self.detach(old)
-        link = Link(index, uuid, address)
+        link = Link(index, uuid, address, name)
         link.last_heartbeat = old.last_heartbeat if old else float("-inf")
         self._links[index] = link
         self._addresses[index] = address
         link.outbox.put_nowait(pb.ControlMessage(welcome=pb.Welcome(
             index=index, heartbeat_seconds=HEARTBEAT_SECONDS,
             lease_seconds=FILESERVER_LEASE_SECONDS, version=self._version,
-            sessions=[pb.SessionKey(client_id=c, key=k) for c, k in self._sessions.items()])))
-        log.info("fileserver %d attached from %s", index, address)
+            sessions=sorted(self._sessions))))
+        log.info("fileserver %d (%s) attached from %s", index, name, address)
         return link
 
     def detach(self, link: Link) -> None:
@@ -138,7 +149,8 @@ class Cluster:
         # Only a link that has put the table in force may keep serving.
         if link.attached and link.acked_version >= 1:
             link.last_heartbeat = self._clock()
-            link.outbox.put_nowait(pb.ControlMessage(heartbeat_ack=pb.HeartbeatAck(seq=seq)))
+            link.outbox.put_nowait(pb.ControlMessage(heartbeat_ack=pb.HeartbeatAck(
+                seq=seq, time=time.time())))
 
     def table_acked(self, link: Link, version: int) -> None:
         link.acked_version = max(link.acked_version, version)
@@ -149,17 +161,16 @@ class Cluster:
         self._wakeup = asyncio.Event()
 
     # --- the session table ------------------------------------------------------------------
-    async def admit(self, client_id: int, key: bytes) -> None:
+    async def admit(self, client_id: int) -> None:
         """Lets the session's calls through at every fileserver; returns once the attached ones
         have it in force (one that does not answer in time is made to re-attach)."""
-        self._sessions[client_id] = key
+        self._sessions.add(client_id)
         await self._change(pb.ControlMessage(admit=pb.SessionAdmitted(
-            version=self._bump(), session=pb.SessionKey(client_id=client_id, key=key))),
-            until_lease_ends=False)
+            version=self._bump(), client_id=client_id)), until_lease_ends=False)
 
     async def fence(self, client_id: int) -> None:
         """Returns once no fileserver can still serve the session (docs/consistency.md, fencing)."""
-        self._sessions.pop(client_id, None)
+        self._sessions.discard(client_id)
         await self._change(pb.ControlMessage(fence=pb.SessionFenced(
             version=self._bump(), client_id=client_id)), until_lease_ends=True)
 

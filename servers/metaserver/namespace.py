@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS fileservers (
     idx INTEGER PRIMARY KEY,            -- stable index, what recipes refer to
     uuid TEXT NOT NULL UNIQUE,          -- identity kept in the fileserver's data directory
     address TEXT NOT NULL
+    -- name TEXT UNIQUE: the member's stable name; lost_at REAL: when it last came back with a
+    -- new data directory (both added by _migrate_members)
 );
 CREATE TABLE IF NOT EXISTS pending_deletes (
     file_id INTEGER PRIMARY KEY,        -- objects still to remove from the fileservers
@@ -116,6 +118,7 @@ class Namespace:
         self._writer = self._connect(path)
         self._writer.executescript(SCHEMA)
         self._migrate_flat_namespace()
+        self._migrate_members()
         self._writer.execute(
             "INSERT OR IGNORE INTO nodes (id, is_dir, size, ctime, mtime, block_size,"
             " stripe_blocks, servers) VALUES (?, 1, 0, ?, ?, 0, 0, '')",
@@ -154,6 +157,16 @@ class Namespace:
                    (ROOT,))
         db.execute("DROP TABLE files")
         db.execute("COMMIT")
+
+    def _migrate_members(self) -> None:
+        """Gives fileservers of a data directory from before member names their uuid as name."""
+        db = self._writer
+        columns = {row[1] for row in db.execute("PRAGMA table_info(fileservers)")}
+        if "name" not in columns:
+            db.execute("ALTER TABLE fileservers ADD COLUMN name TEXT")
+            db.execute("ALTER TABLE fileservers ADD COLUMN lost_at REAL")
+            db.execute("UPDATE fileservers SET name = uuid")
+            db.execute("CREATE UNIQUE INDEX fileserver_names ON fileservers (name)")
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:
@@ -373,18 +386,31 @@ class Namespace:
             db.executemany("DELETE FROM pending_deletes WHERE file_id = ?",
                            [(i,) for i in file_ids])
 
-    def register_fileserver(self, uuid: str, address: str) -> int:
-        """The stable index of the fileserver with this uuid (new ones get the next index)."""
+    def register_fileserver(self, name: str, uuid: str, address: str) -> tuple[int, bool]:
+        """The stable index of the member `name` (a new name gets the next index), and whether
+        it came back with another data directory (uuid): then it lost what it stored, which is
+        recorded (`lost_data`)."""
         with self._write() as db:
-            row = db.execute("SELECT idx FROM fileservers WHERE uuid = ?", (uuid,)).fetchone()
+            other = db.execute("SELECT name FROM fileservers WHERE uuid = ? AND name != ?",
+                               (uuid, name)).fetchone()
+            if other is not None:
+                raise NamespaceError(errno.EEXIST, f"this data directory belongs to fileserver "
+                                                   f"{brief(other[0])}, not {brief(name)}")
+            row = db.execute("SELECT idx, uuid FROM fileservers WHERE name = ?",
+                             (name,)).fetchone()
             if row is None:
                 idx = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM fileservers").fetchone()[0]
-                db.execute("INSERT INTO fileservers (idx, uuid, address) VALUES (?, ?, ?)",
-                           (idx, uuid, address))
-            else:
-                idx = row[0]
-                db.execute("UPDATE fileservers SET address = ? WHERE idx = ?", (address, idx))
-        return idx
+                db.execute("INSERT INTO fileservers (idx, uuid, address, name) VALUES (?, ?, ?, ?)",
+                           (idx, uuid, address, name))
+                return idx, False
+            idx, lost = row[0], row[1] != uuid
+            db.execute("UPDATE fileservers SET uuid = ?, address = ?, lost_at = CASE WHEN ? THEN "
+                       "? ELSE lost_at END WHERE idx = ?", (uuid, address, lost, time.time(), idx))
+        return idx, lost
+
+    def lost_data(self) -> dict[int, float]:
+        """When each member that ever came back with a new data directory last did so."""
+        return dict(self._read("SELECT idx, lost_at FROM fileservers WHERE lost_at IS NOT NULL"))
 
     def fileservers(self) -> dict[int, str]:
         return dict(self._read("SELECT idx, address FROM fileservers ORDER BY idx"))

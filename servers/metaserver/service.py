@@ -31,11 +31,13 @@ import grpc
 from pfs._native import plan_stripes
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
+from pfs.capability import CAPABILITY_SECONDS, Signer, column_ranges
 from pfs.metadata import MAX_FILE_SIZE
 from pfs.errors import ERRNO_HEADER
 from pfs.paths import brief, components
 from pfs.ranges import INFINITY
 
+from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
 from .deletions import Deletions
@@ -58,7 +60,8 @@ LIST_PAGE = 10_000
 _STATUS = {errno.ENOENT: grpc.StatusCode.NOT_FOUND, errno.EEXIST: grpc.StatusCode.ALREADY_EXISTS,
            errno.EINVAL: grpc.StatusCode.INVALID_ARGUMENT,
            errno.ENAMETOOLONG: grpc.StatusCode.INVALID_ARGUMENT,
-           errno.EFBIG: grpc.StatusCode.INVALID_ARGUMENT}
+           errno.EFBIG: grpc.StatusCode.INVALID_ARGUMENT,
+           errno.EHOSTDOWN: grpc.StatusCode.UNAVAILABLE}
 
 
 def _answer_errors(method):
@@ -67,6 +70,9 @@ def _answer_errors(method):
     async def wrapper(self, request, context):
         try:
             return await method(self, request, context)
+        except ConnectionError as e:  # a fileserver we needed to ask is not attached
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e),
+                                ((ERRNO_HEADER, str(errno.EHOSTDOWN)),))
         except OSError as e:  # a path or namespace failure: its errno goes along
             await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
                                 e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
@@ -80,8 +86,6 @@ def _answer_errors(method):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"file closed: {e}")
         except StorageFull as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-        except ConnectionError as e:  # a fileserver we needed to ask is not attached
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
     return wrapper
 
 
@@ -92,8 +96,10 @@ def _busy(what: str, path: str, openers: list[int]) -> OSError:
 
 class MetaServerService(pb_grpc.MetaServerServicer):
     def __init__(self, namespace: Namespace, expected_fileservers: int, lease_seconds: float,
-                 block_size: int, stripe_blocks: int) -> None:
+                 block_size: int, stripe_blocks: int, cluster_key: bytes) -> None:
         self.namespace = namespace
+        self._cluster_key = cluster_key
+        self.signer = Signer(cluster_key)
         self.block_size = block_size
         self.stripe_blocks = stripe_blocks
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
@@ -229,6 +235,13 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     # --- cluster ----------------------------------------------------------------------------
     async def Attach(self, request_iterator, context):
+        if not clusterkey.proves(self._cluster_key, dict(context.invocation_metadata() or ())
+                                 .get(clusterkey.ATTACH_HEADER)):
+            log.warning("refused a fileserver from %s: it does not hold the cluster key",
+                        context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "not a fileserver of this cluster: start it with the "
+                                "metaserver's cluster key (--cluster-key-file)")
         hello = await anext(request_iterator, None)
         if hello is None or hello.WhichOneof("body") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a fileserver's stream must "
@@ -236,10 +249,12 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         problem = _fileserver_problem(hello.hello)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        name = hello.hello.name or hello.hello.server_uuid
         try:
-            link = await self.cluster.attach(hello.hello.server_uuid, hello.hello.address)
-        except AttachRefused as e:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
+            link = await self.cluster.attach(hello.hello.server_uuid, hello.hello.address, name)
+        except (AttachRefused, OSError) as e:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(getattr(e, "strerror", None)
+                                                                     or e))
         self.deletions.attached(link.index)
 
         async def read() -> None:
@@ -280,7 +295,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                                  f"{context.peer()}")
         self.tokens.add_client(client_id)
         try:
-            await self.cluster.admit(client_id, session.key)
+            await self.cluster.admit(client_id)
         except asyncio.CancelledError:
             self.sessions.end(client_id, "its registration was abandoned")
             raise
@@ -490,7 +505,16 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             raise
         # Nothing may fail once the grant is numbered: the client must learn of every grant.
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
-                               grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch)
+                               grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch,
+                               capabilities=self._capabilities(session.client_id, f.node, grant))
+
+    def _capabilities(self, client_id: int, node: Node, grant) -> list[bytes]:
+        """One capability per stripe column for a grant (pfs/capability.py)."""
+        expires = time.time() + CAPABILITY_SECONDS
+        ranges = column_ranges(node.block_size, node.stripe_blocks, len(node.servers),
+                               grant.start, grant.end)
+        return [self.signer.sign(node.node_id, client_id, grant.mode, start, end, expires,
+                                 [server]) for server, (start, end) in zip(node.servers, ranges)]
 
     # --- durability ------------------------------------------------------------------------
     async def _sync_metadata(self) -> None:
