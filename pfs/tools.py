@@ -343,7 +343,8 @@ def _write_all(client: Client, fd: int, source: _Source) -> int:
     buf, offset = bytearray(COPY_CHUNK), 0
     view = memoryview(buf)
     while True:
-        if source.in_pfs:
+        if source.in_pfs:  # PFS calls: Ctrl-C stops the copy between two of them
+            _checkpoint()
             n = source.file.readinto(view)
         else:
             try:
@@ -462,7 +463,7 @@ def _copy_one(client: Client, source: _Source, name: str | None,
     target, meta = _destination(client, args.path, name)
     if not target:
         raise errors.error(errno.EISDIR, "the root is a directory")
-    if source.shown == _shown(target):
+    if source.in_pfs and source.shown == _shown(target):
         raise errors.error(errno.EINVAL, f"{source.shown} is both source and destination")
     _refuse_existing(meta, target, args.force)
     _ensure_parent(client, target, args.parents)
