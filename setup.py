@@ -9,13 +9,15 @@ ROOT = pathlib.Path(__file__).parent.resolve()
 
 
 class BuildPyWithProtos(build_py):
-    """Generates pfs/_proto/*_pb2*.py from protos/*.proto into the build tree (never committed)."""
+    """Generates pfs/_proto/*_pb2*.py from protos/*.proto (never committed: .gitignore) into the
+    build tree; for an editable install (`pip install -e .`), whose package is the source tree
+    itself, into the source tree, next to the C core that build_ext puts there too."""
 
     def run(self) -> None:
         super().run()
         from grpc_tools import protoc  # a build requirement
 
-        out = pathlib.Path(self.build_lib).resolve()
+        out = ROOT if self.editable_mode else pathlib.Path(self.build_lib).resolve()
         (out / "pfs" / "_proto").mkdir(parents=True, exist_ok=True)
         protos = sorted(str(p) for p in (ROOT / "protos").glob("*.proto"))
         # Mapping protos/ to the import path pfs/_proto makes the generated imports package-absolute.

@@ -18,7 +18,7 @@ if _util.find_spec("pfs._proto.metaserver_pb2") is None or _util.find_spec("pfs.
     raise ImportError(
         f"PFS is not built in {__path__[0]}: this looks like its source checkout, whose protocol "
         "modules and C core are made when the package is built. Install it (pip install .) and "
-        "run Python from another directory.")
+        "run Python from another directory, or build it in place with pip install -e .")
 
 from .api import (pfs_close, pfs_create, pfs_delete, pfs_execstat, pfs_finish, pfs_fstat,
                   pfs_fsync, pfs_ftruncate, pfs_initialize, pfs_mkdir, pfs_open, pfs_read,

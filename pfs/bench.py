@@ -100,10 +100,15 @@ def latencies(client: Client, f: ScratchFile, rounds: int) -> None:
     print(f"  4 KiB random read, cache off: {read * 1e6:6.0f} us")
 
 
-def run(size_mib: int, rounds: int) -> int:
-    """`pfs bench`: write and read a file striped over 1 server and over all of them, then the
-    latency of namespace calls and of small reads."""
-    client = Client(cache_blocks=0)  # measure the wire and the fileservers, not the cache
+def run(size_mib: int, rounds: int, metaserver: str | None = None) -> int:
+    """`pfs bench`: write and read a file of `size_mib` MiB (at least 1) striped over 1 server
+    and over all of them, `rounds` times (at least 1), then the latency of namespace calls and
+    of small reads."""
+    if size_mib < 1 or rounds < 1:
+        raise ValueError(f"pfs bench needs at least 1 MiB and 1 round, not {size_mib} MiB and "
+                         f"{rounds} rounds")
+    # The cache off: measure the wire and the fileservers, not the cache.
+    client = Client(metaserver, cache_blocks=0)
     client.initialize()
     try:
         servers = len(client.fileservers())

@@ -1,13 +1,16 @@
-"""The `pfs` command: run servers (`up`, `metaserver`, `fileserver`) and use files.
+"""The `pfs` command: run servers (`up`, `down`, `metaserver`, `fileserver`) and use files.
 
     pfs up --data-dir ./pfs-data          # a whole local cluster, in the foreground
+    pfs up --detach --data-dir D / pfs down --data-dir D    # ... or in the background
     pfs mkdir -p a/b / pfs ls [-l] [PATH] / pfs stat PATH / pfs mv SRC DST / pfs rm [-r] PATH
     pfs put [-r] [--force] LOCAL PATH     # atomic; "-" is stdin
     pfs get [-r] PATH LOCAL               # "-" is stdout
+    pfs cat PATH / pfs cp SRC DST / pfs du PATH / pfs df
     pfs status                            # the cluster's fileservers and sessions
     pfs bench                             # striped throughput against this cluster
 
-The user commands live in pfs/tools.py; `pfs --help` lists the environment variables.
+The user commands live in pfs/tools.py; `pfs --help` lists the environment variables. Every
+failure is one line, "pfs COMMAND: message", with exit status 1, argument errors included.
 """
 from __future__ import annotations
 
@@ -30,6 +33,19 @@ log = logging.getLogger("pfs.up")
 
 #: A server that dies this soon after being restarted is not restarted again.
 CRASH_LOOP_SECONDS = 10
+#: Where `pfs up --detach` logs, in its data directory.
+DETACHED_LOG = "pfs.log"
+#: Seconds `pfs up --detach` waits for the cluster to come up (each server has 60 to start).
+DETACH_TIMEOUT = 150.0
+#: What `pfs up` prints once the cluster serves (and `pfs up --detach` waits for).
+UP_LINE = "PFS is up"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as every other failure: one line "pfs COMMAND: message", status 1."""
+
+    def error(self, message: str):
+        self.exit(1, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _setup_logging(level: str) -> None:
@@ -102,6 +118,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from pfs_servers.instance import lock_data_dir
     from pfs_servers.rpc import StopOnSignals
     data = pathlib.Path(args.data_dir).resolve()
+    if args.detach:
+        os.close(lock_data_dir(data, "pfs up"))  # in use: said here, not in the log
+        return _detach(args, data)
     lock_data_dir(data, "pfs up")
     address_file = data / "metaserver.address"
     address_file.unlink(missing_ok=True)
@@ -143,7 +162,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not _wait_for(lambda: _online(address, credentials) >= args.fileservers, children, stop,
                          f"{args.fileservers} fileservers to register"):
             return _stop_children(children, 1)
-        print(f"PFS is up: metaserver {address}, {args.fileservers} fileservers, data in {data}\n"
+        print(f"{UP_LINE}: metaserver {address}, {args.fileservers} fileservers, data in {data}\n"
               f"  export PFS_METASERVER={address}\n"
               f"Press Ctrl-C to stop.", flush=True)
         while not stop.wait(0.5):
@@ -154,6 +173,89 @@ def cmd_up(args: argparse.Namespace) -> int:
     except BaseException:
         _stop_children(children, 1)
         raise
+
+
+def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
+    """`pfs up --detach`: the same `pfs up` in a session of its own (no terminal's Ctrl-C or
+    hangup reaches it), logging to DATA_DIR/pfs.log; returns once it serves, or fails with the
+    line of its log that says why."""
+    argv = ["up", "--data-dir", str(data), "--fileservers", str(args.fileservers),
+            "--port", str(args.port), "--block-size", str(args.block_size),
+            "--stripe-blocks", str(args.stripe_blocks), "--lease-seconds", str(args.lease_seconds),
+            "--log-level", args.log_level]
+    for flag, path in (("--secret-file", args.secret_file), ("--tls-cert", args.tls_cert),
+                       ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca)):
+        if path:
+            argv += [flag, str(pathlib.Path(path).resolve())]
+    log_path = data / DETACHED_LOG
+    with open(log_path, "ab") as log_file:
+        start = log_file.tell()
+        # In the data directory: `-m pfs` from a source checkout would import the source tree.
+        child = subprocess.Popen([sys.executable, "-m", "pfs", *argv], cwd=data,
+                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                 start_new_session=True)
+
+    def written() -> list[str]:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace").splitlines()
+    deadline = time.monotonic() + DETACH_TIMEOUT
+    try:
+        while not any(line.startswith(UP_LINE) for line in written()):
+            if child.poll() is not None or time.monotonic() > deadline:
+                if child.poll() is None:
+                    _stop_children([child], 1)
+                lines = [line for line in written() if line.strip()]
+                why = next((line for line in reversed(lines) if line.startswith("pfs ")),
+                           lines[-1] if lines else "it wrote nothing")
+                raise SystemExit(f"the cluster did not start ({log_path} has its log): {why}")
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        _stop_children([child], 130)
+        raise
+    address = (data / "metaserver.address").read_text().strip()
+    print(f"{UP_LINE} in the background (PID {child.pid}): metaserver {address}, "
+          f"{args.fileservers} fileservers, data in {data}\n"
+          f"  export PFS_METASERVER={address}\n"
+          f"Its log is {log_path}; `pfs down --data-dir {data}` stops it.", flush=True)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stops the `pfs up` holding a data directory: SIGTERM, then waits (bounded) until it has
+    let the directory go."""
+    from pfs_servers.instance import data_dir_holder
+    data = pathlib.Path(args.data_dir).resolve()
+    pid = data_dir_holder(data)
+    if pid is None:
+        print(f"no pfs up runs on {data}: nothing to stop")
+        return 0
+    try:
+        command = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        command = []
+    if not pid:
+        raise SystemExit(f"{data} is being taken by a process that has not written its PID yet; "
+                         "try again in a moment")
+    if command and b"up" not in command:
+        shown = b" ".join(command).decode(errors="replace")[:120]
+        raise SystemExit(f"{data} is held by PID {pid} ({shown}), not by a pfs up: give the "
+                         "--data-dir of pfs up")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it has just stopped
+    except PermissionError:
+        raise SystemExit(f"not allowed to stop PID {pid}, which holds {data}") from None
+    deadline = time.monotonic() + args.timeout
+    while data_dir_holder(data) is not None:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"pfs up (PID {pid}) is still running {args.timeout:g} s after "
+                             f"SIGTERM; its log may say why (kill -9 {pid} stops it at once: "
+                             "what was closed or fsynced is safe)")
+        time.sleep(0.1)
+    print(f"stopped the pfs up on {data} (PID {pid})")
+    return 0
 
 
 def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
@@ -237,15 +339,18 @@ environment variables (read by clients and the file commands):
   PFS_RETRY_SECONDS  seconds a client keeps retrying a fileserver it cannot reach, e.g. one
                      being restarted (default {DEFAULT_RETRY_SECONDS:g})
 
-PFS paths are /-separated from the root; the leading / is optional (a/b is /a/b).
+PFS paths are /-separated from the root; the leading / is optional (a/b is /a/b), and the
+URLs pfs prints, pfs:/a/b (or pfs://a/b, pfs:///a/b), are the same path.
 "-" is standard input for put and standard output for get.
-Errors are one line "pfs COMMAND: message" and exit status 1; Ctrl-C exits with status 130.
+Errors, argument errors included, are one line "pfs COMMAND: message" and exit status 1;
+Ctrl-C exits with status 130.
 `pfs COMMAND --help` describes each command."""
 
 
 _EXAMPLES = """\
 Examples:
   pfs up --data-dir ./pfs-data          # a whole local cluster, in the foreground
+  pfs up --detach --data-dir ./pfs-data # ... or in the background (pfs down stops it)
   export PFS_METASERVER=127.0.0.1:50050
   pfs mkdir -p results/run1 && pfs put out.bin results/run1/
   pfs ls -l results/run1 ; pfs get results/run1/out.bin copy.bin"""
@@ -258,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import tools
     from .client import default_metaserver
     formatter = tools.HelpFormatter
-    parser = argparse.ArgumentParser(prog="pfs", formatter_class=formatter,
+    parser = _Parser(prog="pfs", formatter_class=formatter,
                                      description="PFS, a parallel file system: run its servers "
                                                  "and copy, list and change its files.\n\n"
                                                  + _EXAMPLES,
@@ -280,11 +385,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
 
     def cluster_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
+        p.add_argument("--block-size", type=tools.at_least_one(int), default=DEFAULT_BLOCK_SIZE,
                        help="bytes per block, the cache unit (default %(default)s)")
-        p.add_argument("--stripe-blocks", type=int, default=DEFAULT_STRIPE_BLOCKS,
+        p.add_argument("--stripe-blocks", type=tools.at_least_one(int),
+                       default=DEFAULT_STRIPE_BLOCKS,
                        help="blocks per stripe unit (default %(default)s)")
-        p.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS,
+        p.add_argument("--lease-seconds", type=tools.at_least_one(float),
+                       default=DEFAULT_LEASE_SECONDS,
                        help="a silent client loses its tokens after this (default %(default)s)")
 
     def insecure_flag(p: argparse.ArgumentParser) -> None:
@@ -292,23 +399,41 @@ def _parser() -> argparse.ArgumentParser:
                        help="allow listening beyond loopback without a secret (default: off)")
 
     up = sub.add_parser("up", formatter_class=formatter,
-                        help="run a local cluster (metaserver + fileservers) in the foreground",
+                        help="run a local cluster (metaserver + fileservers)",
                         description="Run a metaserver and N fileservers on this machine, in the "
                                     "foreground,\nwith their data under --data-dir. A server "
                                     "that crashes is restarted on its\ndata directory. Ctrl-C "
-                                    "or SIGTERM stops the whole cluster cleanly.")
+                                    "or SIGTERM stops the whole cluster cleanly.\n\n"
+                                    "With --detach it runs in the background instead, logging "
+                                    "to DATA_DIR/pfs.log;\nthe command returns once the cluster "
+                                    "serves, and `pfs down --data-dir D` stops it.")
     up.add_argument("--data-dir", default="pfs-data", help="where everything is stored "
                                                            "(default ./%(default)s)")
-    up.add_argument("--fileservers", type=int, default=4,
+    up.add_argument("--fileservers", type=tools.at_least_one(int), default=4,
                     help="number of fileservers to run (default %(default)s)")
-    up.add_argument("--port", type=int, default=50050,
+    up.add_argument("--port", type=tools.port, default=50050,
                     help="metaserver port; 0 picks a free one and writes host:port to "
                          "DATA_DIR/metaserver.address (default %(default)s)")
+    up.add_argument("--detach", action="store_true",
+                    help=f"run in the background, logging to DATA_DIR/{DETACHED_LOG}; return "
+                         "once the cluster serves (default: off, in the foreground)")
     cluster_flags(up)
     server_flags(up)
     up.add_argument("--tls-ca", help="CA of the servers' certificates (default: --tls-cert "
                                      "itself, for a self-signed one)")
     up.set_defaults(run=cmd_up)
+
+    down = sub.add_parser("down", formatter_class=formatter,
+                          help="stop a cluster that pfs up runs (in the background or not)",
+                          description="Stop the pfs up that runs on --data-dir: it gets SIGTERM, "
+                                      "as from Ctrl-C, and\nstops its servers cleanly. Waits "
+                                      "until it has stopped; exit status 1 if it\nhas not "
+                                      "within --timeout. Nothing running there is no error.")
+    down.add_argument("--data-dir", default="pfs-data", help="the data directory of the pfs up "
+                                                             "(default ./%(default)s)")
+    down.add_argument("--timeout", type=tools.at_least_one(float), default=30.0,
+                      help="seconds to wait for it to stop (default %(default)s)")
+    down.set_defaults(run=cmd_down)
 
     meta = sub.add_parser("metaserver", formatter_class=formatter, help="run the metaserver",
                           description="Run the metaserver alone, for clusters that span hosts: "
@@ -320,9 +445,9 @@ def _parser() -> argparse.ArgumentParser:
     meta.add_argument("--host", default="127.0.0.1",
                       help="address to listen on; beyond loopback needs --secret-file or "
                            "--insecure (default %(default)s)")
-    meta.add_argument("--port", type=int, default=50050,
+    meta.add_argument("--port", type=tools.port, default=50050,
                       help="port to listen on, 0 for any free one (default %(default)s)")
-    meta.add_argument("--fileservers", type=int, default=4,
+    meta.add_argument("--fileservers", type=tools.at_least_one(int), default=4,
                       help="fileservers that must be online before clients may start "
                            "(default %(default)s)")
     meta.add_argument("--address-file", help="write host:port here once listening "
@@ -337,15 +462,15 @@ def _parser() -> argparse.ArgumentParser:
                                     "--data-dir\nand registers with the metaserver.")
     fs.add_argument("--data-dir", required=True, help="directory of its stored objects "
                                                       "(required)")
-    fs.add_argument("--metaserver", default=default_metaserver(),
+    fs.add_argument("--metaserver", type=tools.address, default=default_metaserver(),
                     help="host:port of the metaserver (default: $PFS_METASERVER, else "
                          "127.0.0.1:50050; now %(default)s)")
     fs.add_argument("--host", default="127.0.0.1",
                     help="address to listen on; beyond loopback needs --secret-file or "
                          "--insecure (default %(default)s)")
-    fs.add_argument("--port", type=int, default=0, help="port to listen on (default: 0, any "
+    fs.add_argument("--port", type=tools.port, default=0, help="port to listen on (default: 0, any "
                                                         "free port)")
-    fs.add_argument("--advertise", help="host:port clients should use (default: the host and "
+    fs.add_argument("--advertise", type=tools.address, help="host:port clients should use (default: the host and "
                                         "port it listens on)")
     fs.add_argument("--name", help="its stable name in the cluster: a fileserver that comes back "
                                    "under its name with a lost or wiped data directory keeps its "
@@ -363,10 +488,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; arguments a command does not know are that command's error (argparse
+    would make them the top-level parser's)."""
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
         _setup_logging(getattr(args, "log_level", "warning"))
         if getattr(args, "die_with_parent", False):
             _die_with_parent()
@@ -374,6 +510,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback
         from .tools import interrupted
         return interrupted(getattr(args, "command", None))
+    except SystemExit as e:  # a server's or `pfs up`'s reason to stop: one line, named
+        if args is None or not isinstance(e.code, str):
+            raise
+        print(f"pfs {args.command}: {e.code}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as e:  # the file commands say theirs; this is the servers' (a data directory)
+        if args is None:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pfs {args.command}: {e.strerror or e}{where}", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

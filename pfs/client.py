@@ -434,7 +434,8 @@ class Client:
 
     # --- data -------------------------------------------------------------------------------
     def read(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
-        """Reads up to num_bytes at offset into buf; the number read (0 at end of file)."""
+        """Reads up to num_bytes at offset into buf; the number read: short near the end, 0 at
+        the end. An offset past the end is EINVAL, as the course's contract says (not 0)."""
         if self._hit(fd, buf, num_bytes, offset, READ):
             return num_bytes
         f = self._open_file(fd)

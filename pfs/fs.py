@@ -56,8 +56,12 @@ import time
 from glob import has_magic
 from typing import Any
 
-from fsspec.callbacks import DEFAULT_CALLBACK
-from fsspec.spec import AbstractFileSystem
+try:
+    from fsspec.callbacks import DEFAULT_CALLBACK
+    from fsspec.spec import AbstractFileSystem
+except ImportError as e:  # fsspec is an extra: say which
+    raise ImportError(f"pfs.fs needs fsspec ({e}): pip install \"pfs[data]\" installs it with the "
+                      "data tools, pip install \"pfs[fsspec]\" alone") from e
 
 from . import fileio
 from .client import Client
@@ -354,28 +358,30 @@ class PFSFileSystem(AbstractFileSystem):
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
               autocommit: bool = True, cache_options: dict | None = None,
-              **kwargs: Any) -> Any:
-        """A pfs.open file ("wb": one that replaces the target on close); kwargs may carry
-        stripe_width for a file created now (fsspec's cache_type means nothing here)."""
+              stripe_width: int | None = None, **kwargs: Any) -> Any:
+        """A pfs.open file ("wb": one that replaces the target on close); stripe_width for a
+        file created now. Other options (cache_type, default_cache, fill_cache... which tools
+        such as dask pass) tune fsspec's own read caches, which PFS files, cached by their
+        client, do not use: they are ignored."""
         path = self._path(path)
         if path == self.root_marker:
             raise IsADirectoryError(errno.EISDIR, "the PFS root is a directory, not a file")
         mode = fileio.parse_mode(mode)
-        kwargs.pop("cache_type", None)
         buffering = block_size or -1
         client = self.client
         if mode[0] != "w":
             if not autocommit and mode != "rb":
                 raise NotImplementedError(f"mode {mode!r} cannot wait for a transaction: PFS "
                                           "writes it in place")
-            return fileio.open(path, mode, client=client, buffering=buffering, **kwargs)
+            return fileio.open(path, mode, client=client, buffering=buffering,
+                               stripe_width=stripe_width)
         try:
             if client.stat(path).is_dir:
                 raise IsADirectoryError(errno.EISDIR, f"is a directory: {path!r}")
         except FileNotFoundError:
             pass
         temp = temporary_path(path)
-        raw = fileio.open_raw(client, temp, "x" + mode[1:], name=path, **kwargs)
+        raw = fileio.open_raw(client, temp, "x" + mode[1:], name=path, stripe_width=stripe_width)
         raw.mode = mode  # "wb" to whoever asks, though it made its temporary as "xb" does
         file = fileio.buffer(raw, buffering, {"BufferedWriter": _ReplacingWriter,
                                               "BufferedRandom": _ReplacingRandom})

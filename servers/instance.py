@@ -26,7 +26,7 @@ def lock_data_dir(data_dir: pathlib.Path, what: str) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        holder = _pid_in(fd) or "unknown"
         os.close(fd)
         raise AlreadyRunning(f"{data_dir} is in use by another {what} (PID {holder}); stop it "
                              "first, or give this one another --data-dir") from None
@@ -34,6 +34,28 @@ def lock_data_dir(data_dir: pathlib.Path, what: str) -> int:
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     os.set_inheritable(fd, False)
     return fd
+
+
+def _pid_in(fd: int) -> str:
+    """The PID the lock file records ("" while its holder has yet to write it)."""
+    return os.pread(fd, 64, 0).decode(errors="replace").strip()
+
+
+def data_dir_holder(data_dir: pathlib.Path) -> int | None:
+    """The PID of the process holding the data directory (0 if it has not written it yet),
+    or None when no process holds it."""
+    try:
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # let go at once, by the close below
+        return None
+    except BlockingIOError:
+        pid = _pid_in(fd)
+        return int(pid) if pid.isdigit() else 0
+    finally:
+        os.close(fd)
 
 
 def port_holder(port: int) -> str:

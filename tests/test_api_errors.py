@@ -51,6 +51,23 @@ def test_initialize_fails_for_a_setting_that_is_not_a_number(cluster, monkeypatc
     assert variable in str(error)
 
 
+def test_module_initialize_returns_minus_one_for_a_bad_setting(cluster, tmp_path):
+    """pfs.pfs_initialize() with PFS_CACHE_BLOCKS=abc: -1 and EINVAL naming it, no exception;
+    with a good setting, a session, as usual (in a process of its own: the module's client is
+    the process's)."""
+    script = ("import os, pfs\n"
+              "print(pfs.pfs_initialize(), pfs.pfs_last_error().errno, pfs.pfs_last_error())\n"
+              "os.environ['PFS_CACHE_BLOCKS'] = '16'\n"
+              "client_id = pfs.pfs_initialize()\n"
+              "print(client_id > 0, pfs.pfs_finish(client_id))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=cluster.env(PFS_CACHE_BLOCKS="abc"), cwd=tmp_path, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith(f"-1 {errno.EINVAL} ") and "PFS_CACHE_BLOCKS" in first
+    assert second == "True 0"
+
+
 def test_initialize_fails_while_fileservers_are_missing(tmp_path):
     """A metaserver expecting 2 fileservers, none running: clients may not start yet."""
     address_file = tmp_path / "address"
@@ -118,6 +135,20 @@ def test_read_failures(stored):
     fails(client.pfs_read(fd, buf, -5, 0), errno.EINVAL)
     assert client.pfs_read(fd, buf, 10, len(CONTENT)) == 0  # at EOF: 0, not a failure
     assert client.pfs_read(fd, buf, 100, len(CONTENT) - 30) == 30  # short near EOF
+
+
+def test_a_read_past_the_end_is_einval_as_documented(stored):
+    """The course's contract: an offset beyond the size fails (EINVAL); at the size, 0. The
+    docstring and the README say so."""
+    client, fd = stored
+    buf = bytearray(10)
+    error = fails(client.pfs_read(fd, buf, 10, len(CONTENT) + 1), errno.EINVAL)
+    assert "beyond the end" in str(error)
+    assert client.pfs_read(fd, buf, 10, len(CONTENT)) == 0
+    for doc in (pfs.pfs_read.__doc__, pfs.Client.pfs_read.__doc__):
+        assert "past the end is EINVAL" in doc
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "past the end fails with `EINVAL`" in readme
 
 
 def test_write_failures(stored, name):

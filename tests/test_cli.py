@@ -1,10 +1,14 @@
-"""The pfs command against a running cluster: copying files and trees in and out (atomically),
-listing, moving and removing in the directory tree, its errors, Ctrl-C and its help.
+"""The pfs command against a running cluster: copying files and trees in and out (atomically)
+and within PFS, listing, measuring, moving and removing in the directory tree, JSON output, its
+errors (argument errors included), Ctrl-C, its help, and running a cluster in the background.
 
 Every command runs as a subprocess (`python -m pfs`) in a temporary directory of its own, never
 the source tree, and each test works under a top-level directory no other test uses."""
 import argparse
+import functools
+import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -12,7 +16,8 @@ import time
 
 import pytest
 
-from clusters import wait_until
+from clusters import COURSE, wait_until
+from pfs_servers.instance import data_dir_holder
 
 ENVIRONMENT = ("PFS_METASERVER", "PFS_CACHE_BLOCKS", "PFS_SECRET", "PFS_TLS_CA",
                "PFS_RETRY_SECONDS")
@@ -20,13 +25,19 @@ ENVIRONMENT = ("PFS_METASERVER", "PFS_CACHE_BLOCKS", "PFS_SECRET", "PFS_TLS_CA",
 
 @pytest.fixture
 def pfs(cluster, tmp_path):
-    """pfs(*args, check=True, input=None) -> the finished `python -m pfs ARGS` (bytes out),
-    run in a scratch directory (tmp_path/"cwd") against the shared cluster."""
+    """pfs(*args, check=True, input=None, env={}) -> the finished `python -m pfs ARGS` (bytes
+    out), run in a scratch directory (tmp_path/"cwd") against the shared cluster; `env` adds
+    to (or with None values, removes from) its environment."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
 
-    def run(*args, check=True, input=None):
-        done = subprocess.run([sys.executable, "-m", "pfs", *map(str, args)], env=cluster.env(),
+    def run(*args, check=True, input=None, env=None):
+        environment = cluster.env()
+        for key, value in (env or {}).items():
+            environment.pop(key, None)
+            if value is not None:
+                environment[key] = value
+        done = subprocess.run([sys.executable, "-m", "pfs", *map(str, args)], env=environment,
                               input=input, capture_output=True, timeout=120, cwd=cwd)
         done.out, done.err = done.stdout.decode(errors="replace"), done.stderr.decode()
         if check:
@@ -40,7 +51,7 @@ def pfs(cluster, tmp_path):
 def fails(done, *words):
     """The command failed with one line on stderr containing every word."""
     assert done.returncode == 1, done.err
-    assert done.err.count("\n") == 1 and done.err.startswith("pfs "), done.err
+    assert done.err.count("\n") == 1 and done.err.startswith(("pfs ", "pfs: ")), done.err
     for word in words:
         assert word in done.err, done.err
     return done
@@ -83,11 +94,317 @@ def test_status_and_errors_say_what_is_wrong(cluster, pfs, tmp_path, name):
     status = pfs("status").out
     assert "4 online of 4 expected" in status
     fails(pfs("get", name, tmp_path / "x", check=False), "no such file")
-    unreachable = subprocess.run([sys.executable, "-m", "pfs", "ls"], capture_output=True,
-                                 text=True, timeout=60, cwd=pfs.cwd,
-                                 env={**os.environ, "PFS_METASERVER": "127.0.0.1:1"})
-    assert unreachable.returncode == 1 and "pfs status" in unreachable.stderr
-    assert "Traceback" not in unreachable.stderr
+    for command in ("ls", "status", "df", "du"):  # status itself does not say "check status"
+        unreachable = fails(pfs(command, check=False, env={"PFS_METASERVER": "127.0.0.1:1"}),
+                            f"pfs {command}: no metaserver answers at 127.0.0.1:1", "`pfs up`",
+                            "PFS_METASERVER")
+        assert "check `pfs status`" not in unreachable.err
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:99999", "127.0.0.1:0", "127.0.0.1:", "nohost",
+                                     "127.0.0.1:5x"])
+def test_a_bad_metaserver_address_is_refused_in_one_line(pfs, address):
+    """Not a port modulo 65536, nor anything else that is not HOST:PORT."""
+    for command in ("ls", "status", "put"):
+        args = ["put", "-", "x"] if command == "put" else [command]
+        fails(pfs(*args, check=False, input=b"x", env={"PFS_METASERVER": address}),
+              f"pfs {command}: PFS_METASERVER={address!r}")
+
+
+def test_a_setting_that_is_not_a_number_is_one_line(pfs, name):
+    fails(pfs("put", "-", name, input=b"x", check=False, env={"PFS_CACHE_BLOCKS": "abc"}),
+          "pfs put: PFS_CACHE_BLOCKS must be a number, not 'abc'")
+    assert name not in listing(pfs, "", "-a")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["ls", "--bogus"], ["pfs ls: unrecognized arguments: --bogus", "pfs ls --help"]),
+    (["ls", "-l", "-x"], ["pfs ls: unrecognized arguments: -x"]),
+    (["lss"], ["pfs: argument COMMAND: invalid choice: 'lss'"]),
+    ([], ["pfs: the following arguments are required: COMMAND"]),
+    (["put", "only-one"], ["pfs put: the following arguments are required: PATH"]),
+    (["put", "--quiet", "--progress", "a", "b"], ["pfs put: argument --progress"]),
+    (["bench", "--size-mib", "0"], ["pfs bench: argument --size-mib: '0' is not a positive"]),
+    (["bench", "--rounds", "x"], ["pfs bench: argument --rounds: 'x' is not a positive"]),
+    (["put", "--stripe-width", "0", "a", "b"], ["pfs put: argument --stripe-width"]),
+    (["up", "--port", "99999"], ["pfs up: argument --port: '99999' is not a port"]),
+    (["up", "--fileservers", "0"], ["pfs up: argument --fileservers"]),
+    (["metaserver", "--data-dir", "d", "--port", "-1"], ["pfs metaserver: argument --port"]),
+    (["fileserver", "--data-dir", "d", "--metaserver", "127.0.0.1:70000"],
+     ["pfs fileserver: argument --metaserver: '127.0.0.1:70000'"]),
+    (["fileserver", "--data-dir", "d", "--advertise", "h"], ["pfs fileserver: argument --adv"]),
+])
+def test_argument_errors_are_one_line_and_status_1(pfs, args, words):
+    """As every other failure (README), not argparse's usage block and status 2; nothing is
+    started or touched."""
+    fails(pfs(*args, check=False), *words)
+    assert not (pfs.cwd / "d").exists()
+
+
+def test_ls_lh_is_long_with_human_sizes_and_help_is_long_only(pfs, tmp_path, name):
+    local = tmp_path / "f"
+    local.write_bytes(b"x" * 3_000_000)
+    pfs("put", "--parents", local, f"{name}/f")
+    pfs("put", "-", f"{name}/small", input=b"12345")
+    long = listing(pfs, name, "-lh")
+    assert long[0].split()[:2] == ["2.9", "MiB"] and long[0].endswith(" f")
+    assert long[1].split()[:2] == ["5", "B"] and long[1].endswith(" small")
+    assert listing(pfs, name, "-l")[0].split()[0] == "3000000"
+    assert listing(pfs, name, "-h") == ["f", "small"]
+    helped = pfs("ls", "--help").out
+    assert helped.startswith("usage: pfs ls") and "--human-readable" in helped
+
+
+def test_pfs_urls_are_paths(pfs, tmp_path, name):
+    """The URLs the command prints (pfs:/a/b), and fsspec's (pfs://a/b, pfs:///a/b), are taken
+    wherever a PFS path is."""
+    local = tmp_path / "big.bin"
+    local.write_bytes(b"data" * 1000)
+    pfs("mkdir", f"pfs:/{name}", f"pfs://{name}/sub", f"pfs:///{name}/sub/deeper/")
+    printed = pfs("put", local, f"pfs://{name}/").out  # into the directory, under its name
+    assert printed == f"{local} -> pfs:/{name}/big.bin (4000 bytes)\n"
+    url = printed.split(" -> ")[1].split()[0]
+    assert pfs("get", url, "-").stdout == b"data" * 1000
+    assert pfs("cat", f"pfs:///{name}/big.bin").stdout == b"data" * 1000
+    assert f"path:          /{name}/big.bin" in pfs("stat", url).out
+    assert listing(pfs, f"pfs:/{name}") == ["big.bin", "sub/"]
+    assert listing(pfs, f"pfs://{name}/sub/") == ["deeper/"]
+    assert f"{name}/" in listing(pfs, "pfs:/") and f"{name}/" in listing(pfs, "pfs://")
+    pfs("mv", url, f"pfs://{name}/sub")
+    pfs("cp", f"pfs:/{name}/sub/big.bin", f"pfs:///{name}/copy")
+    assert f"4000\tpfs:/{name}/sub" in pfs("du", f"pfs:/{name}").out
+    pfs("rm", "-r", f"pfs:/{name}/sub", f"pfs://{name}/copy")
+    assert listing(pfs, name) == []
+    fails(pfs("ls", "pfs:nothing", check=False), "pfs:nothing")  # no slash: a name
+
+
+def test_put_and_get_progress_and_quiet(pfs, tmp_path, name):
+    local = tmp_path / "f"
+    local.write_bytes(os.urandom(20 << 20))  # more than two copy chunks
+    pfs("mkdir", name)
+    put = pfs("put", "--progress", local, f"{name}/f")
+    counts = put.err.splitlines()  # not a terminal: a line per chunk
+    assert len(counts) >= 3 and counts[-1].strip() == "20.0 MiB / 20.0 MiB", put.err
+    assert put.out == f"{local} -> pfs:/{name}/f ({20 << 20} bytes)\n"
+    quiet = pfs("put", "--quiet", "--force", local, f"{name}/f")
+    assert quiet.out == "" and quiet.err == ""
+    plain = pfs("get", f"{name}/f", tmp_path / "back")
+    assert plain.err == "" and plain.out.endswith(f"({20 << 20} bytes)\n")  # no terminal
+    got = pfs("get", "--progress", f"{name}/f", tmp_path / "b2")
+    assert got.err.splitlines()[-1].strip() == "20.0 MiB / 20.0 MiB"
+    assert pfs("get", "-q", f"{name}/f", tmp_path / "b3").out == ""
+    for copy in ("back", "b2", "b3"):
+        assert (tmp_path / copy).read_bytes() == local.read_bytes()
+
+
+def test_json_of_ls_and_status(pfs, tmp_path, name):
+    local = tmp_path / "f"
+    local.write_bytes(b"z" * 1234)
+    pfs("mkdir", "-p", f"{name}/d")
+    pfs("put", "--stripe-width", "2", local, f"{name}/f")
+    before = time.time()
+    entries = json.loads(pfs("ls", "--json", name).out)
+    assert [e["name"] for e in entries] == ["d", "f"]
+    directory, file = entries
+    assert directory["path"] == f"/{name}/d" and directory["type"] == "directory"
+    assert file == {"path": f"/{name}/f", "name": "f", "type": "file", "size": 1234,
+                    "stripe_width": 2, "ctime": file["ctime"], "mtime": file["mtime"]}
+    assert before - 120 < file["ctime"] <= file["mtime"] <= before
+    assert json.loads(pfs("ls", "--json", f"{name}/f").out) == [file]
+    assert json.loads(pfs("ls", "--json", f"{name}/d").out) == []
+    several = pfs("ls", "--json", f"{name}/d", f"{name}/nothing", name, check=False)
+    fails(several, "nothing")
+    assert [e["name"] for e in json.loads(several.out)] == ["d", "f"]
+
+    status = json.loads(pfs("status", "--json").out)
+    assert status["expected_fileservers"] == 4 and len(status["fileservers"]) == 4
+    assert all(f["online"] for f in status["fileservers"])
+    assert status["block_size"] == COURSE["block_size"] and status["files"] >= 1
+    assert status["metaserver"] == pfs("status").out.split()[1].rstrip(":")
+
+
+def test_cat_cp_du(pfs, tmp_path, name):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.write_bytes(b"first\n")
+    two.write_bytes(os.urandom(70_000))
+    pfs("mkdir", "-p", f"{name}/t/sub/deep", f"{name}/t/empty")
+    pfs("put", "--stripe-width", "1", one, f"{name}/t/one")
+    pfs("put", two, f"{name}/t/sub/deep/two")
+    assert pfs("cat", f"{name}/t/one", f"{name}/t/one").stdout == b"first\nfirst\n"
+    cat = pfs("cat", f"{name}/t/one", f"{name}/missing", f"{name}/t", f"{name}/t/one",
+              check=False)
+    assert cat.returncode == 1 and cat.stdout == b"first\nfirst\n"
+    assert cat.err.count("\n") == 2 and "missing" in cat.err and "is a directory" in cat.err
+
+    # cp: a file keeps its striping, as put it is atomic and replaces only with --force.
+    assert pfs("cp", f"{name}/t/one", f"{name}/t/sub").out == \
+        f"pfs:/{name}/t/one -> pfs:/{name}/t/sub/one (6 bytes)\n"
+    assert "stripe width:  1" in pfs("stat", f"{name}/t/sub/one").out
+    fails(pfs("cp", f"{name}/t/sub/deep/two", f"{name}/t/sub/one", check=False), "--force")
+    pfs("cp", "--force", "--stripe-width", "3", f"{name}/t/sub/deep/two", f"{name}/t/sub/one")
+    assert pfs("cat", f"{name}/t/sub/one").stdout == two.read_bytes()
+    assert "stripe width:  3" in pfs("stat", f"{name}/t/sub/one").out
+    fails(pfs("cp", f"{name}/t", f"{name}/u", check=False), "is a directory", "-r")
+    fails(pfs("cp", "-f", f"{name}/t/one", f"{name}/t/one", check=False), "both source")
+    fails(pfs("cp", f"{name}/t/one", f"{name}/no/such", check=False), "no such directory")
+    fails(pfs("cp", "-r", f"{name}/t", f"{name}/t/sub", check=False), "into itself")
+
+    # cp -r: a new tree appears whole; an existing directory receives it.
+    assert "(3 files, 140006 bytes)" in pfs("cp", "-r", f"{name}/t", f"{name}/u").out
+    assert listing(pfs, f"{name}/u", "-a") == ["empty/", "one", "sub/"]
+    pfs("cp", "-r", f"{name}/t/sub/deep", f"{name}/u")
+    assert listing(pfs, f"{name}/u", "-a") == ["deep/", "empty/", "one", "sub/"]
+    # Onto a directory that is there: merged, file by file, only with --force.
+    fails(pfs("cp", "-r", f"{name}/t/sub", f"{name}/u", check=False), "exists", "--force")
+    pfs("put", "-", f"{name}/t/sub/new", input=b"new")
+    pfs("cp", "-r", "--force", f"{name}/t/sub", f"{name}/u")
+    assert listing(pfs, f"{name}/u/sub", "-a") == ["deep/", "new", "one"]
+    assert listing(pfs, name, "-a") == ["t/", "u/"]  # no temporaries left
+    pfs("rm", f"{name}/t/sub/new")
+
+    du = pfs("du", f"{name}/t").out.splitlines()
+    assert du == [f"0\tpfs:/{name}/t/empty", f"70000\tpfs:/{name}/t/sub/deep",
+                  f"140000\tpfs:/{name}/t/sub", f"140006\tpfs:/{name}/t"]
+    assert pfs("du", "-s", f"{name}/t", f"{name}/u").out == \
+        f"140006\tpfs:/{name}/t\n210009\tpfs:/{name}/u\n"  # u: t, deep/ again, sub/new
+    assert pfs("du", "-sh", f"{name}/t").out == f"136.7 KiB\tpfs:/{name}/t\n"
+    assert pfs("du", f"{name}/t/one").out == f"6\tpfs:/{name}/t/one\n"
+    fails(pfs("du", f"{name}/nothing", check=False), "no such file")
+
+
+def test_df_shows_what_each_fileserver_stores_and_its_free_disk(cluster, pfs, tmp_path, name):
+    local = tmp_path / "f"
+    local.write_bytes(os.urandom(400_000))
+    pfs("put", "--parents", local, f"{name}/f")
+    report = json.loads(pfs("df", "--json").out)
+    servers = report["fileservers"]
+    assert [s["index"] for s in servers] == [0, 1, 2, 3] and all(s["online"] for s in servers)
+    disk = os.statvfs(cluster.data_dir)  # the fileservers' data directories are on this disk
+    for s in servers:
+        assert s["bytes_stored"] >= 100_000 and s["objects"] >= 1  # a quarter of the file each
+        assert s["disk_total_bytes"] == disk.f_blocks * disk.f_frsize
+        assert 0 < s["disk_free_bytes"] <= s["disk_total_bytes"]
+    assert report["bytes_stored"] == sum(s["bytes_stored"] for s in servers)
+    assert report["objects"] == sum(s["objects"] for s in servers)
+
+    text = pfs("df").out.splitlines()
+    assert text[0].split() == ["fileserver", "stored", "objects", "disk", "size", "disk",
+                               "free", "use"]
+    rows = [line.split() for line in text[1:5]]
+    assert [r[0] for r in rows] == ["[0]", "[1]", "[2]", "[3]"]
+    assert [r[1] for r in rows] == [s["address"] for s in servers]
+    assert all(r[-1].endswith("%") for r in rows)
+    assert text[5].split()[0] == "total"
+    human = pfs("df", "-h").out.splitlines()[1].split()
+    assert human[3] in ("KiB", "MiB", "GiB") and human[-1].endswith("%")
+
+
+def test_rm_f_ignores_missing_paths(pfs, name):
+    pfs("put", "-", f"{name}", input=b"x")
+    done = pfs("rm", "-f", f"{name}-missing", name, f"{name}-missing/deeper")
+    assert done.out == "" and done.err == ""
+    assert name not in listing(pfs, "", "-a")
+    fails(pfs("rm", name, check=False), "no such file or directory", name)
+    pfs("mkdir", "-p", f"{name}/d")
+    pfs("rm", "-rf", name, name)
+    assert name not in listing(pfs, "", "-a")
+
+
+def test_a_port_in_use_is_one_line_without_grpc_noise(cluster, tmp_path):
+    port = cluster.address.rsplit(":", 1)[1]
+    done = subprocess.run([sys.executable, "-m", "pfs", "metaserver", "--data-dir",
+                           str(tmp_path / "meta"), "--port", port], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"pfs metaserver: cannot listen on 127.0.0.1:{port}: the port "
+                                  "is in use by PID ")
+    assert done.stderr.count("\n") == 1, done.stderr  # no line of gRPC's own before it
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped counts)."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_up_detach_and_down(tmp_path):
+    """pfs up --detach returns once the cluster serves, in the background; pfs down stops it.
+    Whatever happens, every process is gone at the end."""
+    data = tmp_path / "data"
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=200,
+                            cwd=tmp_path)
+    up = [sys.executable, "-m", "pfs", "up", "--detach", "--data-dir", str(data), "--port", "0",
+          "--block-size", "512", "--stripe-blocks", "2"]
+    try:
+        started = run(up)
+        assert started.returncode == 0, started.stderr
+        address = (data / "metaserver.address").read_text().strip()
+        pid = data_dir_holder(data)
+        assert started.stdout.splitlines() == [
+            f"PFS is up in the background (PID {pid}): metaserver {address}, 4 fileservers, "
+            f"data in {data}",
+            f"  export PFS_METASERVER={address}",
+            f"Its log is {data / 'pfs.log'}; `pfs down --data-dir {data}` stops it."]
+        env = {**os.environ, "PFS_METASERVER": address}
+        status = run([sys.executable, "-m", "pfs", "status"], env=env)
+        assert "4 online of 4 expected" in status.stdout, status.stderr
+        assert run([sys.executable, "-m", "pfs", "put", "-", "kept"], input="data",
+                   env=env).returncode == 0
+
+        again = run(up)  # its data directory is taken: said at once, in one line
+        assert again.returncode == 1 and again.stdout == ""
+        assert again.stderr == (f"pfs up: {data} is in use by another pfs up (PID {pid}); stop "
+                                "it first, or give this one another --data-dir\n")
+
+        down = run([sys.executable, "-m", "pfs", "down", "--data-dir", str(data)])
+        assert down.returncode == 0, down.stderr
+        assert down.stdout == f"stopped the pfs up on {data} (PID {pid})\n"
+        assert data_dir_holder(data) is None and gone(pid)
+        assert "stopping the cluster" in (data / "pfs.log").read_text()  # a clean stop
+        nothing = run([sys.executable, "-m", "pfs", "down", "--data-dir", str(data)])
+        assert nothing.returncode == 0 and "nothing to stop" in nothing.stdout
+
+        # Started again on the same data directory, it serves what it stored.
+        assert run(up).returncode == 0
+        address = (data / "metaserver.address").read_text().strip()
+        kept = run([sys.executable, "-m", "pfs", "cat", "kept"],
+                   env={**os.environ, "PFS_METASERVER": address})
+        assert kept.stdout == "data", kept.stderr
+        assert run([sys.executable, "-m", "pfs", "down", "--data-dir", str(data)]).returncode == 0
+    finally:
+        pid = data_dir_holder(data)
+        if pid:  # the test failed with the cluster up: its whole session goes
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_down_stops_nothing_but_a_pfs_up(cluster, pfs, tmp_path):
+    """A server's own data directory is not a cluster's: refused, and the cluster serves on."""
+    fails(pfs("down", "--data-dir", cluster.data_dir / "meta", check=False), "not by a pfs up",
+          "metaserver")
+    assert "4 online of 4 expected" in pfs("status").out
+    assert pfs("down", "--data-dir", tmp_path / "never").out.endswith("nothing to stop\n")
+    fails(pfs("up", "--data-dir", "/proc/none", check=False), "pfs up: No such file")
+
+
+def test_up_detach_says_why_a_cluster_did_not_start(cluster, tmp_path):
+    port = cluster.address.rsplit(":", 1)[1]
+    data = tmp_path / "data"
+    try:
+        done = subprocess.run([sys.executable, "-m", "pfs", "up", "--detach", "--data-dir",
+                               str(data), "--port", port], capture_output=True, text=True,
+                              timeout=200, cwd=tmp_path)
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr.startswith(f"pfs up: the cluster did not start ({data / 'pfs.log'} "
+                                      f"has its log): pfs metaserver: cannot listen on "
+                                      f"127.0.0.1:{port}: the port is in use")
+        assert done.stderr.count("\n") == 1
+        assert data_dir_holder(data) is None  # nothing left running
+    finally:
+        pid = data_dir_holder(data)
+        if pid:
+            os.killpg(pid, signal.SIGKILL)
 
 
 def test_bench_measures_and_leaves_nothing_behind(pfs):
@@ -339,3 +656,5 @@ def test_help_lists_the_environment_and_every_option(pfs):
                 assert "default" in action.help, (command, action.dest)
     put_help = pfs("put", "--help").out
     assert "--force" in put_help and "--parents" in put_help and "atomic" in put_help
+    for command in ("cat", "cp", "du", "df", "down"):
+        assert command in top

@@ -457,6 +457,32 @@ def test_stripe_width_passes_through(fs, name):
     assert fs.info(name)["stripe_width"] == 2
 
 
+def test_options_for_fsspec_read_caches_are_accepted_and_ignored(fs, name):
+    """Tools pass options that tune fsspec's own read caches (dask passes default_cache when it
+    reads Parquet footers); PFS files have a cache of their own, so these change nothing."""
+    with fs.open(name, "wb", stripe_width=1, cache_type="none", default_cache="none") as f:
+        f.write(TEXT)
+    assert fs.info(name)["stripe_width"] == 1
+    for options in ({"default_cache": "none"}, {"cache_type": "readahead"},
+                    {"default_cache": "bytes", "default_fill_cache": False,
+                     "cache_options": {"maxblocks": 2}}):
+        with fs.open(name, "rb", **options) as f:
+            assert f.read() == TEXT, options
+        with fs.open(name, "r", **options) as f:
+            assert f.read() == TEXT.decode(), options
+
+
+def test_pfs_fs_without_fsspec_says_how_to_install_it(tmp_path):
+    """pip install . does not bring fsspec: importing pfs.fs then says which extra does."""
+    done = subprocess.run([sys.executable, "-c", "import sys\n"
+                           "sys.modules['fsspec'] = None  # as if it were not installed\n"
+                           "import pfs.fs"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)  # not the source tree
+    assert done.returncode == 1
+    assert "ImportError: pfs.fs needs fsspec" in done.stderr
+    assert 'pip install "pfs[data]"' in done.stderr
+
+
 def test_pandas_reads_pfs_urls(fs, name):
     pandas = pytest.importorskip("pandas")
     fs.pipe_file(name, TEXT)

@@ -74,6 +74,23 @@ def test_pyarrow_writes_a_partitioned_parquet_dataset_and_reads_it_back(fs, opti
         frame.sort_values("id").reset_index(drop=True)[expected.columns], expected)
 
 
+def test_dask_reads_a_parquet_dataset_and_counts_its_rows(fs, options, name):
+    """len() of a dask frame reads the row counts from the Parquet footers, opening each file
+    with options for fsspec's read caches (default_cache="none")."""
+    dd = pytest.importorskip("dask.dataframe")
+    parts = [pandas.DataFrame({"day": [day] * (10 + day), "hits": range(10 + day)})
+             for day in range(3)]
+    for day, part in enumerate(parts):
+        part.to_parquet(f"pfs://{name}/hits/day{day}.parquet", storage_options=options)
+    for filesystem in ("fsspec", None):
+        frame = dd.read_parquet(f"pfs://{name}/hits", storage_options=options,
+                                filesystem=filesystem)
+        assert len(frame) == sum(len(p) for p in parts)
+        got = frame.compute().sort_values(["day", "hits"]).reset_index(drop=True)
+        pandas.testing.assert_frame_equal(got, pandas.concat(parts).reset_index(drop=True),
+                                          check_dtype=False)
+
+
 def test_zarr_writes_and_reads_a_chunked_array(options, fs, name):
     zarr = pytest.importorskip("zarr")
     data = numpy.arange(60 * 50, dtype="int32").reshape(60, 50)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 
 import grpc
 
@@ -146,4 +147,7 @@ class FileServerService(pb_grpc.FileServerServicer):
     @_answer_errors
     def Health(self, request, context):
         objects, stored = self.store.usage()
-        return pb.HealthReply(server_uuid=self.store.uuid, objects=objects, bytes_stored=stored)
+        disk = os.statvfs(self.store.root)
+        return pb.HealthReply(server_uuid=self.store.uuid, objects=objects, bytes_stored=stored,
+                              disk_total_bytes=disk.f_blocks * disk.f_frsize,
+                              disk_free_bytes=disk.f_bavail * disk.f_frsize)
