@@ -150,14 +150,14 @@ def run(processes: int, clients: int, hold: float) -> None:
     total = processes * clients
     print(f"{total} Clients in {processes} processes ({clients} each), shipped defaults")
     print(f"  all up in                              {setup:8.1f} s")
-    print(f"  one Client's initialize+open+read      {_spread(r['setup_ms'] for r in reports)} ms"
+    print(f"  one Client's initialize+open+read      {_spread([r['setup_ms'] for r in reports])} ms"
           " (median per process)")
     print(f"  threads per extra Client               "
-          f"{_spread(r['threads_per_client'] for r in reports, 3)}"
-          f"   ({_spread(r['threads'] for r in reports, 0)} per process)")
+          f"{_spread([r['threads_per_client'] for r in reports], 3)}"
+          f"   ({_spread([r['threads'] for r in reports], 0)} per process)")
     print(f"  client memory per extra Client         "
-          f"{_spread(r['rss_mib_per_client'] * 1024 for r in reports, 0)} KiB"
-          f"   ({_spread(r['rss_mib'] for r in reports, 0)} MiB per process)")
+          f"{_spread([r['rss_mib_per_client'] * 1024 for r in reports], 0)} KiB"
+          f"   ({_spread([r['rss_mib'] for r in reports], 0)} MiB per process)")
     print(f"  sessions lost after {hold:g} s held         {lost}")
     print(f"  metaserver memory                      {idle_rss:.0f} MiB idle, {held_rss:.0f} MiB "
           f"held: {(held_rss - idle_rss) * 1024 / total:.1f} KiB per session")
