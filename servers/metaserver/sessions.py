@@ -124,7 +124,7 @@ class Sessions:
             session.last_acked = max(session.last_acked, stream.last_acked)
             del stream.members[client_id]
             if stream.open:
-                stream.outbox.put_nowait(pb.ServerMessage(ended=pb.SessionEnded(
+                stream.outbox.put_nowait(pb.ServerMessage(ended=pb.SessionNotice(
                     client_id=client_id, reason=reason)))
         log.info("client %d session ended: %s", client_id, reason)
         task = asyncio.get_running_loop().create_task(self._on_end(session, evicted))
@@ -190,7 +190,7 @@ class Sessions:
                 return
             reason = f"client {client_id} already has its session stream"
         log.warning("refused client %d's join from %s: %s", client_id, stream.peer, reason)
-        stream.outbox.put_nowait(pb.ServerMessage(refused=pb.JoinRefused(
+        stream.outbox.put_nowait(pb.ServerMessage(refused=pb.SessionNotice(
             client_id=client_id, reason=reason)))
 
     def member(self, stream: Stream, client_id: int) -> Session | None:
