@@ -149,6 +149,10 @@ class SessionStream:
                 self._receive(call, message)
         except grpc.RpcError as e:
             reason = f"the session stream broke: {e.code().name} {e.details()}"
+        except Exception as e:  # noqa: BLE001 - a bug here must not leave sessions unheard
+            log.exception("reading the session stream failed")
+            reason = f"the client failed to read the session stream: {e!r}"
+            responses.cancel()  # the metaserver ends every session on it
         with self._lock:
             call.ended = reason
             if self._call is call:
