@@ -107,6 +107,34 @@ def test_finishing_one_leaves_the_others_working(own_cluster, many, name):
     assert gone.pfs_finish(gone.pfs_initialize()) == 0
 
 
+@pytest.mark.timeout(120)
+def test_a_client_slow_to_give_up_a_token_delays_no_other(own_cluster, many, name):
+    """Client 0's revocation handler is stuck (as when an operation of its holds its lock);
+    meanwhile a revocation of client 1, which comes down the same stream and runs on the same
+    pool, is answered, and the stream's heartbeats go on (client 1's lease is renewed)."""
+    (slow, _), (quick, _) = many[0], many[1]
+    release = threading.Event()
+    handle = slow._session._on_revoke
+    slow._session._on_revoke = lambda revoke: (release.wait(30), handle(revoke))[1]
+    other = own_cluster.client(cache_blocks=16)
+    try:
+        stuck = threading.Thread(target=lambda: other.pfs_write(
+            other.pfs_open(f"{name}-0", pfs.PFS_READ_WRITE), b"x", 1, 0), daemon=True)
+        stuck.start()  # waits for client 0
+        renewed = quick._session._lease_ends
+        fd = other.pfs_open(f"{name}-1", pfs.PFS_READ_WRITE)
+        assert other.pfs_write(fd, b"y", 1, 0) == 1  # client 1 gave its token up
+        assert stats(quick).num_invalidations == 1
+        wait_until(lambda: quick._session._lease_ends > renewed, timeout=10,
+                   what="a heartbeat acknowledgement while client 0's revocation is stuck")
+        assert not release.is_set()  # (client 0's handler is still waiting for it)
+    finally:
+        release.set()
+    stuck.join(30)
+    assert not stuck.is_alive()
+    assert other.pfs_finish(other.pfs_initialize()) == 0
+
+
 def test_client_dropped_without_finish_ends_its_session(own_cluster, name):
     """A Client the program drops is garbage-collected, and its session ends with it: the
     metaserver's session count drops, and the tokens it held go to others at once."""
