@@ -1,35 +1,36 @@
-"""How the metaserver holds up as sessions pile up: memory, and a fresh client's latency.
+"""Many real Clients: what each costs its process and the metaserver, and whether a lease holds.
 
-    python bench/bench_sessions.py [--counts 100,1000,5000]
+    python bench/bench_sessions.py [--processes 4] [--clients 300] [--hold 10]
+    python bench/bench_sessions.py --processes 8 --clients 1250 --hold 60   # 10,000 for a minute
 
-Starts a cluster (`pfs up`, shipped defaults) and, for each count in turn, brings the number of
-live sessions up to it: each is a real session (Register, then its stream with heartbeats every
-quarter lease, acknowledged by the metaserver), all held by one asyncio process. At each count
-it reports the metaserver's resident memory, how long the new sessions took to set up, and the
-median time of a fresh client's create + open + close + delete (a new process each time, with
-the sessions alive).
+Starts a cluster (`pfs up`, shipped defaults, lease 10 s) and a shared 1 MiB file, then as a job
+of many ranks would, `--processes` processes each make `--clients` pfs.Client objects, one after
+another: initialize, open the shared file, read 4 KiB, and keep the session. Once all are up,
+they hold their sessions for `--hold` seconds, then each Client reads 4 KiB again (a Client whose
+session was lost fails that read: a session lost) and finishes.
+
+Reported: the time until every Client was up; per process, the median time of one Client's
+initialize + open + read, and the threads and resident memory each Client after the first added;
+sessions lost; the metaserver's resident memory per session; and, while the Clients are set up
+and again while they are held, the median time of a fresh client process's session start and
+create + open + close + delete (a new process each time).
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-
-import grpc
-
-from pfs._proto import metaserver_pb2 as pb
-from pfs._proto import metaserver_pb2_grpc as pb_grpc
-from pfs.bench import progress
-from pfs.transport import CHANNEL_OPTIONS, session_metadata
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 from clusters import SHIPPED, temporary_cluster  # noqa: E402  (the tests' launcher)
 
-SESSIONS_PER_CHANNEL = 200  # streams share a connection; many connections spread the load
+SHARED = "bench-sessions-shared"
 CYCLE = """
 import pfs, sys, time, uuid
 client = pfs.Client(cache_blocks=0)
@@ -48,58 +49,47 @@ print(sorted(times)[2])
 """
 
 
-class Sessions:
-    """Many live sessions, each heartbeating, on a few channels."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.channels: list[grpc.aio.Channel] = []
-        self.tasks: list[asyncio.Task] = []
-        self.lease = 10.0
-
-    async def add(self, count: int, parallel: int = 50) -> None:
-        semaphore = asyncio.Semaphore(parallel)
-
-        async def one(k: int) -> None:
-            async with semaphore:
-                await self._start(k)
-        await asyncio.gather(*(one(len(self.tasks) + k) for k in range(count)))
-
-    async def _start(self, k: int) -> None:
-        while len(self.channels) <= k // SESSIONS_PER_CHANNEL:
-            self.channels.append(grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS))
-        stub = pb_grpc.MetaServerStub(self.channels[k // SESSIONS_PER_CHANNEL])
-        reply = await stub.Register(pb.RegisterRequest(hostname="bench", pid=k), timeout=60)
-        self.lease = reply.lease_seconds
-
-        async def heartbeats():
-            seq = 0
-            while True:
-                seq += 1
-                yield pb.ClientMessage(heartbeat=pb.Heartbeat(seq=seq))
-                await asyncio.sleep(self.lease / 4)
-        stream = stub.Session(heartbeats(),
-                              metadata=session_metadata(reply.client_id, reply.session_key))
-
-        async def drain() -> None:
-            async for _ in stream:
-                pass
-        self.tasks.append(asyncio.get_running_loop().create_task(drain()))
-
-    async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for channel in self.channels:
-            await channel.close()
-
-
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: str | int = "self") -> float:
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
+# --- one process of many Clients -----------------------------------------------------------
+def rank(count: int) -> None:
+    """Makes `count` Clients, says how it went (a JSON line), holds them until told on stdin,
+    then checks and finishes them (another JSON line)."""
+    import pfs
+
+    clients, setups = [], []
+    buf = bytearray(4096)
+
+    def one() -> None:
+        started = time.perf_counter()
+        client = pfs.Client()
+        assert client.pfs_initialize() > 0, pfs.pfs_last_error()
+        fd = client.pfs_open(SHARED, pfs.PFS_READ)
+        assert fd > 0 and client.pfs_read(fd, buf, 4096, 0) == 4096, pfs.pfs_last_error()
+        setups.append(time.perf_counter() - started)
+        clients.append((client, fd))
+    one()
+    threads, rss = threading.active_count(), rss_mib()
+    for _ in range(count - 1):
+        one()
+    extra = max(1, count - 1)
+    print(json.dumps({"setup_ms": statistics.median(setups) * 1e3,
+                      "threads_per_client": (threading.active_count() - threads) / extra,
+                      "rss_mib_per_client": (rss_mib() - rss) / extra,
+                      "threads": threading.active_count(), "rss_mib": rss_mib()}), flush=True)
+    sys.stdin.readline()
+    lost = sum(c.pfs_read(fd, buf, 4096, 0) != 4096 for c, fd in clients)
+    for c, _ in clients:
+        c.pfs_finish(c.pfs_initialize())
+    print(json.dumps({"lost": lost}), flush=True)
+
+
+# --- the run --------------------------------------------------------------------------------
 def cycle_seconds(address: str) -> float:
     done = subprocess.run([sys.executable, "-c", CYCLE], capture_output=True, text=True,
                           env={"PFS_METASERVER": address, "PATH": ""}, timeout=300,
@@ -109,35 +99,90 @@ def cycle_seconds(address: str) -> float:
     return float(done.stdout)
 
 
-async def run(counts: list[int]) -> None:
+def cycles_until(address: str, done: threading.Event, into: list[float]) -> None:
+    while not done.is_set():
+        into.append(cycle_seconds(address))
+
+
+def run(processes: int, clients: int, hold: float) -> None:
+    import pfs
+
     with temporary_cluster(**SHIPPED) as cluster:
         metaserver = cluster.server_pids("metaserver")[0]
-        sessions = Sessions(cluster.address)
-        print(f"{'sessions':>9} {'setup s':>9} {'RSS MiB':>9} {'create+open+close+delete':>26}")
-        print(f"{0:>9} {'':>9} {rss_mib(metaserver):9.1f} "
-              f"{cycle_seconds(cluster.address) * 1e3:23.1f} ms")
-        try:
-            for count in counts:
-                progress(f"bringing the sessions up to {count}")
-                started = time.perf_counter()
-                await sessions.add(count - len(sessions.tasks))
-                setup = time.perf_counter() - started
-                await asyncio.sleep(sessions.lease / 2)  # a few rounds of heartbeats
-                alive = sum(not t.done() for t in sessions.tasks)
-                cycle = await asyncio.get_running_loop().run_in_executor(
-                    None, cycle_seconds, cluster.address)
-                print(f"{alive:>9} {setup:9.1f} {rss_mib(metaserver):9.1f} "
-                      f"{cycle * 1e3:23.1f} ms")
-        finally:
-            await sessions.close()
+        writer = pfs.Client(metaserver=cluster.address)
+        writer.initialize()
+        writer.create(SHARED, 4)
+        fd = writer.open(SHARED, pfs.PFS_READ_WRITE)
+        writer.write(fd, b"s" * (1 << 20), 1 << 20, 0)
+        writer.close(fd)
+        writer.finish(writer.initialize())
+        idle_rss = rss_mib(metaserver)
+        idle_cycle = statistics.median(cycle_seconds(cluster.address) for _ in range(3))
+
+        started = time.perf_counter()
+        ranks = [subprocess.Popen([sys.executable, __file__, "--rank", str(clients)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env=cluster.env(), cwd=tempfile.gettempdir())
+                 for _ in range(processes)]
+        during_setup: list[float] = []
+        up = threading.Event()
+        timer = threading.Thread(target=cycles_until, args=(cluster.address, up, during_setup))
+        timer.start()
+        reports = [json.loads(r.stdout.readline() or "{}") for r in ranks]
+        setup = time.perf_counter() - started
+        up.set()
+        timer.join()
+        if not all(reports):
+            raise SystemExit("a process failed to set up its clients (see above)")
+        held_rss = rss_mib(metaserver)
+        during_hold: list[float] = []
+        hold_ends = time.monotonic() + hold
+        while time.monotonic() < hold_ends or not during_hold:
+            during_hold.append(cycle_seconds(cluster.address))
+            time.sleep(min(1.0, max(0.0, hold_ends - time.monotonic())))
+        for r in ranks:
+            r.stdin.write("check\n")
+            r.stdin.flush()
+        lost = sum(json.loads(r.stdout.readline() or '{"lost": -1}')["lost"] for r in ranks)
+        for r in ranks:
+            r.wait(120)
+
+    total = processes * clients
+    print(f"{total} Clients in {processes} processes ({clients} each), shipped defaults")
+    print(f"  all up in                              {setup:8.1f} s")
+    print(f"  one Client's initialize+open+read      {_spread([r['setup_ms'] for r in reports])} ms"
+          " (median per process)")
+    print(f"  threads per extra Client               "
+          f"{_spread([r['threads_per_client'] for r in reports], 3)}"
+          f"   ({_spread([r['threads'] for r in reports], 0)} per process)")
+    print(f"  client memory per extra Client         "
+          f"{_spread([r['rss_mib_per_client'] * 1024 for r in reports], 0)} KiB"
+          f"   ({_spread([r['rss_mib'] for r in reports], 0)} MiB per process)")
+    print(f"  sessions lost after {hold:g} s held         {lost}")
+    print(f"  metaserver memory                      {idle_rss:.0f} MiB idle, {held_rss:.0f} MiB "
+          f"held: {(held_rss - idle_rss) * 1024 / total:.1f} KiB per session")
+    print(f"  fresh process create+open+close+delete {idle_cycle * 1e3:.1f} ms idle, "
+          f"{statistics.median(during_setup or [float('nan')]) * 1e3:.1f} ms during setup "
+          f"({len(during_setup)} runs), {statistics.median(during_hold) * 1e3:.1f} ms held")
+
+
+def _spread(values, digits: int = 1) -> str:
+    values = sorted(values)
+    return f"{values[0]:.{digits}f}-{values[-1]:.{digits}f}" if values[0] != values[-1] \
+        else f"{values[0]:.{digits}f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", default="100,1000,5000")
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=300, help="Clients per process")
+    parser.add_argument("--hold", type=float, default=10.0, help="seconds all are held")
+    parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)  # a process of the run
     args = parser.parse_args()
-    print("metaserver with many live sessions (shipped defaults, lease 10 s)")
-    asyncio.run(run([int(c) for c in args.counts.split(",")]))
+    if args.rank:
+        rank(args.rank)
+    else:
+        run(args.processes, args.clients, args.hold)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ Rules, all of them here:
 - Sequential reads are read ahead: a read that starts where the last one of the file ended
   fetches the next blocks (twice the read, at most a quarter of the cache) in the background.
 
+Memory: the cache's blocks are an anonymous mapping, whose pages the kernel provides when a block
+is first used, so a Client costs memory for what it caches, not for its capacity; read-ahead runs
+on threads shared by every cache of the process (pfs/shared.py).
+
 The caller's lock (its condition is given at construction) guards everything here, and data
 operations are called with it held once. Fetches from the fileservers run with it released; a
 block being filled is loading (busy, not ready), and whoever needs it waits until it is done.
@@ -33,11 +37,13 @@ block being filled is loading (busy, not ready), and whoever needs it waits unti
 from __future__ import annotations
 
 import contextlib
+import mmap
 import threading
 from typing import Callable, Iterator, Protocol
 
 from pfs._native import BlockTable
 
+from . import shared
 from .metadata import ExecStat
 from .workers import Workers
 
@@ -63,8 +69,8 @@ CACHED, LOADING, DIRECT, THROUGH = "cached", "loading", "direct", "through"
 #: Operations of at least this many bytes stream around the cache for the blocks it does not
 #: hold (one striped transfer straight to or from the caller's buffer, with no extra copy).
 STREAMING_BYTES = 1 << 20
-#: Read-ahead fetches run on this many threads of the cache.
-READAHEAD_THREADS = 2
+#: Read-ahead fetches run on this many threads at most, shared by the caches of a process.
+READAHEAD_THREADS = 4
 #: Bytes of one write-back at most (it is one striped write).
 MAX_RUN_BYTES = 8 << 20
 #: Dirty bytes a cache holds at most: half the default cache (beyond it, writes hand the oldest
@@ -82,7 +88,10 @@ class BlockCache:
         self._backing = backing
         self._changed = changed  # its lock is the caller's
         self._table = BlockTable(capacity) if capacity > 0 else None
-        self._memory = bytearray(capacity * block_size)
+        # An anonymous private mapping: its pages become resident when a block is first used
+        # (a bytearray is zeroed, and so resident, all at once) and go at stop().
+        self._memory = mmap.mmap(-1, capacity * block_size, flags=mmap.MAP_PRIVATE) \
+            if capacity else bytearray()
         self._view = memoryview(self._memory)
         self._ready = bytearray(capacity)   # the slot's bytes are valid
         self._dirty = bytearray(capacity)
@@ -91,12 +100,17 @@ class BlockCache:
         self._loading: set[int] = set()
         self._files: dict[int, CachedFile] = {}
         self._generation = 0  # bumped by drop_all: fetches started before it must not fill
-        self._readahead = Workers(READAHEAD_THREADS, "pfs-ahead") if capacity else None
+        self._holdings = shared.Holdings()
+        self._holdings.watch(self)
+        self._readahead = self._holdings.hold(("read-ahead",), lambda: Workers(
+            READAHEAD_THREADS, "pfs-ahead")) if capacity else None
 
     def stop(self) -> None:
-        """Stops read-ahead (once the cache has been dropped or closed)."""
-        if self._readahead is not None:
-            self._readahead.shutdown()
+        """Lets go of read-ahead and of the memory of cached blocks (once the cache has been
+        dropped or closed: nothing is cached any more)."""
+        self._holdings.release_all()
+        if isinstance(self._memory, mmap.mmap):
+            self._memory.madvise(mmap.MADV_DONTNEED)
 
     def _usable(self, f: CachedFile) -> bool:
         return self._table is not None and f.block_size == self.block_size

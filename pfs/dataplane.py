@@ -9,6 +9,9 @@ requests and the writes go on in the background; they are held, bytes and all, u
 a failed one is sent again by whoever next needs it (pfs/inflight.py says what keeps that
 correct); `settle` waits for them. Tokens are the caller's business: this module only moves
 bytes.
+
+A fileserver's channel and threads are shared by every Client of the process (pfs/shared.py);
+each call carries its own capabilities.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from pfs._native import plan_stripes
 from pfs._proto import fileserver_pb2 as pb
 from pfs._proto import fileserver_pb2_grpc as pb_grpc
 
-from . import capability, errors, wire
+from . import capability, errors, shared, wire
 from .capability import READ, WRITE, Held
 from .inflight import InFlight, Request
 from .metadata import Recipe
@@ -34,7 +37,8 @@ from .workers import Workers
 
 #: Seconds one fileserver call may take before the operation fails with ETIMEDOUT.
 CALL_TIMEOUT = 60.0
-#: Calls one client has in flight to one fileserver at most (Lustre's max_rpcs_in_flight).
+#: Calls the Clients of one process have in flight to one fileserver at most (Lustre's
+#: max_rpcs_in_flight); the threads making them start as calls need them.
 RPCS_IN_FLIGHT = 8
 
 
@@ -50,7 +54,7 @@ Capabilities = Callable[[], list[bytes]]
 
 
 class _Server:
-    """One fileserver as a client sees it: a channel, its calls, and the threads making them."""
+    """One fileserver as a process sees it: a channel, its calls, and the threads making them."""
 
     def __init__(self, index: int, address: str, credentials: Credentials) -> None:
         self.address = address
@@ -107,16 +111,17 @@ class DataPlane:
         self._retry_seconds = retry_seconds
         self._lookup = lookup
         self._on_fenced = on_fenced
-        self._servers: dict[int, _Server] = {}
+        self._servers: dict[int, _Server] = {}  # those this session holds (pfs/shared.py)
+        self._holdings = shared.Holdings()
+        self._holdings.watch(self)
         self._lock = threading.Lock()
         self._in_flight = InFlight(write_behind, lambda r: self._submit(
             r.server, "write", r.payload, "write", r.capabilities))
 
     def close(self) -> None:
         with self._lock:
-            for server in self._servers.values():
-                server.close()
             self._servers.clear()
+            self._holdings.release_all()
 
     # --- reads and writes -------------------------------------------------------------------
     @staticmethod
@@ -250,7 +255,10 @@ class DataPlane:
                 if index not in self._addresses:
                     raise errors.error(errno.EIO, f"fileserver {index} is unknown to this "
                                                   "client; re-initialize to learn the cluster")
-                self._servers[index] = _Server(index, self._addresses[index], self._credentials)
+                address = self._addresses[index]
+                self._servers[index] = self._holdings.hold(
+                    _server_key(address, self._credentials),
+                    lambda: _Server(index, address, self._credentials))
             return self._servers[index]
 
     def _submit(self, index: int, method: str, request, what: str,
@@ -308,6 +316,12 @@ class DataPlane:
             changed = {i for i, a in fresh.items() if self._addresses.get(i) != a}
             for index in changed:
                 if index in self._servers:
-                    self._servers.pop(index).close()
+                    self._holdings.release(_server_key(self._servers.pop(index).address,
+                                                       self._credentials))
             self._addresses.update(fresh)
         return bool(changed)
+
+
+def _server_key(address: str, credentials: Credentials) -> tuple:
+    """The process's shared channel and threads for the fileserver at `address`."""
+    return ("fileserver", address, credentials.identity())

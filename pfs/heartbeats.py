@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import threading
 import time
 from typing import Iterator
 
@@ -15,24 +16,28 @@ END = object()  # put in an outbox to end the stream
 
 
 class Heartbeats:
-    """The send times of heartbeats not yet acknowledged."""
+    """The send times of heartbeats not yet acknowledged (sent from one thread, acknowledged
+    from another)."""
 
     def __init__(self) -> None:
         self._seqs = itertools.count(1)
         self._sent: dict[int, float] = {}
+        self._lock = threading.Lock()
 
     def send(self) -> int:
         """The number of a heartbeat being sent now."""
-        seq = next(self._seqs)
-        self._sent[seq] = time.monotonic()
-        return seq
+        with self._lock:
+            seq = next(self._seqs)
+            self._sent[seq] = time.monotonic()
+            return seq
 
     def acknowledged(self, seq: int) -> float | None:
         """When heartbeat `seq` was sent (None if it is unknown); older ones, never
         acknowledged, are forgotten."""
-        for old in [s for s in self._sent if s < seq]:
-            del self._sent[old]
-        return self._sent.pop(seq, None)
+        with self._lock:
+            for old in [s for s in self._sent if s < seq]:
+                del self._sent[old]
+            return self._sent.pop(seq, None)
 
 
 def messages_for(outbox: "queue.Queue[object]", seconds: float) -> Iterator[object]:

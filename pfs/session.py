@@ -1,10 +1,10 @@
-"""A client's session with the metaserver: registration, the session key, the revocation
-stream and the lease.
+"""A client's session with the metaserver: registration, the session key, revocations and the
+lease.
 
-The client opens one bidirectional stream (clients listen on no port). Down it come revocations,
-size queries and heartbeat acknowledgements; up go acknowledgements, size answers and heartbeats.
-Revocations are handled on worker threads so the stream keeps flowing while one waits for an
-in-flight operation to finish.
+Clients listen on no port: revocations, size queries and heartbeat acknowledgements come down
+the stream that the process shares among its sessions (pfs/stream.py), which this session joins
+with its key. Revocations are handled on the session's lane of a shared pool, so the stream
+keeps flowing while one waits for an in-flight operation to finish.
 
 The lease: the metaserver ends a session it has not heard from for `lease_seconds`. A heartbeat
 it acknowledges was received after it was sent, so the session lives at least until that send
@@ -14,18 +14,21 @@ session can act for it.
 
 Grants travel in Acquire replies, revocations on the stream, so a revocation could overtake the
 grant it takes back. Each grant has a number; a revocation says the highest number granted
-before it, and is handled only once every grant up to that number has been applied.
+before it, and is handled only once every grant up to that number has been applied (until
+then it waits here, taking no thread).
+
+A session whose Client the program dropped without pfs_finish is ended when it is garbage
+collected: it leaves the stream, and the metaserver ends it.
 """
 from __future__ import annotations
 
 import errno
 import logging
 import os
-import queue
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
 from typing import Callable
 
 import grpc
@@ -33,8 +36,8 @@ import grpc
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 
-from . import errors
-from .heartbeats import END, Heartbeats, messages_for
+from . import errors, shared
+from .stream import SessionStream, channel_key, stream_key
 from .transport import Credentials, session_metadata
 
 log = logging.getLogger("pfs.client")
@@ -55,9 +58,9 @@ _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_F
 
 class MetaSession:
     """`on_revoke(revoke) -> size` runs on a worker thread and returns the file size this
-    client knows; `on_revoke_received(revoke)` runs at once on the stream thread and must not
-    block; `size_of(file_id) -> size` answers size queries; `on_lost(reason)` is told when
-    the session is given up."""
+    client knows; `on_revoke_received(revoke)` runs at once on the stream's thread and must not
+    block; `size_of(file_id) -> size` answers size queries (on that thread: without blocking);
+    `on_lost(reason)` is told when the session is given up."""
 
     def __init__(self, address: str, credentials: Credentials,
                  on_revoke: Callable[[pb.Revoke], int],
@@ -65,18 +68,22 @@ class MetaSession:
                  size_of: Callable[[int], int],
                  on_lost: Callable[[str], None]) -> None:
         self.address = address
-        self._channel = credentials.channel(address)
-        self.stub = pb_grpc.MetaServerStub(self._channel)
+        self._credentials = credentials
+        self._holdings = shared.Holdings()
+        self.stub = pb_grpc.MetaServerStub(self._holdings.hold(
+            channel_key(address, credentials), lambda: credentials.channel(address)))
         self._on_revoke = on_revoke
         self._on_revoke_received = on_revoke_received
-        self._size_of = size_of
+        self.size_of = size_of
         self._on_lost = on_lost
-        self._outbox: "queue.Queue[object]" = queue.Queue()
-        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pfs-revoke")
+        self._stream: SessionStream | None = None
+        self._call = None  # the opening of the stream this session joined
+        self._left: weakref.finalize | None = None
+        self.join_answer = None  # while joining: (answered, [refusal]) (pfs/stream.py)
         self._grants = threading.Condition()
         self._applied_below = 1  # every grant numbered below this has been applied
         self._applied_ahead: set[int] = set()
-        self._heartbeats = Heartbeats()
+        self._held: list[pb.Revoke] = []  # revocations waiting for grants to be applied
         self._lease_ends = 0.0
         self._finishing = False
         self.lost: str | None = None
@@ -92,26 +99,30 @@ class MetaSession:
                 pb.RegisterRequest(hostname=socket.gethostname(), pid=os.getpid()),
                 timeout=CONNECT_TIMEOUT)
         except grpc.RpcError as e:
-            self._channel.close()
+            self._holdings.release_all()
             raise errors.from_rpc(e, f"cannot start a session with the metaserver at "
                                      f"{self.address}") from None
         self.client_id = self.reply.client_id
         self.metadata = session_metadata(self.client_id, self.reply.session_key)
         self._lease = self.reply.lease_seconds * (1 - LEASE_MARGIN)
         self._lease_ends = asked + self._lease
-        self._heartbeat = self.reply.lease_seconds / 4
-        started = threading.Event()
-        responses = self.stub.Session(self._outgoing(), metadata=self.metadata)
-        threading.Thread(target=self._listen, args=(responses, started), daemon=True,
-                         name=f"pfs-session-{self.client_id}").start()
-        if not started.wait(CONNECT_TIMEOUT) or self.lost:
-            self.close()
-            raise errors.error(errno.ENOTCONN, f"the metaserver at {self.address} did not open "
-                                               f"the session stream: {self.lost or 'timed out'}")
+        self.heartbeat_seconds = self.reply.lease_seconds / 4
+        self._stream = self._holdings.hold(stream_key(self.address, self._credentials),
+                                           lambda: SessionStream(self.address,
+                                                                 self._credentials))
+        try:
+            self._call = self._stream.join(self, self.reply.session_key, CONNECT_TIMEOUT)
+        except OSError:
+            self._finishing = True
+            self._holdings.release_all()
+            raise
+        self._left = weakref.finalize(self, _dropped, self._call, self.client_id,
+                                      self._holdings)
+        self._left.atexit = False  # at exit, Clients are finished instead (pfs/client.py)
         return self.reply
 
     def finish(self) -> None:
-        """Ends the session at the metaserver (it releases every token) and closes the stream."""
+        """Ends the session at the metaserver (it releases every token) and leaves the stream."""
         self._finishing = True
         try:
             self.stub.Finish(pb.FinishRequest(), timeout=CALL_TIMEOUT, metadata=self.metadata)
@@ -120,10 +131,14 @@ class MetaSession:
         self.close()
 
     def close(self) -> None:
+        """Leaves the stream (the metaserver ends the session if it has not) and lets go of the
+        shared channel and stream."""
         self._finishing = True
-        self._outbox.put(END)
-        self._workers.shutdown(wait=False)
-        self._channel.close()
+        if self._left is not None:
+            self._left.detach()
+        if self._call is not None:
+            SessionStream.leave(self._call, self.client_id)
+        self._holdings.release_all()
 
     # --- the lease --------------------------------------------------------------------------
     def lease_valid(self) -> bool:
@@ -138,62 +153,55 @@ class MetaSession:
                       f"{self.reply.lease_seconds:g}s (was this process paused, or the "
                       "metaserver unreachable?), so the metaserver may have ended the session")
 
-    # --- the stream -------------------------------------------------------------------------
-    def _outgoing(self):
-        while True:
-            yield pb.ClientMessage(heartbeat=pb.Heartbeat(seq=self._heartbeats.send()))
-            if (yield from messages_for(self._outbox, self._heartbeat)):
-                return
+    def renewed(self, sent: float) -> None:
+        """A heartbeat sent at `sent` was acknowledged while this session was on the stream."""
+        self._lease_ends = max(self._lease_ends, sent + self._lease)
 
-    def _listen(self, responses, started: threading.Event) -> None:
-        reason = "the metaserver closed the session"
-        try:
-            for message in responses:
-                kind = message.WhichOneof("body")
-                if kind == "heartbeat_ack":
-                    sent = self._heartbeats.acknowledged(message.heartbeat_ack.seq)
-                    if sent is not None:
-                        self._lease_ends = max(self._lease_ends, sent + self._lease)
-                elif kind == "revoke":
-                    self._on_revoke_received(message.revoke)
-                    self._workers.submit(self._revoke, message.revoke)
-                elif kind == "size_query":
-                    query = message.size_query
-                    self._outbox.put(pb.ClientMessage(size_reply=pb.SizeReply(
-                        query_id=query.query_id, size=self._size_of(query.file_id))))
-                elif kind == "started":
-                    started.set()
-        except grpc.RpcError as e:
-            reason = f"the session stream broke: {e.code().name} {e.details()}"
-        except RuntimeError:  # the worker pool was shut down: we are closing
-            pass
-        if not self._finishing:
-            self.lose(reason)
-        started.set()
+    # --- from the stream --------------------------------------------------------------------
+    def received(self, revoke: pb.Revoke) -> None:
+        """On the stream's thread: a revocation, handled once the grants it follows are."""
+        self._on_revoke_received(revoke)
+        with self._grants:
+            if self.lost:
+                return
+            if revoke.granted_upto >= self._applied_below:
+                self._held.append(revoke)
+                return
+        self._stream.lanes.submit(self.client_id, self._revoke, revoke)
+
+    def lose_soon(self, reason: str) -> None:
+        """On the stream's thread, which must not wait for the Client: the session is given
+        up at once (no call relies on it from now on), the Client told on the session's lane."""
+        if self._finishing or self.lost:
+            return
+        self._give_up(reason)
+        self._stream.lanes.submit(self.client_id, self._on_lost, reason)
 
     def lose(self, reason: str) -> None:
-        """Gives the session up: no more tokens, no more data calls; the metaserver ends it when
-        the stream closes."""
+        """Gives the session up: no more tokens, no more data calls; the session leaves the
+        stream, and the metaserver ends it."""
         if self.lost:
             return
+        self._give_up(reason)
+        self._on_lost(reason)
+
+    def _give_up(self, reason: str) -> None:
         self.lost = reason
         log.warning("client %d lost its session: %s", self.client_id, reason)
-        self._outbox.put(END)
+        if self._call is not None:
+            SessionStream.leave(self._call, self.client_id)
         with self._grants:
+            self._held.clear()
             self._grants.notify_all()
-        self._on_lost(reason)
 
     def _revoke(self, revoke: pb.Revoke) -> None:
         try:
-            with self._grants:
-                while revoke.granted_upto >= self._applied_below and not self.lost:
-                    self._grants.wait()
             size = self._on_revoke(revoke)
         except Exception:  # noqa: BLE001 - a failed handler must not kill the worker silently
             log.exception("handling revocation %d failed", revoke.revoke_id)
             return
-        self._outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
-            revoke_id=revoke.revoke_id, size=size)))
+        self._call.outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
+            revoke_id=revoke.revoke_id, size=size, client_id=self.client_id)))
 
     # --- tokens -----------------------------------------------------------------------------
     def acquire(self, file_id: int, start: int, end: int, mode: int) -> pb.AcquireReply:
@@ -210,13 +218,18 @@ class MetaSession:
             raise errors.from_rpc(e, "token request") from None
 
     def applied(self, grant_seq: int) -> None:
-        """Records that the grant numbered `grant_seq` is in the client's token table."""
+        """Records that the grant numbered `grant_seq` is in the client's token table, and
+        hands on the revocations that waited for it."""
         with self._grants:
             self._applied_ahead.add(grant_seq)
             while self._applied_below in self._applied_ahead:
                 self._applied_ahead.remove(self._applied_below)
                 self._applied_below += 1
+            ready = [r for r in self._held if r.granted_upto < self._applied_below]
+            self._held = [r for r in self._held if r.granted_upto >= self._applied_below]
             self._grants.notify_all()
+        for revoke in ready:
+            self._stream.lanes.submit(self.client_id, self._revoke, revoke)
 
     def call(self, method: str, request, what: str):
         """A unary metaserver call for this session; failures become OSErrors naming `what`."""
@@ -225,3 +238,13 @@ class MetaSession:
                                               metadata=self.metadata)
         except grpc.RpcError as e:
             raise errors.from_rpc(e, what) from None
+        except ValueError:  # the channel was closed: this session has ended here
+            raise errors.error(errno.ENOTCONN, f"{what}: the session has ended") from None
+
+
+def _dropped(call, client_id: int, holdings: shared.Holdings) -> None:
+    """The session's Client was garbage-collected without finishing: leave the stream (the
+    metaserver ends the session) and let go of what it held. Runs in a finalizer, so it only
+    queues."""
+    SessionStream.leave(call, client_id, finalizing=True)
+    holdings.release_later()

@@ -78,6 +78,10 @@ class Credentials:
         self.tls_cert = tls_cert
         self.tls_key = tls_key
 
+    def identity(self) -> tuple[str | None, str | None]:
+        """What tells these credentials from others: Clients with equal ones share channels."""
+        return (self.secret, self.tls_ca)
+
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((SECRET_HEADER, self.secret),) if self.secret else ()
 

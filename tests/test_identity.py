@@ -42,6 +42,23 @@ def refused(call) -> grpc.StatusCode:
     return e.value.code()
 
 
+def join_refused(channel, client_id: int, key: bytes, then=()) -> str:
+    """Opens a process stream of our own, asks for session `client_id` to join it with `key`
+    and sends `then` (messages acting for that session); the refusal's reason."""
+    stream = pb_grpc.MetaServerStub(channel).Sessions(iter([
+        pb.ClientMessage(join=pb.JoinSession(client_id=client_id, session_key=key)), *then]))
+    try:
+        for message in stream:
+            kind = message.WhichOneof("body")
+            assert kind not in ("joined", "revoke", "size_query"), message
+            if kind == "refused":
+                assert message.refused.client_id == client_id
+                return message.refused.reason
+        raise AssertionError("the stream ended without refusing the join")
+    finally:
+        stream.cancel()
+
+
 def assert_victim_data_reaches_a_reader(clients, name) -> None:
     assert read_file(clients(1), name, len(VICTIM_BYTES)) == VICTIM_BYTES
 
@@ -50,6 +67,7 @@ def test_no_call_acts_for_another_client(cluster, clients, victim, name):
     v, vfd = victim
     attacker = clients(1)
     file_id = v._fds[vfd].file_id
+    victim_id = v._session.client_id
     with grpc.insecure_channel(cluster.address) as channel:
         stub = pb_grpc.MetaServerStub(channel)
         for metadata in impostor_keys(v, attacker):
@@ -62,9 +80,13 @@ def test_no_call_acts_for_another_client(cluster, clients, victim, name):
             refused(lambda: stub.Finish(pb.FinishRequest(), metadata=metadata))
             refused(lambda: stub.Create(pb.CreateRequest(path=name + "-x", stripe_width=1),
                                         metadata=metadata))
-            stream = stub.Session(iter([pb.ClientMessage(revoke_ack=pb.RevokeAck(revoke_id=1))]),
-                                  metadata=metadata)
-            refused(lambda: list(stream))
+            key = bytes.fromhex(metadata[0][1].split(":")[1]) if metadata else b""
+            # Its stream: the join is refused, and what follows for the victim is ignored.
+            assert join_refused(channel, victim_id, key, then=[
+                pb.ClientMessage(revoke_ack=pb.RevokeAck(revoke_id=1, client_id=victim_id)),
+                pb.ClientMessage(size_reply=pb.SizeReply(query_id=1, size=1 << 40,
+                                                         client_id=victim_id)),
+                pb.ClientMessage(leave=pb.LeaveSession(client_id=victim_id))])
     # The victim's session, tokens and dirty bytes are untouched: a reader gets them.
     assert_victim_data_reaches_a_reader(clients, name)
     assert v.pfs_close(vfd) == 0
@@ -74,11 +96,10 @@ def test_no_call_acts_for_another_client(cluster, clients, victim, name):
 def test_a_session_has_one_stream(cluster, victim, clients, name):
     """Even with the right key a second stream is refused: revocations reach only the first."""
     v, vfd = victim
+    key = bytes.fromhex(v._session.metadata[0][1].split(":")[1])
     with grpc.insecure_channel(cluster.address) as channel:
-        stream = pb_grpc.MetaServerStub(channel).Session(iter([]), metadata=v._session.metadata)
-        with pytest.raises(grpc.RpcError) as e:
-            list(stream)
-        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "already has its session stream" in join_refused(channel, v._session.client_id,
+                                                                key)
     assert_victim_data_reaches_a_reader(clients, name)
     assert v.pfs_close(vfd) == 0
 

@@ -41,6 +41,7 @@ from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
 from .deletions import Deletions
+from .loopclock import LoopClock
 from .namespace import Namespace, Node, StorageFull
 from .openfiles import OpenFile, OpenFiles
 from .sessions import NotYourSession, SessionEnded, Sessions
@@ -103,10 +104,13 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         self.block_size = block_size
         self.stripe_blocks = stripe_blocks
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
+        # Leases and timeouts leave out the time our own event loop lagged (loopclock.py).
+        self.clock = LoopClock()
         self.cluster = Cluster(functools.partial(self._db, namespace.register_fileserver),
-                               namespace.fileservers(), expected_fileservers)
-        self.sessions = Sessions(lease_seconds, on_end=self._session_ended)
-        self.tokens = TokenManager(self._send_revoke, revoke_timeout=max(2 * lease_seconds, 5.0))
+                               namespace.fileservers(), expected_fileservers, clock=self.clock)
+        self.sessions = Sessions(lease_seconds, on_end=self._session_ended, clock=self.clock)
+        self.tokens = TokenManager(self._send_revoke, revoke_timeout=max(2 * lease_seconds, 5.0),
+                                   clock=self.clock)
         self.open_files = OpenFiles()
         self._namespace_lock = asyncio.Lock()
         self.deletions = Deletions(namespace.pending_deletes(), self.cluster,
@@ -119,7 +123,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     def start_background(self) -> None:
         loop = asyncio.get_running_loop()
-        self._background = [loop.create_task(self.sessions.expire_leases()),
+        self._background = [loop.create_task(self.clock.run()),
+                            loop.create_task(self.sessions.expire_leases()),
                             loop.create_task(self._evict_overdue()),
                             loop.create_task(self.deletions.run()),
                             loop.create_task(self._sync_metadata())]
@@ -228,10 +233,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             return  # its tokens are being released anyway
         session.revoked_files[revocation.revoke_id] = (revocation.file_id,
                                                        revocation.end == INFINITY)
-        session.outbox.put_nowait(pb.ServerMessage(revoke=pb.Revoke(
+        self.sessions.send(session, pb.ServerMessage(revoke=pb.Revoke(
             revoke_id=revocation.revoke_id, file_id=revocation.file_id,
             start=revocation.start, end=revocation.end, to_mode=revocation.to_mode,
-            granted_upto=revocation.granted_upto)))
+            granted_upto=revocation.granted_upto, client_id=revocation.client_id)))
 
     # --- cluster ----------------------------------------------------------------------------
     async def Attach(self, request_iterator, context):
@@ -305,41 +310,40 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                 lease_seconds=self.sessions.lease_seconds,
                                 block_size=self.block_size, stripe_blocks=self.stripe_blocks)
 
-    async def Session(self, request_iterator, context):
-        try:
-            session = self._session(context)
-        except NotYourSession as e:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
-        except SessionEnded as e:
-            await context.abort(grpc.StatusCode.ABORTED, str(e))
-        if session.streaming:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"client {session.client_id} already has its session stream")
-        session.streaming = True
-        self.sessions.heard_from(session)
-        reader = asyncio.get_running_loop().create_task(self._read_stream(session,
+    async def Sessions(self, request_iterator, context):
+        """A client process's stream, shared by its sessions (see sessions.py)."""
+        stream = self.sessions.open_stream(context.peer())
+        reader = asyncio.get_running_loop().create_task(self._read_stream(stream,
                                                                           request_iterator))
         try:
-            async for message in self.sessions.outgoing(session):
+            async for message in self.sessions.outgoing(stream):
                 yield message
         finally:
             reader.cancel()
-            self.sessions.end(session.client_id, "its stream closed")
+            self.sessions.close_stream(stream, "its stream closed")
 
-    async def _read_stream(self, session: ClientSession, request_iterator) -> None:
+    async def _read_stream(self, stream, request_iterator) -> None:
         async for message in request_iterator:
             kind = message.WhichOneof("body")
-            self.sessions.heard_from(session, message.heartbeat if kind == "heartbeat" else None)
-            if kind == "revoke_ack":
+            self.sessions.heard_on(stream, message.heartbeat if kind == "heartbeat" else None)
+            if kind == "join":
+                self.sessions.join(stream, message.join.client_id, message.join.session_key)
+            elif kind == "leave":
+                if self.sessions.member(stream, message.leave.client_id) is not None:
+                    self.sessions.end(message.leave.client_id, "its client gave it up")
+            elif kind == "revoke_ack":
                 ack = message.revoke_ack
+                session = self.sessions.member(stream, ack.client_id)
+                if session is None:  # ended meanwhile, or not this stream's to answer for
+                    continue
                 revoked = session.revoked_files.pop(ack.revoke_id, None)
                 if revoked is not None:  # before the waiting request is granted
                     file_id, tail = revoked  # a client gives up the tail only once all is stored
                     self._reported(session.client_id, file_id, ack.size, stored=tail)
                 self.tokens.acknowledge(session.client_id, ack.revoke_id)
             elif kind == "size_reply":
-                self.sessions.sizes.answered(message.size_reply.query_id, message.size_reply.size)
-        self.sessions.end(session.client_id, "the client closed its stream")
+                self.sessions.answered(stream, message.size_reply)
+        self.sessions.close_stream(stream, "the client closed its stream")
 
     @_answer_errors
     async def Finish(self, request, context):

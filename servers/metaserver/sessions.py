@@ -1,16 +1,24 @@
-"""Client sessions: their ids and keys, their message streams and their leases.
+"""Client sessions: their ids and keys, the streams they joined and their leases.
 
-A session starts at Register and lives while its client-opened stream does. It is bound to a
-random key issued at registration: a call acts for a session only if it carries that key
-(compared in constant time), so no client can act for another by naming its id.
+A session starts at Register. It is bound to a random key issued at registration: a call acts
+for a session only if it carries that key (compared in constant time), so no client can act for
+another by naming its id.
 
-Every message from the client renews the lease; each heartbeat is acknowledged, and the client
-serves from its cache only until its last acknowledged heartbeat's send time plus the lease. A
-session ends at once when its stream breaks or the client finishes, when its lease runs out (a
-client cut off without a broken stream), or when it is evicted (a revocation it never
-acknowledged). Ending a session calls `on_end(session, evicted)`, which fences the session and
-releases its tokens and open files, so the others proceed. An evicted client may still believe
-its lease valid: `lease_end(session)` says when it surely knows better.
+Each client process opens one stream, however many sessions it has, and each session joins it
+with its key (a wrong key, or a session already on a stream, is refused and changes nothing). The
+stream then acts for its members only: answers and acknowledgements name their session, and are
+ignored unless that session joined this stream. Every message up the stream renews the lease of
+every session on it; each heartbeat is acknowledged, and a client serves from its cache only
+until its last acknowledged heartbeat's send time plus the lease. A session ends at once when
+its stream breaks or its client leaves or finishes, when its lease runs out (a client cut off
+without a broken stream, or one that never joined a stream), or when it is evicted (a revocation
+it never acknowledged). Ending a session calls `on_end(session, evicted)`, which fences the
+session and releases its tokens and open files, so the others proceed. An evicted client may
+still believe its lease valid: `lease_end(session)` says when it surely knows better.
+
+Silence is measured on `clock` (the metaserver's LoopClock, which leaves out the time its own
+event loop lagged); acknowledgements are stamped with wall time, which `lease_end` uses, so that
+an evicted client's view is surely over when it says.
 """
 from __future__ import annotations
 
@@ -41,36 +49,50 @@ class NotYourSession(Exception):
 
 
 @dataclass(eq=False)
+class Stream:
+    """One client process's stream and the sessions that joined it."""
+    peer: str
+    last_seen: float  # on the sessions' clock: the last message up it
+    last_acked: float = float("-inf")  # wall time: the last heartbeat we acknowledged
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    members: dict[int, "Session"] = field(default_factory=dict)
+    open: bool = True
+
+
+@dataclass(eq=False)
 class Session:
     client_id: int
     key: bytes
-    last_seen: float = field(default_factory=time.monotonic)
-    last_acked: float = field(default_factory=time.monotonic)  # last heartbeat we acknowledged
-    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    last_seen: float  # on the sessions' clock: registration (a joined session goes by its stream)
+    last_acked: float = field(default_factory=time.monotonic)  # wall time, see lease_end
+    stream: Stream | None = None
+    pending: list = field(default_factory=list)  # messages for it before it joined a stream
     # revoke id -> (file id, whether it takes the file's tail)
     revoked_files: dict[int, tuple[int, bool]] = field(default_factory=dict)
-    streaming: bool = False
     ended: bool = False
 
 
 class Sessions:
     def __init__(self, lease_seconds: float,
-                 on_end: Callable[[Session, bool], Awaitable[None]]) -> None:
+                 on_end: Callable[[Session, bool], Awaitable[None]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.lease_seconds = lease_seconds
         self._on_end = on_end
+        self._clock = clock
         self._sessions: dict[int, Session] = {}
         self.sizes = Questions()  # file sizes asked of clients (glimpses)
+        self._asked: dict[int, int] = {}  # size query number -> the client asked
         self._ending: set[asyncio.Task] = set()
 
     async def stop(self) -> None:
-        """Ends every session (closing their streams)."""
+        """Ends every session (closing their streams' part in them)."""
         for client_id in list(self._sessions):
             self.end(client_id, "the metaserver is stopping")
         if self._ending:
             await asyncio.wait(self._ending, timeout=5)
 
     def start(self, client_id: int, description: str) -> Session:
-        session = Session(client_id, secrets.token_bytes(SESSION_KEY_BYTES))
+        session = Session(client_id, secrets.token_bytes(SESSION_KEY_BYTES), self._clock())
         self._sessions[client_id] = session
         log.info("client %d started a session (%s)", client_id, description)
         return session
@@ -96,7 +118,14 @@ class Sessions:
         if session is None:
             return None
         session.ended = True
-        session.outbox.put_nowait(_END)
+        stream = session.stream
+        if stream is not None:
+            # Later heartbeats on the stream are not this session's: its lease stops here.
+            session.last_acked = max(session.last_acked, stream.last_acked)
+            del stream.members[client_id]
+            if stream.open:
+                stream.outbox.put_nowait(pb.ServerMessage(ended=pb.SessionNotice(
+                    client_id=client_id, reason=reason)))
         log.info("client %d session ended: %s", client_id, reason)
         task = asyncio.get_running_loop().create_task(self._on_end(session, evicted))
         self._ending.add(task)
@@ -105,43 +134,108 @@ class Sessions:
 
     def lease_end(self, session: Session) -> float:
         """When the client's own view of its lease runs out at the latest (monotonic time)."""
-        return session.last_acked + self.lease_seconds
+        last = session.last_acked
+        if session.stream is not None and not session.ended:
+            last = max(last, session.stream.last_acked)
+        return last + self.lease_seconds
 
-    # --- the stream -------------------------------------------------------------------------
     def find(self, client_id: int) -> Session | None:
         """The live session of a client, for the metaserver's own messages to it."""
         return self._sessions.get(client_id)
 
-    async def outgoing(self, session: Session):
-        """The messages to stream to the client, until the session ends."""
-        yield pb.ServerMessage(started=pb.SessionStarted(client_id=session.client_id))
-        while (message := await session.outbox.get()) is not _END:
+    def send(self, session: Session, message: pb.ServerMessage) -> None:
+        """Sends a message down the session's stream (held until it joins one)."""
+        if session.stream is not None:
+            session.stream.outbox.put_nowait(message)
+        else:
+            session.pending.append(message)
+
+    def heard_from(self, session: Session) -> None:
+        """The client has just learned its key: its lease starts (until it joins a stream)."""
+        session.last_seen, session.last_acked = self._clock(), time.monotonic()
+
+    # --- streams ----------------------------------------------------------------------------
+    def open_stream(self, peer: str) -> Stream:
+        return Stream(peer, self._clock())
+
+    def close_stream(self, stream: Stream, reason: str) -> None:
+        """The stream is gone: every session on it ends."""
+        if not stream.open:
+            return
+        stream.open = False
+        for client_id in list(stream.members):
+            self.end(client_id, reason)
+        stream.outbox.put_nowait(_END)
+
+    async def outgoing(self, stream: Stream):
+        """The messages to stream to the client process, until the stream closes."""
+        while (message := await stream.outbox.get()) is not _END:
             yield message
 
-    def heard_from(self, session: Session, heartbeat: pb.Heartbeat | None = None) -> None:
-        now = time.monotonic()
-        session.last_seen = now
-        if heartbeat is not None and not session.ended:
-            session.last_acked = now
-            session.outbox.put_nowait(pb.ServerMessage(
+    def join(self, stream: Stream, client_id: int, key: bytes) -> None:
+        """Puts a session on the stream if `key` is its key; says which it was down the stream."""
+        try:
+            session = self.get(client_id, key)
+        except (SessionEnded, NotYourSession) as e:
+            reason = str(e)
+        else:
+            if session.stream is None:
+                session.stream = stream
+                stream.members[client_id] = session
+                stream.outbox.put_nowait(pb.ServerMessage(joined=pb.SessionJoined(
+                    client_id=client_id)))
+                for message in session.pending:
+                    stream.outbox.put_nowait(message)
+                session.pending.clear()
+                return
+            reason = f"client {client_id} already has its session stream"
+        log.warning("refused client %d's join from %s: %s", client_id, stream.peer, reason)
+        stream.outbox.put_nowait(pb.ServerMessage(refused=pb.SessionNotice(
+            client_id=client_id, reason=reason)))
+
+    def member(self, stream: Stream, client_id: int) -> Session | None:
+        """The session, if it is live and joined this stream (a stream acts for no other)."""
+        return stream.members.get(client_id)
+
+    def heard_on(self, stream: Stream, heartbeat: pb.Heartbeat | None = None) -> None:
+        """A message came up the stream: every session on it is alive."""
+        stream.last_seen = self._clock()
+        if heartbeat is not None and stream.open:
+            stream.last_acked = time.monotonic()
+            stream.outbox.put_nowait(pb.ServerMessage(
                 heartbeat_ack=pb.HeartbeatAck(seq=heartbeat.seq)))
 
     async def expire_leases(self) -> None:
         """Runs until cancelled: ends the sessions whose clients went silent."""
         while True:
             await asyncio.sleep(min(0.5, self.lease_seconds / 4))
-            deadline = time.monotonic() - self.lease_seconds
+            deadline = self._clock() - self.lease_seconds
             for client_id, session in list(self._sessions.items()):
-                if session.last_seen < deadline:
+                seen = session.last_seen if session.stream is None else session.stream.last_seen
+                if seen < deadline:
                     self.end(client_id, f"lease of {self.lease_seconds:g}s ran out")
 
     # --- size queries (glimpses) ------------------------------------------------------------
     async def query_size(self, client_id: int, file_id: int, timeout: float) -> int | None:
         """Asks a client how large it knows the file to be; None if it does not answer."""
+        asked: list[int] = []
+
         def send(number: int) -> bool:
             session = self._sessions.get(client_id)
             if session is not None:
-                session.outbox.put_nowait(pb.ServerMessage(
-                    size_query=pb.SizeQuery(query_id=number, file_id=file_id)))
+                asked.append(number)
+                self._asked[number] = client_id
+                self.send(session, pb.ServerMessage(size_query=pb.SizeQuery(
+                    query_id=number, file_id=file_id, client_id=client_id)))
             return session is not None
-        return await self.sizes.ask(send, timeout)
+        try:
+            return await self.sizes.ask(send, timeout)
+        finally:
+            for number in asked:
+                del self._asked[number]
+
+    def answered(self, stream: Stream, reply: pb.SizeReply) -> None:
+        """A size answer, taken only from the session asked, on its own stream."""
+        if (self._asked.get(reply.query_id) == reply.client_id
+                and self.member(stream, reply.client_id) is not None):
+            self.sizes.answered(reply.query_id, reply.size)

@@ -80,7 +80,27 @@ class Request:
 @dataclass
 class _FileTokens:
     holders: dict[int, RangeMap] = field(default_factory=dict)
+    # The holders of some WRITE token: all that a READ request can conflict with, so that a file
+    # read by thousands of clients costs a READ request no look at each of them.
+    writers: set[int] = field(default_factory=set)
     queue: list[Request] = field(default_factory=list)
+
+    def candidates(self, mode: int):
+        """(holder, ranges) of the holders whose tokens may conflict with a request in `mode`."""
+        if mode == WRITE:
+            return self.holders.items()
+        return ((holder, self.holders[holder]) for holder in self.writers)
+
+    def changed(self, client_id: int) -> None:
+        """After the client's tokens on the file changed: forgets it if it holds none, and keeps
+        `writers` up to date."""
+        ranges = self.holders.get(client_id)
+        if ranges is not None and not ranges:
+            del self.holders[client_id]
+        if ranges and any(level == WRITE for _, _, level in ranges):
+            self.writers.add(client_id)
+        else:
+            self.writers.discard(client_id)
 
 
 def _conflict(mode_a: int, mode_b: int) -> bool:
@@ -149,8 +169,7 @@ class TokenManager:
         held = self._files.get(revocation.file_id)
         if held and client_id in held.holders:
             held.holders[client_id].cap(revocation.start, revocation.end, revocation.to_mode)
-            if not held.holders[client_id]:
-                del held.holders[client_id]
+            held.changed(client_id)
         self._advance(revocation.file_id)
         return True
 
@@ -195,7 +214,7 @@ class TokenManager:
         held = self._files.get(file_id)
         if not held:
             return []
-        return [client for client, ranges in held.holders.items()
+        return [client for client, ranges in held.candidates(READ)
                 if any(level == WRITE for _, _, level in ranges.overlapping(offset, INFINITY))]
 
     # --- internals --------------------------------------------------------------------------
@@ -239,7 +258,7 @@ class TokenManager:
         return False
 
     def _conflicting_holders(self, tokens: _FileTokens, request: Request) -> set[int]:
-        return {holder for holder, ranges in tokens.holders.items()
+        return {holder for holder, ranges in tokens.candidates(request.mode)
                 if holder != request.client_id
                 and any(_conflict(level, request.mode)
                         for _, _, level in ranges.overlapping(request.start, request.end))}
@@ -259,7 +278,7 @@ class TokenManager:
 
     def _grant(self, tokens: _FileTokens, request: Request) -> Grant:
         lo, hi = 0, INFINITY
-        blockers = [(s, e) for holder, ranges in tokens.holders.items()
+        blockers = [(s, e) for holder, ranges in tokens.candidates(request.mode)
                     if holder != request.client_id
                     for s, e, level in ranges if _conflict(level, request.mode)]
         blockers += [(q.start, q.end) for q in tokens.queue
@@ -270,6 +289,7 @@ class TokenManager:
             if e > request.end:
                 hi = min(hi, max(s, request.end))
         tokens.holders.setdefault(request.client_id, RangeMap()).raise_to(lo, hi, request.mode)
+        tokens.changed(request.client_id)
         seq = self._grant_seq[request.client_id] + 1
         self._grant_seq[request.client_id] = seq
         return Grant(lo, hi, request.mode, seq)
@@ -279,6 +299,7 @@ class TokenManager:
         if tokens is None:
             return
         tokens.holders.pop(client_id, None)
+        tokens.changed(client_id)
         # Its revocations on the file are moot; a late acknowledgement must not touch tokens
         # the client may be granted again.
         for revoke_id, revocation in list(self._revocations.items()):

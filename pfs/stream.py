@@ -1,0 +1,208 @@
+"""The one stream a process keeps open to a metaserver, shared by all its sessions.
+
+Clients listen on no port: revocations reach them over a stream they open. A process opens one
+per metaserver (and credentials), however many Clients it has, when the first session joins, and
+closes it when the last one leaves (pfs/shared.py counts them). Each session joins it with its
+key, as every call of that session carries it; the metaserver refuses a wrong key without
+changing anything. Up the stream go one heartbeat every quarter lease, for every session on it,
+and the sessions' answers, each tagged with its client id; down come heartbeat acknowledgements
+and the questions for each session (revocations, size queries), tagged likewise.
+
+Two threads serve the stream: gRPC's, which sends what `_outgoing` yields (a heartbeat when one
+is due, whatever else waits), and a reader, which never blocks on a Client: it renews leases,
+answers size queries, and hands revocations and lost sessions to the session's lane of a shared
+pool (pfs/lanes.py), where they may wait for that Client's lock without holding up the
+heartbeats or the other Clients. Sessions are held weakly: a Client the program dropped is
+collected, and its session leaves the stream (pfs/session.py).
+
+A session is renewed by an acknowledgement only if it arrives after the session's "joined": the
+metaserver answers in the order it reads, so that heartbeat was read after the session joined,
+and renewed it. When the stream breaks, every session on it is lost at once (the metaserver ends
+them all); the next session to join opens a new one.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import threading
+import weakref
+from typing import TYPE_CHECKING
+
+import grpc
+
+from pfs._proto import metaserver_pb2 as pb
+from pfs._proto import metaserver_pb2_grpc as pb_grpc
+
+from . import errors, shared
+from .heartbeats import END, Heartbeats, messages_for
+from .lanes import Lanes
+from .transport import Credentials
+
+if TYPE_CHECKING:
+    from .session import MetaSession
+
+log = logging.getLogger("pfs.client")
+
+#: Revocations of one session handled at once at most (each waits for its own byte range).
+REVOCATIONS_PER_SESSION = 4
+
+
+class _Call:
+    """One opening of the stream: its outbox, heartbeats and sessions."""
+
+    def __init__(self, heartbeat_seconds: float) -> None:
+        self.outbox: "queue.SimpleQueue[object]" = queue.SimpleQueue()  # put() is reentrant
+        self.heartbeat_seconds = heartbeat_seconds
+        self.heartbeats = Heartbeats()
+        # Changed and copied under `lock`, by any thread but a finalizer's (whose sessions go
+        # from these by themselves, being weak references).
+        self.lock = threading.Lock()
+        self.members: "weakref.WeakValueDictionary[int, MetaSession]" = \
+            weakref.WeakValueDictionary()  # joining or joined
+        self.joined: "weakref.WeakValueDictionary[int, MetaSession]" = \
+            weakref.WeakValueDictionary()
+        self.ended: str | None = None  # why it broke
+
+    def sessions(self, joined: bool) -> "list[MetaSession]":
+        with self.lock:
+            return list((self.joined if joined else self.members).values())
+
+    def remove(self, client_id: int) -> "MetaSession | None":
+        with self.lock:
+            self.members.pop(client_id, None)
+            return self.joined.pop(client_id, None)
+
+
+class SessionStream:
+    def __init__(self, address: str, credentials: Credentials) -> None:
+        self.address = address
+        self._holdings = shared.Holdings()
+        self._stub = pb_grpc.MetaServerStub(self._holdings.hold(
+            channel_key(address, credentials), lambda: credentials.channel(address)))
+        self._lock = threading.Lock()
+        self._call: _Call | None = None
+        self._closed = False
+        self.lanes = Lanes(REVOCATIONS_PER_SESSION, "pfs-revoke")
+
+    def join(self, session: "MetaSession", key: bytes, timeout: float) -> _Call:
+        """Puts the session on the stream (opening it if needed); the stream it is on. Raises
+        OSError if the metaserver refuses it or does not answer in time."""
+        answered = threading.Event()
+        session.join_answer = (answered, [])
+        with self._lock:
+            call = self._call
+            if call is None or call.ended is not None:
+                call = self._call = self._open(session.heartbeat_seconds)
+            with call.lock:
+                call.members[session.client_id] = session
+        call.outbox.put(pb.ClientMessage(join=pb.JoinSession(client_id=session.client_id,
+                                                             session_key=key)))
+        refusal = session.join_answer[1]
+        if not answered.wait(timeout):
+            refusal.append("it did not answer in time")
+        session.join_answer = None
+        if refusal:
+            call.remove(session.client_id)
+            raise errors.error(errno.ENOTCONN, f"the metaserver at {self.address} did not take "
+                                               f"the session onto its stream: {refusal[0]}")
+        return call
+
+    @staticmethod
+    def leave(call: _Call, client_id: int, finalizing: bool = False) -> None:
+        """Takes a session off the stream; the metaserver ends it if it has not already. From
+        a finalizer (`finalizing`), it only queues: the session is gone from the call already."""
+        if not finalizing:
+            call.remove(client_id)
+        if call.ended is None:
+            call.outbox.put(pb.ClientMessage(leave=pb.LeaveSession(client_id=client_id)))
+
+    def close(self) -> None:
+        """The last session has left: ends the stream."""
+        with self._lock:
+            self._closed = True
+            call, self._call = self._call, None
+        if call is not None:
+            call.outbox.put(END)
+        self.lanes.close()
+        self._holdings.release_all()
+
+    # --- the stream -------------------------------------------------------------------------
+    def _open(self, heartbeat_seconds: float) -> _Call:
+        call = _Call(heartbeat_seconds)
+        responses = self._stub.Sessions(self._outgoing(call))
+        threading.Thread(target=self._listen, args=(call, responses), daemon=True,
+                         name="pfs-stream").start()
+        return call
+
+    @staticmethod
+    def _outgoing(call: _Call):
+        while True:
+            yield pb.ClientMessage(heartbeat=pb.Heartbeat(seq=call.heartbeats.send()))
+            if (yield from messages_for(call.outbox, call.heartbeat_seconds)):
+                return
+
+    def _listen(self, call: _Call, responses) -> None:
+        reason = "the metaserver closed the session stream"
+        try:
+            for message in responses:
+                self._receive(call, message)
+        except grpc.RpcError as e:
+            reason = f"the session stream broke: {e.code().name} {e.details()}"
+        except Exception as e:  # noqa: BLE001 - a bug here must not leave sessions unheard
+            log.exception("reading the session stream failed")
+            reason = f"the client failed to read the session stream: {e!r}"
+            responses.cancel()  # the metaserver ends every session on it
+        with self._lock:
+            call.ended = reason
+            if self._call is call:
+                self._call = None
+            closed = self._closed
+        for session in call.sessions(joined=False):
+            if session.join_answer is not None:
+                session.join_answer[1].append(reason)
+                session.join_answer[0].set()
+            elif not closed:
+                session.lose_soon(reason)
+
+    def _receive(self, call: _Call, message: pb.ServerMessage) -> None:
+        kind = message.WhichOneof("body")
+        if kind == "heartbeat_ack":
+            sent = call.heartbeats.acknowledged(message.heartbeat_ack.seq)
+            if sent is not None:
+                for session in call.sessions(joined=True):
+                    session.renewed(sent)
+        elif kind == "revoke":
+            session = call.joined.get(message.revoke.client_id)
+            if session is not None:
+                session.received(message.revoke)
+        elif kind == "size_query":
+            query = message.size_query
+            session = call.joined.get(query.client_id)
+            if session is not None:
+                call.outbox.put(pb.ClientMessage(size_reply=pb.SizeReply(
+                    query_id=query.query_id, size=session.size_of(query.file_id),
+                    client_id=query.client_id)))
+        elif kind in ("joined", "refused"):
+            answer = getattr(message, kind)
+            session = call.members.get(answer.client_id)
+            if session is not None and session.join_answer is not None:
+                if kind == "joined":
+                    with call.lock:
+                        call.joined[answer.client_id] = session
+                else:
+                    session.join_answer[1].append(answer.reason)
+                session.join_answer[0].set()
+        elif kind == "ended":
+            session = call.remove(message.ended.client_id)
+            if session is not None:
+                session.lose_soon(f"the metaserver ended the session: {message.ended.reason}")
+
+
+def channel_key(address: str, credentials: Credentials) -> tuple:
+    """The shared channel to a server, for these credentials."""
+    return ("channel", address, credentials.identity())
+
+
+def stream_key(address: str, credentials: Credentials) -> tuple:
+    return ("stream", address, credentials.identity())
