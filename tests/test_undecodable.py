@@ -32,8 +32,8 @@ def test_garbage_is_invalid_argument_without_a_traceback(cluster, clients, name)
                 lambda: data.unary_unary("/pfs.fileserver.FileServer/Fsync")(GARBAGE,
                                                                              timeout=10))
             # A stream that starts with garbage: it ends there.
-            attach = meta.stream_stream("/pfs.metaserver.MetaServer/Attach")
-            refused(lambda: list(attach(iter([GARBAGE]), timeout=10)))
+            stream = meta.stream_stream("/pfs.metaserver.MetaServer/Sessions")
+            refused(lambda: list(stream(iter([GARBAGE]), timeout=10)))
 
         # Well-formed calls still work, on the same channel.
         reply = meta.unary_unary("/pfs.metaserver.MetaServer/Status",
