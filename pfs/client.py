@@ -357,6 +357,7 @@ class Client:
         fd stays open for close and fsync only, its bytes and tokens kept: close again to try
         again. Close never succeeds while a byte written through the fd is not stored."""
         session = self._live_session()
+        self._renew_for_unstored(session, self._open_file(fd))
         with self._lock:
             f = self._file(fd)
             # From here on the fd takes no data operation, and its tokens are not relied on:
@@ -485,6 +486,7 @@ class Client:
         if f.held.empty() and not f.closing:
             with self._holding(f, 0, 1, READ):  # a token, whose capabilities the calls need
                 pass
+        self._renew_for_unstored(session, f)
         with self._lock:
             f = self._file(fd)
             self._cache.flush(f)
@@ -492,6 +494,17 @@ class Client:
             session.call("ReportSize", pb.ReportSizeRequest(file_id=f.file_id,
                                                             size=f.written_end),
                          f"fsync {brief(f.name)}")
+
+    def _renew_for_unstored(self, session: MetaSession, f: _OpenFile) -> None:
+        """Bytes kept unstored through a long outage may outlive the capabilities they were
+        written under: renews those (the tokens are still this client's: a token is never given
+        up over unstored bytes, so the grant is immediate)."""
+        for start, end in self._dataplane.unstored(f):
+            if not f.held.fresh(start, end, WRITE, time.time()):
+                grant = session.acquire(f.file_id, start, end, WRITE)
+                with self._lock:
+                    f.held.add(grant.start, grant.end, grant.mode, list(grant.capabilities))
+                session.applied(grant.grant_seq)
 
     def ftruncate(self, fd: int, size: int) -> None:
         """Cuts the file to `size` bytes, or extends it with zeros, under a WRITE token from the
@@ -510,15 +523,20 @@ class Client:
             raise errors.error(errno.EBADF, f"fd {fd} ({brief(f.name)}) was opened PFS_READ")
         if _int_arg(size, "size") > MAX_FILE_SIZE:
             raise errors.error(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes")
-        with self._holding(f, size, INFINITY, WRITE):
-            if not cut and f.size >= size:
+        while True:  # the token runs from the old end too: an extension zeroes from there
+            start = min(size, f.size)
+            with self._holding(f, start, INFINITY, WRITE):
+                if f.size < start:
+                    continue  # shorter than this client knew: from its real end, then
+                if not cut and f.size >= size:
+                    return
+                self._cache.truncate(f, size)
+                self._dataplane.truncate(f, size, f.size)
+                epoch = self._session.call("Truncate", pb.TruncateRequest(
+                    file_id=f.file_id, size=size), f"truncate {brief(f.name)}").size_epoch
+                f.size, f.size_epoch, f.wrote = size, epoch, True
+                f.written_end = min(f.written_end, size)
                 return
-            self._cache.truncate(f, size)
-            self._dataplane.truncate(f, size)
-            epoch = self._session.call("Truncate", pb.TruncateRequest(
-                file_id=f.file_id, size=size), f"truncate {brief(f.name)}").size_epoch
-            f.size, f.size_epoch, f.wrote = size, epoch, True
-            f.written_end = min(f.written_end, size)
 
     def _hit(self, fd: Any, buf: Any, num_bytes: Any, offset: Any, mode: int) -> bool:
         """The fast path of a read or write the cache can serve at once: tokens held, nothing

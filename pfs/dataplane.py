@@ -228,18 +228,25 @@ class DataPlane:
                       mode: int) -> Capabilities:
         return lambda: f.held.for_call(column, start, end, mode)
 
-    def truncate(self, f: StripedFile, size: int) -> None:
-        """Cuts or extends every object of the file to its part of a file of `size` bytes (once
-        its writes in flight are stored: none may land past the new end)."""
+    def truncate(self, f: StripedFile, size: int, old_size: int) -> None:
+        """Cuts or extends every object of the file, `old_size` bytes long, to its part of a
+        file of `size` bytes, zeros past the old end (once its writes in flight are stored:
+        none may land past the new end)."""
         self.settle(f)
-        lengths = [0] * f.recipe.stripe_width
+        lengths, keep = self._lengths(f.recipe, size), self._lengths(f.recipe, old_size)
+        self._call_all([(server, "Truncate", pb.TruncateRequest(
+                            file_id=f.file_id, length=n, keep=k),
+                         self._capabilities(f, column, min(n, k), INFINITY, WRITE))
+                        for column, (server, n, k) in enumerate(zip(f.recipe.servers, lengths,
+                                                                    keep))], "truncate")
+
+    def _lengths(self, recipe: Recipe, size: int) -> list[int]:
+        """Each stripe column's object length for a file of `size` bytes."""
+        lengths = [0] * recipe.stripe_width
         if size:
-            for extent in self._plan(f.recipe, 0, size).extents:
+            for extent in self._plan(recipe, 0, size).extents:
                 lengths[extent.server] = extent.length
-        self._call_all([(server, "Truncate", pb.TruncateRequest(file_id=f.file_id, length=n),
-                         self._capabilities(f, column, n, INFINITY, WRITE))
-                        for column, (server, n) in enumerate(zip(f.recipe.servers, lengths))],
-                       "truncate")
+        return lengths
 
     def fsync(self, f: StripedFile) -> None:
         """Returns once the fileservers have every write to the file so far on disk."""

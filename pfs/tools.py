@@ -1030,15 +1030,24 @@ def cmd_status(args: argparse.Namespace) -> int:
                      "sessions": reply.sessions, "block_size": reply.block_size,
                      "stripe_blocks": reply.stripe_blocks,
                      "expected_fileservers": reply.expected_fileservers,
-                     "fileservers": [{"index": f.index, "address": f.address,
-                                      "online": f.online} for f in reply.fileservers]})
+                     "fileservers": [{"index": f.index, "name": f.name, "address": f.address,
+                                      "online": f.online, "lost_data_at": f.lost_data_at or None}
+                                     for f in reply.fileservers]})
     else:
         print(f"metaserver {metaserver()}: {reply.files} files, {reply.sessions} client "
               f"sessions, block {reply.block_size} B x {reply.stripe_blocks} per stripe unit")
-        print(f"fileservers: {online} online of {reply.expected_fileservers} expected")
+        members = len(reply.fileservers)
+        print(f"fileservers: {online} online of {reply.expected_fileservers} expected"
+              + (f" ({members} members)" if members != reply.expected_fileservers else ""))
         for f in reply.fileservers:
-            print(f"  [{f.index}] {f.address:<22} {'online' if f.online else 'OFFLINE'}")
-    return 0 if online >= reply.expected_fileservers else 1
+            lost = f"  lost its data {_when(f.lost_data_at)}" if f.lost_data_at else ""
+            print(f"  [{f.index}] {f.name[:16]:<16} {f.address:<22} "
+                  f"{'online' if f.online else 'OFFLINE'}{lost}")
+    offline = [f.name or str(f.index) for f in reply.fileservers if not f.online]
+    if offline:
+        _warn("status", f"offline: {', '.join(offline)}; start them (pfs fileserver --name "
+                        "NAME ...) or see their logs")
+    return 0 if online >= reply.expected_fileservers and not offline else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

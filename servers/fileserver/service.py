@@ -139,9 +139,11 @@ class FileServerService(pb_grpc.FileServerServicer):
 
     @_answer_errors
     def Truncate(self, request, context):
-        with self.sessions.serving(self._client(context, request.file_id, request.length,
-                                                INFINITY, WRITE)):
-            self.store.truncate(request.file_id, request.length)
+        self.store.check(request.file_id, max(request.length, request.keep), 0)
+        with self.sessions.serving(self._client(context, request.file_id,
+                                                min(request.keep, request.length), INFINITY,
+                                                WRITE)):
+            self.store.truncate(request.file_id, request.length, request.keep)
         return pb.TruncateReply()
 
     @_answer_errors

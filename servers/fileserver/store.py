@@ -133,11 +133,13 @@ class StripeStore:
                 written = os.pwrite(fd, view, offset)
                 view, offset = view[written:], offset + written
 
-    def truncate(self, file_id: int, length: int) -> None:
-        """Cuts the object to `length` bytes, or extends it with zeros (sparse)."""
+    def truncate(self, file_id: int, length: int, keep: int) -> None:
+        """Cuts the object to `length` bytes, or extends it with zeros (sparse): whatever it
+        held past `keep` is gone either way."""
         path = self._path(file_id)
         self._check_range(length, 0)
         with self._handles.use(file_id, path, create=True) as fd:
+            os.ftruncate(fd, min(keep, length))
             os.ftruncate(fd, length)
 
     def fsync(self, file_id: int) -> None:

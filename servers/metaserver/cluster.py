@@ -20,6 +20,7 @@ client id only: fileservers never learn a session's key.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import time
@@ -87,20 +88,30 @@ class Cluster:
         return self._clock() < link.last_heartbeat + FILESERVER_LEASE_SECONDS
 
     def shortfall(self) -> str | None:
-        """Why clients cannot start now, or None when enough fileservers are online."""
-        online = len(self.online())
-        if online < self.expected:
-            return (f"only {online} of {self.expected} fileservers are online; start the missing "
-                    "ones (or wait for them to register) and try again")
+        """Why clients cannot start now, or None: the cluster has formed (every expected
+        fileserver has joined once) and some fileserver is online. A member that is down
+        later leaves the cluster degraded, not closed: clients start, and only the calls that
+        need it wait or fail."""
+        joined, online = len(self._addresses), len(self.online())
+        if joined < self.expected:
+            return (f"only {joined} of {self.expected} fileservers have joined the cluster; start "
+                    "the missing ones (or wait for them to register) and try again")
+        if not online:
+            return "no fileserver is online; start them (see `pfs status`) and try again"
         return None
 
     def place(self, width: int) -> list[int]:
         """The servers of a new file: `width` consecutive online servers, starting one further
         along for each file, so that files spread evenly."""
-        online = sorted(self.online())
-        if not 1 <= width <= len(online):
-            raise ValueError(f"stripe_width must be between 1 and the {len(online)} online "
-                             f"fileservers, got {width}")
+        online, members = sorted(self.online()), len(self._addresses)
+        if not 1 <= width <= members:
+            raise ValueError(f"stripe_width must be between 1 and the {members} fileservers, "
+                             f"got {width}")
+        if width > len(online):
+            raise OSError(errno.EHOSTDOWN, f"only {len(online)} of the {members} fileservers "
+                                           f"are online: a file {width} wide cannot be placed "
+                                           "now; try again once they are back (see `pfs "
+                                           "status`), or create it narrower")
         first = next(self._placement) % len(online)
         return [online[(first + k) % len(online)] for k in range(width)]
 

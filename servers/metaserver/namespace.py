@@ -408,9 +408,11 @@ class Namespace:
                        "? ELSE lost_at END WHERE idx = ?", (uuid, address, lost, time.time(), idx))
         return idx, lost
 
-    def lost_data(self) -> dict[int, float]:
-        """When each member that ever came back with a new data directory last did so."""
-        return dict(self._read("SELECT idx, lost_at FROM fileservers WHERE lost_at IS NOT NULL"))
+    def members(self) -> dict[int, tuple[str, float]]:
+        """Each member's name, and when it last came back with a new data directory (0:
+        never), by index."""
+        return {idx: (name, lost_at or 0.0) for idx, name, lost_at in
+                self._read("SELECT idx, name, lost_at FROM fileservers ORDER BY idx")}
 
     def fileservers(self) -> dict[int, str]:
         return dict(self._read("SELECT idx, address FROM fileservers ORDER BY idx"))

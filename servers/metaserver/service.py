@@ -208,7 +208,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     def _fileservers(self) -> list[pb.Fileserver]:
         online = self.cluster.online()
-        return [pb.Fileserver(index=i, address=a, online=i in online)
+        members = self.namespace.members()
+        return [pb.Fileserver(index=i, address=a, online=i in online,
+                              name=members.get(i, ("", 0.0))[0],
+                              lost_data_at=members.get(i, ("", 0.0))[1])
                 for i, a in self.cluster.addresses().items()]
 
     # --- sessions ending --------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""Fileservers as members of the cluster (README, "Fileservers that fail"): a member keeps its
+place under its name even when it comes back with its data lost, `pfs status` says so, lost
+bytes are EIO and never zeros, and a member that is down leaves the cluster degraded, not
+closed."""
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pfs
+from clusters import COURSE, Cluster, RemoteClient, read_file, wait_until, write_file
+
+CONTENT = bytes(range(256)) * 16  # 4 KiB: 1 KiB stripe units over 4 fileservers
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path / "data", lease_seconds=3.0, **COURSE).start()
+    yield c
+    c.stop()
+
+
+@contextlib.contextmanager
+def member_down(cluster: Cluster, name: str):
+    """Fileserver `name` (fs0...) killed; `pfs up` restarts it when the block ends."""
+    os.kill(cluster.process.pid, signal.SIGSTOP)  # its supervisor waits meanwhile
+    try:
+        os.kill(fileserver_pid(cluster, name), signal.SIGKILL)
+        yield cluster.data_dir / name
+    finally:
+        os.kill(cluster.process.pid, signal.SIGCONT)
+
+
+def fileserver_pid(cluster: Cluster, name: str) -> int:
+    for pid in cluster.server_pids("fileserver"):
+        if str(cluster.data_dir / name).encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+            return pid
+    raise AssertionError(f"no fileserver {name}")
+
+
+def status(cluster: Cluster) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pfs", "status"], capture_output=True, text=True,
+                          timeout=30, env=cluster.env(), cwd=cluster.data_dir)
+
+
+def all_online(cluster: Cluster) -> bool:
+    return status(cluster).returncode == 0  # it fails while a member is offline
+
+
+@pytest.mark.parametrize("lost", ["data directory", "objects"])
+def test_member_that_lost_its_data_keeps_its_place_and_reads_fail_with_eio(cluster, lost):
+    client = cluster.client(cache_blocks=0)
+    write_file(client, "f", CONTENT, width=4)
+    assert client.pfs_finish(client.pfs_initialize()) == 0
+    with member_down(cluster, "fs1") as directory:
+        if lost == "objects":  # the disk's files gone, its identity file kept
+            shutil.rmtree(directory / "objects")
+        else:
+            shutil.rmtree(directory)
+    wait_until(lambda: all_online(cluster), timeout=30, what="fs1 to be back")
+    shown = status(cluster)
+    assert "fs1" in shown.stdout and "OFFLINE" not in shown.stdout, shown.stdout
+    assert ("lost its data" in shown.stdout) == (lost == "data directory"), shown.stdout
+    index = int(next(line for line in shown.stdout.splitlines() if " fs1 " in line)
+                .split("]")[0].strip(" ["))
+    reader = cluster.client(cache_blocks=0)
+    fd = reader.pfs_open("f", pfs.PFS_READ)
+    meta = pfs.Metadata()
+    assert reader.pfs_fstat(fd, meta) == 0
+    buf = bytearray(len(CONTENT))
+    assert reader.pfs_read(fd, buf, len(buf), 0) == -1
+    error = pfs.pfs_last_error()
+    assert error.errno == errno.EIO and "'f'" in str(error), error
+    assert f"fileserver {index} " in str(error), error
+    column = next(c for c, s in enumerate(meta.recipe.servers) if s != index)
+    unit = slice(column * 1024, (column + 1) * 1024)  # a stripe unit another member holds
+    assert reader.pfs_read(fd, buf, 1024, unit.start) == 1024 and buf[:1024] == CONTENT[unit]
+    assert reader.pfs_close(fd) == 0
+    reader.pfs_finish(reader.pfs_initialize())
+
+
+def test_a_member_down_leaves_the_cluster_degraded_not_closed(cluster):
+    before = cluster.client(cache_blocks=0)
+    write_file(before, "kept", CONTENT, width=4)
+    with member_down(cluster, "fs2"):
+        wait_until(lambda: "OFFLINE" in status(cluster).stdout, timeout=30,
+                   what="fs2 to be seen offline")
+        shown = status(cluster)
+        assert shown.returncode != 0 and "offline: fs2" in shown.stderr, shown
+        client = cluster.client(cache_blocks=0)  # new clients still start
+        assert client.pfs_create("wide", 4) == -1
+        error = pfs.pfs_last_error()
+        assert error.errno == errno.EHOSTDOWN and "online" in str(error), error
+        write_file(client, "narrow", b"placed on the others", width=3)
+        assert read_file(client, "narrow") == b"placed on the others"
+        client.pfs_finish(client.pfs_initialize())
+    wait_until(lambda: all_online(cluster), timeout=30, what="fs2 to be back")
+    assert read_file(before, "kept") == CONTENT
+    before.pfs_finish(before.pfs_initialize())
+
+
+def test_an_extension_reads_zeros_not_bytes_left_by_a_dead_writer(cluster):
+    """A writer that dies after its bytes reached the fileservers but before the file's size
+    covered them leaves them beyond the end; extending the file must not bring them back."""
+    setup = cluster.client()
+    assert setup.pfs_create("grown", 4) == 0
+    writer = RemoteClient(cluster, cache_blocks=0)
+    fd = writer.call("pfs_open", "grown", pfs.PFS_READ_WRITE)
+    assert writer.call("pfs_write", fd, b"x" * 3000, 3000, 0) == 3000
+    time.sleep(1)  # the write-behind has reached the fileservers
+    writer.kill()
+    fd = setup.pfs_open("grown", pfs.PFS_READ_WRITE)
+    assert setup.pfs_ftruncate(fd, 4000) == 0
+    buf = bytearray(4000)
+    assert setup.pfs_read(fd, buf, 4000, 0) == 4000 and buf == bytes(4000)
+    assert setup.pfs_close(fd) == 0
+    setup.pfs_finish(setup.pfs_initialize())

@@ -1,0 +1,154 @@
+"""A network partition (README, "Deadlines"): one fileserver runs in a network namespace of its
+own, joined to this one by a veth pair, and the partition takes its link down, so packets to it
+vanish without an answer. Calls that need it must fail while the partition lasts, within the
+client's documented deadline, naming what was not stored; new clients still start; once the
+partition heals, close stores everything. Needs root (CI runs as root) and `ip`."""
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pfs
+from clusters import wait_until
+
+MiB = 1 << 20
+RETRY_SECONDS = 3
+
+
+def _can_make_namespaces() -> bool:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    probe = f"pfs-probe-{secrets.token_hex(3)}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
+    if made:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return made
+
+
+pytestmark = pytest.mark.skipif(not _can_make_namespaces(),
+                                reason="needs root and `ip netns` (network namespaces)")
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=30)
+
+
+class Partitioned:
+    """A metaserver and a fileserver in this namespace, a second fileserver in its own."""
+
+    def __init__(self, data: pathlib.Path) -> None:
+        tag = secrets.token_hex(3)
+        self.netns, self.host_if, self.ns_if = f"pfs-{tag}", f"pf{tag}h", f"pf{tag}n"
+        subnet = 10, 213, secrets.randbelow(250) + 1
+        self.host_ip, self.ns_ip = ".".join(map(str, (*subnet, 1))), ".".join(map(str, (*subnet, 2)))
+        self.data, self.processes = data, []
+        sh("ip", "netns", "add", self.netns)
+        sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        sh("ip", "link", "set", self.ns_if, "netns", self.netns)
+        sh("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+        sh("ip", "link", "set", self.host_if, "up")
+        self._in_ns("ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+        self._in_ns("ip", "link", "set", self.ns_if, "up")
+        self._in_ns("ip", "link", "set", "lo", "up")
+        address_file = data / "address"
+        self._start("metaserver", "--data-dir", data / "meta", "--host", self.host_ip,
+                    "--port", "0", "--insecure", "--fileservers", "2", "--lease-seconds", "3",
+                    "--block-size", "65536", "--stripe-blocks", "16",
+                    "--address-file", address_file)
+        wait_until(address_file.exists, timeout=30, what="the metaserver to listen")
+        self.address = address_file.read_text().strip()
+        key = ("--cluster-key-file", data / "meta" / "cluster.key")
+        self._start("fileserver", "--data-dir", data / "fs0", "--metaserver", self.address,
+                    "--name", "near", *key)
+        self._start("fileserver", "--data-dir", data / "fs1", "--metaserver", self.address,
+                    "--name", "far", "--host", self.ns_ip, "--insecure", *key,
+                    prefix=("ip", "netns", "exec", self.netns))
+        wait_until(self.starts, timeout=30, what="both fileservers to be online")
+
+    def _in_ns(self, *args: str) -> None:
+        sh("ip", "netns", "exec", self.netns, *args)
+
+    def _start(self, *args, prefix=()) -> None:
+        log = open(self.data / "servers.log", "ab")
+        self.processes.append(subprocess.Popen(
+            [*prefix, sys.executable, "-m", "pfs", *map(str, args), "--die-with-parent"],
+            stdout=log, stderr=log, cwd=self.data, start_new_session=True))
+
+    def starts(self) -> bool:
+        probe = pfs.Client(metaserver=self.address, cache_blocks=0)
+        if probe.pfs_initialize() == -1:
+            return False
+        online = probe.layout().fileservers_online
+        probe.pfs_finish(probe.pfs_initialize())
+        return online == 2
+
+    def cut(self) -> None:
+        """Packets to and from the far fileserver vanish, without an answer."""
+        self._in_ns("ip", "link", "set", self.ns_if, "down")
+
+    def heal(self) -> None:
+        self._in_ns("ip", "link", "set", self.ns_if, "up")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait(20)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+
+
+@pytest.fixture
+def partitioned(tmp_path, monkeypatch):
+    monkeypatch.setenv("PFS_RETRY_SECONDS", str(RETRY_SECONDS))
+    (tmp_path / "data").mkdir()
+    p = Partitioned(tmp_path / "data")
+    yield p
+    p.stop()
+
+
+def timed(call) -> tuple[int, float]:
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+@pytest.mark.timeout(240)
+def test_calls_fail_within_the_deadline_while_partitioned_and_store_once_healed(partitioned):
+    client = pfs.Client(metaserver=partitioned.address, cache_blocks=0)
+    assert client.pfs_initialize() > 0, pfs.pfs_last_error()
+    assert client.pfs_create("f", 2) == 0, pfs.pfs_last_error()
+    fd = client.pfs_open("f", pfs.PFS_READ_WRITE)
+    data = os.urandom(8 * MiB)  # 1 MiB stripe units: half on each fileserver
+    assert client.pfs_write(fd, data, 4 * MiB, 0) == 4 * MiB
+    assert client.pfs_fsync(fd) == 0, pfs.pfs_last_error()
+
+    partitioned.cut()
+    assert client.pfs_write(fd, data[4 * MiB:], 4 * MiB, 4 * MiB) == 4 * MiB  # write-behind
+    # Each fails while the partition lasts (it lasts until they return), saying what is not
+    # stored; none waits out the partition.
+    for call in (lambda: client.pfs_fsync(fd), lambda: client.pfs_close(fd)):
+        result, seconds = timed(call)
+        assert result == -1
+        error = pfs.pfs_last_error()
+        assert "not stored" in str(error), error
+        print(f"failed after {seconds:.1f} s: {error}")
+    # The cluster is degraded, not closed: a new client starts meanwhile.
+    newcomer = pfs.Client(metaserver=partitioned.address, cache_blocks=0)
+    wait_until(lambda: newcomer.pfs_initialize() > 0, timeout=30,
+               what="a new client to start while a fileserver is cut off")
+    newcomer.pfs_finish(newcomer.pfs_initialize())
+
+    partitioned.heal()
+    wait_until(lambda: client.pfs_close(fd) == 0, timeout=60,
+               what="close to store everything once the partition healed")
+    fd = client.pfs_open("f", pfs.PFS_READ)
+    buf = bytearray(len(data))
+    assert client.pfs_read(fd, buf, len(buf), 0) == len(data) and buf == data
+    assert client.pfs_close(fd) == 0
+    client.pfs_finish(client.pfs_initialize())
