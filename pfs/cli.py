@@ -95,6 +95,7 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
     metaserver.serve(pathlib.Path(args.data_dir), host=args.host, port=args.port,
                      fileservers=args.fileservers, block_size=args.block_size,
                      stripe_blocks=args.stripe_blocks, lease_seconds=args.lease_seconds,
+                     recovery_seconds=args.recovery_seconds,
                      credentials=_credentials(args), allow_insecure=args.insecure,
                      on_ready=ready)
     return 0
@@ -148,7 +149,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),
               "--fileservers", str(args.fileservers), "--block-size", str(args.block_size),
               "--stripe-blocks", str(args.stripe_blocks),
-              "--lease-seconds", str(args.lease_seconds), "--address-file", str(address_file))
+              "--lease-seconds", str(args.lease_seconds), "--address-file", str(address_file),
+              *_recovery_flag(args))
         address = _wait_for(lambda: address_file.exists() and address_file.read_text().strip(),
                             children, stop, "the metaserver to listen")
         if not address:
@@ -182,7 +184,7 @@ def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
     argv = ["up", "--data-dir", str(data), "--fileservers", str(args.fileservers),
             "--port", str(args.port), "--block-size", str(args.block_size),
             "--stripe-blocks", str(args.stripe_blocks), "--lease-seconds", str(args.lease_seconds),
-            "--log-level", args.log_level]
+            "--log-level", args.log_level, *_recovery_flag(args)]
     for flag, path in (("--secret-file", args.secret_file), ("--tls-cert", args.tls_cert),
                        ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca)):
         if path:
@@ -219,6 +221,11 @@ def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
           f"  export PFS_METASERVER={address}\n"
           f"Its log is {log_path}; `pfs down --data-dir {data}` stops it.", flush=True)
     return 0
+
+
+def _recovery_flag(args: argparse.Namespace) -> list[str]:
+    return [] if args.recovery_seconds is None else ["--recovery-seconds",
+                                                     str(args.recovery_seconds)]
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -393,6 +400,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--lease-seconds", type=tools.at_least_one(float),
                        default=DEFAULT_LEASE_SECONDS,
                        help="a silent client loses its tokens after this (default %(default)s)")
+        p.add_argument("--recovery-seconds", type=tools.at_least_one(float), default=None,
+                       help="after a restart, how long clients of before have to reclaim "
+                            "their sessions, open files and tokens; at least the lease "
+                            "(default: twice the lease)")
 
     def insecure_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--insecure", action="store_true",

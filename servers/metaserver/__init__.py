@@ -23,29 +23,42 @@ DEFAULT_STRIPE_BLOCKS = 16
 DEFAULT_LEASE_SECONDS = 10.0
 
 
+def default_recovery_seconds(lease_seconds: float) -> float:
+    """The recovery window after a restart (recovery.py): two leases, time for every client to
+    notice the restart (at once when its stream breaks) and come back, with room to spare."""
+    return 2 * lease_seconds
+
+
 def serve(data_dir: pathlib.Path, host: str = "127.0.0.1", port: int = 50050,
           fileservers: int = 4, block_size: int = DEFAULT_BLOCK_SIZE,
           stripe_blocks: int = DEFAULT_STRIPE_BLOCKS, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-          credentials: Credentials | None = None, allow_insecure: bool = False,
-          on_ready=None) -> None:
-    """Runs the metaserver until Ctrl-C or SIGTERM; `on_ready(port)` is called once it listens."""
+          recovery_seconds: float | None = None, credentials: Credentials | None = None,
+          allow_insecure: bool = False, on_ready=None) -> None:
+    """Runs the metaserver until Ctrl-C or SIGTERM; `on_ready(port)` is called once it listens.
+    `recovery_seconds`: the window in which clients of before a restart reclaim their sessions
+    (default two leases); at least the lease, so that every client left out surely knows its
+    lease is over when the window ends."""
     if block_size < 1 or stripe_blocks < 1 or fileservers < 1 or lease_seconds <= 0:
         raise SystemExit("--block-size, --stripe-blocks, --fileservers and --lease-seconds "
                          "must be positive")
+    if recovery_seconds is None:
+        recovery_seconds = default_recovery_seconds(lease_seconds)
+    if recovery_seconds < lease_seconds:
+        raise SystemExit(f"--recovery-seconds must be at least the lease ({lease_seconds:g}s)")
     credentials = credentials or Credentials()
     check_exposure(host, credentials, allow_insecure)
     lock_data_dir(data_dir, "metaserver")
     asyncio.run(_serve(data_dir, host, port, fileservers, block_size, stripe_blocks,
-                       lease_seconds, credentials, on_ready))
+                       lease_seconds, recovery_seconds, credentials, on_ready))
 
 
 async def _serve(data_dir: pathlib.Path, host: str, port: int, fileservers: int, block_size: int,
-                 stripe_blocks: int, lease_seconds: float, credentials: Credentials,
-                 on_ready) -> None:
+                 stripe_blocks: int, lease_seconds: float, recovery_seconds: float,
+                 credentials: Credentials, on_ready) -> None:
     stop = stop_on_signals_aio()
     service = MetaServerService(Namespace(data_dir / "metadata.sqlite3"), fileservers,
                                 lease_seconds, block_size, stripe_blocks,
-                                clusterkey.load_or_create(data_dir))
+                                clusterkey.load_or_create(data_dir), recovery_seconds)
     server, bound = await start_aio_server(
         lambda s: metaserver_pb2_grpc.add_MetaServerServicer_to_server(service, s),
         host, port, credentials)

@@ -172,6 +172,15 @@ class Cluster:
         self._wakeup = asyncio.Event()
 
     # --- the session table ------------------------------------------------------------------
+    def restore(self, client_ids) -> None:
+        """Sessions restored after a restart (recovery.py): fileservers learn them as they
+        attach, with the whole table."""
+        self._sessions.update(client_ids)
+
+    def complete(self) -> bool:
+        """Whether every member is online."""
+        return len(self.online()) == len(self._addresses)
+
     async def admit(self, client_id: int) -> None:
         """Lets the session's calls through at every fileserver; returns once the attached ones
         have it in force (one that does not answer in time is made to re-attach)."""

@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    client_id INTEGER PRIMARY KEY,      -- a live client session (recovery after a restart)
+    key_hash BLOB NOT NULL              -- SHA-256 of its key: the key itself is never stored
+);
 """
 
 
@@ -417,9 +421,26 @@ class Namespace:
     def fileservers(self) -> dict[int, str]:
         return dict(self._read("SELECT idx, address FROM fileservers ORDER BY idx"))
 
-    def next_counter(self, name: str) -> int:
-        """A durable counter: never returns the same value twice, across restarts too."""
+    # --- client sessions (servers/metaserver/recovery.py) -----------------------------------
+    def new_session(self, key_hash: bytes) -> int:
+        """Records a new session under the next client id (never used before), in one commit."""
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES (?, 0)", (name,))
-            db.execute("UPDATE counters SET value = value + 1 WHERE name = ?", (name,))
-            return db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+            client_id = self._next(db, "client_id")
+            db.execute("INSERT INTO sessions (client_id, key_hash) VALUES (?, ?)",
+                       (client_id, key_hash))
+            return client_id
+
+    def forget_session(self, client_id: int) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM sessions WHERE client_id = ?", (client_id,))
+
+    def recorded_sessions(self) -> dict[int, bytes]:
+        """The sessions live when the metaserver last stopped: client id -> key hash."""
+        return dict(self._read("SELECT client_id, key_hash FROM sessions"))
+
+    @staticmethod
+    def _next(db: sqlite3.Connection, name: str) -> int:
+        """A durable counter: never returns the same value twice, across restarts too."""
+        db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES (?, 0)", (name,))
+        db.execute("UPDATE counters SET value = value + 1 WHERE name = ?", (name,))
+        return db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]

@@ -11,6 +11,10 @@ holding a WRITE token on the bytes between the known size and the reported one. 
 client that holds a WRITE token beyond the known size may have grown the file in its cache, so
 Stat asks it (a glimpse) before answering.
 
+Sessions survive a restart: they are recorded in the namespace, and a restarted metaserver lets
+their clients reclaim them, with their open files and tokens, within a recovery window
+(recovery.py); calls that need the state of before wait for the window to end.
+
 Everything runs on one event loop. SQLite is read on it directly (reads are quick and WAL never
 blocks them) and written on a thread of its own, so a commit (an fsync) never stalls the loop.
 `_namespace_lock` keeps opens from interleaving with the deletes and renames that must see no
@@ -44,9 +48,10 @@ from .deletions import Deletions
 from .loopclock import LoopClock
 from .namespace import Namespace, Node, StorageFull
 from .openfiles import OpenFile, OpenFiles
-from .sessions import NotYourSession, SessionEnded, Sessions
+from .recovery import Recovery
+from .sessions import NotYourSession, SessionEnded, Sessions, key_hash, new_key
 from .sessions import Session as ClientSession
-from .tokens import WRITE, RequestCancelled, Revocation, SessionGone, TokenManager
+from .tokens import READ, WRITE, Grant, RequestCancelled, Revocation, SessionGone, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -56,6 +61,10 @@ EVICTION_CHECK_SECONDS = 0.5
 SYNC_SECONDS = 1.0
 #: Directory entries per List reply (a reply must stay well below gRPC's message limit).
 LIST_PAGE = 10_000
+#: Files and token ranges a Reclaim may name at most (a client's claims are far fewer).
+MAX_CLAIMS = 1_000_000
+#: Seconds a Reclaim waits for the fileservers to attach again (to check sizes it is told).
+RECLAIM_ATTACH_SECONDS = 3.0
 #: The gRPC status of each errno a namespace call fails with (the errno itself travels in the
 #: trailing metadata entry ERRNO_HEADER).
 _STATUS = {errno.ENOENT: grpc.StatusCode.NOT_FOUND, errno.EEXIST: grpc.StatusCode.ALREADY_EXISTS,
@@ -97,7 +106,8 @@ def _busy(what: str, path: str, openers: list[int]) -> OSError:
 
 class MetaServerService(pb_grpc.MetaServerServicer):
     def __init__(self, namespace: Namespace, expected_fileservers: int, lease_seconds: float,
-                 block_size: int, stripe_blocks: int, cluster_key: bytes) -> None:
+                 block_size: int, stripe_blocks: int, cluster_key: bytes,
+                 recovery_seconds: float) -> None:
         self.namespace = namespace
         self._cluster_key = cluster_key
         self.signer = Signer(cluster_key)
@@ -116,6 +126,13 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         self.deletions = Deletions(namespace.pending_deletes(), self.cluster,
                                    functools.partial(self._db, namespace.delete_done))
         self._background: list[asyncio.Task] = []
+        recorded = namespace.recorded_sessions()
+        for client_id, hashed in recorded.items():
+            self.sessions.restore(client_id, hashed)
+            self.tokens.add_client(client_id)
+        self.cluster.restore(recorded)
+        self.recovery = Recovery(recorded)
+        self.recovery_seconds = recovery_seconds
 
     async def _db(self, fn, *args):
         """Runs a namespace change on the metadata thread."""
@@ -128,6 +145,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                             loop.create_task(self._evict_overdue()),
                             loop.create_task(self.deletions.run()),
                             loop.create_task(self._sync_metadata())]
+        if self.recovery.active:
+            self._background.append(loop.create_task(self._recover()))
 
     async def stop(self) -> None:
         self.cluster.stopping = True
@@ -144,6 +163,15 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             raise NotYourSession("this call carries no session key; start a session with "
                                  "pfs_initialize() first")
         return self.sessions.get(*named)
+
+    async def _recovered(self, context=None) -> ClientSession | None:
+        """Waits for the recovery window to end (recovery.py); then the calling session, if the
+        call names one (it may have been evicted meanwhile)."""
+        session = None if context is None else self._session(context)
+        if self.recovery.active:
+            await self.recovery.over.wait()
+            session = None if context is None else self._session(context)
+        return session
 
     # --- sizes ------------------------------------------------------------------------------
     def _believable(self, client_id: int, f: OpenFile, size: int) -> bool:
@@ -202,7 +230,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         return pb.FileMeta(
             file_id=node.node_id, path=path, size=f.size if f else node.size,
             ctime=node.ctime, mtime=node.mtime, is_dir=node.is_dir,
-            size_epoch=f.size_epoch if f else 0,
+            size_epoch=f.size_epoch if f else 0, durable_size=node.size,
             recipe=pb.Recipe(block_size=node.block_size, stripe_blocks=node.stripe_blocks,
                              stripe_width=len(node.servers), servers=node.servers))
 
@@ -216,8 +244,13 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     # --- sessions ending --------------------------------------------------------------------
     async def _session_ended(self, session: ClientSession, evicted: bool) -> None:
-        """Fences the session at the fileservers, then (once an evicted client surely knows its
-        lease is over) lets others have its tokens."""
+        """Forgets the session's record, fences it at the fileservers, then (once an evicted
+        client surely knows its lease is over) lets others have its tokens."""
+        self.recovery.back(session.client_id)
+        try:
+            await self._db(self.namespace.forget_session, session.client_id)
+        except (StorageFull, OSError) as e:  # restored after a restart, it is evicted again
+            log.error("could not forget client %d's session: %s", session.client_id, e)
         await self.cluster.fence(session.client_id)
         if evicted:
             await asyncio.sleep(max(0.0, self.sessions.lease_end(session) - time.monotonic()))
@@ -297,10 +330,11 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         problem = self.cluster.shortfall()
         if problem:
             await context.abort(grpc.StatusCode.UNAVAILABLE, problem)
-        client_id = await self._db(self.namespace.next_counter, "client_id")
-        session = self.sessions.start(client_id, f"pid {request.pid} on "
-                                                 f"{brief(request.hostname) or '?'} from "
-                                                 f"{context.peer()}")
+        key = new_key()
+        client_id = await self._db(self.namespace.new_session, key_hash(key))
+        session = self.sessions.start(client_id, key_hash(key),
+                                      f"pid {request.pid} on {brief(request.hostname) or '?'} "
+                                      f"from {context.peer()}")
         self.tokens.add_client(client_id)
         try:
             await self.cluster.admit(client_id)
@@ -308,7 +342,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             self.sessions.end(client_id, "its registration was abandoned")
             raise
         self.sessions.heard_from(session)  # the lease starts when the client learns its key
-        return pb.RegisterReply(client_id=client_id, session_key=session.key,
+        return pb.RegisterReply(client_id=client_id, session_key=key,
                                 fileservers=self._fileservers(),
                                 lease_seconds=self.sessions.lease_seconds,
                                 block_size=self.block_size, stripe_blocks=self.stripe_blocks)
@@ -383,7 +417,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def Rename(self, request, context):
-        self._session(context)
+        await self._recovered(context)
         old, new = components(request.old_path), components(request.new_path)
         async with self._namespace_lock:
             for path in (old, new):
@@ -402,7 +436,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def Open(self, request, context):
-        session = self._session(context)
+        session = await self._recovered(context)
         path = components(request.path)
         async with self._namespace_lock:
             node = self.namespace.lookup(path)
@@ -418,7 +452,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Close(self, request, context):
         """Idempotent: a client whose first Close reply was lost may send it again. A Close that
         fails (a size the client could not have written, a full disk) changes nothing."""
-        session = self._session(context)
+        session = await self._recovered(context)
         f = self.open_files.get(request.file_id)
         if f is not None and session.client_id in f.openers:
             await self._record_size(session, f, request.size, request.wrote)
@@ -429,7 +463,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def Delete(self, request, context):
-        self._session(context)
+        await self._recovered(context)
         path = components(request.path)
         async with self._namespace_lock:
             node = self.namespace.lookup(path)
@@ -442,6 +476,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def Stat(self, request, context):
+        await self._recovered()  # (a size may be in the cache of a client not back yet)
         if request.WhichOneof("file") == "path":
             caller = None if session_of(context) is None else self._session(context).client_id
             path = components(request.path)
@@ -471,7 +506,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def ReportSize(self, request, context):
-        session = self._session(context)
+        session = await self._recovered(context)
         f = self.open_files.of(session.client_id, request.file_id)
         await self._record_size(session, f, request.size, touch=False)
         await self._db(self.namespace.sync)  # fsync: the size survives a crash of the machine
@@ -479,7 +514,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def Truncate(self, request, context):
-        session = self._session(context)
+        session = await self._recovered(context)
         f = self.open_files.of(session.client_id, request.file_id)
         if request.size > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes")
@@ -497,7 +532,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     # --- tokens -----------------------------------------------------------------------------
     @_answer_errors
     async def Acquire(self, request, context):
-        session = self._session(context)
+        session = await self._recovered(context)
         f = self.open_files.of(session.client_id, request.file_id)
         answer = asyncio.get_running_loop().create_future()
 
@@ -515,6 +550,96 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch,
                                capabilities=self._capabilities(session.client_id, f.node, grant))
 
+    # --- recovery (recovery.py) ------------------------------------------------------------
+    async def _recover(self) -> None:
+        """The recovery window: waits for the restored sessions to reclaim (at most
+        recovery_seconds), ends those that did not as evicted ones are (fenced, and not before
+        their clients surely know their leases are over), then lets normal service resume."""
+        waiting = len(self.recovery.awaiting)
+        log.warning("recovering %d client session(s) recorded before the restart: they have "
+                    "%gs to reclaim their open files and tokens; until then no token is "
+                    "granted", waiting, self.recovery_seconds)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.recovery.all_back.wait(), self.recovery_seconds)
+        missing = self.sessions.awaiting_reclaim()
+        endings = [self.sessions.end(client_id, "it did not reclaim its session within the "
+                                                f"metaserver's recovery window of "
+                                                f"{self.recovery_seconds:g}s", evicted=True)
+                   for client_id in missing]
+        await asyncio.gather(*[task for task in endings if task is not None])
+        self.recovery.over.set()
+        log.warning("recovery over: %d of %d session(s) reclaimed, %d evicted and fenced",
+                    waiting - len(missing), waiting, len(missing))
+
+    @_answer_errors
+    async def Reclaim(self, request, context):
+        session = self._session(context)
+        if not session.restored or not self.recovery.active:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this session has nothing "
+                                "to reclaim: it was not recorded before a restart, or has "
+                                "reclaimed already")
+        claims = _checked_claims(request)
+        # Sizes told are checked against the fileservers, which attach again after a restart.
+        give_up = self.clock() + RECLAIM_ATTACH_SECONDS
+        while not self.cluster.complete() and self.clock() < give_up:
+            await asyncio.sleep(0.1)
+        nodes: dict[int, Node] = {}
+        stored: dict[int, bool] = {}
+        for claim in request.files:
+            with contextlib.suppress(OSError):
+                nodes[claim.file_id] = node = self.namespace.get(claim.file_id)
+                if not node.is_dir and claim.size > node.size:
+                    try:
+                        stored[claim.file_id] = await self._stored(node, claim.size)
+                    except ConnectionError:
+                        stored[claim.file_id] = False
+        # From here on nothing waits: the window cannot end half-way through this reclaim.
+        session = self._session(context)
+        if not session.restored or not self.recovery.active:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the recovery window "
+                                "ended before this reclaim was done")
+        reply = pb.ReclaimReply(files=[
+            self._reclaim_file(session.client_id, claim, claims[claim.file_id],
+                               nodes.get(claim.file_id), stored.get(claim.file_id, False))
+            for claim in request.files])
+        session.restored = False
+        self.sessions.heard_from(session)
+        self.recovery.back(session.client_id)
+        refused = sum(1 for f in reply.files if f.refused)
+        log.info("client %d reclaimed its session: %d open file(s)%s", session.client_id,
+                 len(reply.files) - refused, f", {refused} refused" if refused else "")
+        return reply
+
+    def _reclaim_file(self, client_id: int, claim: pb.FileClaim, tokens: list[tuple[int, int, int]],
+                      node: Node | None, stored: bool) -> pb.ReclaimedFile:
+        """Gives the client back one open file and its tokens, unless the file is gone or
+        another client reclaimed conflicting tokens first; then says why not."""
+        if node is None or node.is_dir:
+            return pb.ReclaimedFile(file_id=claim.file_id, refused=f"file {claim.file_id} no "
+                                    "longer exists")
+        holder = self.tokens.restore(client_id, node.node_id, tokens)
+        if holder is not None:
+            return pb.ReclaimedFile(file_id=claim.file_id, refused=(
+                f"its tokens conflict with those client {holder} reclaimed"))
+        f = self.open_files.open(client_id, node)
+        if claim.size > f.size:
+            # Bytes in the client's cache (it holds a WRITE token up to them) are provisional;
+            # a size it only learned is believed if the fileservers have its last byte.
+            if self._believable(client_id, f, claim.size):
+                self.open_files.told(f, client_id, claim.size, stored=False)
+            elif stored:
+                self.open_files.told(f, client_id, claim.size, stored=True)
+            else:
+                log.warning("client %d reclaimed file %d with size %d, which it could not have "
+                            "written and is not stored; the file keeps %d", client_id,
+                            node.node_id, claim.size, f.size)
+        return pb.ReclaimedFile(
+            file_id=node.node_id, size=f.size, size_epoch=f.size_epoch,
+            tokens=[pb.ReclaimedToken(start=start, end=end, mode=mode,
+                                      capabilities=self._capabilities(
+                                          client_id, node, Grant(start, end, mode, 0)))
+                    for start, end, mode in tokens])
+
     def _capabilities(self, client_id: int, node: Node, grant) -> list[bytes]:
         """One capability per stripe column for a grant (pfs/capability.py)."""
         expires = time.time() + CAPABILITY_SECONDS
@@ -529,6 +654,24 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         while True:
             await asyncio.sleep(SYNC_SECONDS)
             await self._db(self.namespace.sync)
+
+
+def _checked_claims(request: pb.ReclaimRequest) -> dict[int, list[tuple[int, int, int]]]:
+    """Each claimed file's token ranges, once every number is checked (ValueError if not)."""
+    claims: dict[int, list[tuple[int, int, int]]] = {}
+    if len(request.files) + sum(len(f.tokens) for f in request.files) > MAX_CLAIMS:
+        raise ValueError(f"a reclaim names at most {MAX_CLAIMS} files and token ranges")
+    for f in request.files:
+        if f.file_id in claims:
+            raise ValueError(f"file {f.file_id} is claimed twice")
+        if f.size > MAX_FILE_SIZE:
+            raise ValueError(f"size {f.size} of file {f.file_id} is beyond {MAX_FILE_SIZE}")
+        for t in f.tokens:
+            if not 0 <= t.start < t.end <= INFINITY or t.mode not in (READ, WRITE):
+                raise ValueError(f"token [{t.start}, {t.end}) mode {t.mode} of file "
+                                 f"{f.file_id} is not a token")
+        claims[f.file_id] = [(t.start, t.end, t.mode) for t in f.tokens]
+    return claims
 
 
 def _fileserver_problem(hello: pb.FileserverHello) -> str | None:

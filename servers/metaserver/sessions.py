@@ -1,8 +1,9 @@
 """Client sessions: their ids and keys, the streams they joined and their leases.
 
 A session starts at Register. It is bound to a random key issued at registration: a call acts
-for a session only if it carries that key (compared in constant time), so no client can act for
-another by naming its id.
+for a session only if it carries that key, so no client can act for another by naming its id.
+Only the key's SHA-256 is kept (and recorded in the namespace, so that the session can be
+reclaimed after a restart: recovery.py); a call's key is hashed and compared in constant time.
 
 Each client process opens one stream, however many sessions it has, and each session joins it
 with its key (a wrong key, or a session already on a stream, is refused and changes nothing). The
@@ -19,10 +20,15 @@ still believe its lease valid: `lease_end(session)` says when it surely knows be
 Silence is measured on `clock` (the metaserver's LoopClock, which leaves out the time its own
 event loop lagged); acknowledgements are stamped with wall time, which `lease_end` uses, so that
 an evicted client's view is surely over when it says.
+
+A session recorded before a restart is `restore`d as awaiting its reclaim: it has no lease
+until then (the recovery window ends it if its client does not come back), and may join a
+stream again with its key.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import secrets
@@ -38,6 +44,15 @@ from .questions import Questions
 log = logging.getLogger("pfs.metaserver.sessions")
 
 _END = object()  # put in an outbox to close the stream
+
+
+def key_hash(key: bytes) -> bytes:
+    """What is kept of a session key: its SHA-256 (a 256-bit random key needs no slow hash)."""
+    return hashlib.sha256(key).digest()
+
+
+def new_key() -> bytes:
+    return secrets.token_bytes(SESSION_KEY_BYTES)
 
 
 class SessionEnded(Exception):
@@ -62,7 +77,7 @@ class Stream:
 @dataclass(eq=False)
 class Session:
     client_id: int
-    key: bytes
+    key_hash: bytes
     last_seen: float  # on the sessions' clock: registration (a joined session goes by its stream)
     last_acked: float = field(default_factory=time.monotonic)  # wall time, see lease_end
     stream: Stream | None = None
@@ -70,6 +85,7 @@ class Session:
     # revoke id -> (file id, whether it takes the file's tail)
     revoked_files: dict[int, tuple[int, bool]] = field(default_factory=dict)
     ended: bool = False
+    restored: bool = False  # recorded before a restart, and not reclaimed yet
 
 
 class Sessions:
@@ -83,19 +99,31 @@ class Sessions:
         self.sizes = Questions()  # file sizes asked of clients (glimpses)
         self._asked: dict[int, int] = {}  # size query number -> the client asked
         self._ending: set[asyncio.Task] = set()
+        self._stopping = False  # streams close without ending their sessions
 
     async def stop(self) -> None:
-        """Ends every session (closing their streams' part in them)."""
-        for client_id in list(self._sessions):
-            self.end(client_id, "the metaserver is stopping")
+        """Closes every stream. The sessions stay recorded: their clients reclaim them when
+        the metaserver starts again (recovery.py), as after a crash."""
+        self._stopping = True
+        for stream in {s.stream for s in self._sessions.values() if s.stream is not None}:
+            self.close_stream(stream, "the metaserver is stopping")
         if self._ending:
             await asyncio.wait(self._ending, timeout=5)
 
-    def start(self, client_id: int, description: str) -> Session:
-        session = Session(client_id, secrets.token_bytes(SESSION_KEY_BYTES), self._clock())
+    def start(self, client_id: int, hashed_key: bytes, description: str) -> Session:
+        session = Session(client_id, hashed_key, self._clock())
         self._sessions[client_id] = session
         log.info("client %d started a session (%s)", client_id, description)
         return session
+
+    def restore(self, client_id: int, hashed_key: bytes) -> Session:
+        """A session recorded before the metaserver restarted, awaiting its reclaim."""
+        session = self._sessions[client_id] = Session(client_id, hashed_key, self._clock(),
+                                                      restored=True)
+        return session
+
+    def awaiting_reclaim(self) -> list[int]:
+        return [i for i, session in self._sessions.items() if session.restored]
 
     def get(self, client_id: int, key: bytes | None) -> Session:
         """The live session `client_id`, if `key` is its key."""
@@ -103,7 +131,7 @@ class Sessions:
         if session is None:  # ended sessions leave the table at once
             raise SessionEnded(f"client {client_id} has no session (it ended or never began); "
                                "call pfs_initialize again")
-        if key is None or not hmac.compare_digest(key, session.key):
+        if key is None or not hmac.compare_digest(key_hash(key), session.key_hash):
             raise NotYourSession(f"this call does not carry the key of client {client_id}'s "
                                  "session")
         return session
@@ -164,7 +192,10 @@ class Sessions:
             return
         stream.open = False
         for client_id in list(stream.members):
-            self.end(client_id, reason)
+            if self._stopping:
+                stream.members.pop(client_id).stream = None
+            else:
+                self.end(client_id, reason)
         stream.outbox.put_nowait(_END)
 
     async def outgoing(self, stream: Stream):
@@ -173,7 +204,10 @@ class Sessions:
             yield message
 
     def join(self, stream: Stream, client_id: int, key: bytes) -> None:
-        """Puts a session on the stream if `key` is its key; says which it was down the stream."""
+        """Puts a session on the stream if `key` is its key; says which it was down the stream.
+        A stopping metaserver does not answer (the client tries again once it is back)."""
+        if self._stopping:
+            return
         try:
             session = self.get(client_id, key)
         except (SessionEnded, NotYourSession) as e:
@@ -182,6 +216,9 @@ class Sessions:
             if session.stream is None:
                 session.stream = stream
                 stream.members[client_id] = session
+                # The client's lease may run from when it sent the join (a restored session's
+                # first renewal): so may our idea of it.
+                session.last_acked = max(session.last_acked, time.monotonic())
                 stream.outbox.put_nowait(pb.ServerMessage(joined=pb.SessionJoined(
                     client_id=client_id)))
                 for message in session.pending:
@@ -211,6 +248,8 @@ class Sessions:
             await asyncio.sleep(min(0.5, self.lease_seconds / 4))
             deadline = self._clock() - self.lease_seconds
             for client_id, session in list(self._sessions.items()):
+                if session.restored:
+                    continue  # the recovery window decides
                 seen = session.last_seen if session.stream is None else session.stream.last_seen
                 if seen < deadline:
                     self.end(client_id, f"lease of {self.lease_seconds:g}s ran out")

@@ -152,6 +152,26 @@ class TokenManager:
         self._advance(file_id)
         return request
 
+    def restore(self, client_id: int, file_id: int,
+                claims: list[tuple[int, int, int]]) -> int | None:
+        """Gives the client the tokens it claims to hold after a metaserver restart
+        (recovery.py): all of them, or none if one conflicts with another client's; then that
+        client is returned. The claims must be valid ranges and modes."""
+        tokens = self._files.get(file_id)
+        if tokens is not None:
+            for holder, ranges in tokens.holders.items():
+                if holder != client_id and any(
+                        _conflict(level, mode) for start, end, mode in claims
+                        for _, _, level in ranges.overlapping(start, end)):
+                    return holder
+        if claims:
+            tokens = self._files.setdefault(file_id, _FileTokens())
+            mine = tokens.holders.setdefault(client_id, RangeMap())
+            for start, end, mode in claims:
+                mine.raise_to(start, end, mode)
+            tokens.changed(client_id)
+        return None
+
     def cancel(self, request: Request) -> None:
         """The requester went away (its call was cancelled): forget the request."""
         if not request.finished:
