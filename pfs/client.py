@@ -9,6 +9,12 @@ Leases: an operation runs only while the session's lease surely holds, and fails
 may have given this client's tokens to another, so cached bytes may be stale. A lost session
 drops the cache without writing it back (the fileservers would refuse it anyway).
 
+Metaserver restarts: while the session recovers (its stream broke, pfs/session.py) operations
+wait, up to PFS_RETRY_SECONDS, and the cache, tokens and unstored writes are kept. Once the
+session is back on a restarted metaserver, `_reclaim` tells it the open files and tokens and
+takes back their capabilities; an open file it refuses is stale: its unstored writes are dropped
+and its fd fails with ESTALE.
+
 Sizes: a read or write that may reach past the size this client knows asks for a token up to
 infinity. Nobody else can then grow the file, and whoever held it reported its size when giving
 it up, so the size that comes with the grant is exact. Extending writes therefore always hold the
@@ -83,6 +89,7 @@ class _OpenFile:
     closing: bool = False  # a close failed half-way: only close may be retried
     read_next: int = 0  # where a sequential read would start (read-ahead)
     active: list[tuple[int, int]] = field(default_factory=list)  # operations running on it
+    stale: str | None = None  # why a restarted metaserver did not give it back
 
     @property
     def block_size(self) -> int:
@@ -149,11 +156,18 @@ def _finish_at_exit() -> None:
     the interpreter's final teardown, when gRPC can no longer start the threads it needs."""
     for client in list(_live_clients):
         session = client._session
-        if session is not None and not session.lost:
+        if session is not None and session.recovering:
+            log.warning("client %d exits without its metaserver (%s): what it did not store "
+                        "is lost", session.client_id, session.recovering)
+        elif session is not None and not session.lost:
             try:
                 client.finish(session.client_id)
             except OSError as e:
                 log.warning("could not finish client %d at exit: %s", session.client_id, e)
+
+
+def _stale(f: _OpenFile) -> OSError:
+    return errors.error(errno.ESTALE, f"fd {f.fd}: {f.stale}")
 
 
 def _metadata(meta: pb.FileMeta) -> Metadata:
@@ -188,6 +202,7 @@ class Client:
         self._by_id: dict[int, _OpenFile] = {}
         self._next_fd = itertools.count(1)
         self._loss: str | None = None  # what a lost session took with it
+        self._retry_seconds = DEFAULT_RETRY_SECONDS
 
     # --- session ----------------------------------------------------------------------------
     def initialize(self) -> int:
@@ -212,7 +227,8 @@ class Client:
                 self._cache.stop()
             session = MetaSession(self.metaserver, self._credentials, on_revoke=self._revoke,
                                   on_revoke_received=self._mark_revoking,
-                                  size_of=self._known_size, on_lost=self._lost)
+                                  size_of=self._known_size, on_lost=self._lost,
+                                  on_rejoined=self._reclaim)
             reply = session.start()
             self._dataplane = DataPlane(_addresses(reply.fileservers), self._credentials,
                                         retry_seconds,
@@ -225,6 +241,7 @@ class Client:
             self._fds.clear()
             self._by_id.clear()
             self._loss = None
+            self._retry_seconds = retry_seconds
             self._session = session
             _live_clients.add(self)
             log.info("client %d connected to %s", session.client_id, self.metaserver)
@@ -273,7 +290,15 @@ class Client:
         return self._alive(session)
 
     def _alive(self, session: MetaSession) -> MetaSession:
-        """The session, if it still holds; else ENOTCONN saying what its loss took."""
+        """The session, if it still holds; else ENOTCONN saying what its loss took. While it
+        recovers, waits (the lock released) up to PFS_RETRY_SECONDS, then EHOSTDOWN."""
+        if session.recovering:
+            with self._lock:
+                deadline = time.monotonic() + self._retry_seconds
+                while session.recovering and not session.lost:
+                    if time.monotonic() >= deadline:
+                        session.wait_back(0)  # raises, saying for how long and what is kept
+                    self._changed.wait(min(0.5, deadline - time.monotonic()))
         session.check_lease()
         if session.lost:
             what = ""
@@ -308,6 +333,7 @@ class Client:
                               "fsynced before is safe. ")
             else:
                 self._loss = "No unwritten data was lost. "
+            self._changed.notify_all()  # (operations waiting for a recovery)
 
     # --- namespace --------------------------------------------------------------------------
     def create(self, path: str, stripe_width: int) -> None:
@@ -357,6 +383,12 @@ class Client:
         fd stays open for close and fsync only, its bytes and tokens kept: close again to try
         again. Close never succeeds while a byte written through the fd is not stored."""
         session = self._live_session()
+        with self._lock:
+            f = self._fds.get(fd) if type(fd) is int else None
+            if f is not None and f.stale:  # the metaserver has it closed already
+                del self._fds[fd]
+                del self._by_id[f.file_id]
+                raise _stale(f)
         self._renew_for_unstored(session, self._open_file(fd))
         with self._lock:
             f = self._file(fd)
@@ -501,8 +533,12 @@ class Client:
         up over unstored bytes, so the grant is immediate)."""
         for start, end in self._dataplane.unstored(f):
             if not f.held.fresh(start, end, WRITE, time.time()):
+                era = session.era
                 grant = session.acquire(f.file_id, start, end, WRITE)
                 with self._lock:
+                    if session.era != era:  # the metaserver restarted meanwhile: ask again
+                        raise errors.error(errno.EHOSTDOWN, "the metaserver restarted during "
+                                                            "a token request; try again")
                     f.held.add(grant.start, grant.end, grant.mode, list(grant.capabilities))
                 session.applied(grant.grant_seq)
 
@@ -573,6 +609,8 @@ class Client:
                 session = self._live_session()
                 if self._fds.get(f.fd) is not f or f.closing:
                     raise errors.error(errno.EBADF, f"fd {f.fd} was closed")
+                if f.stale:
+                    raise _stale(f)
                 token_end = end if start < end <= f.size else INFINITY
                 if any(s < token_end and start < e for s, e in f.active):
                     self._changed.wait()
@@ -581,6 +619,7 @@ class Client:
                         and f.held.fresh(start, token_end, mode, time.time())
                         and not self._revoking(f, start, token_end)):
                     break
+                era = session.era
                 try:
                     self._lock.release()
                     try:
@@ -590,7 +629,11 @@ class Client:
                 except OSError:
                     if self._fds.get(f.fd) is not f:  # closed by another thread meanwhile
                         raise errors.error(errno.EBADF, f"fd {f.fd} was closed") from None
+                    if session.recovering and not session.lost:
+                        continue  # the metaserver went away: ask again once it is back
                     raise
+                if session.era != era:
+                    continue  # granted by the metaserver of before its restart: void
                 if self._by_id.get(f.file_id) is f:
                     f.tokens.raise_to(grant.start, grant.end, grant.mode)
                     f.held.add(grant.start, grant.end, grant.mode, list(grant.capabilities))
@@ -636,43 +679,93 @@ class Client:
         until it succeeds or the session is lost (the metaserver evicts a holder that takes
         too long): a token is never given up over unstored bytes. Giving up the tail of the
         file (a range to infinity) first stores every write to the file, so that the size this
-        acknowledgement reports is stored all the way."""
+        acknowledgement reports is stored all the way. A session that is lost, or recovering
+        (the metaserver that asked is gone: a restarted one forgot the revocation), gives up
+        nothing: its bytes and tokens stay as they are."""
         with self._lock:
             f = self._by_id.get(revoke.file_id)
+            if f is None:
+                return 0
+            try:
+                return self._give_up_range(f, revoke)
+            finally:
+                with self._marks:
+                    # Absent when the file was reopened after the revocation arrived (it was
+                    # meant for the earlier open; giving up the range again is merely cautious).
+                    if (revoke.start, revoke.end) in f.revoking:
+                        f.revoking.remove((revoke.start, revoke.end))
+
+    def _give_up_range(self, f: _OpenFile, revoke: pb.Revoke) -> int:
+        session = self._session
+        if session is None or not session.lease_valid():
+            return 0
+        B = f.block_size
+        tail = revoke.end == INFINITY
+        lo = 0 if tail else revoke.start // B * B
+        hi = min(-(-revoke.end // B) * B, INFINITY)
+        self._changed.wait_for(lambda: not any(s < hi and lo < e for s, e in f.active))
+        pause = 0.05
+        while True:
+            try:
+                if tail:
+                    self._cache.flush(f)
+                self._cache.revoke(f, revoke.start, revoke.end, drop=revoke.to_mode != READ)
+                self._dataplane.settle(f, lo, hi)  # stored before it is given up
+                break
+            except OSError as e:
+                if not session.lease_valid():
+                    return 0
+                log.warning("cannot give up [%d, %d) of %r yet: %s", revoke.start,
+                            revoke.end, f.name, e)
+                self._changed.wait(pause)  # (operations elsewhere may go on meanwhile)
+                pause = min(2 * pause, 1.0)
+        f.tokens.cap(revoke.start, revoke.end, revoke.to_mode)
+        if revoke.to_mode != READ and revoke.end == INFINITY:
+            # The tail is someone else's now (they may even cut it): what we wrote beyond
+            # its start was written back and reported with this acknowledgement.
+            f.written_end = min(f.written_end, revoke.start)
+        return f.size
+
+    def _reclaim(self) -> None:
+        """On the session's lane, once it rejoined a restarted metaserver: claims every open
+        file with the size this client knows (its unstored writes included) and the tokens it
+        holds; takes back their capabilities, size and truncate count. A file refused (deleted,
+        or its tokens reclaimed first by another client) is stale: its cached and unstored
+        writes are dropped, as the session's would be if it were lost."""
+        with self._lock:
             session = self._session
-            if f is None or session is None or not session.lease_valid():
-                return 0  # a lost session writes nothing back: its tokens are gone
-            B = f.block_size
-            tail = revoke.end == INFINITY
-            lo = 0 if tail else revoke.start // B * B
-            hi = min(-(-revoke.end // B) * B, INFINITY)
-            self._changed.wait_for(lambda: not any(s < hi and lo < e for s, e in f.active))
-            pause = 0.05
-            while True:
-                try:
-                    if tail:
-                        self._cache.flush(f)
-                    self._cache.revoke(f, revoke.start, revoke.end, drop=revoke.to_mode != READ)
-                    self._dataplane.settle(f, lo, hi)  # stored before it is given up
-                    break
-                except OSError as e:
-                    if not session.lease_valid():
-                        return 0
-                    log.warning("cannot give up [%d, %d) of %r yet: %s", revoke.start,
-                                revoke.end, f.name, e)
-                    self._changed.wait(pause)  # (operations elsewhere may go on meanwhile)
-                    pause = min(2 * pause, 1.0)
-            f.tokens.cap(revoke.start, revoke.end, revoke.to_mode)
-            if revoke.to_mode != READ and revoke.end == INFINITY:
-                # The tail is someone else's now (they may even cut it): what we wrote beyond
-                # its start was written back and reported with this acknowledgement.
-                f.written_end = min(f.written_end, revoke.start)
-            with self._marks:
-                # Absent when the file was reopened after the revocation arrived (it was meant
-                # for the earlier open; giving up the range again is merely cautious).
-                if (revoke.start, revoke.end) in f.revoking:
-                    f.revoking.remove((revoke.start, revoke.end))
-            return f.size
+            if session is None or not session.recovering or session.lost:
+                return
+            reply = session.reclaim([
+                pb.FileClaim(file_id=f.file_id, size=f.size, tokens=[
+                    pb.TokenClaim(start=start, end=end, mode=mode)
+                    for start, end, mode in f.tokens])
+                for f in self._by_id.values()])
+            if reply is None:
+                return
+            for answer in reply.files:
+                f = self._by_id.get(answer.file_id)
+                if f is None:
+                    continue
+                if answer.refused:
+                    self._give_up_file(f, answer.refused)
+                    continue
+                for token in answer.tokens:
+                    f.held.add(token.start, token.end, token.mode, list(token.capabilities))
+                f.size, f.size_epoch = answer.size, answer.size_epoch
+            self._changed.notify_all()
+
+    def _give_up_file(self, f: _OpenFile, reason: str) -> None:
+        """The metaserver did not give the open file back after its restart (the lock held)."""
+        blocks = self._cache.discard(f)
+        unstored = self._dataplane.discard(f)
+        f.tokens, f.held = RangeMap(), Held()
+        lost = (f"{blocks} cached block(s) and {unstored} bytes sent to the fileservers, "
+                "written since the last close or fsync, were dropped; ") \
+            if blocks or unstored else "nothing unstored was lost; "
+        f.stale = (f"{brief(f.name)} was open here when the metaserver restarted, and it did "
+                   f"not give it back: {reason}. {lost}close the fd and open the file again")
+        log.warning("client %d: %s", self._session.client_id, f.stale)
 
     def _known_size(self, file_id: int) -> int:
         f = self._by_id.get(file_id)
@@ -684,6 +777,8 @@ class Client:
         f = self._fds.get(fd) if type(fd) is int else None
         if f is None:
             raise errors.error(errno.EBADF, f"bad file descriptor {fd!r}")
+        if f.stale:
+            raise _stale(f)
         return f
 
     def _open_file(self, fd: Any) -> _OpenFile:

@@ -19,6 +19,15 @@ then it waits here, taking no thread).
 
 A session whose Client the program dropped without pfs_finish is ended when it is garbage
 collected: it leaves the stream, and the metaserver ends it.
+
+When the stream breaks (the metaserver died or restarts, or the network failed), the session is
+not given up: it is *recovering*. Its lease counts as over at once (a metaserver that is alive
+ends the sessions of a broken stream and may give their tokens away), so nothing is served from
+the cache, but the cache, held tokens and unstored writes stay. The stream rejoins it with its
+key as soon as the metaserver answers again (pfs/stream.py). A metaserver that restarted on its
+data directory takes it back, and the Client reclaims its open files and tokens (`reclaim`;
+servers/metaserver/recovery.py); a metaserver that ended the session refuses the join, and the
+session is lost as before. Calls made meanwhile wait for the outcome, up to PFS_RETRY_SECONDS.
 """
 from __future__ import annotations
 
@@ -38,7 +47,8 @@ from pfs._proto import metaserver_pb2_grpc as pb_grpc
 
 from . import errors, shared
 from .stream import SessionStream, channel_key, stream_key
-from .transport import Credentials, session_metadata
+from .transport import (KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS, Credentials,
+                        session_metadata)
 
 log = logging.getLogger("pfs.client")
 
@@ -50,6 +60,9 @@ ACQUIRE_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 10.0
 #: Part of the lease the client gives up as a safety margin.
 LEASE_MARGIN = 0.05
+#: Seconds a call that found the metaserver unreachable waits to see the stream break (both
+#: use one connection, so it breaks at once; else gRPC keepalive notices within 5 s).
+BREAK_SECONDS = KEEPALIVE_SECONDS + KEEPALIVE_TIMEOUT_SECONDS
 #: Token request failures that the metaserver reports before numbering any grant.
 _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
@@ -60,13 +73,15 @@ class MetaSession:
     """`on_revoke(revoke) -> size` runs on a worker thread and returns the file size this
     client knows; `on_revoke_received(revoke)` runs at once on the stream's thread and must not
     block; `size_of(file_id) -> size` answers size queries (on that thread: without blocking);
-    `on_lost(reason)` is told when the session is given up."""
+    `on_lost(reason)` is told when the session is given up; `on_rejoined()` runs on a worker
+    thread once a recovering session is back on a stream, and reclaims (`reclaim`)."""
 
     def __init__(self, address: str, credentials: Credentials,
                  on_revoke: Callable[[pb.Revoke], int],
                  on_revoke_received: Callable[[pb.Revoke], None],
                  size_of: Callable[[int], int],
-                 on_lost: Callable[[str], None]) -> None:
+                 on_lost: Callable[[str], None],
+                 on_rejoined: Callable[[], None]) -> None:
         self.address = address
         self._credentials = credentials
         self._holdings = shared.Holdings()
@@ -76,8 +91,9 @@ class MetaSession:
         self._on_revoke_received = on_revoke_received
         self.size_of = size_of
         self._on_lost = on_lost
+        self._on_rejoined = on_rejoined
         self._stream: SessionStream | None = None
-        self._call = None  # the opening of the stream this session joined
+        self._where: list = [None]  # the opening of the stream this session is on (it changes)
         self._left: weakref.finalize | None = None
         self.join_answer = None  # while joining: (answered, [refusal]) (pfs/stream.py)
         self._grants = threading.Condition()
@@ -87,6 +103,10 @@ class MetaSession:
         self._lease_ends = 0.0
         self._finishing = False
         self.lost: str | None = None
+        self.recovering: str | None = None  # why the stream broke, until the session is back
+        # Reclaims so far: grants and revocations of an earlier metaserver are void after one.
+        self.era = 0
+        self._outage = 0.0  # when it broke (monotonic)
         self.client_id = 0
         self.metadata: tuple[tuple[str, str], ...] = ()
         self.reply: pb.RegisterReply | None = None
@@ -111,12 +131,12 @@ class MetaSession:
                                            lambda: SessionStream(self.address,
                                                                  self._credentials))
         try:
-            self._call = self._stream.join(self, self.reply.session_key, CONNECT_TIMEOUT)
+            self._where[0] = self._stream.join(self, self.reply.session_key, CONNECT_TIMEOUT)
         except OSError:
             self._finishing = True
             self._holdings.release_all()
             raise
-        self._left = weakref.finalize(self, _dropped, self._call, self.client_id,
+        self._left = weakref.finalize(self, _dropped, self._where, self.client_id,
                                       self._holdings)
         self._left.atexit = False  # at exit, Clients are finished instead (pfs/client.py)
         return self.reply
@@ -136,19 +156,22 @@ class MetaSession:
         self._finishing = True
         if self._left is not None:
             self._left.detach()
-        if self._call is not None:
-            SessionStream.leave(self._call, self.client_id)
+        if self._where[0] is not None:
+            SessionStream.leave(self._where[0], self.client_id)
+        with self._grants:
+            self._grants.notify_all()  # (callers waiting for a recovery)
         self._holdings.release_all()
 
     # --- the lease --------------------------------------------------------------------------
     def lease_valid(self) -> bool:
         """Whether the metaserver surely still counts this session as alive."""
-        return self.lost is None and time.monotonic() < self._lease_ends
+        return self.lost is None and self.recovering is None and time.monotonic() < self._lease_ends
 
     def check_lease(self) -> None:
         """Gives the session up once its lease may have run out (the client was paused, or
-        the metaserver stopped answering): its tokens may be someone else's by now."""
-        if self.lost is None and time.monotonic() >= self._lease_ends:
+        the metaserver stopped answering): its tokens may be someone else's by now. A
+        recovering session is decided by the metaserver when it answers again."""
+        if self.lost is None and self.recovering is None and time.monotonic() >= self._lease_ends:
             self.lose(f"no heartbeat was acknowledged for over the lease of "
                       f"{self.reply.lease_seconds:g}s (was this process paused, or the "
                       "metaserver unreachable?), so the metaserver may have ended the session")
@@ -156,6 +179,72 @@ class MetaSession:
     def renewed(self, sent: float) -> None:
         """A heartbeat sent at `sent` was acknowledged while this session was on the stream."""
         self._lease_ends = max(self._lease_ends, sent + self._lease)
+
+    # --- a broken stream --------------------------------------------------------------------
+    def disconnected(self, reason: str) -> bool:
+        """On the stream's thread: the stream broke. Whether the session is to be rejoined
+        (not when it is being given up anyway)."""
+        with self._grants:
+            if self._finishing or self.lost:
+                return False
+            if self.recovering is None:
+                self.recovering, self._outage = reason, time.monotonic()
+                log.warning("client %d lost contact with the metaserver at %s (%s); it keeps "
+                            "its open files, tokens and unstored writes, and rejoins when the "
+                            "metaserver answers", self.client_id, self.address, reason)
+            return True
+
+    def rejoined(self, call) -> None:
+        """On the stream's thread: the metaserver took the session back onto a stream; the
+        Client reclaims on the session's lane."""
+        self._where[0] = call
+        self._stream.lanes.submit(self.client_id, self._on_rejoined)
+
+    def reclaim(self, files: list[pb.FileClaim]) -> pb.ReclaimReply | None:
+        """Reclaims the open files and tokens from a restarted metaserver: its answer, after
+        which the session is back (None when the metaserver went away again: the stream
+        rejoins it once more). A refusal loses the session."""
+        sent = time.monotonic()
+        try:
+            reply = self.stub.Reclaim(pb.ReclaimRequest(files=files), timeout=CALL_TIMEOUT,
+                                      metadata=self.metadata)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                log.info("client %d could not reclaim yet: %s", self.client_id, e.details())
+                return None
+            self.lose(f"the metaserver restarted and did not take the session back: "
+                      f"{e.details()}")
+            return None
+        with self._grants:
+            # The restarted metaserver numbers grants afresh, and forgot every revocation.
+            self._applied_below, self._applied_ahead, self._held = 1, set(), []
+            self._lease_ends = max(self._lease_ends, sent + self._lease)
+            self.recovering = None
+            self.era += 1
+            self._grants.notify_all()
+        log.warning("client %d is back after %.1fs without the metaserver: %d open file(s) "
+                    "reclaimed, %d refused", self.client_id, time.monotonic() - self._outage,
+                    sum(1 for f in reply.files if not f.refused),
+                    sum(1 for f in reply.files if f.refused))
+        return reply
+
+    def wait_back(self, timeout: float) -> None:
+        """Returns once the session is not recovering: back, or lost (the caller looks).
+        EHOSTDOWN if it is still recovering after `timeout` seconds."""
+        with self._grants:
+            if not self._grants.wait_for(lambda: self.recovering is None or self.lost
+                                         or self._finishing, timeout):
+                raise errors.error(errno.EHOSTDOWN, (
+                    f"the metaserver at {self.address} has not answered for "
+                    f"{time.monotonic() - self._outage:.0f}s ({self.recovering}); is it "
+                    "restarting? The session keeps its open files and unstored writes and "
+                    "rejoins when it is back: try again"))
+
+    def _broke(self, timeout: float) -> bool:
+        """Whether the stream is (within `timeout`) found broken: a call that failed for want
+        of the metaserver then waits for the recovery rather than losing the session."""
+        with self._grants:
+            return self._grants.wait_for(lambda: self.recovering is not None, timeout)
 
     # --- from the stream --------------------------------------------------------------------
     def received(self, revoke: pb.Revoke) -> None:
@@ -167,7 +256,7 @@ class MetaSession:
             if revoke.granted_upto >= self._applied_below:
                 self._held.append(revoke)
                 return
-        self._stream.lanes.submit(self.client_id, self._revoke, revoke)
+        self._stream.lanes.submit(self.client_id, self._revoke, revoke, self.era)
 
     def lose_soon(self, reason: str) -> None:
         """On the stream's thread, which must not wait for the Client: the session is given
@@ -188,19 +277,21 @@ class MetaSession:
     def _give_up(self, reason: str) -> None:
         self.lost = reason
         log.warning("client %d lost its session: %s", self.client_id, reason)
-        if self._call is not None:
-            SessionStream.leave(self._call, self.client_id)
+        if self._where[0] is not None:
+            SessionStream.leave(self._where[0], self.client_id)
         with self._grants:
             self._held.clear()
             self._grants.notify_all()
 
-    def _revoke(self, revoke: pb.Revoke) -> None:
+    def _revoke(self, revoke: pb.Revoke, era: int) -> None:
         try:
             size = self._on_revoke(revoke)
         except Exception:  # noqa: BLE001 - a failed handler must not kill the worker silently
             log.exception("handling revocation %d failed", revoke.revoke_id)
             return
-        self._call.outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
+        if era != self.era or self.recovering:  # a restarted metaserver forgot it (and may
+            return                                # reuse its number)
+        self._where[0].outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
             revoke_id=revoke.revoke_id, size=size, client_id=self.client_id)))
 
     # --- tokens -----------------------------------------------------------------------------
@@ -211,9 +302,12 @@ class MetaSession:
                 file_id=file_id, start=start, end=end, mode=mode),
                 timeout=ACQUIRE_TIMEOUT, metadata=self.metadata)
         except grpc.RpcError as e:
-            if e.code() not in _REFUSED_BEFORE_GRANT:
+            if e.code() not in _REFUSED_BEFORE_GRANT and not (
+                    e.code() == grpc.StatusCode.UNAVAILABLE and self._broke(BREAK_SECONDS)):
                 # The metaserver may have granted it: a grant this client never applies would
                 # hold up every later revocation. Give the session up; its tokens go with it.
+                # (Unless the metaserver went away: its stream broke too, and the session
+                # survives only by reclaiming from a restarted metaserver, which forgot it.)
                 self.lose(f"a token request ended without an answer ({e.code().name})")
             raise errors.from_rpc(e, "token request") from None
 
@@ -229,7 +323,7 @@ class MetaSession:
             self._held = [r for r in self._held if r.granted_upto >= self._applied_below]
             self._grants.notify_all()
         for revoke in ready:
-            self._stream.lanes.submit(self.client_id, self._revoke, revoke)
+            self._stream.lanes.submit(self.client_id, self._revoke, revoke, self.era)
 
     def call(self, method: str, request, what: str):
         """A unary metaserver call for this session; failures become OSErrors naming `what`."""
@@ -242,9 +336,9 @@ class MetaSession:
             raise errors.error(errno.ENOTCONN, f"{what}: the session has ended") from None
 
 
-def _dropped(call, client_id: int, holdings: shared.Holdings) -> None:
+def _dropped(where: list, client_id: int, holdings: shared.Holdings) -> None:
     """The session's Client was garbage-collected without finishing: leave the stream (the
     metaserver ends the session) and let go of what it held. Runs in a finalizer, so it only
     queues."""
-    SessionStream.leave(call, client_id, finalizing=True)
+    SessionStream.leave(where[0], client_id, finalizing=True)
     holdings.release_later()

@@ -17,8 +17,13 @@ collected, and its session leaves the stream (pfs/session.py).
 
 A session is renewed by an acknowledgement only if it arrives after the session's "joined": the
 metaserver answers in the order it reads, so that heartbeat was read after the session joined,
-and renewed it. When the stream breaks, every session on it is lost at once (the metaserver ends
-them all); the next session to join opens a new one.
+and renewed it.
+
+When the stream breaks, its sessions are not given up but recover (pfs/session.py): the reader
+opens a new stream, less and less often while the metaserver does not answer (at most every
+RECONNECT_SECONDS, logging how long it has been), and rejoins each with its key. A metaserver
+that ended them (it is alive, and saw the stream break) refuses, and they are lost as before; one
+that restarted takes them back, and each reclaims what it holds.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import errno
 import logging
 import queue
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -37,7 +43,7 @@ from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from . import errors, shared
 from .heartbeats import END, Heartbeats, messages_for
 from .lanes import Lanes
-from .transport import Credentials
+from .transport import RECONNECT_SECONDS, Credentials
 
 if TYPE_CHECKING:
     from .session import MetaSession
@@ -46,6 +52,8 @@ log = logging.getLogger("pfs.client")
 
 #: Revocations of one session handled at once at most (each waits for its own byte range).
 REVOCATIONS_PER_SESSION = 4
+#: Seconds between reports that the metaserver still does not answer.
+OUTAGE_LOG_SECONDS = 30.0
 
 
 class _Call:
@@ -84,6 +92,9 @@ class SessionStream:
         self._call: _Call | None = None
         self._closed = False
         self.lanes = Lanes(REVOCATIONS_PER_SESSION, "pfs-revoke")
+        self._outage: float | None = None  # when the metaserver stopped answering
+        self._pause = 0.0  # before the next try to reach it
+        self._reported = 0.0  # when the outage was last logged
 
     def join(self, session: "MetaSession", key: bytes, timeout: float) -> _Call:
         """Puts the session on the stream (opening it if needed); the stream it is on. Raises
@@ -146,6 +157,8 @@ class SessionStream:
         reason = "the metaserver closed the session stream"
         try:
             for message in responses:
+                if self._outage is not None:
+                    self._answered()
                 self._receive(call, message)
         except grpc.RpcError as e:
             reason = f"the session stream broke: {e.code().name} {e.details()}"
@@ -158,12 +171,53 @@ class SessionStream:
             if self._call is call:
                 self._call = None
             closed = self._closed
+        rejoin = []
         for session in call.sessions(joined=False):
             if session.join_answer is not None:
                 session.join_answer[1].append(reason)
                 session.join_answer[0].set()
-            elif not closed:
-                session.lose_soon(reason)
+            elif not closed and session.disconnected(reason):
+                rejoin.append(session)
+        if rejoin:
+            self._rejoin(rejoin, reason)
+
+    def _rejoin(self, sessions: "list[MetaSession]", reason: str) -> None:
+        """After the stream broke: waits a little (more each time, while the metaserver does not
+        answer), opens a new stream and rejoins the sessions with their keys; the answers come
+        to the new stream's reader (`_receive`)."""
+        with self._lock:
+            now = time.monotonic()
+            if self._outage is None:
+                self._outage = self._reported = now
+            elif now - self._reported >= OUTAGE_LOG_SECONDS:
+                self._reported = now
+                log.warning("the metaserver at %s has not answered for %.0fs (%s); %d "
+                            "session(s) of this process wait to rejoin", self.address,
+                            now - self._outage, reason, len(sessions))
+            self._pause = min(max(2 * self._pause, 0.1), RECONNECT_SECONDS)
+            pause = self._pause
+        time.sleep(pause)
+        with self._lock:
+            if self._closed:
+                return
+            call = self._call
+            if call is None or call.ended is not None:
+                call = self._call = self._open(sessions[0].heartbeat_seconds)
+            with call.lock:
+                for session in sessions:
+                    call.members[session.client_id] = session
+        for session in sessions:
+            call.outbox.put(pb.ClientMessage(join=pb.JoinSession(
+                client_id=session.client_id, session_key=session.reply.session_key)))
+
+    def _answered(self) -> None:
+        """The metaserver answers again."""
+        with self._lock:
+            if self._outage is None:
+                return
+            log.warning("the metaserver at %s answers again after %.1fs", self.address,
+                        time.monotonic() - self._outage)
+            self._outage, self._pause = None, 0.0
 
     def _receive(self, call: _Call, message: pb.ServerMessage) -> None:
         kind = message.WhichOneof("body")
@@ -186,13 +240,21 @@ class SessionStream:
         elif kind in ("joined", "refused"):
             answer = getattr(message, kind)
             session = call.members.get(answer.client_id)
-            if session is not None and session.join_answer is not None:
-                if kind == "joined":
-                    with call.lock:
-                        call.joined[answer.client_id] = session
-                else:
+            if session is None:
+                return
+            if kind == "joined":
+                with call.lock:
+                    call.joined[answer.client_id] = session
+            if session.join_answer is not None:
+                if kind == "refused":
                     session.join_answer[1].append(answer.reason)
                 session.join_answer[0].set()
+            elif kind == "joined":  # a recovering session, back
+                session.rejoined(call)
+            else:
+                call.remove(answer.client_id)
+                session.lose_soon(f"the metaserver did not take the session back: "
+                                  f"{answer.reason}")
         elif kind == "ended":
             session = call.remove(message.ended.client_id)
             if session is not None:
