@@ -7,9 +7,11 @@ A second race does the same on a file that grows: appends (at an end that may be
 across and past the end, writes past it that must fail with EINVAL, and fstat; every size seen
 must be explained too.
 
-A third race adds a nemesis: one client is frozen (SIGSTOP) past its lease, one is killed
-mid-operation, and a fileserver is killed (and restarted by `pfs up`). Calls whose outcome their
-client never learned count as may-have-happened; a lost client's unflushed writes may vanish.
+A third race adds a nemesis: one client is frozen (SIGSTOP) past its lease, a fileserver is
+killed (and restarted by `pfs up`), the metaserver is killed (and restarted, so the clients
+reclaim their sessions), and one client is killed mid-operation while the metaserver is down.
+Calls whose outcome their client never learned count as may-have-happened; a lost client's
+unflushed writes may vanish, and nobody else's may.
 
 Seeds and sizes come from the environment, for longer runs outside CI:
     PFS_CONSISTENCY_SEEDS=1,2,3,4,5,6,7,8 PFS_CONSISTENCY_OPS=200 pytest tests/test_consistency.py
@@ -154,9 +156,13 @@ def journal_ops(client: int, path) -> list[Op]:
 
 @pytest.mark.parametrize("seed", NEMESIS_SEEDS)
 def test_racing_clients_with_a_nemesis(tmp_path, seed):
-    """Four clients race while one is frozen past its lease, one is killed, a fileserver is
-    killed (and restarted by `pfs up`), and another stalls (SIGSTOP) long enough for writes to
-    it to fail and stay unstored (the clients retry for 1 s only). The frozen client is resumed
+    """Four clients race while one is frozen past its lease, a fileserver is killed (and
+    restarted by `pfs up`), and another stalls (SIGSTOP) long enough for writes to it to fail
+    and stay unstored (the clients retry for 1 s only); meanwhile the metaserver is SIGKILLed
+    (and restarted by `pfs up`: the live clients reclaim their sessions, keeping what they
+    cache), and one client is killed while it is down (it never reclaims: the recovery window
+    evicts it). Calls made while the metaserver is down may fail (EHOSTDOWN: unknown outcome),
+    but no surviving client may lose its session to the restart. The frozen client is resumed
     only once the others are done, so that nothing it might still write back is hidden by later
     writes: everything it does then must fail. Every successful read, and the final file, must
     be explained; a surviving client that lost its session meanwhile (evicted while it could
@@ -181,14 +187,16 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed):
             stopped = time.monotonic_ns()
             frozen.pause()
             time.sleep(rng.uniform(0.2, 1.0))
-            killed_at = time.monotonic_ns()
-            killed.kill()
-            time.sleep(rng.uniform(0.2, 0.6))
             crashed, stalled = rng.sample(cluster.server_pids("fileserver"), 2)
             os.kill(crashed, signal.SIGKILL)
             stall_start = time.monotonic_ns()
             os.kill(stalled, signal.SIGSTOP)
-            time.sleep(rng.uniform(3.0, 4.5))
+            time.sleep(rng.uniform(0.3, 1.0))
+            os.kill(cluster.server_pids("metaserver")[0], signal.SIGKILL)
+            time.sleep(rng.uniform(0.1, 0.5))
+            killed_at = time.monotonic_ns()
+            killed.kill()
+            time.sleep(rng.uniform(2.0, 3.0))
             os.kill(stalled, signal.SIGCONT)
             histories = {2 + k: w.receive(timeout=120) for k, w in enumerate(survivors)}
             resumed = time.monotonic_ns()
@@ -201,6 +209,9 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed):
     finally:
         cluster.stop()
 
+    log = cluster.log.read_text()
+    for worker in survivors:  # back after the metaserver's restart, with what they held
+        assert f"client {worker.client_id} reclaimed its session" in log, log[-3000:]
     ops = [op for k, path in enumerate(journals) for op in journal_ops(k, path)]
     for k, history in histories.items():  # the journals agree with what the workers returned
         assert len(history) == sum(op.client == k for op in ops)
