@@ -297,7 +297,7 @@ class Client:
                 deadline = time.monotonic() + self._retry_seconds
                 while session.recovering and not session.lost:
                     if time.monotonic() >= deadline:
-                        session.wait_back(0)  # raises, saying for how long and what is kept
+                        raise session.unreachable()
                     self._changed.wait(min(0.5, deadline - time.monotonic()))
         session.check_lease()
         if session.lost:

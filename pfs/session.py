@@ -158,8 +158,6 @@ class MetaSession:
             self._left.detach()
         if self._where[0] is not None:
             SessionStream.leave(self._where[0], self.client_id)
-        with self._grants:
-            self._grants.notify_all()  # (callers waiting for a recovery)
         self._holdings.release_all()
 
     # --- the lease --------------------------------------------------------------------------
@@ -228,17 +226,13 @@ class MetaSession:
                     sum(1 for f in reply.files if f.refused))
         return reply
 
-    def wait_back(self, timeout: float) -> None:
-        """Returns once the session is not recovering: back, or lost (the caller looks).
-        EHOSTDOWN if it is still recovering after `timeout` seconds."""
-        with self._grants:
-            if not self._grants.wait_for(lambda: self.recovering is None or self.lost
-                                         or self._finishing, timeout):
-                raise errors.error(errno.EHOSTDOWN, (
-                    f"the metaserver at {self.address} has not answered for "
-                    f"{time.monotonic() - self._outage:.0f}s ({self.recovering}); is it "
-                    "restarting? The session keeps its open files and unstored writes and "
-                    "rejoins when it is back: try again"))
+    def unreachable(self) -> OSError:
+        """The failure of a call that waited too long for the recovering session."""
+        return errors.error(errno.EHOSTDOWN, (
+            f"the metaserver at {self.address} has not answered for "
+            f"{time.monotonic() - self._outage:.0f}s ({self.recovering}); is it restarting? "
+            "The session keeps its open files and unstored writes, and rejoins when the "
+            "metaserver is back: try again"))
 
     def _broke(self, timeout: float) -> bool:
         """Whether the stream is (within `timeout`) found broken: a call that failed for want
