@@ -157,8 +157,10 @@ def _finish_at_exit() -> None:
     for client in list(_live_clients):
         session = client._session
         if session is not None and session.recovering:
-            log.warning("client %d exits without its metaserver (%s): what it did not store "
-                        "is lost", session.client_id, session.recovering)
+            client._lost(f"the process exited while the metaserver was unreachable "
+                         f"({session.recovering})")
+            log.warning("client %d exits without its metaserver: %s", session.client_id,
+                        client._loss)
         elif session is not None and not session.lost:
             try:
                 client.finish(session.client_id)

@@ -11,6 +11,7 @@ import threading
 import time
 
 import grpc
+import pytest
 
 import pfs
 from pfs._proto import metaserver_pb2 as pb
@@ -247,3 +248,15 @@ def test_conflicting_reclaims_first_come_first_served(tmp_path):
         client.close()
         cluster.stop()
 
+
+
+def test_reclaim_without_a_restart_is_refused(clients):
+    """Only a session restored after a restart may reclaim, and only once: anything else would
+    hand out tokens without asking their holders."""
+    session = clients(1)._session
+    with pytest.raises(grpc.RpcError) as refused:
+        session.stub.Reclaim(pb.ReclaimRequest(files=[pb.FileClaim(file_id=1, tokens=[
+            pb.TokenClaim(start=0, end=INFINITY, mode=pb.WRITE)])]),
+            metadata=session.metadata, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "nothing to reclaim" in refused.value.details()
