@@ -196,6 +196,9 @@ class MetaSession:
         """On the stream's thread: the metaserver took the session back onto a stream; the
         Client reclaims on the session's lane."""
         self._where[0] = call
+        if self.lost or self._finishing:  # given up meanwhile (`_give_up` may have left the
+            SessionStream.leave(call, self.client_id)  # stream of before): leave this one
+            return
         self._stream.lanes.submit(self.client_id, self._on_rejoined)
 
     def reclaim(self, files: list[pb.FileClaim]) -> pb.ReclaimReply | None:

@@ -240,7 +240,10 @@ class SessionStream:
         elif kind in ("joined", "refused"):
             answer = getattr(message, kind)
             session = call.members.get(answer.client_id)
-            if session is None:
+            if session is None:  # given up (or collected) while joining: the metaserver ends it
+                if kind == "joined":
+                    call.outbox.put(pb.ClientMessage(leave=pb.LeaveSession(
+                        client_id=answer.client_id)))
                 return
             if kind == "joined":
                 with call.lock:
