@@ -294,6 +294,7 @@ class Client:
     def _alive(self, session: MetaSession) -> MetaSession:
         """The session, if it still holds; else ENOTCONN saying what its loss took. While it
         recovers, waits (the lock released) up to PFS_RETRY_SECONDS, then EHOSTDOWN."""
+        session.check_lease()
         if session.recovering:
             with self._lock:
                 deadline = time.monotonic() + self._retry_seconds
@@ -301,7 +302,7 @@ class Client:
                     if time.monotonic() >= deadline:
                         raise session.unreachable()
                     self._changed.wait(min(0.5, deadline - time.monotonic()))
-        session.check_lease()
+                    session.check_lease()
         if session.lost:
             what = ""
             if session is self._session:  # (not one replaced by a new pfs_initialize meanwhile)

@@ -28,6 +28,9 @@ key as soon as the metaserver answers again (pfs/stream.py). A metaserver that r
 data directory takes it back, and the Client reclaims its open files and tokens (`reclaim`;
 servers/metaserver/recovery.py); a metaserver that ended the session refuses the join, and the
 session is lost as before. Calls made meanwhile wait for the outcome, up to PFS_RETRY_SECONDS.
+A lease that runs out while the stream seems up (this process was paused, or the metaserver
+hung) recovers too, silently: a heartbeat acknowledged again brings the session back as it was,
+an `ended` notice loses it, and a stream that breaks meanwhile makes it rejoin and reclaim.
 """
 from __future__ import annotations
 
@@ -103,7 +106,8 @@ class MetaSession:
         self._lease_ends = 0.0
         self._finishing = False
         self.lost: str | None = None
-        self.recovering: str | None = None  # why the stream broke, until the session is back
+        self.recovering: str | None = None  # why it may be lost, until the metaserver says
+        self._silent = False  # recovering while the stream seems up: no reclaim needed
         # Reclaims so far: grants and revocations of an earlier metaserver are void after one.
         self.era = 0
         self._outage = 0.0  # when it broke (monotonic)
@@ -166,31 +170,49 @@ class MetaSession:
         return self.lost is None and self.recovering is None and time.monotonic() < self._lease_ends
 
     def check_lease(self) -> None:
-        """Gives the session up once its lease may have run out (the client was paused, or
-        the metaserver stopped answering): its tokens may be someone else's by now. A
-        recovering session is decided by the metaserver when it answers again."""
+        """Once the lease may have run out (this process was paused, or the metaserver
+        stopped answering) the tokens may be someone else's: the session recovers, serving
+        nothing from the cache, until the metaserver says which (the stream brings it: a
+        heartbeat acknowledged again, the session ended, or the stream broken)."""
         if self.lost is None and self.recovering is None and time.monotonic() >= self._lease_ends:
-            self.lose(f"no heartbeat was acknowledged for over the lease of "
-                      f"{self.reply.lease_seconds:g}s (was this process paused, or the "
-                      "metaserver unreachable?), so the metaserver may have ended the session")
+            self._recover(f"no heartbeat was acknowledged for over the lease of "
+                          f"{self.reply.lease_seconds:g}s (was this process paused, or the "
+                          "metaserver unreachable?)", silent=True)
 
     def renewed(self, sent: float) -> None:
-        """A heartbeat sent at `sent` was acknowledged while this session was on the stream."""
-        self._lease_ends = max(self._lease_ends, sent + self._lease)
+        """A heartbeat sent at `sent` was acknowledged while this session was on the stream:
+        the metaserver still counted the session then (it announces an ending before any
+        later acknowledgement), so a silent one is back."""
+        with self._grants:
+            self._lease_ends = max(self._lease_ends, sent + self._lease)
+            if self._silent and self.recovering and time.monotonic() < self._lease_ends:
+                log.warning("client %d hears from the metaserver again after %.1fs",
+                            self.client_id, time.monotonic() - self._outage)
+                self.recovering, self._silent = None, False
 
     # --- a broken stream --------------------------------------------------------------------
     def disconnected(self, reason: str) -> bool:
         """On the stream's thread: the stream broke. Whether the session is to be rejoined
         (not when it is being given up anyway)."""
+        if self._finishing or self.lost:
+            return False
+        self._recover(reason, silent=False)
+        return True
+
+    def _recover(self, reason: str, silent: bool) -> None:
+        """The session stops serving from the cache until the metaserver says whether it
+        still counts it: `silent`, it may merely have been slow; else the stream broke, and
+        only a reclaim brings the session back."""
         with self._grants:
-            if self._finishing or self.lost:
-                return False
+            if self.lost:
+                return
             if self.recovering is None:
-                self.recovering, self._outage = reason, time.monotonic()
+                self._outage = time.monotonic()
                 log.warning("client %d lost contact with the metaserver at %s (%s); it keeps "
-                            "its open files, tokens and unstored writes, and rejoins when the "
-                            "metaserver answers", self.client_id, self.address, reason)
-            return True
+                            "its open files, tokens and unstored writes until the metaserver "
+                            "answers", self.client_id, self.address, reason)
+            self.recovering, self._silent = reason, silent
+            self._grants.notify_all()
 
     def rejoined(self, call) -> None:
         """On the stream's thread: the metaserver took the session back onto a stream; the
@@ -241,7 +263,8 @@ class MetaSession:
         """Whether the stream is (within `timeout`) found broken: a call that failed for want
         of the metaserver then waits for the recovery rather than losing the session."""
         with self._grants:
-            return self._grants.wait_for(lambda: self.recovering is not None, timeout)
+            return self._grants.wait_for(lambda: self.recovering is not None
+                                         and not self._silent, timeout)
 
     # --- from the stream --------------------------------------------------------------------
     def received(self, revoke: pb.Revoke) -> None:

@@ -74,6 +74,44 @@ def test_cached_writes_survive_a_metaserver_sigkill(tmp_path):
         cluster.stop()
 
 
+def test_a_hung_metaserver_loses_no_session(tmp_path):
+    """A metaserver that hangs (SIGSTOP) past the clients' lease: they serve nothing from their
+    caches meanwhile, and their calls wait for it. Resumed before the clients' keepalive gives
+    up on their streams (5 s), it still counts them, and they go on as before; hung again and
+    then killed by its supervisor (SIGKILL while stopped), it is restarted and they reclaim.
+    Nothing they wrote is lost."""
+    cluster = Cluster(tmp_path / "cluster", lease_seconds=LEASE, **COURSE).start()
+    writer = RemoteClient(cluster, cache_blocks=16)
+    try:
+        assert writer.call("pfs_create", "f", 2) == 0
+        fd = writer.call("pfs_open", "f", pfs.PFS_READ_WRITE)
+        assert writer.call("pfs_write", fd, b"a" * 1024, 1024, 0) == 1024
+        (metaserver,) = cluster.server_pids("metaserver")
+        os.kill(metaserver, signal.SIGSTOP)
+        try:
+            time.sleep(LEASE)
+            writer.send("pfs_write", fd, b"b" * 1024, 1024, 1024)  # waits: the lease ran out
+            time.sleep(0.4)
+        finally:
+            os.kill(metaserver, signal.SIGCONT)
+        assert writer.receive() == 1024, writer.call("last_error")
+        assert writer.call("pfs_read", fd, 2048, 0) == (2048, b"a" * 1024 + b"b" * 1024)
+
+        os.kill(metaserver, signal.SIGSTOP)
+        time.sleep(2 * LEASE)
+        restart_metaserver(cluster)  # SIGKILL, while it is stopped
+        assert writer.call("pfs_write", fd, b"c" * 1024, 1024, 2048) == 1024
+        assert writer.call("pfs_close", fd) == 0, writer.call("last_error")
+        assert writer.call("pfs_initialize") == writer.client_id
+
+        reader = cluster.client()
+        assert read_file(reader, "f") == b"a" * 1024 + b"b" * 1024 + b"c" * 1024
+        assert reader.pfs_finish(reader._session.client_id) == 0
+    finally:
+        writer.close()
+        cluster.stop()
+
+
 def test_closed_files_are_unchanged_after_a_restart(tmp_path):
     """Files closed (or fsynced) before the SIGKILL read the same afterwards, with the same
     size and mtime; a second metaserver started on the same data directory by mistake is
