@@ -9,8 +9,9 @@ Leases: an operation runs only while the session's lease surely holds, and fails
 may have given this client's tokens to another, so cached bytes may be stale. A lost session
 drops the cache without writing it back (the fileservers would refuse it anyway).
 
-Metaserver restarts: while the session recovers (its stream broke, pfs/session.py) operations
-wait, up to PFS_RETRY_SECONDS, and the cache, tokens and unstored writes are kept. Once the
+Metaserver restarts: while the session recovers (its stream broke, or its lease ran out: the
+metaserver may be gone; pfs/session.py) operations wait, up to PFS_RETRY_SECONDS, and the cache,
+tokens and unstored writes are kept; a revocation waits for the metaserver's word. Once the
 session is back on a restarted metaserver, `_reclaim` tells it the open files and tokens and
 takes back their capabilities; an open file it refuses is stale: its unstored writes are dropped
 and its fd fails with ESTALE.
@@ -676,15 +677,16 @@ class Client:
             if f is not None:
                 f.revoking.append((revoke.start, revoke.end))
 
-    def _revoke(self, revoke: pb.Revoke) -> int:
+    def _revoke(self, revoke: pb.Revoke) -> int | None:
         """Gives up a token range once the operations running on it are done and every byte
         written in it is stored; returns the known size. A write-back that fails is tried again
         until it succeeds or the session is lost (the metaserver evicts a holder that takes
         too long): a token is never given up over unstored bytes. Giving up the tail of the
         file (a range to infinity) first stores every write to the file, so that the size this
-        acknowledgement reports is stored all the way. A session that is lost, or recovering
-        (the metaserver that asked is gone: a restarted one forgot the revocation), gives up
-        nothing: its bytes and tokens stay as they are."""
+        acknowledgement reports is stored all the way. A session whose lease ran out waits for
+        the metaserver's word first; one that is lost, or recovering from a broken stream (the
+        metaserver that asked is gone: a restarted one forgot the revocation), gives up nothing
+        and does not acknowledge (None): its bytes and tokens stay as they are."""
         with self._lock:
             f = self._by_id.get(revoke.file_id)
             if f is None:
@@ -698,10 +700,10 @@ class Client:
                     if (revoke.start, revoke.end) in f.revoking:
                         f.revoking.remove((revoke.start, revoke.end))
 
-    def _give_up_range(self, f: _OpenFile, revoke: pb.Revoke) -> int:
+    def _give_up_range(self, f: _OpenFile, revoke: pb.Revoke) -> int | None:
         session = self._session
-        if session is None or not session.lease_valid():
-            return 0
+        if session is None or not self._still_counted(session):
+            return None
         B = f.block_size
         tail = revoke.end == INFINITY
         lo = 0 if tail else revoke.start // B * B
@@ -716,8 +718,8 @@ class Client:
                 self._dataplane.settle(f, lo, hi)  # stored before it is given up
                 break
             except OSError as e:
-                if not session.lease_valid():
-                    return 0
+                if not self._still_counted(session):
+                    return None
                 log.warning("cannot give up [%d, %d) of %r yet: %s", revoke.start,
                             revoke.end, f.name, e)
                 self._changed.wait(pause)  # (operations elsewhere may go on meanwhile)
@@ -728,6 +730,14 @@ class Client:
             # its start was written back and reported with this acknowledgement.
             f.written_end = min(f.written_end, revoke.start)
         return f.size
+
+    def _still_counted(self, session: MetaSession) -> bool:
+        """Whether the metaserver surely still counts the session; while its lease has run
+        out with its stream up, waits (the lock released) for the metaserver's word."""
+        session.check_lease()
+        while session.silent and self._session is session:
+            self._changed.wait(0.5)
+        return session.lease_valid()
 
     def _reclaim(self) -> None:
         """On the session's lane, once it rejoined a restarted metaserver: claims every open

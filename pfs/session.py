@@ -74,13 +74,13 @@ _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_F
 
 class MetaSession:
     """`on_revoke(revoke) -> size` runs on a worker thread and returns the file size this
-    client knows; `on_revoke_received(revoke)` runs at once on the stream's thread and must not
+    client knows (None: it gave nothing up, so it must not acknowledge); `on_revoke_received(revoke)` runs at once on the stream's thread and must not
     block; `size_of(file_id) -> size` answers size queries (on that thread: without blocking);
     `on_lost(reason)` is told when the session is given up; `on_rejoined()` runs on a worker
     thread once a recovering session is back on a stream, and reclaims (`reclaim`)."""
 
     def __init__(self, address: str, credentials: Credentials,
-                 on_revoke: Callable[[pb.Revoke], int],
+                 on_revoke: Callable[[pb.Revoke], int | None],
                  on_revoke_received: Callable[[pb.Revoke], None],
                  size_of: Callable[[int], int],
                  on_lost: Callable[[str], None],
@@ -259,6 +259,11 @@ class MetaSession:
             "The session keeps its open files and unstored writes, and rejoins when the "
             "metaserver is back: try again"))
 
+    @property
+    def silent(self) -> bool:
+        """Recovering with the stream up: waiting for the metaserver's word."""
+        return self.recovering is not None and self._silent and not self.lost
+
     def _broke(self, timeout: float) -> bool:
         """Whether the stream is (within `timeout`) found broken: a call that failed for want
         of the metaserver then waits for the recovery rather than losing the session."""
@@ -309,8 +314,8 @@ class MetaSession:
         except Exception:  # noqa: BLE001 - a failed handler must not kill the worker silently
             log.exception("handling revocation %d failed", revoke.revoke_id)
             return
-        if era != self.era or self.recovering:  # a restarted metaserver forgot it (and may
-            return                                # reuse its number)
+        if size is None or era != self.era:  # (a restarted metaserver forgot the revocation,
+            return                               # and may reuse its number)
         self._where[0].outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
             revoke_id=revoke.revoke_id, size=size, client_id=self.client_id)))
 
