@@ -95,8 +95,8 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
     metaserver.serve(pathlib.Path(args.data_dir), host=args.host, port=args.port,
                      fileservers=args.fileservers, block_size=args.block_size,
                      stripe_blocks=args.stripe_blocks, lease_seconds=args.lease_seconds,
-                     credentials=_credentials(args), allow_insecure=args.insecure,
-                     on_ready=ready)
+                     replicas=args.replicas, credentials=_credentials(args),
+                     allow_insecure=args.insecure, on_ready=ready)
     return 0
 
 
@@ -147,7 +147,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),
               "--fileservers", str(args.fileservers), "--block-size", str(args.block_size),
-              "--stripe-blocks", str(args.stripe_blocks),
+              "--stripe-blocks", str(args.stripe_blocks), "--replicas", str(args.replicas),
               "--lease-seconds", str(args.lease_seconds), "--address-file", str(address_file))
         address = _wait_for(lambda: address_file.exists() and address_file.read_text().strip(),
                             children, stop, "the metaserver to listen")
@@ -182,7 +182,7 @@ def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
     argv = ["up", "--data-dir", str(data), "--fileservers", str(args.fileservers),
             "--port", str(args.port), "--block-size", str(args.block_size),
             "--stripe-blocks", str(args.stripe_blocks), "--lease-seconds", str(args.lease_seconds),
-            "--log-level", args.log_level]
+            "--replicas", str(args.replicas), "--log-level", args.log_level]
     for flag, path in (("--secret-file", args.secret_file), ("--tls-cert", args.tls_cert),
                        ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca)):
         if path:
@@ -393,6 +393,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--lease-seconds", type=tools.at_least_one(float),
                        default=DEFAULT_LEASE_SECONDS,
                        help="a silent client loses its tokens after this (default %(default)s)")
+        p.add_argument("--replicas", type=tools.at_least_one(int), default=1,
+                       help="copies of each stripe unit a new file gets unless it asks, each "
+                            "on a fileserver of its own (default %(default)s)")
 
     def insecure_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--insecure", action="store_true",

@@ -78,6 +78,7 @@ class _OpenFile:
     written_end: int = 0  # the end of the bytes this client wrote (what it reports as stored)
     tokens: RangeMap = field(default_factory=RangeMap)
     held: Held = field(default_factory=Held)  # the tokens' capabilities, for the fileservers
+    stale: set[int] = field(default_factory=set)  # fileservers with a stale copy: not read
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
     wrote: bool = False
     closing: bool = False  # a close failed half-way: only close may be retried
@@ -159,7 +160,8 @@ def _finish_at_exit() -> None:
 def _metadata(meta: pb.FileMeta) -> Metadata:
     r = meta.recipe
     return Metadata(filename=meta.path, file_size=meta.size, ctime=meta.ctime, mtime=meta.mtime,
-                    recipe=Recipe(r.stripe_width, r.block_size, r.stripe_blocks, list(r.servers)),
+                    recipe=Recipe(r.stripe_width, r.block_size, r.stripe_blocks, list(r.servers),
+                                  r.replicas or 1),
                     is_dir=meta.is_dir)
 
 
@@ -219,6 +221,10 @@ class Client:
                                         lookup=lambda: _addresses(session.call(
                                             "Status", pb.StatusRequest(), "look up fileservers"
                                         ).fileservers), on_fenced=session.lose,
+                                        on_missed=lambda file_id, server, start, end, why:
+                                        session.call("ReportMissed", pb.ReportMissedRequest(
+                                            file_id=file_id, server=server, start=start,
+                                            end=end, why=why), "record a stale copy"),
                                         write_behind=WRITE_BEHIND_BYTES)
             self._cache = BlockCache(cache_blocks, reply.block_size, self._dataplane,
                                      self._changed)
@@ -264,7 +270,7 @@ class Client:
         """Online fileservers and the block and stripe sizes new files get."""
         reply = self._live_session().reply
         return ClusterLayout(sum(1 for s in reply.fileservers if s.online), reply.block_size,
-                             reply.stripe_blocks)
+                             reply.stripe_blocks, reply.replicas or 1, len(reply.fileservers))
 
     def _live_session(self) -> MetaSession:
         session = self._session
@@ -310,14 +316,19 @@ class Client:
                 self._loss = "No unwritten data was lost. "
 
     # --- namespace --------------------------------------------------------------------------
-    def create(self, path: str, stripe_width: int) -> None:
-        """Creates an empty file; its parent directory must exist."""
+    def create(self, path: str, stripe_width: int, replicas: int = 0) -> None:
+        """Creates an empty file, striped over `stripe_width` fileservers with `replicas`
+        copies of each stripe unit (0: the cluster's default); its parent directory must
+        exist."""
         path = canonical(path)
         if not 1 <= _int_arg(stripe_width, "stripe_width") <= MAX_STRIPE_WIDTH:
             raise errors.error(errno.EINVAL, f"stripe_width must be between 1 and the number "
                                              f"of fileservers, not {stripe_width}")
-        self._live_session().call("Create", pb.CreateRequest(path=path, stripe_width=stripe_width),
-                                  f"create {brief(path)}")
+        if _int_arg(replicas, "replicas") > MAX_STRIPE_WIDTH:
+            raise errors.error(errno.EINVAL, f"replicas must be at most the number of "
+                                             f"fileservers, not {replicas}")
+        self._live_session().call("Create", pb.CreateRequest(
+            path=path, stripe_width=stripe_width, replicas=replicas), f"create {brief(path)}")
 
     def mkdir(self, path: str) -> None:
         """Creates a directory; its parent must exist."""
@@ -594,6 +605,7 @@ class Client:
                 if self._by_id.get(f.file_id) is f:
                     f.tokens.raise_to(grant.start, grant.end, grant.mode)
                     f.held.add(grant.start, grant.end, grant.mode, list(grant.capabilities))
+                    f.stale = set(grant.stale)
                     if grant.size_epoch != f.size_epoch:  # truncated since: the size may shrink
                         f.size, f.size_epoch = grant.size, grant.size_epoch
                     else:
