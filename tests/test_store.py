@@ -108,3 +108,19 @@ def test_truncate_extends_with_zeros_that_pass_and_cuts_units_cleanly(store):
     store.truncate(1, UNIT + 100, UNIT + 100)  # cut inside a unit
     store.truncate(1, 4 * UNIT + 7, UNIT + 100)  # extended with zeros
     assert read_checked(store, 0, 4 * UNIT + 7) == data[:UNIT + 100] + bytes(3 * UNIT - 93)
+
+
+def test_a_huge_truncate_costs_no_more_than_a_small_one(store):
+    """Zeros a truncate adds pass their checks without a checksum written for each unit."""
+    write(store, 0, b"head")
+    store.truncate(1, 1 << 40, 4)
+    crc_file = pathlib.Path(str(object_path(store)) + ".crc")
+    assert crc_file.stat().st_blocks * 512 <= 64 * 1024  # not 1 GiB of checksums
+    assert read_checked(store, (1 << 39) + 5, 100) == bytes(100)
+    write(store, (1 << 39) + 10, b"middle")  # a partial unit of the zeros
+    assert read_checked(store, (1 << 39), 20) == bytes(10) + b"middle" + bytes(4)
+    assert read_checked(store, 0, 8) == b"head" + bytes(4)
+    store.truncate(1, 2, 2)  # cut back: the zeros after it are no more
+    write(store, 3 * UNIT, b"x")
+    start, crcs, got = store.read(1, UNIT, UNIT)
+    assert checksums.first_bad(memoryview(got), crcs) == 0  # a hole again, not zeros

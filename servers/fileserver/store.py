@@ -6,9 +6,10 @@ a client's string, so no request can name a path outside the data directory. Its
 in `<id>.crc`: 4 bytes per unit, each the unit's checksum with every bit flipped, so that a unit
 no write reached (a hole in that file reads as 0, i.e. a checksum of all ones) fails its check
 whatever the object holds there: bytes lost with their checksums, or a sparse hole a write
-past them left in an object that lost its data, are never taken for stored zeros. Zeros a
-truncate adds are written as checksums of zero units. Every argument is checked before the
-disk is touched.
+past them left in an object that lost its data, are never taken for stored zeros. The zeros a
+truncate adds are the exception, kept as ranges of units in `<id>.zeros` (a few bytes however
+large the extension) where a hole in the checksum file is a unit of zeros. Every argument is
+checked before the disk is touched.
 
 A write of a whole unit (or of a unit's start up to the object's end) stores the writer's own
 CRC, so checksums are end to end. A write of part of a unit reads the rest of it, checks it,
@@ -44,8 +45,6 @@ MAX_OBJECT_BYTES = 1 << 50
 OPEN_OBJECTS = 256
 #: Locks that objects share (by file id): a call holds its object's while it touches it.
 LOCKS = 64
-#: Units whose zero checksums a truncate writes at a time.
-ZERO_RUN = 1 << 16
 
 
 class Corrupt(Exception):
@@ -178,15 +177,30 @@ class StripeStore:
                 return start, array("I"), b""
             fd, crc_fd = fds
             data = os.pread(fd, -(-(offset + length) // UNIT) * UNIT - start, start)
-            return start, self._checksums(crc_fd, start, len(data)), data
+            return start, self._checksums(file_id, crc_fd, start, len(data)), data
 
-    @staticmethod
-    def _checksums(crc_fd: int, start: int, length: int) -> array:
-        """The checksums of the `length` bytes of units from `start` (those of units never
-        written match no bytes)."""
-        count = -(-length // UNIT)
-        stored = os.pread(crc_fd, 4 * count, start // UNIT * 4)
-        return _decoded(stored + bytes(4 * count - len(stored)))
+    def _checksums(self, file_id: int, crc_fd: int, start: int, length: int) -> array:
+        """The checksums of the `length` bytes of units from `start`: those of units no write
+        reached match no bytes, unless a truncate made them zeros."""
+        count, first = -(-length // UNIT), start // UNIT
+        stored = os.pread(crc_fd, 4 * count, first * 4)
+        stored += bytes(4 * count - len(stored))
+        crcs = _decoded(stored)
+        if stored.count(bytes(4)):  # holes, perhaps zeros a truncate added
+            zeros = self._zero_units(file_id)
+            for k in range(count):
+                if stored[4 * k:4 * k + 4] == bytes(4) and \
+                        any(a <= first + k < b for a, b in zeros):
+                    crcs[k] = checksums.ZERO_UNIT
+        return crcs
+
+    def _zero_units(self, file_id: int) -> list[tuple[int, int]]:
+        """The ranges of units a truncate filled with zeros, [start, end)."""
+        try:
+            packed = array("Q", pathlib.Path(self._path(file_id) + ".zeros").read_bytes())
+        except FileNotFoundError:
+            return []
+        return list(zip(packed[::2], packed[1::2]))
 
     def write(self, file_id: int, offset: int, crcs, data) -> None:
         """Stores `data` at `offset`, `crcs` the writer's CRC of each piece (pfs/wire.py).
@@ -203,13 +217,13 @@ class StripeStore:
                 if lo == unit and hi < unit + UNIT and hi >= length:  # the object's new end
                     new[k] = checksums.padded(new[k], hi - lo)
                 elif lo > unit or hi < unit + UNIT:
-                    new[k] = self._merged(fd, crc_fd, unit, length, lo,
+                    new[k] = self._merged(file_id, fd, crc_fd, unit, length, lo,
                                           view[lo - offset:hi - offset], new[k])
             _pwrite_all(fd, view, offset)
             _pwrite_all(crc_fd, memoryview(_encoded(new)), first * 4)
 
-    def _merged(self, fd: int, crc_fd: int, unit: int, length: int, lo: int, piece,
-                crc: int) -> int:
+    def _merged(self, file_id: int, fd: int, crc_fd: int, unit: int, length: int, lo: int,
+                piece, crc: int) -> int:
         """The checksum of unit `unit` once `piece` (with CRC `crc`) is written at `lo` in it,
         the rest of it as stored (checked)."""
         if crc32c(piece) != crc:
@@ -218,9 +232,8 @@ class StripeStore:
         old = os.pread(fd, UNIT, unit) if unit < length else b""
         never_written = os.pread(crc_fd, 4, unit // UNIT * 4) in (b"", bytes(4)) and \
             not any(old)  # a unit a later write skipped over (writes may land out of order)
-        if old and not never_written and \
-                checksums.padded(crc32c(old), len(old)) != self._checksums(crc_fd, unit,
-                                                                           len(old))[0]:
+        if old and not never_written and checksums.padded(crc32c(old), len(old)) != \
+                self._checksums(file_id, crc_fd, unit, len(old))[0]:
             raise Corrupt(f"stored bytes {unit}-{unit + len(old) - 1} do not match their "
                           "checksum: this copy is damaged (pfs scrub repairs replicas)")
         merged = bytearray(old)
@@ -243,10 +256,18 @@ class StripeStore:
                 _pwrite_all(crc_fd, memoryview(_encoded(array("I", [
                     checksums.padded(crc32c(rest), len(rest))]))), unit // UNIT * 4)
             os.ftruncate(fd, length)
-            zeros = _encoded(array("I", [checksums.ZERO_UNIT])) * ZERO_RUN
-            for at in range(-(-held // UNIT), -(-length // UNIT), ZERO_RUN):
-                count = min(ZERO_RUN, -(-length // UNIT) - at)
-                _pwrite_all(crc_fd, memoryview(zeros)[:4 * count], at * 4)
+            kept = -(-held // UNIT)
+            zeros = [(a, min(b, kept)) for a, b in self._zero_units(file_id) if a < kept]
+            if kept < -(-length // UNIT):
+                zeros.append((kept, -(-length // UNIT)))
+            self._set_zero_units(file_id, zeros)
+
+    def _set_zero_units(self, file_id: int, ranges: list[tuple[int, int]]) -> None:
+        path = pathlib.Path(self._path(file_id) + ".zeros")
+        if ranges:
+            _write_atomically(path, array("Q", [n for r in ranges for n in r]).tobytes())
+        else:
+            path.unlink(missing_ok=True)
 
     def fsync(self, file_id: int) -> None:
         path = self._path(file_id)
@@ -256,6 +277,12 @@ class StripeStore:
             os.fsync(fd)
         with self._crc_handles.use(file_id, path + ".crc", create=True) as crc_fd:
             os.fsync(crc_fd)
+        with contextlib.suppress(FileNotFoundError):
+            zeros = os.open(path + ".zeros", os.O_RDONLY)
+            try:
+                os.fsync(zeros)
+            finally:
+                os.close(zeros)
         directory = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(directory)  # the names, too
@@ -273,13 +300,13 @@ class StripeStore:
         path = self._path(file_id)
         self._handles.drop(file_id)
         self._crc_handles.drop(file_id)
-        for name in (path, path + ".crc"):
+        for name in (path, path + ".crc", path + ".zeros"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
 
     def usage(self) -> tuple[int, int]:
         """(number of objects, bytes of file data stored)."""
-        sizes = [p.stat().st_size for p in self.objects.glob("*/*") if p.suffix != ".crc"]
+        sizes = [p.stat().st_size for p in self.objects.glob("*/*") if not p.suffix]
         return len(sizes), sum(sizes)
 
 
@@ -295,9 +322,12 @@ def _decoded(stored: bytes) -> array:
     return array("I", stored.translate(_FLIP))
 
 
-def _write_atomically(path: pathlib.Path, text: str) -> None:
+def _write_atomically(path: pathlib.Path, content: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    if isinstance(content, str):
+        tmp.write_text(content)
+    else:
+        tmp.write_bytes(content)
     os.replace(tmp, path)
 
 
