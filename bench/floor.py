@@ -98,23 +98,30 @@ class Floor:
         server, local = (offset // unit) % width, offset // unit // width * unit + offset % unit
         return self.stubs[server]["Read"](HEADER.pack(local, length))
 
-    def write_striped(self, data: memoryview, offset: int, unit: int = MiB) -> None:
-        """Writes `data` as file bytes at `offset`, 1 MiB units dealt over the servers, every
-        server's part in one call, all at once (offset and length multiples of unit*servers)."""
-        width = len(self.stubs)
+    def write_striped(self, data: memoryview, offset: int, unit: int = MiB,
+                      width: int | None = None, copies: int = 1) -> None:
+        """Writes `data` as file bytes at `offset`, 1 MiB units dealt over `width` columns
+        (default: every server), each column's part in one call to each of its `copies`
+        servers (copy k of column c on server k * width + c), all at once (offset and length
+        multiples of unit * width)."""
+        width = width or len(self.stubs)
         pieces = [bytearray() for _ in range(width)]
         for k in range(0, len(data), unit):
             pieces[(k // unit) % width] += data[k:k + unit]
         local = offset // width
-        calls = [stub["Write"].future(HEADER.pack(local, 0) + bytes(piece))
-                 for stub, piece in zip(self.stubs, pieces)]
+        calls = [self.stubs[k * width + c]["Write"].future(HEADER.pack(local, 0) + bytes(piece))
+                 for c, piece in enumerate(pieces) for k in range(copies)]
         for call in calls:
             call.result()
 
-    def read_striped(self, offset: int, dst: memoryview, unit: int = MiB) -> None:
-        width = len(self.stubs)
+    def read_striped(self, offset: int, dst: memoryview, unit: int = MiB,
+                     width: int | None = None) -> None:
+        """Reads file bytes at `offset` into `dst`, from the first `width` servers (the first
+        copy of each column)."""
+        width = width or len(self.stubs)
         share = len(dst) // width
-        calls = [stub["Read"].future(HEADER.pack(offset // width, share)) for stub in self.stubs]
+        calls = [stub["Read"].future(HEADER.pack(offset // width, share))
+                 for stub in self.stubs[:width]]
         parts = [call.result() for call in calls]
         for k in range(0, len(dst), unit):
             server, at = (k // unit) % width, (k // unit // width) * unit

@@ -76,8 +76,12 @@ def _credentials(args: argparse.Namespace):
             raise SystemExit(f"the secret file {args.secret_file} is empty: put the cluster's "
                              "secret in it (an empty secret would turn authentication off)")
     try:
+        if getattr(args, "tls_client_ca", None) and not getattr(args, "tls_cert", None):
+            raise SystemExit("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key: the "
+                             "servers must serve TLS to ask for their callers' certificates")
         return Credentials(secret=secret, tls_cert=getattr(args, "tls_cert", None),
-                           tls_key=getattr(args, "tls_key", None))
+                           tls_key=getattr(args, "tls_key", None),
+                           tls_client_ca=getattr(args, "tls_client_ca", None))
     except ValueError as e:
         raise SystemExit(str(e)) from None
 
@@ -95,7 +99,7 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
     metaserver.serve(pathlib.Path(args.data_dir), host=args.host, port=args.port,
                      fileservers=args.fileservers, block_size=args.block_size,
                      stripe_blocks=args.stripe_blocks, lease_seconds=args.lease_seconds,
-                     recovery_seconds=args.recovery_seconds,
+                     recovery_seconds=args.recovery_seconds, replicas=args.replicas,
                      credentials=_credentials(args), allow_insecure=args.insecure,
                      on_ready=ready)
     return 0
@@ -135,6 +139,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                    "--tls-key", str(pathlib.Path(args.tls_key).resolve())]
         # The servers talk to each other over TLS too; a self-signed certificate is its own CA.
         env["PFS_TLS_CA"] = str(pathlib.Path(args.tls_ca or args.tls_cert).resolve())
+    if args.tls_client_ca:
+        common += ["--tls-client-ca", str(pathlib.Path(args.tls_client_ca).resolve())]
     credentials = _credentials(args)
     credentials.tls_ca = env.get("PFS_TLS_CA")
     children: list[subprocess.Popen] = []
@@ -148,7 +154,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),
               "--fileservers", str(args.fileservers), "--block-size", str(args.block_size),
-              "--stripe-blocks", str(args.stripe_blocks),
+              "--stripe-blocks", str(args.stripe_blocks), "--replicas", str(args.replicas),
               "--lease-seconds", str(args.lease_seconds), "--address-file", str(address_file),
               *_recovery_flag(args))
         address = _wait_for(lambda: address_file.exists() and address_file.read_text().strip(),
@@ -184,9 +190,10 @@ def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
     argv = ["up", "--data-dir", str(data), "--fileservers", str(args.fileservers),
             "--port", str(args.port), "--block-size", str(args.block_size),
             "--stripe-blocks", str(args.stripe_blocks), "--lease-seconds", str(args.lease_seconds),
-            "--log-level", args.log_level, *_recovery_flag(args)]
+            "--replicas", str(args.replicas), "--log-level", args.log_level, *_recovery_flag(args)]
     for flag, path in (("--secret-file", args.secret_file), ("--tls-cert", args.tls_cert),
-                       ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca)):
+                       ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca),
+                       ("--tls-client-ca", args.tls_client_ca)):
         if path:
             argv += [flag, str(pathlib.Path(path).resolve())]
     log_path = data / DETACHED_LOG
@@ -341,6 +348,8 @@ environment variables (read by clients and the file commands):
   PFS_TLS_CA         PEM file of the CA that signed the servers' --tls-cert: talk TLS to them;
                      servers use it too, to reach each other (default: unset, plaintext;
                      `pfs up` sets it for the servers it starts)
+  PFS_TLS_CERT,      PEM certificate and key a client shows to servers that ask for one
+  PFS_TLS_KEY        (--tls-client-ca, mutual TLS) (default: unset, none shown)
   PFS_CACHE_BLOCKS   client cache capacity in blocks, 0 turns the cache off
                      (default {DEFAULT_CACHE_BLOCKS}: 64 MiB with the default 64 KiB blocks)
   PFS_RETRY_SECONDS  seconds a client keeps retrying a fileserver it cannot reach, e.g. one
@@ -389,6 +398,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--tls-cert", help="PEM certificate: serve TLS; clients set PFS_TLS_CA "
                                           "(default: none, plaintext)")
         p.add_argument("--tls-key", help="PEM private key of --tls-cert (default: none)")
+        p.add_argument("--tls-client-ca",
+                       help="mutual TLS: accept only connections that show a certificate "
+                            "signed by this CA (PEM); clients set PFS_TLS_CERT and "
+                            "PFS_TLS_KEY, servers show their --tls-cert (default: none)")
         p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
 
     def cluster_flags(p: argparse.ArgumentParser) -> None:
@@ -404,6 +417,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="after a restart, how long clients of before have to reclaim "
                             "their sessions, open files and tokens; at least the lease "
                             "(default: twice the lease)")
+        p.add_argument("--replicas", type=tools.at_least_one(int), default=1,
+                       help="copies of each stripe unit a new file gets unless it asks, each "
+                            "on a fileserver of its own (default %(default)s)")
 
     def insecure_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--insecure", action="store_true",

@@ -13,8 +13,8 @@ Metaserver restarts: while the session recovers (its stream broke, or its lease 
 metaserver may be gone; pfs/session.py) operations wait, up to PFS_RETRY_SECONDS, and the cache,
 tokens and unstored writes are kept; a revocation waits for the metaserver's word. Once the
 session is back on a restarted metaserver, `_reclaim` tells it the open files and tokens and
-takes back their capabilities; an open file it refuses is stale: its unstored writes are dropped
-and its fd fails with ESTALE.
+takes back their capabilities; an open file it does not give back has its unstored writes
+dropped, and its fd fails with ESTALE.
 
 Sizes: a read or write that may reach past the size this client knows asks for a token up to
 infinity. Nobody else can then grow the file, and whoever held it reported its size when giving
@@ -85,12 +85,13 @@ class _OpenFile:
     written_end: int = 0  # the end of the bytes this client wrote (what it reports as stored)
     tokens: RangeMap = field(default_factory=RangeMap)
     held: Held = field(default_factory=Held)  # the tokens' capabilities, for the fileservers
+    stale: set[int] = field(default_factory=set)  # fileservers with a stale copy: not read
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
     wrote: bool = False
     closing: bool = False  # a close failed half-way: only close may be retried
     read_next: int = 0  # where a sequential read would start (read-ahead)
     active: list[tuple[int, int]] = field(default_factory=list)  # operations running on it
-    stale: str | None = None  # why a restarted metaserver did not give it back
+    refused: str | None = None  # why a restarted metaserver did not give it back
 
     @property
     def block_size(self) -> int:
@@ -169,14 +170,15 @@ def _finish_at_exit() -> None:
                 log.warning("could not finish client %d at exit: %s", session.client_id, e)
 
 
-def _stale(f: _OpenFile) -> OSError:
-    return errors.error(errno.ESTALE, f"fd {f.fd}: {f.stale}")
+def _refused(f: _OpenFile) -> OSError:
+    return errors.error(errno.ESTALE, f"fd {f.fd}: {f.refused}")
 
 
 def _metadata(meta: pb.FileMeta) -> Metadata:
     r = meta.recipe
     return Metadata(filename=meta.path, file_size=meta.size, ctime=meta.ctime, mtime=meta.mtime,
-                    recipe=Recipe(r.stripe_width, r.block_size, r.stripe_blocks, list(r.servers)),
+                    recipe=Recipe(r.stripe_width, r.block_size, r.stripe_blocks, list(r.servers),
+                                  r.replicas or 1),
                     is_dir=meta.is_dir)
 
 
@@ -238,6 +240,10 @@ class Client:
                                         lookup=lambda: _addresses(session.call(
                                             "Status", pb.StatusRequest(), "look up fileservers"
                                         ).fileservers), on_fenced=session.lose,
+                                        on_missed=lambda file_id, server, start, end, why:
+                                        session.call("ReportMissed", pb.ReportMissedRequest(
+                                            file_id=file_id, server=server, start=start,
+                                            end=end, why=why), "record a stale copy"),
                                         write_behind=WRITE_BEHIND_BYTES)
             self._cache = BlockCache(cache_blocks, reply.block_size, self._dataplane,
                                      self._changed)
@@ -284,7 +290,7 @@ class Client:
         """Online fileservers and the block and stripe sizes new files get."""
         reply = self._live_session().reply
         return ClusterLayout(sum(1 for s in reply.fileservers if s.online), reply.block_size,
-                             reply.stripe_blocks)
+                             reply.stripe_blocks, reply.replicas or 1, len(reply.fileservers))
 
     def _live_session(self) -> MetaSession:
         session = self._session
@@ -340,14 +346,19 @@ class Client:
             self._changed.notify_all()  # (operations waiting for a recovery)
 
     # --- namespace --------------------------------------------------------------------------
-    def create(self, path: str, stripe_width: int) -> None:
-        """Creates an empty file; its parent directory must exist."""
+    def create(self, path: str, stripe_width: int, replicas: int = 0) -> None:
+        """Creates an empty file, striped over `stripe_width` fileservers with `replicas`
+        copies of each stripe unit (0: the cluster's default); its parent directory must
+        exist."""
         path = canonical(path)
         if not 1 <= _int_arg(stripe_width, "stripe_width") <= MAX_STRIPE_WIDTH:
             raise errors.error(errno.EINVAL, f"stripe_width must be between 1 and the number "
                                              f"of fileservers, not {stripe_width}")
-        self._live_session().call("Create", pb.CreateRequest(path=path, stripe_width=stripe_width),
-                                  f"create {brief(path)}")
+        if _int_arg(replicas, "replicas") > MAX_STRIPE_WIDTH:
+            raise errors.error(errno.EINVAL, f"replicas must be at most the number of "
+                                             f"fileservers, not {replicas}")
+        self._live_session().call("Create", pb.CreateRequest(
+            path=path, stripe_width=stripe_width, replicas=replicas), f"create {brief(path)}")
 
     def mkdir(self, path: str) -> None:
         """Creates a directory; its parent must exist."""
@@ -389,10 +400,10 @@ class Client:
         session = self._live_session()
         with self._lock:
             f = self._fds.get(fd) if type(fd) is int else None
-            if f is not None and f.stale:  # the metaserver has it closed already
+            if f is not None and f.refused:  # the metaserver has it closed already
                 del self._fds[fd]
                 del self._by_id[f.file_id]
-                raise _stale(f)
+                raise _refused(f)
         self._renew_for_unstored(session, self._open_file(fd))
         with self._lock:
             f = self._file(fd)
@@ -613,8 +624,8 @@ class Client:
                 session = self._live_session()
                 if self._fds.get(f.fd) is not f or f.closing:
                     raise errors.error(errno.EBADF, f"fd {f.fd} was closed")
-                if f.stale:
-                    raise _stale(f)
+                if f.refused:
+                    raise _refused(f)
                 token_end = end if start < end <= f.size else INFINITY
                 if any(s < token_end and start < e for s, e in f.active):
                     self._changed.wait()
@@ -641,6 +652,7 @@ class Client:
                 if self._by_id.get(f.file_id) is f:
                     f.tokens.raise_to(grant.start, grant.end, grant.mode)
                     f.held.add(grant.start, grant.end, grant.mode, list(grant.capabilities))
+                    f.stale = set(grant.stale)
                     if grant.size_epoch != f.size_epoch:  # truncated since: the size may shrink
                         f.size, f.size_epoch = grant.size, grant.size_epoch
                     else:
@@ -742,9 +754,9 @@ class Client:
     def _reclaim(self) -> None:
         """On the session's lane, once it rejoined a restarted metaserver: claims every open
         file with the size this client knows (its unstored writes included) and the tokens it
-        holds; takes back their capabilities, size and truncate count. A file refused (deleted,
-        or its tokens reclaimed first by another client) is stale: its cached and unstored
-        writes are dropped, as the session's would be if it were lost."""
+        holds; takes back their capabilities, size, truncate count and stale copies. A file
+        refused (deleted, or its tokens reclaimed first by another client) has its cached and
+        unstored writes dropped, as the session's would be if it were lost."""
         with self._lock:
             session = self._session
             if session is None or not session.recovering or session.lost:
@@ -765,7 +777,7 @@ class Client:
                     continue
                 for token in answer.tokens:
                     f.held.add(token.start, token.end, token.mode, list(token.capabilities))
-                f.size, f.size_epoch = answer.size, answer.size_epoch
+                f.size, f.size_epoch, f.stale = answer.size, answer.size_epoch, set(answer.stale)
             self._changed.notify_all()
 
     def _give_up_file(self, f: _OpenFile, reason: str) -> None:
@@ -776,9 +788,9 @@ class Client:
         lost = (f"{blocks} cached block(s) and {unstored} bytes sent to the fileservers, "
                 "written since the last close or fsync, were dropped; ") \
             if blocks or unstored else "nothing unstored was lost; "
-        f.stale = (f"{brief(f.name)} was open here when the metaserver restarted, and it did "
-                   f"not give it back: {reason}. {lost}close the fd and open the file again")
-        log.warning("client %d: %s", self._session.client_id, f.stale)
+        f.refused = (f"{brief(f.name)} was open here when the metaserver restarted, and it did "
+                     f"not give it back: {reason}. {lost}close the fd and open the file again")
+        log.warning("client %d: %s", self._session.client_id, f.refused)
 
     def _known_size(self, file_id: int) -> int:
         f = self._by_id.get(file_id)
@@ -790,8 +802,8 @@ class Client:
         f = self._fds.get(fd) if type(fd) is int else None
         if f is None:
             raise errors.error(errno.EBADF, f"bad file descriptor {fd!r}")
-        if f.stale:
-            raise _stale(f)
+        if f.refused:
+            raise _refused(f)
         return f
 
     def _open_file(self, fd: Any) -> _OpenFile:

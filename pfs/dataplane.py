@@ -16,6 +16,8 @@ each call carries its own capabilities.
 from __future__ import annotations
 
 import errno
+import functools
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -27,13 +29,15 @@ from pfs._native import plan_stripes
 from pfs._proto import fileserver_pb2 as pb
 from pfs._proto import fileserver_pb2_grpc as pb_grpc
 
-from . import capability, errors, shared, wire
+from . import capability, checksums, errors, shared, wire
 from .capability import READ, WRITE, Held
 from .inflight import InFlight, Request
 from .metadata import Recipe
 from .ranges import INFINITY
 from .transport import MAX_CHUNK, Credentials
 from .workers import Workers
+
+log = logging.getLogger("pfs.client")
 
 #: Seconds one fileserver call may take before the operation fails with ETIMEDOUT.
 CALL_TIMEOUT = 60.0
@@ -47,10 +51,19 @@ class StripedFile(Protocol):
     name: str
     recipe: Recipe
     held: Held  # its capabilities, sent with every call
+    stale: set[int]  # fileservers whose copy of it missed writes: not to be read from
 
 
 #: What a call sends as proof of its token, chosen anew at every try (renewed ones count).
 Capabilities = Callable[[], list[bytes]]
+
+
+class _Damaged(OSError):
+    """A copy lacks local bytes [start, end) of its object, or holds them damaged (EIO)."""
+
+    def __init__(self, message: str, start: int, end: int) -> None:
+        super().__init__(errno.EIO, message)
+        self.start, self.end = start, end
 
 
 class _Server:
@@ -105,18 +118,20 @@ class DataPlane:
 
     def __init__(self, addresses: dict[int, str], credentials: Credentials,
                  retry_seconds: float, lookup: Callable[[], dict[int, str]],
-                 on_fenced: Callable[[str], None], write_behind: int) -> None:
+                 on_fenced: Callable[[str], None],
+                 on_missed: Callable[[int, int, int, int, str], None],
+                 write_behind: int) -> None:
         self._addresses = dict(addresses)
         self._credentials = credentials
         self._retry_seconds = retry_seconds
         self._lookup = lookup
         self._on_fenced = on_fenced
+        self._on_missed = on_missed  # (file id, fileserver, start, end, why): a stale copy
         self._servers: dict[int, _Server] = {}  # those this session holds (pfs/shared.py)
         self._holdings = shared.Holdings()
         self._holdings.watch(self)
         self._lock = threading.Lock()
-        self._in_flight = InFlight(write_behind, lambda r: self._submit(
-            r.server, "write", r.payload, "write", r.capabilities))
+        self._in_flight = InFlight(write_behind)
 
     def close(self) -> None:
         with self._lock:
@@ -154,31 +169,73 @@ class DataPlane:
 
     def _read_window(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
         plan = self._plan(f.recipe, offset, length)
-        replies = self._call_all(
-            [(f.recipe.servers[e.server], "read",
-              wire.read_request(f.file_id, e.local_offset, e.length),
-              self._capabilities(f, e.server, e.local_offset, e.local_offset + e.length, READ))
-             for e in plan.extents], "read")
-        for e, data in zip(plan.extents, replies):
-            if len(data) < e.length:
-                self._missing(f, offset, length, e, len(data))
-        if len(replies) == 1 and len(plan.c_segments()) == 1:  # one piece: no gathering
-            dst[:length] = replies[0]
+        if len(plan.extents) == 1:
+            pieces = [self._read_extent(f, plan.extents[0])]
+        else:
+            pieces = _all_of([self._server(self._readable(f, e.server)[0]).threads.submit(
+                self._read_extent, f, e) for e in plan.extents]).result()
+        if len(pieces) == 1 and len(plan.c_segments()) == 1:  # one piece: no gathering
+            dst[:length] = pieces[0]
             return
-        plan.gather(replies, dst)
+        plan.gather(pieces, dst)
 
-    def _missing(self, f: StripedFile, offset: int, length: int, extent, got: int) -> None:
-        """A fileserver returned fewer bytes than the file has there: its object is shorter
-        than the file says (lost, or wiped). EIO naming the file, the bytes and the server."""
-        index = f.recipe.servers[extent.server]
-        first = next(s.file_offset + got - (s.local_offset - extent.local_offset)
-                     for s in self._plan(f.recipe, offset, length).segments()
-                     if s.server == extent.server and
-                     s.local_offset + s.length > extent.local_offset + got)
-        raise errors.error(errno.EIO, f"fileserver {index} ({self._addresses.get(index)}) does "
-                                      f"not have byte {first} of {f.name!r} (and maybe more): "
-                                      "its copy of the file is lost or damaged; no zeros are "
-                                      "returned in their place")
+    def _readable(self, f: StripedFile, column: int) -> list[int]:
+        """The fileservers to read a column from, in order: its copies not known stale."""
+        copies = [i for i in f.recipe.copies(column) if i not in f.stale]
+        if not copies:
+            raise errors.error(errno.EIO, f"every copy of part of {f.name!r} is stale (being "
+                                          "resynced, or lost): see `pfs status`")
+        return copies
+
+    def _read_extent(self, f: StripedFile, e) -> memoryview:
+        """The bytes of extent `e`, from the first copy of its column that has them whole and
+        undamaged; a copy found damaged or short is reported stale (copies.py) and the next
+        one tried, within the call. Bytes that fail their checksum are never returned."""
+        request = wire.read_request(f.file_id, e.local_offset, e.length)
+        end = e.local_offset + e.length
+        capabilities = self._capabilities(f, e.server, e.local_offset, end, READ)
+        failure = None
+        for index in self._readable(f, e.server):
+            try:
+                reply = self._call_retrying(index, "read", request, "read", capabilities)
+                return self._checked(f, e, index, reply)
+            except _Damaged as damaged:
+                failure = failure or damaged
+                if f.recipe.replicas > 1:
+                    log.warning("%s: read from another copy, and reported for repair",
+                                damaged.strerror)
+                    self._report_missed(f, index, damaged.start, damaged.end, damaged.strerror)
+            except OSError as error:
+                failure = failure or error
+        raise failure
+
+    def _checked(self, f: StripedFile, e, index: int, reply: bytes) -> memoryview:
+        """Extent `e`'s bytes out of a read reply from fileserver `index`, every unit checked
+        against its checksum; _Damaged if one does not match, or bytes are missing."""
+        start, crcs, data = wire.parse_read_reply(reply)
+        where = f"fileserver {index} ({self._addresses.get(index)})"
+        bad = checksums.first_bad(data, crcs)
+        if bad is not None:
+            unit = start + bad * wire.CHECKSUM_UNIT
+            byte = f.recipe.file_offset(e.server, max(unit, e.local_offset))
+            raise _Damaged(f"byte {byte} of {f.name!r} on {where} fails its checksum (the "
+                           "copy there is damaged; nothing of it is returned)",
+                           unit, unit + wire.CHECKSUM_UNIT)
+        piece = data[e.local_offset - start:e.local_offset - start + e.length]
+        if len(piece) < e.length:
+            have = e.local_offset + len(piece)
+            raise _Damaged(f"{where} does not have byte {f.recipe.file_offset(e.server, have)} "
+                           f"of {f.name!r} (and maybe more): its copy of the file is lost or "
+                           "damaged; no zeros are returned in their place", have,
+                           e.local_offset + e.length)
+        return piece
+
+    def _report_missed(self, f: StripedFile, index: int, start: int, end: int,
+                       why: str) -> None:
+        """Has the metaserver record that the copy on fileserver `index` lacks local bytes
+        [start, end); from now on it is not read from."""
+        self._on_missed(f.file_id, index, start, end, why)
+        f.stale.add(index)
 
     def write(self, f: StripedFile, offset: int, src: memoryview) -> None:
         """Stores src as file bytes [offset, offset + len(src)) on the fileservers, in the
@@ -209,7 +266,8 @@ class DataPlane:
         return self._in_flight.drop_all(reason)
 
     def _requests(self, f: StripedFile, offset: int, src: memoryview) -> list[Request]:
-        """The requests storing one window (see `windows`), the bytes copied into them."""
+        """The requests storing one window (see `windows`), the bytes copied into them with
+        their checksums: one per stripe column, for all its copies."""
         plan = self._plan(f.recipe, offset, len(src))
         segments = plan.segments()
         if len(plan.extents) == len(segments):  # each extent is one slice of src
@@ -217,11 +275,44 @@ class DataPlane:
                       for s in sorted(segments, key=lambda s: s.server)]
         else:
             pieces = plan.scatter(src)
-        return [Request(f.recipe.servers[e.server],
-                        wire.write_request(f.file_id, e.local_offset, piece),
-                        self._capabilities(f, e.server, e.local_offset,
-                                           e.local_offset + e.length, WRITE))
+        return [Request(wire.write_request(f.file_id, e.local_offset, piece),
+                        functools.partial(self._to_copies, f, e.server, "write",
+                                          e.local_offset, e.local_offset + e.length))
                 for e, piece in zip(plan.extents, pieces)]
+
+    def _to_copies(self, f: StripedFile, column: int, method: str, start: int, end: int,
+                   request) -> Future:
+        """Makes a call that changes local bytes [start, end) of a column on every copy of
+        it. Its future completes once every copy took it, or once those that did not are
+        recorded stale (copies.py) while at least one did; it fails when none did. Copies
+        known stale already are not waited for (their fileserver may be down for long): the
+        bytes are recorded as missed by them too, for the resync to copy."""
+        capabilities = self._capabilities(f, column, start, end, WRITE)
+        copies = f.recipe.copies(column)
+        live = [index for index in copies if index not in f.stale] or copies
+        futures = [self._submit(index, method, request, method, capabilities)
+                   for index in live]
+        if len(copies) == 1:
+            return futures[0]
+        done: Future = Future()
+
+        def settled(_: Future) -> None:
+            try:
+                if all(future.exception() for future in futures):
+                    raise futures[0].exception()
+                for index, future in zip(live, futures):
+                    if future.exception():
+                        self._report_missed(f, index, start, end,
+                                            f"{method} failed: {future.exception()}")
+                for index in copies:
+                    if index not in live:
+                        self._report_missed(f, index, start, end, f"{method} while stale")
+            except OSError as e:
+                done.set_exception(e)
+            else:
+                done.set_result(None)
+        _all_of(futures).add_done_callback(settled)
+        return done
 
     @staticmethod
     def _capabilities(f: StripedFile, column: int, start: int, end: int,
@@ -234,11 +325,9 @@ class DataPlane:
         none may land past the new end)."""
         self.settle(f)
         lengths, keep = self._lengths(f.recipe, size), self._lengths(f.recipe, old_size)
-        self._call_all([(server, "Truncate", pb.TruncateRequest(
-                            file_id=f.file_id, length=n, keep=k),
-                         self._capabilities(f, column, min(n, k), INFINITY, WRITE))
-                        for column, (server, n, k) in enumerate(zip(f.recipe.servers, lengths,
-                                                                    keep))], "truncate")
+        _all_of([self._to_copies(f, column, "Truncate", min(n, k), INFINITY,
+                                 pb.TruncateRequest(file_id=f.file_id, length=n, keep=k))
+                 for column, (n, k) in enumerate(zip(lengths, keep))]).result()
 
     def _lengths(self, recipe: Recipe, size: int) -> list[int]:
         """Each stripe column's object length for a file of `size` bytes."""
@@ -251,9 +340,10 @@ class DataPlane:
     def fsync(self, f: StripedFile) -> None:
         """Returns once the fileservers have every write to the file so far on disk."""
         self.settle(f)
-        self._call_all([(server, "Fsync", pb.FsyncRequest(file_id=f.file_id),
+        self._call_all([(index, "Fsync", pb.FsyncRequest(file_id=f.file_id),
                          self._capabilities(f, column, 0, 0, READ))
-                        for column, server in enumerate(f.recipe.servers)], "fsync")
+                        for column in range(f.recipe.stripe_width)
+                        for index in self._readable(f, column)], "fsync")
 
     # --- calls ------------------------------------------------------------------------------
     def _server(self, index: int) -> _Server:

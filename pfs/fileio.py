@@ -100,10 +100,11 @@ def parse_mode(mode: Any) -> str:
                      "(binary only; wrap the file in io.TextIOWrapper for text)")
 
 
-def _cluster_layout(client: Client) -> tuple[int, int]:
-    """(fileservers online, bytes of one stripe unit) as the client learned at initialize."""
+def _cluster_layout(client: Client, replicas: int) -> tuple[int, int]:
+    """(the widest stripe a new file with `replicas` copies can have, bytes of one stripe
+    unit) as the client learned at initialize."""
     layout = client.layout()
-    return layout.fileservers_online, layout.block_size * layout.stripe_blocks
+    return layout.widest(replicas), layout.block_size * layout.stripe_blocks
 
 
 def makedirs(client: Client, path: str) -> None:
@@ -128,15 +129,15 @@ def makedirs(client: Client, path: str) -> None:
             pass
 
 
-def create(client: Client, path: str, stripe_width: int) -> None:
+def create(client: Client, path: str, stripe_width: int, replicas: int = 0) -> None:
     """Creates the file `path` (canonical), and its missing parent directories."""
     try:
-        client.create(path, stripe_width)
+        client.create(path, stripe_width, replicas)
     except FileNotFoundError:
         if not parent(path):
             raise
         makedirs(client, parent(path))
-        client.create(path, stripe_width)
+        client.create(path, stripe_width, replicas)
 
 
 # --- PFS open files shared by the file objects of one client ------------------------------------
@@ -346,20 +347,20 @@ class RawFile(io.RawIOBase):
 
 
 def open_raw(client: Client, path: str, mode: str, name: str | None = None,
-             stripe_width: int | None = None) -> RawFile:
+             stripe_width: int | None = None, replicas: int = 0) -> RawFile:
     """The RawFile of `path` (canonical) in `mode` (canonical, see parse_mode), creating,
     truncating or positioning it as the mode says. `name`: what the file object is called
     (default `path`)."""
-    servers, unit = _cluster_layout(client)
+    servers, unit = _cluster_layout(client, replicas)
     width = servers if stripe_width is None else stripe_width
     kind = mode[0]
     for attempt in range(3):
         existed = False  # a new file needs no truncating ("w") nor seeking to its end ("a")
         if kind == "x":
-            create(client, path, width)
+            create(client, path, width, replicas)
         elif kind in "wa":
             try:
-                create(client, path, width)
+                create(client, path, width, replicas)
             except FileExistsError:
                 existed = True
         try:
@@ -398,23 +399,26 @@ def buffer(raw: RawFile, buffering: int, classes: dict[str, type] | None = None)
 
 def open(name: str, mode: str = "rb", *,  # noqa: A001 - shadows the builtin as pfs.open
          client: Client | None = None, stripe_width: int | None = None,
-         buffering: int = -1) -> io.IOBase:
+         replicas: int | None = None, buffering: int = -1) -> io.IOBase:
     """Opens the PFS file `name` (a path: "a/b", "/a/b") as a standard binary file object.
 
     mode: "rb", "wb" (creates or truncates), "xb" (creates; FileExistsError if it exists), "ab"
     (appends; creates if missing), or one of those with "+" (also readable); the modes that
     create make missing parent directories. client: the pfs.Client to use (default: the
     process-wide one). stripe_width: for a file created now; default all fileservers online.
+    replicas: copies of each stripe unit of a file created now; default the cluster's.
     buffering: 0 for the unbuffered RawFile, a buffer size in bytes, or -1 for one full stripe
     (at least io.DEFAULT_BUFFER_SIZE). Failures raise OSError subclasses (FileNotFoundError,
     FileExistsError, IsADirectoryError, ...); a bad mode or argument raises ValueError.
     """
     mode = parse_mode(mode)
-    if stripe_width is not None and mode[0] == "r":
-        raise ValueError(f"stripe_width applies only when a file is created (not mode {mode!r})")
+    for option, value in (("stripe_width", stripe_width), ("replicas", replicas)):
+        if value is not None and mode[0] == "r":
+            raise ValueError(f"{option} applies only when a file is created (not mode {mode!r})")
     if isinstance(buffering, bool) or not isinstance(buffering, int):
         raise ValueError(f"buffering must be an int, not {type(buffering).__name__}")
     path = canonical(name)
     if client is None:
         client = default_client()
-    return buffer(open_raw(client, path, mode, name=name, stripe_width=stripe_width), buffering)
+    return buffer(open_raw(client, path, mode, name=name, stripe_width=stripe_width,
+                           replicas=replicas or 0), buffering)

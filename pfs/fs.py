@@ -358,9 +358,10 @@ class PFSFileSystem(AbstractFileSystem):
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
               autocommit: bool = True, cache_options: dict | None = None,
-              stripe_width: int | None = None, **kwargs: Any) -> Any:
-        """A pfs.open file ("wb": one that replaces the target on close); stripe_width for a
-        file created now. Other options (cache_type, default_cache, fill_cache... which tools
+              stripe_width: int | None = None, replicas: int | None = None,
+              **kwargs: Any) -> Any:
+        """A pfs.open file ("wb": one that replaces the target on close); stripe_width and
+        replicas for a file created now. Other options (cache_type, default_cache, fill_cache... which tools
         such as dask pass) tune fsspec's own read caches, which PFS files, cached by their
         client, do not use: they are ignored."""
         path = self._path(path)
@@ -374,14 +375,15 @@ class PFSFileSystem(AbstractFileSystem):
                 raise NotImplementedError(f"mode {mode!r} cannot wait for a transaction: PFS "
                                           "writes it in place")
             return fileio.open(path, mode, client=client, buffering=buffering,
-                               stripe_width=stripe_width)
+                               stripe_width=stripe_width, replicas=replicas)
         try:
             if client.stat(path).is_dir:
                 raise IsADirectoryError(errno.EISDIR, f"is a directory: {path!r}")
         except FileNotFoundError:
             pass
         temp = temporary_path(path)
-        raw = fileio.open_raw(client, temp, "x" + mode[1:], name=path, stripe_width=stripe_width)
+        raw = fileio.open_raw(client, temp, "x" + mode[1:], name=path, stripe_width=stripe_width,
+                              replicas=replicas or 0)
         raw.mode = mode  # "wb" to whoever asks, though it made its temporary as "xb" does
         file = fileio.buffer(raw, buffering, {"BufferedWriter": _ReplacingWriter,
                                               "BufferedRandom": _ReplacingRandom})

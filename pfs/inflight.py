@@ -29,11 +29,10 @@ from .ranges import INFINITY
 
 @dataclass(eq=False)
 class Request:
-    """One call storing bytes on one fileserver; `payload` is sent again as it is, with what
-    `capabilities()` gives at the time (pfs/capability.py)."""
-    server: int
+    """A call storing bytes (on one stripe column, with all its copies): `send(payload)` makes
+    it, and is called again with the same payload until it succeeds."""
     payload: bytes
-    capabilities: Callable[[], list[bytes]] = list
+    send: Callable[[bytes], Future]
 
 
 @dataclass(eq=False)
@@ -79,11 +78,8 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class InFlight:
-    """`send(request) -> Future` starts one request (its future fails with an OSError)."""
-
-    def __init__(self, limit: int, send: Callable[[Request], Future]) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._send = send
         self._changed = threading.Condition()
         self._writes: list[_Write] = []
         self._bytes = 0
@@ -145,7 +141,7 @@ class InFlight:
         for request in list(write.waiting):
             write.running += 1
             try:
-                future = self._send(request)
+                future = request.send(request.payload)
             except OSError as e:
                 self._done(write, request, e)
             else:

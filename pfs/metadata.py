@@ -16,11 +16,23 @@ class _Record:
 
 @dataclass
 class Recipe(_Record):
-    """How a file is striped (docs/design.md): fixed when the file is created."""
+    """How a file is striped (docs/design.md): fixed when the file is created. `servers` holds
+    the fileserver of copy k of stripe column c at k * stripe_width + c: the first
+    stripe_width are the first copy of each column, in stripe order."""
     stripe_width: int = 0
     block_size: int = 0
     stripe_blocks: int = 0
-    servers: list[int] = field(default_factory=list)  # fileserver indices, in stripe order
+    servers: list[int] = field(default_factory=list)
+    replicas: int = 1  # copies of each stripe unit
+
+    def copies(self, column: int) -> list[int]:
+        """The fileservers holding stripe column `column`, first copy first."""
+        return self.servers[column::self.stripe_width]
+
+    def file_offset(self, column: int, local: int) -> int:
+        """The file offset of local byte `local` of a column's object (docs/design.md)."""
+        unit = self.block_size * self.stripe_blocks
+        return (local // unit * self.stripe_width + column) * unit + local % unit
 
 
 @dataclass
@@ -53,3 +65,12 @@ class ClusterLayout:
     fileservers_online: int
     block_size: int
     stripe_blocks: int
+    replicas: int = 1  # copies of each stripe unit a new file gets by default
+    fileservers: int = 0  # members, online or not
+
+    def widest(self, replicas: int = 0) -> int:
+        """The widest stripe a new file with `replicas` copies (0: the default) can have now:
+        a fileserver of its own for every copy of every column, the first copy of each
+        online."""
+        members = max(self.fileservers, self.fileservers_online)
+        return max(1, min(self.fileservers_online, members // (replicas or self.replicas)))

@@ -51,9 +51,6 @@ from .transport import Credentials
 
 #: Bytes moved per call by put/get: a multiple of the default stripe unit over 4 servers.
 COPY_CHUNK = 8 << 20
-#: The stripe width of the files `put` creates unless told otherwise.
-DEFAULT_STRIPE_WIDTH = 4
-
 #: The commands that, on Ctrl-C, finish the call in progress and clean up (see _CtrlC).
 GRACEFUL = {"put", "get", "cp", "mkdir", "mv", "rm"}
 #: Help text layout: descriptions and epilogs keep their line breaks.
@@ -82,6 +79,14 @@ def _progress(done: int, total: int | None) -> None:
         _progress_shown = True
     else:
         print(f"  {human(done)}{of}", file=sys.stderr, flush=True)
+
+
+def _progress_line(text: str) -> None:
+    """A progress line of a long command on a terminal, rewritten in place."""
+    global _progress_shown
+    if sys.stderr.isatty() and _progress_mode != "never":
+        print(f"\r  {text}\033[K", end="", file=sys.stderr, flush=True)
+        _progress_shown = True
 
 
 def _progress_end() -> None:
@@ -271,10 +276,17 @@ def _session() -> Iterator[Client]:
 
 def _call(method: str, request, what: str):
     """One call to the metaserver outside any session (tools that only look)."""
+    with _metaserver_stub(what) as stub:
+        return getattr(stub, method)(request, timeout=10)
+
+
+@contextlib.contextmanager
+def _metaserver_stub(what: str) -> Iterator[pb_grpc.MetaServerStub]:
+    """The metaserver's stub, its failures turned into OSErrors that say what to do."""
     where = metaserver()
     try:
         with Credentials().channel(where) as channel:
-            return getattr(pb_grpc.MetaServerStub(channel), method)(request, timeout=10)
+            yield pb_grpc.MetaServerStub(channel)
     except grpc.RpcError as e:
         if e.code() == grpc.StatusCode.UNAVAILABLE:
             raise errors.error(errno.EHOSTDOWN, f"no metaserver answers at {where} "
@@ -300,7 +312,8 @@ class _Source:
     file: BinaryIO
     size: int | None
     shown: str
-    width: int
+    width: int | None  # None: as wide as the cluster allows
+    replicas: int  # 0: the cluster's default
     in_pfs: bool = False
 
 
@@ -323,18 +336,21 @@ def _open_local(local: str) -> BinaryIO:
 
 
 @contextlib.contextmanager
-def _local_source(local: str, width: int) -> Iterator[_Source]:
+def _local_source(local: str, args: argparse.Namespace) -> Iterator[_Source]:
     with _open_local(local) as f:
         st = os.fstat(f.fileno())
-        yield _Source(f, st.st_size if stat_mod.S_ISREG(st.st_mode) else None, local, width)
+        yield _Source(f, st.st_size if stat_mod.S_ISREG(st.st_mode) else None, local,
+                      args.stripe_width, args.replicas or 0)
 
 
 @contextlib.contextmanager
-def _pfs_source(client: Client, path: str, width: int | None) -> Iterator[_Source]:
-    """The PFS file `path` to copy from; its copy is striped as it is unless `width` says."""
+def _pfs_source(client: Client, path: str, args: argparse.Namespace) -> Iterator[_Source]:
+    """The PFS file `path` to copy from; its copy is striped and replicated as it is unless
+    the options say otherwise."""
     meta = client.stat(path)
     with fileio.open(path, "rb", client=client, buffering=0) as f:
-        yield _Source(f, meta.file_size, _shown(path), width or meta.recipe.stripe_width,
+        yield _Source(f, meta.file_size, _shown(path), args.stripe_width or
+                      meta.recipe.stripe_width, args.replicas or meta.recipe.replicas,
                       in_pfs=True)
 
 
@@ -379,7 +395,8 @@ def _discard(client: Client, tmp: str, fd: int | None) -> None:
 def _copy_file_in(client: Client, source: _Source, path: str) -> int:
     """Writes `source` to a new file `path` (which must not exist) and closes it; the bytes
     copied. On failure the file is removed (callers pass a temporary name)."""
-    client.create(path, source.width)
+    client.create(path, source.width or client.layout().widest(source.replicas),
+                  source.replicas)
     fd = None
     try:
         fd = client.open(path, PFS_READ_WRITE)
@@ -478,10 +495,10 @@ def cmd_put(args: argparse.Namespace) -> int:
         return _put_tree(args)
     if args.local == "-":
         source = contextlib.nullcontext(_Source(sys.stdin.buffer, None, "stdin",
-                                                args.stripe_width))
+                                                args.stripe_width, args.replicas or 0))
         name = None
     else:
-        source = _local_source(args.local, args.stripe_width)
+        source = _local_source(args.local, args)
         name = os.path.basename(os.path.normpath(args.local))
     with source as opened, _session() as client:  # a missing local file: before the session
         summary = _copy_one(client, opened, name, args)
@@ -608,7 +625,7 @@ def _put_tree(args: argparse.Namespace) -> int:
     with _session() as client:
         target, files, size = _copy_tree(
             client, _local_tree(local),
-            lambda rel: _local_source(os.path.join(local, rel), args.stripe_width), name, args)
+            lambda rel: _local_source(os.path.join(local, rel), args), name, args)
     _done(f"{local} -> {_shown(target)} ({files} files, {size} bytes)")
     return 0
 
@@ -622,7 +639,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
     with _session() as client:
         src, meta = _existing(client, args.src)
         if not meta.is_dir:
-            with _pfs_source(client, src, args.stripe_width) as opened:
+            with _pfs_source(client, src, args) as opened:
                 summary = _copy_one(client, opened, base(src), args)
         elif not args.recursive:
             raise errors.error(errno.EISDIR, f"{_shown(src)} is a directory (use -r to copy a "
@@ -633,7 +650,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
         else:
             target, files, size = _copy_tree(
                 client, _pfs_walk(client, src),
-                lambda rel: _pfs_source(client, join(src, rel), args.stripe_width), base(src),
+                lambda rel: _pfs_source(client, join(src, rel), args), base(src),
                 args)
             summary = f"{_shown(src)} -> {_shown(target)} ({files} files, {size} bytes)"
     _done(summary)
@@ -844,7 +861,9 @@ def cmd_stat(args: argparse.Namespace) -> int:
     if not meta.is_dir:
         r = meta.recipe
         lines += [f"block size:    {r.block_size}", f"stripe blocks: {r.stripe_blocks}",
-                  f"stripe width:  {r.stripe_width}", f"fileservers:   {list(r.servers)}"]
+                  f"stripe width:  {r.stripe_width}", f"replicas:      {r.replicas or 1}",
+                  f"fileservers:   {list(r.servers)}"
+                  + ("  (copy k of column c: entry k * width + c)" if r.replicas > 1 else "")]
     print("\n".join(lines))
     return 0
 
@@ -1028,7 +1047,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"metaserver": metaserver(), "files": reply.files,
                      "sessions": reply.sessions, "block_size": reply.block_size,
-                     "stripe_blocks": reply.stripe_blocks,
+                     "stripe_blocks": reply.stripe_blocks, "replicas": reply.replicas,
+                     "degraded_files": reply.degraded_files,
+                     "resync_ranges": reply.resync_ranges, "resync_bytes": reply.resync_bytes,
+                     "degraded": [{"path": d.path, "fileserver": d.fileserver,
+                                   "missed_bytes": d.missed_bytes or None}
+                                  for d in reply.degraded],
                      "expected_fileservers": reply.expected_fileservers,
                      "fileservers": [{"index": f.index, "name": f.name, "address": f.address,
                                       "online": f.online, "lost_data_at": f.lost_data_at or None}
@@ -1039,6 +1063,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         members = len(reply.fileservers)
         print(f"fileservers: {online} online of {reply.expected_fileservers} expected"
               + (f" ({members} members)" if members != reply.expected_fileservers else ""))
+        if reply.degraded_files:
+            whole = " and whole copies" if any(not d.missed_bytes for d in reply.degraded) else ""
+            print(f"copies: {reply.degraded_files} files degraded (a copy stale), resyncing: "
+                  f"{reply.resync_ranges} byte ranges to go ({human(reply.resync_bytes)}{whole})")
+            for d in reply.degraded:
+                print(f"  {_shown(d.path)}: its copy on fileserver {d.fileserver} is stale, "
+                      + (f"{human(d.missed_bytes)} to resync" if d.missed_bytes else
+                         "all of it to resync"))
+        else:
+            print(f"copies: all in sync ({reply.replicas} per stripe unit by default)")
         for f in reply.fileservers:
             lost = f"  lost its data {_when(f.lost_data_at)}" if f.lost_data_at else ""
             print(f"  [{f.index}] {f.name[:16]:<16} {f.address:<22} "
@@ -1048,6 +1082,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         _warn("status", f"offline: {', '.join(offline)}; start them (pfs fileserver --name "
                         "NAME ...) or see their logs")
     return 0 if online >= reply.expected_fileservers and not offline else 1
+
+
+def cmd_scrub(args: argparse.Namespace) -> int:
+    path, _ = _pfs_path(args.path)
+    last, unrepairable = pb.ScrubProgress(), []
+    with _metaserver_stub(f"scrub {_shown(path)}") as stub:
+        for last in stub.Scrub(pb.ScrubRequest(path=path)):
+            unrepairable += last.unrepairable
+            if not last.done:
+                _progress_line(f"{last.files} files, {human(last.bytes)} checked; "
+                               f"now {_shown(last.current)}")
+    _progress_end()
+    found = [f"{last.damaged} damaged or differing pieces of copies"] * bool(last.damaged) + \
+        [f"{len(unrepairable)} files damaged beyond repair"] * bool(unrepairable)
+    print(f"scrubbed {last.files} files ({human(last.bytes)} of copies read): "
+          + (", ".join(found) or "all good"))
+    if last.damaged:
+        print("  the damaged copies are stale now, and being resynced from good ones: "
+              "`pfs status` shows the progress")
+    for damaged in unrepairable:
+        print(f"  {_shown(damaged)} has no other copy to repair it from: reads of its damaged "
+              "bytes fail with EIO; restore it from a backup")
+    return 1 if last.damaged or unrepairable else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -1113,7 +1170,7 @@ def add_commands(sub) -> None:
         p.set_defaults(run=_reporting_errors(run, graceful=name in GRACEFUL))
         return p
 
-    def copying(p: argparse.ArgumentParser, what: str, width: int | None) -> None:
+    def copying(p: argparse.ArgumentParser, what: str) -> None:
         """The options of the commands that copy files into PFS (put, cp)."""
         p.add_argument("-r", "--recursive", action="store_true",
                        help=f"copy a {what} directory and everything in it (default: off)")
@@ -1123,9 +1180,14 @@ def add_commands(sub) -> None:
         p.add_argument("-p", "--parents", action="store_true",
                        help="create missing parent directories of the destination (default: "
                             "off, they must exist)")
-        p.add_argument("--stripe-width", type=at_least_one(int), default=width, metavar="N",
-                       help="fileservers each new file is striped over (default "
-                            + (f"{width})" if width else "that of the file copied)"))
+        p.add_argument("--stripe-width", type=at_least_one(int), default=None, metavar="N",
+                       help="fileservers each new file is striped over (default " +
+                            ("that of the file copied)" if what == "PFS" else
+                             "as many as are online, each copy on its own)"))
+        p.add_argument("--replicas", type=at_least_one(int), default=None, metavar="N",
+                       help="copies of each stripe unit of each new file, on distinct "
+                            "fileservers (default " + ("that of the file copied)" if what == "PFS"
+                                                       else "the cluster's: pfs up --replicas)"))
         progress(p)
 
     def progress(p: argparse.ArgumentParser) -> None:
@@ -1159,7 +1221,7 @@ atomically. Symbolic links to directories and special files are skipped with a w
 LOCAL "-" is standard input: pfs put - PATH.""", cmd_put)
     p.add_argument("local", metavar="LOCAL", help='local file or directory; "-" for stdin')
     p.add_argument("path", metavar="PATH", help="PFS destination file or directory")
-    copying(p, "local", DEFAULT_STRIPE_WIDTH)
+    copying(p, "local")
 
     p = command("get", "copy a PFS file (or tree, -r) to a local file", """\
 Copy the PFS file PATH to LOCAL. As with cp: when LOCAL is an existing directory the copy
@@ -1194,7 +1256,7 @@ Unfinished temporaries (.NAME.pfs-tmp-*) are not copied. To copy between PFS and
 files, use put and get.""", cmd_cp)
     p.add_argument("src", metavar="SRC", help="PFS file or directory to copy")
     p.add_argument("path", metavar="DST", help="PFS destination file or directory")
-    copying(p, "PFS", None)
+    copying(p, "PFS")
 
     p = command("ls", "list a directory", """\
 List the entries of a PFS directory (default: the root), one per line, directories with a
@@ -1277,6 +1339,17 @@ Exit status 1 when fewer fileservers are online than expected. Needs no session.
 "expected_fileservers" and "fileservers" (each with "index", "address" and "online").""",
                 cmd_status)
     json_flag(p, "the cluster's state")
+
+    p = command("scrub", "check every copy of files against checksums and each other", """\
+Read every copy of every file at or below PATH (default: the whole tree), check each unit
+against its CRC32C and the copies of each stripe unit against each other, and repair: a copy
+found damaged or differing is marked stale and resynced from a good one in the background
+(`pfs status` shows the progress). Damage in a file with a single copy cannot be repaired: it
+is reported by path, and reads of the damaged bytes fail with EIO. Clients keep working
+meanwhile: scrub reads a few MiB at a time under a read token. Exit status 1 when anything
+was damaged. Needs no session.""", cmd_scrub)
+    p.add_argument("path", metavar="PATH", nargs="?", default="/",
+                   help="file or directory to check (default: the root)")
 
     p = command("bench", "measure striped read/write throughput", """\
 Write (through close) and read a scratch file at stripe width 1 and at full width, and show the

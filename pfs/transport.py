@@ -69,7 +69,11 @@ class Credentials:
     """The shared secret and TLS material of a cluster, from flags or the environment."""
 
     def __init__(self, secret: str | None = None, tls_ca: str | None = None,
-                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
+                 tls_cert: str | None = None, tls_key: str | None = None,
+                 tls_client_ca: str | None = None) -> None:
+        """tls_cert/tls_key: a server's own certificate, which it serves with and shows when
+        it connects to another server; tls_client_ca: a server accepts only connections that
+        show a certificate signed by it (mutual TLS). A client shows PFS_TLS_CERT/PFS_TLS_KEY."""
         self.secret = secret if secret is not None else os.environ.get("PFS_SECRET")
         if self.secret == "":  # set, but to nothing: a mistake, never "no secret"
             raise ValueError("the PFS secret is empty: set PFS_SECRET (or the secret file) to "
@@ -77,10 +81,16 @@ class Credentials:
         self.tls_ca = tls_ca if tls_ca is not None else os.environ.get("PFS_TLS_CA") or None
         self.tls_cert = tls_cert
         self.tls_key = tls_key
+        self.tls_client_ca = tls_client_ca
+        self.shown_cert = tls_cert or os.environ.get("PFS_TLS_CERT") or None
+        self.shown_key = tls_key or os.environ.get("PFS_TLS_KEY") or None
+        if bool(self.shown_cert) != bool(self.shown_key):
+            raise ValueError("a TLS certificate needs its key, and a key its certificate: set "
+                             "both PFS_TLS_CERT and PFS_TLS_KEY (or --tls-cert and --tls-key)")
 
-    def identity(self) -> tuple[str | None, str | None]:
+    def identity(self) -> tuple[str | None, str | None, str | None]:
         """What tells these credentials from others: Clients with equal ones share channels."""
-        return (self.secret, self.tls_ca)
+        return (self.secret, self.tls_ca, self.shown_cert)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((SECRET_HEADER, self.secret),) if self.secret else ()
@@ -88,8 +98,12 @@ class Credentials:
     def channel(self, address: str) -> grpc.Channel:
         """A channel to a PFS server that sends the secret with every call."""
         if self.tls_ca:
+            shown = {}
+            if self.shown_cert:  # for servers that want mutual TLS
+                with open(self.shown_cert, "rb") as c, open(self.shown_key, "rb") as k:
+                    shown = dict(certificate_chain=c.read(), private_key=k.read())
             with open(self.tls_ca, "rb") as f:
-                trusted = grpc.ssl_channel_credentials(root_certificates=f.read())
+                trusted = grpc.ssl_channel_credentials(root_certificates=f.read(), **shown)
             channel = grpc.secure_channel(address, trusted, options=CHANNEL_OPTIONS)
         else:
             channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)

@@ -222,8 +222,14 @@ def _bind(server, host: str, port: int, credentials: Credentials) -> int:
     address = f"{host}:{port}"
     try:
         if credentials.tls_cert and credentials.tls_key:
+            client_ca = None
+            if credentials.tls_client_ca:
+                with open(credentials.tls_client_ca, "rb") as f:
+                    client_ca = f.read()
             with open(credentials.tls_key, "rb") as k, open(credentials.tls_cert, "rb") as c:
-                creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+                creds = grpc.ssl_server_credentials([(k.read(), c.read())],
+                                                    root_certificates=client_ca,
+                                                    require_client_auth=client_ca is not None)
             bound = server.add_secure_port(address, creds)
         else:
             bound = server.add_insecure_port(address)
@@ -261,7 +267,8 @@ async def start_aio_server(register, host: str, port: int,
 
 def check_exposure(host: str, credentials: Credentials, allow_insecure: bool) -> None:
     """Without a secret a server listens on loopback only, unless told otherwise (README, "One of each")."""
-    if credentials.secret or allow_insecure or host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+    if credentials.secret or credentials.tls_client_ca or allow_insecure or \
+            host in ("127.0.0.1", "localhost", "::1", "[::1]"):
         return
     raise SystemExit(f"refusing to listen on {host} without a shared secret: set PFS_SECRET "
                      "(or --secret-file), or pass --insecure to accept unauthenticated clients")

@@ -8,10 +8,12 @@ across and past the end, writes past it that must fail with EINVAL, and fstat; e
 must be explained too.
 
 A third race adds a nemesis: one client is frozen (SIGSTOP) past its lease, a fileserver is
-killed (and restarted by `pfs up`), the metaserver is killed (and restarted, so the clients
-reclaim their sessions), and one client is killed mid-operation while the metaserver is down.
-Calls whose outcome their client never learned count as may-have-happened; a lost client's
-unflushed writes may vanish, and nobody else's may.
+killed (and restarted by `pfs up`; on a file with two copies of each stripe unit, it also loses
+its data directory, and once the race is over the resync must leave every copy equal), the
+metaserver is killed (and restarted, so the clients reclaim their sessions), and one client is
+killed mid-operation while the metaserver is down. Calls whose outcome their client never
+learned count as may-have-happened; a lost client's unflushed writes may vanish, and nobody
+else's may.
 
 Seeds and sizes come from the environment, for longer runs outside CI:
     PFS_CONSISTENCY_SEEDS=1,2,3,4,5,6,7,8 PFS_CONSISTENCY_OPS=200 pytest tests/test_consistency.py
@@ -21,15 +23,20 @@ PFS_NEMESIS_SEEDS, PFS_NEMESIS_SECONDS for the race with faults).
 import errno
 import json
 import os
+import pathlib
 import random
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 import pfs
-from clusters import COURSE, Cluster, RemoteClient
+from clusters import COURSE, Cluster, RemoteClient, wait_until
 from consistency import Op, find_order
+from test_replicas import in_sync
 
 SEEDS = [int(s) for s in os.environ.get("PFS_CONSISTENCY_SEEDS", "1,2,3").split(",")]
 OPS = int(os.environ.get("PFS_CONSISTENCY_OPS", "40"))
@@ -40,8 +47,9 @@ WRITABLE_END = 7 * B    # the last block is never written: it must never read di
 MAX_LEN = 1300          # up to three blocks, so operations span block and stripe boundaries
 
 
-def make_file(setup: pfs.Client, name: str, seed: int, initial: bytes) -> None:
-    assert setup.pfs_create(name, 1 + seed % 4) == 0
+def make_file(setup: pfs.Client, name: str, seed: int, initial: bytes,
+              replicas: int = 1) -> None:
+    setup.create(name, 1 + seed % (4 // replicas), replicas)
     fd = setup.pfs_open(name, pfs.PFS_READ_WRITE)
     assert setup.pfs_write(fd, initial, len(initial), 0) == len(initial)
     assert setup.pfs_close(fd) == 0
@@ -154,15 +162,22 @@ def journal_ops(client: int, path) -> list[Op]:
     return ops
 
 
-@pytest.mark.parametrize("seed", NEMESIS_SEEDS)
-def test_racing_clients_with_a_nemesis(tmp_path, seed):
+def data_dir_of(pid: int) -> pathlib.Path:
+    args = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")
+    return pathlib.Path(args[args.index("--data-dir") + 1])
+
+
+@pytest.mark.parametrize("seed, replicas", [(seed, 1) for seed in NEMESIS_SEEDS] +
+                         [(NEMESIS_SEEDS[0], 2)])
+def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
     """Four clients race while one is frozen past its lease, a fileserver is killed (and
-    restarted by `pfs up`), and another stalls (SIGSTOP) long enough for writes to it to fail
-    and stay unstored (the clients retry for 1 s only); meanwhile the metaserver is SIGKILLed
-    (and restarted by `pfs up`: the live clients reclaim their sessions, keeping what they
-    cache), and one client is killed while it is down (it never reclaims: the recovery window
-    evicts it). Calls made while the metaserver is down may fail (EHOSTDOWN: unknown outcome),
-    but no surviving client may lose its session to the restart. The frozen client is resumed
+    restarted by `pfs up`; with two copies, after its data directory is wiped), and another
+    stalls (SIGSTOP) long enough for writes to it to fail and stay unstored (the clients retry
+    for 1 s only); meanwhile the metaserver is SIGKILLed (and restarted by `pfs up`: the live
+    clients reclaim their sessions, keeping what they cache), and one client is killed while it
+    is down (it never reclaims: the recovery window evicts it). Calls made while the metaserver
+    is down may fail (EHOSTDOWN: unknown outcome), but no surviving client may lose its session
+    to the restart. The frozen client is resumed
     only once the others are done, so that nothing it might still write back is hidden by later
     writes: everything it does then must fail. Every successful read, and the final file, must
     be explained; a surviving client that lost its session meanwhile (evicted while it could
@@ -173,7 +188,7 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed):
         setup = cluster.client()
         initial = bytes((i * 29 + seed) % 247 for i in range(FILE_SIZE))
         name = f"nemesis-{seed}"
-        make_file(setup, name, seed, initial)
+        make_file(setup, name, seed, initial, replicas)
         caches = [16, 16, 0, 2]  # frozen, killed, and two that survive
         workers = [RemoteClient(cluster, cache_blocks=c, PFS_RETRY_SECONDS="1") for c in caches]
         journals = [tmp_path / f"journal-{k}.jsonl" for k in range(len(workers))]
@@ -188,7 +203,12 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed):
             frozen.pause()
             time.sleep(rng.uniform(0.2, 1.0))
             crashed, stalled = rng.sample(cluster.server_pids("fileserver"), 2)
+            crashed_dir = data_dir_of(crashed)
+            os.kill(cluster.process.pid, signal.SIGSTOP)  # `pfs up` restarts it after...
             os.kill(crashed, signal.SIGKILL)
+            if replicas > 1:  # ...its disk is lost
+                shutil.rmtree(crashed_dir)
+            os.kill(cluster.process.pid, signal.SIGCONT)
             stall_start = time.monotonic_ns()
             os.kill(stalled, signal.SIGSTOP)
             time.sleep(rng.uniform(0.3, 1.0))
@@ -206,6 +226,13 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed):
             for worker in workers:
                 worker.close()
         final = read_final(setup, name, FILE_SIZE)
+        if replicas > 1:
+            wait_until(lambda: in_sync(cluster), timeout=60, what="the copies' resync")
+            scrubbed = subprocess.run([sys.executable, "-m", "pfs", "scrub", name],
+                                      capture_output=True, text=True, timeout=60,
+                                      env=cluster.env(), cwd=cluster.data_dir)
+            assert scrubbed.returncode == 0, f"copies differ after the resync: {scrubbed}"
+            assert read_final(setup, name, FILE_SIZE) == final
     finally:
         cluster.stop()
 

@@ -70,6 +70,48 @@ def test_tls_on_every_port(tmp_path):
         cluster.stop()
 
 
+def signed(tmp_path, ca: str, name: str, extensions: str = "") -> tuple[str, str]:
+    """A certificate and key for `name`, signed by the CA `ca` (ca.pem, ca.key in tmp_path)."""
+    key, csr, cert = (str(tmp_path / f"{name}.{ext}") for ext in ("key", "csr", "pem"))
+    extfile = tmp_path / f"{name}.ext"
+    extfile.write_text(extensions)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", csr, "-subj", f"/CN={name}"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", f"{ca}.pem", "-CAkey",
+                    f"{ca}.key", "-CAcreateserial", "-out", cert, "-days", "1", "-extfile",
+                    str(extfile)], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_mutual_tls_admits_only_holders_of_a_certificate(tmp_path, monkeypatch):
+    ca = str(tmp_path / "ca")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-subj", "/CN=pfs-test-ca"],
+                   check=True, capture_output=True)
+    server_cert, server_key = signed(tmp_path, ca, "localhost",
+                                     "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    client_cert, client_key = signed(tmp_path, ca, "a-client")
+    cluster = Cluster(tmp_path / "data", extra_args=(  # fileservers attach with their own
+        "--tls-cert", server_cert, "--tls-key", server_key, "--tls-ca", f"{ca}.pem",
+        "--tls-client-ca", f"{ca}.pem")).start()
+    try:
+        monkeypatch.setenv("PFS_TLS_CA", f"{ca}.pem")
+        anonymous = pfs.Client(metaserver=cluster.address)
+        assert anonymous.pfs_initialize() == -1  # TLS, but no certificate to show
+        monkeypatch.setenv("PFS_TLS_CERT", client_cert)
+        monkeypatch.setenv("PFS_TLS_KEY", client_key)
+        holder = pfs.Client(metaserver=cluster.address)
+        assert holder.pfs_initialize() > 0, pfs.pfs_last_error()
+        round_trip(holder, "f")
+        holder.pfs_finish(holder.pfs_initialize())
+        monkeypatch.delenv("PFS_TLS_KEY")
+        half = pfs.Client(metaserver=cluster.address)
+        assert half.pfs_initialize() == -1 and "PFS_TLS_KEY" in str(pfs.pfs_last_error())
+    finally:
+        cluster.stop()
+
+
 def test_no_secret_means_loopback_only(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pfs", "metaserver", "--data-dir",
                            str(tmp_path), "--host", "0.0.0.0", "--port", "0"],

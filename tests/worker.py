@@ -55,6 +55,23 @@ def open_write_close(name, byte, length, offset, chunk=4 << 20):
     return 0 if client.pfs_close(fd) == 0 else str(pfs.pfs_last_error())
 
 
+def write_files(prefix, count, size):
+    """Creates files prefix0... (width 2, the cluster's default copies), each written with
+    pattern(i) of tests/test_replicas.py in 16 KiB calls and closed, one after the other; the
+    numbers of those whose every call succeeded."""
+    closed = []
+    for i in range(count):
+        data = bytes((i * 7 + k) % 251 for k in range(size))
+        name = f"{prefix}{i}"
+        ok = client.pfs_create(name, 2) == 0
+        fd = client.pfs_open(name, pfs.PFS_READ_WRITE) if ok else -1
+        for at in range(0, size, 16384):
+            ok = ok and client.pfs_write(fd, data[at:at + 16384], min(16384, size - at), at) > 0
+        if fd > 0 and client.pfs_close(fd) == 0 and ok:
+            closed.append(i)
+    return closed
+
+
 def rounds_of_writes(name, offset, length, rounds):
     """Opens, writes [offset, offset+length) with the round number's byte, closes; `rounds`
     times. The last round's byte is (rounds - 1) % 256 + 1."""
@@ -195,7 +212,8 @@ def random_growing_ops(name, seed, count, max_len, max_size):
 
 HELPERS = {"pfs_read": c_read, "pfs_fstat": c_fstat, "pfs_execstat": c_execstat,
            "write_pattern": write_pattern, "open_write_close": open_write_close,
-           "rounds_of_writes": rounds_of_writes, "random_ops": random_ops,
+           "rounds_of_writes": rounds_of_writes, "write_files": write_files,
+           "random_ops": random_ops,
            "random_growing_ops": random_growing_ops,
            "last_error": lambda: str(pfs.pfs_last_error()),
            "last_errno": lambda: getattr(pfs.pfs_last_error(), "errno", None)}

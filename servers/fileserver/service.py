@@ -17,7 +17,7 @@ from pfs.errors import ERRNO_HEADER
 from pfs.ranges import INFINITY
 
 from .sessions import NotAdmitted, NotServing, SessionTable
-from .store import StripeStore
+from .store import Corrupt, StripeStore
 
 log = logging.getLogger("pfs.fileserver")
 
@@ -58,6 +58,9 @@ def _answer_errors(method):
             _abort(context, grpc.StatusCode.PERMISSION_DENIED, str(e), errno.ENOTCONN)
         except NotServing as e:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except Corrupt as e:
+            log.error("%s refused: %s", method.__name__, e)
+            _abort(context, grpc.StatusCode.DATA_LOSS, str(e), errno.EIO)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 log.error("%s failed: the disk is full (%s)", method.__name__, e)
@@ -113,14 +116,14 @@ class FileServerService(pb_grpc.FileServerServicer):
         file_id, offset, length = wire.parse_read(request)
         with self.sessions.serving(self._client(context, file_id, offset, offset + length,
                                                 READ)):
-            return self.store.read(file_id, offset, length)
+            return wire.read_reply(*self.store.read(file_id, offset, length))
 
     @_answer_errors
     def write(self, request: bytes, context) -> bytes:
-        file_id, offset, data = wire.parse_write(request)
+        file_id, offset, crcs, data = wire.parse_write(request)
         with self.sessions.serving(self._client(context, file_id, offset, offset + len(data),
                                                 WRITE)):
-            self.store.write(file_id, offset, data)
+            self.store.write(file_id, offset, crcs, data)
         return b""
 
     def data_handler(self) -> grpc.GenericRpcHandler:

@@ -32,15 +32,20 @@ def default_recovery_seconds(lease_seconds: float) -> float:
 def serve(data_dir: pathlib.Path, host: str = "127.0.0.1", port: int = 50050,
           fileservers: int = 4, block_size: int = DEFAULT_BLOCK_SIZE,
           stripe_blocks: int = DEFAULT_STRIPE_BLOCKS, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-          recovery_seconds: float | None = None, credentials: Credentials | None = None,
-          allow_insecure: bool = False, on_ready=None) -> None:
+          recovery_seconds: float | None = None, replicas: int = 1,
+          credentials: Credentials | None = None, allow_insecure: bool = False,
+          on_ready=None) -> None:
     """Runs the metaserver until Ctrl-C or SIGTERM; `on_ready(port)` is called once it listens.
     `recovery_seconds`: the window in which clients of before a restart reclaim their sessions
     (default two leases); at least the lease, so that every client left out surely knows its
     lease is over when the window ends."""
-    if block_size < 1 or stripe_blocks < 1 or fileservers < 1 or lease_seconds <= 0:
-        raise SystemExit("--block-size, --stripe-blocks, --fileservers and --lease-seconds "
-                         "must be positive")
+    if block_size < 1 or stripe_blocks < 1 or fileservers < 1 or lease_seconds <= 0 \
+            or replicas < 1:
+        raise SystemExit("--block-size, --stripe-blocks, --fileservers, --lease-seconds and "
+                         "--replicas must be positive")
+    if replicas > fileservers:
+        raise SystemExit(f"--replicas {replicas} needs at least as many fileservers, not "
+                         f"{fileservers}")
     if recovery_seconds is None:
         recovery_seconds = default_recovery_seconds(lease_seconds)
     if recovery_seconds < lease_seconds:
@@ -49,16 +54,17 @@ def serve(data_dir: pathlib.Path, host: str = "127.0.0.1", port: int = 50050,
     check_exposure(host, credentials, allow_insecure)
     lock_data_dir(data_dir, "metaserver")
     asyncio.run(_serve(data_dir, host, port, fileservers, block_size, stripe_blocks,
-                       lease_seconds, recovery_seconds, credentials, on_ready))
+                       lease_seconds, recovery_seconds, replicas, credentials, on_ready))
 
 
 async def _serve(data_dir: pathlib.Path, host: str, port: int, fileservers: int, block_size: int,
-                 stripe_blocks: int, lease_seconds: float, recovery_seconds: float,
+                 stripe_blocks: int, lease_seconds: float, recovery_seconds: float, replicas: int,
                  credentials: Credentials, on_ready) -> None:
     stop = stop_on_signals_aio()
     service = MetaServerService(Namespace(data_dir / "metadata.sqlite3"), fileservers,
                                 lease_seconds, block_size, stripe_blocks,
-                                clusterkey.load_or_create(data_dir), recovery_seconds)
+                                clusterkey.load_or_create(data_dir), recovery_seconds, replicas,
+                                credentials)
     server, bound = await start_aio_server(
         lambda s: metaserver_pb2_grpc.add_MetaServerServicer_to_server(service, s),
         host, port, credentials)

@@ -41,6 +41,9 @@ FILESERVER_LEASE_SECONDS = 5.0
 #: closed (it then re-attaches and gets the whole table).
 ACK_TIMEOUT = 3.0
 _DETACH = object()  # put in a link's outbox to close its stream
+#: The metaserver's own session id, for the data calls of its repairs (client ids start at 1);
+#: always in the session table.
+METASERVER_CLIENT = 0
 
 
 class AttachRefused(Exception):
@@ -54,6 +57,7 @@ class Link:
     uuid: str
     address: str
     name: str
+    lost_data: bool = False  # it came back with a new data directory
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     acked_version: int = 0
     last_heartbeat: float = float("-inf")  # when we received the last heartbeat we acknowledged
@@ -70,7 +74,7 @@ class Cluster:
         self.expected = expected_fileservers
         self._clock = clock
         self._links: dict[int, Link] = {}  # index -> current (or last) attachment
-        self._sessions: set[int] = set()  # the session table: client ids
+        self._sessions: set[int] = {METASERVER_CLIENT}  # the session table: client ids
         self._version = 1  # of the table; a fileserver that acknowledged none may not serve
         self._wakeup = asyncio.Event()  # replaced by a fresh one at every notification
         self._placement = itertools.count()
@@ -100,20 +104,31 @@ class Cluster:
             return "no fileserver is online; start them (see `pfs status`) and try again"
         return None
 
-    def place(self, width: int) -> list[int]:
-        """The servers of a new file: `width` consecutive online servers, starting one further
-        along for each file, so that files spread evenly."""
+    def place(self, width: int, replicas: int = 1) -> list[int]:
+        """The servers of a new file: width × replicas distinct members (copy k of column c at
+        k * width + c), consecutive from one further along for each file, so that files spread
+        evenly; a copy is never on the server of another copy of its column (nor, objects
+        being one per file and server, on any other server of the file). The first copy of
+        every column is on an online server; the other copies go to online ones while there
+        are enough, else to offline members (copies born stale, resynced when they return:
+        a cluster with a member down still takes new replicated files)."""
         online, members = sorted(self.online()), len(self._addresses)
-        if not 1 <= width <= members:
-            raise ValueError(f"stripe_width must be between 1 and the {members} fileservers, "
-                             f"got {width}")
+        if not 1 <= replicas <= members:
+            raise ValueError(f"replicas must be between 1 and the {members} fileservers, "
+                             f"got {replicas}")
+        if not 1 <= width * replicas <= members:
+            raise ValueError(f"stripe_width × replicas must be between 1 and the {members} "
+                             f"fileservers (each copy of each column on a fileserver of its "
+                             f"own), got {width} × {replicas}")
         if width > len(online):
             raise OSError(errno.EHOSTDOWN, f"only {len(online)} of the {members} fileservers "
                                            f"are online: a file {width} wide cannot be placed "
                                            "now; try again once they are back (see `pfs "
                                            "status`), or create it narrower")
-        first = next(self._placement) % len(online)
-        return [online[(first + k) % len(online)] for k in range(width)]
+        first = next(self._placement)
+        ordered = online[first % len(online):] + online[:first % len(online)]
+        offline = [i for i in sorted(self._addresses) if i not in online]
+        return (ordered + offline)[:width * replicas]
 
     async def attach(self, uuid: str, address: str, name: str) -> Link:
         """A fileserver's control stream opened: its link, whose outbox starts with Welcome."""
@@ -133,7 +148,7 @@ class Cluster:
         old = self._links.get(index)
         if old is not None and old.attached:
             self.detach(old)
-        link = Link(index, uuid, address, name)
+        link = Link(index, uuid, address, name, lost)
         link.last_heartbeat = old.last_heartbeat if old else float("-inf")
         self._links[index] = link
         self._addresses[index] = address

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     mtime REAL NOT NULL,
     block_size INTEGER NOT NULL,        -- 0 for a directory
     stripe_blocks INTEGER NOT NULL,     -- 0 for a directory
-    servers TEXT NOT NULL               -- fileserver indices in stripe order ('' for a directory)
+    servers TEXT NOT NULL,              -- fileserver indices: copy k of column c at k * width + c
+    replicas INTEGER NOT NULL DEFAULT 1 -- copies of each stripe unit
 );
 CREATE TABLE IF NOT EXISTS entries (
     parent INTEGER NOT NULL,
@@ -63,6 +64,13 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS missed (      -- bytes a copy of a file missed (copies.py)
+    file_id INTEGER NOT NULL,
+    server INTEGER NOT NULL,
+    start INTEGER NOT NULL,              -- local offsets of the copy's object
+    end_ INTEGER NOT NULL,
+    PRIMARY KEY (file_id, server, start)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
     client_id INTEGER PRIMARY KEY,      -- a live client session (recovery after a restart)
     key_hash BLOB NOT NULL              -- SHA-256 of its key: the key itself is never stored
@@ -88,17 +96,26 @@ class Node:
     mtime: float
     block_size: int
     stripe_blocks: int
-    servers: tuple[int, ...]
+    servers: tuple[int, ...]  # copy k of stripe column c is servers[k * width + c]
+    replicas: int = 1
+
+    @property
+    def width(self) -> int:
+        return len(self.servers) // self.replicas
+
+    def copies(self, column: int) -> tuple[int, ...]:
+        """The fileservers holding stripe column `column`, first copy first."""
+        return self.servers[column::self.width]
 
 
-_COLUMNS = "id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers"
+_COLUMNS = "id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas"
 _NODE_COLUMNS = ", ".join("n." + c for c in _COLUMNS.split(", "))  # of nodes joined as n
 
 
 def _node(row: tuple) -> Node:
-    node_id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers = row
+    node_id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas = row
     return Node(node_id, bool(is_dir), size, ctime, mtime, block_size, stripe_blocks,
-                _servers(servers))
+                _servers(servers), replicas)
 
 
 def _servers_text(servers) -> str:
@@ -120,6 +137,7 @@ class Namespace:
     def __init__(self, path: pathlib.Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = self._connect(path)
+        self._migrate_replicas()
         self._writer.executescript(SCHEMA)
         self._migrate_flat_namespace()
         self._migrate_members()
@@ -156,11 +174,18 @@ class Namespace:
             return
         db.execute("BEGIN IMMEDIATE")
         db.execute(f"INSERT INTO nodes ({_COLUMNS}) SELECT id, 0, size, ctime, mtime, block_size,"
-                   " stripe_blocks, servers FROM files")
+                   " stripe_blocks, servers, 1 FROM files")
         db.execute("INSERT INTO entries (parent, name, node) SELECT ?, name, id FROM files",
                    (ROOT,))
         db.execute("DROP TABLE files")
         db.execute("COMMIT")
+
+    def _migrate_replicas(self) -> None:
+        """Gives the files of a data directory from before replicas one copy each."""
+        db = self._writer
+        columns = {row[1] for row in db.execute("PRAGMA table_info(nodes)")}
+        if columns and "replicas" not in columns:
+            db.execute("ALTER TABLE nodes ADD COLUMN replicas INTEGER NOT NULL DEFAULT 1")
 
     def _migrate_members(self) -> None:
         """Gives fileservers of a data directory from before member names their uuid as name."""
@@ -178,7 +203,7 @@ class Namespace:
             self._reader.close()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: everything inside commits together or not at all."""
         with self._write_lock:
             db = self._writer
@@ -197,7 +222,7 @@ class Namespace:
                     raise StorageFull("the metaserver's disk is full; free space on it") from None
                 raise
 
-    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._read_lock:
             return self._reader.execute(sql, args).fetchall()
 
@@ -234,7 +259,7 @@ class Namespace:
             return self._walk(self._reader, path)
 
     def get(self, node_id: int) -> Node:
-        rows = self._read(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", (node_id,))
+        rows = self.query(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", (node_id,))
         if not rows:
             raise NamespaceError(errno.ENOENT, f"file {node_id} no longer exists")
         return _node(rows[0])
@@ -266,11 +291,12 @@ class Namespace:
 
     def count_files(self) -> int:
         """The number of files (kept in a counter: counting would read the whole tree)."""
-        return self._read("SELECT value FROM counters WHERE name = 'files'")[0][0]
+        return self.query("SELECT value FROM counters WHERE name = 'files'")[0][0]
 
     # --- changes ----------------------------------------------------------------------------
     def _new_entry(self, db: sqlite3.Connection, path: tuple[str, ...], is_dir: bool,
-                   block_size: int = 0, stripe_blocks: int = 0, servers=()) -> Node:
+                   block_size: int = 0, stripe_blocks: int = 0, servers=(),
+                   replicas: int = 1) -> Node:
         if not path:
             raise NamespaceError(errno.EEXIST, "the root directory exists")
         parent = self._directory(db, path[:-1])
@@ -279,9 +305,9 @@ class Namespace:
             raise NamespaceError(errno.EEXIST, f"exists: {brief('/'.join(path))}")
         now = time.time()
         cursor = db.execute(
-            "INSERT INTO nodes (is_dir, size, ctime, mtime, block_size, stripe_blocks, servers)"
-            " VALUES (?, 0, ?, ?, ?, ?, ?)",
-            (int(is_dir), now, now, block_size, stripe_blocks, _servers_text(servers)))
+            "INSERT INTO nodes (is_dir, size, ctime, mtime, block_size, stripe_blocks, servers,"
+            " replicas) VALUES (?, 0, ?, ?, ?, ?, ?, ?)",
+            (int(is_dir), now, now, block_size, stripe_blocks, _servers_text(servers), replicas))
         db.execute("INSERT INTO entries (parent, name, node) VALUES (?, ?, ?)",
                    (parent.node_id, path[-1], cursor.lastrowid))
         if parent.node_id != ROOT:
@@ -289,15 +315,17 @@ class Namespace:
         if not is_dir:
             db.execute("UPDATE counters SET value = value + 1 WHERE name = 'files'")
         return Node(cursor.lastrowid, is_dir, 0, now, now, block_size, stripe_blocks,
-                    tuple(servers))
+                    tuple(servers), replicas)
 
     def create(self, path: tuple[str, ...], block_size: int, stripe_blocks: int,
-               servers: list[int]) -> Node:
-        with self._write() as db:
-            return self._new_entry(db, path, False, block_size, stripe_blocks, servers)
+               servers: list[int], replicas: int = 1) -> Node:
+        """A new file; `servers` holds its copies: copy k of column c at k * width + c."""
+        with self.transaction() as db:
+            return self._new_entry(db, path, False, block_size, stripe_blocks, servers,
+                                   replicas)
 
     def mkdir(self, path: tuple[str, ...]) -> Node:
-        with self._write() as db:
+        with self.transaction() as db:
             return self._new_entry(db, path, True)
 
     def _remove(self, db: sqlite3.Connection, node: Node) -> None:
@@ -307,6 +335,7 @@ class Namespace:
         if not node.is_dir:
             db.execute("INSERT OR REPLACE INTO pending_deletes (file_id, servers) VALUES (?, ?)",
                        (node.node_id, _servers_text(node.servers)))
+            db.execute("DELETE FROM missed WHERE file_id = ?", (node.node_id,))
             db.execute("UPDATE counters SET value = value - 1 WHERE name = 'files'")
 
     def _empty(self, db: sqlite3.Connection, directory: Node) -> bool:
@@ -315,7 +344,7 @@ class Namespace:
 
     def unlink(self, path: tuple[str, ...]) -> Node:
         """Removes a file; its objects are recorded as still to delete, in the same commit."""
-        with self._write() as db:
+        with self.transaction() as db:
             node = self._walk(db, path)
             if node.is_dir:
                 raise NamespaceError(errno.EISDIR, f"is a directory (use rmdir): "
@@ -324,7 +353,7 @@ class Namespace:
             return node
 
     def rmdir(self, path: tuple[str, ...]) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             if not path:
                 raise NamespaceError(errno.EBUSY, "the root directory cannot be removed")
             node = self._directory(db, path)
@@ -336,7 +365,7 @@ class Namespace:
     def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> Node | None:
         """Moves `old` to `new` in one commit, replacing a file (or an empty directory, for a
         directory) at `new` as POSIX rename does; returns the node it replaced, if any."""
-        with self._write() as db:
+        with self.transaction() as db:
             if not old or not new:
                 raise NamespaceError(errno.EBUSY, "the root directory cannot be renamed or "
                                                   "replaced")
@@ -372,7 +401,7 @@ class Namespace:
     def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None:
         """Records the file's size: raised to `size`, or set to it (`exact`: a truncate);
         `touch` also sets mtime."""
-        with self._write() as db:
+        with self.transaction() as db:
             if exact:
                 db.execute("UPDATE nodes SET size = ? WHERE id = ?", (size, node_id))
             else:
@@ -383,10 +412,10 @@ class Namespace:
     # --- deletes, fileservers and counters --------------------------------------------------
     def pending_deletes(self) -> list[tuple[int, tuple[int, ...]]]:
         return [(file_id, _servers(servers))
-                for file_id, servers in self._read("SELECT file_id, servers FROM pending_deletes")]
+                for file_id, servers in self.query("SELECT file_id, servers FROM pending_deletes")]
 
     def delete_done(self, file_ids: list[int]) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.executemany("DELETE FROM pending_deletes WHERE file_id = ?",
                            [(i,) for i in file_ids])
 
@@ -394,7 +423,7 @@ class Namespace:
         """The stable index of the member `name` (a new name gets the next index), and whether
         it came back with another data directory (uuid): then it lost what it stored, which is
         recorded (`lost_data`)."""
-        with self._write() as db:
+        with self.transaction() as db:
             other = db.execute("SELECT name FROM fileservers WHERE uuid = ? AND name != ?",
                                (uuid, name)).fetchone()
             if other is not None:
@@ -416,27 +445,27 @@ class Namespace:
         """Each member's name, and when it last came back with a new data directory (0:
         never), by index."""
         return {idx: (name, lost_at or 0.0) for idx, name, lost_at in
-                self._read("SELECT idx, name, lost_at FROM fileservers ORDER BY idx")}
+                self.query("SELECT idx, name, lost_at FROM fileservers ORDER BY idx")}
 
     def fileservers(self) -> dict[int, str]:
-        return dict(self._read("SELECT idx, address FROM fileservers ORDER BY idx"))
+        return dict(self.query("SELECT idx, address FROM fileservers ORDER BY idx"))
 
     # --- client sessions (servers/metaserver/recovery.py) -----------------------------------
     def new_session(self, key_hash: bytes) -> int:
         """Records a new session under the next client id (never used before), in one commit."""
-        with self._write() as db:
+        with self.transaction() as db:
             client_id = self._next(db, "client_id")
             db.execute("INSERT INTO sessions (client_id, key_hash) VALUES (?, ?)",
                        (client_id, key_hash))
             return client_id
 
     def forget_session(self, client_id: int) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM sessions WHERE client_id = ?", (client_id,))
 
     def recorded_sessions(self) -> dict[int, bytes]:
         """The sessions live when the metaserver last stopped: client id -> key hash."""
-        return dict(self._read("SELECT client_id, key_hash FROM sessions"))
+        return dict(self.query("SELECT client_id, key_hash FROM sessions"))
 
     @staticmethod
     def _next(db: sqlite3.Connection, name: str) -> int:

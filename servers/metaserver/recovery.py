@@ -13,7 +13,8 @@ opens a window of `seconds` in which:
   before it (a file deleted meanwhile, or tokens overlapping another's WRITE, are refused);
 - no token is granted but by reclaim, and the calls that need the open files and tokens of
   before (Acquire, Open, Close, Delete, Rename, Truncate, ReportSize, Stat) wait for the window
-  to end; Register, Create, Mkdir, Rmdir, List, Status and Finish do not.
+  to end, as do the repair's resync and Scrub, which take tokens of their own; Register,
+  Create, Mkdir, Rmdir, List, Status and Finish do not.
 
 The window ends when every restored session has reclaimed or ended, or when its time is up.
 Then the sessions that did not reclaim are ended as evicted ones are: fenced at every

@@ -40,10 +40,13 @@ from pfs.metadata import MAX_FILE_SIZE
 from pfs.errors import ERRNO_HEADER
 from pfs.paths import brief, components
 from pfs.ranges import INFINITY
+from pfs.transport import Credentials
 
 from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
+from .copies import Copies
+from .repair import Repair
 from .deletions import Deletions
 from .loopclock import LoopClock
 from .namespace import Namespace, Node, StorageFull
@@ -104,11 +107,18 @@ def _busy(what: str, path: str, openers: list[int]) -> OSError:
                                 f"{openers[:10]}; they must close it first")
 
 
+#: Stale copies `pfs status` lists by name (the rest are counted).
+STATUS_DEGRADED = 10
+
+
 class MetaServerService(pb_grpc.MetaServerServicer):
     def __init__(self, namespace: Namespace, expected_fileservers: int, lease_seconds: float,
                  block_size: int, stripe_blocks: int, cluster_key: bytes,
-                 recovery_seconds: float) -> None:
+                 recovery_seconds: float, replicas: int = 1,
+                 credentials: Credentials | None = None) -> None:
         self.namespace = namespace
+        self.copies = Copies(namespace)
+        self.replicas = replicas
         self._cluster_key = cluster_key
         self.signer = Signer(cluster_key)
         self.block_size = block_size
@@ -125,6 +135,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         self._namespace_lock = asyncio.Lock()
         self.deletions = Deletions(namespace.pending_deletes(), self.cluster,
                                    functools.partial(self._db, namespace.delete_done))
+        self.repair = Repair(namespace, self.copies, self.tokens, self.cluster, self.signer,
+                             credentials or Credentials(), time.time)
         self._background: list[asyncio.Task] = []
         recorded = namespace.recorded_sessions()
         for client_id, hashed in recorded.items():
@@ -144,9 +156,16 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                             loop.create_task(self.sessions.expire_leases()),
                             loop.create_task(self._evict_overdue()),
                             loop.create_task(self.deletions.run()),
+                            loop.create_task(self._resync()),
                             loop.create_task(self._sync_metadata())]
         if self.recovery.active:
             self._background.append(loop.create_task(self._recover()))
+
+    async def _resync(self) -> None:
+        """The resync of stale copies (repair.py), once the recovery window is over: its READ
+        tokens must come after the clients' reclaims, which they could conflict with."""
+        await self.recovery.over.wait()
+        await self.repair.resync()
 
     async def stop(self) -> None:
         self.cluster.stopping = True
@@ -193,11 +212,21 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                         "it; ignored", client_id, size, file_id)
 
     async def _stored(self, node: Node, size: int) -> bool:
-        """Whether the fileserver that holds the file's byte `size - 1` has it."""
+        """Whether a copy that holds the file's byte `size - 1`, and did not miss it, has it
+        (ConnectionError when none can be asked)."""
         (extent,) = plan_stripes(size - 1, 1, node.block_size, node.stripe_blocks,
-                                 len(node.servers)).extents
-        index = node.servers[extent.server]
-        return await self.cluster.object_length(index, node.node_id) > extent.local_offset
+                                 node.width).extents
+        stale, unreachable = self.copies.stale(node.node_id), None
+        for index in node.copies(extent.server):
+            if index in stale and node.replicas > 1:
+                continue
+            try:
+                return await self.cluster.object_length(index, node.node_id) > \
+                    extent.local_offset
+            except ConnectionError as e:
+                unreachable = unreachable or e
+        raise unreachable or ConnectionError(f"no good copy of file {node.node_id} holds "
+                                             f"byte {size - 1}")
 
     async def _record_size(self, session: ClientSession, f: OpenFile, written_end: int,
                            touch: bool) -> None:
@@ -230,9 +259,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         return pb.FileMeta(
             file_id=node.node_id, path=path, size=f.size if f else node.size,
             ctime=node.ctime, mtime=node.mtime, is_dir=node.is_dir,
-            size_epoch=f.size_epoch if f else 0, durable_size=node.size,
+            size_epoch=f.size_epoch if f else 0,
             recipe=pb.Recipe(block_size=node.block_size, stripe_blocks=node.stripe_blocks,
-                             stripe_width=len(node.servers), servers=node.servers))
+                             stripe_width=node.width, servers=node.servers,
+                             replicas=node.replicas) if not node.is_dir else pb.Recipe())
 
     def _fileservers(self) -> list[pb.Fileserver]:
         online = self.cluster.online()
@@ -296,6 +326,11 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         except (AttachRefused, OSError) as e:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(getattr(e, "strerror", None)
                                                                      or e))
+        if link.lost_data:
+            stale = await self._db(self.copies.lost, link.index)
+            log.warning("fileserver %d's copies of %d replicated files are stale: resyncing",
+                        link.index, stale)
+        self.repair.wake()  # (whatever it missed while away can be copied now)
         self.deletions.attached(link.index)
 
         async def read() -> None:
@@ -319,10 +354,16 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             self.cluster.detach(link)
 
     async def Status(self, request, context):
+        degraded, ranges, missed_bytes = self.copies.summary()
         return pb.StatusReply(expected_fileservers=self.cluster.expected,
                               fileservers=self._fileservers(), sessions=self.sessions.count(),
                               files=self.namespace.count_files(), block_size=self.block_size,
-                              stripe_blocks=self.stripe_blocks)
+                              stripe_blocks=self.stripe_blocks, degraded_files=degraded,
+                              resync_ranges=ranges, resync_bytes=missed_bytes,
+                              replicas=self.replicas, degraded=[
+                                  pb.DegradedCopy(path=self.namespace.path_of(f), fileserver=i,
+                                                  missed_bytes=n)
+                                  for f, i, n in self.copies.first_stale(STATUS_DEGRADED)])
 
     # --- sessions ---------------------------------------------------------------------------
     @_answer_errors
@@ -345,7 +386,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         return pb.RegisterReply(client_id=client_id, session_key=key,
                                 fileservers=self._fileservers(),
                                 lease_seconds=self.sessions.lease_seconds,
-                                block_size=self.block_size, stripe_blocks=self.stripe_blocks)
+                                block_size=self.block_size, stripe_blocks=self.stripe_blocks,
+                                replicas=self.replicas)
 
     async def Sessions(self, request_iterator, context):
         """A client process's stream, shared by its sessions (see sessions.py)."""
@@ -395,9 +437,16 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Create(self, request, context):
         self._session(context)
         path = components(request.path)
-        servers = self.cluster.place(request.stripe_width)
+        replicas = request.replicas or self.replicas
+        servers = self.cluster.place(request.stripe_width, replicas)
         node = await self._db(self.namespace.create, path, self.block_size, self.stripe_blocks,
-                              servers)
+                              servers, replicas)
+        online = self.cluster.online()
+        for index in servers:
+            if index not in online:  # born stale (cluster.place)
+                await self._db(self.copies.missed, node.node_id, index, 0, INFINITY)
+                log.info("file %d's copy on fileserver %d is stale from the start: it is "
+                         "offline", node.node_id, index)
         log.debug("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
                  node.node_id, servers)
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
@@ -548,7 +597,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         # Nothing may fail once the grant is numbered: the client must learn of every grant.
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
                                grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch,
-                               capabilities=self._capabilities(session.client_id, f.node, grant))
+                               capabilities=self._capabilities(session.client_id, f.node, grant),
+                               stale=sorted(self.copies.stale(f.node.node_id)))
 
     # --- recovery (recovery.py) ------------------------------------------------------------
     async def _recover(self) -> None:
@@ -635,6 +685,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                             node.node_id, claim.size, f.size)
         return pb.ReclaimedFile(
             file_id=node.node_id, size=f.size, size_epoch=f.size_epoch,
+            stale=sorted(self.copies.stale(node.node_id)),
             tokens=[pb.ReclaimedToken(start=start, end=end, mode=mode,
                                       capabilities=self._capabilities(
                                           client_id, node, Grant(start, end, mode, 0)))
@@ -643,10 +694,70 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     def _capabilities(self, client_id: int, node: Node, grant) -> list[bytes]:
         """One capability per stripe column for a grant (pfs/capability.py)."""
         expires = time.time() + CAPABILITY_SECONDS
-        ranges = column_ranges(node.block_size, node.stripe_blocks, len(node.servers),
-                               grant.start, grant.end)
+        ranges = column_ranges(node.block_size, node.stripe_blocks, node.width, grant.start,
+                               grant.end)
         return [self.signer.sign(node.node_id, client_id, grant.mode, start, end, expires,
-                                 [server]) for server, (start, end) in zip(node.servers, ranges)]
+                                 node.copies(column))
+                for column, (start, end) in enumerate(ranges)]
+
+    # --- copies ----------------------------------------------------------------------------
+    @_answer_errors
+    async def ReportMissed(self, request, context):
+        """Records a copy's missed (or damaged) bytes before the client counts a write stored
+        (copies.py). Believed from a client with the file open: marking a copy stale never
+        loses data, it costs a resync."""
+        session = self._session(context)
+        f = self.open_files.of(session.client_id, request.file_id)
+        if request.server not in f.node.servers or f.node.replicas < 2:
+            raise ValueError(f"fileserver {request.server} holds no copy of file "
+                             f"{request.file_id} that another copy could stand in for")
+        if not request.start < request.end <= INFINITY:
+            raise ValueError(f"missed range [{request.start}, {request.end}) is empty")
+        await self._db(self.copies.missed, request.file_id, request.server, request.start,
+                       request.end)
+        log.warning("the copy of file %d on fileserver %d missed bytes %d-%d (client %d: "
+                    "%.300r): stale until resynced", request.file_id, request.server,
+                    request.start, request.end - 1, session.client_id, request.why)
+        self.repair.wake()
+        return pb.ReportMissedReply()
+
+    async def Scrub(self, request, context):
+        """Checks every copy of the files under a path (copies.py, repair.py), streaming
+        progress; asks for no session (an operator's tool, as `pfs status`)."""
+        await self._recovered()  # (its tokens come after the clients' reclaims)
+        try:
+            files = self._files_under(components(request.path))
+        except OSError as e:
+            await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
+                                e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
+        totals, unrepairable = None, 0
+        try:
+            async for totals, node in self.repair.scrub(files):
+                path = self.namespace.path_of(node.node_id)
+                yield pb.ScrubProgress(files=totals.files, bytes=totals.bytes,
+                                       damaged=totals.damaged, current=path,
+                                       unrepairable=[path] * (totals.unrepairable > unrepairable))
+                unrepairable = totals.unrepairable
+        except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"scrub stopped: {e}",
+                                ((ERRNO_HEADER, str(errno.EHOSTDOWN)),))
+        yield pb.ScrubProgress(files=totals.files if totals else 0,
+                               bytes=totals.bytes if totals else 0,
+                               damaged=totals.damaged if totals else 0, done=True)
+
+    def _files_under(self, path: tuple[str, ...]) -> list[Node]:
+        """The files at or below `path`, a page of a directory at a time."""
+        node = self.namespace.lookup(path)
+        if not node.is_dir:
+            return [node]
+        files, pending = [], [path]
+        while pending:
+            here, after = pending.pop(), ""
+            while page := self.namespace.listdir(here, after, LIST_PAGE):
+                for name, child in page:
+                    (pending.append(here + (name,)) if child.is_dir else files.append(child))
+                after = page[-1][0]
+        return files
 
     # --- durability ------------------------------------------------------------------------
     async def _sync_metadata(self) -> None:

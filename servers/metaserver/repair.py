@@ -1,0 +1,262 @@
+"""Repairing copies: the background resync of stale copies, and the scrub that finds damaged or
+differing ones (copies.py says what a stale copy is).
+
+Both move bytes the way a client does: a chunk at a time, under a READ token on the chunk's
+bytes held by the metaserver's own token client (METASERVER_CLIENT), so no client writes them
+meanwhile, and with capabilities the metaserver signs for itself. Every unit read is checked
+against its checksum; a good copy's units are written to the stale one with those same
+checksums, so the bytes are checked end to end from the copy that had them.
+
+Resync: for each missed range whose copy's fileserver is online, it copies the range from a
+good copy (one of the column's copies that missed nothing), chunk by chunk, and removes each
+chunk from the record once it is stored; a copy that missed "everything" is also cut to the
+good copy's length. Scrub: it reads every copy of every chunk of every file asked, records a
+copy whose bytes fail their checksum, or differ from the first good copy's, as stale; the
+resync then repairs it. An unreplicated file's damage is counted (and logged): nothing can
+repair it, and clients reading it get EIO.
+
+The data calls are blocking gRPC calls on threads of this module's own, off the event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from array import array
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+import grpc
+
+from pfs import capability, checksums, wire
+from pfs._native import crc32c
+from pfs._proto import fileserver_pb2 as fs_pb
+from pfs._proto import fileserver_pb2_grpc as fs_grpc
+from pfs.capability import CAPABILITY_SECONDS, READ, WRITE, Signer
+from pfs.errors import from_rpc
+from pfs.ranges import INFINITY
+from pfs.transport import Credentials
+
+from .cluster import METASERVER_CLIENT, Cluster
+from .copies import Copies
+from .namespace import Namespace, NamespaceError, Node
+from .tokens import TokenManager
+
+log = logging.getLogger("pfs.metaserver.repair")
+
+#: Bytes of one column a repair moves at a time (its token is held that long).
+CHUNK = 4 << 20
+#: Seconds between looks for stale copies to resync, when nothing wakes it sooner.
+RESYNC_PERIOD = 2.0
+#: Seconds a repair waits for its READ token before trying again later.
+TOKEN_TIMEOUT = 30.0
+
+
+@dataclass
+class ScrubTotals:
+    files: int = 0
+    bytes: int = 0
+    damaged: int = 0  # chunks of copies found damaged or differing, to be resynced
+    unrepairable: int = 0  # chunks found damaged in files with no other copy
+
+
+class Repair:
+    def __init__(self, namespace: Namespace, copies: Copies, tokens: TokenManager,
+                 cluster: Cluster, signer: Signer, credentials: Credentials,
+                 clock: Callable[[], float]) -> None:
+        self._namespace, self._copies, self._tokens = namespace, copies, tokens
+        self._cluster, self._signer, self._credentials = cluster, signer, credentials
+        self._clock = clock  # the metaserver's wall clock, for capabilities' expiry
+        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="repair")
+        self._channels: dict[str, grpc.Channel] = {}
+        self._wakeup = asyncio.Event()
+        self._token_lock = asyncio.Lock()  # one chunk at a time holds the metaserver's tokens
+        tokens.add_client(METASERVER_CLIENT)
+
+    def wake(self) -> None:
+        """Something became stale: look now rather than at the next period."""
+        self._wakeup.set()
+
+    # --- resync -----------------------------------------------------------------------------
+    async def resync(self) -> None:
+        """Runs until cancelled, copying what stale copies missed as their fileservers come
+        back."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), RESYNC_PERIOD)
+            except asyncio.TimeoutError:
+                pass
+            self._wakeup.clear()
+            for file_id, server, start, end in await self._db(self._copies.pending):
+                try:
+                    await self._resync(file_id, server, start, end)
+                except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+                    log.info("resync of file %d on fileserver %d waits: %s", file_id, server, e)
+
+    async def _resync(self, file_id: int, server: int, start: int, end: int) -> None:
+        try:
+            node = self._namespace.get(file_id)
+        except NamespaceError:
+            return  # deleted meanwhile: its record went with it
+        online = self._cluster.online()
+        column = node.servers.index(server) % node.width
+        stale = self._copies.stale(file_id)
+        good = [i for i in node.copies(column) if i not in stale and i in online]
+        if server not in online or not good:
+            return
+        length = await self._cluster.object_length(good[0], file_id)
+        at = start
+        while at < min(end, length):
+            stop = min(end, length, at + CHUNK)
+            async with self._reading(node, column, at, stop):
+                got, crcs, data = await self._call(self._read, node, column, good[0], at, stop)
+                await self._call(self._write, node, column, server, got, crcs, data)
+            await self._db(self._copies.repaired, file_id, server, at, stop)
+            at = stop
+        if end > length:  # what the good copy does not have, the stale one must not either
+            async with self._reading(node, column, length, INFINITY):
+                await self._call(self._truncate, node, column, server, length)
+            await self._db(self._copies.repaired, file_id, server, length, end)
+        log.info("resynced file %d's copy on fileserver %d (bytes %d-%d)", file_id, server,
+                 start, min(end, length))
+
+    # --- scrub ------------------------------------------------------------------------------
+    async def scrub(self, files: list[Node]) -> AsyncIterator[tuple[ScrubTotals, Node]]:
+        """Checks every copy of `files`, chunk by chunk; yields the totals so far and the file
+        each time one is done."""
+        totals = ScrubTotals()
+        for node in files:
+            stale = self._copies.stale(node.node_id)
+            for column in range(node.width):
+                copies = [i for i in node.copies(column) if i not in stale]
+                if copies:
+                    await self._scrub_column(node, column, copies, totals)
+            totals.files += 1
+            yield totals, node
+        self.wake()
+
+    async def _scrub_column(self, node: Node, column: int, copies: list[int],
+                            totals: ScrubTotals) -> None:
+        length = max([await self._cluster.object_length(i, node.node_id) for i in copies])
+        for at in range(0, length, CHUNK):
+            stop = min(length, at + CHUNK)
+            async with self._reading(node, column, at, stop):
+                first = None
+                for index in copies:
+                    _, crcs, data = await self._call(self._read, node, column, index, at, stop,
+                                                     checked=False)
+                    totals.bytes += len(data)
+                    bad = checksums.first_bad(data, crcs)
+                    if bad is None and first is None:
+                        first = bytes(data)
+                    if bad is not None or bytes(data) != first:
+                        await self._damaged(node, index, at, stop, bad is not None, totals)
+
+    async def _damaged(self, node: Node, index: int, start: int, end: int, checksum: bool,
+                       totals: ScrubTotals) -> None:
+        why = "fail their checksums" if checksum else "differ from another copy's"
+        if node.replicas > 1:
+            totals.damaged += 1
+            log.warning("scrub: bytes %d-%d of file %d's copy on fileserver %d %s: resyncing",
+                        start, end - 1, node.node_id, index, why)
+            await self._db(self._copies.missed, node.node_id, index, start, end)
+        else:
+            totals.unrepairable += 1
+            log.error("scrub: bytes %d-%d of file %d on fileserver %d %s, and there is no other "
+                      "copy: reading them fails with EIO", start, end - 1, node.node_id, index,
+                      why)
+
+    # --- tokens, threads, calls -------------------------------------------------------------
+    def _reading(self, node: Node, column: int, start: int, end: int):
+        """A READ token on the file bytes that local bytes [start, end) of `column` hold."""
+        unit = node.block_size * node.stripe_blocks
+        first = (start // unit * node.width + column) * unit + start % unit
+        last = INFINITY if end >= INFINITY else \
+            ((end - 1) // unit * node.width + column) * unit + (end - 1) % unit + 1
+        return _Token(self._tokens, self._token_lock, node.node_id, first, last)
+
+    async def _db(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+
+    async def _call(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, lambda: fn(*args, **kwargs))
+
+    def _channel(self, index: int) -> grpc.Channel:
+        address = self._cluster.addresses()[index]
+        if address not in self._channels:
+            self._channels[address] = self._credentials.channel(address)
+        return self._channels[address]
+
+    def _metadata(self, node: Node, column: int, mode: int, start: int, end: int):
+        blob = self._signer.sign(node.node_id, METASERVER_CLIENT, mode, start, end,
+                                 self._clock() + CAPABILITY_SECONDS, node.copies(column))
+        return ((capability.HEADER, blob),)
+
+    def _read(self, node: Node, column: int, index: int, start: int, end: int,
+              checked: bool = True) -> tuple[int, memoryview, memoryview]:
+        """The whole units holding local bytes [start, end) of a copy, with their checksums
+        (checked, unless told otherwise: OSError naming the copy if one fails)."""
+        try:
+            reply = self._channel(index).unary_unary(wire.READ_METHOD)(
+                wire.read_request(node.node_id, start, end - start), timeout=60,
+                metadata=self._metadata(node, column, READ, start, end))
+        except grpc.RpcError as e:
+            raise from_rpc(e, f"read from fileserver {index}") from None
+        got, crcs, data = wire.parse_read_reply(reply)
+        if checked and checksums.first_bad(data, crcs) is not None:
+            raise OSError(5, f"file {node.node_id}'s copy on fileserver {index} fails its "
+                             f"checksums at {start}-{end - 1}")
+        return got, crcs, data
+
+    def _write(self, node: Node, column: int, index: int, start: int, crcs, data) -> None:
+        """Stores whole units read from a good copy (at most a CHUNK and two units, within
+        one call's limit) with their checksums: a last unit cut at the object's end carries
+        its own bytes' CRC, as a writer's piece does."""
+        pieces = array("I", crcs)
+        tail = len(data) % wire.CHECKSUM_UNIT
+        if tail:
+            pieces[-1] = crc32c(data[len(data) - tail:])
+        try:
+            self._channel(index).unary_unary(wire.WRITE_METHOD)(
+                wire.write_request(node.node_id, start, data, pieces), timeout=60,
+                metadata=self._metadata(node, column, WRITE, start, start + len(data)))
+        except grpc.RpcError as e:
+            raise from_rpc(e, f"write to fileserver {index}") from None
+
+    def _truncate(self, node: Node, column: int, index: int, length: int) -> None:
+        try:
+            fs_grpc.FileServerStub(self._channel(index)).Truncate(
+                fs_pb.TruncateRequest(file_id=node.node_id, length=length, keep=length),
+                timeout=60, metadata=self._metadata(node, column, WRITE, length, INFINITY))
+        except grpc.RpcError as e:
+            raise from_rpc(e, f"truncate on fileserver {index}") from None
+
+
+class _Token:
+    """`async with`: a READ token of the metaserver's own on [start, end) of a file, given
+    back (with all it holds on the file) at the end."""
+
+    def __init__(self, tokens: TokenManager, lock: asyncio.Lock, file_id: int, start: int,
+                 end: int) -> None:
+        self._tokens, self._lock = tokens, lock
+        self._file_id, self._start, self._end = file_id, start, end
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+        granted = asyncio.get_running_loop().create_future()
+        request = self._tokens.request(
+            METASERVER_CLIENT, self._file_id, self._start, self._end, READ,
+            lambda grant, error: granted.set_exception(error) if error else
+            granted.set_result(grant))
+        try:
+            await asyncio.wait_for(asyncio.shield(granted), TOKEN_TIMEOUT)
+        except BaseException:
+            self._tokens.cancel(request)
+            self._tokens.release_file(METASERVER_CLIENT, self._file_id)
+            self._lock.release()
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        self._tokens.release_file(METASERVER_CLIENT, self._file_id)
+        self._lock.release()
