@@ -74,7 +74,8 @@ _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_F
 
 class MetaSession:
     """`on_revoke(revoke) -> size` runs on a worker thread and returns the file size this
-    client knows (None: it gave nothing up, so it must not acknowledge); `on_revoke_received(revoke)` runs at once on the stream's thread and must not
+    client knows (None: it gave nothing up, so it must not acknowledge);
+    `on_revoke_received(revoke)` runs at once on the stream's thread and must not
     block; `size_of(file_id) -> size` answers size queries (on that thread: without blocking);
     `on_lost(reason)` is told when the session is given up; `on_rejoined()` runs on a worker
     thread once a recovering session is back on a stream, and reclaims (`reclaim`)."""
@@ -102,13 +103,13 @@ class MetaSession:
         self._grants = threading.Condition()
         self._applied_below = 1  # every grant numbered below this has been applied
         self._applied_ahead: set[int] = set()
-        self._held: list[pb.Revoke] = []  # revocations waiting for grants to be applied
+        self._held: list = []  # (revocation, its call) waiting for grants to be applied
         self._lease_ends = 0.0
         self._finishing = False
         self.lost: str | None = None
         self.recovering: str | None = None  # why it may be lost, until the metaserver says
         self._silent = False  # recovering while the stream seems up: no reclaim needed
-        # Reclaims so far: grants and revocations of an earlier metaserver are void after one.
+        # Reclaims so far: a grant of the metaserver of before one is void after it.
         self.era = 0
         self._outage = 0.0  # when it broke (monotonic)
         self.client_id = 0
@@ -239,7 +240,8 @@ class MetaSession:
                       f"{e.details()}")
             return None
         with self._grants:
-            # The restarted metaserver numbers grants afresh, and forgot every revocation.
+            # The restarted metaserver numbers grants afresh, and forgot every revocation
+            # (those held here came on the stream of before).
             self._applied_below, self._applied_ahead, self._held = 1, set(), []
             self._lease_ends = max(self._lease_ends, sent + self._lease)
             self.recovering = None
@@ -272,16 +274,18 @@ class MetaSession:
                                          and not self._silent, timeout)
 
     # --- from the stream --------------------------------------------------------------------
-    def received(self, revoke: pb.Revoke) -> None:
-        """On the stream's thread: a revocation, handled once the grants it follows are."""
+    def received(self, revoke: pb.Revoke, call) -> None:
+        """On the stream's thread: a revocation that came on `call`, handled once the grants
+        it follows are, and answered on that call (a restarted metaserver, on another, forgot
+        it, and may give its number to another revocation)."""
         self._on_revoke_received(revoke)
         with self._grants:
             if self.lost:
                 return
             if revoke.granted_upto >= self._applied_below:
-                self._held.append(revoke)
+                self._held.append((revoke, call))
                 return
-        self._stream.lanes.submit(self.client_id, self._revoke, revoke, self.era)
+        self._stream.lanes.submit(self.client_id, self._revoke, revoke, call)
 
     def lose_soon(self, reason: str) -> None:
         """On the stream's thread, which must not wait for the Client: the session is given
@@ -308,16 +312,15 @@ class MetaSession:
             self._held.clear()
             self._grants.notify_all()
 
-    def _revoke(self, revoke: pb.Revoke, era: int) -> None:
+    def _revoke(self, revoke: pb.Revoke, call) -> None:
         try:
             size = self._on_revoke(revoke)
         except Exception:  # noqa: BLE001 - a failed handler must not kill the worker silently
             log.exception("handling revocation %d failed", revoke.revoke_id)
             return
-        if size is None or era != self.era:  # (a restarted metaserver forgot the revocation,
-            return                               # and may reuse its number)
-        self._where[0].outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
-            revoke_id=revoke.revoke_id, size=size, client_id=self.client_id)))
+        if size is not None and call.ended is None:
+            call.outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
+                revoke_id=revoke.revoke_id, size=size, client_id=self.client_id)))
 
     # --- tokens -----------------------------------------------------------------------------
     def acquire(self, file_id: int, start: int, end: int, mode: int) -> pb.AcquireReply:
@@ -344,11 +347,11 @@ class MetaSession:
             while self._applied_below in self._applied_ahead:
                 self._applied_ahead.remove(self._applied_below)
                 self._applied_below += 1
-            ready = [r for r in self._held if r.granted_upto < self._applied_below]
-            self._held = [r for r in self._held if r.granted_upto >= self._applied_below]
+            ready = [r for r in self._held if r[0].granted_upto < self._applied_below]
+            self._held = [r for r in self._held if r[0].granted_upto >= self._applied_below]
             self._grants.notify_all()
-        for revoke in ready:
-            self._stream.lanes.submit(self.client_id, self._revoke, revoke, self.era)
+        for revoke, call in ready:
+            self._stream.lanes.submit(self.client_id, self._revoke, revoke, call)
 
     def call(self, method: str, request, what: str):
         """A unary metaserver call for this session; failures become OSErrors naming `what`."""

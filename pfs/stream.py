@@ -229,7 +229,7 @@ class SessionStream:
         elif kind == "revoke":
             session = call.joined.get(message.revoke.client_id)
             if session is not None:
-                session.received(message.revoke)
+                session.received(message.revoke, call)
         elif kind == "size_query":
             query = message.size_query
             session = call.joined.get(query.client_id)
