@@ -212,7 +212,9 @@ class MetaSession:
                 log.warning("client %d lost contact with the metaserver at %s (%s); it keeps "
                             "its open files, tokens and unstored writes until the metaserver "
                             "answers", self.client_id, self.address, reason)
-            self.recovering, self._silent = reason, silent
+                self.recovering, self._silent = reason, silent
+            elif not silent:  # (a broken stream is never taken back for a silent one)
+                self.recovering, self._silent = reason, False
             self._grants.notify_all()
 
     def rejoined(self, call) -> None:

@@ -102,11 +102,7 @@ class SessionStream:
         answered = threading.Event()
         session.join_answer = (answered, [])
         with self._lock:
-            call = self._call
-            if call is None or call.ended is not None:
-                call = self._call = self._open(session.heartbeat_seconds)
-            with call.lock:
-                call.members[session.client_id] = session
+            call = self._joining([session])
         call.outbox.put(pb.ClientMessage(join=pb.JoinSession(client_id=session.client_id,
                                                              session_key=key)))
         refusal = session.join_answer[1]
@@ -139,11 +135,21 @@ class SessionStream:
         self._holdings.release_all()
 
     # --- the stream -------------------------------------------------------------------------
-    def _open(self, heartbeat_seconds: float) -> _Call:
-        call = _Call(heartbeat_seconds)
-        responses = self._stub.Sessions(self._outgoing(call))
-        threading.Thread(target=self._listen, args=(call, responses), daemon=True,
-                         name="pfs-stream").start()
+    def _joining(self, sessions: "list[MetaSession]") -> _Call:
+        """The stream for the sessions to join, with them among its members: the one open, or
+        a new one, which they are members of before it starts (so that if it breaks at once,
+        its reader knows whom that fails). The caller holds `_lock`."""
+        call = self._call
+        fresh = call is None or call.ended is not None
+        if fresh:
+            call = self._call = _Call(sessions[0].heartbeat_seconds)
+        with call.lock:
+            for session in sessions:
+                call.members[session.client_id] = session
+        if fresh:
+            responses = self._stub.Sessions(self._outgoing(call))
+            threading.Thread(target=self._listen, args=(call, responses), daemon=True,
+                             name="pfs-stream").start()
         return call
 
     @staticmethod
@@ -200,12 +206,7 @@ class SessionStream:
         with self._lock:
             if self._closed:
                 return
-            call = self._call
-            if call is None or call.ended is not None:
-                call = self._call = self._open(sessions[0].heartbeat_seconds)
-            with call.lock:
-                for session in sessions:
-                    call.members[session.client_id] = session
+            call = self._joining(sessions)
         for session in sessions:
             call.outbox.put(pb.ClientMessage(join=pb.JoinSession(
                 client_id=session.client_id, session_key=session.reply.session_key)))
