@@ -197,10 +197,11 @@ class DataPlane:
         request = wire.read_request(f.file_id, e.local_offset, e.length)
         end = e.local_offset + e.length
         capabilities = self._capabilities(f, e.server, e.local_offset, end, READ)
-        failure = None
-        for index in self._readable(f, e.server):
+        failure, copies = None, self._readable(f, e.server)
+        for index in copies:
             try:
-                reply = self._call_retrying(index, "read", request, "read", capabilities)
+                reply = self._call_retrying(index, "read", request, "read", capabilities,
+                                            lambda: index != copies[-1])
                 return self._checked(f, e, index, reply)
             except _Damaged as damaged:
                 failure = failure or damaged
@@ -297,7 +298,7 @@ class DataPlane:
             return self._submit(live[0], method, request, method, capabilities)
         stood_in = threading.Event()  # a copy took it: one that is down need not be waited for
         futures = [self._server(index).threads.submit(
-            self._call_retrying, index, method, request, method, capabilities, stood_in)
+            self._call_retrying, index, method, request, method, capabilities, stood_in.is_set)
                    for index in live]
         for future in futures:
             future.add_done_callback(lambda done: done.exception() or stood_in.set())
@@ -382,10 +383,10 @@ class DataPlane:
                         for index, method, request, capabilities in calls]).result()
 
     def _call_retrying(self, index: int, method: str, request, what: str,
-                       capabilities: Capabilities, stood_in: threading.Event | None = None):
+                       capabilities: Capabilities, spared: Callable[[], bool] = lambda: False):
         """One call; a fileserver that cannot be reached is tried again until retry_seconds
-        have passed, at its new address if it moved, or until `stood_in` is set while the
-        metaserver says the fileserver is offline."""
+        have passed, at its new address if it moved, or, once another copy can do without
+        it (`spared()`), until the metaserver says it is offline."""
         give_up, pause = time.monotonic() + self._retry_seconds, 0.05
         while True:
             server = self._server(index)
@@ -395,7 +396,7 @@ class DataPlane:
                 if e.errno != errno.EHOSTDOWN or time.monotonic() >= give_up:
                     raise
                 moved = self._relearn_addresses()
-                if stood_in is not None and stood_in.is_set() and index in self._offline:
+                if index in self._offline and spared():
                     raise
                 if not moved:
                     time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
