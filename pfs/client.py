@@ -182,8 +182,8 @@ def _metadata(meta: pb.FileMeta) -> Metadata:
                     is_dir=meta.is_dir)
 
 
-def _addresses(fileservers) -> dict[int, str]:
-    return {s.index: s.address for s in fileservers}
+def _addresses(fileservers, online_only: bool = False) -> dict[int, str]:
+    return {s.index: s.address for s in fileservers if s.online or not online_only}
 
 
 class Client:
@@ -239,7 +239,8 @@ class Client:
                                         retry_seconds,
                                         lookup=lambda: _addresses(session.call(
                                             "Status", pb.StatusRequest(), "look up fileservers"
-                                        ).fileservers), on_fenced=session.lose,
+                                        ).fileservers, online_only=True),
+                                        on_fenced=session.lose,
                                         on_missed=lambda file_id, server, start, end, why:
                                         session.call("ReportMissed", pb.ReportMissedRequest(
                                             file_id=file_id, server=server, start=start,

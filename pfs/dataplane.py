@@ -111,7 +111,9 @@ class DataPlane:
     file's tokens, pfs/capability.py); knows their addresses by index.
 
     A fileserver that is unreachable (restarting, say, perhaps on a new address) is retried for
-    up to `retry_seconds`, asking the metaserver for the addresses again (`lookup()`) in between;
+    up to `retry_seconds`, asking the metaserver for the addresses of those online again
+    (`lookup()`) in between (a copy another copy stood in for is given up as soon as the
+    metaserver says its fileserver is offline);
     every call is idempotent (reads, and writes of the same bytes at the same offsets). A
     fileserver that refuses the session (the metaserver ended it) is final: `on_fenced(reason)`
     is told, and the call fails with ENOTCONN."""
@@ -132,6 +134,7 @@ class DataPlane:
         self._holdings.watch(self)
         self._lock = threading.Lock()
         self._in_flight = InFlight(write_behind)
+        self._offline: set[int] = set()  # as the metaserver said when last asked
 
     def close(self) -> None:
         with self._lock:
@@ -194,10 +197,11 @@ class DataPlane:
         request = wire.read_request(f.file_id, e.local_offset, e.length)
         end = e.local_offset + e.length
         capabilities = self._capabilities(f, e.server, e.local_offset, end, READ)
-        failure = None
-        for index in self._readable(f, e.server):
+        failure, copies = None, self._readable(f, e.server)
+        for index in copies:
             try:
-                reply = self._call_retrying(index, "read", request, "read", capabilities)
+                reply = self._call_retrying(index, "read", request, "read", capabilities,
+                                            lambda: index != copies[-1])
                 return self._checked(f, e, index, reply)
             except _Damaged as damaged:
                 failure = failure or damaged
@@ -290,10 +294,14 @@ class DataPlane:
         capabilities = self._capabilities(f, column, start, end, WRITE)
         copies = f.recipe.copies(column)
         live = [index for index in copies if index not in f.stale] or copies
-        futures = [self._submit(index, method, request, method, capabilities)
-                   for index in live]
         if len(copies) == 1:
-            return futures[0]
+            return self._submit(live[0], method, request, method, capabilities)
+        stood_in = threading.Event()  # a copy took it: one that is down need not be waited for
+        futures = [self._server(index).threads.submit(
+            self._call_retrying, index, method, request, method, capabilities, stood_in.is_set)
+                   for index in live]
+        for future in futures:
+            future.add_done_callback(lambda done: done.exception() or stood_in.set())
         done: Future = Future()
 
         def settled(_: Future) -> None:
@@ -375,9 +383,10 @@ class DataPlane:
                         for index, method, request, capabilities in calls]).result()
 
     def _call_retrying(self, index: int, method: str, request, what: str,
-                       capabilities: Capabilities):
+                       capabilities: Capabilities, spared: Callable[[], bool] = lambda: False):
         """One call; a fileserver that cannot be reached is tried again until retry_seconds
-        have passed, at its new address if it moved."""
+        have passed, at its new address if it moved, or, once another copy can do without
+        it (`spared()`), until the metaserver says it is offline."""
         give_up, pause = time.monotonic() + self._retry_seconds, 0.05
         while True:
             server = self._server(index)
@@ -386,7 +395,10 @@ class DataPlane:
             except OSError as e:
                 if e.errno != errno.EHOSTDOWN or time.monotonic() >= give_up:
                     raise
-                if not self._relearn_addresses():
+                moved = self._relearn_addresses()
+                if index in self._offline and spared():
+                    raise
+                if not moved:
                     time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
                     pause = min(2 * pause, 1.0)
 
@@ -404,12 +416,13 @@ class DataPlane:
             raise failure from None
 
     def _relearn_addresses(self) -> bool:
-        """Asks for the fileservers' addresses again; True if any changed."""
+        """Asks which fileservers are online, at which addresses; True if one moved."""
         try:
             fresh = self._lookup()
         except OSError:
             return False
         with self._lock:
+            self._offline = set(self._addresses) - set(fresh)
             changed = {i for i, a in fresh.items() if self._addresses.get(i) != a}
             for index in changed:
                 if index in self._servers:
