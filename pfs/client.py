@@ -147,6 +147,8 @@ def _buffer(buf: Any, num_bytes: int, writable: bool) -> memoryview:
     return view[:num_bytes]
 
 
+#: What a lost session's calls say when it held nothing unstored.
+NOTHING_LOST = "No unwritten data was lost. "
 #: Clients with a session, finished at interpreter exit.
 _live_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
 
@@ -161,8 +163,8 @@ def _finish_at_exit() -> None:
         if session is not None and session.recovering:
             client._lost(f"the process exited while the metaserver was unreachable "
                          f"({session.recovering})")
-            log.warning("client %d exits without its metaserver: %s", session.client_id,
-                        client._loss)
+            (log.info if client._loss == NOTHING_LOST else log.warning)(
+                "client %d exits without its metaserver: %s", session.client_id, client._loss)
         elif session is not None and not session.lost:
             try:
                 client.finish(session.client_id)
@@ -343,7 +345,7 @@ class Client:
                               "fsync were never stored and are lost; everything closed or "
                               "fsynced before is safe. ")
             else:
-                self._loss = "No unwritten data was lost. "
+                self._loss = NOTHING_LOST
             self._changed.notify_all()  # (operations waiting for a recovery)
 
     # --- namespace --------------------------------------------------------------------------
