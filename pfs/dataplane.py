@@ -297,8 +297,7 @@ class DataPlane:
         if len(copies) == 1:
             return self._submit(live[0], method, request, method, capabilities)
         stood_in = threading.Event()  # a copy took it: one that is down need not be waited for
-        futures = [self._server(index).threads.submit(
-            self._call_retrying, index, method, request, method, capabilities, stood_in.is_set)
+        futures = [self._submit(index, method, request, method, capabilities, stood_in.is_set)
                    for index in live]
         for future in futures:
             future.add_done_callback(lambda done: done.exception() or stood_in.set())
@@ -367,10 +366,10 @@ class DataPlane:
             return self._servers[index]
 
     def _submit(self, index: int, method: str, request, what: str,
-                capabilities: Capabilities) -> Future:
-        """Starts one call on a thread of its fileserver."""
+                capabilities: Capabilities, spared: Callable[[], bool] = lambda: False) -> Future:
+        """Starts one call on a thread of its fileserver (see _call_retrying)."""
         return self._server(index).threads.submit(self._call_retrying, index, method, request,
-                                                  what, capabilities)
+                                                  what, capabilities, spared)
 
     def _call_all(self, calls: list[tuple[int, str, object, Capabilities]], what: str) -> list:
         """Makes the calls (fileserver index, method, request, capabilities) at once and waits

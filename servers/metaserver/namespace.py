@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
+from pfs.metadata import Recipe
 from pfs.paths import brief
 
 ROOT = 0
@@ -100,12 +101,18 @@ class Node:
     replicas: int = 1
 
     @property
+    def recipe(self) -> Recipe:
+        """Its striping as clients see it (pfs/metadata.py)."""
+        return Recipe(len(self.servers) // self.replicas, self.block_size, self.stripe_blocks,
+                      list(self.servers), self.replicas)
+
+    @property
     def width(self) -> int:
         return len(self.servers) // self.replicas
 
-    def copies(self, column: int) -> tuple[int, ...]:
+    def copies(self, column: int) -> list[int]:
         """The fileservers holding stripe column `column`, first copy first."""
-        return self.servers[column::self.width]
+        return self.recipe.copies(column)
 
 
 _COLUMNS = "id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas"

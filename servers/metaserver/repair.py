@@ -169,11 +169,10 @@ class Repair:
     # --- tokens, threads, calls -------------------------------------------------------------
     def _reading(self, node: Node, column: int, start: int, end: int):
         """A READ token on the file bytes that local bytes [start, end) of `column` hold."""
-        unit = node.block_size * node.stripe_blocks
-        first = (start // unit * node.width + column) * unit + start % unit
-        last = INFINITY if end >= INFINITY else \
-            ((end - 1) // unit * node.width + column) * unit + (end - 1) % unit + 1
-        return _Token(self._tokens, self._token_lock, node.node_id, first, last)
+        recipe = node.recipe
+        last = INFINITY if end >= INFINITY else recipe.file_offset(column, end - 1) + 1
+        return _Token(self._tokens, self._token_lock, node.node_id,
+                      recipe.file_offset(column, start), last)
 
     async def _db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
