@@ -242,7 +242,7 @@ class Client:
                                         lookup=lambda: _addresses(session.call(
                                             "Status", pb.StatusRequest(), "look up fileservers"
                                         ).fileservers, online_only=True),
-                                        on_fenced=session.lose,
+                                        on_fenced=session.ended,
                                         on_missed=lambda file_id, server, start, end, why:
                                         session.call("ReportMissed", pb.ReportMissedRequest(
                                             file_id=file_id, server=server, start=start,

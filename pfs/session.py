@@ -290,12 +290,21 @@ class MetaSession:
         self._stream.lanes.submit(self.client_id, self._revoke, revoke, call)
 
     def lose_soon(self, reason: str) -> None:
-        """On the stream's thread, which must not wait for the Client: the session is given
-        up at once (no call relies on it from now on), the Client told on the session's lane."""
-        if self._finishing or self.lost:
+        """On the stream's thread, which must not wait for the Client: as `ended`, but for a
+        session that is finishing (whose end is then no loss)."""
+        if not self._finishing:
+            self.ended(reason)
+
+    def ended(self, reason: str) -> None:
+        """The metaserver ended the session (a fileserver refused it as fenced): it is given
+        up at once (no call relies on it from now on), and the Client told on the session's
+        lane. The thread telling must not wait for the Client: a revocation may hold the
+        Client while it waits for that very thread's write."""
+        if self.lost:
             return
         self._give_up(reason)
-        self._stream.lanes.submit(self.client_id, self._on_lost, reason)
+        if not self._finishing:  # (a finish drops everything itself)
+            self._stream.lanes.submit(self.client_id, self._on_lost, reason)
 
     def lose(self, reason: str) -> None:
         """Gives the session up: no more tokens, no more data calls; the session leaves the

@@ -166,6 +166,9 @@ class RemoteClient:
         reader.start()
         reader.join(timeout)
         if not answer or not answer[0]:
+            if self.process.poll() is None:  # its threads' stacks, on the test's stderr
+                os.kill(self.process.pid, signal.SIGUSR1)
+                time.sleep(1)
             raise AssertionError(f"worker {self.process.pid} did not answer in {timeout}s")
         reply = json.loads(answer[0])
         if "error" in reply:

@@ -5,13 +5,16 @@ Each line is [op, *args]; bytes arrive as {"hex": ...}. `op` is a pfs_* call of 
 {"result": ...} or {"error": ...}. PFS_METASERVER and PFS_CACHE_BLOCKS come from the environment.
 """
 import errno
+import faulthandler
 import json
 import random
+import signal
 import sys
 import time
 
 import pfs
 
+faulthandler.register(signal.SIGUSR1)  # a test that waits for us in vain shows where we are
 client = pfs.Client()
 LOST_CALLS = 5
 #: Seconds a worker keeps trying to close a file whose bytes are not all stored yet.
