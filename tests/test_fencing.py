@@ -7,12 +7,16 @@ resumed, whatever it does fails with ENOTCONN and a message saying what it lost,
 client's closed write stays, byte for byte.
 """
 import errno
+import os
+import signal
 import threading
 import time
 
 import pytest
 
 import pfs
+from pfs.capability import CAPABILITY_SECONDS
+from pfs_servers.fileserver.sessions import NotAdmitted, SessionTable
 from clusters import COURSE, Cluster, RemoteClient, read_file, wait_until, write_file
 
 LEASE = 2.0
@@ -159,3 +163,67 @@ def test_client_that_ignores_a_revocation_is_evicted_and_fenced(short_lease, nam
     assert a.pfs_read(fd, buf, B, 0) == -1
     assert pfs.pfs_last_error().errno == errno.ENOTCONN
     assert read_all(short_lease, name, len(INITIAL))[:B] == b"b" * B
+
+
+def test_a_fileserver_keeps_a_fence_as_long_as_a_capability_could_outlive_it():
+    """A session begun after a fileserver attached (at or above the floor its welcome gave)
+    is served without any message; once fenced it is refused for as long as any capability of
+    it could still be unexpired, by the metaserver's clock; then the fence is forgotten, so the
+    table does not grow with every session that ever ended."""
+    now = [0.0]
+    table = SessionTable(clock=lambda: now[0])
+    table.install([0, 3], new_sessions_from=10)
+    table.renew(lease_ends=1e9, metaserver_time=1000.0)
+    for served in (0, 3, 10, 11):
+        with table.serving(served):
+            pass
+    for never_or_ended in (1, 4, 9):  # below the floor, not in the table
+        with pytest.raises(NotAdmitted), table.serving(never_or_ended):
+            pass
+    table.fence(11, fenced_at=1000.0)
+    table.fence(3, fenced_at=1000.0)
+    now[0] = CAPABILITY_SECONDS - 1  # the metaserver's clock: 1000 + this, by the last renewal
+    table.renew(lease_ends=1e9, metaserver_time=0.0)
+    for fenced in (3, 11):
+        with pytest.raises(NotAdmitted), table.serving(fenced):
+            pass
+    now[0] = CAPABILITY_SECONDS + 1  # every capability of session 11 has expired
+    table.renew(lease_ends=1e9, metaserver_time=0.0)
+    with table.serving(11):  # (its calls are refused by their expired capabilities instead)
+        pass
+    with pytest.raises(NotAdmitted), table.serving(3):
+        pass
+
+
+def test_a_write_refused_as_fenced_while_a_revocation_waits_for_it(short_lease, name):
+    """A write in flight to a stalled fileserver, and a revocation of its range waiting for it
+    to be stored; the client is evicted (it cannot acknowledge) and fenced, and once the
+    fileserver runs again it refuses the write. The client learns that its session is lost,
+    and its calls fail with ENOTCONN at once: nothing waits on another forever."""
+    make_file(short_lease, name)
+    a = RemoteClient(short_lease, cache_blocks=0, PFS_RETRY_SECONDS="60")
+    other = short_lease.client(cache_blocks=0)
+    stalled = None
+    try:
+        fd = a.call("pfs_open", name, pfs.PFS_READ_WRITE)
+        holder = other.fileservers()[a.call("pfs_fstat", fd)["servers"][0]]
+        stalled = short_lease.fileserver_pid(holder)
+        os.kill(stalled, signal.SIGSTOP)
+        assert a.call("pfs_write", fd, b"a" * B, B, 0) == B  # in flight (write-behind)
+        overwrite = threading.Thread(target=overwrite_and_close,
+                                     args=(short_lease, name, {0: b"b" * B}))
+        overwrite.start()  # its token is revoked from `a`, which waits for its write
+        wait_until(lambda: f"client {a.client_id} session ended: it did not acknowledge"
+                   in short_lease.log.read_text(), timeout=30, what="the eviction")
+        os.kill(stalled, signal.SIGCONT)
+        stalled = None
+        overwrite.join(60)
+        assert not overwrite.is_alive()
+        assert a.call("pfs_close", fd, timeout=30) == -1
+        assert a.call("last_errno") == errno.ENOTCONN
+    finally:
+        if stalled is not None:
+            os.kill(stalled, signal.SIGCONT)
+        a.close()
+        assert other.pfs_finish(other.pfs_initialize()) == 0
+    assert read_all(short_lease, name, len(INITIAL)) == b"b" * B + INITIAL[B:]

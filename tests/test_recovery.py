@@ -14,11 +14,13 @@ import grpc
 import pytest
 
 import pfs
+from pfs import capability, wire
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.ranges import INFINITY
 from pfs.transport import CHANNEL_OPTIONS, session_metadata
 from clusters import COURSE, Cluster, RemoteClient, read_file, wait_until, write_file
+from test_capabilities import call, refused as assert_refused
 from test_single_instance import run_pfs
 
 LEASE = 2.0
@@ -298,3 +300,33 @@ def test_reclaim_without_a_restart_is_refused(clients):
             metadata=session.metadata, timeout=10)
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "nothing to reclaim" in refused.value.details()
+
+
+def test_sessions_ended_before_a_restart_stay_refused_at_the_fileservers(tmp_path):
+    """A session that ended before the metaserver restarted holds capabilities that have not
+    expired yet; once the fileservers re-attach to the new metaserver (whose table names only
+    the sessions it restored, and admits new ones from a floor above every id handed out),
+    those capabilities are still refused, and nothing they try is stored."""
+    cluster = Cluster(tmp_path / "cluster", lease_seconds=LEASE, **COURSE).start()
+    try:
+        content = bytes(range(256)) * 8
+        ended = cluster.client()
+        write_file(ended, "kept", content, width=2)
+        fd = ended.pfs_open("kept", pfs.PFS_READ_WRITE)
+        assert ended.pfs_write(fd, content[:512], 512, 0) == 512  # a WRITE token on column 0
+        f = ended._fds[fd]
+        address = ended.fileservers()[f.recipe.servers[0]]
+        caps = f.held.for_call(0, 0, INFINITY, capability.WRITE)
+        assert caps
+        assert ended.pfs_close(fd) == 0
+        assert ended.pfs_finish(ended.pfs_initialize()) == 0
+        evil = wire.write_request(f.file_id, 0, b"EVIL")
+        assert_refused(call(address, wire.WRITE_METHOD, evil, caps), errno.ENOTCONN)
+
+        restart_metaserver(cluster)
+        assert_refused(call(address, wire.WRITE_METHOD, evil, caps), errno.ENOTCONN)
+        later = cluster.client(cache_blocks=0)  # a session begun after the restart is served
+        assert read_file(later, "kept") == content
+        assert later.pfs_finish(later.pfs_initialize()) == 0
+    finally:
+        cluster.stop()

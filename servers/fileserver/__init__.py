@@ -124,7 +124,7 @@ class Control:
                 if kind == "welcome":
                     welcome, welcomed = message.welcome, True
                     self.service.index = welcome.index
-                    self.sessions.install(list(welcome.sessions))
+                    self.sessions.install(list(welcome.sessions), welcome.new_sessions_from)
                     self._heartbeat, self._lease = welcome.heartbeat_seconds, welcome.lease_seconds
                     outbox.put(_ack(welcome.version))
                     log.info("attached to the metaserver as fileserver %d (%d sessions)",
@@ -137,7 +137,7 @@ class Control:
                     self.sessions.admit(message.admit.client_id)
                     outbox.put(_ack(message.admit.version))
                 elif kind == "fence":
-                    self.sessions.fence(message.fence.client_id)
+                    self.sessions.fence(message.fence.client_id, message.fence.time)
                     log.debug("session %d fenced", message.fence.client_id)
                     outbox.put(_ack(message.fence.version))
                 elif kind == "length_query":

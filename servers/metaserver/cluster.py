@@ -6,6 +6,13 @@ attach, then each change, numbered by a version) and it acknowledges every versi
 force. It serves data only while its heartbeats are acknowledged, and stops on its own once the
 lease that its last acknowledged heartbeat bought has run out.
 
+The table a fileserver gets at attach is the live sessions plus a floor, `new_sessions_from`:
+client ids are handed out in increasing order and never again, so every id from the floor on is
+a session begun since, and is served until it is fenced. Starting a session thus sends nothing
+to the fileservers (thousands of clients starting at once would otherwise cost every fileserver
+a message and the metaserver an acknowledgement each); only a session whose registration ends
+after a fileserver's welcome, with an id below its floor, is admitted by a message.
+
 Fencing: `fence(client)` returns only when no fileserver can still act for that session: each one
 has acknowledged the change, or its lease has run out (it stopped serving by itself). Only then
 may the session's tokens go to another client. A fileserver that does not acknowledge in time
@@ -58,6 +65,7 @@ class Link:
     address: str
     name: str
     lost_data: bool = False  # it came back with a new data directory
+    new_sessions_from: int = 0  # of its welcome: it serves ids from here on unless fenced
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     acked_version: int = 0
     last_heartbeat: float = float("-inf")  # when we received the last heartbeat we acknowledged
@@ -68,13 +76,15 @@ class Cluster:
     def __init__(self, register_fileserver: Callable[[str, str, str],
                                                       Awaitable[tuple[int, bool]]],
                  addresses: dict[int, str], expected_fileservers: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 first_client_id: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._register = register_fileserver
         self._addresses = dict(addresses)  # index -> last known address, attached or not
         self.expected = expected_fileservers
         self._clock = clock
         self._links: dict[int, Link] = {}  # index -> current (or last) attachment
         self._sessions: set[int] = {METASERVER_CLIENT}  # the session table: client ids
+        # No client id below this is a session not yet in the table: the next welcome's floor.
+        self._new_sessions_from = first_client_id
         self._version = 1  # of the table; a fileserver that acknowledged none may not serve
         self._wakeup = asyncio.Event()  # replaced by a fresh one at every notification
         self._placement = itertools.count()
@@ -148,14 +158,14 @@ class Cluster:
         old = self._links.get(index)
         if old is not None and old.attached:
             self.detach(old)
-        link = Link(index, uuid, address, name, lost)
+        link = Link(index, uuid, address, name, lost, self._new_sessions_from)
         link.last_heartbeat = old.last_heartbeat if old else float("-inf")
         self._links[index] = link
         self._addresses[index] = address
         link.outbox.put_nowait(pb.ControlMessage(welcome=pb.Welcome(
             index=index, heartbeat_seconds=HEARTBEAT_SECONDS,
             lease_seconds=FILESERVER_LEASE_SECONDS, version=self._version,
-            sessions=sorted(self._sessions))))
+            sessions=sorted(self._sessions), new_sessions_from=link.new_sessions_from)))
         log.info("fileserver %d (%s) attached from %s", index, name, address)
         return link
 
@@ -197,34 +207,42 @@ class Cluster:
         return len(self.online()) == len(self._addresses)
 
     async def admit(self, client_id: int) -> None:
-        """Lets the session's calls through at every fileserver; returns once the attached ones
-        have it in force (one that does not answer in time is made to re-attach)."""
+        """Lets a new session's calls through at every fileserver: at once where the id is at
+        or above the fileserver's floor (nearly always); elsewhere it returns once the attached
+        ones have it in force (one that does not answer in time is made to re-attach)."""
         self._sessions.add(client_id)
-        await self._change(pb.ControlMessage(admit=pb.SessionAdmitted(
-            version=self._bump(), client_id=client_id)), until_lease_ends=False)
+        self._new_sessions_from = max(self._new_sessions_from, client_id + 1)
+        below = [link for link in self._links.values()
+                 if link.attached and client_id < link.new_sessions_from]
+        if below:
+            await self._change(pb.ControlMessage(admit=pb.SessionAdmitted(
+                version=self._bump(), client_id=client_id)), until_lease_ends=False, only=below)
 
     async def fence(self, client_id: int) -> None:
         """Returns once no fileserver can still serve the session (docs/consistency.md, fencing)."""
         self._sessions.discard(client_id)
         await self._change(pb.ControlMessage(fence=pb.SessionFenced(
-            version=self._bump(), client_id=client_id)), until_lease_ends=True)
+            version=self._bump(), client_id=client_id, time=time.time())), until_lease_ends=True)
 
     def _bump(self) -> int:
         self._version += 1
         return self._version
 
-    async def _change(self, message: pb.ControlMessage, until_lease_ends: bool) -> None:
-        """Sends a table change to every attached fileserver and waits for each: until it has
-        acknowledged, or (`until_lease_ends`) its lease has run out, whichever comes first.
-        Without `until_lease_ends`, a fileserver that does not acknowledge is merely detached."""
+    async def _change(self, message: pb.ControlMessage, until_lease_ends: bool,
+                      only: list[Link] | None = None) -> None:
+        """Sends a table change to every attached fileserver (or those `only`) and waits for
+        each: until it has acknowledged, or (`until_lease_ends`) its lease has run out, whichever
+        comes first. Without `until_lease_ends`, one that does not acknowledge is merely
+        detached. A fileserver attaching meanwhile gets the change with its welcome."""
         version = self._version
-        for link in self._links.values():
+        for link in self._links.values() if only is None else only:
             if link.attached:
                 link.outbox.put_nowait(message)
         give_up = self._clock() + ACK_TIMEOUT
 
         def waiting() -> list[Link]:
-            return [link for link in self._links.values() if link.acked_version < version
+            return [link for link in (self._links.values() if only is None else only)
+                    if link.acked_version < version
                     and (link.attached if not until_lease_ends else self._live(link))]
 
         while pending := waiting():

@@ -466,6 +466,11 @@ class Namespace:
                        (client_id, key_hash))
             return client_id
 
+    def next_client_id(self) -> int:
+        """The client id the next new session will get (every one before it is taken)."""
+        taken = self.query("SELECT value FROM counters WHERE name = 'client_id'")
+        return (taken[0][0] if taken else 0) + 1
+
     def forget_session(self, client_id: int) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM sessions WHERE client_id = ?", (client_id,))

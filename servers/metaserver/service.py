@@ -127,7 +127,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         # Leases and timeouts leave out the time our own event loop lagged (loopclock.py).
         self.clock = LoopClock()
         self.cluster = Cluster(functools.partial(self._db, namespace.register_fileserver),
-                               namespace.fileservers(), expected_fileservers, clock=self.clock)
+                               namespace.fileservers(), expected_fileservers,
+                               namespace.next_client_id(), clock=self.clock)
         self.sessions = Sessions(lease_seconds, on_end=self._session_ended, clock=self.clock)
         self.tokens = TokenManager(self._send_revoke, revoke_timeout=max(2 * lease_seconds, 5.0),
                                    clock=self.clock)
@@ -594,6 +595,9 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         except asyncio.CancelledError:
             self.tokens.cancel(pending)
             raise
+        if session.ended:  # while it waited: an ended session is signed nothing (cluster.py)
+            raise SessionEnded(f"client {session.client_id}'s session ended while it waited "
+                               "for a token; call pfs_initialize again")
         # Nothing may fail once the grant is numbered: the client must learn of every grant.
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
                                grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch,
