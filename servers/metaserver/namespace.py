@@ -12,9 +12,11 @@ Everything lives in one SQLite database in WAL mode. A commit is in the log (han
 kernel) before the call returns, so a crash of any PFS process loses nothing committed; `sync()`
 puts the log on the disk, which the metaserver does every second and whenever a client fsyncs,
 so a crash of the machine loses at most the last second of namespace changes (as a journaling
-file system's commit interval). Every change is one transaction, so a failed one changes nothing. Reads and writes use connections of their own
-(WAL lets readers go on while a writer commits), so the metaserver can read on its event loop
-and write on a thread of its own.
+file system's commit interval). Every change is one transaction, so a failed one changes
+nothing. Reads, writes and syncs use connections of their own (WAL lets readers go on while a
+writer commits, and a checkpoint while both do), and commits never checkpoint by themselves:
+a commit only appends to the log, so the metaserver can read and commit on its event loop
+(`now`) while the syncs (the fsyncs) run on a thread of its own.
 """
 from __future__ import annotations
 
@@ -88,6 +90,10 @@ class StorageFull(Exception):
     """The metadata disk is full: nothing was changed."""
 
 
+class WriterBusy(Exception):
+    """Another thread is writing a change (see Namespace.now): nothing was changed."""
+
+
 @dataclass(frozen=True)
 class Node:
     node_id: int
@@ -154,9 +160,12 @@ class Namespace:
             (ROOT, time.time(), time.time()))
         self._writer.execute("INSERT OR IGNORE INTO counters (name, value) SELECT 'files',"
                              " COUNT(*) FROM nodes WHERE is_dir = 0")  # once, for old data
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")  # sync() does them, off the loop
         self._reader = self._connect(path)
-        self._write_lock = threading.Lock()
+        self._syncer = self._connect(path)
+        self._write_lock = threading.RLock()  # (reentrant for `now`)
         self._read_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
         self._unsynced = False
 
     @staticmethod
@@ -167,11 +176,27 @@ class Namespace:
         return db
 
     def sync(self) -> None:
-        """Puts every committed change on the disk (it survives a crash of the machine)."""
-        with self._write_lock:
+        """Puts every committed change on the disk (it survives a crash of the machine).
+        Writers go on meanwhile: a change committed during the checkpoint is synced by the
+        next one."""
+        with self._sync_lock:
             if self._unsynced:
-                self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")  # syncs the log first
                 self._unsynced = False
+                try:
+                    self._syncer.execute("PRAGMA wal_checkpoint(PASSIVE)")  # syncs the log first
+                except BaseException:
+                    self._unsynced = True
+                    raise
+
+    def now(self, fn, *args):
+        """fn(*args), a change, at once if no other thread is writing one; else WriterBusy
+        (an event loop must not wait for the writer)."""
+        if not self._write_lock.acquire(blocking=False):
+            raise WriterBusy
+        try:
+            return fn(*args)
+        finally:
+            self._write_lock.release()
 
     def _migrate_flat_namespace(self) -> None:
         """Moves the files of a data directory from before directories (one flat `files`
@@ -205,9 +230,10 @@ class Namespace:
             db.execute("CREATE UNIQUE INDEX fileserver_names ON fileservers (name)")
 
     def close(self) -> None:
-        with self._write_lock, self._read_lock:
-            self._writer.close()
+        with self._write_lock, self._read_lock, self._sync_lock:
+            self._syncer.close()
             self._reader.close()
+            self._writer.close()  # the last: it checkpoints the log into the database
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -15,8 +15,12 @@ Sessions survive a restart: they are recorded in the namespace, and a restarted 
 their clients reclaim them, with their open files and tokens, within a recovery window
 (recovery.py); calls that need the state of before wait for the window to end.
 
-Everything runs on one event loop. SQLite is read on it directly (reads are quick and WAL never
-blocks them) and written on a thread of its own, so a commit (an fsync) never stalls the loop.
+Everything runs on one event loop. SQLite is read and written on it directly: reads are quick
+and WAL never blocks them, and a commit only appends to the log (namespace.py). A hop to another
+thread and back would cost each change two thread wakeups, which on a loaded machine are most of
+its time. What may take long runs on the metadata thread instead: the syncs (fsyncs), the
+marking of a lost fileserver's copies (every replicated file), and a change that finds the
+writer busy (with a resync's commit, say), so that the loop never waits.
 `_namespace_lock` keeps opens from interleaving with the deletes and renames that must see no
 open file, across the waits for their commits.
 """
@@ -49,7 +53,7 @@ from .copies import Copies
 from .repair import Repair
 from .deletions import Deletions
 from .loopclock import LoopClock
-from .namespace import Namespace, Node, StorageFull
+from .namespace import Namespace, Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
 from .recovery import Recovery
 from .sessions import NotYourSession, SessionEnded, Sessions, key_hash, new_key
@@ -148,7 +152,13 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         self.recovery_seconds = recovery_seconds
 
     async def _db(self, fn, *args):
-        """Runs a namespace change on the metadata thread."""
+        """Runs a namespace change: at once if the writer is free, else on the metadata thread."""
+        with contextlib.suppress(WriterBusy):
+            return self.namespace.now(fn, *args)
+        return await self._on_db_thread(fn, *args)
+
+    async def _on_db_thread(self, fn, *args):
+        """Runs something that may take long on the metadata thread (a sync, a bulk change)."""
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
     def start_background(self) -> None:
@@ -328,7 +338,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(getattr(e, "strerror", None)
                                                                      or e))
         if link.lost_data:
-            stale = await self._db(self.copies.lost, link.index)
+            stale = await self._on_db_thread(self.copies.lost, link.index)
             log.warning("fileserver %d's copies of %d replicated files are stale: resyncing",
                         link.index, stale)
         self.repair.wake()  # (whatever it missed while away can be copied now)
@@ -559,7 +569,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = await self._recovered(context)
         f = self.open_files.of(session.client_id, request.file_id)
         await self._record_size(session, f, request.size, touch=False)
-        await self._db(self.namespace.sync)  # fsync: the size survives a crash of the machine
+        await self._on_db_thread(self.namespace.sync)  # the size survives a machine crash
         return pb.ReportSizeReply()
 
     @_answer_errors
@@ -768,7 +778,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         """Puts committed namespace changes on the disk every second (see namespace.py)."""
         while True:
             await asyncio.sleep(SYNC_SECONDS)
-            await self._db(self.namespace.sync)
+            await self._on_db_thread(self.namespace.sync)
 
 
 def _checked_claims(request: pb.ReclaimRequest) -> dict[int, list[tuple[int, int, int]]]:
