@@ -235,14 +235,16 @@ class Cluster:
         comes first. Without `until_lease_ends`, one that does not acknowledge is merely
         detached. A fileserver attaching meanwhile gets the change with its welcome."""
         version = self._version
-        for link in self._links.values() if only is None else only:
+
+        def targets() -> list[Link]:  # (all: a re-attached fileserver's new link among them)
+            return list(self._links.values()) if only is None else only
+        for link in targets():
             if link.attached:
                 link.outbox.put_nowait(message)
         give_up = self._clock() + ACK_TIMEOUT
 
         def waiting() -> list[Link]:
-            return [link for link in (self._links.values() if only is None else only)
-                    if link.acked_version < version
+            return [link for link in targets() if link.acked_version < version
                     and (link.attached if not until_lease_ends else self._live(link))]
 
         while pending := waiting():

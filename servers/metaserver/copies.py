@@ -6,7 +6,7 @@ could not take it are recorded here, in the same commit as nothing else: a clien
 local range a copy missed (its fileserver was down, refused, or returned damaged bytes) before
 the write counts as stored. A fileserver that came back with its data lost missed everything
 of every replicated file it holds. A copy with a missed range is *stale*: clients read from it
-no more (grants tell them), until the resync (resync.py) has copied those bytes from a good
+no more (grants tell them), until the resync (repair.py) has copied those bytes from a good
 copy and the range is gone from here. Ranges are in the object's local offsets, INFINITY-ended
 for "everything".
 

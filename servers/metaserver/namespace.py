@@ -109,8 +109,8 @@ class Node:
     @property
     def recipe(self) -> Recipe:
         """Its striping as clients see it (pfs/metadata.py)."""
-        return Recipe(len(self.servers) // self.replicas, self.block_size, self.stripe_blocks,
-                      list(self.servers), self.replicas)
+        return Recipe(self.width, self.block_size, self.stripe_blocks, list(self.servers),
+                      self.replicas)
 
     @property
     def width(self) -> int:

@@ -15,11 +15,13 @@ copy whose bytes fail their checksum, or differ from the first good copy's, as s
 resync then repairs it. An unreplicated file's damage is counted (and logged): nothing can
 repair it, and clients reading it get EIO.
 
-The data calls are blocking gRPC calls on threads of this module's own, off the event loop.
+The data calls (blocking gRPC calls) and the record's commits run on threads of this module's
+own, off the event loop.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from array import array
 from concurrent.futures import ThreadPoolExecutor
@@ -87,7 +89,7 @@ class Repair:
             except asyncio.TimeoutError:
                 pass
             self._wakeup.clear()
-            for file_id, server, start, end in await self._db(self._copies.pending):
+            for file_id, server, start, end in await self._call(self._copies.pending):
                 try:
                     await self._resync(file_id, server, start, end)
                 except (OSError, ConnectionError, asyncio.TimeoutError) as e:
@@ -111,12 +113,12 @@ class Repair:
             async with self._reading(node, column, at, stop):
                 got, crcs, data = await self._call(self._read, node, column, good[0], at, stop)
                 await self._call(self._write, node, column, server, got, crcs, data)
-            await self._db(self._copies.repaired, file_id, server, at, stop)
+            await self._call(self._copies.repaired, file_id, server, at, stop)
             at = stop
         if end > length:  # what the good copy does not have, the stale one must not either
             async with self._reading(node, column, length, INFINITY):
                 await self._call(self._truncate, node, column, server, length)
-            await self._db(self._copies.repaired, file_id, server, length, end)
+            await self._call(self._copies.repaired, file_id, server, length, end)
         log.info("resynced file %d's copy on fileserver %d (bytes %d-%d)", file_id, server,
                  start, min(end, length))
 
@@ -159,7 +161,7 @@ class Repair:
             totals.damaged += 1
             log.warning("scrub: bytes %d-%d of file %d's copy on fileserver %d %s: resyncing",
                         start, end - 1, node.node_id, index, why)
-            await self._db(self._copies.missed, node.node_id, index, start, end)
+            await self._call(self._copies.missed, node.node_id, index, start, end)
         else:
             totals.unrepairable += 1
             log.error("scrub: bytes %d-%d of file %d on fileserver %d %s, and there is no other "
@@ -173,9 +175,6 @@ class Repair:
         last = INFINITY if end >= INFINITY else recipe.file_offset(column, end - 1) + 1
         return _Token(self._tokens, self._token_lock, node.node_id,
                       recipe.file_offset(column, start), last)
-
-    async def _db(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
 
     async def _call(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(
@@ -204,7 +203,7 @@ class Repair:
             raise from_rpc(e, f"read from fileserver {index}") from None
         got, crcs, data = wire.parse_read_reply(reply)
         if checked and checksums.first_bad(data, crcs) is not None:
-            raise OSError(5, f"file {node.node_id}'s copy on fileserver {index} fails its "
+            raise OSError(errno.EIO, f"file {node.node_id}'s copy on fileserver {index} fails its "
                              f"checksums at {start}-{end - 1}")
         return got, crcs, data
 
