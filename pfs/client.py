@@ -235,7 +235,7 @@ class Client:
             session = MetaSession(self.metaserver, self._credentials, on_revoke=self._revoke,
                                   on_revoke_received=self._mark_revoking,
                                   size_of=self._known_size, on_lost=self._lost,
-                                  on_rejoined=self._reclaim)
+                                  on_rejoined=self._reclaim, retry_seconds=retry_seconds)
             reply = session.start()
             self._dataplane = DataPlane(_addresses(reply.fileservers), self._credentials,
                                         retry_seconds,
@@ -404,23 +404,24 @@ class Client:
         with self._lock:
             f = self._fds.get(fd) if type(fd) is int else None
             if f is not None and f.refused:  # the metaserver has it closed already
-                del self._fds[fd]
-                del self._by_id[f.file_id]
+                self._forget(f)
                 raise _refused(f)
         self._renew_for_unstored(session, self._open_file(fd))
         with self._lock:
             f = self._file(fd)
             # From here on the fd takes no data operation, and its tokens are not relied on:
             # should the Close call fail, the metaserver may or may not have released them.
-            # The fd stays so that close can be retried (Close is idempotent).
+            # The fd stays so that close can be retried (Close is idempotent), and so that a
+            # reclaim meanwhile (the metaserver restarted) claims the file for the Close.
             f.closing, f.tokens = True, RangeMap()
             self._changed.wait_for(lambda: not f.active)  # other threads' operations on it
             self._cache.close(f)
-            self._dataplane.settle(f)
-            session.call("Close", pb.CloseRequest(file_id=f.file_id, size=f.written_end,
-                                                  wrote=f.wrote), f"close {brief(f.name)}")
-            del self._fds[fd]
-            del self._by_id[f.file_id]
+            with self._unlocked():
+                self._dataplane.settle(f)
+            request = pb.CloseRequest(file_id=f.file_id, size=f.written_end, wrote=f.wrote)
+        session.call("Close", request, f"close {brief(f.name)}", repeatable=True)
+        with self._lock:
+            self._forget(f)
 
     def delete(self, path: str) -> None:
         """Removes a file (a directory: EISDIR, use rmdir); not while it is open anywhere. A
@@ -433,10 +434,11 @@ class Client:
             for f in stuck:
                 self._cache.discard(f)
                 self._dataplane.discard(f)
-                session.call("Close", pb.CloseRequest(file_id=f.file_id),
-                             f"close {brief(f.name)}")
-                del self._fds[f.fd]
-                del self._by_id[f.file_id]
+        for f in stuck:
+            session.call("Close", pb.CloseRequest(file_id=f.file_id), f"close {brief(f.name)}",
+                         repeatable=True)
+            with self._lock:
+                self._forget(f)
         session.call("Delete", pb.DeleteRequest(path=path), f"delete {brief(path)}")
 
     def fstat(self, fd: int) -> Metadata:
@@ -540,10 +542,11 @@ class Client:
         with self._lock:
             f = self._file(fd)
             self._cache.flush(f)
-            self._dataplane.fsync(f)  # once the writes in flight are stored
-            session.call("ReportSize", pb.ReportSizeRequest(file_id=f.file_id,
-                                                            size=f.written_end),
-                         f"fsync {brief(f.name)}")
+            stored_end = f.written_end
+            with self._unlocked():
+                self._dataplane.fsync(f)  # once the writes in flight are stored
+        session.call("ReportSize", pb.ReportSizeRequest(file_id=f.file_id, size=stored_end),
+                     f"fsync {brief(f.name)}", repeatable=True)
 
     def _renew_for_unstored(self, session: MetaSession, f: _OpenFile) -> None:
         """Bytes kept unstored through a long outage may outlive the capabilities they were
@@ -585,9 +588,12 @@ class Client:
                 if not cut and f.size >= size:
                     return
                 self._cache.truncate(f, size)
-                self._dataplane.truncate(f, size, f.size)
-                epoch = self._session.call("Truncate", pb.TruncateRequest(
-                    file_id=f.file_id, size=size), f"truncate {brief(f.name)}").size_epoch
+                session = self._session
+                with self._unlocked():  # (the operation's span keeps others off the range)
+                    self._dataplane.truncate(f, size, f.size)
+                    epoch = session.call("Truncate", pb.TruncateRequest(
+                        file_id=f.file_id, size=size), f"truncate {brief(f.name)}",
+                        repeatable=True).size_epoch
                 f.size, f.size_epoch, f.wrote = size, epoch, True
                 f.written_end = min(f.written_end, size)
                 return
@@ -730,7 +736,8 @@ class Client:
                 if tail:
                     self._cache.flush(f)
                 self._cache.revoke(f, revoke.start, revoke.end, drop=revoke.to_mode != READ)
-                self._dataplane.settle(f, lo, hi)  # stored before it is given up
+                with self._unlocked():  # (operations on the range wait: it is revoking)
+                    self._dataplane.settle(f, lo, hi)  # stored before it is given up
                 break
             except OSError as e:
                 if not self._still_counted(session):
@@ -764,13 +771,18 @@ class Client:
             session = self._session
             if session is None or not session.recovering or session.lost:
                 return
-            reply = session.reclaim([
-                pb.FileClaim(file_id=f.file_id, size=f.size, tokens=[
-                    pb.TokenClaim(start=start, end=end, mode=mode)
-                    for start, end, mode in f.tokens])
-                for f in self._by_id.values()])
-            if reply is None:
-                return
+            claims = [pb.FileClaim(file_id=f.file_id, size=f.size, tokens=[
+                pb.TokenClaim(start=start, end=end, mode=mode) for start, end, mode in f.tokens])
+                for f in self._by_id.values()]
+        # Without the lock: calls wait for the session meanwhile, so nothing else changes the
+        # files, and a close that waits for the restarted metaserver cannot hold the reclaim up.
+        session.reclaim(claims, self._reclaimed)
+        with self._lock:
+            self._changed.notify_all()  # (calls waiting for the session to be back)
+
+    def _reclaimed(self, reply: pb.ReclaimReply) -> None:
+        """Takes in what the restarted metaserver gave back, before the session is back."""
+        with self._lock:
             for answer in reply.files:
                 f = self._by_id.get(answer.file_id)
                 if f is None:
@@ -781,7 +793,6 @@ class Client:
                 for token in answer.tokens:
                     f.held.add(token.start, token.end, token.mode, list(token.capabilities))
                 f.size, f.size_epoch, f.stale = answer.size, answer.size_epoch, set(answer.stale)
-            self._changed.notify_all()
 
     def _give_up_file(self, f: _OpenFile, reason: str) -> None:
         """The metaserver did not give the open file back after its restart (the lock held)."""
@@ -794,6 +805,24 @@ class Client:
         f.refused = (f"{brief(f.name)} was open here when the metaserver restarted, and it did "
                      f"not give it back: {reason}. {lost}close the fd and open the file again")
         log.warning("client %d: %s", self._session.client_id, f.refused)
+
+    @contextlib.contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        """Releases the lock (held once) around a call that may wait for a restarting
+        metaserver or an unreachable fileserver: a reclaim and revocations need it meanwhile.
+        The caller keeps other operations off what it works on (closing, `active`, revoking)."""
+        self._lock.release()
+        try:
+            yield
+        finally:
+            self._lock.acquire()
+
+    def _forget(self, f: _OpenFile) -> None:
+        """The fd is closed (once: two threads may close it at the same time)."""
+        if self._fds.get(f.fd) is f:
+            del self._fds[f.fd]
+        if self._by_id.get(f.file_id) is f:
+            del self._by_id[f.file_id]
 
     def _known_size(self, file_id: int) -> int:
         f = self._by_id.get(file_id)

@@ -85,8 +85,9 @@ class MetaSession:
                  on_revoke_received: Callable[[pb.Revoke], None],
                  size_of: Callable[[int], int],
                  on_lost: Callable[[str], None],
-                 on_rejoined: Callable[[], None]) -> None:
+                 on_rejoined: Callable[[], None], retry_seconds: float) -> None:
         self.address = address
+        self.retry_seconds = retry_seconds
         self._credentials = credentials
         self._holdings = shared.Holdings()
         self.stub = pb_grpc.MetaServerStub(self._holdings.hold(
@@ -190,6 +191,7 @@ class MetaSession:
                 log.warning("client %d hears from the metaserver again after %.1fs",
                             self.client_id, time.monotonic() - self._outage)
                 self.recovering, self._silent = None, False
+                self._grants.notify_all()
 
     # --- a broken stream --------------------------------------------------------------------
     def disconnected(self, reason: str) -> bool:
@@ -226,10 +228,12 @@ class MetaSession:
             return
         self._stream.lanes.submit(self.client_id, self._on_rejoined)
 
-    def reclaim(self, files: list[pb.FileClaim]) -> pb.ReclaimReply | None:
-        """Reclaims the open files and tokens from a restarted metaserver: its answer, after
-        which the session is back (None when the metaserver went away again: the stream
-        rejoins it once more). A refusal loses the session."""
+    def reclaim(self, files: list[pb.FileClaim],
+                apply: Callable[[pb.ReclaimReply], None]) -> None:
+        """Reclaims the open files and tokens from a restarted metaserver; `apply` takes its
+        answer in before the session is back, so that no call sees the session back with the
+        state of before. Nothing happens when the metaserver went away again (the stream
+        rejoins it once more); a refusal loses the session."""
         sent = time.monotonic()
         try:
             reply = self.stub.Reclaim(pb.ReclaimRequest(files=files), timeout=CALL_TIMEOUT,
@@ -237,10 +241,11 @@ class MetaSession:
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 log.info("client %d could not reclaim yet: %s", self.client_id, e.details())
-                return None
+                return
             self.lose(f"the metaserver restarted and did not take the session back: "
                       f"{e.details()}")
-            return None
+            return
+        apply(reply)
         with self._grants:
             # The restarted metaserver numbers grants afresh, and forgot every revocation
             # (those held here came on the stream of before).
@@ -253,7 +258,6 @@ class MetaSession:
                     "reclaimed, %d refused", self.client_id, time.monotonic() - self._outage,
                     sum(1 for f in reply.files if not f.refused),
                     sum(1 for f in reply.files if f.refused))
-        return reply
 
     def unreachable(self) -> OSError:
         """The failure of a call that waited too long for the recovering session."""
@@ -364,15 +368,43 @@ class MetaSession:
         for revoke, call in ready:
             self._stream.lanes.submit(self.client_id, self._revoke, revoke, call)
 
-    def call(self, method: str, request, what: str):
-        """A unary metaserver call for this session; failures become OSErrors naming `what`."""
-        try:
-            return getattr(self.stub, method)(request, timeout=CALL_TIMEOUT,
-                                              metadata=self.metadata)
-        except grpc.RpcError as e:
-            raise errors.from_rpc(e, what) from None
-        except ValueError:  # the channel was closed: this session has ended here
-            raise errors.error(errno.ENOTCONN, f"{what}: the session has ended") from None
+    def call(self, method: str, request, what: str, repeatable: bool = False):
+        """A unary metaserver call for this session; failures become OSErrors naming `what`.
+        A metaserver that went away (the stream broke: it restarts) is waited for, up to
+        PFS_RETRY_SECONDS, and the call made again once the session is back, if it never
+        reached the metaserver of before or is `repeatable` (the same outcome if made twice).
+        The caller must hold no lock that the session's reclaim needs meanwhile."""
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
+            era = self.era
+            try:
+                return getattr(self.stub, method)(request, timeout=CALL_TIMEOUT,
+                                                  metadata=self.metadata)
+            except grpc.RpcError as e:
+                if not (e.code() == grpc.StatusCode.UNAVAILABLE
+                        and (repeatable or _never_sent(e)) and self._back_by(era, deadline)):
+                    raise errors.from_rpc(e, what) from None
+            except ValueError:  # the channel was closed: this session has ended here
+                raise errors.error(errno.ENOTCONN, f"{what}: the session has ended") from None
+
+    def _back_by(self, era: int, deadline: float) -> bool:
+        """After a call made in `era` found the metaserver unreachable: whether the session is
+        back on a restarted one by `deadline`. False when the stream did not break (the
+        metaserver is up: the call failed for another reason), or the session is lost."""
+        with self._grants:
+            if not self._grants.wait_for(
+                    lambda: self.era != era or (self.recovering and not self._silent),
+                    min(BREAK_SECONDS, max(0.0, deadline - time.monotonic()))):
+                return False
+            self._grants.wait_for(lambda: self.recovering is None or self.lost is not None,
+                                  max(0.0, deadline - time.monotonic()))
+            return self.recovering is None and self.lost is None
+
+
+def _never_sent(e: grpc.RpcError) -> bool:
+    """Whether a failed call surely never reached the server: gRPC failed it at once, having
+    no connection to send it on (its words for that, which have held across its releases)."""
+    return "failed to connect" in (e.details() or "")
 
 
 def _dropped(where: list, client_id: int, holdings: shared.Holdings) -> None:

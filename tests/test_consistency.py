@@ -175,9 +175,11 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
     stalls (SIGSTOP) long enough for writes to it to fail and stay unstored (the clients retry
     for 1 s only); meanwhile the metaserver is SIGKILLed (and restarted by `pfs up`: the live
     clients reclaim their sessions, keeping what they cache), and one client is killed while it
-    is down (it never reclaims: the recovery window evicts it). Calls made while the metaserver
-    is down may fail (EHOSTDOWN: unknown outcome), but no surviving client may lose its session
-    to the restart. The frozen client is resumed
+    is down (it never reclaims: the recovery window evicts it). The clients fsync, and close and
+    reopen the file, as they go, so that some of those calls wait for the metaserver while it
+    is down or in its recovery window. Calls made while the metaserver is down may fail
+    (EHOSTDOWN: unknown outcome), but no surviving client may lose its session to the restart,
+    nor a byte it wrote. The frozen client is resumed
     only once the others are done, so that nothing it might still write back is hidden by later
     writes: everything it does then must fail. Every successful read, and the final file, must
     be explained; a surviving client that lost its session meanwhile (evicted while it could
@@ -197,7 +199,7 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
             for k, worker in enumerate(workers):  # the frozen one runs on after its resume
                 worker.send("random_ops", name, seed * 100 + k, 10_000, FILE_SIZE, WRITABLE_END,
                             MAX_LEN, str(journals[k]),
-                            NEMESIS_SECONDS * (3 if worker is frozen else 1))
+                            NEMESIS_SECONDS * (3 if worker is frozen else 1), True)
             time.sleep(rng.uniform(0.3, 0.8))
             stopped = time.monotonic_ns()
             frozen.pause()
@@ -212,6 +214,7 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
             stall_start = time.monotonic_ns()
             os.kill(stalled, signal.SIGSTOP)
             time.sleep(rng.uniform(0.3, 1.0))
+            metaserver_killed = time.monotonic_ns()
             os.kill(cluster.server_pids("metaserver")[0], signal.SIGKILL)
             time.sleep(rng.uniform(0.1, 0.5))
             killed_at = time.monotonic_ns()
@@ -239,12 +242,18 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
     log = cluster.log.read_text()
     for worker in survivors:  # back after the metaserver's restart, with what they held
         assert f"client {worker.client_id} reclaimed its session" in log, log[-3000:]
-    ops = [op for k, path in enumerate(journals) for op in journal_ops(k, path)]
+    calls = [op for k, path in enumerate(journals) for op in journal_ops(k, path)]
     for k, history in histories.items():  # the journals agree with what the workers returned
-        assert len(history) == sum(op.client == k for op in ops)
-    unexpected = [op for op in ops if op.error not in (0, errno.ENOTCONN, errno.EHOSTDOWN,
-                                                       errno.ETIMEDOUT)]
+        assert len(history) == sum(op.client == k for op in calls)
+    unexpected = [op for op in calls if op.error not in (0, errno.ENOTCONN, errno.EHOSTDOWN,
+                                                         errno.ETIMEDOUT)]
     assert not unexpected, f"calls failed in ways no fault explains: {unexpected[:3]}"
+    syncs = [op for op in calls if op.kind in ("fsync", "close") and op.client in (2, 3)]
+    assert not any(op.error for op in syncs if op.kind == "close"), \
+        "a surviving client could not close (and reopen) its file"
+    assert any(metaserver_killed <= op.start < metaserver_killed + 3e9 for op in syncs), \
+        "no fsync or close was made while the metaserver was down or recovering"
+    ops = [op for op in calls if op.kind in ("read", "write")]  # what the checker orders
     crashes = {0: (stopped, resumed), 1: (killed_at, None)}
     for k in (2, 3):
         lost = [op.end for op in ops if op.client == k and op.error == errno.ENOTCONN]

@@ -76,6 +76,47 @@ def test_cached_writes_survive_a_metaserver_sigkill(tmp_path):
         cluster.stop()
 
 
+def test_closes_issued_while_the_metaserver_is_down_keep_every_cached_write(tmp_path):
+    """Three clients each hold 4 MiB of dirty cached writes on an open fd, and a fourth a
+    read-only fd; only the metaserver is SIGKILLed, and every client closes at once, so the
+    closes wait through the outage and the recovery window. The clients reclaim (a close
+    waiting for the restarted metaserver does not keep its Client from reclaiming), every
+    close succeeds, and every byte is there afterwards."""
+    cluster = Cluster(tmp_path / "cluster", lease_seconds=LEASE, fileservers=4,
+                      block_size=64 * 1024, stripe_blocks=16).start()
+    size = 4 << 20
+    writers = [RemoteClient(cluster, cache_blocks=1024) for _ in range(3)]
+    reader = RemoteClient(cluster, cache_blocks=1024)
+    try:
+        fds = []
+        for i, writer in enumerate(writers):
+            assert writer.call("pfs_create", f"f{i}", 4) == 0
+            fds.append(writer.call("pfs_open", f"f{i}", pfs.PFS_READ_WRITE))
+            assert writer.call("write_pattern", fds[i], i + 1, size, 0) == [size, 0]
+        assert reader.call("pfs_create", "r", 2) == 0
+        read_fd = reader.call("pfs_open", "r", pfs.PFS_READ)
+        assert reader.call("pfs_read", read_fd, 1, 0) == (0, b"")
+
+        (metaserver,) = cluster.server_pids("metaserver")
+        os.kill(metaserver, signal.SIGKILL)
+        for writer, fd in zip(writers, fds):
+            writer.send("pfs_close", fd)
+        reader.send("pfs_close", read_fd)
+        for client in (*writers, reader):
+            assert client.receive(timeout=60) == 0, client.call("last_error")
+            assert client.call("pfs_initialize") == client.client_id  # the same session
+
+        check = cluster.client(cache_blocks=0)
+        for i in range(3):
+            assert read_file(check, f"f{i}") == bytes([i + 1]) * size
+        assert check.pfs_finish(check._session.client_id) == 0
+        assert "4 of 4 session(s) reclaimed, 0 evicted" in cluster.log.read_text()
+    finally:
+        for client in (*writers, reader):
+            client.close()
+        cluster.stop()
+
+
 def test_a_hung_metaserver_loses_no_session(tmp_path):
     """A metaserver that hangs (SIGSTOP) past the clients' lease: they serve nothing from their
     caches meanwhile, and their calls wait for it. Resumed before the clients' keepalive gives

@@ -88,25 +88,30 @@ def rounds_of_writes(name, offset, length, rounds):
 
 
 def random_ops(name, seed, count, file_size, writable_end, max_len, journal=None,
-               seconds=None):
+               seconds=None, syncs=False):
     """Random reads and writes on the open file, `count` of them (or as many as fit in
     `seconds`); the history, each call as [kind, offset, length, data hex, errno, start ns,
     end ns]: data is what a write wrote or a read returned, errno 0 when the call succeeded.
-    Writes stay below writable_end. With `journal`, each call is also appended to that file as
-    it begins and as it ends, so the calls of a client killed meanwhile are known too. Once a
-    call fails with ENOTCONN (the session is lost), LOST_CALLS more are made, then it stops."""
+    Writes stay below writable_end. With `syncs`, one call in ten, and every call after one
+    that failed with EHOSTDOWN (a server is down: now they wait for it), is instead an "fsync",
+    or a "close" of the file (tried again until it succeeds, as a careful program does) and an
+    open of it again. With `journal`, each call is also appended to that file as it begins and as
+    it ends, so the calls of a client killed meanwhile are known too. Once a call fails with
+    ENOTCONN (the session is lost), LOST_CALLS more are made, then it stops."""
     rng = random.Random(seed)
     log = open(journal, "a") if journal else None
     fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
     assert fd > 0, pfs.pfs_last_error()
     until = time.monotonic() + seconds if seconds else float("inf")
-    history, lost = [], 0
+    history, lost, err = [], 0, 0
     for i in range(count):
         if time.monotonic() > until or lost > LOST_CALLS:
             break
         length = rng.randint(1, max_len)
         offset = rng.randint(0, file_size - length)
         kind = "write" if rng.random() < 0.5 and offset + length <= writable_end else "read"
+        if syncs and (rng.random() < 0.1 or err == errno.EHOSTDOWN):
+            kind, offset, length = rng.choice(["fsync", "close"]), 0, 0
         data = rng.randbytes(length) if kind == "write" else b""
         start = time.monotonic_ns()
         if log:
@@ -115,6 +120,12 @@ def random_ops(name, seed, count, file_size, writable_end, max_len, journal=None
             log.flush()
         if kind == "write":
             n = client.pfs_write(fd, data, length, offset)
+        elif kind == "fsync":
+            n = client.pfs_fsync(fd)
+        elif kind == "close":
+            n = close_until_stored(fd)
+            fd = client.pfs_open(name, pfs.PFS_READ_WRITE) if n == 0 else fd
+            n = n if fd > 0 else -1
         else:
             buf = bytearray(length)
             n = client.pfs_read(fd, buf, length, offset)
@@ -133,13 +144,15 @@ def random_ops(name, seed, count, file_size, writable_end, max_len, journal=None
 
 def close_until_stored(fd, seconds=CLOSE_SECONDS):
     """Closes the file as a careful program does: a close that fails because bytes are not
-    stored yet (a fileserver down) is tried again, for `seconds`; one whose session is lost
-    cannot succeed (that is for the test to judge)."""
+    stored yet (a fileserver or the metaserver down) is tried again, for `seconds`; one whose
+    session is lost cannot succeed (that is for the test to judge). 0 once closed, else -1."""
     give_up = time.monotonic() + seconds
-    while client.pfs_close(fd) == -1 and time.monotonic() < give_up:
-        if pfs.pfs_last_error().errno in (errno.ENOTCONN, errno.EBADF):
-            return
+    while client.pfs_close(fd) == -1:
+        if pfs.pfs_last_error().errno in (errno.ENOTCONN, errno.EBADF) \
+                or time.monotonic() >= give_up:
+            return -1
         time.sleep(0.5)
+    return 0
 
 
 def random_growing_ops(name, seed, count, max_len, max_size):
