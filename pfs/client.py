@@ -419,7 +419,7 @@ class Client:
             with self._unlocked():
                 self._dataplane.settle(f)
             request = pb.CloseRequest(file_id=f.file_id, size=f.written_end, wrote=f.wrote)
-        session.call("Close", request, f"close {brief(f.name)}", repeatable=True)
+        session.call("Close", request, f"close {brief(f.name)}")
         with self._lock:
             self._forget(f)
 
@@ -435,8 +435,7 @@ class Client:
                 self._cache.discard(f)
                 self._dataplane.discard(f)
         for f in stuck:
-            session.call("Close", pb.CloseRequest(file_id=f.file_id), f"close {brief(f.name)}",
-                         repeatable=True)
+            session.call("Close", pb.CloseRequest(file_id=f.file_id), f"close {brief(f.name)}")
             with self._lock:
                 self._forget(f)
         session.call("Delete", pb.DeleteRequest(path=path), f"delete {brief(path)}")
@@ -546,7 +545,7 @@ class Client:
             with self._unlocked():
                 self._dataplane.fsync(f)  # once the writes in flight are stored
         session.call("ReportSize", pb.ReportSizeRequest(file_id=f.file_id, size=stored_end),
-                     f"fsync {brief(f.name)}", repeatable=True)
+                     f"fsync {brief(f.name)}")
 
     def _renew_for_unstored(self, session: MetaSession, f: _OpenFile) -> None:
         """Bytes kept unstored through a long outage may outlive the capabilities they were
@@ -592,8 +591,7 @@ class Client:
                 with self._unlocked():  # (the operation's span keeps others off the range)
                     self._dataplane.truncate(f, size, f.size)
                     epoch = session.call("Truncate", pb.TruncateRequest(
-                        file_id=f.file_id, size=size), f"truncate {brief(f.name)}",
-                        repeatable=True).size_epoch
+                        file_id=f.file_id, size=size), f"truncate {brief(f.name)}").size_epoch
                 f.size, f.size_epoch, f.wrote = size, epoch, True
                 f.written_end = min(f.written_end, size)
                 return

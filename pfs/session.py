@@ -66,6 +66,11 @@ LEASE_MARGIN = 0.05
 #: Seconds a call that found the metaserver unreachable waits to see the stream break (both
 #: use one connection, so it breaks at once; else gRPC keepalive notices within 5 s).
 BREAK_SECONDS = KEEPALIVE_SECONDS + KEEPALIVE_TIMEOUT_SECONDS
+#: Calls that may be made again after a metaserver restart whether or not the metaserver of
+#: before did them: what they change is in memory only (which the restart forgot: opens) or
+#: comes out the same when done twice (a close, a size, a truncate to a size, a missed range).
+REPEATABLE = frozenset({"Open", "Close", "Stat", "List", "Status", "ReportSize", "Truncate",
+                        "ReportMissed"})
 #: Token request failures that the metaserver reports before numbering any grant.
 _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
@@ -368,12 +373,13 @@ class MetaSession:
         for revoke, call in ready:
             self._stream.lanes.submit(self.client_id, self._revoke, revoke, call)
 
-    def call(self, method: str, request, what: str, repeatable: bool = False):
+    def call(self, method: str, request, what: str):
         """A unary metaserver call for this session; failures become OSErrors naming `what`.
         A metaserver that went away (the stream broke: it restarts) is waited for, up to
         PFS_RETRY_SECONDS, and the call made again once the session is back, if it never
-        reached the metaserver of before or is `repeatable` (the same outcome if made twice).
-        The caller must hold no lock that the session's reclaim needs meanwhile."""
+        reached the metaserver of before or is REPEATABLE. The caller must hold no lock that
+        the session's reclaim needs meanwhile."""
+        repeatable = method in REPEATABLE
         deadline = time.monotonic() + self.retry_seconds
         while True:
             era = self.era
