@@ -373,11 +373,9 @@ Examples:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from pfs_servers.metaserver import (DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS,
-                                        DEFAULT_STRIPE_BLOCKS)
-
     from . import tools
     from .client import default_metaserver
+    from .metadata import DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_STRIPE_BLOCKS
     formatter = tools.HelpFormatter
     parser = _Parser(prog="pfs", formatter_class=formatter,
                                      description="PFS, a parallel file system: run its servers "

@@ -6,6 +6,7 @@ import logging
 import pathlib
 
 from pfs._proto import metaserver_pb2_grpc
+from pfs.metadata import DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_STRIPE_BLOCKS
 from pfs.transport import Credentials
 
 from .. import clusterkey
@@ -15,12 +16,6 @@ from .namespace import Namespace
 from .service import MetaServerService
 
 log = logging.getLogger("pfs.metaserver")
-
-#: Cluster defaults, chosen for speed: 64 KiB blocks (the cache and read-ahead unit) and
-#: 1 MiB stripe units (16 blocks), Lustre's default stripe size.
-DEFAULT_BLOCK_SIZE = 64 * 1024
-DEFAULT_STRIPE_BLOCKS = 16
-DEFAULT_LEASE_SECONDS = 10.0
 
 
 def default_recovery_seconds(lease_seconds: float) -> float:
