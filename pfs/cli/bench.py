@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Callable
 
-from .client import PFS_READ_WRITE, Client
+from pfs.client import PFS_READ_WRITE, Client
 
 MiB = 1 << 20
 

@@ -39,15 +39,15 @@ from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 import grpc
 
-from . import errors, fileio
-from ._proto import metaserver_pb2 as pb
-from ._proto import metaserver_pb2_grpc as pb_grpc
-from .client import PFS_READ, PFS_READ_WRITE, Client, default_metaserver
-from .metadata import Metadata
-from ._proto import fileserver_pb2 as fs_pb
-from ._proto import fileserver_pb2_grpc as fs_pb_grpc
-from .paths import base, canonical, is_temporary, join, parent, temporary_name, temporary_path
-from .transport import Credentials
+from pfs import errors, fileio
+from pfs._proto import metaserver_pb2 as pb
+from pfs._proto import metaserver_pb2_grpc as pb_grpc
+from pfs.client import PFS_READ, PFS_READ_WRITE, Client, default_metaserver
+from pfs.metadata import Metadata
+from pfs._proto import fileserver_pb2 as fs_pb
+from pfs._proto import fileserver_pb2_grpc as fs_pb_grpc
+from pfs.paths import base, canonical, is_temporary, join, parent, temporary_name, temporary_path
+from pfs.transport import Credentials
 
 #: Bytes moved per call by put/get: a multiple of the default stripe unit over 4 servers.
 COPY_CHUNK = 8 << 20
@@ -1108,7 +1108,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run
+    from pfs.cli.bench import run
     return run(args.size_mib, args.rounds, metaserver())
 
 

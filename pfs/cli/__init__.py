@@ -24,7 +24,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from . import __version__
+from pfs import __version__
 
 if TYPE_CHECKING:
     from pfs_servers.rpc import StopOnSignals
@@ -68,7 +68,7 @@ def _die_with_parent() -> None:
 
 
 def _credentials(args: argparse.Namespace):
-    from .transport import Credentials
+    from pfs.transport import Credentials
     secret = None
     if getattr(args, "secret_file", None):
         secret = pathlib.Path(args.secret_file).read_text().strip()
@@ -294,8 +294,8 @@ def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
 
 def _online(address: str, credentials) -> int:
     """How many fileservers the metaserver at `address` sees online (0 if it does not answer)."""
-    from ._proto import metaserver_pb2 as pb
-    from ._proto import metaserver_pb2_grpc as pb_grpc
+    from pfs._proto import metaserver_pb2 as pb
+    from pfs._proto import metaserver_pb2_grpc as pb_grpc
     try:
         with credentials.channel(address) as channel:
             reply = pb_grpc.MetaServerStub(channel).Status(pb.StatusRequest(), timeout=2)
@@ -338,7 +338,7 @@ def _stop_children(children: list[subprocess.Popen], code: int) -> int:
 
 # --- the command line -------------------------------------------------------------------------
 def _epilog() -> str:
-    from .client import DEFAULT_CACHE_BLOCKS, DEFAULT_METASERVER, DEFAULT_RETRY_SECONDS
+    from pfs.client import DEFAULT_CACHE_BLOCKS, DEFAULT_METASERVER, DEFAULT_RETRY_SECONDS
     return f"""\
 environment variables (read by clients and the file commands):
   PFS_METASERVER     host:port of the metaserver; clients learn the fileservers from it
@@ -373,9 +373,9 @@ Examples:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import tools
-    from .client import default_metaserver
-    from .metadata import DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_STRIPE_BLOCKS
+    from pfs.cli import tools
+    from pfs.client import default_metaserver
+    from pfs.metadata import DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_STRIPE_BLOCKS
     formatter = tools.HelpFormatter
     parser = _Parser(prog="pfs", formatter_class=formatter,
                                      description="PFS, a parallel file system: run its servers "
@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             _die_with_parent()
         return args.run(args)
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback
-        from .tools import interrupted
+        from pfs.cli.tools import interrupted
         return interrupted(getattr(args, "command", None))
     except SystemExit as e:  # a server's or `pfs up`'s reason to stop: one line, named
         if args is None or not isinstance(e.code, str):
