@@ -21,7 +21,7 @@ from .. import clusterkey
 from ..instance import AlreadyRunning, lock_data_dir
 from ..rpc import StopOnSignals, check_exposure, start_server
 from .service import FileServerService
-from .sessions import SessionTable
+from .fencing import SessionTable
 from .store import StripeStore
 
 log = logging.getLogger("pfs.fileserver")

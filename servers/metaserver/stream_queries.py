@@ -7,7 +7,7 @@ import itertools
 from typing import Callable
 
 
-class Questions:
+class StreamQueries:
     def __init__(self) -> None:
         self._numbers = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
