@@ -5,11 +5,7 @@ Identity: every call acting for a session names it in its metadata with the sess
 `_session()` finds it or refuses the call (PERMISSION_DENIED without the right key, ABORTED for
 a session that has ended).
 
-Sizes (see openfiles.py): a size is believed only from a client that could have written it: one
-holding a WRITE token on the bytes between the known size and the reported one. A durable size
-(at close or fsync) must also be stored: the fileserver holding its last byte must have it. A
-client that holds a WRITE token beyond the known size may have grown the file in its cache, so
-Stat asks it (a glimpse) before answering.
+Sizes are believed, checked and recorded by sizes.py.
 
 Sessions survive a restart: they are recorded in the namespace, and a restarted metaserver lets
 their clients reclaim them, with their open files and tokens, within a recovery window
@@ -36,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from pfs._native import plan_stripes
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.capability import CAPABILITY_SECONDS, Signer, column_ranges
@@ -54,10 +49,11 @@ from .repair import Repair
 from .deletions import Deletions
 from .loopclock import LoopClock
 from .namespace import Namespace, Node, StorageFull, WriterBusy
-from .openfiles import OpenFile, OpenFiles
+from .openfiles import OpenFiles
 from .recovery import Recovery
 from .sessions import NotYourSession, SessionEnded, Sessions, key_hash, new_key
 from .sessions import Session as ClientSession
+from .sizes import Sizes
 from .tokens import READ, WRITE, Grant, RequestCancelled, Revocation, SessionGone, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
@@ -149,6 +145,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             self.tokens.add_client(client_id)
         self.cluster.restore(recorded)
         self.recovery = Recovery(recorded)
+        self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
+                           self.sessions, self._db)
         self.recovery_seconds = recovery_seconds
 
     async def _db(self, fn, *args):
@@ -202,66 +200,6 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             await self.recovery.over.wait()
             session = None if context is None else self._session(context)
         return session
-
-    # --- sizes ------------------------------------------------------------------------------
-    def _believable(self, client_id: int, f: OpenFile, size: int) -> bool:
-        """Whether the client could have made the file `size` bytes long: only by writing, under
-        a WRITE token, every byte from the known end to the new one."""
-        return size <= f.size or (size <= MAX_FILE_SIZE and self.tokens.holds(
-            client_id, f.node.node_id, f.size, size, WRITE))
-
-    def _reported(self, client_id: int, file_id: int, size: int, stored: bool) -> None:
-        """A size told in passing (revocation acknowledgement, glimpse): kept if believable;
-        `stored` when the client stored every byte below it first (see openfiles.py)."""
-        f = self.open_files.get(file_id)
-        if f is None:
-            return
-        if self._believable(client_id, f, size):
-            self.open_files.told(f, client_id, size, stored)
-        else:
-            log.warning("client %d reported size %d for file %d without a WRITE token up to "
-                        "it; ignored", client_id, size, file_id)
-
-    async def _stored(self, node: Node, size: int) -> bool:
-        """Whether a copy that holds the file's byte `size - 1`, and did not miss it, has it
-        (ConnectionError when none can be asked)."""
-        (extent,) = plan_stripes(size - 1, 1, node.block_size, node.stripe_blocks,
-                                 node.width).extents
-        stale, unreachable = self.copies.stale(node.node_id), None
-        for index in node.copies(extent.server):
-            if index in stale and node.replicas > 1:
-                continue
-            try:
-                return await self.cluster.object_length(index, node.node_id) > \
-                    extent.local_offset
-            except ConnectionError as e:
-                unreachable = unreachable or e
-        raise unreachable or ConnectionError(f"no good copy of file {node.node_id} holds "
-                                             f"byte {size - 1}")
-
-    async def _record_size(self, session: ClientSession, f: OpenFile, written_end: int,
-                           touch: bool) -> None:
-        """At close or fsync: the durable size becomes the client's written end (which must be
-        believable, and stored), or the newest size known to be stored all the way if that is
-        larger (best effort: a writer that still caches more will report it itself)."""
-        if not self._believable(session.client_id, f, written_end):
-            raise ValueError(f"size {written_end} is not one client {session.client_id} could "
-                             f"have written (file {f.node.node_id} has {f.size} bytes, and the "
-                             "client holds no WRITE token up to that size)")
-        durable = f.node.size
-        if written_end > durable:
-            if not await self._stored(f.node, written_end):
-                raise ValueError(f"size {written_end} of file {f.node.node_id} was never "
-                                 "written: the fileserver holding its last byte does not have it")
-            durable = written_end
-        if f.stored > durable:
-            with contextlib.suppress(ConnectionError):
-                if await self._stored(f.node, f.stored):
-                    durable = f.stored
-        if durable > f.node.size or touch:
-            await self._db(self.namespace.record_size, f.node.node_id, durable, touch)
-            f.node = self.namespace.get(f.node.node_id)
-        self.open_files.told(f, session.client_id, durable, stored=True)
 
     def _meta(self, node: Node, path: str | None = None) -> pb.FileMeta:
         f = self.open_files.get(node.node_id)
@@ -429,7 +367,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                 revoked = session.revoked_files.pop(ack.revoke_id, None)
                 if revoked is not None:  # before the waiting request is granted
                     file_id, tail = revoked  # a client gives up the tail only once all is stored
-                    self._reported(session.client_id, file_id, ack.size, stored=tail)
+                    self.sizes.reported(session.client_id, file_id, ack.size, stored=tail)
                 self.tokens.acknowledge(session.client_id, ack.revoke_id)
             elif kind == "size_reply":
                 self.sessions.answered(stream, message.size_reply)
@@ -515,7 +453,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = await self._recovered(context)
         f = self.open_files.get(request.file_id)
         if f is not None and session.client_id in f.openers:
-            await self._record_size(session, f, request.size, request.wrote)
+            await self.sizes.record(session, f, request.size, request.wrote)
             # Not open any more before the tokens go, so no request is granted in between.
             self.open_files.close(session.client_id, request.file_id)
             self.tokens.release_file(session.client_id, request.file_id)
@@ -545,14 +483,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             session = self._session(context)
             f = self.open_files.of(session.client_id, request.file_id)
             caller, node, canonical = session.client_id, f.node, None
-        f = self.open_files.get(node.node_id)
-        if f is not None:
-            for holder in self.tokens.writers_beyond(node.node_id, f.size):
-                if holder != caller:
-                    answer = await self.sessions.query_size(holder, node.node_id,
-                                                            timeout=self.sessions.lease_seconds)
-                    if answer is not None:
-                        self._reported(holder, node.node_id, answer, stored=False)
+        await self.sizes.glimpse(node.node_id, caller)
         return pb.StatReply(meta=self._meta(node, canonical))
 
     @_answer_errors
@@ -568,7 +499,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def ReportSize(self, request, context):
         session = await self._recovered(context)
         f = self.open_files.of(session.client_id, request.file_id)
-        await self._record_size(session, f, request.size, touch=False)
+        await self.sizes.record(session, f, request.size, touch=False)
         await self._on_db_thread(self.namespace.sync)  # the size survives a machine crash
         return pb.ReportSizeReply()
 
@@ -581,7 +512,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         if not self.tokens.holds(session.client_id, request.file_id, request.size, INFINITY,
                                  WRITE):
             raise ValueError("truncate needs a WRITE token from the new end to infinity")
-        if request.size > f.node.size and not await self._stored(f.node, request.size):
+        if request.size > f.node.size and not await self.sizes.stored(f.node, request.size):
             raise ValueError(f"the objects of file {request.file_id} were not extended to "
                              f"{request.size} bytes")
         # mtime moves at the close that follows (the client counts a truncate as a write).
@@ -654,7 +585,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                 nodes[claim.file_id] = node = self.namespace.get(claim.file_id)
                 if not node.is_dir and claim.size > node.size:
                     try:
-                        stored[claim.file_id] = await self._stored(node, claim.size)
+                        stored[claim.file_id] = await self.sizes.stored(node, claim.size)
                     except ConnectionError:
                         stored[claim.file_id] = False
         # From here on nothing waits: the window cannot end half-way through this reclaim.
@@ -689,7 +620,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         if claim.size > f.size:
             # Bytes in the client's cache (it holds a WRITE token up to them) are provisional;
             # a size it only learned is believed if the fileservers have its last byte.
-            if self._believable(client_id, f, claim.size):
+            if self.sizes.believable(client_id, f, claim.size):
                 self.open_files.told(f, client_id, claim.size, stored=False)
             elif stored:
                 self.open_files.told(f, client_id, claim.size, stored=True)
