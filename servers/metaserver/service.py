@@ -50,11 +50,11 @@ from .deletions import Deletions
 from .loopclock import LoopClock
 from .namespace import Namespace, Node, StorageFull, WriterBusy
 from .openfiles import OpenFiles
-from .recovery import Recovery
+from .recovery import Reclaims, Recovery, checked_claims
 from .sessions import NotYourSession, SessionEnded, Sessions, key_hash, new_key
 from .sessions import Session as ClientSession
 from .sizes import Sizes
-from .tokens import READ, WRITE, Grant, RequestCancelled, Revocation, SessionGone, TokenManager
+from .tokens import WRITE, RequestCancelled, Revocation, SessionGone, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -64,10 +64,6 @@ EVICTION_CHECK_SECONDS = 0.5
 SYNC_SECONDS = 1.0
 #: Directory entries per List reply (a reply must stay well below gRPC's message limit).
 LIST_PAGE = 10_000
-#: Files and token ranges a Reclaim may name at most (a client's claims are far fewer).
-MAX_CLAIMS = 1_000_000
-#: Seconds a Reclaim waits for the fileservers to attach again (to check sizes it is told).
-RECLAIM_ATTACH_SECONDS = 3.0
 #: The gRPC status of each errno a namespace call fails with (the errno itself travels in the
 #: trailing metadata entry ERRNO_HEADER).
 _STATUS = {errno.ENOENT: grpc.StatusCode.NOT_FOUND, errno.EEXIST: grpc.StatusCode.ALREADY_EXISTS,
@@ -147,6 +143,9 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         self.recovery = Recovery(recorded)
         self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
                            self.sessions, self._db)
+        self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,
+                                 self.cluster, self.sessions, self.recovery, self.clock,
+                                 self._capabilities)
         self.recovery_seconds = recovery_seconds
 
     async def _db(self, fn, *args):
@@ -168,7 +167,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                             loop.create_task(self._resync()),
                             loop.create_task(self._sync_metadata())]
         if self.recovery.active:
-            self._background.append(loop.create_task(self._recover()))
+            self._background.append(loop.create_task(self.recovery.run(self.sessions, self.recovery_seconds)))
 
     async def _resync(self) -> None:
         """The resync of stale copies (repair.py), once the recovery window is over: its READ
@@ -546,26 +545,6 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                stale=sorted(self.copies.stale(f.node.node_id)))
 
     # --- recovery (recovery.py) ------------------------------------------------------------
-    async def _recover(self) -> None:
-        """The recovery window: waits for the restored sessions to reclaim (at most
-        recovery_seconds), ends those that did not as evicted ones are (fenced, and not before
-        their clients surely know their leases are over), then lets normal service resume."""
-        waiting = len(self.recovery.awaiting)
-        log.warning("recovering %d client session(s) recorded before the restart: they have "
-                    "%gs to reclaim their open files and tokens; until then no token is "
-                    "granted", waiting, self.recovery_seconds)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.recovery.all_back.wait(), self.recovery_seconds)
-        missing = self.sessions.awaiting_reclaim()
-        endings = [self.sessions.end(client_id, "it did not reclaim its session within the "
-                                                f"metaserver's recovery window of "
-                                                f"{self.recovery_seconds:g}s", evicted=True)
-                   for client_id in missing]
-        await asyncio.gather(*[task for task in endings if task is not None])
-        self.recovery.over.set()
-        log.warning("recovery over: %d of %d session(s) reclaimed, %d evicted and fenced",
-                    waiting - len(missing), waiting, len(missing))
-
     @_answer_errors
     async def Reclaim(self, request, context):
         session = self._session(context)
@@ -573,68 +552,14 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this session has nothing "
                                 "to reclaim: it was not recorded before a restart, or has "
                                 "reclaimed already")
-        claims = _checked_claims(request)
-        # Sizes told are checked against the fileservers, which attach again after a restart.
-        give_up = self.clock() + RECLAIM_ATTACH_SECONDS
-        while not self.cluster.complete() and self.clock() < give_up:
-            await asyncio.sleep(0.1)
-        nodes: dict[int, Node] = {}
-        stored: dict[int, bool] = {}
-        for claim in request.files:
-            with contextlib.suppress(OSError):
-                nodes[claim.file_id] = node = self.namespace.get(claim.file_id)
-                if not node.is_dir and claim.size > node.size:
-                    try:
-                        stored[claim.file_id] = await self.sizes.stored(node, claim.size)
-                    except ConnectionError:
-                        stored[claim.file_id] = False
+        claims = checked_claims(request)
+        nodes, stored = await self.reclaims.stored_sizes(request)
         # From here on nothing waits: the window cannot end half-way through this reclaim.
         session = self._session(context)
         if not session.restored or not self.recovery.active:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the recovery window "
                                 "ended before this reclaim was done")
-        reply = pb.ReclaimReply(files=[
-            self._reclaim_file(session.client_id, claim, claims[claim.file_id],
-                               nodes.get(claim.file_id), stored.get(claim.file_id, False))
-            for claim in request.files])
-        session.restored = False
-        self.sessions.heard_from(session)
-        self.recovery.back(session.client_id)
-        refused = sum(1 for f in reply.files if f.refused)
-        log.info("client %d reclaimed its session: %d open file(s)%s", session.client_id,
-                 len(reply.files) - refused, f", {refused} refused" if refused else "")
-        return reply
-
-    def _reclaim_file(self, client_id: int, claim: pb.FileClaim, tokens: list[tuple[int, int, int]],
-                      node: Node | None, stored: bool) -> pb.ReclaimedFile:
-        """Gives the client back one open file and its tokens, unless the file is gone or
-        another client reclaimed conflicting tokens first; then says why not."""
-        if node is None or node.is_dir:
-            return pb.ReclaimedFile(file_id=claim.file_id, refused=f"file {claim.file_id} no "
-                                    "longer exists")
-        holder = self.tokens.restore(client_id, node.node_id, tokens)
-        if holder is not None:
-            return pb.ReclaimedFile(file_id=claim.file_id, refused=(
-                f"its tokens conflict with those client {holder} reclaimed"))
-        f = self.open_files.open(client_id, node)
-        if claim.size > f.size:
-            # Bytes in the client's cache (it holds a WRITE token up to them) are provisional;
-            # a size it only learned is believed if the fileservers have its last byte.
-            if self.sizes.believable(client_id, f, claim.size):
-                self.open_files.told(f, client_id, claim.size, stored=False)
-            elif stored:
-                self.open_files.told(f, client_id, claim.size, stored=True)
-            else:
-                log.warning("client %d reclaimed file %d with size %d, which it could not have "
-                            "written and is not stored; the file keeps %d", client_id,
-                            node.node_id, claim.size, f.size)
-        return pb.ReclaimedFile(
-            file_id=node.node_id, size=f.size, size_epoch=f.size_epoch,
-            stale=sorted(self.copies.stale(node.node_id)),
-            tokens=[pb.ReclaimedToken(start=start, end=end, mode=mode,
-                                      capabilities=self._capabilities(
-                                          client_id, node, Grant(start, end, mode, 0)))
-                    for start, end, mode in tokens])
+        return self.reclaims.give_back(session, request, claims, nodes, stored)
 
     def _capabilities(self, client_id: int, node: Node, grant) -> list[bytes]:
         """One capability per stripe column for a grant (pfs/capability.py)."""
@@ -710,24 +635,6 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         while True:
             await asyncio.sleep(SYNC_SECONDS)
             await self._on_db_thread(self.namespace.sync)
-
-
-def _checked_claims(request: pb.ReclaimRequest) -> dict[int, list[tuple[int, int, int]]]:
-    """Each claimed file's token ranges, once every number is checked (ValueError if not)."""
-    claims: dict[int, list[tuple[int, int, int]]] = {}
-    if len(request.files) + sum(len(f.tokens) for f in request.files) > MAX_CLAIMS:
-        raise ValueError(f"a reclaim names at most {MAX_CLAIMS} files and token ranges")
-    for f in request.files:
-        if f.file_id in claims:
-            raise ValueError(f"file {f.file_id} is claimed twice")
-        if f.size > MAX_FILE_SIZE:
-            raise ValueError(f"size {f.size} of file {f.file_id} is beyond {MAX_FILE_SIZE}")
-        for t in f.tokens:
-            if not 0 <= t.start < t.end <= INFINITY or t.mode not in (READ, WRITE):
-                raise ValueError(f"token [{t.start}, {t.end}) mode {t.mode} of file "
-                                 f"{f.file_id} is not a token")
-        claims[f.file_id] = [(t.start, t.end, t.mode) for t in f.tokens]
-    return claims
 
 
 def _fileserver_problem(hello: pb.FileserverHello) -> str | None:
