@@ -1,4 +1,8 @@
-"""The recovery window of a restarted metaserver (Lustre's replay, for sessions, opens and tokens).
+"""The recovery window of a restarted metaserver (Lustre's replay, for sessions, opens and tokens):
+the window itself (Recovery) and each session's reclaim (Reclaims).
+
+Invariant: no token is granted while a session that may hold one unclaimed (restored and not
+reclaimed) could still act at a fileserver.
 
 Sessions are recorded in the namespace (client id and the SHA-256 of the key) before Register
 answers, and forgotten when they end, before their tokens can move. A metaserver that starts
@@ -22,9 +26,6 @@ fileserver, and only once their clients surely know their leases are over, befor
 granted (`over` is set only then). Revocations that were in flight when the metaserver stopped
 are forgotten: the token table is what the clients claimed, and tokens the metaserver had
 granted but whose grant never reached its client were never claimed, so they are no one's.
-
-Invariant: no token is granted while a session that may hold one unclaimed (restored and not
-reclaimed) could still act at a fileserver.
 """
 from __future__ import annotations
 
@@ -102,16 +103,10 @@ class Reclaims:
                  copies: Copies, sizes: Sizes, cluster: Cluster, sessions: Sessions,
                  recovery: Recovery, clock: Callable[[], float],
                  capabilities: Callable[[int, Node, Grant], list[bytes]]) -> None:
-        self.namespace = namespace
-        self.tokens = tokens
-        self.open_files = open_files
-        self.copies = copies
-        self.sizes = sizes
-        self.cluster = cluster
-        self.sessions = sessions
-        self.recovery = recovery
-        self.clock = clock
-        self._capabilities = capabilities  # (MetaServerService._capabilities)
+        self.namespace, self.tokens, self.open_files = namespace, tokens, open_files
+        self.copies, self.sizes, self.cluster = copies, sizes, cluster
+        self.sessions, self.recovery, self.clock = sessions, recovery, clock
+        self._capabilities = capabilities  # (MetaServer._capabilities)
 
     async def stored_sizes(self, request: pb.ReclaimRequest) -> tuple[dict[int, Node],
                                                                       dict[int, bool]]:
