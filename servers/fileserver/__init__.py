@@ -1,5 +1,10 @@
-"""A fileserver: stores stripe objects, and stays attached to the metaserver, which tells it
-whom to serve (its session table) and what to delete."""
+"""A fileserver: stores stripe objects (store.py), serves them (service.py) to the sessions its
+table admits (fencing.py), and stays attached to the metaserver (control.py), which tells it
+whom to serve and what to delete.
+
+Invariant: one fileserver per data directory and port; it stops if the metaserver refuses it
+for good (its place is another's, or it lacks the cluster key).
+"""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,9 @@
-"""The metaserver: namespace, fileserver membership, client sessions and the token manager."""
+"""The metaserver: namespace, fileserver membership, client sessions and the token manager,
+wired in parts.py and served by service.py.
+
+Invariant: one metaserver per data directory and port; its flags are checked (and the recovery
+window is at least a lease) before anything listens. Its defaults live in pfs/metadata.py.
+"""
 from __future__ import annotations
 
 import asyncio
