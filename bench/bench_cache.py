@@ -18,7 +18,7 @@ import random
 import sys
 
 import pfs
-from pfs.bench import MiB, ScratchFile, median_seconds, progress
+from pfs.cli.bench import MiB, ScratchFile, median_seconds, progress
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 from clusters import SHIPPED, Cluster, temporary_cluster  # noqa: E402  (the tests' launcher)

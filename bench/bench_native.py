@@ -24,7 +24,7 @@ from typing import Callable
 
 from pfs._native import BlockTable, checksum, plan_stripes
 from pfs._native import reference as ref
-from pfs.bench import side_by_side
+from pfs.cli.bench import side_by_side
 
 SIZE = 4 << 20
 BLOCK_SIZE, STRIPE_BLOCKS, WIDTH = 4096, 16, 4
@@ -159,7 +159,7 @@ def bench_hits(runs: int) -> None:
 
 def bench_crc32c(runs: int) -> None:
     """CRC32C throughput against a memoryview copy of the same bytes, the variants of a size taking
-    turns in each run (pfs.bench.side_by_side); 4 KiB calls are timed 10000 at a time, 4 MiB ones
+    turns in each run (pfs.cli.bench.side_by_side); 4 KiB calls are timed 10000 at a time, 4 MiB ones
     50 at a time."""
     unit = 4 << 10
     fast, table = f"crc32c ({checksum.IMPLEMENTATION})", "crc32c_sw (slicing-by-8)"

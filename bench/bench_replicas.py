@@ -24,7 +24,7 @@ import time
 
 import pfs
 from pfs import checksums, wire
-from pfs.bench import MiB, fresh_name, progress, side_by_side
+from pfs.cli.bench import MiB, fresh_name, progress, side_by_side
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))

@@ -1,10 +1,19 @@
-"""The records the C-like API fills in: file metadata and a client's cache counters."""
+"""The records the C-like API fills in (file metadata, a client's cache counters) and the cluster
+defaults a new file's recipe gets. Plain data that imports nothing of PFS, so that clients,
+servers and the `pfs` command may all share it without loading one another."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
 #: The largest file PFS stores (1 PiB): sizes and offsets from the network are checked against it.
 MAX_FILE_SIZE = 1 << 50
+
+#: Cluster defaults (the metaserver's flags), chosen for speed: 64 KiB blocks (the cache and
+#: read-ahead unit) and 1 MiB stripe units (16 blocks), Lustre's default stripe size. Here, not
+#: in the metaserver, so that the `pfs` command shows them without loading any server code.
+DEFAULT_BLOCK_SIZE = 64 * 1024
+DEFAULT_STRIPE_BLOCKS = 16
+DEFAULT_LEASE_SECONDS = 10.0
 
 
 class _Record:

@@ -16,7 +16,7 @@ import pytest
 
 import pfs
 from pfs.capability import CAPABILITY_SECONDS
-from pfs_servers.fileserver.sessions import NotAdmitted, SessionTable
+from pfs_servers.fileserver.fencing import NotAdmitted, SessionTable
 from clusters import COURSE, Cluster, RemoteClient, read_file, wait_until, write_file
 
 LEASE = 2.0

@@ -16,7 +16,7 @@ from pfs.capability import READ, WRITE, Signer
 from pfs.errors import ERRNO_HEADER
 from pfs.ranges import INFINITY
 
-from .sessions import NotAdmitted, NotServing, SessionTable
+from .fencing import NotAdmitted, NotServing, SessionTable
 from .store import Corrupt, StripeStore
 
 log = logging.getLogger("pfs.fileserver")

@@ -1,4 +1,9 @@
-"""The metaserver: namespace, fileserver membership, client sessions and the token manager."""
+"""The metaserver: namespace, fileserver membership, client sessions and the token manager,
+wired in parts.py and served by service.py.
+
+Invariant: one metaserver per data directory and port; its flags are checked (and the recovery
+window is at least a lease) before anything listens. Its defaults live in pfs/metadata.py.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,6 +11,7 @@ import logging
 import pathlib
 
 from pfs._proto import metaserver_pb2_grpc
+from pfs.metadata import DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_STRIPE_BLOCKS
 from pfs.transport import Credentials
 
 from .. import clusterkey
@@ -15,12 +21,6 @@ from .namespace import Namespace
 from .service import MetaServerService
 
 log = logging.getLogger("pfs.metaserver")
-
-#: Cluster defaults, chosen for speed: 64 KiB blocks (the cache and read-ahead unit) and
-#: 1 MiB stripe units (16 blocks), Lustre's default stripe size.
-DEFAULT_BLOCK_SIZE = 64 * 1024
-DEFAULT_STRIPE_BLOCKS = 16
-DEFAULT_LEASE_SECONDS = 10.0
 
 
 def default_recovery_seconds(lease_seconds: float) -> float:

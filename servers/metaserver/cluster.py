@@ -36,7 +36,7 @@ from typing import Awaitable, Callable
 
 from pfs._proto import metaserver_pb2 as pb
 
-from .questions import Questions
+from .stream_queries import StreamQueries
 
 log = logging.getLogger("pfs.metaserver.cluster")
 
@@ -88,7 +88,7 @@ class Cluster:
         self._version = 1  # of the table; a fileserver that acknowledged none may not serve
         self._wakeup = asyncio.Event()  # replaced by a fresh one at every notification
         self._placement = itertools.count()
-        self.lengths = Questions()  # object lengths asked of fileservers
+        self.lengths = StreamQueries()  # object lengths asked of fileservers
         self.stopping = False  # fileservers leaving then are expected, not a problem
 
     # --- membership -------------------------------------------------------------------------

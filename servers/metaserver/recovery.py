@@ -1,4 +1,8 @@
-"""The recovery window of a restarted metaserver (Lustre's replay, for sessions, opens and tokens).
+"""The recovery window of a restarted metaserver (Lustre's replay, for sessions, opens and tokens):
+the window itself (Recovery) and each session's reclaim (Reclaims).
+
+Invariant: no token is granted while a session that may hold one unclaimed (restored and not
+reclaimed) could still act at a fileserver.
 
 Sessions are recorded in the namespace (client id and the SHA-256 of the key) before Register
 answers, and forgotten when they end, before their tokens can move. A metaserver that starts
@@ -22,14 +26,32 @@ fileserver, and only once their clients surely know their leases are over, befor
 granted (`over` is set only then). Revocations that were in flight when the metaserver stopped
 are forgotten: the token table is what the clients claimed, and tokens the metaserver had
 granted but whose grant never reached its client were never claimed, so they are no one's.
-
-Invariant: no token is granted while a session that may hold one unclaimed (restored and not
-reclaimed) could still act at a fileserver.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+import contextlib
+import logging
+from typing import Callable, Iterable
+
+from pfs._proto import metaserver_pb2 as pb
+from pfs.metadata import MAX_FILE_SIZE
+from pfs.ranges import INFINITY
+
+from .cluster import Cluster
+from .copies import Copies
+from .namespace import Namespace, Node
+from .openfiles import OpenFiles
+from .sessions import Session, Sessions
+from .sizes import Sizes
+from .tokens import READ, WRITE, Grant, TokenManager
+
+log = logging.getLogger("pfs.metaserver")
+
+#: Files and token ranges a Reclaim may name at most (a client's claims are far fewer).
+MAX_CLAIMS = 1_000_000
+#: Seconds a Reclaim waits for the fileservers to attach again (to check sizes it is told).
+RECLAIM_ATTACH_SECONDS = 3.0
 
 
 class Recovery:
@@ -52,3 +74,121 @@ class Recovery:
         self.awaiting.discard(client_id)
         if not self.awaiting:
             self.all_back.set()
+
+    async def run(self, sessions: Sessions, seconds: float) -> None:
+        """The recovery window: waits for the restored sessions to reclaim (at most
+        `seconds`), ends those that did not as evicted ones are (fenced, and not before
+        their clients surely know their leases are over), then lets normal service resume."""
+        waiting = len(self.awaiting)
+        log.warning("recovering %d client session(s) recorded before the restart: they have "
+                    "%gs to reclaim their open files and tokens; until then no token is "
+                    "granted", waiting, seconds)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.all_back.wait(), seconds)
+        missing = sessions.awaiting_reclaim()
+        endings = [sessions.end(client_id, "it did not reclaim its session within the "
+                                           f"metaserver's recovery window of {seconds:g}s",
+                                evicted=True)
+                   for client_id in missing]
+        await asyncio.gather(*[task for task in endings if task is not None])
+        self.over.set()
+        log.warning("recovery over: %d of %d session(s) reclaimed, %d evicted and fenced",
+                    waiting - len(missing), waiting, len(missing))
+
+
+class Reclaims:
+    """A restored session's reclaim: gives it back, file by file, its open files and tokens."""
+
+    def __init__(self, namespace: Namespace, tokens: TokenManager, open_files: OpenFiles,
+                 copies: Copies, sizes: Sizes, cluster: Cluster, sessions: Sessions,
+                 recovery: Recovery, clock: Callable[[], float],
+                 capabilities: Callable[[int, Node, Grant], list[bytes]]) -> None:
+        self.namespace, self.tokens, self.open_files = namespace, tokens, open_files
+        self.copies, self.sizes, self.cluster = copies, sizes, cluster
+        self.sessions, self.recovery, self.clock = sessions, recovery, clock
+        self._capabilities = capabilities  # (MetaServer._capabilities)
+
+    async def stored_sizes(self, request: pb.ReclaimRequest) -> tuple[dict[int, Node],
+                                                                      dict[int, bool]]:
+        """The claimed files that exist, and whether each size claimed beyond the durable one
+        is stored (waiting, a while, for the fileservers to attach again)."""
+        # Sizes told are checked against the fileservers, which attach again after a restart.
+        give_up = self.clock() + RECLAIM_ATTACH_SECONDS
+        while not self.cluster.complete() and self.clock() < give_up:
+            await asyncio.sleep(0.1)
+        nodes: dict[int, Node] = {}
+        stored: dict[int, bool] = {}
+        for claim in request.files:
+            with contextlib.suppress(OSError):
+                nodes[claim.file_id] = node = self.namespace.get(claim.file_id)
+                if not node.is_dir and claim.size > node.size:
+                    try:
+                        stored[claim.file_id] = await self.sizes.stored(node, claim.size)
+                    except ConnectionError:
+                        stored[claim.file_id] = False
+        return nodes, stored
+
+    def give_back(self, session: Session, request: pb.ReclaimRequest,
+                  claims: dict[int, list[tuple[int, int, int]]], nodes: dict[int, Node],
+                  stored: dict[int, bool]) -> pb.ReclaimReply:
+        """The reclaim itself, which waits for nothing: the window cannot end half-way."""
+        reply = pb.ReclaimReply(files=[
+            self._reclaim_file(session.client_id, claim, claims[claim.file_id],
+                               nodes.get(claim.file_id), stored.get(claim.file_id, False))
+            for claim in request.files])
+        session.restored = False
+        self.sessions.heard_from(session)
+        self.recovery.back(session.client_id)
+        refused = sum(1 for f in reply.files if f.refused)
+        log.info("client %d reclaimed its session: %d open file(s)%s", session.client_id,
+                 len(reply.files) - refused, f", {refused} refused" if refused else "")
+        return reply
+
+    def _reclaim_file(self, client_id: int, claim: pb.FileClaim, tokens: list[tuple[int, int, int]],
+                      node: Node | None, stored: bool) -> pb.ReclaimedFile:
+        """Gives the client back one open file and its tokens, unless the file is gone or
+        another client reclaimed conflicting tokens first; then says why not."""
+        if node is None or node.is_dir:
+            return pb.ReclaimedFile(file_id=claim.file_id, refused=f"file {claim.file_id} no "
+                                    "longer exists")
+        holder = self.tokens.restore(client_id, node.node_id, tokens)
+        if holder is not None:
+            return pb.ReclaimedFile(file_id=claim.file_id, refused=(
+                f"its tokens conflict with those client {holder} reclaimed"))
+        f = self.open_files.open(client_id, node)
+        if claim.size > f.size:
+            # Bytes in the client's cache (it holds a WRITE token up to them) are provisional;
+            # a size it only learned is believed if the fileservers have its last byte.
+            if self.sizes.believable(client_id, f, claim.size):
+                self.open_files.told(f, client_id, claim.size, stored=False)
+            elif stored:
+                self.open_files.told(f, client_id, claim.size, stored=True)
+            else:
+                log.warning("client %d reclaimed file %d with size %d, which it could not have "
+                            "written and is not stored; the file keeps %d", client_id,
+                            node.node_id, claim.size, f.size)
+        return pb.ReclaimedFile(
+            file_id=node.node_id, size=f.size, size_epoch=f.size_epoch,
+            stale=sorted(self.copies.stale(node.node_id)),
+            tokens=[pb.ReclaimedToken(start=start, end=end, mode=mode,
+                                      capabilities=self._capabilities(
+                                          client_id, node, Grant(start, end, mode, 0)))
+                    for start, end, mode in tokens])
+
+
+def checked_claims(request: pb.ReclaimRequest) -> dict[int, list[tuple[int, int, int]]]:
+    """Each claimed file's token ranges, once every number is checked (ValueError if not)."""
+    claims: dict[int, list[tuple[int, int, int]]] = {}
+    if len(request.files) + sum(len(f.tokens) for f in request.files) > MAX_CLAIMS:
+        raise ValueError(f"a reclaim names at most {MAX_CLAIMS} files and token ranges")
+    for f in request.files:
+        if f.file_id in claims:
+            raise ValueError(f"file {f.file_id} is claimed twice")
+        if f.size > MAX_FILE_SIZE:
+            raise ValueError(f"size {f.size} of file {f.file_id} is beyond {MAX_FILE_SIZE}")
+        for t in f.tokens:
+            if not 0 <= t.start < t.end <= INFINITY or t.mode not in (READ, WRITE):
+                raise ValueError(f"token [{t.start}, {t.end}) mode {t.mode} of file "
+                                 f"{f.file_id} is not a token")
+        claims[f.file_id] = [(t.start, t.end, t.mode) for t in f.tokens]
+    return claims

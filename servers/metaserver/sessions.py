@@ -39,7 +39,7 @@ from typing import Awaitable, Callable
 from pfs._proto import metaserver_pb2 as pb
 from pfs.transport import SESSION_KEY_BYTES
 
-from .questions import Questions
+from .stream_queries import StreamQueries
 
 log = logging.getLogger("pfs.metaserver.sessions")
 
@@ -96,7 +96,7 @@ class Sessions:
         self._on_end = on_end
         self._clock = clock
         self._sessions: dict[int, Session] = {}
-        self.sizes = Questions()  # file sizes asked of clients (glimpses)
+        self.sizes = StreamQueries()  # file sizes asked of clients (glimpses)
         self._asked: dict[int, int] = {}  # size query number -> the client asked
         self._ending: set[asyncio.Task] = set()
         self._stopping = False  # streams close without ending their sessions

@@ -1,5 +1,9 @@
 """Which client sessions this fileserver serves: the fileserver's half of fencing (docs/consistency.md).
 
+Invariant: a call runs only for a session in the table and only while our lease holds; a fence
+is acknowledged only once no call of the fenced session is still running here, so none of its
+writes lands after its tokens move on.
+
 The metaserver sends the table of sessions by client id and acknowledges our heartbeats. When
 we attach, the table is the live sessions plus a floor: every id from the floor on is a session
 begun since (ids are handed out in increasing order, never twice), served unless fenced. After

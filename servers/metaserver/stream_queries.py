@@ -1,5 +1,9 @@
-"""Questions the metaserver sends down a stream (a client's size, a fileserver's object length)
-and the answers that come back up it, matched by a number."""
+"""Queries the metaserver sends down a stream (a client's size, a fileserver's object length)
+and the answers that come back up it, matched by a number.
+
+Invariant: an answer reaches only the query of its number, and only while that query waits; a
+query not answered in time is None, never a later answer.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +11,7 @@ import itertools
 from typing import Callable
 
 
-class Questions:
+class StreamQueries:
     def __init__(self) -> None:
         self._numbers = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}

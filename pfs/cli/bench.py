@@ -1,10 +1,11 @@
 """Measuring a running cluster: `pfs bench`, and the pieces the scripts in bench/ share.
 
-Machines are shared and noisy, so every figure is a median of several runs, and comparisons are
-ratios of things measured side by side in one run.
+Invariant: machines are shared and noisy, so every figure is a median of several runs, and
+comparisons are ratios of things measured side by side in one run; scratch files are deleted.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
@@ -14,7 +15,10 @@ import time
 import uuid
 from typing import Callable
 
-from .client import PFS_READ_WRITE, Client
+from pfs.client import PFS_READ_WRITE, Client
+
+from .arguments import add_command, at_least_one, metaserver
+from .console import Console
 
 MiB = 1 << 20
 
@@ -144,3 +148,20 @@ def run(size_mib: int, rounds: int, metaserver: str | None = None) -> int:
     finally:
         client.finish(client.initialize())
     return 0
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    return run(args.size_mib, args.rounds, metaserver())
+
+
+def register(sub) -> None:
+    """bench."""
+    p = add_command(sub, "bench", "measure striped read/write throughput", """\
+Write (through close) and read a scratch file at stripe width 1 and at full width, and show the
+throughput; then the latency of create, open, close and delete, and of a 4 KiB random read
+(each a median of several rounds; the client cache is off). Scratch files are deleted
+afterwards.""", cmd_bench)
+    p.add_argument("--size-mib", type=at_least_one(int), default=64, metavar="M",
+                   help="size of the scratch file in MiB, at least 1 (default %(default)s)")
+    p.add_argument("--rounds", type=at_least_one(int), default=5, metavar="N",
+                   help="runs per measurement; the median is shown (default %(default)s)")

@@ -1,0 +1,282 @@
+"""The commands that copy file contents: put, get, cp and cat.
+
+Invariant: what a copy writes appears whole or not at all: in PFS through copying.py's
+temporary renamed into place, locally through a local temporary renamed into place, so an
+interrupted `get` leaves an existing local file as it was. "-" is stdin (put) or stdout (get).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import os
+import sys
+from typing import Callable
+
+from pfs import errors
+from pfs.client import PFS_READ, Client
+from pfs.metadata import Metadata
+from pfs.paths import base, is_temporary, join, temporary_name
+
+from .arguments import add_command, at_least_one, pfs_path, progress_flags
+from .connection import existing, session
+from .console import COPY_CHUNK, Console, shown
+from .copying import Copier, Source, local_source, local_tree, pfs_source, pfs_tree
+from .walk import tree
+
+
+# --- into PFS: put and cp ---------------------------------------------------------------------
+def cmd_put(args: argparse.Namespace, console: Console) -> int:
+    if args.local == "-" and args.recursive:
+        raise errors.error(errno.EINVAL, "-r copies a local directory; standard input is not one")
+    if args.recursive and os.path.isdir(args.local):
+        return _put_tree(args, console)
+    if args.local == "-":
+        source = contextlib.nullcontext(Source(sys.stdin.buffer, None, "stdin",
+                                               args.stripe_width, args.replicas or 0))
+        name = None
+    else:
+        source = local_source(args.local, args)
+        name = os.path.basename(os.path.normpath(args.local))
+    with source as opened, session() as client:  # a missing local file: before the session
+        summary = Copier(client, console, args).copy_one(opened, name)
+    console.done(summary)
+    return 0
+
+
+def _put_tree(args: argparse.Namespace, console: Console) -> int:
+    local = args.local
+    name = os.path.basename(os.path.normpath(os.path.abspath(local)))
+    if os.path.basename(local.rstrip(os.sep)) in (".", "") or not name:
+        name = ""  # like cp -r: the contents of DIR/. (or /) go into the destination itself
+    with session() as client:
+        target, files, size = Copier(client, console, args).copy_tree(
+            local_tree(local, console),
+            lambda rel: local_source(os.path.join(local, rel), args), name)
+    console.done(f"{local} -> {shown(target)} ({files} files, {size} bytes)")
+    return 0
+
+
+def _within(path: str, top: str) -> bool:
+    """Whether `path` is `top` or below it."""
+    return not top or path == top or path.startswith(top + "/")
+
+
+def cmd_cp(args: argparse.Namespace, console: Console) -> int:
+    with session() as client:
+        src, meta = existing(client, args.src)
+        copier = Copier(client, console, args)
+        if not meta.is_dir:
+            with pfs_source(client, src, args) as opened:
+                summary = copier.copy_one(opened, base(src))
+        elif not args.recursive:
+            raise errors.error(errno.EISDIR, f"{shown(src)} is a directory (use -r to copy a "
+                                             "tree)")
+        elif _within(pfs_path(args.path)[0], src):
+            raise errors.error(errno.EINVAL, f"cannot copy {shown(src)} into itself "
+                                             f"({shown(pfs_path(args.path)[0])})")
+        else:
+            target, files, size = copier.copy_tree(
+                pfs_tree(client, src), lambda rel: pfs_source(client, join(src, rel), args),
+                base(src))
+            summary = f"{shown(src)} -> {shown(target)} ({files} files, {size} bytes)"
+    console.done(summary)
+    return 0
+
+
+# --- out of PFS: get and cat ------------------------------------------------------------------
+def _read_all(client: Client, console: Console, path: str, size: int,
+              write: Callable[[memoryview], object], progress: bool = True) -> int:
+    """Reads the PFS file `path` from start to end into `write`; the bytes read. `size`, as
+    stat said, is only for the progress count: the file may change meanwhile."""
+    fd = client.open(path, PFS_READ)
+    try:
+        buf, offset = bytearray(COPY_CHUNK), 0
+        while n := client.read(fd, buf, len(buf), offset):
+            with console.local_io():
+                write(memoryview(buf)[:n])
+            offset += n
+            if progress:
+                console.progress(offset, size)
+        console.progress_end()
+    finally:
+        with contextlib.suppress(OSError):
+            client.close(fd)
+    return offset
+
+
+def _get_file(client: Client, console: Console, path: str, size: int, local: str) -> int:
+    """Copies a PFS file (of `size` bytes, for the progress count) to a local file through a
+    local temporary renamed into place."""
+    directory, name = os.path.split(local)
+    tmp = os.path.join(directory, temporary_name(name))
+    try:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileNotFoundError:
+        raise errors.error(errno.ENOENT, f"no such local directory: {directory or '.'}") from None
+    except OSError as e:
+        raise errors.error(e.errno or errno.EIO, f"cannot write in {directory or '.'}: "
+                                                 f"{e.strerror or e}") from None
+    try:
+        with open(out, "wb") as f:
+            copied = _read_all(client, console, path, size, f.write)
+        try:
+            os.replace(tmp, local)
+        except OSError as e:
+            raise errors.error(e.errno or errno.EIO, f"cannot write local file {local}: "
+                                                     f"{e.strerror or e}") from None
+        return copied
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _get_tree(client: Client, console: Console, path: str, local: str) -> tuple[int, int]:
+    """Copies the PFS tree `path` into the local directory `local`, merging into what is
+    there; (files, bytes) copied."""
+    files = size = 0
+    for here, entries in tree(client, path):
+        rel = here[len(path):].lstrip("/")
+        where = os.path.join(local, *rel.split("/")) if rel else local
+        try:
+            os.mkdir(where)
+        except FileExistsError:
+            if not os.path.isdir(where):
+                raise errors.error(errno.ENOTDIR, f"local {where} exists and is not a "
+                                                  "directory") from None
+        except OSError as e:
+            raise errors.error(e.errno or errno.EIO, f"cannot make local directory "
+                                                     f"{where}: {e.strerror or e}") from None
+        for m in entries:
+            console.checkpoint()
+            if not m.is_dir and not is_temporary(base(m.filename)):
+                size += _get_file(client, console, m.filename, m.file_size,
+                                  os.path.join(where, base(m.filename)))
+                files += 1
+    return files, size
+
+
+def _to_stdout(client: Client, console: Console, path: str, meta: Metadata,
+               progress: bool = True) -> None:
+    if meta.is_dir:
+        raise errors.error(errno.EISDIR, f"{shown(path)} is a directory")
+    _read_all(client, console, path, meta.file_size, sys.stdout.buffer.write, progress)
+    sys.stdout.buffer.flush()
+
+
+def cmd_get(args: argparse.Namespace, console: Console) -> int:
+    with session() as client:
+        path, meta = existing(client, args.path)
+        if meta.is_dir and not args.recursive:
+            raise errors.error(errno.EISDIR, f"{shown(path)} is a directory (use -r to copy "
+                                             "a tree)")
+        if args.local == "-":
+            _to_stdout(client, console, path, meta)
+            return 0
+        local = args.local
+        if os.path.isdir(local) and base(path):
+            local = os.path.join(local, base(path))
+        if not meta.is_dir:
+            copied = _get_file(client, console, path, meta.file_size, local)
+            console.done(f"{shown(path)} -> {local} ({copied} bytes)")
+            return 0
+        files, size = _get_tree(client, console, path, local)
+    console.done(f"{shown(path)} -> {local} ({files} files, {size} bytes)")
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace, console: Console) -> int:
+    with session() as client:
+        def cat(arg: str) -> None:
+            _to_stdout(client, console, *existing(client, arg), progress=False)
+        return console.each(args.paths, cat)
+
+
+# --- the command line -------------------------------------------------------------------------
+def _copying_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """The options of the commands that copy files into PFS (put, cp)."""
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help=f"copy a {what} directory and everything in it (default: off)")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="replace an existing file; with -r, copy into an existing directory "
+                        "(default: off, an existing target is an error)")
+    p.add_argument("-p", "--parents", action="store_true",
+                   help="create missing parent directories of the destination (default: "
+                        "off, they must exist)")
+    p.add_argument("--stripe-width", type=at_least_one(int), default=None, metavar="N",
+                   help="fileservers each new file is striped over (default " +
+                        ("that of the file copied)" if what == "PFS" else
+                         "as many as are online, each copy on its own)"))
+    p.add_argument("--replicas", type=at_least_one(int), default=None, metavar="N",
+                   help="copies of each stripe unit of each new file, on distinct "
+                        "fileservers (default " + ("that of the file copied)" if what == "PFS"
+                                                   else "the cluster's: pfs up --replicas)"))
+    progress_flags(p)
+
+
+def _register_put(sub) -> None:
+    p = add_command(sub, "put", "copy a local file (or tree, -r) into PFS", """\
+Copy LOCAL into PFS as PATH. As with cp: when PATH is an existing directory the copy goes
+into it, under LOCAL's name.
+
+The copy is atomic: it is written as .NAME.pfs-tmp-<random> next to the target and renamed
+into place, so an interrupted or failed put leaves nothing under the target name (nor any
+temporary). An existing file is replaced only with --force. Missing parent directories are
+an error unless --parents is given (as with cp and scp: a mistyped directory is not created).
+
+With -r, a local directory is copied as a tree (like cp -r). A tree that does not exist yet
+appears at once, whole: it is built under a temporary directory and renamed into place.
+With --force onto an existing directory, the tree is merged into it, each file replaced
+atomically. Symbolic links to directories and special files are skipped with a warning.
+
+LOCAL "-" is standard input: pfs put - PATH.""", cmd_put, graceful=True)
+    p.add_argument("local", metavar="LOCAL", help='local file or directory; "-" for stdin')
+    p.add_argument("path", metavar="PATH", help="PFS destination file or directory")
+    _copying_flags(p, "local")
+
+
+def _register_get(sub) -> None:
+    p = add_command(sub, "get", "copy a PFS file (or tree, -r) to a local file", """\
+Copy the PFS file PATH to LOCAL. As with cp: when LOCAL is an existing directory the copy
+goes into it, under PATH's name, and an existing local file is replaced. The file is written
+as a local temporary renamed into place, so an interrupted get leaves an existing local file
+as it was.
+
+With -r, a PFS directory is copied as a tree (like cp -r), merged into an existing local
+directory; unfinished temporaries of other puts and writers (.NAME.pfs-tmp-*) are not copied.
+
+LOCAL "-" is standard output: pfs get PATH - | ...""", cmd_get, graceful=True)
+    p.add_argument("path", metavar="PATH", help="PFS file or directory")
+    p.add_argument("local", metavar="LOCAL", help='local destination; "-" for stdout')
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="copy a PFS directory and everything in it (default: off)")
+    progress_flags(p)
+
+
+def _register_cat_and_cp(sub) -> None:
+    p = add_command(sub, "cat", "write PFS files to standard output", """\
+Write the PFS files PATH..., one after the other, to standard output (as cat does). A
+failure on one PATH is reported and the others are still written (exit status 1).""", cmd_cat)
+    p.add_argument("paths", metavar="PATH", nargs="+", help="PFS file")
+
+    p = add_command(sub, "cp", "copy a PFS file (or tree, -r) within PFS", """\
+Copy the PFS file SRC to DST, as cp does: when DST is an existing directory the copy goes
+into it, under SRC's name. Like put, the copy is atomic (a temporary renamed into place),
+replaces an existing file only with --force and makes missing parents only with --parents.
+The copy is striped as its source unless --stripe-width says otherwise.
+
+With -r, a PFS directory is copied as a tree, as put -r copies a local one: a new tree
+appears whole; onto an existing directory (with --force) it is merged, file by file.
+Unfinished temporaries (.NAME.pfs-tmp-*) are not copied. To copy between PFS and local
+files, use put and get.""", cmd_cp, graceful=True)
+    p.add_argument("src", metavar="SRC", help="PFS file or directory to copy")
+    p.add_argument("path", metavar="DST", help="PFS destination file or directory")
+    _copying_flags(p, "PFS")
+
+
+def register(sub) -> None:
+    """put, get, cat, cp."""
+    _register_put(sub)
+    _register_get(sub)
+    _register_cat_and_cp(sub)

@@ -1,0 +1,231 @@
+"""The commands that run servers: up and down (a local cluster, supervisor.py), metaserver and
+fileserver (one server each, for clusters that span hosts).
+
+Invariant: server code (pfs_servers) is imported only inside the commands that start or stop
+servers, never to register them, so `pfs --help` and the file commands load none of it; a
+server's reason to stop is a SystemExit with one line, which main prints as "pfs CMD: ...".
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import signal
+import time
+from typing import Callable
+
+from pfs.client import default_metaserver
+from pfs.metadata import DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_STRIPE_BLOCKS
+
+from .arguments import HelpFormatter, address, at_least_one, credentials, port
+from .supervisor import DETACHED_LOG, cmd_up
+
+
+def cmd_metaserver(args: argparse.Namespace) -> int:
+    from pfs_servers import metaserver
+
+    def ready(port: int) -> None:
+        if args.address_file:
+            tmp = pathlib.Path(args.address_file + ".tmp")
+            tmp.write_text(f"{args.host}:{port}\n")
+            os.replace(tmp, args.address_file)
+
+    metaserver.serve(pathlib.Path(args.data_dir), host=args.host, port=args.port,
+                     fileservers=args.fileservers, block_size=args.block_size,
+                     stripe_blocks=args.stripe_blocks, lease_seconds=args.lease_seconds,
+                     recovery_seconds=args.recovery_seconds, replicas=args.replicas,
+                     credentials=credentials(args), allow_insecure=args.insecure,
+                     on_ready=ready)
+    return 0
+
+
+def cmd_fileserver(args: argparse.Namespace) -> int:
+    from pfs_servers import fileserver
+    if not args.cluster_key_file:
+        raise SystemExit("pfs fileserver: give it the metaserver's cluster key: "
+                         "--cluster-key-file (the metaserver's DATA_DIR/cluster.key) or "
+                         "PFS_CLUSTER_KEY_FILE")
+    fileserver.serve(pathlib.Path(args.data_dir), args.metaserver,
+                     pathlib.Path(args.cluster_key_file), host=args.host, port=args.port,
+                     advertise=args.advertise, name=args.name, credentials=credentials(args),
+                     allow_insecure=args.insecure)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stops the `pfs up` holding a data directory: SIGTERM, then waits (bounded) until it has
+    let the directory go."""
+    from pfs_servers.instance import data_dir_holder
+    data = pathlib.Path(args.data_dir).resolve()
+    pid = data_dir_holder(data)
+    if pid is None:
+        print(f"no pfs up runs on {data}: nothing to stop")
+        return 0
+    try:
+        command = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        command = []
+    if not pid:
+        raise SystemExit(f"{data} is being taken by a process that has not written its PID yet; "
+                         "try again in a moment")
+    if command and b"up" not in command:
+        shown = b" ".join(command).decode(errors="replace")[:120]
+        raise SystemExit(f"{data} is held by PID {pid} ({shown}), not by a pfs up: give the "
+                         "--data-dir of pfs up")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it has just stopped
+    except PermissionError:
+        raise SystemExit(f"not allowed to stop PID {pid}, which holds {data}") from None
+    deadline = time.monotonic() + args.timeout
+    while data_dir_holder(data) is not None:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"pfs up (PID {pid}) is still running {args.timeout:g} s after "
+                             f"SIGTERM; its log may say why (kill -9 {pid} stops it at once: "
+                             "what was closed or fsynced is safe)")
+        time.sleep(0.1)
+    print(f"stopped the pfs up on {data} (PID {pid})")
+    return 0
+
+
+# --- the command line -------------------------------------------------------------------------
+def _server_command(sub, name: str, summary: str, description: str,
+                    run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A server command's parser. Its failures are main's to report: a server's reason to stop
+    is a SystemExit, its data directory's trouble an OSError."""
+    p = sub.add_parser(name, formatter_class=HelpFormatter, help=summary,
+                       description=description)
+    p.set_defaults(run=run)
+    return p
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"],
+                   help="what the servers log to stderr; debug shows every token "
+                        "revocation (default %(default)s)")
+    p.add_argument("--secret-file", help="file holding the cluster's shared secret; "
+                                         "clients set PFS_SECRET to it (default: none, "
+                                         "loopback only)")
+    p.add_argument("--tls-cert", help="PEM certificate: serve TLS; clients set PFS_TLS_CA "
+                                      "(default: none, plaintext)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (default: none)")
+    p.add_argument("--tls-client-ca",
+                   help="mutual TLS: accept only connections that show a certificate "
+                        "signed by this CA (PEM); clients set PFS_TLS_CERT and "
+                        "PFS_TLS_KEY, servers show their --tls-cert (default: none)")
+    p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--block-size", type=at_least_one(int), default=DEFAULT_BLOCK_SIZE,
+                   help="bytes per block, the cache unit (default %(default)s)")
+    p.add_argument("--stripe-blocks", type=at_least_one(int),
+                   default=DEFAULT_STRIPE_BLOCKS,
+                   help="blocks per stripe unit (default %(default)s)")
+    p.add_argument("--lease-seconds", type=at_least_one(float),
+                   default=DEFAULT_LEASE_SECONDS,
+                   help="a silent client loses its tokens after this (default %(default)s)")
+    p.add_argument("--recovery-seconds", type=at_least_one(float), default=None,
+                   help="after a restart, how long clients of before have to reclaim "
+                        "their sessions, open files and tokens; at least the lease "
+                        "(default: twice the lease)")
+    p.add_argument("--replicas", type=at_least_one(int), default=1,
+                   help="copies of each stripe unit a new file gets unless it asks, each "
+                        "on a fileserver of its own (default %(default)s)")
+
+
+def _listening_flags(p: argparse.ArgumentParser, default_port: int, port_help: str) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; beyond loopback needs --secret-file or "
+                        "--insecure (default %(default)s)")
+    p.add_argument("--port", type=port, default=default_port, help=port_help)
+
+
+def _insecure_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure", action="store_true",
+                   help="allow listening beyond loopback without a secret (default: off)")
+
+
+def _register_up_and_down(sub) -> None:
+    up = _server_command(sub, "up", "run a local cluster (metaserver + fileservers)", """\
+Run a metaserver and N fileservers on this machine, in the foreground,
+with their data under --data-dir. A server that crashes is restarted on its
+data directory. Ctrl-C or SIGTERM stops the whole cluster cleanly.
+
+With --detach it runs in the background instead, logging to DATA_DIR/pfs.log;
+the command returns once the cluster serves, and `pfs down --data-dir D` stops it.""", cmd_up)
+    up.add_argument("--data-dir", default="pfs-data", help="where everything is stored "
+                                                           "(default ./%(default)s)")
+    up.add_argument("--fileservers", type=at_least_one(int), default=4,
+                    help="number of fileservers to run (default %(default)s)")
+    up.add_argument("--port", type=port, default=50050,
+                    help="metaserver port; 0 picks a free one and writes host:port to "
+                         "DATA_DIR/metaserver.address (default %(default)s)")
+    up.add_argument("--detach", action="store_true",
+                    help=f"run in the background, logging to DATA_DIR/{DETACHED_LOG}; return "
+                         "once the cluster serves (default: off, in the foreground)")
+    _cluster_flags(up)
+    _server_flags(up)
+    up.add_argument("--tls-ca", help="CA of the servers' certificates (default: --tls-cert "
+                                     "itself, for a self-signed one)")
+
+    down = _server_command(sub, "down", "stop a cluster that pfs up runs (in the background or "
+                                        "not)", """\
+Stop the pfs up that runs on --data-dir: it gets SIGTERM, as from Ctrl-C, and
+stops its servers cleanly. Waits until it has stopped; exit status 1 if it
+has not within --timeout. Nothing running there is no error.""", cmd_down)
+    down.add_argument("--data-dir", default="pfs-data", help="the data directory of the pfs up "
+                                                             "(default ./%(default)s)")
+    down.add_argument("--timeout", type=at_least_one(float), default=30.0,
+                      help="seconds to wait for it to stop (default %(default)s)")
+
+
+def _register_metaserver(sub) -> None:
+    meta = _server_command(sub, "metaserver", "run the metaserver", """\
+Run the metaserver alone, for clusters that span hosts: it keeps the
+namespace, client sessions and tokens. Clients may start once --fileservers
+fileservers are online.""", cmd_metaserver)
+    meta.add_argument("--data-dir", required=True,
+                      help="directory of the namespace database (required)")
+    _listening_flags(meta, 50050, "port to listen on, 0 for any free one (default %(default)s)")
+    meta.add_argument("--fileservers", type=at_least_one(int), default=4,
+                      help="fileservers that must be online before clients may start "
+                           "(default %(default)s)")
+    meta.add_argument("--address-file", help="write host:port here once listening "
+                                             "(default: none)")
+    _cluster_flags(meta)
+    _server_flags(meta)
+    _insecure_flag(meta)
+
+
+def _register_fileserver(sub) -> None:
+    fs = _server_command(sub, "fileserver", "run one fileserver", """\
+Run one fileserver: it stores the stripes of files under --data-dir
+and registers with the metaserver.""", cmd_fileserver)
+    fs.add_argument("--data-dir", required=True, help="directory of its stored objects "
+                                                      "(required)")
+    fs.add_argument("--metaserver", type=address, default=default_metaserver(),
+                    help="host:port of the metaserver (default: $PFS_METASERVER, else "
+                         "127.0.0.1:50050; now %(default)s)")
+    _listening_flags(fs, 0, "port to listen on (default: 0, any free port)")
+    fs.add_argument("--advertise", type=address, help="host:port clients should use (default: "
+                                                      "the host and port it listens on)")
+    fs.add_argument("--name", help="its stable name in the cluster: a fileserver that comes back "
+                                   "under its name with a lost or wiped data directory keeps its "
+                                   "place, known to have lost its data (default: the identity "
+                                   "kept in --data-dir)")
+    fs.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
+                    help="the metaserver's cluster key (its DATA_DIR/cluster.key), which "
+                         "proves this fileserver belongs to the cluster; clients never hold "
+                         "it (default: $PFS_CLUSTER_KEY_FILE; required)")
+    _server_flags(fs)
+    _insecure_flag(fs)
+
+
+def register(sub) -> None:
+    """up, down, metaserver, fileserver."""
+    _register_up_and_down(sub)
+    _register_metaserver(sub)
+    _register_fileserver(sub)

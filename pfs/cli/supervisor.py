@@ -1,0 +1,245 @@
+"""`pfs up`: a metaserver and N fileservers as child processes, watched until Ctrl-C or SIGTERM.
+
+Invariant: no server outlives the `pfs up` that started it (each asks for SIGTERM when its parent
+dies, and every exit path stops the children); a server that crashes is restarted on its data
+directory and port, unless it crashes again at once, which stops the cluster.
+Server code is imported only inside these functions: the `pfs` command loads none to start.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from pfs._proto import metaserver_pb2 as pb
+from pfs._proto import metaserver_pb2_grpc as pb_grpc
+
+from .arguments import credentials as credentials_of
+
+if TYPE_CHECKING:
+    from pfs_servers.rpc import StopOnSignals
+
+log = logging.getLogger("pfs.up")
+
+#: A server that dies this soon after being restarted is not restarted again.
+CRASH_LOOP_SECONDS = 10
+#: Where `pfs up --detach` logs, in its data directory.
+DETACHED_LOG = "pfs.log"
+#: Seconds `pfs up --detach` waits for the cluster to come up (each server has 60 to start).
+DETACH_TIMEOUT = 150.0
+#: What `pfs up` prints once the cluster serves (and `pfs up --detach` waits for).
+UP_LINE = "PFS is up"
+
+
+def die_with_parent() -> None:
+    """SIGTERM to this process when its parent dies, so that no server outlives the `pfs up`
+    that supervises it, even a SIGKILLed one (Linux only). The process asks for it itself: a
+    preexec_fn would run Python in a child forked from a process with gRPC threads."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before we asked
+        raise SystemExit("the parent process is gone; exiting")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Starts a metaserver and N fileservers as child processes and watches them."""
+    from pfs_servers.instance import lock_data_dir
+    data = pathlib.Path(args.data_dir).resolve()
+    if args.detach:
+        os.close(lock_data_dir(data, "pfs up"))  # in use: said here, not in the log
+        return _detach(args, data)
+    lock_data_dir(data, "pfs up")
+    return _supervise(args, data)
+
+
+def _children_flags(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The flags every server of the cluster gets, and their environment."""
+    common = ["--log-level", args.log_level, "--die-with-parent"]
+    env = dict(os.environ)
+    if args.secret_file:
+        common += ["--secret-file", str(pathlib.Path(args.secret_file).resolve())]
+    if args.tls_cert:
+        common += ["--tls-cert", str(pathlib.Path(args.tls_cert).resolve()),
+                   "--tls-key", str(pathlib.Path(args.tls_key).resolve())]
+        # The servers talk to each other over TLS too; a self-signed certificate is its own CA.
+        env["PFS_TLS_CA"] = str(pathlib.Path(args.tls_ca or args.tls_cert).resolve())
+    if args.tls_client_ca:
+        common += ["--tls-client-ca", str(pathlib.Path(args.tls_client_ca).resolve())]
+    return common, env
+
+
+def _supervise(args: argparse.Namespace, data: pathlib.Path) -> int:
+    from pfs_servers.rpc import StopOnSignals
+    address_file = data / "metaserver.address"
+    address_file.unlink(missing_ok=True)
+    stop = StopOnSignals()
+    common, env = _children_flags(args)
+    credentials = credentials_of(args)
+    credentials.tls_ca = env.get("PFS_TLS_CA")
+    children: list[subprocess.Popen] = []
+
+    def spawn(*argv: str) -> None:
+        # Run in the data directory: `-m pfs` from a source checkout would import the
+        # unbuilt source tree instead of the installed package.
+        children.append(subprocess.Popen([sys.executable, "-m", "pfs", *argv, *common],
+                                         cwd=data, env=env))
+
+    try:
+        spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),
+              "--fileservers", str(args.fileservers), "--block-size", str(args.block_size),
+              "--stripe-blocks", str(args.stripe_blocks), "--replicas", str(args.replicas),
+              "--lease-seconds", str(args.lease_seconds), "--address-file", str(address_file),
+              *_recovery_flag(args))
+        address = _wait_for(lambda: address_file.exists() and address_file.read_text().strip(),
+                            children, stop, "the metaserver to listen")
+        if not address:
+            return _stop_children(children, 1)
+        # A restarted metaserver must come back where the fileservers and clients look for it.
+        port_flag = children[0].args.index("--port") + 1
+        children[0].args[port_flag] = address.rsplit(":", 1)[1]
+        for i in range(args.fileservers):
+            spawn("fileserver", "--data-dir", str(data / f"fs{i}"), "--metaserver", address,
+                  "--name", f"fs{i}", "--cluster-key-file", str(data / "meta" / "cluster.key"))
+        if not _wait_for(lambda: _online(address, credentials) >= args.fileservers, children, stop,
+                         f"{args.fileservers} fileservers to register"):
+            return _stop_children(children, 1)
+        print(f"{UP_LINE}: metaserver {address}, {args.fileservers} fileservers, data in {data}\n"
+              f"  export PFS_METASERVER={address}\n"
+              f"Press Ctrl-C to stop.", flush=True)
+        while not stop.wait(0.5):
+            if not _restart_crashed(children, data, env):
+                return _stop_children(children, 1)
+        log.info("stopping the cluster")
+        return _stop_children(children, 0)
+    except BaseException:
+        _stop_children(children, 1)
+        raise
+
+
+def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
+    """`pfs up --detach`: the same `pfs up` in a session of its own (no terminal's Ctrl-C or
+    hangup reaches it), logging to DATA_DIR/pfs.log; returns once it serves, or fails with the
+    line of its log that says why."""
+    argv = ["up", "--data-dir", str(data), "--fileservers", str(args.fileservers),
+            "--port", str(args.port), "--block-size", str(args.block_size),
+            "--stripe-blocks", str(args.stripe_blocks), "--lease-seconds", str(args.lease_seconds),
+            "--replicas", str(args.replicas), "--log-level", args.log_level, *_recovery_flag(args)]
+    for flag, path in (("--secret-file", args.secret_file), ("--tls-cert", args.tls_cert),
+                       ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca),
+                       ("--tls-client-ca", args.tls_client_ca)):
+        if path:
+            argv += [flag, str(pathlib.Path(path).resolve())]
+    log_path = data / DETACHED_LOG
+    with open(log_path, "ab") as log_file:
+        start = log_file.tell()
+        # In the data directory: `-m pfs` from a source checkout would import the source tree.
+        child = subprocess.Popen([sys.executable, "-m", "pfs", *argv], cwd=data,
+                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                 start_new_session=True)
+    _wait_for_detached(child, log_path, start)
+    address = (data / "metaserver.address").read_text().strip()
+    print(f"{UP_LINE} in the background (PID {child.pid}): metaserver {address}, "
+          f"{args.fileservers} fileservers, data in {data}\n"
+          f"  export PFS_METASERVER={address}\n"
+          f"Its log is {log_path}; `pfs down --data-dir {data}` stops it.", flush=True)
+    return 0
+
+
+def _wait_for_detached(child: subprocess.Popen, log_path: pathlib.Path, start: int) -> None:
+    """Waits until the detached `pfs up` says it serves (in its log from `start` on); if it
+    exits or times out first, SystemExit with the line of its log that says why."""
+    def written() -> list[str]:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace").splitlines()
+    deadline = time.monotonic() + DETACH_TIMEOUT
+    try:
+        while not any(line.startswith(UP_LINE) for line in written()):
+            if child.poll() is not None or time.monotonic() > deadline:
+                if child.poll() is None:
+                    _stop_children([child], 1)
+                lines = [line for line in written() if line.strip()]
+                why = next((line for line in reversed(lines) if line.startswith("pfs ")),
+                           lines[-1] if lines else "it wrote nothing")
+                raise SystemExit(f"the cluster did not start ({log_path} has its log): {why}")
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        _stop_children([child], 130)
+        raise
+
+
+def _recovery_flag(args: argparse.Namespace) -> list[str]:
+    return [] if args.recovery_seconds is None else ["--recovery-seconds",
+                                                     str(args.recovery_seconds)]
+
+
+def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
+                     env: dict[str, str]) -> bool:
+    """A server that died is started again on the same data directory, as a supervisor would;
+    the data it acknowledged is on disk, and clients re-learn a fileserver's new address.
+    False when one died again right after a restart: something is wrong that a restart will
+    not fix (its log says what), so the cluster stops."""
+    for i, child in enumerate(children):
+        if child.poll() is None:
+            continue
+        what = " ".join(child.args[3:5])
+        if time.monotonic() - getattr(child, "started", 0.0) < CRASH_LOOP_SECONDS:
+            log.error("%s exited again (code %s) within %ds of its restart; stopping the "
+                      "cluster: see its log above", what, child.returncode, CRASH_LOOP_SECONDS)
+            return False
+        log.error("%s exited with code %s; restarting it", what, child.returncode)
+        children[i] = subprocess.Popen(child.args, cwd=data, env=env)
+        children[i].started = time.monotonic()
+    return True
+
+
+def _online(address: str, credentials) -> int:
+    """How many fileservers the metaserver at `address` sees online (0 if it does not answer)."""
+    try:
+        with credentials.channel(address) as channel:
+            reply = pb_grpc.MetaServerStub(channel).Status(pb.StatusRequest(), timeout=2)
+        return sum(1 for f in reply.fileservers if f.online)
+    except Exception:  # noqa: BLE001 - not up yet
+        return 0
+
+
+def _wait_for(ready, children: list[subprocess.Popen], stop: StopOnSignals, what: str,
+              timeout: float = 60.0):
+    """Polls `ready()` until it is truthy; None if a child died, we were stopped, or time ran out."""
+    deadline = time.monotonic() + timeout
+    log.info("waiting for %s", what)
+    while time.monotonic() < deadline and not stop.is_set():
+        if any(c.poll() is not None for c in children):
+            log.error("a server exited while waiting for %s; see its log above", what)
+            return None
+        value = ready()
+        if value:
+            return value
+        stop.wait(0.1)
+    if not stop.is_set():
+        log.error("gave up waiting for %s after %.0fs", what, timeout)
+    return None
+
+
+def _stop_children(children: list[subprocess.Popen], code: int) -> int:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return code

@@ -1,0 +1,327 @@
+"""The metaserver's parts, wired together, and the tasks that keep them: the namespace (a
+SQLite tree), sessions and leases, the token manager, open files and sizes, the attached
+fileservers, copies and their repair, deletions, and the recovery window after a restart.
+Nothing here knows gRPC: the servicer (service.py) translates calls into these.
+
+Invariant: everything runs on one event loop, and the loop never waits on the disk for long.
+SQLite is read and written on it directly: reads are quick and WAL never blocks them, and a
+commit only appends to the log (namespace.py). A hop to another thread and back would cost each
+change two thread wakeups, which on a loaded machine are most of its time. What may take long
+runs on the metadata thread instead: the syncs (fsyncs), the marking of a lost fileserver's
+copies (every replicated file), and a change that finds the writer busy (with a resync's
+commit, say).
+
+Sessions survive a restart: they are recorded in the namespace, and a restarted metaserver lets
+their clients reclaim them, with their open files and tokens, within a recovery window
+(recovery.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from pfs._proto import metaserver_pb2 as pb
+from pfs.capability import CAPABILITY_SECONDS, Signer, column_ranges
+from pfs.metadata import MAX_FILE_SIZE
+from pfs.paths import brief
+from pfs.ranges import INFINITY
+from pfs.transport import Credentials
+
+from .cluster import Cluster
+from .copies import Copies
+from .deletions import Deletions
+from .loopclock import LoopClock
+from .namespace import Namespace, Node, StorageFull, WriterBusy
+from .openfiles import OpenFile, OpenFiles
+from .recovery import Reclaims, Recovery
+from .repair import Repair
+from .sessions import Session as ClientSession
+from .sessions import Sessions
+from .sizes import Sizes
+from .tokens import WRITE, Revocation, TokenManager
+
+log = logging.getLogger("pfs.metaserver")
+
+#: How often overdue revocations are looked for.
+EVICTION_CHECK_SECONDS = 0.5
+#: How often committed namespace changes are put on the disk (at most lost to a power cut).
+SYNC_SECONDS = 1.0
+#: Directory entries per List reply (a reply must stay well below gRPC's message limit).
+LIST_PAGE = 10_000
+
+
+class MetaServer:
+    def __init__(self, namespace: Namespace, expected_fileservers: int, lease_seconds: float,
+                 block_size: int, stripe_blocks: int, cluster_key: bytes,
+                 recovery_seconds: float, replicas: int = 1,
+                 credentials: Credentials | None = None) -> None:
+        self.namespace = namespace
+        self.copies = Copies(namespace)
+        self.replicas = replicas
+        self._cluster_key = cluster_key
+        self.signer = Signer(cluster_key)
+        self.block_size = block_size
+        self.stripe_blocks = stripe_blocks
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
+        # Leases and timeouts leave out the time our own event loop lagged (loopclock.py).
+        self.clock = LoopClock()
+        self.cluster = Cluster(functools.partial(self._db, namespace.register_fileserver),
+                               namespace.fileservers(), expected_fileservers,
+                               namespace.next_client_id(), clock=self.clock)
+        self.sessions = Sessions(lease_seconds, on_end=self._session_ended, clock=self.clock)
+        self.tokens = TokenManager(self._send_revoke, revoke_timeout=max(2 * lease_seconds, 5.0),
+                                   clock=self.clock)
+        self.open_files = OpenFiles()
+        self._namespace_lock = asyncio.Lock()
+        self.deletions = Deletions(namespace.pending_deletes(), self.cluster,
+                                   functools.partial(self._db, namespace.delete_done))
+        self.repair = Repair(namespace, self.copies, self.tokens, self.cluster, self.signer,
+                             credentials or Credentials(), time.time)
+        self._background: list[asyncio.Task] = []
+        recorded = namespace.recorded_sessions()
+        for client_id, hashed in recorded.items():
+            self.sessions.restore(client_id, hashed)
+            self.tokens.add_client(client_id)
+        self.cluster.restore(recorded)
+        self.recovery = Recovery(recorded)
+        self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
+                           self.sessions, self._db)
+        self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,
+                                 self.cluster, self.sessions, self.recovery, self.clock,
+                                 self._capabilities)
+        self.recovery_seconds = recovery_seconds
+
+    async def _db(self, fn, *args):
+        """Runs a namespace change: at once if the writer is free, else on the metadata thread."""
+        with contextlib.suppress(WriterBusy):
+            return self.namespace.now(fn, *args)
+        return await self._on_db_thread(fn, *args)
+
+    async def _on_db_thread(self, fn, *args):
+        """Runs something that may take long on the metadata thread (a sync, a bulk change)."""
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
+
+    def start_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self.clock.run()),
+                            loop.create_task(self.sessions.expire_leases()),
+                            loop.create_task(self._evict_overdue()),
+                            loop.create_task(self.deletions.run()),
+                            loop.create_task(self._resync()),
+                            loop.create_task(self._sync_metadata())]
+        if self.recovery.active:
+            self._background.append(loop.create_task(self.recovery.run(self.sessions, self.recovery_seconds)))
+
+    async def _resync(self) -> None:
+        """The resync of stale copies (repair.py), once the recovery window is over: its READ
+        tokens must come after the clients' reclaims, which they could conflict with."""
+        await self.recovery.over.wait()
+        await self.repair.resync()
+
+    async def stop(self) -> None:
+        self.cluster.stopping = True
+        for task in self._background:
+            task.cancel()
+        await self.sessions.stop()
+        self._db_thread.submit(self.namespace.close).result()
+        self._db_thread.shutdown()
+
+    # --- sessions ending --------------------------------------------------------------------
+    async def _session_ended(self, session: ClientSession, evicted: bool) -> None:
+        """Forgets the session's record, fences it at the fileservers, then (once an evicted
+        client surely knows its lease is over) lets others have its tokens."""
+        self.recovery.back(session.client_id)
+        try:
+            await self._db(self.namespace.forget_session, session.client_id)
+        except (StorageFull, OSError) as e:  # restored after a restart, it is evicted again
+            log.error("could not forget client %d's session: %s", session.client_id, e)
+        await self.cluster.fence(session.client_id)
+        if evicted:
+            await asyncio.sleep(max(0.0, self.sessions.lease_end(session) - time.monotonic()))
+        self.tokens.remove_client(session.client_id)
+        self.open_files.close_all(session.client_id)
+
+    async def _evict_overdue(self) -> None:
+        while True:
+            await asyncio.sleep(EVICTION_CHECK_SECONDS)
+            for client_id in self.tokens.overdue():
+                self.sessions.end(client_id, "it did not acknowledge a revocation", evicted=True)
+
+    def _send_revoke(self, revocation: Revocation) -> None:
+        session = self.sessions.find(revocation.client_id)
+        if session is None:
+            return  # its tokens are being released anyway
+        session.revoked_files[revocation.revoke_id] = (revocation.file_id,
+                                                       revocation.end == INFINITY)
+        self.sessions.send(session, pb.ServerMessage(revoke=pb.Revoke(
+            revoke_id=revocation.revoke_id, file_id=revocation.file_id,
+            start=revocation.start, end=revocation.end, to_mode=revocation.to_mode,
+            granted_upto=revocation.granted_upto, client_id=revocation.client_id)))
+
+    def _capabilities(self, client_id: int, node: Node, grant) -> list[bytes]:
+        """One capability per stripe column for a grant (pfs/capability.py)."""
+        expires = time.time() + CAPABILITY_SECONDS
+        ranges = column_ranges(node.block_size, node.stripe_blocks, node.width, grant.start,
+                               grant.end)
+        return [self.signer.sign(node.node_id, client_id, grant.mode, start, end, expires,
+                                 node.copies(column))
+                for column, (start, end) in enumerate(ranges)]
+
+    def _files_under(self, path: tuple[str, ...]) -> list[Node]:
+        """The files at or below `path`, a page of a directory at a time."""
+        node = self.namespace.lookup(path)
+        if not node.is_dir:
+            return [node]
+        files, pending = [], [path]
+        while pending:
+            here, after = pending.pop(), ""
+            while page := self.namespace.listdir(here, after, LIST_PAGE):
+                for name, child in page:
+                    (pending.append(here + (name,)) if child.is_dir else files.append(child))
+                after = page[-1][0]
+        return files
+
+    # --- client streams (the servicer's Sessions) ---------------------------------------
+    async def _read_stream(self, stream, request_iterator) -> None:
+        async for message in request_iterator:
+            kind = message.WhichOneof("body")
+            self.sessions.heard_on(stream, message.heartbeat if kind == "heartbeat" else None)
+            if kind == "join":
+                self.sessions.join(stream, message.join.client_id, message.join.session_key)
+            elif kind == "leave":
+                if self.sessions.member(stream, message.leave.client_id) is not None:
+                    self.sessions.end(message.leave.client_id, "its client gave it up")
+            elif kind == "revoke_ack":
+                ack = message.revoke_ack
+                session = self.sessions.member(stream, ack.client_id)
+                if session is None:  # ended meanwhile, or not this stream's to answer for
+                    continue
+                revoked = session.revoked_files.pop(ack.revoke_id, None)
+                if revoked is not None:  # before the waiting request is granted
+                    file_id, tail = revoked  # a client gives up the tail only once all is stored
+                    self.sizes.reported(session.client_id, file_id, ack.size, stored=tail)
+                self.tokens.acknowledge(session.client_id, ack.revoke_id)
+            elif kind == "size_reply":
+                self.sessions.answered(stream, message.size_reply)
+        self.sessions.close_stream(stream, "the client closed its stream")
+
+    # --- fileservers' control streams (the servicer's Attach) -----------------------------
+    async def _fileserver_attached(self, link) -> None:
+        """A fileserver attached: what it lost is stale, what it missed can be copied now."""
+        if link.lost_data:
+            stale = await self._on_db_thread(self.copies.lost, link.index)
+            log.warning("fileserver %d's copies of %d replicated files are stale: resyncing",
+                        link.index, stale)
+        self.repair.wake()  # (whatever it missed while away can be copied now)
+        self.deletions.attached(link.index)
+
+    async def _read_fileserver(self, link, request_iterator) -> None:
+        async for message in request_iterator:
+            kind = message.WhichOneof("body")
+            if kind == "heartbeat":
+                self.cluster.heartbeat(link, message.heartbeat.seq)
+            elif kind == "table_ack":
+                self.cluster.table_acked(link, message.table_ack.version)
+            elif kind == "deleted":
+                await self.deletions.confirmed(link.index, list(message.deleted.file_ids))
+            elif kind == "length":
+                self.cluster.lengths.answered(message.length.query_id, message.length.length)
+        self.cluster.detach(link)
+
+    # --- namespace changes (the servicer's Create, Rename, Open, Delete) -------------------
+    async def _create(self, path: tuple[str, ...], width: int, replicas: int) -> Node:
+        servers = self.cluster.place(width, replicas)
+        node = await self._db(self.namespace.create, path, self.block_size, self.stripe_blocks,
+                              servers, replicas)
+        online = self.cluster.online()
+        for index in servers:
+            if index not in online:  # born stale (cluster.place)
+                await self._db(self.copies.missed, node.node_id, index, 0, INFINITY)
+                log.info("file %d's copy on fileserver %d is stale from the start: it is "
+                         "offline", node.node_id, index)
+        log.debug("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
+                 node.node_id, servers)
+        return node
+
+    async def _rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+        async with self._namespace_lock:
+            for path in (old, new):
+                try:
+                    node = self.namespace.lookup(path)
+                except OSError:
+                    continue  # a missing name: the rename itself says what is wrong
+                if not node.is_dir and self.open_files.is_open(node.node_id):
+                    raise _busy("rename" if path == old else "replace", "/".join(path),
+                                self.open_files.openers(node.node_id))
+            replaced = await self._db(self.namespace.rename, old, new)
+        if replaced is not None and not replaced.is_dir:
+            self.deletions.add(replaced.node_id, replaced.servers)
+        log.debug("renamed %s to %s", brief("/".join(old)), brief("/".join(new)))
+
+    async def _open(self, client_id: int, path: tuple[str, ...], named: str) -> Node:
+        """Opens `path` (as the caller `named` it) for the client."""
+        async with self._namespace_lock:
+            node = self.namespace.lookup(path)
+            if node.is_dir:
+                raise OSError(errno.EISDIR, f"is a directory: {brief(named)}")
+            if self.open_files.has_open(client_id, node.node_id):
+                raise OSError(errno.EBUSY, f"{brief(named)} is already open in this "
+                                           "client; close it first")
+            self.open_files.open(client_id, node)
+        return node
+
+    async def _delete(self, path: tuple[str, ...], named: str) -> None:
+        """Deletes the file at `path` (as the caller `named` it), unless it is open anywhere."""
+        async with self._namespace_lock:
+            node = self.namespace.lookup(path)
+            if self.open_files.is_open(node.node_id):
+                raise _busy("delete", named, self.open_files.openers(node.node_id))
+            await self._db(self.namespace.unlink, path)
+        log.debug("deleted %s (file %d)", brief("/".join(path)), node.node_id)
+        self.deletions.add(node.node_id, node.servers)
+
+    # --- sizes (the servicer's Truncate) -------------------------------------------------
+    async def _truncate(self, client_id: int, f: OpenFile, size: int) -> int:
+        """Cuts or extends the open file `f` to `size` bytes; its new size epoch."""
+        if size > MAX_FILE_SIZE:
+            raise OSError(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes")
+        if not self.tokens.holds(client_id, f.node.node_id, size, INFINITY, WRITE):
+            raise ValueError("truncate needs a WRITE token from the new end to infinity")
+        if size > f.node.size and not await self.sizes.stored(f.node, size):
+            raise ValueError(f"the objects of file {f.node.node_id} were not extended to "
+                             f"{size} bytes")
+        # mtime moves at the close that follows (the client counts a truncate as a write).
+        await self._db(self.namespace.record_size, f.node.node_id, size, False, True)
+        f.node = self.namespace.get(f.node.node_id)
+        return self.open_files.truncated(f, size)
+
+    # --- tokens (the servicer's Acquire) -------------------------------------------------
+    async def _acquire(self, client_id: int, file_id: int, start: int, end: int, mode: int):
+        """A token's grant, once the conflicting holders have given it up."""
+        answer = asyncio.get_running_loop().create_future()
+
+        def done(grant, error) -> None:
+            answer.set_exception(error) if error else answer.set_result(grant)
+        pending = self.tokens.request(client_id, file_id, start, end, mode, done)
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            self.tokens.cancel(pending)
+            raise
+
+    # --- durability ------------------------------------------------------------------------
+    async def _sync_metadata(self) -> None:
+        """Puts committed namespace changes on the disk every second (see namespace.py)."""
+        while True:
+            await asyncio.sleep(SYNC_SECONDS)
+            await self._on_db_thread(self.namespace.sync)
+
+
+def _busy(what: str, path: str, openers: list[int]) -> OSError:
+    return OSError(errno.EBUSY, f"cannot {what} {brief(path)}: it is open by client(s) "
+                                f"{openers[:10]}; they must close it first")
