@@ -45,6 +45,7 @@ from pfs._native import BlockTable
 
 from . import shared
 from .metadata import ExecStat
+from .ranges import INFINITY
 from .workers import Workers
 
 
@@ -464,13 +465,18 @@ class BlockCache:
     # --- giving blocks up -------------------------------------------------------------------
     def revoke(self, f: CachedFile, start: int, end: int, drop: bool) -> None:
         """Before a token on [start, end) is given up: write back dirty blocks touching it, and
-        drop them when the token is dropped (kept clean when it is downgraded to READ). If the
-        write-back fails, every block stays as it was, dirty ones dirty: the token may not be
-        given up before they are stored, so the caller tries again."""
+        drop them when the token is dropped (kept clean when it is downgraded to READ). Giving
+        up the tail (`end` INFINITY) writes back every dirty block of the file, so that the
+        size reported with it is stored all the way; each counts as a writeback, being written
+        back because of the revocation. If the write-back fails, every block stays as it was,
+        dirty ones dirty: the token may not be given up before they are stored, so the caller
+        tries again."""
         B = f.block_size
-        blocks = [b for b in self._cached_blocks(f) if b * B < end and start < (b + 1) * B]
-        self._wait_idle(f, blocks)
-        self.stats.num_writebacks += self._write_back(f, blocks)
+        cached = self._cached_blocks(f)
+        blocks = [b for b in cached if b * B < end and start < (b + 1) * B]
+        written = cached if end == INFINITY else blocks
+        self._wait_idle(f, written)
+        self.stats.num_writebacks += self._write_back(f, written)
         if drop:
             self.stats.num_invalidations += len(blocks)
             self._forget(f, blocks)

@@ -731,8 +731,6 @@ class Client:
         pause = 0.05
         while True:
             try:
-                if tail:
-                    self._cache.flush(f)
                 self._cache.revoke(f, revoke.start, revoke.end, drop=revoke.to_mode != READ)
                 with self._unlocked():  # (operations on the range wait: it is revoking)
                     self._dataplane.settle(f, lo, hi)  # stored before it is given up

@@ -75,3 +75,39 @@ def test_numpy_arrays_are_read_into_in_place(clients, name):
     assert target.ctypes.data == address and np.array_equal(target, source)
     assert client.pfs_read(fd, target[::2], 8, 0) == -1  # not contiguous: refused, not copied
     assert client.pfs_close(fd) == 0
+
+
+def _stats(client: pfs.Client) -> dict:
+    stats = pfs.ExecStat()
+    assert client.pfs_execstat(stats) == 0
+    return vars(stats)
+
+
+def test_revocations_count_the_blocks_they_write_back_and_drop(clients, name):
+    """A writer holds 8 dirty blocks (B=512) of a 4 KiB file; another client's requests revoke
+    parts of its WRITE token, and each dirty block written back because of a revocation counts
+    once as a writeback, each block dropped as an invalidation: a READ of the tail (from block
+    7 past the end: every dirty block of the file is written back, so that the size the writer
+    reports is stored, and all are kept, the token downgraded), then, once the writer dirtied
+    blocks 2 and 4 again, a WRITE request in the middle (block 2: written back and dropped)
+    and a READ in the middle (block 4: written back and kept)."""
+    writer, other = clients(2, cache_blocks=16)
+    assert writer.pfs_create(name, 4) == 0
+    fd = writer.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert writer.pfs_write(fd, DATA, 4096, 0) == 4096      # 8 blocks, all dirty
+    theirs = other.pfs_open(name, pfs.PFS_READ_WRITE)
+    buf = bytearray(1024)
+    assert other.pfs_read(theirs, buf, 1024, 3584) == 512   # to the end, and past it
+    assert buf[:512] == DATA[3584:]
+    counts = lambda: (_stats(writer)["num_writebacks"], _stats(writer)["num_invalidations"])
+    assert counts() == (8, 0)
+
+    for block in (2, 4):
+        assert writer.pfs_write(fd, b"d" * 512, 512, block * 512) == 512
+    assert other.pfs_write(theirs, b"w" * 512, 512, 1024) == 512
+    assert counts() == (9, 1)
+    assert other.pfs_read(theirs, buf, 512, 2048) == 512
+    assert buf[:512] == b"d" * 512
+    assert counts() == (10, 1)
+    assert writer.pfs_close(fd) == 0
+    assert other.pfs_close(theirs) == 0
