@@ -148,6 +148,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             self.sessions.restore(client_id, hashed)
             self.tokens.add_client(client_id)
         self.cluster.restore(recorded)
+        for client_id in self.copies.writers() - recorded.keys():
+            # Its session was forgotten, but the metaserver stopped before the copies it may
+            # have left apart were recorded: its tokens are unknown, and no fileserver online.
+            self.copies.abandoned(client_id, None, set())
         self.recovery = Recovery(recorded)
         self.recovery_seconds = recovery_seconds
 
@@ -293,10 +297,37 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         except (StorageFull, OSError) as e:  # restored after a restart, it is evicted again
             log.error("could not forget client %d's session: %s", session.client_id, e)
         await self.cluster.fence(session.client_id)
+        await self._abandon_writes(session)
         if evicted:
             await asyncio.sleep(max(0.0, self.sessions.lease_end(session) - time.monotonic()))
         self.tokens.remove_client(session.client_id)
         self.open_files.close_all(session.client_id)
+
+    async def _abandon_writes(self, session: ClientSession) -> None:
+        """Before the session's tokens move, and once it is fenced (so its fileservers' state
+        is known): the copies it may have left apart are made stale but one (copies.py). Its
+        tokens are unknown if it never reclaimed them after a restart. A commit that fails is
+        tried again: no token may move before the record is made."""
+        held = None if session.restored else {
+            file_id: [(start, end) for start, end, mode in
+                      self.tokens.holdings(session.client_id, file_id) if mode == WRITE]
+            for file_id in self.copies.writing_files(session.client_id)}
+        while True:
+            try:
+                recorded = await self._db(self.copies.abandoned, session.client_id, held,
+                                          self.cluster.online())
+                break
+            except (StorageFull, OSError) as e:
+                log.error("cannot record what client %d may have left unfinished (%s); its "
+                          "tokens wait", session.client_id, e)
+                await asyncio.sleep(1.0)
+        for file_id, server, start, end in recorded:
+            log.warning("client %d's session ended with file %d open for writing: its copy on "
+                        "fileserver %d counts as having missed bytes %d-%s until resynced",
+                        session.client_id, file_id, server, start,
+                        "end" if end >= INFINITY else end - 1)
+        if recorded:
+            self.repair.wake()
 
     async def _evict_overdue(self) -> None:
         while True:
@@ -516,6 +547,9 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         f = self.open_files.get(request.file_id)
         if f is not None and session.client_id in f.openers:
             await self._record_size(session, f, request.size, request.wrote)
+            if request.file_id in session.writing:  # every write it sent is stored or recorded
+                await self._db(self.copies.closed, session.client_id, request.file_id)
+                session.writing.discard(request.file_id)
             # Not open any more before the tokens go, so no request is granted in between.
             self.open_files.close(session.client_id, request.file_id)
             self.tokens.release_file(session.client_id, request.file_id)
@@ -594,6 +628,9 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Acquire(self, request, context):
         session = await self._recovered(context)
         f = self.open_files.of(session.client_id, request.file_id)
+        if request.mode == WRITE and f.node.replicas > 1 and f.node.node_id not in session.writing:
+            await self._db(self.copies.writing, session.client_id, f.node.node_id)
+            session.writing.add(f.node.node_id)
         answer = asyncio.get_running_loop().create_future()
 
         def done(grant, error) -> None:
