@@ -130,7 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     address_file = data / "metaserver.address"
     address_file.unlink(missing_ok=True)
     stop = StopOnSignals()
-    common = ["--log-level", args.log_level, "--die-with-parent"]
+    common = ["--log-level", args.log_level, "--die-with-parent", *_host_flags(args)]
     env = dict(os.environ)
     if args.secret_file:
         common += ["--secret-file", str(pathlib.Path(args.secret_file).resolve())]
@@ -190,7 +190,8 @@ def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
     argv = ["up", "--data-dir", str(data), "--fileservers", str(args.fileservers),
             "--port", str(args.port), "--block-size", str(args.block_size),
             "--stripe-blocks", str(args.stripe_blocks), "--lease-seconds", str(args.lease_seconds),
-            "--replicas", str(args.replicas), "--log-level", args.log_level, *_recovery_flag(args)]
+            "--replicas", str(args.replicas), "--log-level", args.log_level, *_recovery_flag(args),
+            *_host_flags(args)]
     for flag, path in (("--secret-file", args.secret_file), ("--tls-cert", args.tls_cert),
                        ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca),
                        ("--tls-client-ca", args.tls_client_ca)):
@@ -228,6 +229,11 @@ def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
           f"  export PFS_METASERVER={address}\n"
           f"Its log is {log_path}; `pfs down --data-dir {data}` stops it.", flush=True)
     return 0
+
+
+def _host_flags(args: argparse.Namespace) -> list[str]:
+    """Where every server of `pfs up` listens (each checks that it may)."""
+    return ["--host", args.host, *["--insecure"] * args.insecure]
 
 
 def _recovery_flag(args: argparse.Namespace) -> list[str]:
@@ -444,6 +450,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--detach", action="store_true",
                     help=f"run in the background, logging to DATA_DIR/{DETACHED_LOG}; return "
                          "once the cluster serves (default: off, in the foreground)")
+    up.add_argument("--host", default="127.0.0.1",
+                    help="address every server listens on (clients and fileservers of other "
+                         "machines reach them there); beyond loopback needs --secret-file or "
+                         "--insecure (default %(default)s)")
+    insecure_flag(up)
     cluster_flags(up)
     server_flags(up)
     up.add_argument("--tls-ca", help="CA of the servers' certificates (default: --tls-cert "

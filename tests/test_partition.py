@@ -1,14 +1,15 @@
 """A network partition (README, "Deadlines"): one fileserver runs in a network namespace of its
 own, joined to this one by a veth pair, and the partition takes its link down, so packets to it
-vanish without an answer. Calls that need it must fail while the partition lasts, within the
-client's documented deadline, naming what was not stored; new clients still start; once the
-partition heals, close stores everything. Needs root (CI runs as root) and `ip`."""
+vanish without an answer (tests/netns.py). Calls that need it must fail while the partition
+lasts, within the client's documented deadline, naming what was not stored; new clients still
+start; once the partition heals, close stores everything. A client cut off together with that
+fileserver, which holds the first copy of a replicated file, and evicted with a write that only
+that copy took, must not have it served after the heal (docs/consistency.md, "What a failure
+costs"). Needs root (CI runs as root) and `ip`."""
 from __future__ import annotations
 
 import os
 import pathlib
-import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -17,28 +18,15 @@ import pytest
 
 import pfs
 from clusters import RemoteClient, read_file, wait_until
+from netns import Split, can_make_namespaces, far_fileserver
 from test_replicas import in_sync, objects, pfs_cli
 
 MiB = 1 << 20
 RETRY_SECONDS = 3
 
 
-def _can_make_namespaces() -> bool:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        return False
-    probe = f"pfs-probe-{secrets.token_hex(3)}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
-    if made:
-        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return made
-
-
-pytestmark = pytest.mark.skipif(not _can_make_namespaces(),
+pytestmark = pytest.mark.skipif(not can_make_namespaces(),
                                 reason="needs root and `ip netns` (network namespaces)")
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=30)
 
 
 class Partitioned:
@@ -50,24 +38,19 @@ class Partitioned:
     here)."""
 
     def __init__(self, data: pathlib.Path) -> None:
-        tag = secrets.token_hex(3)
-        self.netns, self.host_if, self.ns_if = f"pfs-{tag}", f"pf{tag}h", f"pf{tag}n"
-        subnet = 10, 213, secrets.randbelow(250) + 1
-        self.host_ip, self.ns_ip = ".".join(map(str, (*subnet, 1))), ".".join(map(str, (*subnet, 2)))
-        self.far_ip = ".".join(map(str, (10, 214, subnet[2], 1)))
         self.data_dir, self.processes = data, []
-        sh("ip", "netns", "add", self.netns)
-        sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
-        sh("ip", "link", "set", self.ns_if, "netns", self.netns)
-        sh("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
-        sh("ip", "link", "set", self.host_if, "up")
-        self._in_ns("ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
-        self._in_ns("ip", "addr", "add", f"{self.far_ip}/32", "dev", "lo")
-        self._in_ns("ip", "link", "set", self.ns_if, "up")
-        self._in_ns("ip", "link", "set", "lo", "up")
-        sh("ip", "route", "add", f"{self.far_ip}/32", "via", self.ns_ip, "dev", self.host_if)
+        self.split = Split()
+        self.far_ip = self.split.far_ip
+        try:
+            self._start_servers()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_servers(self) -> None:
+        data, split = self.data_dir, self.split
         address_file = data / "address"
-        self._start("metaserver", "--data-dir", data / "meta", "--host", self.host_ip,
+        self._start("metaserver", "--data-dir", data / "meta", "--host", split.host_ip,
                     "--port", "0", "--insecure", "--fileservers", "2", "--lease-seconds", "3",
                     "--block-size", "65536", "--stripe-blocks", "16",
                     "--address-file", address_file)
@@ -75,10 +58,9 @@ class Partitioned:
         self.address = address_file.read_text().strip()
         key = ("--cluster-key-file", data / "meta" / "cluster.key")
         self._start("fileserver", "--data-dir", data / "fs0", "--metaserver", self.address,
-                    "--name", "near", "--host", self.host_ip, "--insecure", *key)
-        self._start("fileserver", "--data-dir", data / "fs1", "--metaserver", self.address,
-                    "--name", "far", "--host", self.far_ip, "--insecure", *key,
-                    prefix=("ip", "netns", "exec", self.netns))
+                    "--name", "near", "--host", split.host_ip, "--insecure", *key)
+        self.processes.append(far_fileserver(split, data / "fs1", self.address,
+                                             data / "meta" / "cluster.key", self._log()))
         wait_until(self.starts, timeout=30, what="both fileservers to be online")
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -86,16 +68,15 @@ class Partitioned:
 
     def client_inside(self, **env: str) -> RemoteClient:
         """A client process in the far fileserver's namespace (tests/worker.py)."""
-        return RemoteClient(self, cache_blocks=0, prefix=("ip", "netns", "exec", self.netns),
-                            **env)
+        return RemoteClient(self, cache_blocks=0, prefix=self.split.prefix, **env)
 
-    def _in_ns(self, *args: str) -> None:
-        sh("ip", "netns", "exec", self.netns, *args)
+    def _log(self):
+        return open(self.data_dir / "servers.log", "ab")
 
-    def _start(self, *args, prefix=()) -> None:
-        log = open(self.data_dir / "servers.log", "ab")
+    def _start(self, *args) -> None:
+        log = self._log()
         self.processes.append(subprocess.Popen(
-            [*prefix, sys.executable, "-m", "pfs", *map(str, args), "--die-with-parent"],
+            [sys.executable, "-m", "pfs", *map(str, args), "--die-with-parent"],
             stdout=log, stderr=log, cwd=self.data_dir, start_new_session=True))
 
     def starts(self) -> bool:
@@ -106,19 +87,11 @@ class Partitioned:
         probe.pfs_finish(probe.pfs_initialize())
         return online == 2
 
-    def cut(self) -> None:
-        """Packets to and from the far fileserver vanish, without an answer."""
-        self._in_ns("ip", "link", "set", self.ns_if, "down")
-
-    def heal(self) -> None:
-        self._in_ns("ip", "link", "set", self.ns_if, "up")
-        sh("ip", "route", "replace", f"{self.far_ip}/32", "via", self.ns_ip, "dev", self.host_if)
-
     def stop(self) -> None:
         for process in self.processes:
             process.kill()
             process.wait(20)
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        self.split.delete()
 
 
 @pytest.fixture
@@ -146,7 +119,7 @@ def test_calls_fail_within_the_deadline_while_partitioned_and_store_once_healed(
     assert client.pfs_write(fd, data, 4 * MiB, 0) == 4 * MiB
     assert client.pfs_fsync(fd) == 0, pfs.pfs_last_error()
 
-    partitioned.cut()
+    partitioned.split.cut()
     assert client.pfs_write(fd, data[4 * MiB:], 4 * MiB, 4 * MiB) == 4 * MiB  # write-behind
     # Each fails while the partition lasts (it lasts until they return), saying what is not
     # stored; none waits out the partition.
@@ -162,7 +135,7 @@ def test_calls_fail_within_the_deadline_while_partitioned_and_store_once_healed(
                what="a new client to start while a fileserver is cut off")
     newcomer.pfs_finish(newcomer.pfs_initialize())
 
-    partitioned.heal()
+    partitioned.split.heal()
     wait_until(lambda: client.pfs_close(fd) == 0, timeout=60,
                what="close to store everything once the partition healed")
     fd = client.pfs_open("f", pfs.PFS_READ)
@@ -217,7 +190,7 @@ def test_a_write_cut_off_with_one_copy_never_comes_back(partitioned):
         # A write that completes (the old bytes again) gives X its WRITE token before the cut.
         assert x.call("pfs_write", fd_x, old[:len(CUT_OFF)], len(CUT_OFF), 0) == len(CUT_OFF)
         assert x.call("pfs_fsync", fd_x) == 0, x.call("last_error")
-        partitioned.cut()
+        partitioned.split.cut()
         assert x.call("pfs_write", fd_x, CUT_OFF, len(CUT_OFF), 0) == len(CUT_OFF)
         x.send("pfs_fsync", fd_x)
         # Meanwhile, on the other side: the read waits for X's eviction, then gets old bytes.
@@ -235,7 +208,7 @@ def test_a_write_cut_off_with_one_copy_never_comes_back(partitioned):
     finally:
         x.close()
 
-    partitioned.heal()
+    partitioned.split.heal()
     wait_until(lambda: in_sync(partitioned), timeout=60, what="the far copy's resync")
     fresh = pfs.Client(metaserver=partitioned.address, cache_blocks=0)
     assert fresh.pfs_initialize() > 0, pfs.pfs_last_error()

@@ -15,6 +15,10 @@ Sessions survive a restart: they are recorded in the namespace, and a restarted 
 their clients reclaim them, with their open files and tokens, within a recovery window
 (recovery.py); calls that need the state of before wait for the window to end.
 
+A session ending leaves no copy apart: if it may have been writing a replicated file it had not
+closed, every copy but one is recorded stale for its WRITE tokens' bytes once it is fenced and
+before those tokens move (copies.py, `_abandon_writes`).
+
 Everything runs on one event loop. SQLite is read and written on it directly: reads are quick
 and WAL never blocks them, and a commit only appends to the log (namespace.py). A hop to another
 thread and back would cost each change two thread wakeups, which on a loaded machine are most of
@@ -704,6 +708,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                nodes.get(claim.file_id), stored.get(claim.file_id, False))
             for claim in request.files])
         session.restored = False
+        session.writing.update(self.copies.writing_files(session.client_id))  # (recorded before)
         self.sessions.heard_from(session)
         self.recovery.back(session.client_id)
         refused = sum(1 for f in reply.files if f.refused)
