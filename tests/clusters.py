@@ -142,9 +142,12 @@ class RemoteClient:
     `remote.call("pfs_write", fd, b"data", 4, 0)` runs the C-like call there and returns its
     result; bytes travel as hex, and pfs_read results come back as (n, data)."""
 
-    def __init__(self, cluster: Cluster, cache_blocks: int = 16, **env: str) -> None:
+    def __init__(self, cluster: Cluster, cache_blocks: int = 16, prefix: tuple[str, ...] = (),
+                 **env: str) -> None:
+        """`prefix`: a command that runs the worker (given as its arguments), e.g. in a
+        network namespace; `cluster` is anything with `env(**extra)`."""
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER)],
+            [*prefix, sys.executable, str(WORKER)],
             env=cluster.env(PFS_CACHE_BLOCKS=str(cache_blocks), **env),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.client_id = self.call("pfs_initialize")

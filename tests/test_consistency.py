@@ -36,6 +36,7 @@ import pytest
 import pfs
 from clusters import COURSE, Cluster, RemoteClient, wait_until
 from consistency import Op, find_order
+from netns import Split, can_make_namespaces, far_fileserver
 from test_replicas import in_sync
 
 SEEDS = [int(s) for s in os.environ.get("PFS_CONSISTENCY_SEEDS", "1,2,3").split(",")]
@@ -48,8 +49,18 @@ MAX_LEN = 1300          # up to three blocks, so operations span block and strip
 
 
 def make_file(setup: pfs.Client, name: str, seed: int, initial: bytes,
-              replicas: int = 1) -> None:
-    setup.create(name, 1 + seed % (4 // replicas), replicas)
+              replicas: int = 1, first_copy_on: int | None = None) -> None:
+    """Creates the file holding `initial`; with `first_copy_on`, created again (placement moves
+    along for each new file) until that fileserver holds the first copy of a stripe column."""
+    width = 1 + seed % (4 // replicas)
+    setup.create(name, width, replicas)
+    for _ in range(8):
+        if first_copy_on is None or first_copy_on in setup.stat(name).recipe.servers[:width]:
+            break
+        assert setup.pfs_delete(name) == 0, pfs.pfs_last_error()
+        setup.create(name, width, replicas)
+    else:
+        raise AssertionError(f"no new file put a first copy on fileserver {first_copy_on}")
     fd = setup.pfs_open(name, pfs.PFS_READ_WRITE)
     assert setup.pfs_write(fd, initial, len(initial), 0) == len(initial)
     assert setup.pfs_close(fd) == 0
@@ -141,6 +152,8 @@ def test_racing_clients_growing_file(cluster, clients, name, seed):
 
 
 NEMESIS_SEEDS = [int(s) for s in os.environ.get("PFS_NEMESIS_SEEDS", "1,2").split(",")]
+REPLICATED_SEEDS = [int(s) for s in os.environ.get("PFS_NEMESIS_REPLICATED_SEEDS",
+                                                   str(NEMESIS_SEEDS[0])).split(",")]
 NEMESIS_SECONDS = float(os.environ.get("PFS_NEMESIS_SECONDS", "6"))
 LEASE = 2.0
 
@@ -162,13 +175,56 @@ def journal_ops(client: int, path) -> list[Op]:
     return ops
 
 
+class CutOff:
+    """The nemesis's partition (tests/netns.py): a fifth fileserver in a network namespace,
+    which holds the first copy of a stripe column of the replicated file, and a writer there
+    with it (no cache: its writes go straight to the copies). The cluster must listen where the
+    namespace reaches it (`cluster_args`)."""
+
+    def __init__(self) -> None:
+        self.split = Split()
+        self.cluster_args = ("--host", self.split.host_ip, "--insecure")
+        self.fileserver: subprocess.Popen | None = None
+        self.cut_at = 0
+
+    def start(self, cluster: Cluster) -> int:
+        """Starts the far fileserver; its index, once it is online with the others."""
+        self.fileserver = far_fileserver(self.split, cluster.data_dir / "far", cluster.address,
+                                         cluster.key_file, open(cluster.log, "ab"))
+        index: list[int] = []
+
+        def attached() -> bool:
+            probe = cluster.client(cache_blocks=0)
+            index.extend(i for i, a in probe.fileservers().items()
+                         if a.startswith(self.split.far_ip + ":"))
+            online = probe.layout().fileservers_online
+            probe.pfs_finish(probe.pfs_initialize())
+            return bool(index) and online == cluster.fileservers + 1
+        wait_until(attached, timeout=30, what="the far fileserver to be online")
+        return index[0]
+
+    def writer(self, cluster: Cluster) -> RemoteClient:
+        return RemoteClient(cluster, cache_blocks=0, prefix=self.split.prefix,
+                            PFS_RETRY_SECONDS="1")
+
+    def cut(self) -> None:
+        self.split.cut()
+        self.cut_at = time.monotonic_ns()
+
+    def stop(self) -> None:
+        if self.fileserver is not None:
+            self.fileserver.kill()
+            self.fileserver.wait(20)
+        self.split.delete()
+
+
 def data_dir_of(pid: int) -> pathlib.Path:
     args = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")
     return pathlib.Path(args[args.index("--data-dir") + 1])
 
 
 @pytest.mark.parametrize("seed, replicas", [(seed, 1) for seed in NEMESIS_SEEDS] +
-                         [(NEMESIS_SEEDS[0], 2)])
+                         [(seed, 2) for seed in REPLICATED_SEEDS])
 def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
     """Four clients race while one is frozen past its lease, a fileserver is killed (and
     restarted by `pfs up`; with two copies, after its data directory is wiped), and another
@@ -183,26 +239,42 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
     only once the others are done, so that nothing it might still write back is hidden by later
     writes: everything it does then must fail. Every successful read, and the final file, must
     be explained; a surviving client that lost its session meanwhile (evicted while it could
-    not store what a revocation needed) counts as crashed then."""
+    not store what a revocation needed) counts as crashed then.
+
+    With two copies (and network namespaces), a fifth client writes from the far side of a
+    partition (CutOff) that begins as the first client freezes and ends after the stall, cut
+    off with the first copy of a column of the file: what it wrote may have reached that copy
+    alone. It is evicted (the partition heals after the restarted metaserver's recovery window),
+    by the metaserver before its death or at the window's end: no read may see bytes that
+    only the far copy took unless every later one could, and the resync and scrub must leave
+    the copies equal."""
     rng = random.Random(seed)
-    cluster = Cluster(tmp_path / "cluster", lease_seconds=LEASE, **COURSE).start()
+    cut_off = CutOff() if replicas > 1 and can_make_namespaces() else None
+    cluster = Cluster(tmp_path / "cluster", lease_seconds=LEASE, **COURSE,
+                      extra_args=cut_off.cluster_args if cut_off else ()).start()
     try:
+        far = cut_off.start(cluster) if cut_off else None
         setup = cluster.client()
         initial = bytes((i * 29 + seed) % 247 for i in range(FILE_SIZE))
         name = f"nemesis-{seed}"
-        make_file(setup, name, seed, initial, replicas)
+        make_file(setup, name, seed, initial, replicas, first_copy_on=far)
         caches = [16, 16, 0, 2]  # frozen, killed, and two that survive
         workers = [RemoteClient(cluster, cache_blocks=c, PFS_RETRY_SECONDS="1") for c in caches]
+        workers += [cut_off.writer(cluster)] if cut_off else []
         journals = [tmp_path / f"journal-{k}.jsonl" for k in range(len(workers))]
-        frozen, killed, survivors = workers[0], workers[1], workers[2:]
+        frozen, killed, survivors = workers[0], workers[1], workers[2:4]
+        histories = {}
         try:
-            for k, worker in enumerate(workers):  # the frozen one runs on after its resume
+            # The frozen one runs on after its resume; the cut-off one on past the heal.
+            for k, worker in enumerate(workers):
                 worker.send("random_ops", name, seed * 100 + k, 10_000, FILE_SIZE, WRITABLE_END,
-                            MAX_LEN, str(journals[k]),
-                            NEMESIS_SECONDS * (3 if worker is frozen else 1), True)
+                            MAX_LEN, str(journals[k]), NEMESIS_SECONDS * (3, 1, 1, 1, 2)[k],
+                            True)
             time.sleep(rng.uniform(0.3, 0.8))
             stopped = time.monotonic_ns()
             frozen.pause()
+            if cut_off:
+                cut_off.cut()
             time.sleep(rng.uniform(0.2, 1.0))
             crashed, stalled = rng.sample(cluster.server_pids("fileserver"), 2)
             crashed_dir = data_dir_of(crashed)
@@ -221,7 +293,13 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
             killed.kill()
             time.sleep(rng.uniform(2.0, 3.0))
             os.kill(stalled, signal.SIGCONT)
-            histories = {2 + k: w.receive(timeout=120) for k, w in enumerate(survivors)}
+            if cut_off:  # healed once the writer cannot have reclaimed: it is evicted
+                wait_until(lambda: "recovery over" in cluster.log.read_text(), timeout=60,
+                           what="the restarted metaserver's recovery window to end")
+                time.sleep(rng.uniform(0.0, 1.0))
+                cut_off.split.heal()
+                histories[4] = workers[4].receive(timeout=120)
+            histories.update({2 + k: w.receive(timeout=120) for k, w in enumerate(survivors)})
             resumed = time.monotonic_ns()
             frozen.resume()
             histories[0] = frozen.receive(timeout=120)
@@ -234,10 +312,13 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
             scrubbed = subprocess.run([sys.executable, "-m", "pfs", "scrub", name],
                                       capture_output=True, text=True, timeout=60,
                                       env=cluster.env(), cwd=cluster.data_dir)
-            assert scrubbed.returncode == 0, f"copies differ after the resync: {scrubbed}"
+            assert scrubbed.returncode == 0 and "all good" in scrubbed.stdout, \
+                f"copies differ after the resync: {scrubbed}"
             assert read_final(setup, name, FILE_SIZE) == final
     finally:
         cluster.stop()
+        if cut_off:
+            cut_off.stop()
 
     log = cluster.log.read_text()
     for worker in survivors:  # back after the metaserver's restart, with what they held
@@ -255,6 +336,9 @@ def test_racing_clients_with_a_nemesis(tmp_path, seed, replicas):
         "no fsync or close was made while the metaserver was down or recovering"
     ops = [op for op in calls if op.kind in ("read", "write")]  # what the checker orders
     crashes = {0: (stopped, resumed), 1: (killed_at, None)}
+    if cut_off:
+        lost = [op.end for op in ops if op.client == 4 and op.error == errno.ENOTCONN]
+        crashes[4] = (cut_off.cut_at, min(lost, default=None))
     for k in (2, 3):
         lost = [op.end for op in ops if op.client == k and op.error == errno.ENOTCONN]
         if lost:

@@ -166,6 +166,11 @@ the command returns once the cluster serves, and `pfs down --data-dir D` stops i
     up.add_argument("--detach", action="store_true",
                     help=f"run in the background, logging to DATA_DIR/{DETACHED_LOG}; return "
                          "once the cluster serves (default: off, in the foreground)")
+    up.add_argument("--host", default="127.0.0.1",
+                    help="address every server listens on (clients and fileservers of other "
+                         "machines reach them there); beyond loopback needs --secret-file or "
+                         "--insecure (default %(default)s)")
+    _insecure_flag(up)
     _cluster_flags(up)
     _server_flags(up)
     up.add_argument("--tls-ca", help="CA of the servers' certificates (default: --tls-cert "

@@ -64,7 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _children_flags(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The flags every server of the cluster gets, and their environment."""
-    common = ["--log-level", args.log_level, "--die-with-parent"]
+    common = ["--log-level", args.log_level, "--die-with-parent", *_host_flags(args)]
     env = dict(os.environ)
     if args.secret_file:
         common += ["--secret-file", str(pathlib.Path(args.secret_file).resolve())]
@@ -133,7 +133,8 @@ def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
     argv = ["up", "--data-dir", str(data), "--fileservers", str(args.fileservers),
             "--port", str(args.port), "--block-size", str(args.block_size),
             "--stripe-blocks", str(args.stripe_blocks), "--lease-seconds", str(args.lease_seconds),
-            "--replicas", str(args.replicas), "--log-level", args.log_level, *_recovery_flag(args)]
+            "--replicas", str(args.replicas), "--log-level", args.log_level, *_recovery_flag(args),
+            *_host_flags(args)]
     for flag, path in (("--secret-file", args.secret_file), ("--tls-cert", args.tls_cert),
                        ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca),
                        ("--tls-client-ca", args.tls_client_ca)):
@@ -176,6 +177,11 @@ def _wait_for_detached(child: subprocess.Popen, log_path: pathlib.Path, start: i
     except KeyboardInterrupt:
         _stop_children([child], 130)
         raise
+
+
+def _host_flags(args: argparse.Namespace) -> list[str]:
+    """Where every server of `pfs up` listens (each checks that it may)."""
+    return ["--host", args.host, *["--insecure"] * args.insecure]
 
 
 def _recovery_flag(args: argparse.Namespace) -> list[str]:

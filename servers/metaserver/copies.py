@@ -10,13 +10,26 @@ no more (grants tell them), until the resync (repair.py) has copied those bytes 
 copy and the range is gone from here. Ranges are in the object's local offsets, INFINITY-ended
 for "everything".
 
+A writer that cannot finish leaves no copy that took its bytes readable: a session that may
+send writes to a replicated file is recorded here (`writing`) before its first WRITE token on
+it, until it closes the file (a close succeeds only once every write is on every copy or
+recorded). A session that ends with the file still open (evicted, died, cut off, or never
+reclaimed after a restart) may have put bytes on some copies and not others, unrecorded: before
+any of its tokens goes to another client, `abandoned` records every copy of those bytes but
+one good copy as having missed them, so readers go to that one and the resync makes the others
+equal to it. Which copy is kept does not matter: a write whose writer never learned its
+outcome may have happened or not.
+
 Thread-safety: the namespace's (its transactions and reads).
 """
 from __future__ import annotations
 
+import sqlite3
+
+from pfs.capability import column_ranges
 from pfs.ranges import INFINITY
 
-from .namespace import Namespace
+from .namespace import Namespace, NamespaceError, Node
 
 
 class Copies:
@@ -27,14 +40,7 @@ class Copies:
         """Records that the copy of the file on `server` lacks local bytes [start, end),
         merged with what it lacked already."""
         with self._namespace.transaction() as db:
-            rows = db.execute("SELECT start, end_ FROM missed WHERE file_id = ? AND server = ? "
-                              "AND start <= ? AND end_ >= ?", (file_id, server, end, start))
-            for s, e in rows.fetchall():
-                start, end = min(start, s), max(end, e)
-            db.execute("DELETE FROM missed WHERE file_id = ? AND server = ? AND start <= ? "
-                       "AND end_ >= ?", (file_id, server, end, start))
-            db.execute("INSERT INTO missed (file_id, server, start, end_) VALUES (?, ?, ?, ?)",
-                       (file_id, server, start, end))
+            _merge(db, file_id, server, start, end)
 
     def lost(self, server: int) -> int:
         """Fileserver `server` lost its data: its copy of every replicated file missed
@@ -86,3 +92,74 @@ class Copies:
             "SELECT file_id, server, CASE WHEN MAX(end_) >= ? THEN 0 ELSE TOTAL(end_ - start) "
             "END FROM missed GROUP BY file_id, server ORDER BY file_id LIMIT ?",
             (INFINITY, limit))]
+
+    # --- writers that may leave copies apart (the module's second paragraph) ---------------
+    def writing(self, client_id: int, file_id: int) -> None:
+        """The client may send writes to the (replicated) file from now on."""
+        with self._namespace.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO writing (client_id, file_id) VALUES (?, ?)",
+                       (client_id, file_id))
+
+    def closed(self, client_id: int, file_id: int) -> None:
+        """The client closed the file: every write it sent is on every copy, or recorded."""
+        with self._namespace.transaction() as db:
+            db.execute("DELETE FROM writing WHERE client_id = ? AND file_id = ?",
+                       (client_id, file_id))
+
+    def writing_files(self, client_id: int) -> list[int]:
+        return [row[0] for row in self._namespace.query(
+            "SELECT file_id FROM writing WHERE client_id = ?", (client_id,))]
+
+    def writers(self) -> set[int]:
+        """The clients recorded as writing some file."""
+        return {row[0] for row in self._namespace.query("SELECT DISTINCT client_id FROM writing")}
+
+    def abandoned(self, client_id: int, held: dict[int, list[tuple[int, int]]] | None,
+                  online: set[int]) -> list[tuple[int, int, int, int]]:
+        """The client's session ended with files it was writing still open: for each, every
+        copy but one good one missed the local bytes of the file ranges it held WRITE tokens on
+        (`held`, by file; None when they are unknown, after a restart: the whole file). One
+        commit, which also forgets the client's files. What was recorded, (file id, fileserver,
+        start, end)."""
+        recorded = []
+        for file_id in self.writing_files(client_id):
+            try:
+                node = self._namespace.get(file_id)
+            except NamespaceError:
+                continue  # deleted: nothing of it is read again
+            ranges = [(0, INFINITY)] if held is None else held.get(file_id, [])
+            recorded += _all_but_one(node, ranges, self.stale(file_id), online)
+        with self._namespace.transaction() as db:
+            for missed in recorded:
+                _merge(db, *missed)
+            db.execute("DELETE FROM writing WHERE client_id = ?", (client_id,))
+        return recorded
+
+
+def _all_but_one(node: Node, ranges: list[tuple[int, int]], stale: set[int],
+                 online: set[int]) -> list[tuple[int, int, int, int]]:
+    """For file ranges a writer may have left on some copies only: per stripe column, the
+    local ranges every copy but the kept one must count as missed. The kept copy missed nothing
+    (else the resync could not copy from it) and is online if one such is, so reads go on."""
+    missed = []
+    for column in range(node.width):
+        copies = node.copies(column)
+        kept = min(copies, key=lambda i: (i in stale, i not in online, copies.index(i)))
+        for start, end in ranges:
+            local = column_ranges(node.block_size, node.stripe_blocks, node.width, start,
+                                  end)[column]
+            if local[0] < local[1]:
+                missed += [(node.node_id, i, *local) for i in copies if i != kept]
+    return missed
+
+
+def _merge(db: sqlite3.Connection, file_id: int, server: int, start: int, end: int) -> None:
+    """Records local bytes [start, end) of a copy as missed, merged with what it missed."""
+    rows = db.execute("SELECT start, end_ FROM missed WHERE file_id = ? AND server = ? "
+                      "AND start <= ? AND end_ >= ?", (file_id, server, end, start))
+    for s, e in rows.fetchall():
+        start, end = min(start, s), max(end, e)
+    db.execute("DELETE FROM missed WHERE file_id = ? AND server = ? AND start <= ? "
+               "AND end_ >= ?", (file_id, server, end, start))
+    db.execute("INSERT INTO missed (file_id, server, start, end_) VALUES (?, ?, ?, ?)",
+               (file_id, server, start, end))

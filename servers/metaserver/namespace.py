@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS missed (      -- bytes a copy of a file missed (copie
     end_ INTEGER NOT NULL,
     PRIMARY KEY (file_id, server, start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS writing (      -- sessions that may have writes on some copies only
+    client_id INTEGER NOT NULL,          -- (copies.py)
+    file_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, file_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
     client_id INTEGER PRIMARY KEY,      -- a live client session (recovery after a restart)
     key_hash BLOB NOT NULL              -- SHA-256 of its key: the key itself is never stored

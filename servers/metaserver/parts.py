@@ -14,6 +14,10 @@ commit, say).
 Sessions survive a restart: they are recorded in the namespace, and a restarted metaserver lets
 their clients reclaim them, with their open files and tokens, within a recovery window
 (recovery.py).
+
+A session ending leaves no copy apart: if it may have been writing a replicated file it had not
+closed, every copy but one is recorded stale for its WRITE tokens' bytes once it is fenced and
+before those tokens move (copies.py, `_abandon_writes`).
 """
 from __future__ import annotations
 
@@ -88,6 +92,10 @@ class MetaServer:
             self.sessions.restore(client_id, hashed)
             self.tokens.add_client(client_id)
         self.cluster.restore(recorded)
+        for client_id in self.copies.writers() - recorded.keys():
+            # Its session was forgotten, but the metaserver stopped before the copies it may
+            # have left apart were recorded: its tokens are unknown, and no fileserver online.
+            self.copies.abandoned(client_id, None, set())
         self.recovery = Recovery(recorded)
         self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
                            self.sessions, self._db)
@@ -141,10 +149,37 @@ class MetaServer:
         except (StorageFull, OSError) as e:  # restored after a restart, it is evicted again
             log.error("could not forget client %d's session: %s", session.client_id, e)
         await self.cluster.fence(session.client_id)
+        await self._abandon_writes(session)
         if evicted:
             await asyncio.sleep(max(0.0, self.sessions.lease_end(session) - time.monotonic()))
         self.tokens.remove_client(session.client_id)
         self.open_files.close_all(session.client_id)
+
+    async def _abandon_writes(self, session: ClientSession) -> None:
+        """Before the session's tokens move, and once it is fenced (so its fileservers' state
+        is known): the copies it may have left apart are made stale but one (copies.py). Its
+        tokens are unknown if it never reclaimed them after a restart. A commit that fails is
+        tried again: no token may move before the record is made."""
+        held = None if session.restored else {
+            file_id: [(start, end) for start, end, mode in
+                      self.tokens.holdings(session.client_id, file_id) if mode == WRITE]
+            for file_id in self.copies.writing_files(session.client_id)}
+        while True:
+            try:
+                recorded = await self._db(self.copies.abandoned, session.client_id, held,
+                                          self.cluster.online())
+                break
+            except (StorageFull, OSError) as e:
+                log.error("cannot record what client %d may have left unfinished (%s); its "
+                          "tokens wait", session.client_id, e)
+                await asyncio.sleep(1.0)
+        for file_id, server, start, end in recorded:
+            log.warning("client %d's session ended with file %d open for writing: its copy on "
+                        "fileserver %d counts as having missed bytes %d-%s until resynced",
+                        session.client_id, file_id, server, start,
+                        "end" if end >= INFINITY else end - 1)
+        if recorded:
+            self.repair.wake()
 
     async def _evict_overdue(self) -> None:
         while True:
@@ -301,8 +336,16 @@ class MetaServer:
         return self.open_files.truncated(f, size)
 
     # --- tokens (the servicer's Acquire) -------------------------------------------------
-    async def _acquire(self, client_id: int, file_id: int, start: int, end: int, mode: int):
-        """A token's grant, once the conflicting holders have given it up."""
+    async def _acquire(self, session: ClientSession, f: OpenFile, start: int, end: int,
+                       mode: int):
+        """A token's grant, once the conflicting holders have given it up. A session's first
+        WRITE token on a replicated file is preceded by a durable note that it may be writing
+        it (copies.py): should the session end before it closes the file, its copies are
+        reconciled."""
+        client_id, file_id = session.client_id, f.node.node_id
+        if mode == WRITE and f.node.replicas > 1 and file_id not in session.writing:
+            await self._db(self.copies.writing, client_id, file_id)
+            session.writing.add(file_id)
         answer = asyncio.get_running_loop().create_future()
 
         def done(grant, error) -> None:

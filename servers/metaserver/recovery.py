@@ -137,6 +137,7 @@ class Reclaims:
                                nodes.get(claim.file_id), stored.get(claim.file_id, False))
             for claim in request.files])
         session.restored = False
+        session.writing.update(self.copies.writing_files(session.client_id))  # (recorded before)
         self.sessions.heard_from(session)
         self.recovery.back(session.client_id)
         refused = sum(1 for f in reply.files if f.refused)

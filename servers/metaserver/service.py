@@ -248,6 +248,9 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         f = self.open_files.get(request.file_id)
         if f is not None and session.client_id in f.openers:
             await self.sizes.record(session, f, request.size, request.wrote)
+            if request.file_id in session.writing:  # every write it sent is stored or recorded
+                await self._db(self.copies.closed, session.client_id, request.file_id)
+                session.writing.discard(request.file_id)
             # Not open any more before the tokens go, so no request is granted in between.
             self.open_files.close(session.client_id, request.file_id)
             self.tokens.release_file(session.client_id, request.file_id)
@@ -302,8 +305,7 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
     async def Acquire(self, request, context):
         session = await self._recovered(context)
         f = self.open_files.of(session.client_id, request.file_id)
-        grant = await self._acquire(session.client_id, request.file_id, request.start,
-                                    request.end, request.mode)
+        grant = await self._acquire(session, f, request.start, request.end, request.mode)
         if session.ended:  # while it waited: an ended session is signed nothing (cluster.py)
             raise SessionEnded(f"client {session.client_id}'s session ended while it waited "
                                "for a token; call pfs_initialize again")

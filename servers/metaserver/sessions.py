@@ -86,6 +86,7 @@ class Session:
     revoked_files: dict[int, tuple[int, bool]] = field(default_factory=dict)
     ended: bool = False
     restored: bool = False  # recorded before a restart, and not reclaimed yet
+    writing: set[int] = field(default_factory=set)  # files recorded as it may write (copies.py)
 
 
 class Sessions:
