@@ -23,7 +23,7 @@ import tempfile
 import time
 
 import pfs
-from pfs import checksums, wire
+from pfs.protocol import checksums, wire
 from pfs.bench import MiB, fresh_name, progress, side_by_side
 
 HERE = pathlib.Path(__file__).resolve().parent

@@ -5,15 +5,16 @@ import errno
 import functools
 import threading
 
-from . import errors
 from .client import Client
+from .client import lasterror
+from .protocol import errnos as errors
 
 _lock = threading.Lock()
 _client: Client | None = None
 
 
 def _not_initialized() -> int:
-    errors.set_last_error(errors.error(errno.ENOTCONN, "not initialized: call pfs_initialize() "
+    lasterror.set_last_error(errors.error(errno.ENOTCONN, "not initialized: call pfs_initialize() "
                                                        "first"))
     return -1
 

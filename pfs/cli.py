@@ -68,7 +68,7 @@ def _die_with_parent() -> None:
 
 
 def _credentials(args: argparse.Namespace):
-    from .transport import Credentials
+    from .protocol.transport import Credentials
     secret = None
     if getattr(args, "secret_file", None):
         secret = pathlib.Path(args.secret_file).read_text().strip()

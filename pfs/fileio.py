@@ -49,9 +49,9 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors
 from .client import PFS_READ_WRITE, Client
-from .paths import canonical, parent
+from .protocol import errnos as errors
+from .protocol.paths import canonical, parent
 
 log = logging.getLogger("pfs.fileio")
 

@@ -66,7 +66,7 @@ except ImportError as e:  # fsspec is an extra: say which
 from . import fileio
 from .client import Client
 from .metadata import Metadata
-from .paths import base, canonical, join, parent, temporary_path
+from .protocol.paths import base, canonical, join, parent, temporary_path
 
 log = logging.getLogger("pfs.fs")
 

@@ -39,15 +39,16 @@ from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 import grpc
 
-from . import errors, fileio
+from . import fileio
+from .protocol import errnos as errors
 from ._proto import metaserver_pb2 as pb
 from ._proto import metaserver_pb2_grpc as pb_grpc
 from .client import PFS_READ, PFS_READ_WRITE, Client, default_metaserver
 from .metadata import Metadata
 from ._proto import fileserver_pb2 as fs_pb
 from ._proto import fileserver_pb2_grpc as fs_pb_grpc
-from .paths import base, canonical, is_temporary, join, parent, temporary_name, temporary_path
-from .transport import Credentials
+from .protocol.paths import base, canonical, is_temporary, join, parent, temporary_name, temporary_path
+from .protocol.transport import Credentials
 
 #: Bytes moved per call by put/get: a multiple of the default stripe unit over 4 servers.
 COPY_CHUNK = 8 << 20

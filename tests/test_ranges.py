@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pfs.ranges import INFINITY, RangeMap
+from pfs.protocol.ranges import INFINITY, RangeMap
 
 READ, WRITE = 1, 2
 N = 64

@@ -13,9 +13,9 @@ import grpc
 from pfs._proto import fileserver_pb2_grpc
 from pfs._proto import metaserver_pb2 as meta_pb
 from pfs._proto import metaserver_pb2_grpc as meta_grpc
-from pfs.capability import Signer
-from pfs.heartbeats import END, Heartbeats, messages_for
-from pfs.transport import Credentials
+from pfs.protocol.capability import Signer
+from pfs.protocol.heartbeats import END, Heartbeats, messages_for
+from pfs.protocol.transport import Credentials
 
 from .. import clusterkey
 from ..instance import AlreadyRunning, lock_data_dir

@@ -6,7 +6,7 @@ import logging
 import pathlib
 
 from pfs._proto import metaserver_pb2_grpc
-from pfs.transport import Credentials
+from pfs.protocol.transport import Credentials
 
 from .. import clusterkey
 from ..instance import lock_data_dir

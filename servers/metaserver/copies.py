@@ -14,7 +14,7 @@ Thread-safety: the namespace's (its transactions and reads).
 """
 from __future__ import annotations
 
-from pfs.ranges import INFINITY
+from pfs.protocol.ranges import INFINITY
 
 from .namespace import Namespace
 

@@ -30,14 +30,14 @@ from typing import AsyncIterator, Callable
 
 import grpc
 
-from pfs import capability, checksums, wire
+from pfs.protocol import capability, checksums, wire
 from pfs._native import crc32c
 from pfs._proto import fileserver_pb2 as fs_pb
 from pfs._proto import fileserver_pb2_grpc as fs_grpc
-from pfs.capability import CAPABILITY_SECONDS, READ, WRITE, Signer
-from pfs.errors import from_rpc
-from pfs.ranges import INFINITY
-from pfs.transport import Credentials
+from pfs.protocol.capability import CAPABILITY_SECONDS, READ, WRITE, Signer
+from pfs.protocol.errnos import from_rpc
+from pfs.protocol.ranges import INFINITY
+from pfs.protocol.transport import Credentials
 
 from .cluster import METASERVER_CLIENT, Cluster
 from .copies import Copies

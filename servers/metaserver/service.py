@@ -39,12 +39,12 @@ import grpc
 from pfs._native import plan_stripes
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-from pfs.capability import CAPABILITY_SECONDS, Signer, column_ranges
+from pfs.protocol.capability import CAPABILITY_SECONDS, Signer, column_ranges
 from pfs.metadata import MAX_FILE_SIZE
-from pfs.errors import ERRNO_HEADER
-from pfs.paths import brief, components
-from pfs.ranges import INFINITY
-from pfs.transport import Credentials
+from pfs.protocol.errnos import ERRNO_HEADER
+from pfs.protocol.paths import brief, components
+from pfs.protocol.ranges import INFINITY
+from pfs.protocol.transport import Credentials
 
 from .. import clusterkey
 from ..rpc import session_of

@@ -2,7 +2,7 @@
 lease.
 
 Clients listen on no port: revocations, size queries and heartbeat acknowledgements come down
-the stream that the process shares among its sessions (pfs/stream.py), which this session joins
+the stream that the process shares among its sessions (pfs/client/stream.py), which this session joins
 with its key. Revocations are handled on the session's lane of a shared pool, so the stream
 keeps flowing while one waits for an in-flight operation to finish.
 
@@ -24,7 +24,7 @@ When the stream breaks (the metaserver died or restarts, or the network failed),
 not given up: it is *recovering*. Its lease counts as over at once (a metaserver that is alive
 ends the sessions of a broken stream and may give their tokens away), so nothing is served from
 the cache, but the cache, held tokens and unstored writes stay. The stream rejoins it with its
-key as soon as the metaserver answers again (pfs/stream.py). A metaserver that restarted on its
+key as soon as the metaserver answers again (pfs/client/stream.py). A metaserver that restarted on its
 data directory takes it back, and the Client reclaims its open files and tokens (`reclaim`;
 servers/metaserver/recovery.py); a metaserver that ended the session refuses the join, and the
 session is lost as before. Calls made meanwhile wait for the outcome, up to PFS_RETRY_SECONDS.
@@ -47,11 +47,12 @@ import grpc
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
+from pfs.protocol import errnos as errors
+from pfs.protocol.transport import (KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS, Credentials,
+                                    session_metadata)
+from pfs.runtime import holdings as shared
 
-from . import errors, shared
 from .stream import SessionStream, channel_key, stream_key
-from .transport import (KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS, Credentials,
-                        session_metadata)
 
 log = logging.getLogger("pfs.client")
 
@@ -99,7 +100,7 @@ class MetaSession:
         self._stream: SessionStream | None = None
         self._where: list = [None]  # the opening of the stream this session is on (it changes)
         self._left: weakref.finalize | None = None
-        self.join_answer = None  # while joining: (answered, [refusal]) (pfs/stream.py)
+        self.join_answer = None  # while joining: (answered, [refusal]) (pfs/client/stream.py)
         self._grants = threading.Condition()
         self._applied_below = 1  # every grant numbered below this has been applied
         self._applied_ahead: set[int] = set()
@@ -143,7 +144,7 @@ class MetaSession:
             raise
         self._left = weakref.finalize(self, _dropped, self._where, self.client_id,
                                       self._holdings)
-        self._left.atexit = False  # at exit, Clients are finished instead (pfs/client.py)
+        self._left.atexit = False  # at exit, Clients are finished instead (pfs/client/)
         return self.reply
 
     def finish(self) -> None:

@@ -27,8 +27,8 @@ from typing import Iterable
 from pfs._native import plan_stripes
 
 from .ranges import INFINITY
+from .tokenmodes import READ, WRITE
 
-READ, WRITE = 1, 2  # the token modes of protos/metaserver.proto
 #: The gRPC metadata entry carrying a call's capabilities (binary: one value each).
 HEADER = "pfs-capability-bin"
 #: How long a capability is good for; clients renew theirs once less than half is left.

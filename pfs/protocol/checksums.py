@@ -4,7 +4,7 @@ readers alike (docs/design.md, "Checksums").
 An object is checksummed in aligned units of CHECKSUM_UNIT bytes of its local offsets. A unit's
 checksum is the CRC32C of its bytes zero-padded to a whole unit, so that bytes never written
 (sparse, or past the object's end) count as the zeros they read as. The writing client computes
-the CRC of each piece it writes (pfs/wire.py) and the fileserver stores it beside the object;
+the CRC of each piece it writes (pfs/protocol/wire.py) and the fileserver stores it beside the object;
 the reading client checks every unit it receives before it uses a byte of it. The CRCs are the
 C core's (SSE4.2 where present).
 """

@@ -10,7 +10,7 @@ may have given this client's tokens to another, so cached bytes may be stale. A 
 drops the cache without writing it back (the fileservers would refuse it anyway).
 
 Metaserver restarts: while the session recovers (its stream broke, or its lease ran out: the
-metaserver may be gone; pfs/session.py) operations wait, up to PFS_RETRY_SECONDS, and the cache,
+metaserver may be gone; pfs/client/session.py) operations wait, up to PFS_RETRY_SECONDS, and the cache,
 tokens and unstored writes are kept; a revocation waits for the metaserver's word. Once the
 session is back on a restarted metaserver, `_reclaim` tells it the open files and tokens and
 takes back their capabilities; an open file it does not give back has its unstored writes
@@ -41,21 +41,23 @@ from typing import Any, Callable, Iterator
 
 from pfs._proto import metaserver_pb2 as pb
 
-from . import errors
-from .cache import BlockCache
-from .capability import Held
-from .dataplane import DataPlane
-from .metadata import MAX_FILE_SIZE, ClusterLayout, ExecStat, Metadata, Recipe
-from .paths import brief, canonical
-from .ranges import INFINITY, RangeMap
+from pfs.datapath.blockcache import BlockCache
+from pfs.datapath.striped import DataPlane
+from pfs.metadata import MAX_FILE_SIZE, ClusterLayout, ExecStat, Metadata, Recipe
+from pfs.protocol import errnos as errors
+from pfs.protocol.capability import Held
+from pfs.protocol.paths import brief, canonical
+from pfs.protocol.ranges import INFINITY, RangeMap
+from pfs.protocol.tokenmodes import READ, WRITE
+from pfs.protocol.transport import Credentials
+
+from . import lasterror
 from .session import MetaSession
-from .transport import Credentials
 
 log = logging.getLogger("pfs.client")
 
 PFS_READ = 1
 PFS_READ_WRITE = 2
-READ, WRITE = pb.READ, pb.WRITE
 
 DEFAULT_METASERVER = "127.0.0.1:50050"
 #: Default cache capacity in blocks (with the default 64 KiB blocks, 64 MiB).
@@ -105,7 +107,7 @@ def _c_like(method: Callable[..., Any]) -> Callable[..., int]:
         try:
             result = method(*args, **kwargs)
         except OSError as e:
-            errors.set_last_error(e)
+            lasterror.set_last_error(e)
             return -1
         return 0 if result is None else result
     return wrapper

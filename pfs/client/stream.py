@@ -2,7 +2,7 @@
 
 Clients listen on no port: revocations reach them over a stream they open. A process opens one
 per metaserver (and credentials), however many Clients it has, when the first session joins, and
-closes it when the last one leaves (pfs/shared.py counts them). Each session joins it with its
+closes it when the last one leaves (pfs/runtime/holdings.py counts them). Each session joins it with its
 key, as every call of that session carries it; the metaserver refuses a wrong key without
 changing anything. Up the stream go one heartbeat every quarter lease, for every session on it,
 and the sessions' answers, each tagged with its client id; down come heartbeat acknowledgements
@@ -11,15 +11,15 @@ and the questions for each session (revocations, size queries), tagged likewise.
 Two threads serve the stream: gRPC's, which sends what `_outgoing` yields (a heartbeat when one
 is due, whatever else waits), and a reader, which never blocks on a Client: it renews leases,
 answers size queries, and hands revocations and lost sessions to the session's lane of a shared
-pool (pfs/lanes.py), where they may wait for that Client's lock without holding up the
+pool (pfs/runtime/callqueues.py), where they may wait for that Client's lock without holding up the
 heartbeats or the other Clients. Sessions are held weakly: a Client the program dropped is
-collected, and its session leaves the stream (pfs/session.py).
+collected, and its session leaves the stream (pfs/client/session.py).
 
 A session is renewed by an acknowledgement only if it arrives after the session's "joined": the
 metaserver answers in the order it reads, so that heartbeat was read after the session joined,
 and renewed it.
 
-When the stream breaks, its sessions are not given up but recover (pfs/session.py): the reader
+When the stream breaks, its sessions are not given up but recover (pfs/client/session.py): the reader
 opens a new stream, less and less often while the metaserver does not answer (at most every
 RECONNECT_SECONDS, logging how long it has been), and rejoins each with its key. A metaserver
 that ended them (it is alive, and saw the stream break) refuses, and they are lost as before; one
@@ -39,11 +39,11 @@ import grpc
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-
-from . import errors, shared
-from .heartbeats import END, Heartbeats, messages_for
-from .lanes import Lanes
-from .transport import RECONNECT_SECONDS, Credentials
+from pfs.protocol import errnos as errors
+from pfs.protocol.heartbeats import END, Heartbeats, messages_for
+from pfs.protocol.transport import RECONNECT_SECONDS, Credentials
+from pfs.runtime import holdings as shared
+from pfs.runtime.callqueues import Lanes
 
 if TYPE_CHECKING:
     from .session import MetaSession

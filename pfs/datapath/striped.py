@@ -4,13 +4,13 @@ The C core splits the range into one contiguous extent per fileserver (docs/desi
 or gathers the bytes; every fileserver involved gets its request at once, each from a thread of
 that fileserver's own (blocking calls on long-lived threads: a gRPC future would start a thread
 per call), so a range over w servers costs about one round trip, not w. Reads and writes are raw
-bytes (pfs/wire.py). Writes are write-behind: `write` returns once the bytes are copied into the
+bytes (pfs/protocol/wire.py). Writes are write-behind: `write` returns once the bytes are copied into the
 requests and the writes go on in the background; they are held, bytes and all, until stored, and
-a failed one is sent again by whoever next needs it (pfs/inflight.py says what keeps that
+a failed one is sent again by whoever next needs it (pfs/datapath/writebehind.py says what keeps that
 correct); `settle` waits for them. Tokens are the caller's business: this module only moves
 bytes.
 
-A fileserver's channel and threads are shared by every Client of the process (pfs/shared.py);
+A fileserver's channel and threads are shared by every Client of the process (pfs/runtime/holdings.py);
 each call carries its own capabilities.
 """
 from __future__ import annotations
@@ -29,13 +29,16 @@ from pfs._native import plan_stripes
 from pfs._proto import fileserver_pb2 as pb
 from pfs._proto import fileserver_pb2_grpc as pb_grpc
 
-from . import capability, checksums, errors, shared, wire
-from .capability import READ, WRITE, Held
-from .inflight import InFlight, Request
-from .metadata import Recipe
-from .ranges import INFINITY
-from .transport import MAX_CHUNK, Credentials
-from .workers import Workers
+from pfs.metadata import Recipe
+from pfs.protocol import capability, checksums, errnos as errors, wire
+from pfs.protocol.capability import Held
+from pfs.protocol.ranges import INFINITY
+from pfs.protocol.tokenmodes import READ, WRITE
+from pfs.protocol.transport import MAX_CHUNK, Credentials
+from pfs.runtime import holdings as shared
+from pfs.runtime.threads import Workers
+
+from .writebehind import InFlight, Request
 
 log = logging.getLogger("pfs.client")
 
@@ -108,7 +111,7 @@ def _all_of(futures: list[Future]) -> Future:
 
 class DataPlane:
     """Talks to the fileservers for one session (every call carries the capabilities of the
-    file's tokens, pfs/capability.py); knows their addresses by index.
+    file's tokens, pfs/protocol/capability.py); knows their addresses by index.
 
     A fileserver that is unreachable (restarting, say, perhaps on a new address) is retried for
     up to `retry_seconds`, asking the metaserver for the addresses of those online again
@@ -129,7 +132,7 @@ class DataPlane:
         self._lookup = lookup
         self._on_fenced = on_fenced
         self._on_missed = on_missed  # (file id, fileserver, start, end, why): a stale copy
-        self._servers: dict[int, _Server] = {}  # those this session holds (pfs/shared.py)
+        self._servers: dict[int, _Server] = {}  # those this session holds (pfs/runtime/holdings.py)
         self._holdings = shared.Holdings()
         self._holdings.watch(self)
         self._lock = threading.Lock()
