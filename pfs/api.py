@@ -5,17 +5,16 @@ import errno
 import functools
 import threading
 
-from .client import Client
-from .client import lasterror
-from .protocol import errnos as errors
+from .client import Client, lasterror
+from .protocol.errnos import error
 
 _lock = threading.Lock()
 _client: Client | None = None
 
 
 def _not_initialized() -> int:
-    lasterror.set_last_error(errors.error(errno.ENOTCONN, "not initialized: call pfs_initialize() "
-                                                       "first"))
+    lasterror.set_last_error(error(errno.ENOTCONN, "not initialized: call pfs_initialize() "
+                                                   "first"))
     return -1
 
 
@@ -51,16 +50,8 @@ def pfs_finish(client_id: int) -> int:
         return result
 
 
-pfs_create = _on_the_client("pfs_create")
-pfs_open = _on_the_client("pfs_open")
-pfs_read = _on_the_client("pfs_read")
-pfs_write = _on_the_client("pfs_write")
-pfs_close = _on_the_client("pfs_close")
-pfs_delete = _on_the_client("pfs_delete")
-pfs_mkdir = _on_the_client("pfs_mkdir")
-pfs_rmdir = _on_the_client("pfs_rmdir")
-pfs_rename = _on_the_client("pfs_rename")
-pfs_ftruncate = _on_the_client("pfs_ftruncate")
-pfs_fstat = _on_the_client("pfs_fstat")
-pfs_execstat = _on_the_client("pfs_execstat")
-pfs_fsync = _on_the_client("pfs_fsync")
+#: The calls that are the process-wide client's methods of the same name.
+_ON_THE_CLIENT = ("pfs_create", "pfs_open", "pfs_read", "pfs_write", "pfs_close", "pfs_delete",
+                  "pfs_mkdir", "pfs_rmdir", "pfs_rename", "pfs_ftruncate", "pfs_fstat",
+                  "pfs_execstat", "pfs_fsync")
+globals().update({name: _on_the_client(name) for name in _ON_THE_CLIENT})

@@ -65,6 +65,7 @@ except ImportError as e:  # fsspec is an extra: say which
 
 from . import fileio
 from .client import Client
+from .client.namespace import makedirs
 from .metadata import Metadata
 from .protocol.paths import base, canonical, join, parent, temporary_path
 
@@ -248,7 +249,7 @@ class PFSFileSystem(AbstractFileSystem):
         unless create_parents=False (then FileNotFoundError)."""
         path = self._path(path)
         if create_parents and parent(path):
-            fileio.makedirs(self.client, parent(path))
+            makedirs(self.client, parent(path))
         self.client.mkdir(path)
 
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
@@ -256,7 +257,7 @@ class PFSFileSystem(AbstractFileSystem):
         FileExistsError unless exist_ok, an existing file always is (as os.makedirs)."""
         path = self._path(path)
         if parent(path):
-            fileio.makedirs(self.client, parent(path))
+            makedirs(self.client, parent(path))
         try:
             self.client.mkdir(path)
         except FileExistsError:
@@ -319,7 +320,7 @@ class PFSFileSystem(AbstractFileSystem):
         except FileNotFoundError:
             if not parent(target) or not self.exists(source):
                 raise
-            fileio.makedirs(self.client, parent(target))
+            makedirs(self.client, parent(target))
             self.client.rename(source, target)
 
     def _replace(self, temp: str, target: str) -> None:
