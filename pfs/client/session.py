@@ -52,7 +52,7 @@ from pfs.protocol.transport import (KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS
                                     session_metadata)
 from pfs.runtime import holdings as shared
 
-from .stream import SessionStream, channel_key, stream_key
+from .stream import Answer, Seat, SessionStream, channel_key, stream_key
 
 log = logging.getLogger("pfs.client")
 
@@ -98,13 +98,12 @@ class MetaSession:
         self._on_lost = on_lost
         self._on_rejoined = on_rejoined
         self._stream: SessionStream | None = None
-        self._where: list = [None]  # the opening of the stream this session is on (it changes)
+        self._seat: Seat | None = None  # its place on the stream (moved on a rejoin)
         self._left: weakref.finalize | None = None
-        self.join_answer = None  # while joining: (answered, [refusal]) (pfs/client/stream.py)
         self._grants = threading.Condition()
         self._applied_below = 1  # every grant numbered below this has been applied
         self._applied_ahead: set[int] = set()
-        self._held: list = []  # (revocation, its call) waiting for grants to be applied
+        self._held: list = []  # (revocation, its Answer) waiting for grants to be applied
         self._lease_ends = 0.0
         self._finishing = False
         self.lost: str | None = None
@@ -137,13 +136,12 @@ class MetaSession:
                                            lambda: SessionStream(self.address,
                                                                  self._credentials))
         try:
-            self._where[0] = self._stream.join(self, self.reply.session_key, CONNECT_TIMEOUT)
+            self._seat = self._stream.join(self, CONNECT_TIMEOUT)
         except OSError:
             self._finishing = True
             self._holdings.release_all()
             raise
-        self._left = weakref.finalize(self, _dropped, self._where, self.client_id,
-                                      self._holdings)
+        self._left = weakref.finalize(self, _dropped, self._seat, self._holdings)
         self._left.atexit = False  # at exit, Clients are finished instead (pfs/client/)
         return self.reply
 
@@ -162,8 +160,8 @@ class MetaSession:
         self._finishing = True
         if self._left is not None:
             self._left.detach()
-        if self._where[0] is not None:
-            SessionStream.leave(self._where[0], self.client_id)
+        if self._seat is not None:
+            self._seat.leave()
         self._holdings.release_all()
 
     # --- the lease --------------------------------------------------------------------------
@@ -218,14 +216,18 @@ class MetaSession:
                 self.recovering, self._silent = reason, False
             self._grants.notify_all()
 
-    def rejoined(self, call) -> None:
-        """On the stream's thread: the metaserver took the session back onto a stream; the
-        Client reclaims on the session's lane."""
-        self._where[0] = call
+    @property
+    def session_key(self) -> bytes:
+        return self.reply.session_key
+
+    def rejoined(self, seat: Seat) -> None:
+        """On the stream's thread: the metaserver took the session back onto the stream, at
+        `seat`; the Client reclaims on the session's lane."""
+        self._seat.moved_to(seat)
         if self.lost or self._finishing:  # given up meanwhile (`_give_up` may have left the
-            SessionStream.leave(call, self.client_id)  # stream of before): leave this one
+            seat.leave()  # stream of before): leave this one
             return
-        self._stream.lanes.submit(self.client_id, self._on_rejoined)
+        self._stream.submit(self.client_id, self._on_rejoined)
 
     def reclaim(self, files: list[pb.FileClaim]) -> pb.ReclaimReply | None:
         """Reclaims the open files and tokens from a restarted metaserver: its answer, after
@@ -277,18 +279,18 @@ class MetaSession:
                                          and not self._silent, timeout)
 
     # --- from the stream --------------------------------------------------------------------
-    def received(self, revoke: pb.Revoke, call) -> None:
-        """On the stream's thread: a revocation that came on `call`, handled once the grants
-        it follows are, and answered on that call (a restarted metaserver, on another, forgot
-        it, and may give its number to another revocation)."""
+    def received(self, revoke: pb.Revoke, answer: Answer) -> None:
+        """On the stream's thread: a revocation, handled once the grants it follows are, and
+        answered with `answer`, on the stream it came on (a restarted metaserver, on another,
+        forgot it, and may give its number to another revocation)."""
         self._on_revoke_received(revoke)
         with self._grants:
             if self.lost:
                 return
             if revoke.granted_upto >= self._applied_below:
-                self._held.append((revoke, call))
+                self._held.append((revoke, answer))
                 return
-        self._stream.lanes.submit(self.client_id, self._revoke, revoke, call)
+        self._stream.submit(self.client_id, self._revoke, revoke, answer)
 
     def lose_soon(self, reason: str) -> None:
         """On the stream's thread, which must not wait for the Client: as `ended`, but for a
@@ -305,7 +307,7 @@ class MetaSession:
             return
         self._give_up(reason)
         if not self._finishing:  # (a finish drops everything itself)
-            self._stream.lanes.submit(self.client_id, self._on_lost, reason)
+            self._stream.submit(self.client_id, self._on_lost, reason)
 
     def lose(self, reason: str) -> None:
         """Gives the session up: no more tokens, no more data calls; the session leaves the
@@ -318,21 +320,20 @@ class MetaSession:
     def _give_up(self, reason: str) -> None:
         self.lost = reason
         log.warning("client %d lost its session: %s", self.client_id, reason)
-        if self._where[0] is not None:
-            SessionStream.leave(self._where[0], self.client_id)
+        if self._seat is not None:
+            self._seat.leave()
         with self._grants:
             self._held.clear()
             self._grants.notify_all()
 
-    def _revoke(self, revoke: pb.Revoke, call) -> None:
+    def _revoke(self, revoke: pb.Revoke, answer: Answer) -> None:
         try:
             size = self._on_revoke(revoke)
         except Exception:  # noqa: BLE001 - a failed handler must not kill the worker silently
             log.exception("handling revocation %d failed", revoke.revoke_id)
             return
-        if size is not None and call.ended is None:
-            call.outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
-                revoke_id=revoke.revoke_id, size=size, client_id=self.client_id)))
+        if size is not None:
+            answer(size)
 
     # --- tokens -----------------------------------------------------------------------------
     def acquire(self, file_id: int, start: int, end: int, mode: int) -> pb.AcquireReply:
@@ -362,8 +363,8 @@ class MetaSession:
             ready = [r for r in self._held if r[0].granted_upto < self._applied_below]
             self._held = [r for r in self._held if r[0].granted_upto >= self._applied_below]
             self._grants.notify_all()
-        for revoke, call in ready:
-            self._stream.lanes.submit(self.client_id, self._revoke, revoke, call)
+        for revoke, answer in ready:
+            self._stream.submit(self.client_id, self._revoke, revoke, answer)
 
     def call(self, method: str, request, what: str):
         """A unary metaserver call for this session; failures become OSErrors naming `what`."""
@@ -376,9 +377,9 @@ class MetaSession:
             raise errors.error(errno.ENOTCONN, f"{what}: the session has ended") from None
 
 
-def _dropped(where: list, client_id: int, holdings: shared.Holdings) -> None:
+def _dropped(seat: Seat, holdings: shared.Holdings) -> None:
     """The session's Client was garbage-collected without finishing: leave the stream (the
     metaserver ends the session) and let go of what it held. Runs in a finalizer, so it only
     queues."""
-    SessionStream.leave(where[0], client_id, finalizing=True)
+    seat.leave(finalizing=True)
     holdings.release_later()
