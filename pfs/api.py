@@ -1,4 +1,6 @@
-"""The module-level C-like API: one process-wide client, made by pfs_initialize()."""
+"""The module-level C-like API: one process-wide client, made by pfs_initialize() and dropped
+by a pfs_finish that succeeds; without it every call fails with -1 and ENOTCONN, never raises.
+"""
 from __future__ import annotations
 
 import errno

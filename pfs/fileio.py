@@ -1,5 +1,8 @@
 """pfs.open: a PFS file as a standard Python binary file object.
 
+File objects of one client on one path share one PFS fd, closed with the last of them; files
+left open are closed at exit before any Client finishes (client/lifecycle.py).
+
     with pfs.open("runs/2026/data", "wb") as f:   # creates runs/ and runs/2026/ if missing
         f.write(payload)
     with pfs.open("runs/2026/data", "rb") as f:

@@ -1,5 +1,8 @@
 """PFS as an fsspec filesystem under the protocol "pfs://" (so pandas.read_csv("pfs://a/b.csv")).
 
+A "wb" file replaces its target atomically on close (readers see the old file or the new one,
+never a partial one), and every failure is a standard OSError subclass with its errno.
+
     fs = fsspec.filesystem("pfs", metaserver="10.0.0.1:50050")
     fs.ls("tables")                          # the entries of a directory
     with fsspec.open("pfs://tables/2026/a.csv", "w") as f: ...   # tables/2026/ made if missing

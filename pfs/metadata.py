@@ -1,4 +1,7 @@
-"""The records the C-like API fills in: file metadata and a client's cache counters."""
+"""The records the C-like API fills in: file metadata and a client's cache counters.
+
+Plain data without I/O, shared by the client and the servers (a recipe's striping arithmetic
+is docs/design.md's, and MAX_FILE_SIZE bounds every size and offset from the network)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields

@@ -1,5 +1,6 @@
 """A client's session with the metaserver: registration, the session key, revocations and the
-lease.
+lease. It serves from the cache only while its lease surely holds, and hands a revocation on
+only once every grant it follows has been applied.
 
 Clients listen on no port: revocations, size queries and heartbeat acknowledgements come down
 the stream that the process shares among its sessions (pfs/client/stream.py), which this session joins
@@ -112,7 +113,7 @@ class MetaSession:
         # Reclaims so far: a grant of the metaserver of before one is void after it.
         self.era = 0
         self._outage = 0.0  # when it broke (monotonic)
-        self.client_id = 0
+        self.client_id, self.session_key = 0, b""
         self.metadata: tuple[tuple[str, str], ...] = ()
         self.reply: pb.RegisterReply | None = None
 
@@ -127,7 +128,7 @@ class MetaSession:
             self._holdings.release_all()
             raise errors.from_rpc(e, f"cannot start a session with the metaserver at "
                                      f"{self.address}") from None
-        self.client_id = self.reply.client_id
+        self.client_id, self.session_key = self.reply.client_id, self.reply.session_key
         self.metadata = session_metadata(self.client_id, self.reply.session_key)
         self._lease = self.reply.lease_seconds * (1 - LEASE_MARGIN)
         self._lease_ends = asked + self._lease
@@ -215,10 +216,6 @@ class MetaSession:
             elif not silent:  # (a broken stream is never taken back for a silent one)
                 self.recovering, self._silent = reason, False
             self._grants.notify_all()
-
-    @property
-    def session_key(self) -> bytes:
-        return self.reply.session_key
 
     def rejoined(self, seat: Seat) -> None:
         """On the stream's thread: the metaserver took the session back onto the stream, at

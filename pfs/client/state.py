@@ -1,5 +1,6 @@
-"""What one Client holds (its session, cache, data plane and open files) and whether its session
-may still be used.
+"""What one Client holds (its session, cache, data plane and open files), all under one lock,
+and whether its session may still be used: a lost session is final, and its cache and unstored
+writes are dropped, never written back.
 
 Everything here is changed under `lock` (reentrant: a session found lost while an operation holds
 it is given up at once), except OpenFile.revoking, which the stream thread marks under `marks`

@@ -1,4 +1,6 @@
 """Striped I/O: moving a file range between a caller's buffer and the fileservers, in parallel.
+Every fileserver involved gets its request at once; a written byte is held until every live
+copy has it or is recorded stale; a byte read is returned only after its checksum matched.
 
 The C core splits the range into one contiguous extent per fileserver (docs/design.md) and scatters
 or gathers the bytes; every fileserver involved gets its request at once, each from a thread of

@@ -1,6 +1,9 @@
 """Capabilities: the metaserver's signed word that a session holds a token, checked by the
 fileservers on every data call (docs/design.md, "Who may do what").
 
+A fileserver serves a byte only under an unexpired capability, signed with a key clients never
+see, that covers it in a sufficient mode: a client can neither forge nor widen one.
+
 A token is a range of a file; a fileserver sees only its own object of the file, addressed by
 local offsets. So the metaserver grants a token with one capability per stripe column: the
 file, the client it was granted to, the mode (READ or WRITE), the range of local offsets of that
