@@ -1,4 +1,4 @@
-"""pfs.ranges.RangeMap (the token tables of the metaserver and of every client) against a
+"""pfs.protocol.ranges.RangeMap (the token tables of the metaserver and of every client) against a
 per-cell model.
 
 The model universe is the points P = base + i*stride for i = 0..N, followed by INFINITY; cell i
