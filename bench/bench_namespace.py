@@ -21,11 +21,11 @@ import tempfile
 import time
 
 import grpc
+from pfs_servers.metaserver.namespace import Namespace
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.cli.bench import median_seconds, progress
-from pfs_servers.metaserver.namespace import Namespace
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 from clusters import SHIPPED, Cluster  # noqa: E402  (the tests' launcher)

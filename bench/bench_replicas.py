@@ -20,11 +20,10 @@ import os
 import pathlib
 import sys
 import tempfile
-import time
 
 import pfs
-from pfs import checksums, wire
 from pfs.cli.bench import MiB, fresh_name, progress, side_by_side
+from pfs.protocol import checksums, wire
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))

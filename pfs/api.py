@@ -1,20 +1,22 @@
-"""The module-level C-like API: one process-wide client, made by pfs_initialize()."""
+"""The module-level C-like API: one process-wide client, made by pfs_initialize() and dropped
+by a pfs_finish that succeeds; without it every call fails with -1 and ENOTCONN, never raises.
+"""
 from __future__ import annotations
 
 import errno
 import functools
 import threading
 
-from . import errors
-from .client import Client
+from .client import Client, lasterror
+from .protocol.errnos import error
 
 _lock = threading.Lock()
 _client: Client | None = None
 
 
 def _not_initialized() -> int:
-    errors.set_last_error(errors.error(errno.ENOTCONN, "not initialized: call pfs_initialize() "
-                                                       "first"))
+    lasterror.set_last_error(error(errno.ENOTCONN, "not initialized: call pfs_initialize() "
+                                                   "first"))
     return -1
 
 
@@ -50,16 +52,8 @@ def pfs_finish(client_id: int) -> int:
         return result
 
 
-pfs_create = _on_the_client("pfs_create")
-pfs_open = _on_the_client("pfs_open")
-pfs_read = _on_the_client("pfs_read")
-pfs_write = _on_the_client("pfs_write")
-pfs_close = _on_the_client("pfs_close")
-pfs_delete = _on_the_client("pfs_delete")
-pfs_mkdir = _on_the_client("pfs_mkdir")
-pfs_rmdir = _on_the_client("pfs_rmdir")
-pfs_rename = _on_the_client("pfs_rename")
-pfs_ftruncate = _on_the_client("pfs_ftruncate")
-pfs_fstat = _on_the_client("pfs_fstat")
-pfs_execstat = _on_the_client("pfs_execstat")
-pfs_fsync = _on_the_client("pfs_fsync")
+#: The calls that are the process-wide client's methods of the same name.
+_ON_THE_CLIENT = ("pfs_create", "pfs_open", "pfs_read", "pfs_write", "pfs_close", "pfs_delete",
+                  "pfs_mkdir", "pfs_rmdir", "pfs_rename", "pfs_ftruncate", "pfs_fstat",
+                  "pfs_execstat", "pfs_fsync")
+globals().update({name: _on_the_client(name) for name in _ON_THE_CLIENT})

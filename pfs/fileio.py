@@ -1,5 +1,8 @@
 """pfs.open: a PFS file as a standard Python binary file object.
 
+File objects of one client on one path share one PFS fd, closed with the last of them; files
+left open are closed at exit before any Client finishes (client/lifecycle.py).
+
     with pfs.open("runs/2026/data", "wb") as f:   # creates runs/ and runs/2026/ if missing
         f.write(payload)
     with pfs.open("runs/2026/data", "rb") as f:
@@ -40,7 +43,6 @@ made and initialized on first use and separate from the C-like API's client.
 """
 from __future__ import annotations
 
-import atexit
 import errno
 import io
 import logging
@@ -49,9 +51,12 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors
 from .client import PFS_READ_WRITE, Client
-from .paths import canonical, parent
+from .client.lifecycle import close_first_at_exit
+from .client.namespace import create_with_parents
+from .client.namespace import makedirs  # noqa: F401 - pfs/tools.py calls fileio.makedirs
+from .protocol import errnos as errors
+from .protocol.paths import canonical
 
 log = logging.getLogger("pfs.fileio")
 
@@ -65,7 +70,7 @@ _default: Client | None = None
 _open_files: weakref.WeakSet[io.IOBase] = weakref.WeakSet()
 
 
-@atexit.register
+@close_first_at_exit
 def _close_at_exit() -> None:
     """Closes the files left open, so their data is written back as Python's own files are.
     Left to the interpreter's final garbage collection, closing would hang: gRPC can no longer
@@ -105,39 +110,6 @@ def _cluster_layout(client: Client, replicas: int) -> tuple[int, int]:
     unit) as the client learned at initialize."""
     layout = client.layout()
     return layout.widest(replicas), layout.block_size * layout.stripe_blocks
-
-
-def makedirs(client: Client, path: str) -> None:
-    """Creates the directory `path` (canonical) and its missing ancestors. A directory that
-    exists already, or that another client creates meanwhile, is fine; so is a *file* at `path`
-    or above: whoever then creates something under it gets NotADirectoryError."""
-    missing = []
-    while path:
-        try:
-            client.mkdir(path)
-        except FileExistsError:
-            break
-        except FileNotFoundError:
-            missing.append(path)
-            path = parent(path)
-            continue
-        break
-    for path in reversed(missing):
-        try:
-            client.mkdir(path)
-        except FileExistsError:
-            pass
-
-
-def create(client: Client, path: str, stripe_width: int, replicas: int = 0) -> None:
-    """Creates the file `path` (canonical), and its missing parent directories."""
-    try:
-        client.create(path, stripe_width, replicas)
-    except FileNotFoundError:
-        if not parent(path):
-            raise
-        makedirs(client, parent(path))
-        client.create(path, stripe_width, replicas)
 
 
 # --- PFS open files shared by the file objects of one client ------------------------------------
@@ -357,10 +329,10 @@ def open_raw(client: Client, path: str, mode: str, name: str | None = None,
     for attempt in range(3):
         existed = False  # a new file needs no truncating ("w") nor seeking to its end ("a")
         if kind == "x":
-            create(client, path, width, replicas)
+            create_with_parents(client, path, width, replicas)
         elif kind in "wa":
             try:
-                create(client, path, width, replicas)
+                create_with_parents(client, path, width, replicas)
             except FileExistsError:
                 existed = True
         try:

@@ -1,5 +1,8 @@
 """PFS as an fsspec filesystem under the protocol "pfs://" (so pandas.read_csv("pfs://a/b.csv")).
 
+A "wb" file replaces its target atomically on close (readers see the old file or the new one,
+never a partial one), and every failure is a standard OSError subclass with its errno.
+
     fs = fsspec.filesystem("pfs", metaserver="10.0.0.1:50050")
     fs.ls("tables")                          # the entries of a directory
     with fsspec.open("pfs://tables/2026/a.csv", "w") as f: ...   # tables/2026/ made if missing
@@ -65,8 +68,9 @@ except ImportError as e:  # fsspec is an extra: say which
 
 from . import fileio
 from .client import Client
+from .client.namespace import makedirs
 from .metadata import Metadata
-from .paths import base, canonical, join, parent, temporary_path
+from .protocol.paths import base, canonical, join, parent, temporary_path
 
 log = logging.getLogger("pfs.fs")
 
@@ -248,7 +252,7 @@ class PFSFileSystem(AbstractFileSystem):
         unless create_parents=False (then FileNotFoundError)."""
         path = self._path(path)
         if create_parents and parent(path):
-            fileio.makedirs(self.client, parent(path))
+            makedirs(self.client, parent(path))
         self.client.mkdir(path)
 
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
@@ -256,7 +260,7 @@ class PFSFileSystem(AbstractFileSystem):
         FileExistsError unless exist_ok, an existing file always is (as os.makedirs)."""
         path = self._path(path)
         if parent(path):
-            fileio.makedirs(self.client, parent(path))
+            makedirs(self.client, parent(path))
         try:
             self.client.mkdir(path)
         except FileExistsError:
@@ -319,7 +323,7 @@ class PFSFileSystem(AbstractFileSystem):
         except FileNotFoundError:
             if not parent(target) or not self.exists(source):
                 raise
-            fileio.makedirs(self.client, parent(target))
+            makedirs(self.client, parent(target))
             self.client.rename(source, target)
 
     def _replace(self, temp: str, target: str) -> None:

@@ -1,6 +1,8 @@
 """The records the C-like API fills in (file metadata, a client's cache counters) and the cluster
-defaults a new file's recipe gets. Plain data that imports nothing of PFS, so that clients,
-servers and the `pfs` command may all share it without loading one another."""
+defaults a new file's recipe gets. Plain data without I/O that imports nothing of PFS, so that
+clients, servers and the `pfs` command may all share it without loading one another (a recipe's
+striping arithmetic is docs/design.md's, and MAX_FILE_SIZE bounds every size and offset from the
+network)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields

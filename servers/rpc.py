@@ -20,7 +20,13 @@ from concurrent import futures
 
 import grpc
 
-from pfs.transport import SECRET_HEADER, SERVER_OPTIONS, SESSION_HEADER, Credentials, parse_session
+from pfs.protocol.transport import (
+    SECRET_HEADER,
+    SERVER_OPTIONS,
+    SESSION_HEADER,
+    Credentials,
+    parse_session,
+)
 
 from .instance import AlreadyRunning, port_holder
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pfs.cache import BlockCache
+from pfs.datapath.blockcache import BlockCache
 
 B = 8
 

@@ -8,13 +8,13 @@ import grpc
 import pytest
 
 import pfs
-from pfs import capability, wire
+from pfs.protocol import capability, wire
 from pfs._proto import fileserver_pb2 as fs_pb
 from pfs._proto import fileserver_pb2_grpc as fs_grpc
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-from pfs.errors import ERRNO_HEADER
-from pfs.ranges import INFINITY
+from pfs.protocol.errnos import ERRNO_HEADER
+from pfs.protocol.ranges import INFINITY
 from pfs_servers import clusterkey
 from clusters import read_file, write_file
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import pfs
-from pfs.capability import CAPABILITY_SECONDS
+from pfs.protocol.capability import CAPABILITY_SECONDS
 from pfs_servers.fileserver.fencing import NotAdmitted, SessionTable
 from clusters import COURSE, Cluster, RemoteClient, read_file, wait_until, write_file
 

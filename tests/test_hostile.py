@@ -7,8 +7,8 @@ from pfs._proto import fileserver_pb2 as fs_pb
 from pfs._proto import fileserver_pb2_grpc as fs_grpc
 from pfs._proto import metaserver_pb2 as meta_pb
 from pfs._proto import metaserver_pb2_grpc as meta_grpc
-from pfs import wire
-from pfs.transport import CHANNEL_OPTIONS, MAX_MESSAGE
+from pfs.protocol import wire
+from pfs.protocol.transport import CHANNEL_OPTIONS, MAX_MESSAGE
 from pfs_servers import clusterkey
 from clusters import read_file, write_file
 

@@ -9,10 +9,10 @@ import grpc
 import pytest
 
 import pfs
-from pfs import wire
+from pfs.protocol import wire
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-from pfs.transport import session_metadata
+from pfs.protocol.transport import session_metadata
 from clusters import read_file, write_file
 
 VICTIM_BYTES = b"v" * 700

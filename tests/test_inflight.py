@@ -7,7 +7,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from pfs.inflight import InFlight, Request, Unstored
+from pfs.datapath.writebehind import InFlight, Request, Unstored
 
 
 class Fileservers:

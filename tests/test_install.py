@@ -48,10 +48,10 @@ def test_an_editable_install_works_where_the_checkout_is(cluster, tmp_path, name
         "metaserver_pb2_grpc.py"]
     assert list((source / "pfs" / "_native").glob("_core*.so"))
     # ... which is what Python imports from anywhere, edits included, and it works.
-    with open(source / "pfs" / "paths.py", "a") as f:
+    with open(source / "pfs" / "protocol" / "paths.py", "a") as f:
         f.write("\nEDITED = 'in place'\n")
-    script = ("import pfs, pfs.paths, pfs_servers.rpc\n"
-              "print(pfs.__file__, pfs_servers.rpc.__file__, pfs.paths.EDITED)\n"
+    script = ("import pfs, pfs.protocol.paths, pfs_servers.rpc\n"
+              "print(pfs.__file__, pfs_servers.rpc.__file__, pfs.protocol.paths.EDITED)\n"
               f"client = pfs.Client({cluster.address!r})\n"
               "client_id = client.pfs_initialize()\n"
               f"assert client.pfs_create({name!r}, 2) == 0, pfs.pfs_last_error()\n"

@@ -1,4 +1,4 @@
-"""pfs.ranges.RangeMap (the token tables of the metaserver and of every client) against a
+"""pfs.protocol.ranges.RangeMap (the token tables of the metaserver and of every client) against a
 per-cell model.
 
 The model universe is the points P = base + i*stride for i = 0..N, followed by INFINITY; cell i
@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pfs.ranges import INFINITY, RangeMap
+from pfs.protocol.ranges import INFINITY, RangeMap
 
 READ, WRITE = 1, 2
 N = 64

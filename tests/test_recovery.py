@@ -14,11 +14,11 @@ import grpc
 import pytest
 
 import pfs
-from pfs import capability, wire
+from pfs.protocol import capability, wire
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-from pfs.ranges import INFINITY
-from pfs.transport import CHANNEL_OPTIONS, session_metadata
+from pfs.protocol.ranges import INFINITY
+from pfs.protocol.transport import CHANNEL_OPTIONS, session_metadata
 from clusters import COURSE, Cluster, RemoteClient, read_file, wait_until, write_file
 from test_capabilities import call, refused as assert_refused
 from test_single_instance import run_pfs

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 
 import pfs
-from pfs.cache import BlockCache
+from pfs.datapath.blockcache import BlockCache
 from clusters import wait_until
 
 B = 8

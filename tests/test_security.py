@@ -9,8 +9,8 @@ import pytest
 
 import pfs
 from clusters import Cluster
-from pfs import wire
-from pfs.transport import Credentials
+from pfs.protocol import wire
+from pfs.protocol.transport import Credentials
 
 SECRET = "correct horse battery staple"
 

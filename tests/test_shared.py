@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import threading
 
-from pfs import shared
-from pfs.lanes import Lanes
-from pfs.workers import Workers
+from pfs.runtime import holdings as shared
+from pfs.runtime.callqueues import Lanes
+from pfs.runtime.threads import Workers
 from clusters import wait_until
 
 

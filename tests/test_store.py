@@ -10,7 +10,7 @@ import tempfile
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pfs import checksums, wire
+from pfs.protocol import checksums, wire
 from pfs_servers.fileserver.store import Corrupt, StripeStore
 
 UNIT = wire.CHECKSUM_UNIT

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pfs.ranges import INFINITY, RangeMap
+from pfs.protocol.ranges import INFINITY, RangeMap
 from pfs_servers.metaserver.tokens import (DROP, READ, WRITE, RequestCancelled, SessionGone,
                                            TokenManager)
 

@@ -11,10 +11,10 @@ import errno
 import pathlib
 from typing import Callable
 
-from pfs import errors
 from pfs.client import default_metaserver
-from pfs.paths import canonical
-from pfs.transport import Credentials
+from pfs.protocol import errnos
+from pfs.protocol.paths import canonical
+from pfs.protocol.transport import Credentials
 
 from .console import Console, reporting_errors
 
@@ -108,7 +108,7 @@ def metaserver() -> str:
     where = default_metaserver()
     problem = _address_problem(where)
     if problem:
-        raise errors.error(errno.EINVAL, f"PFS_METASERVER={where!r} {problem}")
+        raise errnos.error(errno.EINVAL, f"PFS_METASERVER={where!r} {problem}")
     return where
 
 

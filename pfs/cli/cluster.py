@@ -10,11 +10,11 @@ import functools
 
 import grpc
 
-from pfs import errors
 from pfs._proto import fileserver_pb2 as fs_pb
 from pfs._proto import fileserver_pb2_grpc as fs_pb_grpc
 from pfs._proto import metaserver_pb2 as pb
-from pfs.transport import Credentials
+from pfs.protocol import errnos
+from pfs.protocol.transport import Credentials
 
 from .arguments import add_command, json_flag, metaserver, pfs_path
 from .connection import call, metaserver_stub
@@ -85,7 +85,7 @@ def _fileserver_usage(server: pb.Fileserver, credentials: Credentials) -> dict[s
         with credentials.channel(server.address) as channel:
             health = fs_pb_grpc.FileServerStub(channel).Health(fs_pb.HealthRequest(), timeout=10)
     except grpc.RpcError as e:
-        row["error"] = str(errors.from_rpc(e, f"fileserver [{server.index}] at "
+        row["error"] = str(errnos.from_rpc(e, f"fileserver [{server.index}] at "
                                               f"{server.address}").strerror)
         return row
     row.update(objects=health.objects, bytes_stored=health.bytes_stored,

@@ -13,12 +13,12 @@ from typing import Iterator
 
 import grpc
 
-from pfs import errors
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.client import Client
 from pfs.metadata import Metadata
-from pfs.transport import Credentials
+from pfs.protocol import errnos
+from pfs.protocol.transport import Credentials
 
 from .arguments import metaserver, pfs_path
 from .console import shown
@@ -50,13 +50,13 @@ def metaserver_stub(what: str) -> Iterator[pb_grpc.MetaServerStub]:
             yield pb_grpc.MetaServerStub(channel)
     except grpc.RpcError as e:
         if e.code() == grpc.StatusCode.UNAVAILABLE:
-            raise errors.error(errno.EHOSTDOWN, f"no metaserver answers at {where} "
+            raise errnos.error(errno.EHOSTDOWN, f"no metaserver answers at {where} "
                                                 f"({e.details()}): is it running? `pfs up` "
                                                 "starts a cluster; PFS_METASERVER says where it "
                                                 "is") from None
-        raise errors.from_rpc(e, f"{what} (metaserver {where})") from None
+        raise errnos.from_rpc(e, f"{what} (metaserver {where})") from None
     except ValueError as e:  # a bad PFS_SECRET
-        raise errors.error(errno.EINVAL, str(e)) from None
+        raise errnos.error(errno.EINVAL, str(e)) from None
 
 
 def stat(path: str) -> pb.FileMeta:
@@ -70,7 +70,7 @@ def existing(client: Client, arg: str) -> tuple[str, Metadata]:
     path, must_be_dir = pfs_path(arg)
     meta = client.stat(path)
     if must_be_dir and not meta.is_dir:
-        raise errors.error(errno.ENOTDIR, f"{shown(path)} is not a directory")
+        raise errnos.error(errno.ENOTDIR, f"{shown(path)} is not a directory")
     return path, meta
 
 

@@ -15,15 +15,17 @@ import os
 import stat as stat_mod
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from pfs import errors, fileio
+from pfs import fileio
 from pfs.client import PFS_READ_WRITE, Client
+from pfs.client.namespace import walk
 from pfs.metadata import Metadata
-from pfs.paths import base, is_temporary, join, parent, temporary_path
+from pfs.protocol import errnos
+from pfs.protocol.paths import base, is_temporary, join, parent, temporary_path
 
 from .arguments import pfs_path
 from .connection import lookup
 from .console import COPY_CHUNK, Console, shown
-from .walk import makedirs, remove_tree, tree
+from .walk import makedirs, remove_tree
 
 #: A tree as the copies take it: (relative directory, subdirectories, files), top first.
 Tree = Iterable[tuple[str, list[str], list[str]]]
@@ -51,16 +53,16 @@ def _open_local(local: str) -> BinaryIO:
     try:
         f = open(local, "rb")
     except FileNotFoundError:
-        raise errors.error(errno.ENOENT, f"no such local file: {local}") from None
+        raise errnos.error(errno.ENOENT, f"no such local file: {local}") from None
     except IsADirectoryError:
-        raise errors.error(errno.EISDIR, f"{local} is a directory (use -r to copy a tree)") \
+        raise errnos.error(errno.EISDIR, f"{local} is a directory (use -r to copy a tree)") \
             from None
     except OSError as e:
-        raise errors.error(e.errno or errno.EIO, f"cannot read local file {local}: "
+        raise errnos.error(e.errno or errno.EIO, f"cannot read local file {local}: "
                                                  f"{e.strerror or e}") from None
     if stat_mod.S_ISDIR(os.fstat(f.fileno()).st_mode):  # opening a directory may succeed
         f.close()
-        raise errors.error(errno.EISDIR, f"{local} is a directory (use -r to copy a tree)")
+        raise errnos.error(errno.EISDIR, f"{local} is a directory (use -r to copy a tree)")
     return f
 
 
@@ -88,7 +90,7 @@ def local_tree(top: str, console: Console) -> Tree:
     what cannot be copied (symbolic links to directories, devices, pipes) is skipped with a
     warning, and an unreadable directory is an error."""
     def fail(e: OSError) -> None:
-        raise errors.error(e.errno or errno.EIO, f"cannot read local directory {e.filename}: "
+        raise errnos.error(e.errno or errno.EIO, f"cannot read local directory {e.filename}: "
                                                  f"{e.strerror or e}")
     for here, dirs, files in os.walk(top, onerror=fail):
         rel = os.path.relpath(here, top)
@@ -113,7 +115,7 @@ def local_tree(top: str, console: Console) -> Tree:
 def pfs_tree(client: Client, top: str) -> Tree:
     """(relative directory, subdirectories, files) of a PFS tree, top first; the unfinished
     temporaries of other copies and writers (.NAME.pfs-tmp-*) are left out."""
-    for here, entries in tree(client, top):
+    for here, entries in walk(client, top):
         kept = [m for m in entries if not is_temporary(base(m.filename))]
         yield (here[len(top):].lstrip("/"), [base(m.filename) for m in kept if m.is_dir],
                [base(m.filename) for m in kept if not m.is_dir])
@@ -123,9 +125,9 @@ def _refuse_existing(meta: Metadata | None, path: str, force: bool) -> None:
     if meta is None:
         return
     if meta.is_dir:
-        raise errors.error(errno.EISDIR, f"{shown(path)} is a directory")
+        raise errnos.error(errno.EISDIR, f"{shown(path)} is a directory")
     if not force:
-        raise errors.error(errno.EEXIST, f"{shown(path)} exists (use --force to replace it)")
+        raise errnos.error(errno.EEXIST, f"{shown(path)} exists (use --force to replace it)")
 
 
 class Copier:
@@ -149,7 +151,7 @@ class Copier:
                     with self.console.local_io():
                         n = source.file.readinto(view)
                 except OSError as e:
-                    raise errors.error(e.errno or errno.EIO, f"cannot read {source.shown}: "
+                    raise errnos.error(e.errno or errno.EIO, f"cannot read {source.shown}: "
                                                              f"{e.strerror or e}") from None
             if not n:
                 return offset
@@ -211,9 +213,9 @@ class Copier:
         if meta is not None and meta.is_dir:
             return
         if meta is not None:
-            raise errors.error(errno.ENOTDIR, f"{shown(up)} is not a directory")
+            raise errnos.error(errno.ENOTDIR, f"{shown(up)} is not a directory")
         if not self.parents:
-            raise errors.error(errno.ENOENT, f"no such directory: {shown(up)} (create it with "
+            raise errnos.error(errno.ENOENT, f"no such directory: {shown(up)} (create it with "
                                              f"`pfs mkdir -p {up}`, or use --parents)")
         makedirs(self.client, up)
 
@@ -226,10 +228,10 @@ class Copier:
             target = join(target, name)
             return target, lookup(self.client, target)
         if meta is not None and meta.is_dir:
-            raise errors.error(errno.EISDIR, f"{shown(target)} is a directory: give the name to "
+            raise errnos.error(errno.EISDIR, f"{shown(target)} is a directory: give the name to "
                                              f"write, e.g. {join(target, 'NAME')}")
         if must_be_dir:
-            raise errors.error(errno.ENOTDIR if meta else errno.ENOENT,
+            raise errnos.error(errno.ENOTDIR if meta else errno.ENOENT,
                                f"no such directory: {shown(target)}")
         return target, meta
 
@@ -238,9 +240,9 @@ class Copier:
         destination; the line that sums the copy up."""
         target, meta = self._destination(name)
         if not target:
-            raise errors.error(errno.EISDIR, "the root is a directory")
+            raise errnos.error(errno.EISDIR, "the root is a directory")
         if source.in_pfs and source.shown == shown(target):
-            raise errors.error(errno.EINVAL, f"{source.shown} is both source and destination")
+            raise errnos.error(errno.EINVAL, f"{source.shown} is both source and destination")
         _refuse_existing(meta, target, self.force)
         self._ensure_parent(target)
         copied = self._put_one(source, target, self.force)
@@ -262,7 +264,7 @@ class Copier:
                     self.client.mkdir(directory)
                 except FileExistsError:  # merging: a directory of the same name is merged into
                     if not self.client.stat(directory).is_dir:
-                        raise errors.error(errno.ENOTDIR, f"{shown(directory)} is a file, not "
+                        raise errnos.error(errno.ENOTDIR, f"{shown(directory)} is a file, not "
                                                           "a directory") from None
             for n in names:
                 self.console.checkpoint()
@@ -286,9 +288,9 @@ class Copier:
             target = pfs_path(self.destination_arg)[0]
             meta = lookup(self.client, target)
         if meta is not None and not meta.is_dir:
-            raise errors.error(errno.ENOTDIR, f"{shown(target)} is a file, not a directory")
+            raise errnos.error(errno.ENOTDIR, f"{shown(target)} is a file, not a directory")
         if meta is not None and not self.force:
-            raise errors.error(errno.EEXIST, f"{shown(target)} exists (use --force to copy "
+            raise errnos.error(errno.EEXIST, f"{shown(target)} exists (use --force to copy "
                                              "into it, replacing files of the same names)")
         return target, meta
 
@@ -300,14 +302,14 @@ class Copier:
         if meta is not None:
             return (target, *self._tree_in(files_of, source_of, target, merge=True))
         if not target:
-            raise errors.error(errno.EINVAL, "the root directory exists")
+            raise errnos.error(errno.EINVAL, "the root directory exists")
         self._ensure_parent(target)
         tmp = temporary_path(target)
         self.client.mkdir(tmp)
         try:
             files, size = self._tree_in(files_of, source_of, tmp, merge=False)
             if lookup(self.client, target) is not None:
-                raise errors.error(errno.EEXIST, f"{shown(target)} was created meanwhile "
+                raise errnos.error(errno.EEXIST, f"{shown(target)} was created meanwhile "
                                                  "(use --force to copy into it)")
             self.console.checkpoint()
             self.client.rename(tmp, target)

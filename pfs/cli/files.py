@@ -13,22 +13,22 @@ import os
 import sys
 from typing import Callable
 
-from pfs import errors
 from pfs.client import PFS_READ, Client
+from pfs.client.namespace import walk
 from pfs.metadata import Metadata
-from pfs.paths import base, is_temporary, join, temporary_name
+from pfs.protocol import errnos
+from pfs.protocol.paths import base, is_temporary, join, temporary_name
 
 from .arguments import add_command, at_least_one, pfs_path, progress_flags
 from .connection import existing, session
 from .console import COPY_CHUNK, Console, shown
 from .copying import Copier, Source, local_source, local_tree, pfs_source, pfs_tree
-from .walk import tree
 
 
 # --- into PFS: put and cp ---------------------------------------------------------------------
 def cmd_put(args: argparse.Namespace, console: Console) -> int:
     if args.local == "-" and args.recursive:
-        raise errors.error(errno.EINVAL, "-r copies a local directory; standard input is not one")
+        raise errnos.error(errno.EINVAL, "-r copies a local directory; standard input is not one")
     if args.recursive and os.path.isdir(args.local):
         return _put_tree(args, console)
     if args.local == "-":
@@ -70,10 +70,10 @@ def cmd_cp(args: argparse.Namespace, console: Console) -> int:
             with pfs_source(client, src, args) as opened:
                 summary = copier.copy_one(opened, base(src))
         elif not args.recursive:
-            raise errors.error(errno.EISDIR, f"{shown(src)} is a directory (use -r to copy a "
+            raise errnos.error(errno.EISDIR, f"{shown(src)} is a directory (use -r to copy a "
                                              "tree)")
         elif _within(pfs_path(args.path)[0], src):
-            raise errors.error(errno.EINVAL, f"cannot copy {shown(src)} into itself "
+            raise errnos.error(errno.EINVAL, f"cannot copy {shown(src)} into itself "
                                              f"({shown(pfs_path(args.path)[0])})")
         else:
             target, files, size = copier.copy_tree(
@@ -113,9 +113,9 @@ def _get_file(client: Client, console: Console, path: str, size: int, local: str
     try:
         out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileNotFoundError:
-        raise errors.error(errno.ENOENT, f"no such local directory: {directory or '.'}") from None
+        raise errnos.error(errno.ENOENT, f"no such local directory: {directory or '.'}") from None
     except OSError as e:
-        raise errors.error(e.errno or errno.EIO, f"cannot write in {directory or '.'}: "
+        raise errnos.error(e.errno or errno.EIO, f"cannot write in {directory or '.'}: "
                                                  f"{e.strerror or e}") from None
     try:
         with open(out, "wb") as f:
@@ -123,7 +123,7 @@ def _get_file(client: Client, console: Console, path: str, size: int, local: str
         try:
             os.replace(tmp, local)
         except OSError as e:
-            raise errors.error(e.errno or errno.EIO, f"cannot write local file {local}: "
+            raise errnos.error(e.errno or errno.EIO, f"cannot write local file {local}: "
                                                      f"{e.strerror or e}") from None
         return copied
     except BaseException:
@@ -136,17 +136,17 @@ def _get_tree(client: Client, console: Console, path: str, local: str) -> tuple[
     """Copies the PFS tree `path` into the local directory `local`, merging into what is
     there; (files, bytes) copied."""
     files = size = 0
-    for here, entries in tree(client, path):
+    for here, entries in walk(client, path):
         rel = here[len(path):].lstrip("/")
         where = os.path.join(local, *rel.split("/")) if rel else local
         try:
             os.mkdir(where)
         except FileExistsError:
             if not os.path.isdir(where):
-                raise errors.error(errno.ENOTDIR, f"local {where} exists and is not a "
+                raise errnos.error(errno.ENOTDIR, f"local {where} exists and is not a "
                                                   "directory") from None
         except OSError as e:
-            raise errors.error(e.errno or errno.EIO, f"cannot make local directory "
+            raise errnos.error(e.errno or errno.EIO, f"cannot make local directory "
                                                      f"{where}: {e.strerror or e}") from None
         for m in entries:
             console.checkpoint()
@@ -160,7 +160,7 @@ def _get_tree(client: Client, console: Console, path: str, local: str) -> tuple[
 def _to_stdout(client: Client, console: Console, path: str, meta: Metadata,
                progress: bool = True) -> None:
     if meta.is_dir:
-        raise errors.error(errno.EISDIR, f"{shown(path)} is a directory")
+        raise errnos.error(errno.EISDIR, f"{shown(path)} is a directory")
     _read_all(client, console, path, meta.file_size, sys.stdout.buffer.write, progress)
     sys.stdout.buffer.flush()
 
@@ -169,7 +169,7 @@ def cmd_get(args: argparse.Namespace, console: Console) -> int:
     with session() as client:
         path, meta = existing(client, args.path)
         if meta.is_dir and not args.recursive:
-            raise errors.error(errno.EISDIR, f"{shown(path)} is a directory (use -r to copy "
+            raise errnos.error(errno.EISDIR, f"{shown(path)} is a directory (use -r to copy "
                                              "a tree)")
         if args.local == "-":
             _to_stdout(client, console, path, meta)

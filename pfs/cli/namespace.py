@@ -11,9 +11,9 @@ import argparse
 import datetime
 import errno
 
-from pfs import errors
 from pfs._proto import metaserver_pb2 as pb
-from pfs.paths import base, join, parent
+from pfs.protocol import errnos
+from pfs.protocol.paths import base, join, parent
 
 from .arguments import add_command, json_flag, pfs_path
 from .connection import existing, lookup, session, stat
@@ -156,16 +156,16 @@ def cmd_rm(args: argparse.Namespace, console: Console) -> int:
             if meta is None:
                 if args.force:
                     return
-                raise errors.error(errno.ENOENT, f"no such file or directory: {shown(path)}")
+                raise errnos.error(errno.ENOENT, f"no such file or directory: {shown(path)}")
             if not meta.is_dir:
                 if must_be_dir:
-                    raise errors.error(errno.ENOTDIR, f"{shown(path)} is not a directory")
+                    raise errnos.error(errno.ENOTDIR, f"{shown(path)} is not a directory")
                 client.delete(path)
             elif not args.recursive:
-                raise errors.error(errno.EISDIR, f"{shown(path)} is a directory (use -r to "
+                raise errnos.error(errno.EISDIR, f"{shown(path)} is a directory (use -r to "
                                                  "remove it and everything in it)")
             elif not path:
-                raise errors.error(errno.EBUSY, "refusing to remove the root directory")
+                raise errnos.error(errno.EBUSY, "refusing to remove the root directory")
             else:
                 remove_tree(client, path, console.checkpoint)
         return console.each(args.paths, remove)
@@ -180,11 +180,11 @@ def cmd_mv(args: argparse.Namespace, console: Console) -> int:
             dst = join(dst, base(src))  # as mv: into an existing directory
             there = lookup(client, dst)
         elif into and there is None:
-            raise errors.error(errno.ENOENT, f"no such directory: {shown(dst)}")
+            raise errnos.error(errno.ENOENT, f"no such directory: {shown(dst)}")
         if dst == src:
-            raise errors.error(errno.EINVAL, f"{shown(src)} and {shown(dst)} are the same")
+            raise errnos.error(errno.EINVAL, f"{shown(src)} and {shown(dst)} are the same")
         if there is not None and not there.is_dir and not args.force:
-            raise errors.error(errno.EEXIST, f"{shown(dst)} exists (use --force to replace it)")
+            raise errnos.error(errno.EEXIST, f"{shown(dst)} exists (use --force to replace it)")
         client.rename(src, dst)
     return 0
 

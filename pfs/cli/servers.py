@@ -15,7 +15,11 @@ import time
 from typing import Callable
 
 from pfs.client import default_metaserver
-from pfs.metadata import DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_STRIPE_BLOCKS
+from pfs.metadata import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_STRIPE_BLOCKS,
+)
 
 from .arguments import HelpFormatter, address, at_least_one, credentials, port
 from .supervisor import DETACHED_LOG, cmd_up

@@ -1,20 +1,18 @@
-"""Directory paging, tree walks and mkdir -p for the commands. (The client package's namespace
-helpers do the same for fsspec; at the merge these give way to them.)
+"""The commands' tree operations on top of the client's namespace helpers (pfs.client.namespace:
+paging, walks, makedirs): directories outside a session, mkdir -p that refuses a file in the way,
+and rm -r.
 
 Invariant: a directory is read a page at a time and a tree without recursion, so neither a
 directory of millions of entries nor a tree deeper than Python's stack breaks a command.
 """
 from __future__ import annotations
 
-import collections
 import errno
 from typing import Callable, Iterator
 
-from pfs import errors, fileio
 from pfs._proto import metaserver_pb2 as pb
-from pfs.client import Client
-from pfs.metadata import Metadata
-from pfs.paths import base
+from pfs.client import Client, namespace
+from pfs.protocol import errnos
 
 from .connection import call
 from .console import shown
@@ -22,38 +20,22 @@ from .console import shown
 
 def entries(path: str) -> Iterator[pb.FileMeta]:
     """The entries of a directory, a page at a time, outside any session."""
-    after = ""
-    while True:
-        page = call("List", pb.ListRequest(path=path, after=after), f"list {shown(path)}")
-        yield from page.entries
-        if not page.more:
-            return
-        after = base(page.entries[-1].path)
-
-
-def tree(client: Client, top: str) -> Iterator[tuple[str, list[Metadata]]]:
-    """(directory, its entries) of a PFS tree, top first (breadth first)."""
-    pending = collections.deque([top])
-    while pending:
-        here = pending.popleft()
-        listed = client.listdir(here)
-        yield here, listed
-        pending.extend(m.filename for m in listed if m.is_dir)
+    return namespace.entries(lambda request: call("List", request, f"list {shown(path)}"), path)
 
 
 def makedirs(client: Client, path: str) -> None:
     """mkdir -p: `path` and its missing parents; a file in the way is an error (ENOTDIR).
-    fileio.makedirs accepts a file at `path` itself, so that one is checked here."""
-    fileio.makedirs(client, path)
+    The client's makedirs accepts a file at `path` itself, so that one is checked here."""
+    namespace.makedirs(client, path)
     if path and not client.stat(path).is_dir:
-        raise errors.error(errno.ENOTDIR, f"{shown(path)} exists and is not a directory")
+        raise errnos.error(errno.ENOTDIR, f"{shown(path)} exists and is not a directory")
 
 
 def remove_tree(client: Client, top: str, checkpoint: Callable[[], None]) -> None:
     """rm -r: the files of every directory of the tree, then the directories, bottom up;
     `checkpoint()` between two files (a safe point to stop at)."""
     directories = []
-    for here, listed in tree(client, top):
+    for here, listed in namespace.walk(client, top):
         directories.append(here)
         for m in listed:
             checkpoint()

@@ -12,8 +12,8 @@ import pathlib
 import threading
 
 from pfs._proto import fileserver_pb2_grpc
-from pfs.capability import Signer
-from pfs.transport import Credentials
+from pfs.protocol.capability import Signer
+from pfs.protocol.transport import Credentials
 
 from .. import clusterkey
 from ..instance import AlreadyRunning, lock_data_dir

@@ -14,8 +14,8 @@ import grpc
 
 from pfs._proto import metaserver_pb2 as meta_pb
 from pfs._proto import metaserver_pb2_grpc as meta_grpc
-from pfs.heartbeats import END, Heartbeats, messages_for
-from pfs.transport import Credentials
+from pfs.protocol.heartbeats import END, Heartbeats, messages_for
+from pfs.protocol.transport import Credentials
 
 from .. import clusterkey
 from .service import FileServerService

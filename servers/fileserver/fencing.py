@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from pfs.capability import CAPABILITY_SECONDS
+from pfs.protocol.capability import CAPABILITY_SECONDS
 
 #: Seconds before the lease ends at which new calls stop being served: a call admitted just
 #: before must still finish before the metaserver gives up waiting for us.

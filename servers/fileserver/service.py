@@ -11,10 +11,10 @@ import grpc
 
 from pfs._proto import fileserver_pb2 as pb
 from pfs._proto import fileserver_pb2_grpc as pb_grpc
-from pfs import capability, wire
-from pfs.capability import READ, WRITE, Signer
-from pfs.errors import ERRNO_HEADER
-from pfs.ranges import INFINITY
+from pfs.protocol import capability, wire
+from pfs.protocol.capability import READ, WRITE, Signer
+from pfs.protocol.errnos import ERRNO_HEADER
+from pfs.protocol.ranges import INFINITY
 
 from .fencing import NotAdmitted, NotServing, SessionTable
 from .store import Corrupt, StripeStore

@@ -29,15 +29,14 @@ import os
 import pathlib
 import threading
 import uuid
+from array import array
 from collections import OrderedDict
 from typing import Iterator
 
-from array import array
-
-from pfs import checksums
 from pfs._native import crc32c
-from pfs.transport import MAX_CHUNK
-from pfs.wire import CHECKSUM_UNIT as UNIT
+from pfs.protocol import checksums
+from pfs.protocol.transport import MAX_CHUNK
+from pfs.protocol.wire import CHECKSUM_UNIT as UNIT
 
 #: Objects are never larger than this (a sanity bound on offsets from the network).
 MAX_OBJECT_BYTES = 1 << 50

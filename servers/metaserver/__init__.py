@@ -11,8 +11,12 @@ import logging
 import pathlib
 
 from pfs._proto import metaserver_pb2_grpc
-from pfs.metadata import DEFAULT_BLOCK_SIZE, DEFAULT_LEASE_SECONDS, DEFAULT_STRIPE_BLOCKS
-from pfs.transport import Credentials
+from pfs.metadata import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_STRIPE_BLOCKS,
+)
+from pfs.protocol.transport import Credentials
 
 from .. import clusterkey
 from ..instance import lock_data_dir

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from pfs.capability import column_ranges
-from pfs.ranges import INFINITY
+from pfs.protocol.capability import column_ranges
+from pfs.protocol.ranges import INFINITY
 
 from .namespace import Namespace, NamespaceError, Node
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from pfs.metadata import Recipe
-from pfs.paths import brief
+from pfs.protocol.paths import brief
 
 ROOT = 0
 

@@ -30,11 +30,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs._proto import metaserver_pb2 as pb
-from pfs.capability import CAPABILITY_SECONDS, Signer, column_ranges
 from pfs.metadata import MAX_FILE_SIZE
-from pfs.paths import brief
-from pfs.ranges import INFINITY
-from pfs.transport import Credentials
+from pfs.protocol.capability import CAPABILITY_SECONDS, Signer, column_ranges
+from pfs.protocol.paths import brief
+from pfs.protocol.ranges import INFINITY
+from pfs.protocol.transport import Credentials
 
 from .cluster import Cluster
 from .copies import Copies

@@ -36,7 +36,7 @@ from typing import Callable, Iterable
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs.metadata import MAX_FILE_SIZE
-from pfs.ranges import INFINITY
+from pfs.protocol.ranges import INFINITY
 
 from .cluster import Cluster
 from .copies import Copies

@@ -23,21 +23,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
-import grpc
-
-from pfs import capability, checksums, wire
-from pfs._native import crc32c
 from pfs._proto import fileserver_pb2 as fs_pb
-from pfs._proto import fileserver_pb2_grpc as fs_grpc
-from pfs.capability import CAPABILITY_SECONDS, READ, WRITE, Signer
-from pfs.errors import from_rpc
-from pfs.ranges import INFINITY
-from pfs.transport import Credentials
+from pfs.protocol import wire
+from pfs.protocol.capability import CAPABILITY_SECONDS, READ, WRITE, Signer
+from pfs.protocol.datacalls import FileServerCalls, ReadUnits, copy_request, read_units
+from pfs.protocol.ranges import INFINITY
+from pfs.protocol.transport import Credentials
 
 from .cluster import METASERVER_CLIENT, Cluster
 from .copies import Copies
@@ -70,7 +65,7 @@ class Repair:
         self._cluster, self._signer, self._credentials = cluster, signer, credentials
         self._clock = clock  # the metaserver's wall clock, for capabilities' expiry
         self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="repair")
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[str, FileServerCalls] = {}
         self._wakeup = asyncio.Event()
         self._token_lock = asyncio.Lock()  # one chunk at a time holds the metaserver's tokens
         tokens.add_client(METASERVER_CLIENT)
@@ -111,8 +106,8 @@ class Repair:
         while at < min(end, length):
             stop = min(end, length, at + CHUNK)
             async with self._reading(node, column, at, stop):
-                got, crcs, data = await self._call(self._read, node, column, good[0], at, stop)
-                await self._call(self._write, node, column, server, got, crcs, data)
+                units = await self._call(self._read, node, column, good[0], at, stop)
+                await self._call(self._write, node, column, server, units)
             await self._call(self._copies.repaired, file_id, server, at, stop)
             at = stop
         if end > length:  # what the good copy does not have, the stale one must not either
@@ -145,14 +140,14 @@ class Repair:
             async with self._reading(node, column, at, stop):
                 first = None
                 for index in copies:
-                    _, crcs, data = await self._call(self._read, node, column, index, at, stop,
-                                                     checked=False)
-                    totals.bytes += len(data)
-                    bad = checksums.first_bad(data, crcs)
-                    if bad is None and first is None:
-                        first = bytes(data)
-                    if bad is not None or bytes(data) != first:
-                        await self._damaged(node, index, at, stop, bad is not None, totals)
+                    units = await self._call(self._read, node, column, index, at, stop,
+                                             checked=False)
+                    totals.bytes += len(units.data)
+                    if units.bad is None and first is None:
+                        first = bytes(units.data)
+                    if units.bad is not None or bytes(units.data) != first:
+                        await self._damaged(node, index, at, stop, units.bad is not None,
+                                            totals)
 
     async def _damaged(self, node: Node, index: int, start: int, end: int, checksum: bool,
                        totals: ScrubTotals) -> None:
@@ -180,55 +175,43 @@ class Repair:
         return await asyncio.get_running_loop().run_in_executor(
             self._threads, lambda: fn(*args, **kwargs))
 
-    def _channel(self, index: int) -> grpc.Channel:
+    def _calls(self, index: int) -> FileServerCalls:
         address = self._cluster.addresses()[index]
         if address not in self._channels:
-            self._channels[address] = self._credentials.channel(address)
+            self._channels[address] = FileServerCalls(self._credentials.channel(address))
         return self._channels[address]
 
-    def _metadata(self, node: Node, column: int, mode: int, start: int, end: int):
-        blob = self._signer.sign(node.node_id, METASERVER_CLIENT, mode, start, end,
-                                 self._clock() + CAPABILITY_SECONDS, node.copies(column))
-        return ((capability.HEADER, blob),)
+    def _capabilities(self, node: Node, column: int, mode: int, start: int,
+                      end: int) -> list[bytes]:
+        return [self._signer.sign(node.node_id, METASERVER_CLIENT, mode, start, end,
+                                  self._clock() + CAPABILITY_SECONDS, node.copies(column))]
 
     def _read(self, node: Node, column: int, index: int, start: int, end: int,
-              checked: bool = True) -> tuple[int, memoryview, memoryview]:
+              checked: bool = True) -> ReadUnits:
         """The whole units holding local bytes [start, end) of a copy, with their checksums
         (checked, unless told otherwise: OSError naming the copy if one fails)."""
-        try:
-            reply = self._channel(index).unary_unary(wire.READ_METHOD)(
-                wire.read_request(node.node_id, start, end - start), timeout=60,
-                metadata=self._metadata(node, column, READ, start, end))
-        except grpc.RpcError as e:
-            raise from_rpc(e, f"read from fileserver {index}") from None
-        got, crcs, data = wire.parse_read_reply(reply)
-        if checked and checksums.first_bad(data, crcs) is not None:
+        units = read_units(self._calls(index).call(
+            "read", wire.read_request(node.node_id, start, end - start),
+            self._capabilities(node, column, READ, start, end),
+            f"read from fileserver {index}"))
+        if checked and units.bad is not None:
             raise OSError(errno.EIO, f"file {node.node_id}'s copy on fileserver {index} fails its "
                              f"checksums at {start}-{end - 1}")
-        return got, crcs, data
+        return units
 
-    def _write(self, node: Node, column: int, index: int, start: int, crcs, data) -> None:
+    def _write(self, node: Node, column: int, index: int, units: ReadUnits) -> None:
         """Stores whole units read from a good copy (at most a CHUNK and two units, within
-        one call's limit) with their checksums: a last unit cut at the object's end carries
-        its own bytes' CRC, as a writer's piece does."""
-        pieces = array("I", crcs)
-        tail = len(data) % wire.CHECKSUM_UNIT
-        if tail:
-            pieces[-1] = crc32c(data[len(data) - tail:])
-        try:
-            self._channel(index).unary_unary(wire.WRITE_METHOD)(
-                wire.write_request(node.node_id, start, data, pieces), timeout=60,
-                metadata=self._metadata(node, column, WRITE, start, start + len(data)))
-        except grpc.RpcError as e:
-            raise from_rpc(e, f"write to fileserver {index}") from None
+        one call's limit) with their checksums."""
+        self._calls(index).call(
+            "write", copy_request(node.node_id, units),
+            self._capabilities(node, column, WRITE, units.start, units.start + len(units.data)),
+            f"write to fileserver {index}")
 
     def _truncate(self, node: Node, column: int, index: int, length: int) -> None:
-        try:
-            fs_grpc.FileServerStub(self._channel(index)).Truncate(
-                fs_pb.TruncateRequest(file_id=node.node_id, length=length, keep=length),
-                timeout=60, metadata=self._metadata(node, column, WRITE, length, INFINITY))
-        except grpc.RpcError as e:
-            raise from_rpc(e, f"truncate on fileserver {index}") from None
+        self._calls(index).call(
+            "Truncate", fs_pb.TruncateRequest(file_id=node.node_id, length=length, keep=length),
+            self._capabilities(node, column, WRITE, length, INFINITY),
+            f"truncate on fileserver {index}")
 
 
 class _Token:

@@ -24,9 +24,9 @@ import grpc
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-from pfs.errors import ERRNO_HEADER
-from pfs.paths import brief, components
-from pfs.ranges import INFINITY
+from pfs.protocol.errnos import ERRNO_HEADER
+from pfs.protocol.paths import brief, components
+from pfs.protocol.ranges import INFINITY
 
 from .. import clusterkey
 from ..rpc import session_of

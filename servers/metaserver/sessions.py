@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from pfs._proto import metaserver_pb2 as pb
-from pfs.transport import SESSION_KEY_BYTES
+from pfs.protocol.transport import SESSION_KEY_BYTES
 
 from .stream_queries import StreamQueries
 

@@ -24,11 +24,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pfs.ranges import INFINITY, RangeMap
+from pfs.protocol.ranges import INFINITY, RangeMap
+from pfs.protocol.tokenmodes import READ, WRITE
 
 log = logging.getLogger("pfs.metaserver.tokens")
 
-READ, WRITE = 1, 2
 DROP = 0  # the level a WRITE request leaves other holders at
 
 

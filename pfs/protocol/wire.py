@@ -1,4 +1,7 @@
-"""The data messages between clients and fileservers, as raw bytes rather than protobuf: the
+"""Every byte between clients and fileservers travels with the CRC32C of its piece, and a
+message that does not add up is refused (ValueError), never guessed at.
+
+The data messages between clients and fileservers, as raw bytes rather than protobuf: the
 payload is then copied once less at each end, which at megabytes per call is most of the cost.
 
 They are the methods of the gRPC service DATA_SERVICE (the fileserver's other calls, small ones,

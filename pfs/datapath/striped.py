@@ -1,16 +1,18 @@
 """Striped I/O: moving a file range between a caller's buffer and the fileservers, in parallel.
+Every fileserver involved gets its request at once; a written byte is held until every live
+copy has it or is recorded stale; a byte read is returned only after its checksum matched.
 
 The C core splits the range into one contiguous extent per fileserver (docs/design.md) and scatters
 or gathers the bytes; every fileserver involved gets its request at once, each from a thread of
 that fileserver's own (blocking calls on long-lived threads: a gRPC future would start a thread
 per call), so a range over w servers costs about one round trip, not w. Reads and writes are raw
-bytes (pfs/wire.py). Writes are write-behind: `write` returns once the bytes are copied into the
+bytes (pfs/protocol/wire.py). Writes are write-behind: `write` returns once the bytes are copied into the
 requests and the writes go on in the background; they are held, bytes and all, until stored, and
-a failed one is sent again by whoever next needs it (pfs/inflight.py says what keeps that
+a failed one is sent again by whoever next needs it (pfs/datapath/writebehind.py says what keeps that
 correct); `settle` waits for them. Tokens are the caller's business: this module only moves
 bytes.
 
-A fileserver's channel and threads are shared by every Client of the process (pfs/shared.py);
+A fileserver's channel and threads are shared by every Client of the process (pfs/runtime/holdings.py);
 each call carries its own capabilities.
 """
 from __future__ import annotations
@@ -23,24 +25,23 @@ import time
 from concurrent.futures import Future
 from typing import Callable, Iterator, Protocol
 
-import grpc
-
 from pfs._native import plan_stripes
 from pfs._proto import fileserver_pb2 as pb
-from pfs._proto import fileserver_pb2_grpc as pb_grpc
+from pfs.metadata import Recipe
+from pfs.protocol import errnos as errors
+from pfs.protocol import wire
+from pfs.protocol.capability import Held
+from pfs.protocol.datacalls import FileServerCalls, read_units
+from pfs.protocol.ranges import INFINITY
+from pfs.protocol.tokenmodes import READ, WRITE
+from pfs.protocol.transport import MAX_CHUNK, Credentials
+from pfs.runtime import holdings as shared
+from pfs.runtime.threads import Workers
 
-from . import capability, checksums, errors, shared, wire
-from .capability import READ, WRITE, Held
-from .inflight import InFlight, Request
-from .metadata import Recipe
-from .ranges import INFINITY
-from .transport import MAX_CHUNK, Credentials
-from .workers import Workers
+from .writebehind import InFlight, Request
 
 log = logging.getLogger("pfs.client")
 
-#: Seconds one fileserver call may take before the operation fails with ETIMEDOUT.
-CALL_TIMEOUT = 60.0
 #: Calls the Clients of one process have in flight to one fileserver at most (Lustre's
 #: max_rpcs_in_flight); the threads making them start as calls need them.
 RPCS_IN_FLIGHT = 8
@@ -72,9 +73,7 @@ class _Server:
     def __init__(self, index: int, address: str, credentials: Credentials) -> None:
         self.address = address
         self.channel = credentials.channel(address)
-        self.read = self.channel.unary_unary(wire.READ_METHOD)  # raw bytes both ways
-        self.write = self.channel.unary_unary(wire.WRITE_METHOD)
-        self.stub = pb_grpc.FileServerStub(self.channel)
+        self.calls = FileServerCalls(self.channel)
         self.threads = Workers(RPCS_IN_FLIGHT, f"pfs-fs{index}")
 
     def close(self) -> None:
@@ -106,9 +105,36 @@ def _all_of(futures: list[Future]) -> Future:
     return combined
 
 
+def _windows(recipe: Recipe, offset: int, length: int) -> Iterator[tuple[int, int]]:
+    """Splits a range so that no fileserver gets more than MAX_CHUNK bytes in one call,
+    while every window still spans all the servers it can: (offset, length) each."""
+    unit = recipe.block_size * recipe.stripe_blocks
+    window = (recipe.stripe_width * unit * (MAX_CHUNK // unit)) if unit <= MAX_CHUNK \
+        else MAX_CHUNK
+    end = offset + length
+    while offset < end:
+        step = min(window, end - offset)
+        yield offset, step
+        offset += step
+
+
+def _plan(recipe: Recipe, offset: int, length: int):
+    return plan_stripes(offset, length, recipe.block_size, recipe.stripe_blocks,
+                        recipe.stripe_width)
+
+
+def _lengths(recipe: Recipe, size: int) -> list[int]:
+    """Each stripe column's object length for a file of `size` bytes."""
+    lengths = [0] * recipe.stripe_width
+    if size:
+        for extent in _plan(recipe, 0, size).extents:
+            lengths[extent.server] = extent.length
+    return lengths
+
+
 class DataPlane:
     """Talks to the fileservers for one session (every call carries the capabilities of the
-    file's tokens, pfs/capability.py); knows their addresses by index.
+    file's tokens, pfs/protocol/capability.py); knows their addresses by index.
 
     A fileserver that is unreachable (restarting, say, perhaps on a new address) is retried for
     up to `retry_seconds`, asking the metaserver for the addresses of those online again
@@ -129,7 +155,7 @@ class DataPlane:
         self._lookup = lookup
         self._on_fenced = on_fenced
         self._on_missed = on_missed  # (file id, fileserver, start, end, why): a stale copy
-        self._servers: dict[int, _Server] = {}  # those this session holds (pfs/shared.py)
+        self._servers: dict[int, _Server] = {}  # those this session holds (pfs/runtime/holdings.py)
         self._holdings = shared.Holdings()
         self._holdings.watch(self)
         self._lock = threading.Lock()
@@ -142,36 +168,18 @@ class DataPlane:
             self._holdings.release_all()
 
     # --- reads and writes -------------------------------------------------------------------
-    @staticmethod
-    def windows(recipe: Recipe, offset: int, length: int) -> Iterator[tuple[int, int]]:
-        """Splits a range so that no fileserver gets more than MAX_CHUNK bytes in one call,
-        while every window still spans all the servers it can: (offset, length) each."""
-        unit = recipe.block_size * recipe.stripe_blocks
-        window = (recipe.stripe_width * unit * (MAX_CHUNK // unit)) if unit <= MAX_CHUNK \
-            else MAX_CHUNK
-        end = offset + length
-        while offset < end:
-            step = min(window, end - offset)
-            yield offset, step
-            offset += step
-
-    @staticmethod
-    def _plan(recipe: Recipe, offset: int, length: int):
-        return plan_stripes(offset, length, recipe.block_size, recipe.stripe_blocks,
-                            recipe.stripe_width)
-
     def read(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
         """Fills dst[:length] with file bytes [offset, offset+length), once the writes in flight
         that overlap them are done. The bytes must exist (the caller reads below the file's
         size): a fileserver that does not have them lost them, which is EIO, never zeros."""
         self._in_flight.wait_for(f.file_id, offset, offset + length)
         done = 0
-        for start, size in self.windows(f.recipe, offset, length):
+        for start, size in _windows(f.recipe, offset, length):
             self._read_window(f, start, size, dst[done:done + size])
             done += size
 
     def _read_window(self, f: StripedFile, offset: int, length: int, dst: memoryview) -> None:
-        plan = self._plan(f.recipe, offset, length)
+        plan = _plan(f.recipe, offset, length)
         if len(plan.extents) == 1:
             pieces = [self._read_extent(f, plan.extents[0])]
         else:
@@ -216,11 +224,10 @@ class DataPlane:
     def _checked(self, f: StripedFile, e, index: int, reply: bytes) -> memoryview:
         """Extent `e`'s bytes out of a read reply from fileserver `index`, every unit checked
         against its checksum; _Damaged if one does not match, or bytes are missing."""
-        start, crcs, data = wire.parse_read_reply(reply)
+        units = read_units(reply)
+        start, data, unit = units.start, units.data, units.bad
         where = f"fileserver {index} ({self._addresses.get(index)})"
-        bad = checksums.first_bad(data, crcs)
-        if bad is not None:
-            unit = start + bad * wire.CHECKSUM_UNIT
+        if unit is not None:
             byte = f.recipe.file_offset(e.server, max(unit, e.local_offset))
             raise _Damaged(f"byte {byte} of {f.name!r} on {where} fails its checksum (the "
                            "copy there is damaged; nothing of it is returned)",
@@ -246,7 +253,7 @@ class DataPlane:
         background: returns once src is copied (`settle` waits for the writes). Raises Unstored
         when an earlier write that this one must follow cannot be stored."""
         done = 0
-        for start, size in self.windows(f.recipe, offset, len(src)):
+        for start, size in _windows(f.recipe, offset, len(src)):
             requests = self._requests(f, start, src[done:done + size])
             self._in_flight.write(f.file_id, f.name, start, start + size, requests)
             done += size
@@ -270,9 +277,9 @@ class DataPlane:
         return self._in_flight.drop_all(reason)
 
     def _requests(self, f: StripedFile, offset: int, src: memoryview) -> list[Request]:
-        """The requests storing one window (see `windows`), the bytes copied into them with
+        """The requests storing one window (see `_windows`), the bytes copied into them with
         their checksums: one per stripe column, for all its copies."""
-        plan = self._plan(f.recipe, offset, len(src))
+        plan = _plan(f.recipe, offset, len(src))
         segments = plan.segments()
         if len(plan.extents) == len(segments):  # each extent is one slice of src
             pieces = [src[s.file_offset - offset:s.file_offset - offset + s.length]
@@ -331,18 +338,10 @@ class DataPlane:
         file of `size` bytes, zeros past the old end (once its writes in flight are stored:
         none may land past the new end)."""
         self.settle(f)
-        lengths, keep = self._lengths(f.recipe, size), self._lengths(f.recipe, old_size)
+        lengths, keep = _lengths(f.recipe, size), _lengths(f.recipe, old_size)
         _all_of([self._to_copies(f, column, "Truncate", min(n, k), INFINITY,
                                  pb.TruncateRequest(file_id=f.file_id, length=n, keep=k))
                  for column, (n, k) in enumerate(zip(lengths, keep))]).result()
-
-    def _lengths(self, recipe: Recipe, size: int) -> list[int]:
-        """Each stripe column's object length for a file of `size` bytes."""
-        lengths = [0] * recipe.stripe_width
-        if size:
-            for extent in self._plan(recipe, 0, size).extents:
-                lengths[extent.server] = extent.length
-        return lengths
 
     def fsync(self, f: StripedFile) -> None:
         """Returns once the fileservers have every write to the file so far on disk."""
@@ -403,16 +402,13 @@ class DataPlane:
 
     def _call(self, server: _Server, index: int, method: str, request, what: str,
               capabilities: list[bytes]):
-        call = getattr(server, method) if method in ("read", "write") else \
-            getattr(server.stub, method)
         try:
-            return call(request, timeout=CALL_TIMEOUT,
-                        metadata=tuple((capability.HEADER, c) for c in capabilities))
-        except grpc.RpcError as e:
-            failure = errors.from_rpc(e, f"{what} on fileserver {index} ({server.address})")
+            return server.calls.call(method, request, capabilities,
+                                     f"{what} on fileserver {index} ({server.address})")
+        except OSError as failure:
             if failure.errno == errno.ENOTCONN:  # the session was fenced: final
                 self._on_fenced(failure.strerror)
-            raise failure from None
+            raise
 
     def _relearn_addresses(self) -> bool:
         """Asks which fileservers are online, at which addresses; True if one moved."""

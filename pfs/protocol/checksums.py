@@ -1,10 +1,13 @@
 """End-to-end checksums of stored bytes: what a unit's CRC32C is, for writers, fileservers and
 readers alike (docs/design.md, "Checksums").
 
+A unit's checksum is computed once, by the writing client, and never recomputed from bytes that
+may be damaged; no reader uses a byte before its unit's checksum matches.
+
 An object is checksummed in aligned units of CHECKSUM_UNIT bytes of its local offsets. A unit's
 checksum is the CRC32C of its bytes zero-padded to a whole unit, so that bytes never written
 (sparse, or past the object's end) count as the zeros they read as. The writing client computes
-the CRC of each piece it writes (pfs/wire.py) and the fileserver stores it beside the object;
+the CRC of each piece it writes (pfs/protocol/wire.py) and the fileserver stores it beside the object;
 the reading client checks every unit it receives before it uses a byte of it. The CRCs are the
 C core's (SSE4.2 where present).
 """

@@ -110,4 +110,4 @@ class Holdings:
     def watch(self, owner: object) -> None:
         """Releases (later) whatever is still held once `owner` is garbage-collected."""
         finalizer = weakref.finalize(owner, self.release_later)
-        finalizer.atexit = False  # at exit, Clients are finished first (pfs/client.py)
+        finalizer.atexit = False  # at exit, Clients are finished first (pfs/client/)

@@ -1,6 +1,9 @@
 """Capabilities: the metaserver's signed word that a session holds a token, checked by the
 fileservers on every data call (docs/design.md, "Who may do what").
 
+A fileserver serves a byte only under an unexpired capability, signed with a key clients never
+see, that covers it in a sufficient mode: a client can neither forge nor widen one.
+
 A token is a range of a file; a fileserver sees only its own object of the file, addressed by
 local offsets. So the metaserver grants a token with one capability per stripe column: the
 file, the client it was granted to, the mode (READ or WRITE), the range of local offsets of that
@@ -27,8 +30,8 @@ from typing import Iterable
 from pfs._native import plan_stripes
 
 from .ranges import INFINITY
+from .tokenmodes import READ, WRITE
 
-READ, WRITE = 1, 2  # the token modes of protos/metaserver.proto
 #: The gRPC metadata entry carrying a call's capabilities (binary: one value each).
 HEADER = "pfs-capability-bin"
 #: How long a capability is good for; clients renew theirs once less than half is left.

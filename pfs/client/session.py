@@ -1,8 +1,9 @@
 """A client's session with the metaserver: registration, the session key, revocations and the
-lease.
+lease. It serves from the cache only while its lease surely holds, and hands a revocation on
+only once every grant it follows has been applied.
 
 Clients listen on no port: revocations, size queries and heartbeat acknowledgements come down
-the stream that the process shares among its sessions (pfs/stream.py), which this session joins
+the stream that the process shares among its sessions (pfs/client/stream.py), which this session joins
 with its key. Revocations are handled on the session's lane of a shared pool, so the stream
 keeps flowing while one waits for an in-flight operation to finish.
 
@@ -24,7 +25,7 @@ When the stream breaks (the metaserver died or restarts, or the network failed),
 not given up: it is *recovering*. Its lease counts as over at once (a metaserver that is alive
 ends the sessions of a broken stream and may give their tokens away), so nothing is served from
 the cache, but the cache, held tokens and unstored writes stay. The stream rejoins it with its
-key as soon as the metaserver answers again (pfs/stream.py). A metaserver that restarted on its
+key as soon as the metaserver answers again (pfs/client/stream.py). A metaserver that restarted on its
 data directory takes it back, and the Client reclaims its open files and tokens (`reclaim`;
 servers/metaserver/recovery.py); a metaserver that ended the session refuses the join, and the
 session is lost as before. Calls made meanwhile wait for the outcome, up to PFS_RETRY_SECONDS.
@@ -47,11 +48,12 @@ import grpc
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
+from pfs.protocol import errnos as errors
+from pfs.protocol.transport import (KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS, Credentials,
+                                    session_metadata)
+from pfs.runtime import holdings as shared
 
-from . import errors, shared
-from .stream import SessionStream, channel_key, stream_key
-from .transport import (KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS, Credentials,
-                        session_metadata)
+from .stream import Answer, Seat, SessionStream, channel_key, stream_key
 
 log = logging.getLogger("pfs.client")
 
@@ -103,13 +105,12 @@ class MetaSession:
         self._on_lost = on_lost
         self._on_rejoined = on_rejoined
         self._stream: SessionStream | None = None
-        self._where: list = [None]  # the opening of the stream this session is on (it changes)
+        self._seat: Seat | None = None  # its place on the stream (moved on a rejoin)
         self._left: weakref.finalize | None = None
-        self.join_answer = None  # while joining: (answered, [refusal]) (pfs/stream.py)
         self._grants = threading.Condition()
         self._applied_below = 1  # every grant numbered below this has been applied
         self._applied_ahead: set[int] = set()
-        self._held: list = []  # (revocation, its call) waiting for grants to be applied
+        self._held: list = []  # (revocation, its Answer) waiting for grants to be applied
         self._lease_ends = 0.0
         self._finishing = False
         self.lost: str | None = None
@@ -118,7 +119,7 @@ class MetaSession:
         # Reclaims so far: a grant of the metaserver of before one is void after it.
         self.era = 0
         self._outage = 0.0  # when it broke (monotonic)
-        self.client_id = 0
+        self.client_id, self.session_key = 0, b""
         self.metadata: tuple[tuple[str, str], ...] = ()
         self.reply: pb.RegisterReply | None = None
 
@@ -133,7 +134,7 @@ class MetaSession:
             self._holdings.release_all()
             raise errors.from_rpc(e, f"cannot start a session with the metaserver at "
                                      f"{self.address}") from None
-        self.client_id = self.reply.client_id
+        self.client_id, self.session_key = self.reply.client_id, self.reply.session_key
         self.metadata = session_metadata(self.client_id, self.reply.session_key)
         self._lease = self.reply.lease_seconds * (1 - LEASE_MARGIN)
         self._lease_ends = asked + self._lease
@@ -142,14 +143,13 @@ class MetaSession:
                                            lambda: SessionStream(self.address,
                                                                  self._credentials))
         try:
-            self._where[0] = self._stream.join(self, self.reply.session_key, CONNECT_TIMEOUT)
+            self._seat = self._stream.join(self, CONNECT_TIMEOUT)
         except OSError:
             self._finishing = True
             self._holdings.release_all()
             raise
-        self._left = weakref.finalize(self, _dropped, self._where, self.client_id,
-                                      self._holdings)
-        self._left.atexit = False  # at exit, Clients are finished instead (pfs/client.py)
+        self._left = weakref.finalize(self, _dropped, self._seat, self._holdings)
+        self._left.atexit = False  # at exit, Clients are finished instead (pfs/client/)
         return self.reply
 
     def finish(self) -> None:
@@ -167,8 +167,8 @@ class MetaSession:
         self._finishing = True
         if self._left is not None:
             self._left.detach()
-        if self._where[0] is not None:
-            SessionStream.leave(self._where[0], self.client_id)
+        if self._seat is not None:
+            self._seat.leave()
         self._holdings.release_all()
 
     # --- the lease --------------------------------------------------------------------------
@@ -224,14 +224,14 @@ class MetaSession:
                 self.recovering, self._silent = reason, False
             self._grants.notify_all()
 
-    def rejoined(self, call) -> None:
-        """On the stream's thread: the metaserver took the session back onto a stream; the
-        Client reclaims on the session's lane."""
-        self._where[0] = call
+    def rejoined(self, seat: Seat) -> None:
+        """On the stream's thread: the metaserver took the session back onto the stream, at
+        `seat`; the Client reclaims on the session's lane."""
+        self._seat.moved_to(seat)
         if self.lost or self._finishing:  # given up meanwhile (`_give_up` may have left the
-            SessionStream.leave(call, self.client_id)  # stream of before): leave this one
+            seat.leave()  # stream of before): leave this one
             return
-        self._stream.lanes.submit(self.client_id, self._on_rejoined)
+        self._stream.submit(self.client_id, self._on_rejoined)
 
     def reclaim(self, files: list[pb.FileClaim],
                 apply: Callable[[pb.ReclaimReply], None]) -> None:
@@ -285,18 +285,18 @@ class MetaSession:
                                          and not self._silent, timeout)
 
     # --- from the stream --------------------------------------------------------------------
-    def received(self, revoke: pb.Revoke, call) -> None:
-        """On the stream's thread: a revocation that came on `call`, handled once the grants
-        it follows are, and answered on that call (a restarted metaserver, on another, forgot
-        it, and may give its number to another revocation)."""
+    def received(self, revoke: pb.Revoke, answer: Answer) -> None:
+        """On the stream's thread: a revocation, handled once the grants it follows are, and
+        answered with `answer`, on the stream it came on (a restarted metaserver, on another,
+        forgot it, and may give its number to another revocation)."""
         self._on_revoke_received(revoke)
         with self._grants:
             if self.lost:
                 return
             if revoke.granted_upto >= self._applied_below:
-                self._held.append((revoke, call))
+                self._held.append((revoke, answer))
                 return
-        self._stream.lanes.submit(self.client_id, self._revoke, revoke, call)
+        self._stream.submit(self.client_id, self._revoke, revoke, answer)
 
     def lose_soon(self, reason: str) -> None:
         """On the stream's thread, which must not wait for the Client: as `ended`, but for a
@@ -313,7 +313,7 @@ class MetaSession:
             return
         self._give_up(reason)
         if not self._finishing:  # (a finish drops everything itself)
-            self._stream.lanes.submit(self.client_id, self._on_lost, reason)
+            self._stream.submit(self.client_id, self._on_lost, reason)
 
     def lose(self, reason: str) -> None:
         """Gives the session up: no more tokens, no more data calls; the session leaves the
@@ -326,21 +326,20 @@ class MetaSession:
     def _give_up(self, reason: str) -> None:
         self.lost = reason
         log.warning("client %d lost its session: %s", self.client_id, reason)
-        if self._where[0] is not None:
-            SessionStream.leave(self._where[0], self.client_id)
+        if self._seat is not None:
+            self._seat.leave()
         with self._grants:
             self._held.clear()
             self._grants.notify_all()
 
-    def _revoke(self, revoke: pb.Revoke, call) -> None:
+    def _revoke(self, revoke: pb.Revoke, answer: Answer) -> None:
         try:
             size = self._on_revoke(revoke)
         except Exception:  # noqa: BLE001 - a failed handler must not kill the worker silently
             log.exception("handling revocation %d failed", revoke.revoke_id)
             return
-        if size is not None and call.ended is None:
-            call.outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
-                revoke_id=revoke.revoke_id, size=size, client_id=self.client_id)))
+        if size is not None:
+            answer(size)
 
     # --- tokens -----------------------------------------------------------------------------
     def acquire(self, file_id: int, start: int, end: int, mode: int) -> pb.AcquireReply:
@@ -370,8 +369,8 @@ class MetaSession:
             ready = [r for r in self._held if r[0].granted_upto < self._applied_below]
             self._held = [r for r in self._held if r[0].granted_upto >= self._applied_below]
             self._grants.notify_all()
-        for revoke, call in ready:
-            self._stream.lanes.submit(self.client_id, self._revoke, revoke, call)
+        for revoke, answer in ready:
+            self._stream.submit(self.client_id, self._revoke, revoke, answer)
 
     def call(self, method: str, request, what: str):
         """A unary metaserver call for this session; failures become OSErrors naming `what`.
@@ -413,9 +412,9 @@ def _never_sent(e: grpc.RpcError) -> bool:
     return "failed to connect" in (e.details() or "")
 
 
-def _dropped(where: list, client_id: int, holdings: shared.Holdings) -> None:
+def _dropped(seat: Seat, holdings: shared.Holdings) -> None:
     """The session's Client was garbage-collected without finishing: leave the stream (the
     metaserver ends the session) and let go of what it held. Runs in a finalizer, so it only
     queues."""
-    SessionStream.leave(where[0], client_id, finalizing=True)
+    seat.leave(finalizing=True)
     holdings.release_later()

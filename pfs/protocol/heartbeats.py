@@ -1,5 +1,5 @@
-"""Heartbeats up a stream and the lease they renew, for a client's session and for a
-fileserver's attachment alike.
+"""A holder never believes its lease to last longer than the metaserver does: heartbeats up a
+stream and the lease they renew, for a client's session and a fileserver's attachment alike.
 
 A lease runs from when an acknowledged heartbeat was *sent*, not from when its acknowledgement
 arrived: a holder never believes its lease to last longer than the metaserver does.

@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any, Callable, Hashable
 
-from .workers import Workers
+from .threads import Workers
 
 log = logging.getLogger("pfs.client")
 

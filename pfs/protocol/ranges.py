@@ -1,4 +1,6 @@
-"""Byte ranges carrying a level: the token tables of the metaserver and of every client.
+"""Byte ranges carrying a level: the token tables of the metaserver and of every client. Two
+maps given the same operations in the same order are equal (ranges disjoint, equal neighbours
+merged), so a client's view of its tokens is the metaserver's.
 
 A RangeMap holds disjoint half-open ranges [start, end), each with an integer level (for tokens:
 READ = 1 < WRITE = 2). Neighbouring ranges of equal level are merged, so two maps that received

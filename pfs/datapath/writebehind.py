@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
-from .ranges import INFINITY
+from pfs.protocol.ranges import INFINITY
 
 
 @dataclass(eq=False)

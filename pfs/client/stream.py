@@ -1,29 +1,34 @@
-"""The one stream a process keeps open to a metaserver, shared by all its sessions.
+"""The one stream a process keeps open to a metaserver, shared by all its sessions; it owns the
+table of who is on it and who is joining, and talks to sessions only through `Member`.
 
 Clients listen on no port: revocations reach them over a stream they open. A process opens one
 per metaserver (and credentials), however many Clients it has, when the first session joins, and
-closes it when the last one leaves (pfs/shared.py counts them). Each session joins it with its
-key, as every call of that session carries it; the metaserver refuses a wrong key without
-changing anything. Up the stream go one heartbeat every quarter lease, for every session on it,
-and the sessions' answers, each tagged with its client id; down come heartbeat acknowledgements
-and the questions for each session (revocations, size queries), tagged likewise.
+closes it when the last one leaves (pfs/runtime/holdings.py counts them). Each session joins it
+with its key, as every call of that session carries it; the metaserver refuses a wrong key
+without changing anything. Up the stream go one heartbeat every quarter lease, for every session
+on it, and the sessions' answers, each tagged with its client id; down come heartbeat
+acknowledgements and the questions for each session (revocations, size queries), tagged likewise.
+
+One direction: the stream calls its members (`Member`: renewed, received, size_of,
+disconnected, rejoined, lose_soon) and never reaches into them; a session reaches the stream only
+through `join`, `submit`, the `Seat` it was given and the `Answer` that came with a revocation.
 
 Two threads serve the stream: gRPC's, which sends what `_outgoing` yields (a heartbeat when one
 is due, whatever else waits), and a reader, which never blocks on a Client: it renews leases,
 answers size queries, and hands revocations and lost sessions to the session's lane of a shared
-pool (pfs/lanes.py), where they may wait for that Client's lock without holding up the
-heartbeats or the other Clients. Sessions are held weakly: a Client the program dropped is
-collected, and its session leaves the stream (pfs/session.py).
+pool (pfs/runtime/callqueues.py), where they may wait for that Client's lock without holding up
+the heartbeats or the other Clients. Sessions are held weakly: a Client the program dropped is
+collected, and its session leaves the stream (pfs/client/session.py).
 
 A session is renewed by an acknowledgement only if it arrives after the session's "joined": the
 metaserver answers in the order it reads, so that heartbeat was read after the session joined,
 and renewed it.
 
-When the stream breaks, its sessions are not given up but recover (pfs/session.py): the reader
-opens a new stream, less and less often while the metaserver does not answer (at most every
-RECONNECT_SECONDS, logging how long it has been), and rejoins each with its key. A metaserver
-that ended them (it is alive, and saw the stream break) refuses, and they are lost as before; one
-that restarted takes them back, and each reclaims what it holds.
+When the stream breaks, its sessions are not given up but recover (pfs/client/session.py): the
+reader opens a new stream, less and less often while the metaserver does not answer (at most
+every RECONNECT_SECONDS, logging how long it has been), and rejoins each with its key. A
+metaserver that ended them (it is alive, and saw the stream break) refuses, and they are lost as
+before; one that restarted takes them back, and each reclaims what it holds.
 """
 from __future__ import annotations
 
@@ -33,20 +38,17 @@ import queue
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Protocol
 
 import grpc
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-
-from . import errors, shared
-from .heartbeats import END, Heartbeats, messages_for
-from .lanes import Lanes
-from .transport import RECONNECT_SECONDS, Credentials
-
-if TYPE_CHECKING:
-    from .session import MetaSession
+from pfs.protocol import errnos as errors
+from pfs.protocol.heartbeats import END, Heartbeats, messages_for
+from pfs.protocol.transport import RECONNECT_SECONDS, Credentials
+from pfs.runtime import holdings as shared
+from pfs.runtime.callqueues import Lanes
 
 log = logging.getLogger("pfs.client")
 
@@ -54,6 +56,27 @@ log = logging.getLogger("pfs.client")
 REVOCATIONS_PER_SESSION = 4
 #: Seconds between reports that the metaserver still does not answer.
 OUTAGE_LOG_SECONDS = 30.0
+
+
+class Member(Protocol):
+    """A session as the stream sees it (session.py's MetaSession): the stream calls these, on
+    its reader thread, and the session calls the stream only through `join`, `submit` and its
+    Seat."""
+    client_id: int
+    session_key: bytes
+    heartbeat_seconds: float
+
+    def renewed(self, sent: float) -> None: ...
+    def received(self, revoke: pb.Revoke, answer: "Answer") -> None: ...
+    def size_of(self, file_id: int) -> int: ...
+    def disconnected(self, reason: str) -> bool: ...
+    def rejoined(self, seat: "Seat") -> None: ...
+    def lose_soon(self, reason: str) -> None: ...
+
+
+#: How a session acknowledges a revocation: answer(size), on the stream it came on (nothing
+#: is sent if that one has broken meanwhile).
+Answer = Callable[[int], None]
 
 
 class _Call:
@@ -66,20 +89,49 @@ class _Call:
         # Changed and copied under `lock`, by any thread but a finalizer's (whose sessions go
         # from these by themselves, being weak references).
         self.lock = threading.Lock()
-        self.members: "weakref.WeakValueDictionary[int, MetaSession]" = \
+        self.members: "weakref.WeakValueDictionary[int, Member]" = \
             weakref.WeakValueDictionary()  # joining or joined
-        self.joined: "weakref.WeakValueDictionary[int, MetaSession]" = \
+        self.joined: "weakref.WeakValueDictionary[int, Member]" = \
             weakref.WeakValueDictionary()
         self.ended: str | None = None  # why it broke
 
-    def sessions(self, joined: bool) -> "list[MetaSession]":
+    def sessions(self, joined: bool) -> list[Member]:
         with self.lock:
             return list((self.joined if joined else self.members).values())
 
-    def remove(self, client_id: int) -> "MetaSession | None":
+    def remove(self, client_id: int) -> Member | None:
         with self.lock:
             self.members.pop(client_id, None)
             return self.joined.pop(client_id, None)
+
+
+class Seat:
+    """A session's place on the stream: the opening of it the session is on (a rejoin moves
+    it). Holds no reference to the session, so a finalizer may leave with it."""
+
+    def __init__(self, call: _Call, client_id: int) -> None:
+        self._call, self._client_id = call, client_id
+
+    def moved_to(self, other: "Seat") -> None:
+        self._call = other._call
+
+    def leave(self, finalizing: bool = False) -> None:
+        """Takes the session off the stream; the metaserver ends it if it has not already.
+        From a finalizer (`finalizing`), it only queues: the session is gone from the call
+        already."""
+        if not finalizing:
+            self._call.remove(self._client_id)
+        if self._call.ended is None:
+            self._call.outbox.put(pb.ClientMessage(leave=pb.LeaveSession(
+                client_id=self._client_id)))
+
+
+def _answer(call: _Call, revoke: pb.Revoke) -> Answer:
+    def answer(size: int) -> None:
+        if call.ended is None:
+            call.outbox.put(pb.ClientMessage(revoke_ack=pb.RevokeAck(
+                revoke_id=revoke.revoke_id, size=size, client_id=revoke.client_id)))
+    return answer
 
 
 class SessionStream:
@@ -91,38 +143,34 @@ class SessionStream:
         self._lock = threading.Lock()
         self._call: _Call | None = None
         self._closed = False
-        self.lanes = Lanes(REVOCATIONS_PER_SESSION, "pfs-revoke")
+        self._lanes = Lanes(REVOCATIONS_PER_SESSION, "pfs-revoke")
+        # Sessions waiting for the metaserver's answer to their join: (answered, [refusal]).
+        self._joins: dict[int, tuple[threading.Event, list[str]]] = {}
         self._outage: float | None = None  # when the metaserver stopped answering
         self._pause = 0.0  # before the next try to reach it
         self._reported = 0.0  # when the outage was last logged
 
-    def join(self, session: "MetaSession", key: bytes, timeout: float) -> _Call:
-        """Puts the session on the stream (opening it if needed); the stream it is on. Raises
-        OSError if the metaserver refuses it or does not answer in time."""
-        answered = threading.Event()
-        session.join_answer = (answered, [])
+    def join(self, session: Member, timeout: float) -> Seat:
+        """Puts the session on the stream (opening it if needed); its Seat. Raises OSError if
+        the metaserver refuses it or does not answer in time."""
+        answered, refusal = self._joins[session.client_id] = (threading.Event(), [])
         with self._lock:
             call = self._joining([session])
         call.outbox.put(pb.ClientMessage(join=pb.JoinSession(client_id=session.client_id,
-                                                             session_key=key)))
-        refusal = session.join_answer[1]
+                                                             session_key=session.session_key)))
         if not answered.wait(timeout):
             refusal.append("it did not answer in time")
-        session.join_answer = None
+        del self._joins[session.client_id]
         if refusal:
             call.remove(session.client_id)
             raise errors.error(errno.ENOTCONN, f"the metaserver at {self.address} did not take "
                                                f"the session onto its stream: {refusal[0]}")
-        return call
+        return Seat(call, session.client_id)
 
-    @staticmethod
-    def leave(call: _Call, client_id: int, finalizing: bool = False) -> None:
-        """Takes a session off the stream; the metaserver ends it if it has not already. From
-        a finalizer (`finalizing`), it only queues: the session is gone from the call already."""
-        if not finalizing:
-            call.remove(client_id)
-        if call.ended is None:
-            call.outbox.put(pb.ClientMessage(leave=pb.LeaveSession(client_id=client_id)))
+    def submit(self, client_id: int, fn: Callable[..., Any], *args: Any) -> None:
+        """Runs fn(*args) on the session's lane of the process's revocation threads, after
+        the session's earlier calls there have started (runtime/callqueues.py)."""
+        self._lanes.submit(client_id, fn, *args)
 
     def close(self) -> None:
         """The last session has left: ends the stream."""
@@ -131,11 +179,11 @@ class SessionStream:
             call, self._call = self._call, None
         if call is not None:
             call.outbox.put(END)
-        self.lanes.close()
+        self._lanes.close()
         self._holdings.release_all()
 
     # --- the stream -------------------------------------------------------------------------
-    def _joining(self, sessions: "list[MetaSession]") -> _Call:
+    def _joining(self, sessions: list[Member]) -> _Call:
         """The stream for the sessions to join, with them among its members: the one open, or
         a new one, which they are members of before it starts (so that if it breaks at once,
         its reader knows whom that fails). The caller holds `_lock`."""
@@ -179,15 +227,16 @@ class SessionStream:
             closed = self._closed
         rejoin = []
         for session in call.sessions(joined=False):
-            if session.join_answer is not None:
-                session.join_answer[1].append(reason)
-                session.join_answer[0].set()
+            joining = self._joins.get(session.client_id)
+            if joining is not None:
+                joining[1].append(reason)
+                joining[0].set()
             elif not closed and session.disconnected(reason):
                 rejoin.append(session)
         if rejoin:
             self._rejoin(rejoin, reason)
 
-    def _rejoin(self, sessions: "list[MetaSession]", reason: str) -> None:
+    def _rejoin(self, sessions: list[Member], reason: str) -> None:
         """After the stream broke: waits a little (more each time, while the metaserver does not
         answer), opens a new stream and rejoins the sessions with their keys; the answers come
         to the new stream's reader (`_receive`)."""
@@ -209,7 +258,7 @@ class SessionStream:
             call = self._joining(sessions)
         for session in sessions:
             call.outbox.put(pb.ClientMessage(join=pb.JoinSession(
-                client_id=session.client_id, session_key=session.reply.session_key)))
+                client_id=session.client_id, session_key=session.session_key)))
 
     def _answered(self) -> None:
         """The metaserver answers again."""
@@ -230,7 +279,7 @@ class SessionStream:
         elif kind == "revoke":
             session = call.joined.get(message.revoke.client_id)
             if session is not None:
-                session.received(message.revoke, call)
+                session.received(message.revoke, _answer(call, message.revoke))
         elif kind == "size_query":
             query = message.size_query
             session = call.joined.get(query.client_id)
@@ -249,12 +298,13 @@ class SessionStream:
             if kind == "joined":
                 with call.lock:
                     call.joined[answer.client_id] = session
-            if session.join_answer is not None:
+            joining = self._joins.get(answer.client_id)
+            if joining is not None:
                 if kind == "refused":
-                    session.join_answer[1].append(answer.reason)
-                session.join_answer[0].set()
+                    joining[1].append(answer.reason)
+                joining[0].set()
             elif kind == "joined":  # a recovering session, back
-                session.rejoined(call)
+                session.rejoined(Seat(call, answer.client_id))
             else:
                 call.remove(answer.client_id)
                 session.lose_soon(f"the metaserver did not take the session back: "

@@ -1,4 +1,5 @@
-"""A set of daemon threads running submitted calls, each returning a Future.
+"""A set of daemon threads running submitted calls, each returning a Future: a call submitted
+is run, even while the interpreter exits, and costs a thread only if none is idle.
 
 Threads start only when a call finds none idle, up to `count` (None: as many as calls run at
 once), so a pool shared by many Clients costs threads only for the work it has; with

@@ -1,6 +1,5 @@
-"""How every PFS process reaches another: gRPC channel options, the shared secret, TLS.
-
-Both ends import these limits, so a message the client may send is one the server accepts.
+"""How every PFS process reaches another: gRPC channel options, the shared secret, TLS. Both
+ends import these limits, so a message the client may send is one the server accepts.
 """
 from __future__ import annotations
 

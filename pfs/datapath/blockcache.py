@@ -28,7 +28,7 @@ Rules, all of them here:
 
 Memory: the cache's blocks are an anonymous mapping, whose pages the kernel provides when a block
 is first used, so a Client costs memory for what it caches, not for its capacity; read-ahead runs
-on threads shared by every cache of the process (pfs/shared.py).
+on threads shared by every cache of the process (pfs/runtime/holdings.py).
 
 The caller's lock (its condition is given at construction) guards everything here, and data
 operations are called with it held once. Fetches from the fileservers run with it released; a
@@ -43,10 +43,10 @@ from typing import Callable, Iterator, Protocol
 
 from pfs._native import BlockTable
 
-from . import shared
-from .metadata import ExecStat
-from .ranges import INFINITY
-from .workers import Workers
+from pfs.metadata import ExecStat
+from pfs.protocol.ranges import INFINITY
+from pfs.runtime import holdings as shared
+from pfs.runtime.threads import Workers
 
 
 class CachedFile(Protocol):

@@ -1,5 +1,6 @@
 """What a path is: the one rule shared by the client and the metaserver, and how a client's
-strings are quoted back.
+strings are quoted back. A path is checked (`canonical`) before anything is done with it, on
+both ends, and its canonical form is the only one sent or stored.
 
 A path is `/`-separated components from the root; the leading `/` is optional (`a/b` is `/a/b`)
 and the root itself is `""` or `/`. Each component is 1-255 bytes of UTF-8 without NUL, and not

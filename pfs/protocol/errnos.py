@@ -1,12 +1,12 @@
-"""Every PFS failure is an OSError with an errno (FileNotFoundError for ENOENT, and so on).
+"""The errno convention between every PFS process: a failure is an OSError with an errno.
 
-This is the one place where gRPC statuses become errnos, and where the C-like API keeps each
-thread's last error.
+A server that knows a failure's exact errno sends it in the call's trailing metadata
+(ERRNO_HEADER); otherwise the gRPC status says it (_STATUS_ERRNO). `from_rpc` is the one place
+where a failed call becomes an OSError, on every side.
 """
 from __future__ import annotations
 
 import errno
-import threading
 
 import grpc
 
@@ -24,16 +24,13 @@ _STATUS_ERRNO = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: errno.ENOSPC,
 }
 
-_last = threading.local()
+#: The trailing metadata entry in which a server sends a failure's exact errno.
+ERRNO_HEADER = "pfs-errno"
 
 
 def error(code: int, message: str) -> OSError:
     """The OSError subclass Python itself uses for `code` (OSError picks it)."""
     return OSError(code, message)
-
-
-#: The trailing metadata entry in which the metaserver sends a failure's exact errno.
-ERRNO_HEADER = "pfs-errno"
 
 
 def from_rpc(e: grpc.RpcError, what: str) -> OSError:
@@ -46,12 +43,3 @@ def from_rpc(e: grpc.RpcError, what: str) -> OSError:
     number = sent.get(ERRNO_HEADER, "")
     return error(int(number) if number.isdigit() else _STATUS_ERRNO.get(code, errno.EIO),
                  f"{what}: {details}")
-
-
-def set_last_error(e: OSError | None) -> None:
-    _last.error = e
-
-
-def pfs_last_error() -> OSError | None:
-    """The failure of this thread's most recent PFS call that returned -1 (None if none)."""
-    return getattr(_last, "error", None)

@@ -1,0 +1,185 @@
+"""pfs.Client: the C-like API (README) on one metaserver session, thread-safe; a front that checks
+nothing itself and hands every call to the module whose one job it is.
+
+    state.py      what the Client holds, under one lock; a lost session is final
+    lifecycle.py  initialize, finish, reclaim after a metaserver restart; at exit
+    openfiles.py  open files and fds, open and close
+    tokens.py     every operation inside `holding`; how a revocation is answered
+    readwrite.py  read, write, truncate, fsync: where a byte goes
+    namespace.py  the metaserver's calls on paths, and paging, walks, makedirs
+    args.py       argument checking, and the C-like form of every call
+
+Leases: an operation runs only while the session's lease surely holds, and fails with ENOTCONN
+(its result discarded) if the lease may have run out before it finished: by then the metaserver
+may have given this client's tokens to another, so cached bytes may be stale. Metaserver
+restarts: while the session recovers (session.py) operations wait, up to PFS_RETRY_SECONDS, and
+the cache, tokens and unstored writes are kept; once it is back, `Lifecycle.reclaim` takes back
+the open files and tokens, and an open file the metaserver does not give back fails with ESTALE.
+
+Each method has two forms: `read(...)` raises OSError (the Pythonic layer uses these), and
+`pfs_read(...)` returns -1 and records the error for `pfs_last_error()` instead.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pfs.datapath.striped import DataPlane
+from pfs.metadata import ClusterLayout, ExecStat, Metadata
+from pfs.protocol.transport import Credentials
+
+from .args import c_like
+from .lifecycle import Lifecycle, default_metaserver
+from .namespace import Namespace
+from .openfiles import OpenFile, OpenFiles
+from .readwrite import ReadWrite
+from .session import MetaSession
+from .state import ClientState
+from .tokens import Tokens
+
+
+class Client:
+    """One client of a PFS cluster: a session, its open files, its tokens and its cache."""
+
+    def __init__(self, metaserver: str | None = None, cache_blocks: int | None = None,
+                 credentials: Credentials | None = None) -> None:
+        self.metaserver = metaserver or default_metaserver()
+        self._state = ClientState(self.metaserver, cache_blocks, credentials)
+        self._tokens = Tokens(self._state)
+        self._files = OpenFiles(self._state, self._tokens)
+        self._life = Lifecycle(self._state, self._tokens, self._files)
+        self._io = ReadWrite(self._state, self._tokens, self._files)
+        self._names = Namespace(self._state)
+
+    # What tests and tools look into: the session, the open files by fd, the data plane.
+    @property
+    def _session(self) -> MetaSession | None:
+        return self._state.session
+
+    @property
+    def _fds(self) -> dict[int, OpenFile]:
+        return self._state.fds
+
+    @property
+    def _dataplane(self) -> DataPlane | None:
+        return self._state.dataplane
+
+    # --- session ----------------------------------------------------------------------------
+    def initialize(self) -> int:
+        """Starts a session (or returns the current one's id); the client id."""
+        return self._life.initialize()
+
+    def finish(self, client_id: int) -> None:
+        """Closes every open file (writing back), releases all tokens, ends the session. Bytes
+        that cannot be stored by then are lost with the session, and the failure says so."""
+        self._life.finish(client_id)
+
+    def fileservers(self) -> dict[int, str]:
+        """The cluster's fileservers (index -> address) as learned at initialize."""
+        return self._life.fileservers()
+
+    def layout(self) -> ClusterLayout:
+        """Online fileservers and the block and stripe sizes new files get."""
+        return self._life.layout()
+
+    def execstat(self) -> ExecStat:
+        """This client's cache counters."""
+        self._state.live_session()
+        with self._state.lock:
+            stats = ExecStat()
+            self._state.cache.stats.copy_into(stats)
+            return stats
+
+    # --- namespace --------------------------------------------------------------------------
+    def create(self, path: str, stripe_width: int, replicas: int = 0) -> None:
+        """Creates an empty file, striped over `stripe_width` fileservers with `replicas`
+        copies of each stripe unit (0: the cluster's default); its parent directory must
+        exist."""
+        self._names.create(path, stripe_width, replicas)
+
+    def mkdir(self, path: str) -> None:
+        """Creates a directory; its parent must exist."""
+        self._names.mkdir(path)
+
+    def rmdir(self, path: str) -> None:
+        """Removes an empty directory."""
+        self._names.rmdir(path)
+
+    def rename(self, old: str, new: str) -> None:
+        """Moves a file or directory, atomically; replaces a file (or an empty directory, for a
+        directory) at `new`, as POSIX rename does. Files open anywhere cannot be moved or
+        replaced (EBUSY)."""
+        self._names.rename(old, new)
+
+    def delete(self, path: str) -> None:
+        """Removes a file (a directory: EISDIR, use rmdir); not while it is open anywhere. A
+        file whose close failed here because its bytes could not be stored (a full disk, say)
+        is given up: those bytes are dropped, the close completed, and the file deleted."""
+        self._names.delete(path)
+
+    def stat(self, path: str) -> Metadata:
+        """Like fstat, by path, for a file (or directory) this client need not have open."""
+        return self._names.stat(path)
+
+    def fstat(self, fd: int) -> Metadata:
+        """The file's most recent metadata, sizes still in other clients' caches included."""
+        f = self._files.open_file(fd)
+        return self._names.fstat(f.file_id, f.name)
+
+    def listdir(self, path: str = "") -> list[Metadata]:
+        """The entries of a directory (default: the root) with their metadata, by name; each
+        entry's filename is its whole path."""
+        return self._names.listdir(path)
+
+    # --- files ------------------------------------------------------------------------------
+    def open(self, path: str, mode: int) -> int:
+        """Opens a file PFS_READ or PFS_READ_WRITE; its fd."""
+        return self._files.open(path, mode)
+
+    def close(self, fd: int) -> None:
+        """Writes back the file's dirty blocks, drops its cached blocks, releases its tokens.
+        If some bytes written through it cannot be stored, close fails, saying which, and the
+        fd stays open for close and fsync only, its bytes and tokens kept: close again to try
+        again. Close never succeeds while a byte written through the fd is not stored."""
+        self._files.close(fd)
+
+    def read(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
+        """Reads up to num_bytes at offset into buf; the number read: short near the end, 0 at
+        the end. An offset past the end is EINVAL, as the course's contract says (not 0)."""
+        return self._io.read(fd, buf, num_bytes, offset)
+
+    def write(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
+        """Writes num_bytes of buf at offset (at most at the end: no holes); num_bytes."""
+        return self._io.write(fd, buf, num_bytes, offset)
+
+    def fsync(self, fd: int) -> None:
+        """Returns once every write so far to the file is on the fileservers' disks."""
+        self._io.fsync(fd)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        """Cuts the file to `size` bytes, or extends it with zeros, under a WRITE token from the
+        new end to infinity; cached blocks past the new end are dropped."""
+        self._io.resize(fd, size, cut=True)
+
+    def extend(self, fd: int, size: int) -> None:
+        """Extends the file with zeros to `size` bytes if it is shorter, and never cuts it: for
+        writers that seek past the end, as Python's files allow (the size is checked under the
+        token, so a concurrent extension by another client is never cut back)."""
+        self._io.resize(fd, size, cut=False)
+
+    # --- the C-like API: pfs_initialize, pfs_create, ... (made below the class) --------------
+    @c_like
+    def pfs_fstat(self, fd: int, meta: Metadata) -> None:
+        """Fills meta (a pfs.Metadata) with the file's most recent metadata."""
+        self.fstat(fd).copy_into(meta)
+
+    @c_like
+    def pfs_execstat(self, stats: ExecStat) -> None:
+        """Fills stats (a pfs.ExecStat) with this client's cache counters."""
+        self.execstat().copy_into(stats)
+
+
+#: The calls whose C-like form is the raising method's, returning -1 instead.
+C_LIKE = ("initialize", "create", "open", "read", "write", "close", "delete", "mkdir", "rmdir",
+          "rename", "ftruncate", "fsync", "finish")
+for _name in C_LIKE:
+    setattr(Client, f"pfs_{_name}", c_like(getattr(Client, _name)))

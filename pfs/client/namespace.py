@@ -1,0 +1,156 @@
+"""The namespace as a client sees it: the metaserver's calls on paths (every path is checked by
+`canonical` before it is sent), and the helpers built on them that the Pythonic layer, fsspec and
+the command line share: directory paging (`entries`), tree walks (`walk`) and `makedirs`.
+
+A directory is listed a page at a time, as the metaserver sends it (a directory may hold millions
+of entries); nothing here keeps a listing: every call asks the metaserver, so it sees the
+namespace of the moment, whatever other clients do.
+"""
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from pfs._proto import metaserver_pb2 as pb
+from pfs.metadata import Metadata, Recipe
+from pfs.protocol.paths import base, brief, canonical, parent
+
+from .args import stripe_width
+from .state import ClientState
+
+if TYPE_CHECKING:
+    from .front import Client
+
+
+def metadata_of(meta: pb.FileMeta) -> Metadata:
+    r = meta.recipe
+    return Metadata(filename=meta.path, file_size=meta.size, ctime=meta.ctime, mtime=meta.mtime,
+                    recipe=Recipe(r.stripe_width, r.block_size, r.stripe_blocks, list(r.servers),
+                                  r.replicas or 1),
+                    is_dir=meta.is_dir)
+
+
+def entries(list_page: Callable[[pb.ListRequest], pb.ListReply],
+            path: str) -> Iterator[pb.FileMeta]:
+    """The entries of the directory `path` (canonical), by name, a page at a time:
+    `list_page(request)` makes one List call (inside a session or outside any)."""
+    after = ""
+    while True:
+        page = list_page(pb.ListRequest(path=path, after=after))
+        yield from page.entries
+        if not page.more:
+            return
+        after = base(page.entries[-1].path)
+
+
+def walk(client: "Client", top: str) -> Iterator[tuple[str, list[Metadata]]]:
+    """(directory, its entries) of the tree at `top` (canonical), top first, breadth first."""
+    pending = collections.deque([top])
+    while pending:
+        here = pending.popleft()
+        listed = client.listdir(here)
+        yield here, listed
+        pending.extend(m.filename for m in listed if m.is_dir)
+
+
+def makedirs(client: "Client", path: str) -> None:
+    """Creates the directory `path` (canonical) and its missing ancestors. A directory that
+    exists already, or that another client creates meanwhile, is fine; so is a *file* at `path`
+    or above: whoever then creates something under it gets NotADirectoryError."""
+    missing = []
+    while path:
+        try:
+            client.mkdir(path)
+        except FileExistsError:
+            break
+        except FileNotFoundError:
+            missing.append(path)
+            path = parent(path)
+            continue
+        break
+    for path in reversed(missing):
+        try:
+            client.mkdir(path)
+        except FileExistsError:
+            pass
+
+
+def create_with_parents(client: "Client", path: str, width: int, replicas: int = 0) -> None:
+    """Creates the file `path` (canonical), and its missing parent directories."""
+    try:
+        client.create(path, width, replicas)
+    except FileNotFoundError:
+        if not parent(path):
+            raise
+        makedirs(client, parent(path))
+        client.create(path, width, replicas)
+
+
+class Namespace:
+    """The metaserver's namespace calls for one Client."""
+
+    def __init__(self, state: ClientState) -> None:
+        self._s = state
+
+    def _call(self, method: str, request, what: str):
+        return self._s.live_session().call(method, request, what)
+
+    def create(self, path: str, width: int, replicas: int = 0) -> None:
+        path = canonical(path)
+        stripe_width(width, replicas)
+        self._call("Create", pb.CreateRequest(path=path, stripe_width=width, replicas=replicas),
+                   f"create {brief(path)}")
+
+    def mkdir(self, path: str) -> None:
+        path = canonical(path)
+        self._call("Mkdir", pb.MkdirRequest(path=path), f"mkdir {brief(path)}")
+
+    def rmdir(self, path: str) -> None:
+        path = canonical(path)
+        self._call("Rmdir", pb.RmdirRequest(path=path), f"rmdir {brief(path)}")
+
+    def rename(self, old: str, new: str) -> None:
+        old, new = canonical(old), canonical(new)
+        self._call("Rename", pb.RenameRequest(old_path=old, new_path=new),
+                   f"rename {brief(old)} to {brief(new)}")
+
+    def delete(self, path: str) -> None:
+        """Removes a file; first gives up the open files of it whose close failed here."""
+        s = self._s
+        path = canonical(path)
+        session = s.live_session()
+        with s.lock:
+            stuck = [f for f in s.fds.values() if f.closing and f.name == path]
+            for f in stuck:
+                s.cache.discard(f)
+                s.dataplane.discard(f)
+        for f in stuck:
+            session.call("Close", pb.CloseRequest(file_id=f.file_id), f"close {brief(f.name)}")
+            with s.lock:
+                s.forget(f)
+        session.call("Delete", pb.DeleteRequest(path=path), f"delete {brief(path)}")
+
+    def fstat(self, file_id: int, name: str) -> Metadata:
+        return self._with_own_size(self._call("Stat", pb.StatRequest(file_id=file_id),
+                                              f"fstat {brief(name)}").meta)
+
+    def stat(self, path: str) -> Metadata:
+        path = canonical(path)
+        return self._with_own_size(self._call("Stat", pb.StatRequest(path=path),
+                                              f"stat {brief(path)}").meta)
+
+    def _with_own_size(self, meta: pb.FileMeta) -> Metadata:
+        """The metadata, with the size this client's own cached writes give the file (the
+        metaserver does not ask us about those)."""
+        result = metadata_of(meta)
+        with self._s.lock:
+            f = self._s.by_id.get(meta.file_id)
+            if f is not None and f.size_epoch == meta.size_epoch:
+                result.file_size = max(result.file_size, f.size)
+        return result
+
+    def listdir(self, path: str = "") -> list[Metadata]:
+        path = canonical(path)
+        session = self._s.live_session()
+        return [metadata_of(m) for m in entries(
+            lambda request: session.call("List", request, f"list {brief(path)}"), path)]

@@ -1,0 +1,119 @@
+"""Open files and fds: an fd names one OpenFile of this client until its close succeeds; a file is
+open here at most once (by_id), and a close never succeeds while a byte written through the fd is
+not stored (a failed close keeps the fd for close and fsync only, its bytes and tokens kept).
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pfs._proto import metaserver_pb2 as pb
+from pfs.metadata import Recipe
+from pfs.protocol.capability import Held
+from pfs.protocol.errnos import error
+from pfs.protocol.paths import brief, canonical
+from pfs.protocol.ranges import RangeMap
+
+from .args import open_mode
+from .namespace import metadata_of
+from .state import ClientState
+
+if TYPE_CHECKING:
+    from .tokens import Tokens
+
+
+@dataclass(eq=False)
+class OpenFile:
+    fd: int
+    file_id: int
+    name: str
+    mode: int
+    recipe: Recipe
+    size: int  # the newest size this client knows of, its own cached writes included
+    size_epoch: int  # the truncates of the file that `size` takes into account
+    written_end: int = 0  # the end of the bytes this client wrote (what it reports as stored)
+    tokens: RangeMap = field(default_factory=RangeMap)
+    held: Held = field(default_factory=Held)  # the tokens' capabilities, for the fileservers
+    stale: set[int] = field(default_factory=set)  # fileservers with a stale copy: not read
+    revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
+    wrote: bool = False
+    closing: bool = False  # a close failed half-way: only close may be retried
+    read_next: int = 0  # where a sequential read would start (read-ahead)
+    active: list[tuple[int, int]] = field(default_factory=list)  # operations running on it
+    refused: str | None = None  # why a restarted metaserver did not give it back
+
+    @property
+    def block_size(self) -> int:
+        return self.recipe.block_size
+
+
+def refused(f: OpenFile) -> OSError:
+    return error(errno.ESTALE, f"fd {f.fd}: {f.refused}")
+
+
+class OpenFiles:
+    def __init__(self, state: ClientState, tokens: "Tokens") -> None:
+        self._s = state
+        self._tokens = tokens
+
+    def open(self, path: str, mode: int) -> int:
+        open_mode(mode)
+        path = canonical(path)
+        meta = self._s.live_session().call("Open", pb.OpenRequest(path=path),
+                                           f"open {brief(path)}").meta
+        with self._s.lock:
+            f = OpenFile(next(self._s.next_fd), meta.file_id, path, mode,
+                         metadata_of(meta).recipe, meta.size, meta.size_epoch)
+            self._s.fds[f.fd] = f
+            self._s.by_id[f.file_id] = f
+        return f.fd
+
+    def close(self, fd: int) -> None:
+        """Writes back the file's dirty blocks, drops its cached blocks, releases its tokens.
+        If some bytes written through it cannot be stored, close fails, saying which, and the
+        fd stays open for close and fsync only, its bytes and tokens kept: close again to try
+        again. Close never succeeds while a byte written through the fd is not stored."""
+        s = self._s
+        session = s.live_session()
+        with s.lock:
+            f = s.fds.get(fd) if type(fd) is int else None
+            if f is not None and f.refused:  # the metaserver has it closed already
+                s.forget(f)
+                raise refused(f)
+        self._tokens.renew_for_unstored(session, self.open_file(fd))
+        with s.lock:
+            f = self.file(fd)
+            # From here on the fd takes no data operation, and its tokens are not relied on:
+            # should the Close call fail, the metaserver may or may not have released them.
+            # The fd stays so that close can be retried (Close is idempotent), and so that a
+            # reclaim meanwhile (the metaserver restarted) claims the file for the Close.
+            f.closing, f.tokens = True, RangeMap()
+            s.changed.wait_for(lambda: not f.active)  # other threads' operations on it
+            s.cache.close(f)
+            with s.unlocked():
+                s.dataplane.settle(f)
+            request = pb.CloseRequest(file_id=f.file_id, size=f.written_end, wrote=f.wrote)
+        session.call("Close", request, f"close {brief(f.name)}")
+        with s.lock:
+            s.forget(f)
+
+    def file(self, fd: Any) -> OpenFile:
+        """The open file of fd; the caller holds the lock."""
+        f = self._s.fds.get(fd) if type(fd) is int else None
+        if f is None:
+            raise error(errno.EBADF, f"bad file descriptor {fd!r}")
+        if f.refused:
+            raise refused(f)
+        return f
+
+    def open_file(self, fd: Any) -> OpenFile:
+        self._s.live_session()
+        with self._s.lock:
+            return self.file(fd)
+
+    def known_size(self, file_id: int) -> int:
+        """The size this client knows of an open file (the metaserver's size queries; on the
+        stream's thread, without blocking)."""
+        f = self._s.by_id.get(file_id)
+        return f.size if f is not None else 0
