@@ -16,6 +16,10 @@ MAX_FILE_SIZE = 1 << 50
 DEFAULT_BLOCK_SIZE = 64 * 1024
 DEFAULT_STRIPE_BLOCKS = 16
 DEFAULT_LEASE_SECONDS = 10.0
+#: A client's defaults (PFS_CACHE_BLOCKS, PFS_RETRY_SECONDS): a cache of 1024 blocks (64 MiB of
+#: the default blocks), and 10 s of retrying a fileserver it cannot reach (one restarting, say).
+DEFAULT_CACHE_BLOCKS = 1024
+DEFAULT_RETRY_SECONDS = 10.0
 
 
 class _Record:

@@ -160,3 +160,21 @@ def test_every_subpackage_is_in_the_wheel_and_imports_from_the_installed_package
         assert "May import" in imported.__doc__  # its rule, first thing a reader sees
         for m in pkgutil.iter_modules(imported.__path__, package + "."):
             importlib.import_module(m.name)
+
+
+def test_server_processes_load_no_client_cache_data_plane_or_session(tmp_path):
+    """A real `pfs up` (its metaserver and fileserver processes, and itself), with Python's
+    import log on (PYTHONPROFILEIMPORTTIME names every module a process imports): the servers'
+    code is loaded, none of the client's machinery is."""
+    from clusters import Cluster
+    saved = os.environ.get("PYTHONPROFILEIMPORTTIME")
+    os.environ["PYTHONPROFILEIMPORTTIME"] = "1"  # (inherited by `pfs up` and its servers)
+    try:
+        cluster = Cluster(tmp_path / "cluster", fileservers=2).start()
+    finally:
+        os.environ.pop("PYTHONPROFILEIMPORTTIME") if saved is None else None
+    cluster.stop()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in cluster.log.read_text().splitlines()
+                if line.startswith("import time:")}
+    assert {"pfs_servers.metaserver.service", "pfs_servers.fileserver.service"} <= imported
+    assert not [m for m in imported if _within(m, CLIENT_INTERNALS)]

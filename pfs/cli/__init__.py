@@ -17,19 +17,23 @@ environment variables.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
 from pfs import __version__
-from pfs.client import DEFAULT_CACHE_BLOCKS, DEFAULT_METASERVER, DEFAULT_RETRY_SECONDS
+from pfs.metadata import DEFAULT_CACHE_BLOCKS, DEFAULT_RETRY_SECONDS
+from pfs.protocol.transport import DEFAULT_METASERVER
 
-from . import bench, cluster, files, namespace, servers
+from . import servers
 from .arguments import HelpFormatter, Parser
 from .console import interrupted
 from .supervisor import die_with_parent
 
-#: The modules of commands, in the order `pfs --help` lists them.
-COMMAND_GROUPS = (servers, files, namespace, cluster, bench)
+#: The modules of commands, in the order `pfs --help` lists them. They are imported when a run
+#: needs them: a server command (servers.COMMANDS) loads its own group alone, so that a server
+#: process holds none of the client's cache, data path and sessions, which the others import.
+COMMAND_GROUPS = ("servers", "files", "namespace", "cluster", "bench")
 
 _EPILOG = f"""\
 environment variables (read by clients and the file commands):
@@ -63,22 +67,24 @@ Examples:
   pfs ls -l results/run1 ; pfs get results/run1/out.bin copy.bin"""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(groups: tuple[str, ...] = COMMAND_GROUPS) -> argparse.ArgumentParser:
     parser = Parser(prog="pfs", formatter_class=HelpFormatter,
                     description="PFS, a parallel file system: run its servers and copy, list "
                                 "and change its files.\n\n" + _EXAMPLES,
                     epilog=_EPILOG)
     parser.add_argument("--version", action="version", version=f"pfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in COMMAND_GROUPS:
-        group.register(sub)
+    for group in groups:
+        importlib.import_module(f"{__name__}.{group}").register(sub)
     return parser
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """The arguments; arguments a command does not know are that command's error (argparse
     would make them the top-level parser's)."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser(("servers",) if argv[:1] and argv[0] in servers.COMMANDS
+                     else COMMAND_GROUPS)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -11,10 +11,9 @@ import errno
 import pathlib
 from typing import Callable
 
-from pfs.client import default_metaserver
 from pfs.protocol import errnos
 from pfs.protocol.paths import canonical
-from pfs.protocol.transport import Credentials
+from pfs.protocol.transport import Credentials, default_metaserver
 
 from .console import Console, reporting_errors
 

@@ -14,12 +14,12 @@ import signal
 import time
 from typing import Callable
 
-from pfs.client import default_metaserver
 from pfs.metadata import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_STRIPE_BLOCKS,
 )
+from pfs.protocol.transport import default_metaserver
 
 from .arguments import HelpFormatter, address, at_least_one, credentials, port
 from .supervisor import DETACHED_LOG, cmd_up
@@ -231,6 +231,11 @@ and registers with the metaserver.""", cmd_fileserver)
                          "it (default: $PFS_CLUSTER_KEY_FILE; required)")
     _server_flags(fs)
     _insecure_flag(fs)
+
+
+#: The commands registered here: a run of one of them loads no other group, so a server
+#: process holds no client code (pfs/cli/__init__.py).
+COMMANDS = ("up", "down", "metaserver", "fileserver")
 
 
 def register(sub) -> None:

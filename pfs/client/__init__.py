@@ -5,10 +5,11 @@ May import `pfs.protocol`, `pfs.runtime`, `pfs.datapath`, `pfs.metadata`, `pfs._
 `pfs._proto`; never a server module, and nothing above it (`pfs.api`, `pfs.fileio`, `pfs.fs`,
 the command line).
 """
+from pfs.metadata import DEFAULT_CACHE_BLOCKS, DEFAULT_RETRY_SECONDS
+from pfs.protocol.transport import DEFAULT_METASERVER, default_metaserver
+
 from .args import PFS_READ, PFS_READ_WRITE
 from .front import Client
-from .lifecycle import DEFAULT_CACHE_BLOCKS, DEFAULT_METASERVER, default_metaserver
-from .state import DEFAULT_RETRY_SECONDS
 
 __all__ = ["DEFAULT_CACHE_BLOCKS", "DEFAULT_METASERVER", "DEFAULT_RETRY_SECONDS", "PFS_READ",
            "PFS_READ_WRITE", "Client", "default_metaserver"]

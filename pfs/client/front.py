@@ -25,10 +25,10 @@ from typing import Any
 
 from pfs.datapath.striped import DataPlane
 from pfs.metadata import ClusterLayout, ExecStat, Metadata
-from pfs.protocol.transport import Credentials
+from pfs.protocol.transport import Credentials, default_metaserver
 
 from .args import c_like
-from .lifecycle import Lifecycle, default_metaserver
+from .lifecycle import Lifecycle
 from .namespace import Namespace
 from .openfiles import OpenFile, OpenFiles
 from .readwrite import ReadWrite

@@ -12,14 +12,13 @@ from __future__ import annotations
 import atexit
 import errno
 import logging
-import os
 import weakref
 from typing import Callable
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs.datapath.blockcache import BlockCache
 from pfs.datapath.striped import DataPlane
-from pfs.metadata import ClusterLayout
+from pfs.metadata import DEFAULT_CACHE_BLOCKS, DEFAULT_RETRY_SECONDS, ClusterLayout
 from pfs.protocol.capability import Held
 from pfs.protocol.errnos import error
 from pfs.protocol.paths import brief
@@ -29,14 +28,11 @@ from pfs.protocol.transport import Credentials
 from .args import setting
 from .openfiles import OpenFile, OpenFiles
 from .session import MetaSession
-from .state import DEFAULT_RETRY_SECONDS, NOTHING_LOST, ClientState
+from .state import NOTHING_LOST, ClientState
 from .tokens import Tokens
 
 log = logging.getLogger("pfs.client")
 
-DEFAULT_METASERVER = "127.0.0.1:50050"
-#: Default cache capacity in blocks (with the default 64 KiB blocks, 64 MiB).
-DEFAULT_CACHE_BLOCKS = 1024
 #: Bytes of writes a client keeps in flight to the fileservers at most (write-behind).
 WRITE_BEHIND_BYTES = 64 << 20
 
@@ -44,11 +40,6 @@ WRITE_BEHIND_BYTES = 64 << 20
 _live: "weakref.WeakSet[Lifecycle]" = weakref.WeakSet()
 #: What closes before them (the Pythonic layer's open files).
 _close_first: list[Callable[[], None]] = []
-
-
-def default_metaserver() -> str:
-    """Where the metaserver is unless a caller says: PFS_METASERVER, else the default."""
-    return os.environ.get("PFS_METASERVER") or DEFAULT_METASERVER
 
 
 def close_first_at_exit(close: Callable[[], None]) -> Callable[[], None]:

@@ -13,10 +13,7 @@ time plus the lease; past that (`lease_valid()` false) the client must assume it
 gone and serve nothing from its cache. Every call carries the session key, so only this
 session can act for it.
 
-Grants travel in Acquire replies, revocations on the stream, so a revocation could overtake the
-grant it takes back. Each grant has a number; a revocation says the highest number granted
-before it, and is handled only once every grant up to that number has been applied (until
-then it waits here, taking no thread).
+A revocation is handled only once every grant it follows has been applied (grantorder.py).
 
 A session whose Client the program dropped without pfs_finish is ended when it is garbage
 collected: it leaves the stream, and the metaserver ends it.
@@ -49,16 +46,21 @@ import grpc
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.protocol import errnos as errors
-from pfs.protocol.transport import (KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS, Credentials,
-                                    session_metadata)
+from pfs.protocol.transport import (
+    KEEPALIVE_SECONDS,
+    KEEPALIVE_TIMEOUT_SECONDS,
+    Credentials,
+    session_metadata,
+)
 from pfs.runtime import holdings as shared
 
+from . import metacalls
+from .grantorder import GrantOrder
+from .metacalls import CALL_TIMEOUT
 from .stream import Answer, Seat, SessionStream, channel_key, stream_key
 
 log = logging.getLogger("pfs.client")
 
-#: Seconds a metaserver call other than Acquire may take.
-CALL_TIMEOUT = 30.0
 #: Seconds a token request may wait: far beyond the metaserver's eviction of silent holders.
 ACQUIRE_TIMEOUT = 300.0
 #: Seconds Register waits for the metaserver to answer.
@@ -68,11 +70,6 @@ LEASE_MARGIN = 0.05
 #: Seconds a call that found the metaserver unreachable waits to see the stream break (both
 #: use one connection, so it breaks at once; else gRPC keepalive notices within 5 s).
 BREAK_SECONDS = KEEPALIVE_SECONDS + KEEPALIVE_TIMEOUT_SECONDS
-#: Calls that may be made again after a metaserver restart whether or not the metaserver of
-#: before did them: what they change is in memory only (which the restart forgot: opens) or
-#: comes out the same when done twice (a close, a size, a truncate to a size, a missed range).
-REPEATABLE = frozenset({"Open", "Close", "Stat", "List", "Status", "ReportSize", "Truncate",
-                        "ReportMissed"})
 #: Token request failures that the metaserver reports before numbering any grant.
 _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
@@ -107,10 +104,8 @@ class MetaSession:
         self._stream: SessionStream | None = None
         self._seat: Seat | None = None  # its place on the stream (moved on a rejoin)
         self._left: weakref.finalize | None = None
-        self._grants = threading.Condition()
-        self._applied_below = 1  # every grant numbered below this has been applied
-        self._applied_ahead: set[int] = set()
-        self._held: list = []  # (revocation, its Answer) waiting for grants to be applied
+        self._grants = threading.Condition()  # guards the recovery's state; waits for it
+        self._order = GrantOrder()
         self._lease_ends = 0.0
         self._finishing = False
         self.lost: str | None = None
@@ -251,10 +246,8 @@ class MetaSession:
                       f"{e.details()}")
             return
         apply(reply)
+        self._order.restart()  # (revocations held here came on the stream of before)
         with self._grants:
-            # The restarted metaserver numbers grants afresh, and forgot every revocation
-            # (those held here came on the stream of before).
-            self._applied_below, self._applied_ahead, self._held = 1, set(), []
             self._lease_ends = max(self._lease_ends, sent + self._lease)
             self.recovering = None
             self.era += 1
@@ -290,13 +283,8 @@ class MetaSession:
         answered with `answer`, on the stream it came on (a restarted metaserver, on another,
         forgot it, and may give its number to another revocation)."""
         self._on_revoke_received(revoke)
-        with self._grants:
-            if self.lost:
-                return
-            if revoke.granted_upto >= self._applied_below:
-                self._held.append((revoke, answer))
-                return
-        self._stream.submit(self.client_id, self._revoke, revoke, answer)
+        if not self.lost and self._order.admit(revoke, answer):
+            self._stream.submit(self.client_id, self._revoke, revoke, answer)
 
     def lose_soon(self, reason: str) -> None:
         """On the stream's thread, which must not wait for the Client: as `ended`, but for a
@@ -328,8 +316,8 @@ class MetaSession:
         log.warning("client %d lost its session: %s", self.client_id, reason)
         if self._seat is not None:
             self._seat.leave()
+        self._order.restart()
         with self._grants:
-            self._held.clear()
             self._grants.notify_all()
 
     def _revoke(self, revoke: pb.Revoke, answer: Answer) -> None:
@@ -361,38 +349,14 @@ class MetaSession:
     def applied(self, grant_seq: int) -> None:
         """Records that the grant numbered `grant_seq` is in the client's token table, and
         hands on the revocations that waited for it."""
-        with self._grants:
-            self._applied_ahead.add(grant_seq)
-            while self._applied_below in self._applied_ahead:
-                self._applied_ahead.remove(self._applied_below)
-                self._applied_below += 1
-            ready = [r for r in self._held if r[0].granted_upto < self._applied_below]
-            self._held = [r for r in self._held if r[0].granted_upto >= self._applied_below]
-            self._grants.notify_all()
-        for revoke, answer in ready:
+        for revoke, answer in self._order.applied(grant_seq):
             self._stream.submit(self.client_id, self._revoke, revoke, answer)
 
     def call(self, method: str, request, what: str):
-        """A unary metaserver call for this session; failures become OSErrors naming `what`.
-        A metaserver that went away (the stream broke: it restarts) is waited for, up to
-        PFS_RETRY_SECONDS, and the call made again once the session is back, if it never
-        reached the metaserver of before or is REPEATABLE. The caller must hold no lock that
-        the session's reclaim needs meanwhile."""
-        repeatable = method in REPEATABLE
-        deadline = time.monotonic() + self.retry_seconds
-        while True:
-            era = self.era
-            try:
-                return getattr(self.stub, method)(request, timeout=CALL_TIMEOUT,
-                                                  metadata=self.metadata)
-            except grpc.RpcError as e:
-                if not (e.code() == grpc.StatusCode.UNAVAILABLE
-                        and (repeatable or _never_sent(e)) and self._back_by(era, deadline)):
-                    raise errors.from_rpc(e, what) from None
-            except ValueError:  # the channel was closed: this session has ended here
-                raise errors.error(errno.ENOTCONN, f"{what}: the session has ended") from None
+        """A unary metaserver call for this session (metacalls.py)."""
+        return metacalls.call(self, method, request, what)
 
-    def _back_by(self, era: int, deadline: float) -> bool:
+    def back_by(self, era: int, deadline: float) -> bool:
         """After a call made in `era` found the metaserver unreachable: whether the session is
         back on a restarted one by `deadline`. False when the stream did not break (the
         metaserver is up: the call failed for another reason), or the session is lost."""
@@ -404,12 +368,6 @@ class MetaSession:
             self._grants.wait_for(lambda: self.recovering is None or self.lost is not None,
                                   max(0.0, deadline - time.monotonic()))
             return self.recovering is None and self.lost is None
-
-
-def _never_sent(e: grpc.RpcError) -> bool:
-    """Whether a failed call surely never reached the server: gRPC failed it at once, having
-    no connection to send it on (its words for that, which have held across its releases)."""
-    return "failed to connect" in (e.details() or "")
 
 
 def _dropped(seat: Seat, holdings: shared.Holdings) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from pfs.datapath.blockcache import BlockCache
 from pfs.datapath.striped import DataPlane
+from pfs.metadata import DEFAULT_RETRY_SECONDS
 from pfs.protocol.errnos import error
 from pfs.protocol.paths import brief
 from pfs.protocol.ranges import RangeMap
@@ -29,8 +30,6 @@ from .session import MetaSession
 if TYPE_CHECKING:
     from .openfiles import OpenFile
 
-#: Seconds a data call keeps retrying an unreachable fileserver (one restarting, say).
-DEFAULT_RETRY_SECONDS = 10.0
 #: What a lost session's calls say when it held nothing unstored.
 NOTHING_LOST = "No unwritten data was lost. "
 

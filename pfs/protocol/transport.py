@@ -41,6 +41,15 @@ SERVER_OPTIONS = _LIMITS + [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", int(KEEPALIVE_SECONDS * 500)),
     ("grpc.http2.max_ping_strikes", 0),
 ]
+#: Where clients and fileservers find the metaserver unless told (PFS_METASERVER).
+DEFAULT_METASERVER = "127.0.0.1:50050"
+
+
+def default_metaserver() -> str:
+    """Where the metaserver is unless a caller says: PFS_METASERVER, else the default."""
+    return os.environ.get("PFS_METASERVER") or DEFAULT_METASERVER
+
+
 SECRET_HEADER = "pfs-secret"
 #: The metadata entry naming the caller's session: "<client id>:<session key in hex>".
 SESSION_HEADER = "pfs-session"

@@ -17,7 +17,7 @@ their clients reclaim them, with their open files and tokens, within a recovery 
 
 A session ending leaves no copy apart: if it may have been writing a replicated file it had not
 closed, every copy but one is recorded stale for its WRITE tokens' bytes once it is fenced and
-before those tokens move (copies.py, `_abandon_writes`).
+before those tokens move (unfinished.py).
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ from .sessions import Session as ClientSession
 from .sessions import Sessions
 from .sizes import Sizes
 from .tokens import WRITE, Revocation, TokenManager
+from .unfinished import UnfinishedWrites
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -86,6 +87,8 @@ class MetaServer:
                                    functools.partial(self._db, namespace.delete_done))
         self.repair = Repair(namespace, self.copies, self.tokens, self.cluster, self.signer,
                              credentials or Credentials(), time.time)
+        self.unfinished = UnfinishedWrites(self.copies, self.tokens, self.cluster, self.repair,
+                                           self._db)
         self._background: list[asyncio.Task] = []
         recorded = namespace.recorded_sessions()
         for client_id, hashed in recorded.items():
@@ -149,37 +152,11 @@ class MetaServer:
         except (StorageFull, OSError) as e:  # restored after a restart, it is evicted again
             log.error("could not forget client %d's session: %s", session.client_id, e)
         await self.cluster.fence(session.client_id)
-        await self._abandon_writes(session)
+        await self.unfinished.settle(session)
         if evicted:
             await asyncio.sleep(max(0.0, self.sessions.lease_end(session) - time.monotonic()))
         self.tokens.remove_client(session.client_id)
         self.open_files.close_all(session.client_id)
-
-    async def _abandon_writes(self, session: ClientSession) -> None:
-        """Before the session's tokens move, and once it is fenced (so its fileservers' state
-        is known): the copies it may have left apart are made stale but one (copies.py). Its
-        tokens are unknown if it never reclaimed them after a restart. A commit that fails is
-        tried again: no token may move before the record is made."""
-        held = None if session.restored else {
-            file_id: [(start, end) for start, end, mode in
-                      self.tokens.holdings(session.client_id, file_id) if mode == WRITE]
-            for file_id in self.copies.writing_files(session.client_id)}
-        while True:
-            try:
-                recorded = await self._db(self.copies.abandoned, session.client_id, held,
-                                          self.cluster.online())
-                break
-            except (StorageFull, OSError) as e:
-                log.error("cannot record what client %d may have left unfinished (%s); its "
-                          "tokens wait", session.client_id, e)
-                await asyncio.sleep(1.0)
-        for file_id, server, start, end in recorded:
-            log.warning("client %d's session ended with file %d open for writing: its copy on "
-                        "fileserver %d counts as having missed bytes %d-%s until resynced",
-                        session.client_id, file_id, server, start,
-                        "end" if end >= INFINITY else end - 1)
-        if recorded:
-            self.repair.wake()
 
     async def _evict_overdue(self) -> None:
         while True:
