@@ -17,48 +17,11 @@ import time
 import pytest
 
 from clusters import COURSE, wait_until
+from commands import fails, listing
 from pfs_servers.instance import data_dir_holder
 
 ENVIRONMENT = ("PFS_METASERVER", "PFS_CACHE_BLOCKS", "PFS_SECRET", "PFS_TLS_CA",
                "PFS_RETRY_SECONDS")
-
-
-@pytest.fixture
-def pfs(cluster, tmp_path):
-    """pfs(*args, check=True, input=None, env={}) -> the finished `python -m pfs ARGS` (bytes
-    out), run in a scratch directory (tmp_path/"cwd") against the shared cluster; `env` adds
-    to (or with None values, removes from) its environment."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-
-    def run(*args, check=True, input=None, env=None):
-        environment = cluster.env()
-        for key, value in (env or {}).items():
-            environment.pop(key, None)
-            if value is not None:
-                environment[key] = value
-        done = subprocess.run([sys.executable, "-m", "pfs", *map(str, args)], env=environment,
-                              input=input, capture_output=True, timeout=120, cwd=cwd)
-        done.out, done.err = done.stdout.decode(errors="replace"), done.stderr.decode()
-        if check:
-            assert done.returncode == 0, done.err
-        assert "Traceback" not in done.err, done.err
-        return done
-    run.cwd = cwd
-    return run
-
-
-def fails(done, *words):
-    """The command failed with one line on stderr containing every word."""
-    assert done.returncode == 1, done.err
-    assert done.err.count("\n") == 1 and done.err.startswith(("pfs ", "pfs: ")), done.err
-    for word in words:
-        assert word in done.err, done.err
-    return done
-
-
-def listing(pfs, path, *flags):
-    return pfs("ls", *flags, path).out.splitlines()
 
 
 def local_tree(top):

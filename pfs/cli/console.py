@@ -154,6 +154,8 @@ class Console:
             self.checkpoint()
             try:
                 action(item)
+            except BrokenPipeError:  # the reader is gone: nothing more is wanted
+                raise
             except OSError as e:
                 self.warn(str(e.strerror or e))
                 status = 1
@@ -171,8 +173,9 @@ def interrupted(command: str | None, console: Console | None = None) -> int:
 
 def reporting_errors(run: Callable[[argparse.Namespace, Console], int], graceful: bool = False):
     """`run(args, console)` as a command: an OSError becomes one line on stderr and exit status
-    1, Ctrl-C one line and status 130, and a closed standard output (`pfs get x - | head`) a
-    quiet exit. `graceful`: the command cleans up after Ctrl-C (see _CtrlC)."""
+    1, Ctrl-C one line and status 130, and a closed standard output (`pfs ls -R | head`,
+    `pfs get x - | head`) a quiet exit with status 0, as the reader has what it wanted.
+    `graceful`: the command cleans up after Ctrl-C (see _CtrlC)."""
     @functools.wraps(run)
     def wrapper(args: argparse.Namespace) -> int:
         console = Console(args.command, "never" if getattr(args, "quiet", False) else
@@ -180,6 +183,7 @@ def reporting_errors(run: Callable[[argparse.Namespace, Console], int], graceful
         previous = signal.signal(signal.SIGINT, console.ctrl_c)
         try:
             status = run(args, console)
+            sys.stdout.flush()  # a closed pipe shows here, rather than as noise at exit
             console.checkpoint()  # pressed after the last safe point: still interrupted
             return status
         except KeyboardInterrupt:
@@ -188,7 +192,7 @@ def reporting_errors(run: Callable[[argparse.Namespace, Console], int], graceful
             # Nothing more can be written there, not even at exit.
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
+            return 0
         except OSError as e:
             if console.ctrl_c.pending:  # what failed was cut short by Ctrl-C
                 return interrupted(args.command, console)

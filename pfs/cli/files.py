@@ -105,9 +105,30 @@ def _read_all(client: Client, console: Console, path: str, size: int,
     return offset
 
 
-def _get_file(client: Client, console: Console, path: str, size: int, local: str) -> int:
+def _refuse_local(local: str, force: bool) -> None:
+    """A local file is replaced only with --force, as put, cp and mv replace PFS files."""
+    if not force and os.path.lexists(local):
+        raise errors.error(errno.EEXIST, f"local file {local} exists (use --force to replace it)")
+
+
+def _local_writer(f, local: str) -> Callable[[memoryview], object]:
+    """`f.write`, its failures (a full disk, say) naming the local file being written."""
+    def write(data: memoryview) -> object:
+        try:
+            return f.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise errors.error(e.errno or errno.EIO, f"cannot write local file {local}: "
+                                                     f"{e.strerror or e}") from None
+    return write
+
+
+def _get_file(client: Client, console: Console, path: str, size: int, local: str,
+              force: bool) -> int:
     """Copies a PFS file (of `size` bytes, for the progress count) to a local file through a
-    local temporary renamed into place."""
+    local temporary renamed into place; an existing one is replaced only with `force`."""
+    _refuse_local(local, force)
     directory, name = os.path.split(local)
     tmp = os.path.join(directory, temporary_name(name))
     try:
@@ -119,7 +140,8 @@ def _get_file(client: Client, console: Console, path: str, size: int, local: str
                                                  f"{e.strerror or e}") from None
     try:
         with open(out, "wb") as f:
-            copied = _read_all(client, console, path, size, f.write)
+            copied = _read_all(client, console, path, size, _local_writer(f, local))
+        _refuse_local(local, force)  # made meanwhile?
         try:
             os.replace(tmp, local)
         except OSError as e:
@@ -132,9 +154,13 @@ def _get_file(client: Client, console: Console, path: str, size: int, local: str
         raise
 
 
-def _get_tree(client: Client, console: Console, path: str, local: str) -> tuple[int, int]:
-    """Copies the PFS tree `path` into the local directory `local`, merging into what is
-    there; (files, bytes) copied."""
+def _get_tree(client: Client, console: Console, path: str, local: str,
+              force: bool) -> tuple[int, int]:
+    """Copies the PFS tree `path` to the local directory `local`; an existing one is merged
+    into (its files of the same names replaced) only with `force`. (files, bytes) copied."""
+    if not force and os.path.lexists(local):
+        raise errors.error(errno.EEXIST, f"local {local} exists (use --force to copy into it, "
+                                         "replacing files of the same names)")
     files = size = 0
     for here, entries in tree(client, path):
         rel = here[len(path):].lstrip("/")
@@ -152,7 +178,7 @@ def _get_tree(client: Client, console: Console, path: str, local: str) -> tuple[
             console.checkpoint()
             if not m.is_dir and not is_temporary(base(m.filename)):
                 size += _get_file(client, console, m.filename, m.file_size,
-                                  os.path.join(where, base(m.filename)))
+                                  os.path.join(where, base(m.filename)), force)
                 files += 1
     return files, size
 
@@ -178,10 +204,10 @@ def cmd_get(args: argparse.Namespace, console: Console) -> int:
         if os.path.isdir(local) and base(path):
             local = os.path.join(local, base(path))
         if not meta.is_dir:
-            copied = _get_file(client, console, path, meta.file_size, local)
+            copied = _get_file(client, console, path, meta.file_size, local, args.force)
             console.done(f"{shown(path)} -> {local} ({copied} bytes)")
             return 0
-        files, size = _get_tree(client, console, path, local)
+        files, size = _get_tree(client, console, path, local, args.force)
     console.done(f"{shown(path)} -> {local} ({files} files, {size} bytes)")
     return 0
 
@@ -239,18 +265,22 @@ LOCAL "-" is standard input: pfs put - PATH.""", cmd_put, graceful=True)
 def _register_get(sub) -> None:
     p = add_command(sub, "get", "copy a PFS file (or tree, -r) to a local file", """\
 Copy the PFS file PATH to LOCAL. As with cp: when LOCAL is an existing directory the copy
-goes into it, under PATH's name, and an existing local file is replaced. The file is written
-as a local temporary renamed into place, so an interrupted get leaves an existing local file
-as it was.
+goes into it, under PATH's name. An existing local file is replaced only with --force, as put
+replaces PFS files. The file is written as a local temporary renamed into place, so an
+interrupted get leaves an existing local file as it was.
 
-With -r, a PFS directory is copied as a tree (like cp -r), merged into an existing local
-directory; unfinished temporaries of other puts and writers (.NAME.pfs-tmp-*) are not copied.
+With -r, a PFS directory is copied as a tree (like cp -r); with --force onto an existing
+local directory it is merged into it, replacing files of the same names. Unfinished
+temporaries of other puts and writers (.NAME.pfs-tmp-*) are not copied.
 
 LOCAL "-" is standard output: pfs get PATH - | ...""", cmd_get, graceful=True)
     p.add_argument("path", metavar="PATH", help="PFS file or directory")
     p.add_argument("local", metavar="LOCAL", help='local destination; "-" for stdout')
     p.add_argument("-r", "--recursive", action="store_true",
                    help="copy a PFS directory and everything in it (default: off)")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="replace an existing local file; with -r, copy into an existing local "
+                        "directory (default: off, an existing target is an error)")
     progress_flags(p)
 
 
