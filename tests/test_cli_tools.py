@@ -4,6 +4,7 @@ find, head and tail, touch and checksum.
 
 Every command runs as a subprocess against the shared cluster (the `pfs` fixture), each test
 under a top-level directory no other test uses."""
+import json
 import os
 import subprocess
 import sys
@@ -61,7 +62,91 @@ def closed_stdout(cluster, *args):
 def test_a_reader_that_stops_reading_ends_a_command_quietly(cluster, pfs, name):
     pfs("mkdir", "-p", f"{name}/d")
     pfs("put", "-", f"{name}/d/f", input=os.urandom(200_000))
-    for args in (["ls", name], ["ls", "-l", name], ["du", name], ["cat", f"{name}/d/f"],
-                 ["get", f"{name}/d/f", "-"], ["status"], ["stat", name]):
+    for args in (["ls", name], ["ls", "-l", name], ["ls", "-R", name], ["du", name],
+                 ["find", name], ["cat", f"{name}/d/f"], ["get", f"{name}/d/f", "-"],
+                 ["status"], ["stat", name], ["checksum", f"{name}/d/f"]):
         done = closed_stdout(cluster, *args)
         assert (done.returncode, done.stderr) == (0, b""), (args, done.stderr)
+
+
+def make_tree(pfs, name):
+    """name/{a.csv, b.csv, .hidden.csv, notes.txt, logs/{x.csv, y.log}, logs/deep/z.csv}."""
+    pfs("mkdir", "-p", f"{name}/logs/deep")
+    for path, data in (("a.csv", b"a" * 100), ("b.csv", b"b" * 3000), (".hidden.csv", b"h"),
+                       ("notes.txt", b""), ("logs/x.csv", b"x" * 5000), ("logs/y.log", b"y"),
+                       ("logs/deep/z.csv", b"z" * 2048)):
+        pfs("put", "-", f"{name}/{path}", input=data)
+
+
+def test_ls_recursive_and_globs(pfs, name):
+    make_tree(pfs, name)
+    assert pfs("ls", "-R", name).out == (
+        f"pfs:/{name}:\na.csv\nb.csv\nlogs/\nnotes.txt\n\n"
+        f"pfs:/{name}/logs:\ndeep/\nx.csv\ny.log\n\npfs:/{name}/logs/deep:\nz.csv\n")
+    assert [e["path"] for e in json.loads(pfs("ls", "-R", "--json", f"{name}/logs").out)] == \
+        [f"/{name}/logs/deep", f"/{name}/logs/x.csv", f"/{name}/logs/y.log",
+         f"/{name}/logs/deep/z.csv"]
+    assert listing(pfs, f"{name}/*.csv") == [f"{name}/a.csv", f"{name}/b.csv"]
+    assert listing(pfs, f"pfs://{name}/.*.csv") == [f"{name}/.hidden.csv"]
+    assert listing(pfs, f"{name}/*/*.csv") == [f"{name}/logs/x.csv"]  # in a directory too
+    assert listing(pfs, f"{name}/l?gs/[xy].*") == [f"{name}/logs/x.csv", f"{name}/logs/y.log"]
+    assert listing(pfs, f"{name}/*/deep") == ["z.csv"]  # one directory: no heading, as ls
+    fails(pfs("ls", f"{name}/*.parquet", check=False), f"no match for {name}/*.parquet")
+    assert pfs("du", "-s", f"{name}/*.csv").out == \
+        f"100\tpfs:/{name}/a.csv\n3000\tpfs:/{name}/b.csv\n"
+    assert pfs("cat", f"{name}/logs/*.log").stdout == b"y"
+
+    pfs("rm", f"{name}/*.csv")
+    assert listing(pfs, name, "-a") == [".hidden.csv", "logs/", "notes.txt"]
+    fails(pfs("rm", f"{name}/*.csv", check=False), "no match")
+    pfs("rm", "-f", f"{name}/*.csv")  # -f: nothing to remove is no error
+    pfs("rm", "-r", f"{name}/l*")
+    assert listing(pfs, name, "-a") == [".hidden.csv", "notes.txt"]
+
+
+def test_find_by_name_size_and_type(pfs, name):
+    make_tree(pfs, name)
+
+    def found(*tests):
+        return pfs("find", name, *tests).out.splitlines()
+    assert found("-name", "*.csv") == [f"pfs:/{name}/{p}" for p in (
+        ".hidden.csv", "a.csv", "b.csv", "logs/x.csv", "logs/deep/z.csv")]
+    assert found("-name", "*.csv", "-size", "+4k") == [f"pfs:/{name}/logs/x.csv"]
+    assert found("-size", "-2k", "-name", "*.csv") == [
+        f"pfs:/{name}/{p}" for p in (".hidden.csv", "a.csv")]
+    assert found("-size", "2k") == [f"pfs:/{name}/logs/deep/z.csv"]  # exactly
+    assert found("-type", "d") == [f"pfs:/{name}", f"pfs:/{name}/logs", f"pfs:/{name}/logs/deep"]
+    assert pfs("find", f"{name}/logs/x.csv").out == f"pfs:/{name}/logs/x.csv\n"
+    assert pfs("find", f"{name}/l*", "--type", "f", "--name", "*.log").out == \
+        f"pfs:/{name}/logs/y.log\n"
+    fails(pfs("find", name, "-size", "3x", check=False), "-size", "'3x'")
+    fails(pfs("find", f"{name}/nothing", check=False), "no such file")
+
+
+def test_head_tail_touch_and_checksum(pfs, tmp_path, name):
+    data = os.urandom(300_000)
+    pfs("mkdir", name)
+    pfs("put", "-", f"{name}/f", input=data)
+    assert pfs("head", f"{name}/f").stdout == data[:1024]  # 1 KiB, as hdfs dfs -head
+    assert pfs("tail", f"{name}/f").stdout == data[-1024:]
+    assert pfs("head", "-c", "100k", f"{name}/f").stdout == data[:100 << 10]
+    assert pfs("tail", "-c", "5", f"{name}/f").stdout == data[-5:]
+    assert pfs("tail", "-c", "1M", f"{name}/f").stdout == data  # all of a shorter file
+    fails(pfs("head", name, check=False), "is a directory")
+
+    pfs("touch", f"{name}/empty", f"{name}/f", name)  # a new file; the others as they were
+    assert pfs("cat", f"{name}/empty").stdout == b""
+    assert pfs("cat", f"{name}/f").stdout == data
+    fails(pfs("touch", f"{name}/no/such", check=False), "no such")
+
+    # The CRC32C of the bytes, whatever their striping: "123456789" has the standard 0xE3069283.
+    pfs("put", "--stripe-width", "1", "-", f"{name}/nine", input=b"123456789")
+    pfs("cp", "--stripe-width", "4", f"{name}/f", f"{name}/wide")
+    from pfs._native import crc32c
+    assert pfs("checksum", f"{name}/nine", f"{name}/empty", f"{name}/f", f"{name}/wide").out == (
+        f"pfs:/{name}/nine\tCRC32C\te3069283\npfs:/{name}/empty\tCRC32C\t00000000\n"
+        f"pfs:/{name}/f\tCRC32C\t{crc32c(data):08x}\npfs:/{name}/wide\tCRC32C\t"
+        f"{crc32c(data):08x}\n")
+    assert json.loads(pfs("checksum", "--json", f"{name}/n*").out) == [
+        {"path": f"/{name}/nine", "size": 9, "crc32c": "e3069283"}]
+    fails(pfs("checksum", name, check=False), "is a directory")

@@ -6,6 +6,8 @@
     pfs put [-r] [--force] LOCAL PATH     # atomic; "-" is stdin
     pfs get [-r] PATH LOCAL               # "-" is stdout
     pfs cat PATH / pfs cp SRC DST / pfs du PATH / pfs df
+    pfs ls -R 'logs/*' / pfs find DIR -name PAT -size +N / pfs head|tail -c N PATH
+    pfs touch PATH / pfs checksum PATH    # CRC32C of the file's bytes
     pfs status                            # the cluster's fileservers and sessions
     pfs bench                             # striped throughput against this cluster
 
@@ -23,13 +25,13 @@ import sys
 from pfs import __version__
 from pfs.client import DEFAULT_CACHE_BLOCKS, DEFAULT_METASERVER, DEFAULT_RETRY_SECONDS
 
-from . import bench, cluster, files, namespace, servers
+from . import bench, cluster, files, find, namespace, servers
 from .arguments import HelpFormatter, Parser
 from .console import interrupted
 from .supervisor import die_with_parent
 
 #: The modules of commands, in the order `pfs --help` lists them.
-COMMAND_GROUPS = (servers, files, namespace, cluster, bench)
+COMMAND_GROUPS = (servers, files, namespace, find, cluster, bench)
 
 _EPILOG = f"""\
 environment variables (read by clients and the file commands):

@@ -1,4 +1,4 @@
-"""The commands that copy file contents: put, get, cp and cat.
+"""The commands that copy or read file contents: put, get, cp, cat, head, tail and checksum.
 
 Invariant: what a copy writes appears whole or not at all: in PFS through copying.py's
 temporary renamed into place, locally through a local temporary renamed into place, so an
@@ -14,14 +14,16 @@ import sys
 from typing import Callable
 
 from pfs import errors
+from pfs._native import crc32c
 from pfs.client import PFS_READ, Client
 from pfs.metadata import Metadata
 from pfs.paths import base, is_temporary, join, temporary_name
 
-from .arguments import add_command, at_least_one, pfs_path, progress_flags
+from .arguments import add_command, at_least_one, byte_count, json_flag, pfs_path, progress_flags
 from .connection import existing, session
-from .console import COPY_CHUNK, Console, shown
+from .console import COPY_CHUNK, Console, print_json, shown
 from .copying import Copier, Source, local_source, local_tree, pfs_source, pfs_tree
+from .globs import HELP, expand_all
 from .walk import tree
 
 
@@ -84,25 +86,28 @@ def cmd_cp(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-# --- out of PFS: get and cat ------------------------------------------------------------------
+# --- out of PFS: get, cat, head, tail and checksum ---------------------------------------------
 def _read_all(client: Client, console: Console, path: str, size: int,
-              write: Callable[[memoryview], object], progress: bool = True) -> int:
-    """Reads the PFS file `path` from start to end into `write`; the bytes read. `size`, as
-    stat said, is only for the progress count: the file may change meanwhile."""
+              write: Callable[[memoryview], object], progress: bool = True,
+              start: int = 0, end: int | None = None) -> int:
+    """Reads the PFS file `path` from `start` to `end` (None: its end) into `write`; the bytes
+    read. `size`, as stat said, is only for the progress count: the file may change
+    meanwhile."""
     fd = client.open(path, PFS_READ)
     try:
-        buf, offset = bytearray(COPY_CHUNK), 0
-        while n := client.read(fd, buf, len(buf), offset):
+        buf, offset = bytearray(COPY_CHUNK), start
+        while n := client.read(fd, buf, len(buf) if end is None else min(len(buf), end - offset),
+                               offset):
             with console.local_io():
                 write(memoryview(buf)[:n])
             offset += n
             if progress:
-                console.progress(offset, size)
+                console.progress(offset - start, size)
         console.progress_end()
     finally:
         with contextlib.suppress(OSError):
             client.close(fd)
-    return offset
+    return offset - start
 
 
 def _refuse_local(local: str, force: bool) -> None:
@@ -184,10 +189,12 @@ def _get_tree(client: Client, console: Console, path: str, local: str,
 
 
 def _to_stdout(client: Client, console: Console, path: str, meta: Metadata,
-               progress: bool = True) -> None:
+               progress: bool = True, start: int = 0, end: int | None = None) -> None:
+    """Writes the PFS file `path` (from `start` to `end`) to standard output."""
     if meta.is_dir:
         raise errors.error(errno.EISDIR, f"{shown(path)} is a directory")
-    _read_all(client, console, path, meta.file_size, sys.stdout.buffer.write, progress)
+    _read_all(client, console, path, meta.file_size, sys.stdout.buffer.write, progress,
+              start, end)
     sys.stdout.buffer.flush()
 
 
@@ -213,10 +220,42 @@ def cmd_get(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_cat(args: argparse.Namespace, console: Console) -> int:
+    paths, status = expand_all(console, args.paths)
     with session() as client:
         def cat(arg: str) -> None:
             _to_stdout(client, console, *existing(client, arg), progress=False)
-        return console.each(args.paths, cat)
+        return status | console.each(paths, cat)
+
+
+def cmd_head(args: argparse.Namespace, console: Console) -> int:
+    with session() as client:
+        path, meta = existing(client, args.path)
+        start = max(0, meta.file_size - args.bytes) if args.from_end else 0
+        _to_stdout(client, console, path, meta, False, start, start + args.bytes)
+    return 0
+
+
+def cmd_checksum(args: argparse.Namespace, console: Console) -> int:
+    paths, status = expand_all(console, args.paths)
+    found = []
+    with session() as client:
+        def checksum(arg: str) -> None:
+            path, meta = existing(client, arg)
+            if meta.is_dir:
+                raise errors.error(errno.EISDIR, f"{shown(path)} is a directory")
+            crc = 0
+
+            def add(data: memoryview) -> None:
+                nonlocal crc
+                crc = crc32c(data, crc)
+            size = _read_all(client, console, path, meta.file_size, add)
+            found.append({"path": "/" + path, "size": size, "crc32c": f"{crc:08x}"})
+            if not args.json:
+                print(f"{shown(path)}\tCRC32C\t{crc:08x}")
+        status |= console.each(paths, checksum)
+    if args.json:
+        print_json(found)
+    return status
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -284,12 +323,45 @@ LOCAL "-" is standard output: pfs get PATH - | ...""", cmd_get, graceful=True)
     progress_flags(p)
 
 
-def _register_cat_and_cp(sub) -> None:
+def _register_reading(sub) -> None:
     p = add_command(sub, "cat", "write PFS files to standard output", """\
 Write the PFS files PATH..., one after the other, to standard output (as cat does). A
-failure on one PATH is reported and the others are still written (exit status 1).""", cmd_cat)
+failure on one PATH is reported and the others are still written (exit status 1).
+
+""" + HELP, cmd_cat)
     p.add_argument("paths", metavar="PATH", nargs="+", help="PFS file")
 
+    for name, which in (("head", "first"), ("tail", "last")):
+        p = add_command(sub, name, f"write the {which} bytes of a PFS file to standard output",
+                        f"""\
+Write the {which} N bytes of the PFS file PATH (all of it if it is shorter) to standard
+output, as `{name} -c N` and `hdfs dfs -{name}` do; only those bytes are read.""", cmd_head)
+        p.set_defaults(from_end=name == "tail")
+        p.add_argument("path", metavar="PATH", help="PFS file")
+        p.add_argument("-c", "--bytes", type=byte_count, default=1024, metavar="N",
+                       help="bytes to write; k, M, G and T are binary units (default: 1024)")
+
+    p = add_command(sub, "checksum", "show the CRC32C of PFS files", """\
+Print the CRC32C (Castagnoli, as iSCSI, ext4 and `hdfs dfs -checksum` with
+dfs.checksum.combine.mode=COMPOSITE_CRC use it) of each PFS file's bytes, one line each:
+"pfs:/PATH<TAB>CRC32C<TAB>8 hex digits". Two files with the same contents have the same
+checksum whatever their striping, and a local copy's can be compared (e.g. with Python's
+crc32c package, or `pfs put` and `pfs checksum` of both).
+
+The checksum is computed from the file's bytes, read through a client (each unit checked
+against the CRC32C the fileservers store beside it, as every read is): the fileservers offer
+no call that returns the stored unit checksums alone, which could be combined into the file's
+without moving the bytes.
+
+""" + HELP + """
+
+--json prints one JSON array: for each file "path", "size" (bytes) and "crc32c" (hex).""",
+                    cmd_checksum)
+    p.add_argument("paths", metavar="PATH", nargs="+", help="PFS file")
+    json_flag(p, "the checksums")
+
+
+def _register_cp(sub) -> None:
     p = add_command(sub, "cp", "copy a PFS file (or tree, -r) within PFS", """\
 Copy the PFS file SRC to DST, as cp does: when DST is an existing directory the copy goes
 into it, under SRC's name. Like put, the copy is atomic (a temporary renamed into place),
@@ -306,7 +378,8 @@ files, use put and get.""", cmd_cp, graceful=True)
 
 
 def register(sub) -> None:
-    """put, get, cat, cp."""
+    """put, get, cp, cat, head, tail, checksum."""
     _register_put(sub)
     _register_get(sub)
-    _register_cat_and_cp(sub)
+    _register_cp(sub)
+    _register_reading(sub)

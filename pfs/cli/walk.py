@@ -31,6 +31,19 @@ def entries(path: str) -> Iterator[pb.FileMeta]:
         after = base(page.entries[-1].path)
 
 
+def descend(top: str, into: Callable[[pb.FileMeta], bool]
+            ) -> Iterator[tuple[str, list[pb.FileMeta]]]:
+    """(directory, its entries) of the tree at `top` outside any session, depth first in name
+    order, each directory before those below it (as `ls -R` and `find` list them); `into(entry)`
+    says whether to go into a subdirectory."""
+    pending = [top]
+    while pending:
+        here = pending.pop()
+        listed = list(entries(here))
+        yield here, listed
+        pending.extend(m.path for m in reversed(listed) if m.is_dir and into(m))
+
+
 def tree(client: Client, top: str) -> Iterator[tuple[str, list[Metadata]]]:
     """(directory, its entries) of a PFS tree, top first (breadth first)."""
     pending = collections.deque([top])
