@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -146,15 +147,17 @@ def test_put_and_get_progress_and_quiet(pfs, tmp_path, name):
     local.write_bytes(os.urandom(20 << 20))  # more than two copy chunks
     pfs("mkdir", name)
     put = pfs("put", "--progress", local, f"{name}/f")
-    counts = put.err.splitlines()  # not a terminal: a line per chunk
-    assert len(counts) >= 3 and counts[-1].strip() == "20.0 MiB / 20.0 MiB", put.err
+    counts = put.err.splitlines()  # not a terminal: a line per chunk, with rate and time left
+    assert len(counts) >= 3 and counts[-1].startswith("  20.0MiB / 20.0MiB ("), put.err
+    assert all(re.fullmatch(r"  [\d.]+[KM]?iB / 20.0MiB \([\d.]+[KMG]?iB/s, \d\d:\d\d left\)",
+                            line) for line in counts), put.err
     assert put.out == f"{local} -> pfs:/{name}/f ({20 << 20} bytes)\n"
     quiet = pfs("put", "--quiet", "--force", local, f"{name}/f")
     assert quiet.out == "" and quiet.err == ""
     plain = pfs("get", f"{name}/f", tmp_path / "back")
     assert plain.err == "" and plain.out.endswith(f"({20 << 20} bytes)\n")  # no terminal
     got = pfs("get", "--progress", f"{name}/f", tmp_path / "b2")
-    assert got.err.splitlines()[-1].strip() == "20.0 MiB / 20.0 MiB"
+    assert got.err.splitlines()[-1].startswith("  20.0MiB / 20.0MiB (")
     assert pfs("get", "-q", f"{name}/f", tmp_path / "b3").out == ""
     for copy in ("back", "b2", "b3"):
         assert (tmp_path / copy).read_bytes() == local.read_bytes()

@@ -1,13 +1,18 @@
 """The pfs command as users of `hdfs dfs`, `lfs` and s3fs use it: get refusing to replace a
 local file, errors that name what the user named, quiet pipes, recursive listings, globs,
-find, head and tail, touch and checksum.
+find, head and tail, touch and checksum, and progress with its rate and time left.
 
 Every command runs as a subprocess against the shared cluster (the `pfs` fixture), each test
 under a top-level directory no other test uses."""
+import fcntl
 import json
 import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 
 from commands import fails, listing
 
@@ -150,3 +155,40 @@ def test_head_tail_touch_and_checksum(pfs, tmp_path, name):
     assert json.loads(pfs("checksum", "--json", f"{name}/n*").out) == [
         {"path": f"/{name}/nine", "size": 9, "crc32c": "e3069283"}]
     fails(pfs("checksum", name, check=False), "is a directory")
+
+
+def on_a_terminal(cluster, *args):
+    """What `pfs ARGS` writes to a terminal (a pseudo-terminal of 100 columns) as it runs."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    run = subprocess.Popen([sys.executable, "-m", "pfs", *map(str, args)], stdin=terminal,
+                           stdout=terminal, stderr=terminal, env=cluster.env())
+    os.close(terminal)
+    shown = b""
+    try:
+        while chunk := os.read(controller, 1 << 16):
+            shown += chunk
+    except OSError:  # EIO: the command has exited and the terminal closed
+        pass
+    finally:
+        os.close(controller)
+        assert run.wait(timeout=120) == 0, shown
+    return shown.decode()
+
+
+def test_progress_shows_rate_and_time_left(cluster, pfs, tmp_path, name):
+    """On a terminal, a bar rewritten in place for copies over 32 MiB; --progress into a pipe
+    gives lines (test_cli.py); --quiet nothing."""
+    local = tmp_path / "big"
+    local.write_bytes(os.urandom(40 << 20))
+    pfs("mkdir", name)
+    shown = on_a_terminal(cluster, "put", local, f"{name}/big")
+    bars = [update for update in shown.split("\r") if "%|" in update]
+    assert len(bars) >= 2 and "100%" in bars[-1] and "40.0M/40.0M" in bars[-1], shown
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, [\d.]+[KMG]?iB/s\]", bars[-1]), shown
+    assert shown.endswith(f"{local} -> pfs:/{name}/big ({40 << 20} bytes)\r\n")
+    got = on_a_terminal(cluster, "get", f"{name}/big", tmp_path / "back")
+    assert "100%" in got and "iB/s" in got
+    assert on_a_terminal(cluster, "get", "-q", f"{name}/big", tmp_path / "b2") == ""
+    assert (tmp_path / "back").read_bytes() == (tmp_path / "b2").read_bytes() == \
+        local.read_bytes()

@@ -156,6 +156,7 @@ class Copier:
         """Copies `source` to the open PFS file `fd` from offset 0; the bytes copied."""
         buf, offset = bytearray(COPY_CHUNK), 0
         view = memoryview(buf)
+        self.console.progress(0, source.size)
         while True:
             if source.in_pfs:  # PFS calls: Ctrl-C stops the copy between two of them
                 self.console.checkpoint()

@@ -96,6 +96,8 @@ def _read_all(client: Client, console: Console, path: str, size: int,
     fd = client.open(path, PFS_READ)
     try:
         buf, offset = bytearray(COPY_CHUNK), start
+        if progress:
+            console.progress(0, size)
         while n := client.read(fd, buf, len(buf) if end is None else min(len(buf), end - offset),
                                offset):
             with console.local_io():
