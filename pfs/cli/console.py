@@ -132,8 +132,9 @@ class Console:
 
     def progress(self, done: int, total: int | None) -> None:
         """The bytes copied so far, with the rate and (when `total` is known: it is None for
-        standard input) the time left, on stderr; a copy gives 0 before it starts. On a terminal a bar rewritten in place; into
-        a file or pipe (with --progress) a line per count."""
+        standard input) the time left, on stderr; a copy gives 0 before it starts. On a
+        terminal a bar rewritten in place; into a file or pipe (with --progress) a line per
+        count."""
         terminal = sys.stderr.isatty()
         big = done > 4 * COPY_CHUNK or (total is not None and total > 4 * COPY_CHUNK)
         if self.progress_mode == "never" or (self.progress_mode == "auto"
