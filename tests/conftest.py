@@ -1,6 +1,8 @@
 """Fixtures: a shared course-configured cluster, per-test clusters, clients and file names."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from typing import Iterator
 
@@ -45,3 +47,28 @@ def clients(cluster) -> Iterator[callable]:
 def name() -> str:
     """A file name no other test uses."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def pfs(cluster, tmp_path):
+    """pfs(*args, check=True, input=None, env={}) -> the finished `python -m pfs ARGS` (bytes
+    out), run in a scratch directory (tmp_path/"cwd") against the shared cluster; `env` adds
+    to (or with None values, removes from) its environment."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+
+    def run(*args, check=True, input=None, env=None):
+        environment = cluster.env()
+        for key, value in (env or {}).items():
+            environment.pop(key, None)
+            if value is not None:
+                environment[key] = value
+        done = subprocess.run([sys.executable, "-m", "pfs", *map(str, args)], env=environment,
+                              input=input, capture_output=True, timeout=120, cwd=cwd)
+        done.out, done.err = done.stdout.decode(errors="replace"), done.stderr.decode()
+        if check:
+            assert done.returncode == 0, done.err
+        assert "Traceback" not in done.err, done.err
+        return done
+    run.cwd = cwd
+    return run

@@ -162,3 +162,19 @@ def test_dask_reads_blocks_of_one_file_in_parallel(fs, options, name):
     assert frame.npartitions >= 4
     got = frame.compute(scheduler="threads").reset_index(drop=True)
     pandas.testing.assert_frame_equal(got, expected)
+
+
+def test_pyarrow_needs_the_filesystem_rather_than_a_pfs_url(fs, options, name):
+    """As the README says: pyarrow's own readers know only its built-in URL schemes; with
+    `filesystem=` they take PFS paths and pfs:// URLs alike. (The README's snippet itself runs
+    in test_readme.py.)"""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pa.table({"city": ["oslo", "lima", "pune"], "value": [1.5, 2.5, 3.5]})
+    pq.write_table(table, f"{name}/cities.parquet", filesystem=fs)
+    with pytest.raises(pa.ArrowInvalid, match="Unrecognized filesystem type in URI"):
+        pq.read_table(f"pfs://{name}/cities.parquet")
+    assert pq.read_table(f"pfs://{name}/cities.parquet", filesystem=fs).equals(table)
+    assert pq.read_table(f"{name}/cities.parquet", filesystem=fs).equals(table)
+    assert pandas.read_parquet(f"pfs://{name}/cities.parquet",  # pandas: the URL as it is
+                               storage_options=options).equals(table.to_pandas())

@@ -6,6 +6,8 @@
     pfs put [-r] [--force] LOCAL PATH     # atomic; "-" is stdin
     pfs get [-r] PATH LOCAL               # "-" is stdout
     pfs cat PATH / pfs cp SRC DST / pfs du PATH / pfs df
+    pfs ls -R 'logs/*' / pfs find DIR -name PAT -size +N / pfs head|tail -c N PATH
+    pfs touch PATH / pfs checksum PATH    # CRC32C of the file's bytes
     pfs status                            # the cluster's fileservers and sessions
     pfs bench                             # striped throughput against this cluster
 
@@ -33,7 +35,7 @@ from .supervisor import die_with_parent
 #: The modules of commands, in the order `pfs --help` lists them. They are imported when a run
 #: needs them: a server command (servers.COMMANDS) loads its own group alone, so that a server
 #: process holds none of the client's cache, data path and sessions, which the others import.
-COMMAND_GROUPS = ("servers", "files", "namespace", "cluster", "bench")
+COMMAND_GROUPS = ("servers", "files", "namespace", "find", "cluster", "bench")
 
 _EPILOG = f"""\
 environment variables (read by clients and the file commands):

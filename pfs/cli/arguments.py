@@ -102,6 +102,26 @@ def at_least_one(kind: type):
     return parse
 
 
+_UNITS = {"": 1, "k": 1 << 10, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_count(text: str) -> int:
+    """An argparse type: a number of bytes, N or N with a binary unit: 10k, 4M, 2G, 1T."""
+    digits = text.rstrip("".join(_UNITS))
+    unit = text[len(digits):]
+    if not digits.isdigit() or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes: N, or N followed "
+                                         "by k, M, G or T (binary units)")
+    return int(digits) * _UNITS[unit]
+
+
+def size_test(text: str) -> tuple[int, int]:
+    """An argparse type: find's -size, [+|-]N[k|M|G|T]: (-1, N) less than N bytes, (0, N)
+    exactly N, (1, N) more than N."""
+    sign = {"+": 1, "-": -1}.get(text[:1], 0)
+    return sign, byte_count(text[1:] if sign else text)
+
+
 def metaserver() -> str:
     """The metaserver's address, from PFS_METASERVER (or the default), checked."""
     where = default_metaserver()

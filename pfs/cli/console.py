@@ -14,12 +14,18 @@ import json
 import os
 import signal
 import sys
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TextIO, TypeVar
+
+from tqdm import tqdm
 
 #: Bytes moved per call by put/get: a multiple of the default stripe unit over 4 servers.
 COPY_CHUNK = 8 << 20
 
 _Item = TypeVar("_Item")
+#: A copy's progress as a line of its own, into a file or pipe (tqdm's fields; sizes in KiB,
+#: MiB... as tqdm writes them with unit "iB").
+_LINE = "{n_fmt}{unit} / {total_fmt}{unit} ({rate_fmt}, {remaining} left)"
+_LINE_NO_TOTAL = "{n_fmt}{unit} ({rate_fmt})"  # the size is not known (standard input)
 
 
 # --- how things are written -------------------------------------------------------------------
@@ -84,6 +90,34 @@ class _CtrlC:
 
 
 # --- the console ------------------------------------------------------------------------------
+class _Bar(tqdm):
+    """tqdm without its monitor thread: a bar is refreshed by the copy's own updates, and a
+    command's process keeps no thread of its own beyond the client's."""
+    monitor_interval = 0
+
+
+class _Lines:
+    """A file for tqdm that makes each of its refreshes a line (tqdm rewrites one line in place
+    with "\\r", which a log file or pipe would get as one long line). Left out: the refresh
+    tqdm makes as the bar is made (nothing copied yet), and one that repeats the one before
+    (tqdm's last, at close)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.last = out, None
+
+    def write(self, text: str) -> None:
+        for part in text.split("\r"):
+            line = part.strip()
+            if line and self.last is None:
+                self.last = ""
+            elif line and line != self.last:
+                print(f"  {line}", file=self.out, flush=True)
+                self.last = line
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 class Console:
     """The terminal of one run of a command: `progress` is "auto" (on a terminal, for copies of
     more than a few chunks), "always" (--progress) or "never" (--quiet, which also drops the
@@ -93,23 +127,28 @@ class Console:
         self.command = command
         self.progress_mode = progress
         self.progress_shown = False  # a progress line without its newline is on stderr
+        self.bar: tqdm | None = None  # the progress of the copy going on, once shown
         self.ctrl_c = _CtrlC(self, graceful)
 
     def progress(self, done: int, total: int | None) -> None:
-        """A running count of the bytes copied, on stderr; `total` is None when the size is not
-        known in advance (standard input). On a terminal the count is rewritten in place; into
-        a file or pipe (with --progress) each count is a line."""
+        """The bytes copied so far, with the rate and (when `total` is known: it is None for
+        standard input) the time left, on stderr; a copy gives 0 before it starts. On a
+        terminal a bar rewritten in place; into a file or pipe (with --progress) a line per
+        count."""
         terminal = sys.stderr.isatty()
         big = done > 4 * COPY_CHUNK or (total is not None and total > 4 * COPY_CHUNK)
         if self.progress_mode == "never" or (self.progress_mode == "auto"
                                              and not (terminal and big)):
             return
-        of = f" / {human(total)}" if total is not None else ""
-        if terminal:
-            print(f"\r  {human(done)}{of}", end="", file=sys.stderr, flush=True)
-            self.progress_shown = True
-        else:
-            print(f"  {human(done)}{of}", file=sys.stderr, flush=True)
+        if self.bar is None:  # the rate counts from here (the first count a copy gives is 0)
+            self.bar = _Bar(total=total, initial=done, unit="iB", unit_scale=True,
+                            unit_divisor=1024,
+                            file=sys.stderr if terminal else _Lines(sys.stderr),
+                            mininterval=0.2 if terminal else 0,
+                            bar_format=None if terminal else
+                            _LINE if total is not None else _LINE_NO_TOTAL)
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
 
     def progress_line(self, text: str) -> None:
         """A progress line of a long command on a terminal, rewritten in place."""
@@ -118,7 +157,11 @@ class Console:
             self.progress_shown = True
 
     def progress_end(self) -> None:
-        """Ends the progress line, if one is showing, so the next message starts a line."""
+        """Ends the progress bar or line, if one is showing, so the next message starts a
+        line."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         if self.progress_shown:
             print(file=sys.stderr, flush=True)
             self.progress_shown = False
@@ -154,6 +197,8 @@ class Console:
             self.checkpoint()
             try:
                 action(item)
+            except BrokenPipeError:  # the reader is gone: nothing more is wanted
+                raise
             except OSError as e:
                 self.warn(str(e.strerror or e))
                 status = 1
@@ -171,8 +216,9 @@ def interrupted(command: str | None, console: Console | None = None) -> int:
 
 def reporting_errors(run: Callable[[argparse.Namespace, Console], int], graceful: bool = False):
     """`run(args, console)` as a command: an OSError becomes one line on stderr and exit status
-    1, Ctrl-C one line and status 130, and a closed standard output (`pfs get x - | head`) a
-    quiet exit. `graceful`: the command cleans up after Ctrl-C (see _CtrlC)."""
+    1, Ctrl-C one line and status 130, and a closed standard output (`pfs ls -R | head`,
+    `pfs get x - | head`) a quiet exit with status 0, as the reader has what it wanted.
+    `graceful`: the command cleans up after Ctrl-C (see _CtrlC)."""
     @functools.wraps(run)
     def wrapper(args: argparse.Namespace) -> int:
         console = Console(args.command, "never" if getattr(args, "quiet", False) else
@@ -180,6 +226,7 @@ def reporting_errors(run: Callable[[argparse.Namespace, Console], int], graceful
         previous = signal.signal(signal.SIGINT, console.ctrl_c)
         try:
             status = run(args, console)
+            sys.stdout.flush()  # a closed pipe shows here, rather than as noise at exit
             console.checkpoint()  # pressed after the last safe point: still interrupted
             return status
         except KeyboardInterrupt:
@@ -188,7 +235,7 @@ def reporting_errors(run: Callable[[argparse.Namespace, Console], int], graceful
             # Nothing more can be written there, not even at exit.
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
+            return 0
         except OSError as e:
             if console.ctrl_c.pending:  # what failed was cut short by Ctrl-C
                 return interrupted(args.command, console)

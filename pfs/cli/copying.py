@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import errno
 import os
+import re
 import stat as stat_mod
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -121,6 +122,21 @@ def pfs_tree(client: Client, top: str) -> Tree:
                [base(m.filename) for m in kept if not m.is_dir])
 
 
+@contextlib.contextmanager
+def naming_target(tmp: str, target: str) -> Iterator[None]:
+    """Failures while writing `target` through its temporary `tmp` (a file, or a tree built
+    aside) name the target: users know only that name, and the temporary is gone by the time
+    they read the message."""
+    try:
+        yield
+    except OSError as e:
+        if not e.strerror or tmp not in e.strerror:
+            raise
+        quoted = re.compile("'" + re.escape(tmp) + "([^']*)'")
+        raise errnos.error(e.errno, quoted.sub(lambda m: shown(target + m.group(1)),
+                                               e.strerror)) from None
+
+
 def _refuse_existing(meta: Metadata | None, path: str, force: bool) -> None:
     if meta is None:
         return
@@ -142,6 +158,7 @@ class Copier:
         """Copies `source` to the open PFS file `fd` from offset 0; the bytes copied."""
         buf, offset = bytearray(COPY_CHUNK), 0
         view = memoryview(buf)
+        self.console.progress(0, source.size)
         while True:
             if source.in_pfs:  # PFS calls: Ctrl-C stops the copy between two of them
                 self.console.checkpoint()
@@ -178,8 +195,15 @@ class Copier:
         """Writes `source` to a new file `path` (which must not exist) and closes it; the bytes
         copied. On failure the file is removed (callers pass a temporary name)."""
         client = self.client
-        client.create(path, source.width or client.layout().widest(source.replicas),
-                      source.replicas)
+        try:
+            client.create(path, source.width or client.layout().widest(source.replicas),
+                          source.replicas)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            raise errnos.error(e.errno, f"{e.strerror} (give a smaller --stripe-width or "
+                                        "--replicas; `pfs status` shows the fileservers)") \
+                from None
         fd = None
         try:
             fd = client.open(path, PFS_READ_WRITE)
@@ -196,7 +220,8 @@ class Copier:
     def _put_one(self, source: Source, target: str, force: bool) -> int:
         """Copies `source` to `target` atomically: a temporary next to it, renamed into place."""
         tmp = temporary_path(target)
-        copied = self._file_in(source, tmp)
+        with naming_target(tmp, target):
+            copied = self._file_in(source, tmp)
         try:
             _refuse_existing(lookup(self.client, target), target, force)  # made meanwhile?
             self.console.checkpoint()
@@ -307,7 +332,8 @@ class Copier:
         tmp = temporary_path(target)
         self.client.mkdir(tmp)
         try:
-            files, size = self._tree_in(files_of, source_of, tmp, merge=False)
+            with naming_target(tmp, target):
+                files, size = self._tree_in(files_of, source_of, tmp, merge=False)
             if lookup(self.client, target) is not None:
                 raise errnos.error(errno.EEXIST, f"{shown(target)} was created meanwhile "
                                                  "(use --force to copy into it)")

@@ -1,4 +1,4 @@
-"""The commands that copy file contents: put, get, cp and cat.
+"""The commands that copy or read file contents: put, get, cp, cat, head, tail and checksum.
 
 Invariant: what a copy writes appears whole or not at all: in PFS through copying.py's
 temporary renamed into place, locally through a local temporary renamed into place, so an
@@ -13,16 +13,25 @@ import os
 import sys
 from typing import Callable
 
+from pfs._native import crc32c
 from pfs.client import PFS_READ, Client
 from pfs.client.namespace import walk
 from pfs.metadata import Metadata
 from pfs.protocol import errnos
 from pfs.protocol.paths import base, is_temporary, join, temporary_name
 
-from .arguments import add_command, at_least_one, pfs_path, progress_flags
+from .arguments import (
+    add_command,
+    at_least_one,
+    byte_count,
+    json_flag,
+    pfs_path,
+    progress_flags,
+)
 from .connection import existing, session
-from .console import COPY_CHUNK, Console, shown
+from .console import COPY_CHUNK, Console, print_json, shown
 from .copying import Copier, Source, local_source, local_tree, pfs_source, pfs_tree
+from .globs import HELP, expand_all
 
 
 # --- into PFS: put and cp ---------------------------------------------------------------------
@@ -84,30 +93,56 @@ def cmd_cp(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-# --- out of PFS: get and cat ------------------------------------------------------------------
+# --- out of PFS: get, cat, head, tail and checksum ---------------------------------------------
 def _read_all(client: Client, console: Console, path: str, size: int,
-              write: Callable[[memoryview], object], progress: bool = True) -> int:
-    """Reads the PFS file `path` from start to end into `write`; the bytes read. `size`, as
-    stat said, is only for the progress count: the file may change meanwhile."""
+              write: Callable[[memoryview], object], progress: bool = True,
+              start: int = 0, end: int | None = None) -> int:
+    """Reads the PFS file `path` from `start` to `end` (None: its end) into `write`; the bytes
+    read. `size`, as stat said, is only for the progress count: the file may change
+    meanwhile."""
     fd = client.open(path, PFS_READ)
     try:
-        buf, offset = bytearray(COPY_CHUNK), 0
-        while n := client.read(fd, buf, len(buf), offset):
+        buf, offset = bytearray(COPY_CHUNK), start
+        if progress:
+            console.progress(0, size)
+        while n := client.read(fd, buf, len(buf) if end is None else min(len(buf), end - offset),
+                               offset):
             with console.local_io():
                 write(memoryview(buf)[:n])
             offset += n
             if progress:
-                console.progress(offset, size)
+                console.progress(offset - start, size)
         console.progress_end()
     finally:
         with contextlib.suppress(OSError):
             client.close(fd)
-    return offset
+    return offset - start
 
 
-def _get_file(client: Client, console: Console, path: str, size: int, local: str) -> int:
+def _refuse_local(local: str, force: bool) -> None:
+    """A local file is replaced only with --force, as put, cp and mv replace PFS files."""
+    if not force and os.path.lexists(local):
+        raise errnos.error(errno.EEXIST, f"local file {local} exists (use --force to replace it)")
+
+
+def _local_writer(f, local: str) -> Callable[[memoryview], object]:
+    """`f.write`, its failures (a full disk, say) naming the local file being written."""
+    def write(data: memoryview) -> object:
+        try:
+            return f.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise errnos.error(e.errno or errno.EIO, f"cannot write local file {local}: "
+                                                     f"{e.strerror or e}") from None
+    return write
+
+
+def _get_file(client: Client, console: Console, path: str, size: int, local: str,
+              force: bool) -> int:
     """Copies a PFS file (of `size` bytes, for the progress count) to a local file through a
-    local temporary renamed into place."""
+    local temporary renamed into place; an existing one is replaced only with `force`."""
+    _refuse_local(local, force)
     directory, name = os.path.split(local)
     tmp = os.path.join(directory, temporary_name(name))
     try:
@@ -119,7 +154,8 @@ def _get_file(client: Client, console: Console, path: str, size: int, local: str
                                                  f"{e.strerror or e}") from None
     try:
         with open(out, "wb") as f:
-            copied = _read_all(client, console, path, size, f.write)
+            copied = _read_all(client, console, path, size, _local_writer(f, local))
+        _refuse_local(local, force)  # made meanwhile?
         try:
             os.replace(tmp, local)
         except OSError as e:
@@ -132,9 +168,13 @@ def _get_file(client: Client, console: Console, path: str, size: int, local: str
         raise
 
 
-def _get_tree(client: Client, console: Console, path: str, local: str) -> tuple[int, int]:
-    """Copies the PFS tree `path` into the local directory `local`, merging into what is
-    there; (files, bytes) copied."""
+def _get_tree(client: Client, console: Console, path: str, local: str,
+              force: bool) -> tuple[int, int]:
+    """Copies the PFS tree `path` to the local directory `local`; an existing one is merged
+    into (its files of the same names replaced) only with `force`. (files, bytes) copied."""
+    if not force and os.path.lexists(local):
+        raise errnos.error(errno.EEXIST, f"local {local} exists (use --force to copy into it, "
+                                         "replacing files of the same names)")
     files = size = 0
     for here, entries in walk(client, path):
         rel = here[len(path):].lstrip("/")
@@ -152,16 +192,18 @@ def _get_tree(client: Client, console: Console, path: str, local: str) -> tuple[
             console.checkpoint()
             if not m.is_dir and not is_temporary(base(m.filename)):
                 size += _get_file(client, console, m.filename, m.file_size,
-                                  os.path.join(where, base(m.filename)))
+                                  os.path.join(where, base(m.filename)), force)
                 files += 1
     return files, size
 
 
 def _to_stdout(client: Client, console: Console, path: str, meta: Metadata,
-               progress: bool = True) -> None:
+               progress: bool = True, start: int = 0, end: int | None = None) -> None:
+    """Writes the PFS file `path` (from `start` to `end`) to standard output."""
     if meta.is_dir:
         raise errnos.error(errno.EISDIR, f"{shown(path)} is a directory")
-    _read_all(client, console, path, meta.file_size, sys.stdout.buffer.write, progress)
+    _read_all(client, console, path, meta.file_size, sys.stdout.buffer.write, progress,
+              start, end)
     sys.stdout.buffer.flush()
 
 
@@ -178,19 +220,51 @@ def cmd_get(args: argparse.Namespace, console: Console) -> int:
         if os.path.isdir(local) and base(path):
             local = os.path.join(local, base(path))
         if not meta.is_dir:
-            copied = _get_file(client, console, path, meta.file_size, local)
+            copied = _get_file(client, console, path, meta.file_size, local, args.force)
             console.done(f"{shown(path)} -> {local} ({copied} bytes)")
             return 0
-        files, size = _get_tree(client, console, path, local)
+        files, size = _get_tree(client, console, path, local, args.force)
     console.done(f"{shown(path)} -> {local} ({files} files, {size} bytes)")
     return 0
 
 
 def cmd_cat(args: argparse.Namespace, console: Console) -> int:
+    paths, status = expand_all(console, args.paths)
     with session() as client:
         def cat(arg: str) -> None:
             _to_stdout(client, console, *existing(client, arg), progress=False)
-        return console.each(args.paths, cat)
+        return status | console.each(paths, cat)
+
+
+def cmd_head(args: argparse.Namespace, console: Console) -> int:
+    with session() as client:
+        path, meta = existing(client, args.path)
+        start = max(0, meta.file_size - args.bytes) if args.from_end else 0
+        _to_stdout(client, console, path, meta, False, start, start + args.bytes)
+    return 0
+
+
+def cmd_checksum(args: argparse.Namespace, console: Console) -> int:
+    paths, status = expand_all(console, args.paths)
+    found = []
+    with session() as client:
+        def checksum(arg: str) -> None:
+            path, meta = existing(client, arg)
+            if meta.is_dir:
+                raise errnos.error(errno.EISDIR, f"{shown(path)} is a directory")
+            crc = 0
+
+            def add(data: memoryview) -> None:
+                nonlocal crc
+                crc = crc32c(data, crc)
+            size = _read_all(client, console, path, meta.file_size, add)
+            found.append({"path": "/" + path, "size": size, "crc32c": f"{crc:08x}"})
+            if not args.json:
+                print(f"{shown(path)}\tCRC32C\t{crc:08x}")
+        status |= console.each(paths, checksum)
+    if args.json:
+        print_json(found)
+    return status
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -239,27 +313,64 @@ LOCAL "-" is standard input: pfs put - PATH.""", cmd_put, graceful=True)
 def _register_get(sub) -> None:
     p = add_command(sub, "get", "copy a PFS file (or tree, -r) to a local file", """\
 Copy the PFS file PATH to LOCAL. As with cp: when LOCAL is an existing directory the copy
-goes into it, under PATH's name, and an existing local file is replaced. The file is written
-as a local temporary renamed into place, so an interrupted get leaves an existing local file
-as it was.
+goes into it, under PATH's name. An existing local file is replaced only with --force, as put
+replaces PFS files. The file is written as a local temporary renamed into place, so an
+interrupted get leaves an existing local file as it was.
 
-With -r, a PFS directory is copied as a tree (like cp -r), merged into an existing local
-directory; unfinished temporaries of other puts and writers (.NAME.pfs-tmp-*) are not copied.
+With -r, a PFS directory is copied as a tree (like cp -r); with --force onto an existing
+local directory it is merged into it, replacing files of the same names. Unfinished
+temporaries of other puts and writers (.NAME.pfs-tmp-*) are not copied.
 
 LOCAL "-" is standard output: pfs get PATH - | ...""", cmd_get, graceful=True)
     p.add_argument("path", metavar="PATH", help="PFS file or directory")
     p.add_argument("local", metavar="LOCAL", help='local destination; "-" for stdout')
     p.add_argument("-r", "--recursive", action="store_true",
                    help="copy a PFS directory and everything in it (default: off)")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="replace an existing local file; with -r, copy into an existing local "
+                        "directory (default: off, an existing target is an error)")
     progress_flags(p)
 
 
-def _register_cat_and_cp(sub) -> None:
+def _register_reading(sub) -> None:
     p = add_command(sub, "cat", "write PFS files to standard output", """\
 Write the PFS files PATH..., one after the other, to standard output (as cat does). A
-failure on one PATH is reported and the others are still written (exit status 1).""", cmd_cat)
+failure on one PATH is reported and the others are still written (exit status 1).
+
+""" + HELP, cmd_cat)
     p.add_argument("paths", metavar="PATH", nargs="+", help="PFS file")
 
+    for name, which in (("head", "first"), ("tail", "last")):
+        p = add_command(sub, name, f"write the {which} bytes of a PFS file to standard output",
+                        f"""\
+Write the {which} N bytes of the PFS file PATH (all of it if it is shorter) to standard
+output, as `{name} -c N` and `hdfs dfs -{name}` do; only those bytes are read.""", cmd_head)
+        p.set_defaults(from_end=name == "tail")
+        p.add_argument("path", metavar="PATH", help="PFS file")
+        p.add_argument("-c", "--bytes", type=byte_count, default=1024, metavar="N",
+                       help="bytes to write; k, M, G and T are binary units (default: 1024)")
+
+    p = add_command(sub, "checksum", "show the CRC32C of PFS files", """\
+Print the CRC32C (Castagnoli, as iSCSI, ext4 and `hdfs dfs -checksum` with
+dfs.checksum.combine.mode=COMPOSITE_CRC use it) of each PFS file's bytes, one line each:
+"pfs:/PATH<TAB>CRC32C<TAB>8 hex digits". Two files with the same contents have the same
+checksum whatever their striping, and a local copy's can be compared (e.g. with Python's
+crc32c package, or `pfs put` and `pfs checksum` of both).
+
+The checksum is computed from the file's bytes, read through a client (each unit checked
+against the CRC32C the fileservers store beside it, as every read is): the fileservers offer
+no call that returns the stored unit checksums alone, which could be combined into the file's
+without moving the bytes.
+
+""" + HELP + """
+
+--json prints one JSON array: for each file "path", "size" (bytes) and "crc32c" (hex).""",
+                    cmd_checksum)
+    p.add_argument("paths", metavar="PATH", nargs="+", help="PFS file")
+    json_flag(p, "the checksums")
+
+
+def _register_cp(sub) -> None:
     p = add_command(sub, "cp", "copy a PFS file (or tree, -r) within PFS", """\
 Copy the PFS file SRC to DST, as cp does: when DST is an existing directory the copy goes
 into it, under SRC's name. Like put, the copy is atomic (a temporary renamed into place),
@@ -276,7 +387,8 @@ files, use put and get.""", cmd_cp, graceful=True)
 
 
 def register(sub) -> None:
-    """put, get, cat, cp."""
+    """put, get, cp, cat, head, tail, checksum."""
     _register_put(sub)
     _register_get(sub)
-    _register_cat_and_cp(sub)
+    _register_cp(sub)
+    _register_reading(sub)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import errno
+from typing import Iterator
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs.protocol import errnos
@@ -18,7 +19,8 @@ from pfs.protocol.paths import base, join, parent
 from .arguments import add_command, json_flag, pfs_path
 from .connection import existing, lookup, session, stat
 from .console import Console, print_json, shown, size_text, when
-from .walk import entries, makedirs, remove_tree
+from .globs import HELP, expand_all
+from .walk import descend, entries, makedirs, remove_tree
 
 
 # --- looking ----------------------------------------------------------------------------------
@@ -39,41 +41,45 @@ def _json_entry(meta: pb.FileMeta) -> dict[str, object]:
     return entry
 
 
-def _listing(arg: str, show_all: bool) -> tuple[str, list[tuple[str, pb.FileMeta]], bool]:
-    """One PATH of `pfs ls`: its canonical path, its entries as (name, metadata), and whether
-    it is a directory (a file lists itself, by its path)."""
+def _listings(arg: str, show_all: bool, recursive: bool
+              ) -> Iterator[tuple[str, list[tuple[str, pb.FileMeta]], bool]]:
+    """The listings of one PATH of `pfs ls`: (canonical path, its entries as (name, metadata),
+    whether it is a directory); a file lists itself, by its path. With `recursive`, every
+    directory below follows, depth first (hidden ones only with `show_all`)."""
     path, must_be_dir = pfs_path(arg)
+
+    def shown_entry(m: pb.FileMeta) -> bool:
+        return show_all or not base(m.path).startswith(".")
     try:
-        return path, [(base(m.path), m) for m in entries(path)
-                      if show_all or not base(m.path).startswith(".")], True
+        for here, listed in descend(path, shown_entry if recursive else lambda m: False):
+            yield here, [(base(m.path), m) for m in listed if shown_entry(m)], True
     except NotADirectoryError:
         meta = stat(path)
         if meta.is_dir or must_be_dir:
             raise
-        return path, [(meta.path, meta)], False
+        yield path, [(meta.path, meta)], False
 
 
 def cmd_ls(args: argparse.Namespace, console: Console) -> int:
-    paths = args.paths or [""]
-    last = len(paths) - 1
+    paths, status = expand_all(console, args.paths or [""])
+    headings = len(paths) > 1 or args.recursive  # each directory under its name
     found: list[dict[str, object]] = []
-    listed = []
+    listed, printed = [], False
 
-    def ls(i: int) -> None:
-        path, listing, is_dir = _listing(paths[i], args.all)
-        listed.append(path)
-        if args.json:
-            found.extend(_json_entry(meta) for _, meta in listing)
-            return
-        heading = is_dir and last > 0  # several: each directory under its name
-        if heading:
-            print(f"{shown(path)}:")
-        for name, meta in listing:
-            print(_meta_line(name, meta, args.human) if args.long
-                  else name + ("/" if meta.is_dir else ""))
-        if heading and i != last:
-            print()
-    status = console.each(range(len(paths)), ls)
+    def ls(arg: str) -> None:
+        nonlocal printed
+        for path, listing, is_dir in _listings(arg, args.all, args.recursive):
+            listed.append(path)
+            if args.json:
+                found.extend(_json_entry(meta) for _, meta in listing)
+                continue
+            if is_dir and headings:
+                print(f"\n{shown(path)}:" if printed else f"{shown(path)}:")
+            for name, meta in listing:
+                print(_meta_line(name, meta, args.human) if args.long
+                      else name + ("/" if meta.is_dir else ""))
+            printed = True
+    status |= console.each(paths, ls)
     if args.json and listed:
         print_json(found)
     return status
@@ -133,7 +139,8 @@ def cmd_du(args: argparse.Namespace, console: Console) -> int:
         sizes = _usage(pfs_path(arg)[0], console)
         for where, size in sizes[-1:] if args.summarize else sizes:
             print(f"{size_text(size, args.human)}\t{shown(where)}")
-    return console.each(args.paths or [""], du)
+    paths, status = expand_all(console, args.paths or [""])
+    return status | console.each(paths, du)
 
 
 # --- changing the tree ------------------------------------------------------------------------
@@ -149,6 +156,7 @@ def cmd_mkdir(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, console: Console) -> int:
+    paths, status = expand_all(console, args.paths, none_ok=args.force)
     with session() as client:
         def remove(arg: str) -> None:
             path, must_be_dir = pfs_path(arg)
@@ -168,7 +176,22 @@ def cmd_rm(args: argparse.Namespace, console: Console) -> int:
                 raise errnos.error(errno.EBUSY, "refusing to remove the root directory")
             else:
                 remove_tree(client, path, console.checkpoint)
-        return console.each(args.paths, remove)
+        return status | console.each(paths, remove)
+
+
+def cmd_touch(args: argparse.Namespace, console: Console) -> int:
+    with session() as client:
+        def touch(arg: str) -> None:
+            path, must_be_dir = pfs_path(arg)
+            if lookup(client, path) is not None:
+                return
+            if must_be_dir:
+                raise errnos.error(errno.ENOENT, f"no such directory: {shown(path)}")
+            try:
+                client.create(path, client.layout().widest())
+            except FileExistsError:  # made meanwhile: it exists, all that touch promises
+                pass
+        return console.each(args.paths, touch)
 
 
 def cmd_mv(args: argparse.Namespace, console: Console) -> int:
@@ -194,7 +217,10 @@ def _register_looking(sub) -> None:
     p = add_command(sub, "ls", "list a directory", """\
 List the entries of a PFS directory (default: the root), one per line, directories with a
 trailing "/"; names starting with "." are shown only with -a. Listing a file shows that file.
-Does not need a session: works while the cluster is short of fileservers.
+With -R, every directory below follows, depth first, each under its name. Does not need a
+session: works while the cluster is short of fileservers.
+
+""" + HELP + """
 
 --json prints one JSON array of the entries of every PATH: each with "path", "name", "type"
 ("file" or "directory"), "ctime" and "mtime" (POSIX seconds), and for a file "size" (bytes)
@@ -207,12 +233,16 @@ and "stripe_width".""", cmd_ls, human_flag=True)
                         "(w=N; directories show -) (default: names only)")
     p.add_argument("-a", "--all", action="store_true",
                    help='also show names starting with "." (default: hidden)')
+    p.add_argument("-R", "--recursive", action="store_true",
+                   help="list every directory below too, depth first (default: off)")
     json_flag(p, "the entries")
 
     p = add_command(sub, "du", "show the bytes stored under directories", """\
 Show the bytes in the files of each directory of the tree at PATH (default: the root),
 counting everything below it, deepest first, as du does; with -s only PATH's own total.
-Sizes are the files' sizes, in bytes unless -h. Does not need a session.""", cmd_du,
+Sizes are the files' sizes, in bytes unless -h. Does not need a session.
+
+""" + HELP, cmd_du,
                     human_flag=True)
     p.add_argument("paths", metavar="PATH", nargs="*",
                    help="directory (or file) to measure (default: the root)")
@@ -234,6 +264,13 @@ Create PFS directories. Without -p the parent must exist and the directory must 
                    help="create missing parents too, and accept existing directories "
                         "(default: off)")
 
+    p = add_command(sub, "touch", "create empty files", """\
+Create each PATH that does not exist as an empty file, striped as put stripes new files (its
+parent directory must exist). A PATH that exists, file or directory, is left as it is:
+touch does not change its times, since PFS sets a file's mtime only when it is closed after
+a write (SPEC: mtime is the last close that followed a write).""", cmd_touch, graceful=True)
+    p.add_argument("paths", metavar="PATH", nargs="+", help="file to create")
+
     p = add_command(sub, "mv", "move or rename a file or directory", """\
 Move (rename) SRC to DST, atomically, as mv does: when DST is an existing directory, SRC
 moves into it under its own name. An existing file at DST is replaced only with --force.
@@ -248,7 +285,9 @@ replaced.""", cmd_mv, graceful=True)
 Delete PFS files. A directory needs -r, which removes it and everything in it: the files of
 each directory first, then the directories, bottom up. The root cannot be removed. A failure
 on one PATH is reported and the others are still removed (exit status 1). Files open in any
-client cannot be deleted.""", cmd_rm, graceful=True)
+client cannot be deleted.
+
+""" + HELP + " With -f, a pattern that matches nothing is no error.", cmd_rm, graceful=True)
     p.add_argument("paths", metavar="PATH", nargs="+", help="file or directory to delete")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="remove directories and their contents (default: off)")

@@ -23,6 +23,19 @@ def entries(path: str) -> Iterator[pb.FileMeta]:
     return namespace.entries(lambda request: call("List", request, f"list {shown(path)}"), path)
 
 
+def descend(top: str, into: Callable[[pb.FileMeta], bool]
+            ) -> Iterator[tuple[str, list[pb.FileMeta]]]:
+    """(directory, its entries) of the tree at `top` outside any session, depth first in name
+    order, each directory before those below it (as `ls -R` and `find` list them); `into(entry)`
+    says whether to go into a subdirectory."""
+    pending = [top]
+    while pending:
+        here = pending.pop()
+        listed = list(entries(here))
+        yield here, listed
+        pending.extend(m.path for m in reversed(listed) if m.is_dir and into(m))
+
+
 def makedirs(client: Client, path: str) -> None:
     """mkdir -p: `path` and its missing parents; a file in the way is an error (ENOTDIR).
     The client's makedirs accepts a file at `path` itself, so that one is checked here."""
