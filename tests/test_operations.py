@@ -1,0 +1,76 @@
+"""Running a cluster as an operator does, through the real `pfs` command on real clusters:
+settings remembered across restarts, members added and removed, fileservers named the same
+way everywhere, logs an operator can read, and temporaries of dead writers cleaned up.
+
+Every cluster runs in a temporary directory on free loopback ports and is stopped at the end,
+whatever happens; every wait is bounded."""
+import contextlib
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from clusters import COURSE, Cluster, wait_until
+from pfs_servers.instance import data_dir_holder
+
+run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=200)
+
+
+def pfs(*args, cwd, env=None, check=True, input=None) -> subprocess.CompletedProcess:
+    done = run([sys.executable, "-m", "pfs", *map(str, args)], cwd=cwd, input=input,
+               env={**os.environ, **(env or {})})
+    assert "Traceback" not in done.stderr, done.stderr
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@contextlib.contextmanager
+def detached(tmp_path, *flags):
+    """`pfs up --detach` on tmp_path/data with these flags; yields its PFS_METASERVER
+    environment; stopped by `pfs down` (or killed) at the end."""
+    data = tmp_path / "data"
+    try:
+        pfs("up", "--detach", "--data-dir", data, *flags, cwd=tmp_path)
+        yield {"PFS_METASERVER": (data / "metaserver.address").read_text().strip()}
+        pfs("down", "--data-dir", data, cwd=tmp_path)
+    finally:
+        pid = data_dir_holder(data)
+        if pid:
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_settings_are_remembered_and_changes_are_said(tmp_path):
+    log = tmp_path / "data" / "pfs.log"
+    with detached(tmp_path, "--port", "0", "--block-size", "512", "--stripe-blocks", "2",
+                  "--replicas", "2", "--lease-seconds", "3") as env:
+        address = env["PFS_METASERVER"]
+        status = json.loads(pfs("status", "--json", cwd=tmp_path, env=env).stdout)
+        assert (status["replicas"], status["block_size"]) == (2, 512)
+    recorded = json.loads((tmp_path / "data" / "meta" / "settings.json").read_text())
+    assert recorded["port"] == int(address.rsplit(":", 1)[1]) and recorded["replicas"] == 2
+
+    with detached(tmp_path) as env:  # no flags: as before, on the same port
+        assert env["PFS_METASERVER"] == address
+        status = json.loads(pfs("status", "--json", cwd=tmp_path, env=env).stdout)
+        assert (status["replicas"], status["block_size"], status["stripe_blocks"]) == (2, 512, 2)
+        pfs("put", "-", "two", "--replicas", "2", cwd=tmp_path, env=env, input="x")
+
+    with detached(tmp_path, "--replicas", "1", "--lease-seconds", "4") as env:
+        status = json.loads(pfs("status", "--json", cwd=tmp_path, env=env).stdout)
+        assert status["replicas"] == 1
+    said = log.read_text()
+    assert "setting changed since the last start: --replicas 2 -> 1 (the default for new " \
+           "files; existing files keep their copies)" in said, said
+    assert "--lease-seconds 3 -> 4" in said, said
+
+    refused = pfs("up", "--detach", "--data-dir", tmp_path / "data", "--block-size", "4096",
+                  cwd=tmp_path, check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("pfs up: --block-size 4096 differs from the cluster's 512"), \
+        refused.stderr
+    assert data_dir_holder(tmp_path / "data") is None
