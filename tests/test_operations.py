@@ -74,3 +74,52 @@ def test_settings_are_remembered_and_changes_are_said(tmp_path):
     assert refused.stderr.startswith("pfs up: --block-size 4096 differs from the cluster's 512"), \
         refused.stderr
     assert data_dir_holder(tmp_path / "data") is None
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path / "data", lease_seconds=3.0, **COURSE).start()
+    yield c
+    c.stop()
+
+
+def test_fileservers_are_named_alike_everywhere_and_restarts_are_said(cluster, tmp_path):
+    env = cluster.env()
+    status = pfs("status", cwd=tmp_path, env=env).stdout
+    rows = [line.split() for line in status.splitlines() if line.startswith("  fs")]
+    assert sorted(row[0] for row in rows) == ["fs0", "fs1", "fs2", "fs3"], status
+    assert "[" not in status, status
+    df = pfs("df", cwd=tmp_path, env=env).stdout
+    assert sorted(line.split()[0] for line in df.splitlines()[1:-1]) == \
+        ["fs0", "fs1", "fs2", "fs3"], df
+    pfs("put", "-", "named", "--stripe-width", "2", cwd=tmp_path, env=env, input="x" * 3000)
+    shown = pfs("stat", "named", cwd=tmp_path, env=env).stdout
+    servers = next(line for line in shown.splitlines() if line.startswith("fileservers:"))
+    assert [s.strip() for s in servers.split(":", 1)[1].split(",")][0].startswith("fs"), shown
+
+    victim = next(pid for pid in cluster.server_pids("fileserver")
+                  if b"fs2" in open(f"/proc/{pid}/cmdline", "rb").read())
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: "fileserver fs2 was killed (signal 9, SIGKILL); restarted"
+               in cluster.log.read_text(), timeout=30, what="pfs up to restart fs2")
+    wait_until(lambda: pfs("status", cwd=tmp_path, env=env, check=False).returncode == 0,
+               timeout=30, what="fs2 to be back")
+    said = cluster.log.read_text()
+    assert "fileserver fs2 detached" in said and "fileserver fs2 attached from" in said, said
+
+
+def test_repeated_warnings_are_merged_with_a_count(caplog):
+    import logging
+
+    from pfs_servers.repeats import Repeats
+    logger = logging.getLogger("test.repeats")
+    repeats = Repeats(logger, window=0.3)
+    with caplog.at_level(logging.WARNING, logger="test.repeats"):
+        for i in range(162):
+            repeats.log(logging.WARNING, "fs2", "copies on fileserver fs2 missed bytes",
+                        "copy %d missed bytes", i)
+        repeats.log(logging.WARNING, "fs3", "copies on fs3", "copy on fs3 missed bytes")
+        wait_until(lambda: len(caplog.records) == 3, timeout=5, what="the summary")
+    assert [r.getMessage() for r in caplog.records] == [
+        "copy 0 missed bytes", "copy on fs3 missed bytes",
+        "copies on fileserver fs2 missed bytes: 161 more like it in the last 0.3s"]

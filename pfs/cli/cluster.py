@@ -37,6 +37,23 @@ def _status_json(reply: pb.StatusReply) -> dict[str, object]:
                             for f in reply.fileservers]}
 
 
+def member_name(server: pb.Fileserver) -> str:
+    """A fileserver as every command and log names it: its member name (`pfs up` names them
+    fs0, fs1...), not its index, which only recipes use."""
+    return server.name or f"#{server.index}"
+
+
+def member_names(reply: pb.StatusReply) -> dict[int, str]:
+    """Fileserver index -> member name, for showing recipes and stale copies."""
+    return {f.index: member_name(f) for f in reply.fileservers}
+
+
+def recipe_servers(servers, what: str) -> str:
+    """A recipe's fileservers by member name ("fs0, fs1, fs2"), as `pfs stat` shows them."""
+    names = member_names(call("Status", pb.StatusRequest(), what))
+    return ", ".join(names.get(s, f"#{s}") for s in servers)
+
+
 def _print_status(reply: pb.StatusReply, online: int) -> None:
     print(f"metaserver {metaserver()}: {reply.files} files, {reply.sessions} client "
           f"sessions, block {reply.block_size} B x {reply.stripe_blocks} per stripe unit")
@@ -47,15 +64,17 @@ def _print_status(reply: pb.StatusReply, online: int) -> None:
         whole = " and whole copies" if any(not d.missed_bytes for d in reply.degraded) else ""
         print(f"copies: {reply.degraded_files} files degraded (a copy stale), resyncing: "
               f"{reply.resync_ranges} byte ranges to go ({human(reply.resync_bytes)}{whole})")
+        names = member_names(reply)
         for d in reply.degraded:
-            print(f"  {shown(d.path)}: its copy on fileserver {d.fileserver} is stale, "
+            print(f"  {shown(d.path)}: its copy on fileserver "
+                  f"{names.get(d.fileserver, d.fileserver)} is stale, "
                   + (f"{human(d.missed_bytes)} to resync" if d.missed_bytes else
                      "all of it to resync"))
     else:
         print(f"copies: all in sync ({reply.replicas} per stripe unit by default)")
     for f in reply.fileservers:
         lost = f"  lost its data {when(f.lost_data_at)}" if f.lost_data_at else ""
-        print(f"  [{f.index}] {f.name[:16]:<16} {f.address:<22} "
+        print(f"  {member_name(f)[:16]:<16} {f.address:<22} "
               f"{'online' if f.online else 'OFFLINE'}{lost}")
 
 
@@ -66,10 +85,12 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         print_json(_status_json(reply))
     else:
         _print_status(reply, online)
-    offline = [f.name or str(f.index) for f in reply.fileservers if not f.online]
+    offline = [member_name(f) for f in reply.fileservers if not f.online]
     if offline:
-        console.warn(f"offline: {', '.join(offline)}; start them (pfs fileserver --name "
-                     "NAME ...) or see their logs")
+        console.warn(f"offline: {', '.join(offline)}; a `pfs up` restarts its own fileservers "
+                     "by itself (its log says why one stopped); start others with `pfs "
+                     "fileserver --name NAME ...`, or remove one gone for good with `pfs member "
+                     "remove NAME`")
     return 0 if online >= reply.expected_fileservers and not offline else 1
 
 
@@ -77,15 +98,15 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 def _fileserver_usage(server: pb.Fileserver, credentials: Credentials) -> dict[str, object]:
     """What a fileserver stores and how much room its disk has, as `df --json` shows it; with
     "error" instead when it does not answer."""
-    row: dict[str, object] = {"index": server.index, "address": server.address,
-                              "online": server.online}
+    row: dict[str, object] = {"name": member_name(server), "index": server.index,
+                              "address": server.address, "online": server.online}
     if not server.online:
         return row
     try:
         with credentials.channel(server.address) as channel:
             health = fs_pb_grpc.FileServerStub(channel).Health(fs_pb.HealthRequest(), timeout=10)
     except grpc.RpcError as e:
-        row["error"] = str(errors.from_rpc(e, f"fileserver [{server.index}] at "
+        row["error"] = str(errors.from_rpc(e, f"fileserver {member_name(server)} at "
                                               f"{server.address}").strerror)
         return row
     row.update(objects=health.objects, bytes_stored=health.bytes_stored,
@@ -95,10 +116,10 @@ def _fileserver_usage(server: pb.Fileserver, credentials: Credentials) -> dict[s
 
 def _print_df(rows: list[dict], totals: dict[str, int], human_sizes: bool) -> None:
     size = functools.partial(size_text, human_sizes=human_sizes)
-    print(f"{'':5}{'fileserver':<22} {'stored':>12} {'objects':>8} {'disk size':>12} "
-          f"{'disk free':>12} {'use':>4}")
+    print(f"{'fileserver':<16} {'address':<22} {'stored':>12} {'objects':>8} "
+          f"{'disk size':>12} {'disk free':>12} {'use':>4}")
     for r in rows:
-        where = f"{'[' + str(r['index']) + ']':<5}{r['address']:<22}"
+        where = f"{str(r['name'])[:16]:<16} {r['address']:<22}"
         if "bytes_stored" not in r:
             print(f"{where} {'OFFLINE' if not r['online'] else 'not answering'}")
             continue
@@ -106,7 +127,7 @@ def _print_df(rows: list[dict], totals: dict[str, int], human_sizes: bool) -> No
         use = f"{100 * used // r['disk_total_bytes']}%" if r["disk_total_bytes"] else "-"
         print(f"{where} {size(r['bytes_stored']):>12} {r['objects']:>8} "
               f"{size(r['disk_total_bytes']):>12} {size(r['disk_free_bytes']):>12} {use:>4}")
-    print(f"{'total':<27} {size(totals['bytes_stored']):>12} {totals['objects']:>8}")
+    print(f"{'total':<39} {size(totals['bytes_stored']):>12} {totals['objects']:>8}")
 
 
 def cmd_df(args: argparse.Namespace, console: Console) -> int:
@@ -160,7 +181,7 @@ file it holds stripes of), and the size and free space of the disk that holds it
 directory, and the cluster's totals of stored bytes and objects. Fileservers on one machine
 share its disk. Exit status 1 when a fileserver is offline or does not answer.
 
---json prints one object: "fileservers" (each with "index", "address", "online" and, when it
+--json prints one object: "fileservers" (each with "name", "index", "address", "online" and, when it
 answers, "bytes_stored", "objects", "disk_total_bytes", "disk_free_bytes"; else "error"),
 "bytes_stored" and "objects".""", cmd_df, human_flag=True)
     json_flag(p, "the figures")
@@ -170,7 +191,9 @@ Show the metaserver's fileservers (online or not), its client sessions and its f
 Exit status 1 when fewer fileservers are online than expected. Needs no session.
 
 --json prints one object: "metaserver", "files", "sessions", "block_size", "stripe_blocks",
-"expected_fileservers" and "fileservers" (each with "index", "address" and "online").""",
+"expected_fileservers" and "fileservers" (each with "name", "index", "address", "online" and
+"lost_data_at"). Fileservers are named by their member names (fs0, fs1... under `pfs up`) in
+status, df, stat and the servers' logs alike.""",
                     cmd_status)
     json_flag(p, "the cluster's state")
 

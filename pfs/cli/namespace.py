@@ -16,6 +16,7 @@ from pfs._proto import metaserver_pb2 as pb
 from pfs.paths import base, join, parent
 
 from .arguments import add_command, json_flag, pfs_path
+from .cluster import recipe_servers
 from .connection import existing, lookup, session, stat
 from .console import Console, print_json, shown, size_text, when
 from .walk import entries, makedirs, remove_tree
@@ -92,7 +93,7 @@ def cmd_stat(args: argparse.Namespace, console: Console) -> int:
         r = meta.recipe
         lines += [f"block size:    {r.block_size}", f"stripe blocks: {r.stripe_blocks}",
                   f"stripe width:  {r.stripe_width}", f"replicas:      {r.replicas or 1}",
-                  f"fileservers:   {list(r.servers)}"
+                  f"fileservers:   {recipe_servers(r.servers, 'stat')}"
                   + ("  (copy k of column c: entry k * width + c)" if r.replicas > 1 else "")]
     print("\n".join(lines))
     return 0

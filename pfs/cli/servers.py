@@ -42,7 +42,7 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
 def cmd_fileserver(args: argparse.Namespace) -> int:
     from pfs_servers import fileserver
     if not args.cluster_key_file:
-        raise SystemExit("pfs fileserver: give it the metaserver's cluster key: "
+        raise SystemExit("give it the metaserver's cluster key: "
                          "--cluster-key-file (the metaserver's DATA_DIR/cluster.key) or "
                          "PFS_CLUSTER_KEY_FILE")
     fileserver.serve(pathlib.Path(args.data_dir), args.metaserver,

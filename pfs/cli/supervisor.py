@@ -201,15 +201,33 @@ def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
     for i, child in enumerate(children):
         if child.poll() is None:
             continue
-        what = " ".join(child.args[3:5])
+        what, how = _named(child), _ending(child.returncode)
         if time.monotonic() - getattr(child, "started", 0.0) < CRASH_LOOP_SECONDS:
-            log.error("%s exited again (code %s) within %ds of its restart; stopping the "
-                      "cluster: see its log above", what, child.returncode, CRASH_LOOP_SECONDS)
+            log.error("%s %s again within %ds of its restart; stopping the cluster: see its "
+                      "log above", what, how, CRASH_LOOP_SECONDS)
             return False
-        log.error("%s exited with code %s; restarting it", what, child.returncode)
+        log.error("%s %s; restarted", what, how)
         children[i] = subprocess.Popen(child.args, cwd=data, env=env)
         children[i].started = time.monotonic()
     return True
+
+
+def _named(child: subprocess.Popen) -> str:
+    """A server as operators know it: "metaserver", or "fileserver fs2" by its member name."""
+    if "--name" in child.args:
+        return f"fileserver {child.args[child.args.index('--name') + 1]}"
+    return "metaserver"
+
+
+def _ending(returncode: int) -> str:
+    """How a server ended, in words: "was killed (signal 9, SIGKILL)", "exited with code 1"."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            return f"was killed (signal {-returncode})"
+        return f"was killed (signal {-returncode}, {name})"
+    return f"exited with code {returncode}"
 
 
 def _online(address: str, credentials) -> int:

@@ -32,6 +32,7 @@ from pfs.paths import brief
 from pfs.ranges import INFINITY
 from pfs.transport import Credentials
 
+from ..repeats import Repeats
 from .cluster import Cluster
 from .copies import Copies
 from .deletions import Deletions
@@ -71,7 +72,9 @@ class MetaServer:
         # Leases and timeouts leave out the time our own event loop lagged (loopclock.py).
         self.clock = LoopClock()
         self.cluster = Cluster(functools.partial(self._db, namespace.register_fileserver),
-                               namespace.fileservers(), expected_fileservers,
+                               namespace.fileservers(),
+                               {i: name for i, (name, _) in namespace.members().items()},
+                               expected_fileservers,
                                namespace.next_client_id(), clock=self.clock)
         self.sessions = Sessions(lease_seconds, on_end=self._session_ended, clock=self.clock)
         self.tokens = TokenManager(self._send_revoke, revoke_timeout=max(2 * lease_seconds, 5.0),
@@ -83,6 +86,7 @@ class MetaServer:
         self.repair = Repair(namespace, self.copies, self.tokens, self.cluster, self.signer,
                              credentials or Credentials(), time.time)
         self._background: list[asyncio.Task] = []
+        self.repeats = Repeats(log)  # warnings that a burst of calls would each log
         recorded = namespace.recorded_sessions()
         for client_id, hashed in recorded.items():
             self.sessions.restore(client_id, hashed)
@@ -215,8 +219,8 @@ class MetaServer:
         """A fileserver attached: what it lost is stale, what it missed can be copied now."""
         if link.lost_data:
             stale = await self._on_db_thread(self.copies.lost, link.index)
-            log.warning("fileserver %d's copies of %d replicated files are stale: resyncing",
-                        link.index, stale)
+            log.warning("fileserver %s's copies of %d replicated files are stale: resyncing",
+                        link.name, stale)
         self.repair.wake()  # (whatever it missed while away can be copied now)
         self.deletions.attached(link.index)
 
@@ -242,8 +246,8 @@ class MetaServer:
         for index in servers:
             if index not in online:  # born stale (cluster.place)
                 await self._db(self.copies.missed, node.node_id, index, 0, INFINITY)
-                log.info("file %d's copy on fileserver %d is stale from the start: it is "
-                         "offline", node.node_id, index)
+                log.info("file %d's copy on fileserver %s is stale from the start: it is "
+                         "offline", node.node_id, self.cluster.name(index))
         log.debug("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
                  node.node_id, servers)
         return node

@@ -39,6 +39,7 @@ from pfs.errors import from_rpc
 from pfs.ranges import INFINITY
 from pfs.transport import Credentials
 
+from ..repeats import Repeats
 from .cluster import METASERVER_CLIENT, Cluster
 from .copies import Copies
 from .namespace import Namespace, NamespaceError, Node
@@ -73,6 +74,7 @@ class Repair:
         self._channels: dict[str, grpc.Channel] = {}
         self._wakeup = asyncio.Event()
         self._token_lock = asyncio.Lock()  # one chunk at a time holds the metaserver's tokens
+        self._repeats = Repeats(log)  # a fileserver away makes every pending range wait
         tokens.add_client(METASERVER_CLIENT)
 
     def wake(self) -> None:
@@ -93,7 +95,10 @@ class Repair:
                 try:
                     await self._resync(file_id, server, start, end)
                 except (OSError, ConnectionError, asyncio.TimeoutError) as e:
-                    log.info("resync of file %d on fileserver %d waits: %s", file_id, server, e)
+                    self._repeats.log(logging.INFO, ("waits", server),
+                                      f"resyncs on fileserver {self._cluster.name(server)} wait",
+                                      "resync of file %d on fileserver %s waits: %s", file_id,
+                                      self._cluster.name(server), e)
 
     async def _resync(self, file_id: int, server: int, start: int, end: int) -> None:
         try:
@@ -119,8 +124,8 @@ class Repair:
             async with self._reading(node, column, length, INFINITY):
                 await self._call(self._truncate, node, column, server, length)
             await self._call(self._copies.repaired, file_id, server, length, end)
-        log.info("resynced file %d's copy on fileserver %d (bytes %d-%d)", file_id, server,
-                 start, min(end, length))
+        log.info("resynced file %d's copy on fileserver %s (bytes %d-%d)", file_id,
+                 self._cluster.name(server), start, min(end, length))
 
     # --- scrub ------------------------------------------------------------------------------
     async def scrub(self, files: list[Node]) -> AsyncIterator[tuple[ScrubTotals, Node]]:
@@ -159,14 +164,14 @@ class Repair:
         why = "fail their checksums" if checksum else "differ from another copy's"
         if node.replicas > 1:
             totals.damaged += 1
-            log.warning("scrub: bytes %d-%d of file %d's copy on fileserver %d %s: resyncing",
-                        start, end - 1, node.node_id, index, why)
+            log.warning("scrub: bytes %d-%d of file %d's copy on fileserver %s %s: resyncing",
+                        start, end - 1, node.node_id, self._cluster.name(index), why)
             await self._call(self._copies.missed, node.node_id, index, start, end)
         else:
             totals.unrepairable += 1
-            log.error("scrub: bytes %d-%d of file %d on fileserver %d %s, and there is no other "
-                      "copy: reading them fails with EIO", start, end - 1, node.node_id, index,
-                      why)
+            log.error("scrub: bytes %d-%d of file %d on fileserver %s %s, and there is no other "
+                      "copy: reading them fails with EIO", start, end - 1, node.node_id,
+                      self._cluster.name(index), why)
 
     # --- tokens, threads, calls -------------------------------------------------------------
     def _reading(self, node: Node, column: int, start: int, end: int):
@@ -200,11 +205,12 @@ class Repair:
                 wire.read_request(node.node_id, start, end - start), timeout=60,
                 metadata=self._metadata(node, column, READ, start, end))
         except grpc.RpcError as e:
-            raise from_rpc(e, f"read from fileserver {index}") from None
+            raise from_rpc(e, f"read from fileserver {self._cluster.name(index)}") from None
         got, crcs, data = wire.parse_read_reply(reply)
         if checked and checksums.first_bad(data, crcs) is not None:
-            raise OSError(errno.EIO, f"file {node.node_id}'s copy on fileserver {index} fails its "
-                             f"checksums at {start}-{end - 1}")
+            raise OSError(errno.EIO, f"file {node.node_id}'s copy on fileserver "
+                                     f"{self._cluster.name(index)} fails its checksums at "
+                                     f"{start}-{end - 1}")
         return got, crcs, data
 
     def _write(self, node: Node, column: int, index: int, start: int, crcs, data) -> None:
@@ -220,7 +226,7 @@ class Repair:
                 wire.write_request(node.node_id, start, data, pieces), timeout=60,
                 metadata=self._metadata(node, column, WRITE, start, start + len(data)))
         except grpc.RpcError as e:
-            raise from_rpc(e, f"write to fileserver {index}") from None
+            raise from_rpc(e, f"write to fileserver {self._cluster.name(index)}") from None
 
     def _truncate(self, node: Node, column: int, index: int, length: int) -> None:
         try:
@@ -228,7 +234,7 @@ class Repair:
                 fs_pb.TruncateRequest(file_id=node.node_id, length=length, keep=length),
                 timeout=60, metadata=self._metadata(node, column, WRITE, length, INFINITY))
         except grpc.RpcError as e:
-            raise from_rpc(e, f"truncate on fileserver {index}") from None
+            raise from_rpc(e, f"truncate on fileserver {self._cluster.name(index)}") from None
 
 
 class _Token:

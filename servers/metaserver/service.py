@@ -339,15 +339,18 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         session = self._session(context)
         f = self.open_files.of(session.client_id, request.file_id)
         if request.server not in f.node.servers or f.node.replicas < 2:
-            raise ValueError(f"fileserver {request.server} holds no copy of file "
+            raise ValueError(f"fileserver {self.cluster.name(request.server)} holds no copy of file "
                              f"{request.file_id} that another copy could stand in for")
         if not request.start < request.end <= INFINITY:
             raise ValueError(f"missed range [{request.start}, {request.end}) is empty")
         await self._db(self.copies.missed, request.file_id, request.server, request.start,
                        request.end)
-        log.warning("the copy of file %d on fileserver %d missed bytes %d-%d (client %d: "
-                    "%.300r): stale until resynced", request.file_id, request.server,
-                    request.start, request.end - 1, session.client_id, request.why)
+        name = self.cluster.name(request.server)
+        self.repeats.log(logging.WARNING, ("missed", request.server),
+                         f"copies on fileserver {name} missed bytes",
+                         "the copy of file %d on fileserver %s missed bytes %d-%d (client %d: "
+                         "%.300r): stale until resynced", request.file_id, name, request.start,
+                         request.end - 1, session.client_id, request.why)
         self.repair.wake()
         return pb.ReportMissedReply()
 
