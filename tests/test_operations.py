@@ -123,3 +123,74 @@ def test_repeated_warnings_are_merged_with_a_count(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "copy 0 missed bytes", "copy on fs3 missed bytes",
         "copies on fileserver fs2 missed bytes: 161 more like it in the last 0.3s"]
+
+
+@contextlib.contextmanager
+def extra_fileservers(cluster, tmp_path):
+    """start(name) runs one more fileserver by hand, as an operator adds one to a running
+    cluster; every one is killed at the end."""
+    started = {}
+
+    def start(name: str) -> subprocess.Popen:
+        started[name] = subprocess.Popen(
+            [sys.executable, "-m", "pfs", "fileserver", "--data-dir", str(tmp_path / name),
+             "--metaserver", cluster.address, "--name", name, "--cluster-key-file",
+             str(cluster.key_file), "--die-with-parent"], cwd=tmp_path,
+            stderr=open(tmp_path / f"{name}.log", "ab"))
+        return started[name]
+    try:
+        yield start
+    finally:
+        for process in started.values():
+            process.kill()
+            process.wait(20)
+
+
+def members(tmp_path, env) -> dict[str, bool]:
+    status = pfs("status", "--json", cwd=tmp_path, env=env, check=False)
+    return {f["name"]: f["online"] for f in json.loads(status.stdout)["fileservers"]}
+
+
+def test_members_are_added_by_hand_and_removed_only_when_nothing_is_lost(cluster, tmp_path):
+    env = {**cluster.env(), "PFS_CLUSTER_KEY_FILE": str(cluster.key_file)}
+    wide, five = os.urandom(6000), os.urandom(3000)
+    with extra_fileservers(cluster, tmp_path) as start:
+        fs4 = start("fs4")  # added to the running cluster: new files use it
+        wait_until(lambda: members(tmp_path, env).get("fs4"), timeout=30, what="fs4 to join")
+        pfs("put", "-", "wide", "--stripe-width", "5", cwd=tmp_path, env=env, input=wide.hex())
+        assert "fs4" in pfs("stat", "wide", cwd=tmp_path, env=env).stdout
+        pfs("put", "-", "five", "--stripe-width", "1", "--replicas", "5", cwd=tmp_path,
+            env=env, input=five.hex())
+
+        def remove(name: str, *words: str) -> None:
+            done = pfs("member", "remove", name, cwd=tmp_path, env=env, check=False)
+            assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+            assert done.stderr.startswith("pfs member: "), done.stderr
+            for word in words:
+                assert word in done.stderr, done.stderr
+        remove("fs-4", "no fileserver 'fs-4' is a member", "fs0")
+        remove("fs4", "fs4 is online: stop it first")
+        fs4.kill()
+        wait_until(lambda: not members(tmp_path, env)["fs4"], timeout=30, what="fs4 offline")
+        remove("fs4", "the only good copy of 1 file(s): '/wide'")
+        pfs("rm", "wide", cwd=tmp_path, env=env)
+        remove("fs4", "no other fileserver can take its copies of 1 file(s): '/five'",
+               "add a fileserver first")
+        without_key = pfs("member", "remove", "fs4", cwd=tmp_path, check=False,
+                          env={**cluster.env(), "PFS_CLUSTER_KEY_FILE": ""})
+        assert "--cluster-key-file" in without_key.stderr and without_key.returncode == 1
+
+        start("fs5")
+        wait_until(lambda: members(tmp_path, env).get("fs5"), timeout=30, what="fs5 to join")
+        done = pfs("member", "remove", "fs4", cwd=tmp_path, env=env)
+        assert done.stdout == ("removed fileserver fs4; 5 members left; its copies of 1 file(s) "
+                               "are being re-made on other fileservers (`pfs status` shows the "
+                               "resync)\n"), done.stdout
+        assert "fs4" not in members(tmp_path, env)
+        wait_until(lambda: pfs("status", cwd=tmp_path, env=env, check=False).returncode == 0
+                   and "all in sync" in pfs("status", cwd=tmp_path, env=env).stdout,
+                   timeout=60, what="the copy on fs5 to be resynced")
+        assert "fs5" in pfs("stat", "five", cwd=tmp_path, env=env).stdout
+        assert pfs("cat", "five", cwd=tmp_path, env=env).stdout == five.hex()
+        usage = json.loads(pfs("df", "--json", cwd=tmp_path, env=env).stdout)["fileservers"]
+        assert next(f for f in usage if f["name"] == "fs5")["bytes_stored"] == len(five.hex())

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
+import pathlib
 
 import grpc
 
@@ -148,6 +150,24 @@ def cmd_df(args: argparse.Namespace, console: Console) -> int:
     return 1 if short else 0
 
 
+# --- member -----------------------------------------------------------------------------------
+def cmd_member(args: argparse.Namespace, console: Console) -> int:
+    """`pfs member remove NAME`: the metaserver refuses it, changing nothing, unless no byte
+    is lost (servers/metaserver/members.py)."""
+    from pfs_servers import clusterkey  # the proof that only the cluster key's holders make
+    if not args.cluster_key_file:
+        raise SystemExit("give it the metaserver's cluster key: --cluster-key-file (the "
+                         "metaserver's DATA_DIR/cluster.key) or PFS_CLUSTER_KEY_FILE")
+    proof = clusterkey.attach_proof(clusterkey.load(pathlib.Path(args.cluster_key_file)))
+    with metaserver_stub(f"remove {args.name!r}") as stub:
+        reply = stub.RemoveMember(pb.RemoveMemberRequest(name=args.name), timeout=60,
+                                  metadata=((clusterkey.ATTACH_HEADER, proof),))
+    print(f"removed fileserver {args.name}; {reply.members} members left"
+          + (f"; its copies of {reply.files_moved} file(s) are being re-made on other "
+             "fileservers (`pfs status` shows the resync)" if reply.files_moved else ""))
+    return 0
+
+
 # --- scrub ------------------------------------------------------------------------------------
 def cmd_scrub(args: argparse.Namespace, console: Console) -> int:
     path, _ = pfs_path(args.path)
@@ -174,7 +194,7 @@ def cmd_scrub(args: argparse.Namespace, console: Console) -> int:
 
 # --- the command line -------------------------------------------------------------------------
 def register(sub) -> None:
-    """df, status, scrub."""
+    """df, status, member, scrub."""
     p = add_command(sub, "df", "show each fileserver's stored bytes and free disk", """\
 Show, for each fileserver, the bytes of file data it stores, its number of objects (one per
 file it holds stripes of), and the size and free space of the disk that holds its data
@@ -196,6 +216,22 @@ Exit status 1 when fewer fileservers are online than expected. Needs no session.
 status, df, stat and the servers' logs alike.""",
                     cmd_status)
     json_flag(p, "the cluster's state")
+
+    p = add_command(sub, "member", "remove a fileserver that is gone for good", """\
+Remove the fileserver NAME from the cluster's members, for good: one that
+will not come back (a machine retired, a mistyped --name). It must be offline.
+Its copies of replicated files are re-made on other fileservers from the good
+copies, in the background (`pfs status` shows the resync). Refused, changing
+nothing, while it holds the only good copy of anything (a single-copy file
+that is not empty, or bytes whose other copies are stale), while a file it
+holds is open, or when no other fileserver can take one of its copies.
+Needs the cluster key, as a fileserver does. Draining a member that is online
+(moving its copies away first) is not available yet.""", cmd_member)
+    p.add_argument("action", choices=["remove"], help="what to do (remove)")
+    p.add_argument("name", metavar="NAME", help="the member's name, as `pfs status` shows it")
+    p.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
+                   help="the metaserver's cluster key (its DATA_DIR/cluster.key; under `pfs "
+                        "up`, DATA_DIR/meta/cluster.key) (default: $PFS_CLUSTER_KEY_FILE)")
 
     p = add_command(sub, "scrub", "check every copy of files against checksums and each other",
                     """\

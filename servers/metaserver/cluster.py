@@ -146,6 +146,14 @@ class Cluster:
         offline = [i for i in sorted(self._addresses) if i not in online]
         return (ordered + offline)[:width * replicas]
 
+    def forget(self, index: int) -> None:
+        """Member `index` was removed (members.py): it is no fileserver of ours any more."""
+        link = self._links.pop(index, None)
+        if link is not None:
+            self.detach(link)
+        self._addresses.pop(index, None)
+        self._names.pop(index, None)
+
     async def attach(self, uuid: str, address: str, name: str) -> Link:
         """A fileserver's control stream opened: its link, whose outbox starts with Welcome."""
         for link in self._links.values():

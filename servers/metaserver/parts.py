@@ -36,6 +36,7 @@ from ..repeats import Repeats
 from .cluster import Cluster
 from .copies import Copies
 from .deletions import Deletions
+from . import members as membership
 from .loopclock import LoopClock
 from .namespace import Namespace, Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
@@ -288,6 +289,36 @@ class MetaServer:
             await self._db(self.namespace.unlink, path)
         log.debug("deleted %s (file %d)", brief("/".join(path)), node.node_id)
         self.deletions.add(node.node_id, node.servers)
+
+    # --- members (the servicer's RemoveMember) ------------------------------------------
+    async def _remove_member(self, name: str) -> int:
+        """Removes the member `name` for good (members.py); how many files' copies on it are
+        re-made elsewhere."""
+        members = self.namespace.members()
+        index = next((i for i, (n, _) in members.items() if n == name), None)
+        if index is None:
+            raise OSError(errno.ENOENT, f"no fileserver {brief(name)} is a member; the members "
+                                        f"are {', '.join(n for n, _ in members.values())}")
+        async with self._namespace_lock:  # (no file opens meanwhile)
+            if index in self.cluster.online():
+                raise OSError(errno.EBUSY, f"fileserver {name} is online: stop it first (`pfs "
+                                           "up` restarts its own: remove only a fileserver "
+                                           "that is gone for good)")
+            moved = membership.removal(self.namespace, index, self.copies.stale_by_file(),
+                                       [i for i in members if i != index], self.cluster.online())
+            busy = [f for f in moved if self.open_files.is_open(f)]
+            if busy:
+                raise OSError(errno.EBUSY, f"{len(busy)} file(s) with a copy on fileserver "
+                                           f"{name} are open (such as "
+                                           f"{brief(self.namespace.path_of(busy[0]))}); try "
+                                           "again once they are closed")
+            await self._on_db_thread(membership.remove, self.namespace, index, moved)
+        self.cluster.forget(index)
+        self.deletions.forget(index)
+        self.repair.wake()
+        log.warning("fileserver %s removed from the cluster: its copies of %d file(s) are "
+                    "re-made on other fileservers", name, len(moved))
+        return len(moved)
 
     # --- sizes (the servicer's Truncate) -------------------------------------------------
     async def _truncate(self, client_id: int, f: OpenFile, size: int) -> int:

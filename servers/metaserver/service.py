@@ -162,6 +162,17 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
                                                   missed_bytes=n)
                                   for f, i, n in self.copies.first_stale(STATUS_DEGRADED)])
 
+    @_answer_errors
+    async def RemoveMember(self, request, context):
+        """An operator's call, allowed to holders of the cluster key only (as Attach)."""
+        if not clusterkey.proves(self._cluster_key, dict(context.invocation_metadata() or ())
+                                 .get(clusterkey.ATTACH_HEADER)):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "removing a member needs "
+                                "the cluster key (--cluster-key-file: the metaserver's "
+                                "DATA_DIR/cluster.key)")
+        moved = await self._remove_member(request.name)
+        return pb.RemoveMemberReply(files_moved=moved, members=len(self.cluster.addresses()))
+
     # --- sessions ---------------------------------------------------------------------------
     @_answer_errors
     async def Register(self, request, context):
