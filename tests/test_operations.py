@@ -194,3 +194,30 @@ def test_members_are_added_by_hand_and_removed_only_when_nothing_is_lost(cluster
         assert pfs("cat", "five", cwd=tmp_path, env=env).stdout == five.hex()
         usage = json.loads(pfs("df", "--json", cwd=tmp_path, env=env).stdout)["fileservers"]
         assert next(f for f in usage if f["name"] == "fs5")["bytes_stored"] == len(five.hex())
+
+
+def test_a_killed_puts_temporary_shows_its_size_and_is_removed(cluster, tmp_path):
+    env = cluster.env()
+
+    def temporaries() -> dict[str, int]:
+        listed = json.loads(pfs("ls", "-a", "--json", "/", cwd=tmp_path, env=env).stdout)
+        return {e["name"]: e["size"] for e in listed if ".pfs-tmp-" in e["name"]}
+    put = subprocess.Popen([sys.executable, "-m", "pfs", "put", "-", "victim"], cwd=tmp_path,
+                           env=env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        put.stdin.write(b"x" * (8 << 20))  # a chunk of the put's, which it writes at once
+        put.stdin.flush()
+        # Being written, it is shown as large as its writer has made it (asked, as fstat does).
+        wait_until(lambda: list(temporaries().values()) == [8 << 20], timeout=30,
+                   what="the temporary's size to be shown")
+        (name,) = temporaries()
+        assert name.startswith(".victim.pfs-tmp-")
+    finally:
+        put.kill()
+        put.wait(20)
+    # Its session ends with its stream; once fenced and its lease (3 s) over, it is removed,
+    # and its objects with it.
+    wait_until(lambda: not temporaries(), timeout=30, what="the temporary to be removed")
+    wait_until(lambda: json.loads(pfs("df", "--json", cwd=tmp_path, env=env).stdout)["objects"]
+               == 0, timeout=30, what="its objects to be deleted")
+    assert "a temporary its writer" in cluster.log.read_text()

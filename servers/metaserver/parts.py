@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pfs._proto import metaserver_pb2 as pb
 from pfs.capability import CAPABILITY_SECONDS, Signer, column_ranges
 from pfs.metadata import MAX_FILE_SIZE
-from pfs.paths import brief
+from pfs.paths import brief, is_temporary
 from pfs.ranges import INFINITY
 from pfs.transport import Credentials
 
@@ -45,6 +45,7 @@ from .repair import Repair
 from .sessions import Session as ClientSession
 from .sessions import Sessions
 from .sizes import Sizes
+from .temporaries import Temporaries
 from .tokens import WRITE, Revocation, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
@@ -88,6 +89,8 @@ class MetaServer:
                              credentials or Credentials(), time.time)
         self._background: list[asyncio.Task] = []
         self.repeats = Repeats(log)  # warnings that a burst of calls would each log
+        self.temporaries = Temporaries(namespace)
+        self._cleanups: set[asyncio.Task] = set()  # removals of ended sessions' temporaries
         recorded = namespace.recorded_sessions()
         for client_id, hashed in recorded.items():
             self.sessions.restore(client_id, hashed)
@@ -118,6 +121,7 @@ class MetaServer:
                             loop.create_task(self._evict_overdue()),
                             loop.create_task(self.deletions.run()),
                             loop.create_task(self._resync()),
+                            loop.create_task(self._remove_orphan_temporaries()),
                             loop.create_task(self._sync_metadata())]
         if self.recovery.active:
             self._background.append(loop.create_task(self.recovery.run(self.sessions, self.recovery_seconds)))
@@ -130,7 +134,7 @@ class MetaServer:
 
     async def stop(self) -> None:
         self.cluster.stopping = True
-        for task in self._background:
+        for task in [*self._background, *self._cleanups]:
             task.cancel()
         await self.sessions.stop()
         self._db_thread.submit(self.namespace.close).result()
@@ -150,6 +154,39 @@ class MetaServer:
             await asyncio.sleep(max(0.0, self.sessions.lease_end(session) - time.monotonic()))
         self.tokens.remove_client(session.client_id)
         self.open_files.close_all(session.client_id)
+        cleanup = asyncio.get_running_loop().create_task(
+            self._remove_temporaries(session.client_id, self.sessions.lease_end(session)))
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
+
+    # --- temporaries of ended sessions (temporaries.py) -------------------------------------
+    async def _remove_temporaries(self, client_id: int, lease_end: float) -> None:
+        """Removes the temporaries the ended session left, once its lease is over (it is
+        fenced already): the client itself then knows it can write nothing more."""
+        await asyncio.sleep(max(0.0, lease_end - time.monotonic()))
+        file_ids = self.temporaries.of(client_id)
+        async with self._namespace_lock:
+            for file_id in file_ids:
+                path = self.namespace.path_of(file_id)
+                if not path or not is_temporary(path.rsplit("/", 1)[-1]) \
+                        or self.open_files.is_open(file_id):
+                    continue  # deleted, renamed into place, or in someone's hands
+                node = await self._db(self.namespace.unlink, tuple(path.split("/")))
+                self.deletions.add(node.node_id, node.servers)
+                log.info("removed %s, a temporary its writer (client %d) left when its session "
+                         "ended", brief(path), client_id)
+        if file_ids:
+            await self._db(self.temporaries.forget, file_ids)
+
+    async def _remove_orphan_temporaries(self) -> None:
+        """Temporaries of sessions that ended before this start (or before their removal was
+        done): removed once a lease has passed after the recovery window, when every session
+        that is not back is surely over."""
+        await self.recovery.over.wait()
+        await asyncio.sleep(self.sessions.lease_seconds)
+        for client_id in self.temporaries.writers():
+            if self.sessions.find(client_id) is None:
+                await self._remove_temporaries(client_id, 0.0)
 
     async def _evict_overdue(self) -> None:
         while True:
@@ -239,10 +276,13 @@ class MetaServer:
         self.cluster.detach(link)
 
     # --- namespace changes (the servicer's Create, Rename, Open, Delete) -------------------
-    async def _create(self, path: tuple[str, ...], width: int, replicas: int) -> Node:
+    async def _create(self, client_id: int, path: tuple[str, ...], width: int,
+                      replicas: int) -> Node:
         servers = self.cluster.place(width, replicas)
         node = await self._db(self.namespace.create, path, self.block_size, self.stripe_blocks,
                               servers, replicas)
+        if is_temporary(path[-1]):  # removed if its writer's session ends first
+            await self._db(self.temporaries.created, node.node_id, client_id)
         online = self.cluster.online()
         for index in servers:
             if index not in online:  # born stale (cluster.place)

@@ -220,9 +220,10 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
     # --- namespace --------------------------------------------------------------------------
     @_answer_errors
     async def Create(self, request, context):
-        self._session(context)
+        session = self._session(context)
         path = components(request.path)
-        node = await self._create(path, request.stripe_width, request.replicas or self.replicas)
+        node = await self._create(session.client_id, path, request.stripe_width,
+                                  request.replicas or self.replicas)
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
@@ -289,6 +290,10 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         path = components(request.path)
         prefix = "/".join(path) + "/" if path else ""
         page = self.namespace.listdir(path, request.after, LIST_PAGE + 1)
+        caller = None if session_of(context) is None else self._session(context).client_id
+        for _, node in page[:LIST_PAGE]:  # files being written: their sizes as they are now
+            if self.open_files.get(node.node_id) is not None:
+                await self.sizes.glimpse(node.node_id, caller)
         return pb.ListReply(entries=[self._meta(node, prefix + name)
                                      for name, node in page[:LIST_PAGE]],
                             more=len(page) > LIST_PAGE)
