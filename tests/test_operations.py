@@ -221,3 +221,10 @@ def test_a_killed_puts_temporary_shows_its_size_and_is_removed(cluster, tmp_path
     wait_until(lambda: json.loads(pfs("df", "--json", cwd=tmp_path, env=env).stdout)["objects"]
                == 0, timeout=30, what="its objects to be deleted")
     assert "a temporary its writer" in cluster.log.read_text()
+
+
+def test_a_server_refusal_has_one_prefix(tmp_path):
+    done = pfs("fileserver", "--data-dir", tmp_path / "fs", cwd=tmp_path, check=False,
+               env={"PFS_CLUSTER_KEY_FILE": ""})
+    assert done.returncode == 1 and done.stderr.startswith("pfs fileserver: give it"), done.stderr
+    assert done.stderr.count("pfs fileserver:") == 1, done.stderr

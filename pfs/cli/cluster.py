@@ -1,7 +1,9 @@
-"""The commands that look at a running cluster as an operator does: status, df and scrub.
+"""The commands that look after a running cluster as an operator does: status, df, member and
+scrub. Fileservers are named by their member names, as the servers' logs name them.
 
 Invariant: none of them opens a session (they work on a cluster short of fileservers), and each
-exits 1 when the cluster is not whole: a fileserver offline or not answering, damage found.
+exits 1 when the cluster is not whole: a fileserver offline or not answering, damage found, a
+member change refused.
 """
 from __future__ import annotations
 

@@ -132,7 +132,8 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
                    help="bytes per block, the cache unit; fixed at the first start "
                         f"({_REMEMBERED % DEFAULT_BLOCK_SIZE})")
     p.add_argument("--stripe-blocks", type=at_least_one(int),
-                   help=f"blocks per stripe unit of new files ({_REMEMBERED % DEFAULT_STRIPE_BLOCKS})")
+                   help="blocks per stripe unit of new files "
+                        f"({_REMEMBERED % DEFAULT_STRIPE_BLOCKS})")
     p.add_argument("--lease-seconds", type=at_least_one(float),
                    help="a silent client loses its tokens after this "
                         f"({_REMEMBERED % DEFAULT_LEASE_SECONDS})")

@@ -355,8 +355,8 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         session = self._session(context)
         f = self.open_files.of(session.client_id, request.file_id)
         if request.server not in f.node.servers or f.node.replicas < 2:
-            raise ValueError(f"fileserver {self.cluster.name(request.server)} holds no copy of file "
-                             f"{request.file_id} that another copy could stand in for")
+            raise ValueError(f"fileserver {self.cluster.name(request.server)} holds no copy of "
+                             f"file {request.file_id} that another copy could stand in for")
         if not request.start < request.end <= INFINITY:
             raise ValueError(f"missed range [{request.start}, {request.end}) is empty")
         await self._db(self.copies.missed, request.file_id, request.server, request.start,
