@@ -4,6 +4,7 @@ bytes are EIO and never zeros, and a member that is down leaves the cluster degr
 closed."""
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
@@ -67,8 +68,10 @@ def test_member_that_lost_its_data_keeps_its_place_and_reads_fail_with_eio(clust
     shown = status(cluster)
     assert "fs1" in shown.stdout and "OFFLINE" not in shown.stdout, shown.stdout
     assert "lost its data" in shown.stdout, shown.stdout  # objects gone are data lost too
-    index = int(next(line for line in shown.stdout.splitlines() if " fs1 " in line)
-                .split("]")[0].strip(" ["))
+    members = json.loads(subprocess.run(
+        [sys.executable, "-m", "pfs", "status", "--json"], capture_output=True, text=True,
+        timeout=30, env=cluster.env(), cwd=cluster.data_dir).stdout)["fileservers"]
+    index = next(f["index"] for f in members if f["name"] == "fs1")
     reader = cluster.client(cache_blocks=0)
     fd = reader.pfs_open("f", pfs.PFS_READ)
     meta = pfs.Metadata()

@@ -4,9 +4,9 @@ resynced when it returns; a byte flipped on a fileserver's disk is never returne
 around and repaired when there is another copy, EIO naming the file, offset and fileserver when
 there is not; `pfs scrub` finds what reads did not touch."""
 import errno
+import json
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -30,9 +30,9 @@ def cluster(tmp_path):
 
 
 def names(cluster: Cluster) -> dict[int, str]:
-    """Fileserver index -> member name, as `pfs status` lists them."""
-    return {int(m[1]): m[2] for m in re.finditer(r"^\s+\[(\d+)\] (\S+)", status(cluster).stdout,
-                                                re.M)}
+    """Fileserver index -> member name, as `pfs status --json` lists them."""
+    return {f["index"]: f["name"] for f in json.loads(pfs_cli(cluster, "status", "--json")
+                                                      .stdout)["fileservers"]}
 
 
 def in_sync(cluster: Cluster) -> bool:

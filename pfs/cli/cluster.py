@@ -1,12 +1,16 @@
-"""The commands that look at a running cluster as an operator does: status, df and scrub.
+"""The commands that look after a running cluster as an operator does: status, df, member and
+scrub. Fileservers are named by their member names, as the servers' logs name them.
 
 Invariant: none of them opens a session (they work on a cluster short of fileservers), and each
-exits 1 when the cluster is not whole: a fileserver offline or not answering, damage found.
+exits 1 when the cluster is not whole: a fileserver offline or not answering, damage found, a
+member change refused.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import os
+import pathlib
 
 import grpc
 
@@ -37,6 +41,23 @@ def _status_json(reply: pb.StatusReply) -> dict[str, object]:
                             for f in reply.fileservers]}
 
 
+def member_name(server: pb.Fileserver) -> str:
+    """A fileserver as every command and log names it: its member name (`pfs up` names them
+    fs0, fs1...), not its index, which only recipes use."""
+    return server.name or f"#{server.index}"
+
+
+def member_names(reply: pb.StatusReply) -> dict[int, str]:
+    """Fileserver index -> member name, for showing recipes and stale copies."""
+    return {f.index: member_name(f) for f in reply.fileservers}
+
+
+def recipe_servers(servers, what: str) -> str:
+    """A recipe's fileservers by member name ("fs0, fs1, fs2"), as `pfs stat` shows them."""
+    names = member_names(call("Status", pb.StatusRequest(), what))
+    return ", ".join(names.get(s, f"#{s}") for s in servers)
+
+
 def _print_status(reply: pb.StatusReply, online: int) -> None:
     print(f"metaserver {metaserver()}: {reply.files} files, {reply.sessions} client "
           f"sessions, block {reply.block_size} B x {reply.stripe_blocks} per stripe unit")
@@ -47,15 +68,17 @@ def _print_status(reply: pb.StatusReply, online: int) -> None:
         whole = " and whole copies" if any(not d.missed_bytes for d in reply.degraded) else ""
         print(f"copies: {reply.degraded_files} files degraded (a copy stale), resyncing: "
               f"{reply.resync_ranges} byte ranges to go ({human(reply.resync_bytes)}{whole})")
+        names = member_names(reply)
         for d in reply.degraded:
-            print(f"  {shown(d.path)}: its copy on fileserver {d.fileserver} is stale, "
+            print(f"  {shown(d.path)}: its copy on fileserver "
+                  f"{names.get(d.fileserver, d.fileserver)} is stale, "
                   + (f"{human(d.missed_bytes)} to resync" if d.missed_bytes else
                      "all of it to resync"))
     else:
         print(f"copies: all in sync ({reply.replicas} per stripe unit by default)")
     for f in reply.fileservers:
         lost = f"  lost its data {when(f.lost_data_at)}" if f.lost_data_at else ""
-        print(f"  [{f.index}] {f.name[:16]:<16} {f.address:<22} "
+        print(f"  {member_name(f)[:16]:<16} {f.address:<22} "
               f"{'online' if f.online else 'OFFLINE'}{lost}")
 
 
@@ -66,10 +89,12 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         print_json(_status_json(reply))
     else:
         _print_status(reply, online)
-    offline = [f.name or str(f.index) for f in reply.fileservers if not f.online]
+    offline = [member_name(f) for f in reply.fileservers if not f.online]
     if offline:
-        console.warn(f"offline: {', '.join(offline)}; start them (pfs fileserver --name "
-                     "NAME ...) or see their logs")
+        console.warn(f"offline: {', '.join(offline)}; a `pfs up` restarts its own fileservers "
+                     "by itself (its log says why one stopped); start others with `pfs "
+                     "fileserver --name NAME ...`, or remove one gone for good with `pfs member "
+                     "remove NAME`")
     return 0 if online >= reply.expected_fileservers and not offline else 1
 
 
@@ -77,15 +102,15 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 def _fileserver_usage(server: pb.Fileserver, credentials: Credentials) -> dict[str, object]:
     """What a fileserver stores and how much room its disk has, as `df --json` shows it; with
     "error" instead when it does not answer."""
-    row: dict[str, object] = {"index": server.index, "address": server.address,
-                              "online": server.online}
+    row: dict[str, object] = {"name": member_name(server), "index": server.index,
+                              "address": server.address, "online": server.online}
     if not server.online:
         return row
     try:
         with credentials.channel(server.address) as channel:
             health = fs_pb_grpc.FileServerStub(channel).Health(fs_pb.HealthRequest(), timeout=10)
     except grpc.RpcError as e:
-        row["error"] = str(errnos.from_rpc(e, f"fileserver [{server.index}] at "
+        row["error"] = str(errnos.from_rpc(e, f"fileserver {member_name(server)} at "
                                               f"{server.address}").strerror)
         return row
     row.update(objects=health.objects, bytes_stored=health.bytes_stored,
@@ -95,10 +120,10 @@ def _fileserver_usage(server: pb.Fileserver, credentials: Credentials) -> dict[s
 
 def _print_df(rows: list[dict], totals: dict[str, int], human_sizes: bool) -> None:
     size = functools.partial(size_text, human_sizes=human_sizes)
-    print(f"{'':5}{'fileserver':<22} {'stored':>12} {'objects':>8} {'disk size':>12} "
-          f"{'disk free':>12} {'use':>4}")
+    print(f"{'fileserver':<16} {'address':<22} {'stored':>12} {'objects':>8} "
+          f"{'disk size':>12} {'disk free':>12} {'use':>4}")
     for r in rows:
-        where = f"{'[' + str(r['index']) + ']':<5}{r['address']:<22}"
+        where = f"{str(r['name'])[:16]:<16} {r['address']:<22}"
         if "bytes_stored" not in r:
             print(f"{where} {'OFFLINE' if not r['online'] else 'not answering'}")
             continue
@@ -106,7 +131,7 @@ def _print_df(rows: list[dict], totals: dict[str, int], human_sizes: bool) -> No
         use = f"{100 * used // r['disk_total_bytes']}%" if r["disk_total_bytes"] else "-"
         print(f"{where} {size(r['bytes_stored']):>12} {r['objects']:>8} "
               f"{size(r['disk_total_bytes']):>12} {size(r['disk_free_bytes']):>12} {use:>4}")
-    print(f"{'total':<27} {size(totals['bytes_stored']):>12} {totals['objects']:>8}")
+    print(f"{'total':<39} {size(totals['bytes_stored']):>12} {totals['objects']:>8}")
 
 
 def cmd_df(args: argparse.Namespace, console: Console) -> int:
@@ -125,6 +150,26 @@ def cmd_df(args: argparse.Namespace, console: Console) -> int:
         _print_df(rows, totals, args.human)
     short = len(answered) < max(len(rows), reply.expected_fileservers)
     return 1 if short else 0
+
+
+# --- member -----------------------------------------------------------------------------------
+def cmd_member(args: argparse.Namespace, console: Console) -> int:
+    """`pfs member remove NAME`: the metaserver refuses it, changing nothing, unless no byte
+    is lost (servers/metaserver/members.py)."""
+    from pfs_servers import (
+        clusterkey,  # the proof that only the cluster key's holders make
+    )
+    if not args.cluster_key_file:
+        raise SystemExit("give it the metaserver's cluster key: --cluster-key-file (the "
+                         "metaserver's DATA_DIR/cluster.key) or PFS_CLUSTER_KEY_FILE")
+    proof = clusterkey.attach_proof(clusterkey.load(pathlib.Path(args.cluster_key_file)))
+    with metaserver_stub(f"remove {args.name!r}") as stub:
+        reply = stub.RemoveMember(pb.RemoveMemberRequest(name=args.name), timeout=60,
+                                  metadata=((clusterkey.ATTACH_HEADER, proof),))
+    print(f"removed fileserver {args.name}; {reply.members} members left"
+          + (f"; its copies of {reply.files_moved} file(s) are being re-made on other "
+             "fileservers (`pfs status` shows the resync)" if reply.files_moved else ""))
+    return 0
 
 
 # --- scrub ------------------------------------------------------------------------------------
@@ -153,14 +198,14 @@ def cmd_scrub(args: argparse.Namespace, console: Console) -> int:
 
 # --- the command line -------------------------------------------------------------------------
 def register(sub) -> None:
-    """df, status, scrub."""
+    """df, status, member, scrub."""
     p = add_command(sub, "df", "show each fileserver's stored bytes and free disk", """\
 Show, for each fileserver, the bytes of file data it stores, its number of objects (one per
 file it holds stripes of), and the size and free space of the disk that holds its data
 directory, and the cluster's totals of stored bytes and objects. Fileservers on one machine
 share its disk. Exit status 1 when a fileserver is offline or does not answer.
 
---json prints one object: "fileservers" (each with "index", "address", "online" and, when it
+--json prints one object: "fileservers" (each with "name", "index", "address", "online" and, when it
 answers, "bytes_stored", "objects", "disk_total_bytes", "disk_free_bytes"; else "error"),
 "bytes_stored" and "objects".""", cmd_df, human_flag=True)
     json_flag(p, "the figures")
@@ -170,9 +215,27 @@ Show the metaserver's fileservers (online or not), its client sessions and its f
 Exit status 1 when fewer fileservers are online than expected. Needs no session.
 
 --json prints one object: "metaserver", "files", "sessions", "block_size", "stripe_blocks",
-"expected_fileservers" and "fileservers" (each with "index", "address" and "online").""",
+"expected_fileservers" and "fileservers" (each with "name", "index", "address", "online" and
+"lost_data_at"). Fileservers are named by their member names (fs0, fs1... under `pfs up`) in
+status, df, stat and the servers' logs alike.""",
                     cmd_status)
     json_flag(p, "the cluster's state")
+
+    p = add_command(sub, "member", "remove a fileserver that is gone for good", """\
+Remove the fileserver NAME from the cluster's members, for good: one that
+will not come back (a machine retired, a mistyped --name). It must be offline.
+Its copies of replicated files are re-made on other fileservers from the good
+copies, in the background (`pfs status` shows the resync). Refused, changing
+nothing, while it holds the only good copy of anything (a single-copy file
+that is not empty, or bytes whose other copies are stale), while a file it
+holds is open, or when no other fileserver can take one of its copies.
+Needs the cluster key, as a fileserver does. Draining a member that is online
+(moving its copies away first) is not available yet.""", cmd_member)
+    p.add_argument("action", choices=["remove"], help="what to do (remove)")
+    p.add_argument("name", metavar="NAME", help="the member's name, as `pfs status` shows it")
+    p.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
+                   help="the metaserver's cluster key (its DATA_DIR/cluster.key; under `pfs "
+                        "up`, DATA_DIR/meta/cluster.key) (default: $PFS_CLUSTER_KEY_FILE)")
 
     p = add_command(sub, "scrub", "check every copy of files against checksums and each other",
                     """\

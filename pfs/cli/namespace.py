@@ -17,6 +17,7 @@ from pfs.protocol import errnos
 from pfs.protocol.paths import base, join, parent
 
 from .arguments import add_command, json_flag, pfs_path
+from .cluster import recipe_servers
 from .connection import existing, lookup, session, stat
 from .console import Console, print_json, shown, size_text, when
 from .globs import HELP, expand_all
@@ -98,7 +99,7 @@ def cmd_stat(args: argparse.Namespace, console: Console) -> int:
         r = meta.recipe
         lines += [f"block size:    {r.block_size}", f"stripe blocks: {r.stripe_blocks}",
                   f"stripe width:  {r.stripe_width}", f"replicas:      {r.replicas or 1}",
-                  f"fileservers:   {list(r.servers)}"
+                  f"fileservers:   {recipe_servers(r.servers, 'stat')}"
                   + ("  (copy k of column c: entry k * width + c)" if r.replicas > 1 else "")]
     print("\n".join(lines))
     return 0

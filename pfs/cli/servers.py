@@ -46,7 +46,7 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
 def cmd_fileserver(args: argparse.Namespace) -> int:
     from pfs_servers import fileserver
     if not args.cluster_key_file:
-        raise SystemExit("pfs fileserver: give it the metaserver's cluster key: "
+        raise SystemExit("give it the metaserver's cluster key: "
                          "--cluster-key-file (the metaserver's DATA_DIR/cluster.key) or "
                          "PFS_CLUSTER_KEY_FILE")
     fileserver.serve(pathlib.Path(args.data_dir), args.metaserver,
@@ -122,25 +122,35 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
 
 
+#: How a setting the data directory remembers is defaulted, in --help.
+_REMEMBERED = "default: as at the last start on DATA_DIR, else %s"
+
+
 def _cluster_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--block-size", type=at_least_one(int), default=DEFAULT_BLOCK_SIZE,
-                   help="bytes per block, the cache unit (default %(default)s)")
+    """The settings a cluster remembers in its data directory (README, "Settings are
+    remembered"): None when not given, so that a restart keeps what was recorded."""
+    p.add_argument("--fileservers", type=at_least_one(int),
+                   help="fileservers that must have joined before clients may start; `pfs up` "
+                        f"runs that many ({_REMEMBERED % 4})")
+    p.add_argument("--block-size", type=at_least_one(int),
+                   help="bytes per block, the cache unit; fixed at the first start "
+                        f"({_REMEMBERED % DEFAULT_BLOCK_SIZE})")
     p.add_argument("--stripe-blocks", type=at_least_one(int),
-                   default=DEFAULT_STRIPE_BLOCKS,
-                   help="blocks per stripe unit (default %(default)s)")
+                   help="blocks per stripe unit of new files "
+                        f"({_REMEMBERED % DEFAULT_STRIPE_BLOCKS})")
     p.add_argument("--lease-seconds", type=at_least_one(float),
-                   default=DEFAULT_LEASE_SECONDS,
-                   help="a silent client loses its tokens after this (default %(default)s)")
-    p.add_argument("--recovery-seconds", type=at_least_one(float), default=None,
+                   help="a silent client loses its tokens after this "
+                        f"({_REMEMBERED % DEFAULT_LEASE_SECONDS})")
+    p.add_argument("--recovery-seconds", type=at_least_one(float),
                    help="after a restart, how long clients of before have to reclaim "
                         "their sessions, open files and tokens; at least the lease "
-                        "(default: twice the lease)")
-    p.add_argument("--replicas", type=at_least_one(int), default=1,
+                        f"({_REMEMBERED % 'twice the lease'})")
+    p.add_argument("--replicas", type=at_least_one(int),
                    help="copies of each stripe unit a new file gets unless it asks, each "
-                        "on a fileserver of its own (default %(default)s)")
+                        f"on a fileserver of its own ({_REMEMBERED % 1})")
 
 
-def _listening_flags(p: argparse.ArgumentParser, default_port: int, port_help: str) -> None:
+def _listening_flags(p: argparse.ArgumentParser, default_port: int | None, port_help: str) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; beyond loopback needs --secret-file or "
                         "--insecure (default %(default)s)")
@@ -158,15 +168,18 @@ Run a metaserver and N fileservers on this machine, in the foreground,
 with their data under --data-dir. A server that crashes is restarted on its
 data directory. Ctrl-C or SIGTERM stops the whole cluster cleanly.
 
+The settings (--port, --fileservers, --block-size, --stripe-blocks,
+--lease-seconds, --recovery-seconds, --replicas) are remembered in
+DATA_DIR/meta/settings.json: a restart without them runs as before, and one
+that gives another value says what changed (the block size never changes).
+
 With --detach it runs in the background instead, logging to DATA_DIR/pfs.log;
 the command returns once the cluster serves, and `pfs down --data-dir D` stops it.""", cmd_up)
     up.add_argument("--data-dir", default="pfs-data", help="where everything is stored "
                                                            "(default ./%(default)s)")
-    up.add_argument("--fileservers", type=at_least_one(int), default=4,
-                    help="number of fileservers to run (default %(default)s)")
-    up.add_argument("--port", type=port, default=50050,
+    up.add_argument("--port", type=port,
                     help="metaserver port; 0 picks a free one and writes host:port to "
-                         "DATA_DIR/metaserver.address (default %(default)s)")
+                         f"DATA_DIR/metaserver.address ({_REMEMBERED % 50050})")
     up.add_argument("--detach", action="store_true",
                     help=f"run in the background, logging to DATA_DIR/{DETACHED_LOG}; return "
                          "once the cluster serves (default: off, in the foreground)")
@@ -195,13 +208,11 @@ def _register_metaserver(sub) -> None:
     meta = _server_command(sub, "metaserver", "run the metaserver", """\
 Run the metaserver alone, for clusters that span hosts: it keeps the
 namespace, client sessions and tokens. Clients may start once --fileservers
-fileservers are online.""", cmd_metaserver)
+fileservers are online. Its settings are remembered in DATA_DIR/settings.json
+(see `pfs up --help`).""", cmd_metaserver)
     meta.add_argument("--data-dir", required=True,
                       help="directory of the namespace database (required)")
-    _listening_flags(meta, 50050, "port to listen on, 0 for any free one (default %(default)s)")
-    meta.add_argument("--fileservers", type=at_least_one(int), default=4,
-                      help="fileservers that must be online before clients may start "
-                           "(default %(default)s)")
+    _listening_flags(meta, None, f"port to listen on, 0 for any free one ({_REMEMBERED % 50050})")
     meta.add_argument("--address-file", help="write host:port here once listening "
                                              "(default: none)")
     _cluster_flags(meta)

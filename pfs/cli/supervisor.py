@@ -54,12 +54,32 @@ def die_with_parent() -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     """Starts a metaserver and N fileservers as child processes and watches them."""
     from pfs_servers.instance import lock_data_dir
+    from pfs_servers.metaserver import settings
     data = pathlib.Path(args.data_dir).resolve()
+    lock = lock_data_dir(data, "pfs up")  # in use: said here, not in a log
+    # Resolved here as the metaserver will (it records them), to know how many fileservers to
+    # run, and to refuse a setting that cannot change in one line.
+    fileservers = settings.resolve(data / "meta", {name: getattr(args, name)
+                                                   for name in SETTINGS})[0].fileservers
     if args.detach:
-        os.close(lock_data_dir(data, "pfs up"))  # in use: said here, not in the log
-        return _detach(args, data)
-    lock_data_dir(data, "pfs up")
-    return _supervise(args, data)
+        os.close(lock)
+        return _detach(args, data, fileservers)
+    return _supervise(args, data, fileservers)
+
+
+#: The settings a cluster remembers (servers/metaserver/settings.py), as `pfs up` takes them.
+SETTINGS = ("port", "fileservers", "block_size", "stripe_blocks", "lease_seconds",
+            "recovery_seconds", "replicas")
+
+
+def _given_settings(args: argparse.Namespace) -> list[str]:
+    """The flags of the settings given on the command line: only those, so that the
+    metaserver keeps what its data directory remembers of the others."""
+    flags = []
+    for name in SETTINGS:
+        if getattr(args, name) is not None:
+            flags += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    return flags
 
 
 def _children_flags(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
@@ -78,7 +98,7 @@ def _children_flags(args: argparse.Namespace) -> tuple[list[str], dict[str, str]
     return common, env
 
 
-def _supervise(args: argparse.Namespace, data: pathlib.Path) -> int:
+def _supervise(args: argparse.Namespace, data: pathlib.Path, fileservers: int) -> int:
     from pfs_servers.rpc import StopOnSignals
     address_file = data / "metaserver.address"
     address_file.unlink(missing_ok=True)
@@ -95,25 +115,21 @@ def _supervise(args: argparse.Namespace, data: pathlib.Path) -> int:
                                          cwd=data, env=env))
 
     try:
-        spawn("metaserver", "--data-dir", str(data / "meta"), "--port", str(args.port),
-              "--fileservers", str(args.fileservers), "--block-size", str(args.block_size),
-              "--stripe-blocks", str(args.stripe_blocks), "--replicas", str(args.replicas),
-              "--lease-seconds", str(args.lease_seconds), "--address-file", str(address_file),
-              *_recovery_flag(args))
+        spawn("metaserver", "--data-dir", str(data / "meta"), "--address-file",
+              str(address_file), *_given_settings(args))
         address = _wait_for(lambda: address_file.exists() and address_file.read_text().strip(),
                             children, stop, "the metaserver to listen")
         if not address:
             return _stop_children(children, 1)
         # A restarted metaserver must come back where the fileservers and clients look for it.
-        port_flag = children[0].args.index("--port") + 1
-        children[0].args[port_flag] = address.rsplit(":", 1)[1]
-        for i in range(args.fileservers):
+        children[0].args += ["--port", address.rsplit(":", 1)[1]]
+        for i in range(fileservers):
             spawn("fileserver", "--data-dir", str(data / f"fs{i}"), "--metaserver", address,
                   "--name", f"fs{i}", "--cluster-key-file", str(data / "meta" / "cluster.key"))
-        if not _wait_for(lambda: _online(address, credentials) >= args.fileservers, children, stop,
-                         f"{args.fileservers} fileservers to register"):
+        if not _wait_for(lambda: _online(address, credentials) >= fileservers, children, stop,
+                         f"{fileservers} fileservers to register"):
             return _stop_children(children, 1)
-        print(f"{UP_LINE}: metaserver {address}, {args.fileservers} fileservers, data in {data}\n"
+        print(f"{UP_LINE}: metaserver {address}, {fileservers} fileservers, data in {data}\n"
               f"  export PFS_METASERVER={address}\n"
               f"Press Ctrl-C to stop.", flush=True)
         while not stop.wait(0.5):
@@ -126,15 +142,12 @@ def _supervise(args: argparse.Namespace, data: pathlib.Path) -> int:
         raise
 
 
-def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
+def _detach(args: argparse.Namespace, data: pathlib.Path, fileservers: int) -> int:
     """`pfs up --detach`: the same `pfs up` in a session of its own (no terminal's Ctrl-C or
     hangup reaches it), logging to DATA_DIR/pfs.log; returns once it serves, or fails with the
     line of its log that says why."""
-    argv = ["up", "--data-dir", str(data), "--fileservers", str(args.fileservers),
-            "--port", str(args.port), "--block-size", str(args.block_size),
-            "--stripe-blocks", str(args.stripe_blocks), "--lease-seconds", str(args.lease_seconds),
-            "--replicas", str(args.replicas), "--log-level", args.log_level, *_recovery_flag(args),
-            *_host_flags(args)]
+    argv = ["up", "--data-dir", str(data), *_given_settings(args), "--log-level",
+            args.log_level, *_host_flags(args)]
     for flag, path in (("--secret-file", args.secret_file), ("--tls-cert", args.tls_cert),
                        ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca),
                        ("--tls-client-ca", args.tls_client_ca)):
@@ -150,7 +163,7 @@ def _detach(args: argparse.Namespace, data: pathlib.Path) -> int:
     _wait_for_detached(child, log_path, start)
     address = (data / "metaserver.address").read_text().strip()
     print(f"{UP_LINE} in the background (PID {child.pid}): metaserver {address}, "
-          f"{args.fileservers} fileservers, data in {data}\n"
+          f"{fileservers} fileservers, data in {data}\n"
           f"  export PFS_METASERVER={address}\n"
           f"Its log is {log_path}; `pfs down --data-dir {data}` stops it.", flush=True)
     return 0
@@ -184,11 +197,6 @@ def _host_flags(args: argparse.Namespace) -> list[str]:
     return ["--host", args.host, *["--insecure"] * args.insecure]
 
 
-def _recovery_flag(args: argparse.Namespace) -> list[str]:
-    return [] if args.recovery_seconds is None else ["--recovery-seconds",
-                                                     str(args.recovery_seconds)]
-
-
 def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
                      env: dict[str, str]) -> bool:
     """A server that died is started again on the same data directory, as a supervisor would;
@@ -198,15 +206,33 @@ def _restart_crashed(children: list[subprocess.Popen], data: pathlib.Path,
     for i, child in enumerate(children):
         if child.poll() is None:
             continue
-        what = " ".join(child.args[3:5])
+        what, how = _named(child), _ending(child.returncode)
         if time.monotonic() - getattr(child, "started", 0.0) < CRASH_LOOP_SECONDS:
-            log.error("%s exited again (code %s) within %ds of its restart; stopping the "
-                      "cluster: see its log above", what, child.returncode, CRASH_LOOP_SECONDS)
+            log.error("%s %s again within %ds of its restart; stopping the cluster: see its "
+                      "log above", what, how, CRASH_LOOP_SECONDS)
             return False
-        log.error("%s exited with code %s; restarting it", what, child.returncode)
+        log.error("%s %s; restarted", what, how)
         children[i] = subprocess.Popen(child.args, cwd=data, env=env)
         children[i].started = time.monotonic()
     return True
+
+
+def _named(child: subprocess.Popen) -> str:
+    """A server as operators know it: "metaserver", or "fileserver fs2" by its member name."""
+    if "--name" in child.args:
+        return f"fileserver {child.args[child.args.index('--name') + 1]}"
+    return "metaserver"
+
+
+def _ending(returncode: int) -> str:
+    """How a server ended, in words: "was killed (signal 9, SIGKILL)", "exited with code 1"."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            return f"was killed (signal {-returncode})"
+        return f"was killed (signal {-returncode}, {name})"
+    return f"exited with code {returncode}"
 
 
 def _online(address: str, credentials) -> int:

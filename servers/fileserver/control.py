@@ -91,8 +91,8 @@ class Control:
                     self.sessions.install(list(welcome.sessions), welcome.new_sessions_from)
                     self._heartbeat, self._lease = welcome.heartbeat_seconds, welcome.lease_seconds
                     outbox.put(_ack(welcome.version))
-                    log.info("attached to the metaserver as fileserver %d (%d sessions)",
-                             welcome.index, len(welcome.sessions))
+                    log.info("attached to the metaserver as fileserver %s (%d sessions)",
+                             self.name or self.store.uuid, len(welcome.sessions))
                 elif kind == "heartbeat_ack":
                     sent = self._heartbeats.acknowledged(message.heartbeat_ack.seq)
                     if sent is not None:

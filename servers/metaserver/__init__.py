@@ -1,26 +1,24 @@
 """The metaserver: namespace, fileserver membership, client sessions and the token manager,
 wired in parts.py and served by service.py.
 
-Invariant: one metaserver per data directory and port; its flags are checked (and the recovery
+Invariant: one metaserver per data directory and port; its settings are the ones remembered in
+its data directory with the flags given put over them (settings.py), checked (the recovery
 window is at least a lease) before anything listens. Its defaults live in pfs/metadata.py.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import pathlib
 
 from pfs._proto import metaserver_pb2_grpc
-from pfs.metadata import (
-    DEFAULT_BLOCK_SIZE,
-    DEFAULT_LEASE_SECONDS,
-    DEFAULT_STRIPE_BLOCKS,
-)
 from pfs.protocol.transport import Credentials
 
 from .. import clusterkey
 from ..instance import lock_data_dir
 from ..rpc import check_exposure, start_aio_server, stop_on_signals_aio
+from . import settings
 from .namespace import Namespace
 from .service import MetaServerService
 
@@ -33,49 +31,61 @@ def default_recovery_seconds(lease_seconds: float) -> float:
     return 2 * lease_seconds
 
 
-def serve(data_dir: pathlib.Path, host: str = "127.0.0.1", port: int = 50050,
-          fileservers: int = 4, block_size: int = DEFAULT_BLOCK_SIZE,
-          stripe_blocks: int = DEFAULT_STRIPE_BLOCKS, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-          recovery_seconds: float | None = None, replicas: int = 1,
+def serve(data_dir: pathlib.Path, host: str = "127.0.0.1", port: int | None = None,
+          fileservers: int | None = None, block_size: int | None = None,
+          stripe_blocks: int | None = None, lease_seconds: float | None = None,
+          recovery_seconds: float | None = None, replicas: int | None = None,
           credentials: Credentials | None = None, allow_insecure: bool = False,
           on_ready=None) -> None:
     """Runs the metaserver until Ctrl-C or SIGTERM; `on_ready(port)` is called once it listens.
-    `recovery_seconds`: the window in which clients of before a restart reclaim their sessions
-    (default two leases); at least the lease, so that every client left out surely knows its
-    lease is over when the window ends."""
-    if block_size < 1 or stripe_blocks < 1 or fileservers < 1 or lease_seconds <= 0 \
-            or replicas < 1:
-        raise SystemExit("--block-size, --stripe-blocks, --fileservers, --lease-seconds and "
-                         "--replicas must be positive")
-    if replicas > fileservers:
-        raise SystemExit(f"--replicas {replicas} needs at least as many fileservers, not "
-                         f"{fileservers}")
-    if recovery_seconds is None:
-        recovery_seconds = default_recovery_seconds(lease_seconds)
-    if recovery_seconds < lease_seconds:
-        raise SystemExit(f"--recovery-seconds must be at least the lease ({lease_seconds:g}s)")
+    A setting left None is the one recorded in the data directory at an earlier start, else
+    its default (settings.py). `recovery_seconds`: the window in which clients of before a
+    restart reclaim their sessions (default two leases); at least the lease, so that every
+    client left out surely knows its lease is over when the window ends."""
     credentials = credentials or Credentials()
     check_exposure(host, credentials, allow_insecure)
     lock_data_dir(data_dir, "metaserver")
-    asyncio.run(_serve(data_dir, host, port, fileservers, block_size, stripe_blocks,
-                       lease_seconds, recovery_seconds, replicas, credentials, on_ready))
+    chosen, changes = settings.resolve(data_dir, dict(
+        port=port, fileservers=fileservers, block_size=block_size, stripe_blocks=stripe_blocks,
+        lease_seconds=lease_seconds, recovery_seconds=recovery_seconds, replicas=replicas))
+    _check(chosen)
+    for change in changes:
+        log.warning("setting changed since the last start: %s", change)
+    asyncio.run(_serve(data_dir, host, chosen, credentials, on_ready))
 
 
-async def _serve(data_dir: pathlib.Path, host: str, port: int, fileservers: int, block_size: int,
-                 stripe_blocks: int, lease_seconds: float, recovery_seconds: float, replicas: int,
+def _check(chosen: settings.Settings) -> None:
+    if chosen.block_size < 1 or chosen.stripe_blocks < 1 or chosen.fileservers < 1 \
+            or chosen.lease_seconds <= 0 or chosen.replicas < 1:
+        raise SystemExit("--block-size, --stripe-blocks, --fileservers, --lease-seconds and "
+                         "--replicas must be positive")
+    if chosen.replicas > chosen.fileservers:
+        raise SystemExit(f"--replicas {chosen.replicas} needs at least as many fileservers, not "
+                         f"{chosen.fileservers}")
+    if (chosen.recovery_seconds or default_recovery_seconds(chosen.lease_seconds)) \
+            < chosen.lease_seconds:
+        raise SystemExit(f"--recovery-seconds must be at least the lease "
+                         f"({chosen.lease_seconds:g}s)")
+
+
+async def _serve(data_dir: pathlib.Path, host: str, chosen: settings.Settings,
                  credentials: Credentials, on_ready) -> None:
     stop = stop_on_signals_aio()
-    service = MetaServerService(Namespace(data_dir / "metadata.sqlite3"), fileservers,
-                                lease_seconds, block_size, stripe_blocks,
-                                clusterkey.load_or_create(data_dir), recovery_seconds, replicas,
-                                credentials)
+    service = MetaServerService(
+        Namespace(data_dir / "metadata.sqlite3"), chosen.fileservers, chosen.lease_seconds,
+        chosen.block_size, chosen.stripe_blocks, clusterkey.load_or_create(data_dir),
+        chosen.recovery_seconds or default_recovery_seconds(chosen.lease_seconds),
+        chosen.replicas, credentials)
     server, bound = await start_aio_server(
         lambda s: metaserver_pb2_grpc.add_MetaServerServicer_to_server(service, s),
-        host, port, credentials)
+        host, chosen.port, credentials)
+    # Recorded once it listens: a port of 0 is remembered as the one it got.
+    settings.record(data_dir, dataclasses.replace(chosen, port=bound))
     service.start_background()
     log.info("metaserver on %s:%d (data in %s; expecting %d fileservers; block %d B, "
-             "stripe unit %d blocks, lease %gs)", host, bound, data_dir, fileservers,
-             block_size, stripe_blocks, lease_seconds)
+             "stripe unit %d blocks, lease %gs, %d replica(s) by default)", host, bound,
+             data_dir, chosen.fileservers, chosen.block_size, chosen.stripe_blocks,
+             chosen.lease_seconds, chosen.replicas)
     if on_ready:
         on_ready(bound)
     await stop.wait()

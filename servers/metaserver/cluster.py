@@ -75,10 +75,11 @@ class Link:
 class Cluster:
     def __init__(self, register_fileserver: Callable[[str, str, str],
                                                       Awaitable[tuple[int, bool]]],
-                 addresses: dict[int, str], expected_fileservers: int,
+                 addresses: dict[int, str], names: dict[int, str], expected_fileservers: int,
                  first_client_id: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._register = register_fileserver
         self._addresses = dict(addresses)  # index -> last known address, attached or not
+        self._names = dict(names)  # index -> the member's name, what operators see
         self.expected = expected_fileservers
         self._clock = clock
         self._links: dict[int, Link] = {}  # index -> current (or last) attachment
@@ -94,6 +95,11 @@ class Cluster:
     # --- membership -------------------------------------------------------------------------
     def addresses(self) -> dict[int, str]:
         return dict(sorted(self._addresses.items()))
+
+    def name(self, index: int) -> str:
+        """How logs and errors name a fileserver: by its member name, as `pfs status` does
+        (indices are what recipes hold, not what operators know)."""
+        return self._names.get(index) or f"#{index}"
 
     def online(self) -> set[int]:
         return {i for i, link in self._links.items() if link.attached and self._live(link)}
@@ -140,21 +146,28 @@ class Cluster:
         offline = [i for i in sorted(self._addresses) if i not in online]
         return (ordered + offline)[:width * replicas]
 
+    def forget(self, index: int) -> None:
+        """Member `index` was removed (members.py): it is no fileserver of ours any more."""
+        link = self._links.pop(index, None)
+        if link is not None:
+            self.detach(link)
+        self._addresses.pop(index, None)
+        self._names.pop(index, None)
+
     async def attach(self, uuid: str, address: str, name: str) -> Link:
         """A fileserver's control stream opened: its link, whose outbox starts with Welcome."""
         for link in self._links.values():
             if link.attached and self._live(link) and (link.uuid == uuid or link.name == name
                                                        or link.address == address):
-                what = ("this fileserver" if link.uuid == uuid else f"fileserver {link.index}"
-                        + (f" ({name})" if link.name == name else ""))
+                what = ("this fileserver" if link.uuid == uuid else f"fileserver {link.name}")
                 raise AttachRefused(
                     f"{what} is already attached at {link.address} and online; is a second "
                     "fileserver running with the same data directory, name or address?")
         index, lost = await self._register(name, uuid, address)
         if lost:
-            log.error("fileserver %d (%s) came back with a new data directory: the objects it "
+            log.error("fileserver %s came back with a new data directory: the objects it "
                       "held are lost (reads of them fail with EIO; replicated files are "
-                      "resynced)", index, name)
+                      "resynced)", name)
         old = self._links.get(index)
         if old is not None and old.attached:
             self.detach(old)
@@ -162,11 +175,12 @@ class Cluster:
         link.last_heartbeat = old.last_heartbeat if old else float("-inf")
         self._links[index] = link
         self._addresses[index] = address
+        self._names[index] = name
         link.outbox.put_nowait(pb.ControlMessage(welcome=pb.Welcome(
             index=index, heartbeat_seconds=HEARTBEAT_SECONDS,
             lease_seconds=FILESERVER_LEASE_SECONDS, version=self._version,
             sessions=sorted(self._sessions), new_sessions_from=link.new_sessions_from)))
-        log.info("fileserver %d (%s) attached from %s", index, name, address)
+        log.info("fileserver %s attached from %s", name, address)
         return link
 
     def detach(self, link: Link) -> None:
@@ -174,7 +188,7 @@ class Cluster:
             link.attached = False
             link.outbox.put_nowait(_DETACH)
             log.log(logging.INFO if self.stopping else logging.WARNING,
-                    "fileserver %d detached", link.index)
+                    "fileserver %s detached", link.name)
             self._notify()
 
     async def outgoing(self, link: Link):
@@ -251,8 +265,8 @@ class Cluster:
             now = self._clock()
             if now >= give_up:
                 for link in pending:
-                    log.warning("fileserver %d did not confirm session table version %d "
-                                "within %gs; closing its stream", link.index, version,
+                    log.warning("fileserver %s did not confirm session table version %d "
+                                "within %gs; closing its stream", link.name, version,
                                 ACK_TIMEOUT)
                     self.detach(link)
                 if not until_lease_ends:
@@ -270,7 +284,7 @@ class Cluster:
         """The length of the file's object on fileserver `index` (it must be attached)."""
         link = self._links.get(index)
         if link is None or not link.attached:
-            raise ConnectionError(f"fileserver {index} is not attached")
+            raise ConnectionError(f"fileserver {self.name(index)} is not attached")
 
         def send(number: int) -> bool:
             link.outbox.put_nowait(pb.ControlMessage(length_query=pb.LengthQuery(
@@ -278,7 +292,7 @@ class Cluster:
             return True
         length = await self.lengths.ask(send, ACK_TIMEOUT)
         if length is None:
-            raise ConnectionError(f"fileserver {index} did not answer")
+            raise ConnectionError(f"fileserver {self.name(index)} did not answer")
         return length
 
     def delete_objects(self, index: int, file_ids: list[int]) -> bool:

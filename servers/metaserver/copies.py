@@ -60,6 +60,14 @@ class Copies:
         return {row[0] for row in self._namespace.query(
             "SELECT DISTINCT server FROM missed WHERE file_id = ?", (file_id,))}
 
+    def stale_by_file(self) -> dict[int, set[int]]:
+        """Every file with a stale copy -> the fileservers of its stale copies."""
+        found: dict[int, set[int]] = {}
+        for file_id, server in self._namespace.query("SELECT DISTINCT file_id, server FROM "
+                                                     "missed"):
+            found.setdefault(file_id, set()).add(server)
+        return found
+
     def pending(self, limit: int = 100) -> list[tuple[int, int, int, int]]:
         """Some missed ranges, (file id, server, start, end), oldest files first."""
         return self._namespace.query("SELECT file_id, server, start, end_ FROM missed "

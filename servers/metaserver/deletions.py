@@ -42,6 +42,15 @@ class Deletions:
             if index in servers:
                 self._ask(file_id, (index,))
 
+    def forget(self, index: int) -> None:
+        """Fileserver `index` was removed: nothing is awaited from it (its objects went with
+        it; members.py dropped it from the durable intent)."""
+        self._unsent.pop(index, None)
+        for file_id in [f for f, servers in self._remaining.items() if servers <= {index}]:
+            del self._remaining[file_id]
+        for servers in self._remaining.values():
+            servers.discard(index)
+
     async def confirmed(self, index: int, file_ids: list[int]) -> None:
         """Fileserver `index` removed these files' objects."""
         done = []

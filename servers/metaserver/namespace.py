@@ -469,8 +469,10 @@ class Namespace:
                                                    f"{brief(other[0])}, not {brief(name)}")
             row = db.execute("SELECT idx, uuid FROM fileservers WHERE name = ?",
                              (name,)).fetchone()
-            if row is None:
-                idx = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM fileservers").fetchone()[0]
+            if row is None:  # (never the index of a removed member: members.py)
+                idx = db.execute("SELECT MAX(COALESCE((SELECT MAX(idx) + 1 FROM fileservers), 0),"
+                                 " COALESCE((SELECT value FROM counters WHERE name = "
+                                 "'next_fileserver'), 0))").fetchone()[0]
                 db.execute("INSERT INTO fileservers (idx, uuid, address, name) VALUES (?, ?, ?, ?)",
                            (idx, uuid, address, name))
                 return idx, False
@@ -478,6 +480,12 @@ class Namespace:
             db.execute("UPDATE fileservers SET uuid = ?, address = ?, lost_at = CASE WHEN ? THEN "
                        "? ELSE lost_at END WHERE idx = ?", (uuid, address, lost, time.time(), idx))
         return idx, lost
+
+    def files_on(self, index: int) -> list[Node]:
+        """The files that fileserver `index` holds a copy of (a scan: for removing a member)."""
+        return [_node(row) for row in self.query(
+            f"SELECT {_COLUMNS} FROM nodes WHERE is_dir = 0 AND ',' || servers || ',' LIKE ?",
+            (f"%,{index},%",))]
 
     def members(self) -> dict[int, tuple[str, float]]:
         """Each member's name, and when it last came back with a new data directory (0:

@@ -34,6 +34,7 @@ from pfs.protocol.datacalls import FileServerCalls, ReadUnits, copy_request, rea
 from pfs.protocol.ranges import INFINITY
 from pfs.protocol.transport import Credentials
 
+from ..repeats import Repeats
 from .cluster import METASERVER_CLIENT, Cluster
 from .copies import Copies
 from .namespace import Namespace, NamespaceError, Node
@@ -68,6 +69,7 @@ class Repair:
         self._channels: dict[str, FileServerCalls] = {}
         self._wakeup = asyncio.Event()
         self._token_lock = asyncio.Lock()  # one chunk at a time holds the metaserver's tokens
+        self._repeats = Repeats(log)  # a fileserver away makes every pending range wait
         tokens.add_client(METASERVER_CLIENT)
 
     def wake(self) -> None:
@@ -88,7 +90,10 @@ class Repair:
                 try:
                     await self._resync(file_id, server, start, end)
                 except (OSError, ConnectionError, asyncio.TimeoutError) as e:
-                    log.info("resync of file %d on fileserver %d waits: %s", file_id, server, e)
+                    self._repeats.log(logging.INFO, ("waits", server),
+                                      f"resyncs on fileserver {self._cluster.name(server)} wait",
+                                      "resync of file %d on fileserver %s waits: %s", file_id,
+                                      self._cluster.name(server), e)
 
     async def _resync(self, file_id: int, server: int, start: int, end: int) -> None:
         try:
@@ -114,8 +119,8 @@ class Repair:
             async with self._reading(node, column, length, INFINITY):
                 await self._call(self._truncate, node, column, server, length)
             await self._call(self._copies.repaired, file_id, server, length, end)
-        log.info("resynced file %d's copy on fileserver %d (bytes %d-%d)", file_id, server,
-                 start, min(end, length))
+        log.info("resynced file %d's copy on fileserver %s (bytes %d-%d)", file_id,
+                 self._cluster.name(server), start, min(end, length))
 
     # --- scrub ------------------------------------------------------------------------------
     async def scrub(self, files: list[Node]) -> AsyncIterator[tuple[ScrubTotals, Node]]:
@@ -154,14 +159,14 @@ class Repair:
         why = "fail their checksums" if checksum else "differ from another copy's"
         if node.replicas > 1:
             totals.damaged += 1
-            log.warning("scrub: bytes %d-%d of file %d's copy on fileserver %d %s: resyncing",
-                        start, end - 1, node.node_id, index, why)
+            log.warning("scrub: bytes %d-%d of file %d's copy on fileserver %s %s: resyncing",
+                        start, end - 1, node.node_id, self._cluster.name(index), why)
             await self._call(self._copies.missed, node.node_id, index, start, end)
         else:
             totals.unrepairable += 1
-            log.error("scrub: bytes %d-%d of file %d on fileserver %d %s, and there is no other "
-                      "copy: reading them fails with EIO", start, end - 1, node.node_id, index,
-                      why)
+            log.error("scrub: bytes %d-%d of file %d on fileserver %s %s, and there is no other "
+                      "copy: reading them fails with EIO", start, end - 1, node.node_id,
+                      self._cluster.name(index), why)
 
     # --- tokens, threads, calls -------------------------------------------------------------
     def _reading(self, node: Node, column: int, start: int, end: int):
@@ -193,10 +198,11 @@ class Repair:
         units = read_units(self._calls(index).call(
             "read", wire.read_request(node.node_id, start, end - start),
             self._capabilities(node, column, READ, start, end),
-            f"read from fileserver {index}"))
+            f"read from fileserver {self._cluster.name(index)}"))
         if checked and units.bad is not None:
-            raise OSError(errno.EIO, f"file {node.node_id}'s copy on fileserver {index} fails its "
-                             f"checksums at {start}-{end - 1}")
+            raise OSError(errno.EIO, f"file {node.node_id}'s copy on fileserver "
+                                     f"{self._cluster.name(index)} fails its checksums at "
+                                     f"{start}-{end - 1}")
         return units
 
     def _write(self, node: Node, column: int, index: int, units: ReadUnits) -> None:
@@ -205,13 +211,13 @@ class Repair:
         self._calls(index).call(
             "write", copy_request(node.node_id, units),
             self._capabilities(node, column, WRITE, units.start, units.start + len(units.data)),
-            f"write to fileserver {index}")
+            f"write to fileserver {self._cluster.name(index)}")
 
     def _truncate(self, node: Node, column: int, index: int, length: int) -> None:
         self._calls(index).call(
             "Truncate", fs_pb.TruncateRequest(file_id=node.node_id, length=length, keep=length),
             self._capabilities(node, column, WRITE, length, INFINITY),
-            f"truncate on fileserver {index}")
+            f"truncate on fileserver {self._cluster.name(index)}")
 
 
 class _Token:

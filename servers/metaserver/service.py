@@ -162,6 +162,17 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
                                                   missed_bytes=n)
                                   for f, i, n in self.copies.first_stale(STATUS_DEGRADED)])
 
+    @_answer_errors
+    async def RemoveMember(self, request, context):
+        """An operator's call, allowed to holders of the cluster key only (as Attach)."""
+        if not clusterkey.proves(self._cluster_key, dict(context.invocation_metadata() or ())
+                                 .get(clusterkey.ATTACH_HEADER)):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "removing a member needs "
+                                "the cluster key (--cluster-key-file: the metaserver's "
+                                "DATA_DIR/cluster.key)")
+        moved = await self._remove_member(request.name)
+        return pb.RemoveMemberReply(files_moved=moved, members=len(self.cluster.addresses()))
+
     # --- sessions ---------------------------------------------------------------------------
     @_answer_errors
     async def Register(self, request, context):
@@ -209,9 +220,10 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
     # --- namespace --------------------------------------------------------------------------
     @_answer_errors
     async def Create(self, request, context):
-        self._session(context)
+        session = self._session(context)
         path = components(request.path)
-        node = await self._create(path, request.stripe_width, request.replicas or self.replicas)
+        node = await self._create(session.client_id, path, request.stripe_width,
+                                  request.replicas or self.replicas)
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
@@ -281,6 +293,10 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         path = components(request.path)
         prefix = "/".join(path) + "/" if path else ""
         page = self.namespace.listdir(path, request.after, LIST_PAGE + 1)
+        caller = None if session_of(context) is None else self._session(context).client_id
+        for _, node in page[:LIST_PAGE]:  # files being written: their sizes as they are now
+            if self.open_files.get(node.node_id) is not None:
+                await self.sizes.glimpse(node.node_id, caller)
         return pb.ListReply(entries=[self._meta(node, prefix + name)
                                      for name, node in page[:LIST_PAGE]],
                             more=len(page) > LIST_PAGE)
@@ -341,15 +357,18 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         session = self._session(context)
         f = self.open_files.of(session.client_id, request.file_id)
         if request.server not in f.node.servers or f.node.replicas < 2:
-            raise ValueError(f"fileserver {request.server} holds no copy of file "
-                             f"{request.file_id} that another copy could stand in for")
+            raise ValueError(f"fileserver {self.cluster.name(request.server)} holds no copy of "
+                             f"file {request.file_id} that another copy could stand in for")
         if not request.start < request.end <= INFINITY:
             raise ValueError(f"missed range [{request.start}, {request.end}) is empty")
         await self._db(self.copies.missed, request.file_id, request.server, request.start,
                        request.end)
-        log.warning("the copy of file %d on fileserver %d missed bytes %d-%d (client %d: "
-                    "%.300r): stale until resynced", request.file_id, request.server,
-                    request.start, request.end - 1, session.client_id, request.why)
+        name = self.cluster.name(request.server)
+        self.repeats.log(logging.WARNING, ("missed", request.server),
+                         f"copies on fileserver {name} missed bytes",
+                         "the copy of file %d on fileserver %s missed bytes %d-%d (client %d: "
+                         "%.300r): stale until resynced", request.file_id, name, request.start,
+                         request.end - 1, session.client_id, request.why)
         self.repair.wake()
         return pb.ReportMissedReply()
 

@@ -1,0 +1,84 @@
+"""Removing a member for good: a fileserver that will not come back (a mistyped --name, a dead
+machine) stops being one of the cluster's fileservers, as `lfs`/`beegfs-ctl` operators remove a
+target.
+
+Invariant: a removal never loses a byte. It is refused, changing nothing, while the member is
+online, while it holds the only good copy of any file's bytes (a copy of a file with one
+replica, unless the file is empty; or a column whose other copies are all stale), or when a file
+it holds has no other member to take its copy. Otherwise, in one transaction, every copy it held
+is given to another member (one the file does not use yet), recorded as missing everything
+there, so the resync (repair.py) re-makes it from a good copy; its own records (stale ranges,
+objects to delete) go with it, and its index is never given to another member.
+"""
+from __future__ import annotations
+
+import errno
+
+from pfs.protocol.ranges import INFINITY
+
+from .namespace import Namespace, Node
+
+#: Paths a refusal names (the rest are counted).
+NAMED = 5
+
+
+def removal(namespace: Namespace, index: int, stale: dict[int, set[int]],
+            members: list[int], online: set[int]) -> dict[int, int]:
+    """For each file the member `index` holds a copy of: the member that takes that copy
+    (file id -> new index); OSError saying why not when the removal must be refused. `stale`:
+    file id -> fileservers whose copy is stale; `members`: every member but `index`."""
+    moved, only, homeless = {}, [], []
+    for node in namespace.files_on(index):
+        column = node.servers.index(index) % node.width
+        good = [i for i in node.copies(column)
+                if i != index and i not in stale.get(node.node_id, ())]
+        if not good and node.size > 0:
+            only.append(node)
+            continue
+        spare = [i for i in members if i not in node.servers]
+        if not spare:
+            homeless.append(node)
+            continue
+        preferred = [i for i in spare if i in online] or spare  # spread: by the file's id
+        moved[node.node_id] = preferred[node.node_id % len(preferred)]
+    if only:
+        raise OSError(errno.EBUSY, f"it holds the only good copy of {_named(namespace, only)}; "
+                                   "bring it back online (its data is needed), or delete those "
+                                   "files first")
+    if homeless:
+        raise OSError(errno.ENOSPC, f"no other fileserver can take its copies of "
+                                    f"{_named(namespace, homeless)} (each copy of a file is on "
+                                    "a fileserver of its own): add a fileserver first")
+    return moved
+
+
+def _named(namespace: Namespace, nodes: list[Node]) -> str:
+    paths = ", ".join(repr("/" + namespace.path_of(n.node_id)) for n in nodes[:NAMED])
+    more = f" and {len(nodes) - NAMED} more files" if len(nodes) > NAMED else ""
+    return f"{len(nodes)} file(s): {paths}{more}"
+
+
+def remove(namespace: Namespace, index: int, moved: dict[int, int]) -> None:
+    """Commits the removal of member `index`, its copies given to the members `moved` names."""
+    with namespace.transaction() as db:
+        for file_id, to in moved.items():
+            servers, replicas = db.execute("SELECT servers, replicas FROM nodes WHERE id = ?",
+                                           (file_id,)).fetchone()
+            servers = servers.split(",")
+            servers = [str(to) if int(s) == index else s for s in servers]
+            db.execute("UPDATE nodes SET servers = ? WHERE id = ?", (",".join(servers), file_id))
+            if replicas > 1:  # (a single copy moves only when empty: nothing to re-make)
+                db.execute("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
+                           "VALUES (?, ?, 0, ?)", (file_id, to, INFINITY))
+        db.execute("DELETE FROM missed WHERE server = ?", (index,))
+        for file_id, servers in db.execute("SELECT file_id, servers FROM pending_deletes"
+                                           ).fetchall():
+            kept = [s for s in servers.split(",") if s and int(s) != index]
+            if kept:
+                db.execute("UPDATE pending_deletes SET servers = ? WHERE file_id = ?",
+                           (",".join(kept), file_id))
+            else:
+                db.execute("DELETE FROM pending_deletes WHERE file_id = ?", (file_id,))
+        db.execute("DELETE FROM fileservers WHERE idx = ?", (index,))
+        db.execute("INSERT INTO counters (name, value) VALUES ('next_fileserver', ?) ON CONFLICT "
+                   "(name) DO UPDATE SET value = MAX(value, excluded.value)", (index + 1,))

@@ -1,0 +1,230 @@
+"""Running a cluster as an operator does, through the real `pfs` command on real clusters:
+settings remembered across restarts, members added and removed, fileservers named the same
+way everywhere, logs an operator can read, and temporaries of dead writers cleaned up.
+
+Every cluster runs in a temporary directory on free loopback ports and is stopped at the end,
+whatever happens; every wait is bounded."""
+import contextlib
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from clusters import COURSE, Cluster, wait_until
+from pfs_servers.instance import data_dir_holder
+
+run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=200)
+
+
+def pfs(*args, cwd, env=None, check=True, input=None) -> subprocess.CompletedProcess:
+    done = run([sys.executable, "-m", "pfs", *map(str, args)], cwd=cwd, input=input,
+               env={**os.environ, **(env or {})})
+    assert "Traceback" not in done.stderr, done.stderr
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@contextlib.contextmanager
+def detached(tmp_path, *flags):
+    """`pfs up --detach` on tmp_path/data with these flags; yields its PFS_METASERVER
+    environment; stopped by `pfs down` (or killed) at the end."""
+    data = tmp_path / "data"
+    try:
+        pfs("up", "--detach", "--data-dir", data, *flags, cwd=tmp_path)
+        yield {"PFS_METASERVER": (data / "metaserver.address").read_text().strip()}
+        pfs("down", "--data-dir", data, cwd=tmp_path)
+    finally:
+        pid = data_dir_holder(data)
+        if pid:
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_settings_are_remembered_and_changes_are_said(tmp_path):
+    log = tmp_path / "data" / "pfs.log"
+    with detached(tmp_path, "--port", "0", "--block-size", "512", "--stripe-blocks", "2",
+                  "--replicas", "2", "--lease-seconds", "3") as env:
+        address = env["PFS_METASERVER"]
+        status = json.loads(pfs("status", "--json", cwd=tmp_path, env=env).stdout)
+        assert (status["replicas"], status["block_size"]) == (2, 512)
+    recorded = json.loads((tmp_path / "data" / "meta" / "settings.json").read_text())
+    assert recorded["port"] == int(address.rsplit(":", 1)[1]) and recorded["replicas"] == 2
+
+    with detached(tmp_path) as env:  # no flags: as before, on the same port
+        assert env["PFS_METASERVER"] == address
+        status = json.loads(pfs("status", "--json", cwd=tmp_path, env=env).stdout)
+        assert (status["replicas"], status["block_size"], status["stripe_blocks"]) == (2, 512, 2)
+        pfs("put", "-", "two", "--replicas", "2", cwd=tmp_path, env=env, input="x")
+
+    with detached(tmp_path, "--replicas", "1", "--lease-seconds", "4") as env:
+        status = json.loads(pfs("status", "--json", cwd=tmp_path, env=env).stdout)
+        assert status["replicas"] == 1
+    said = log.read_text()
+    assert "setting changed since the last start: --replicas 2 -> 1 (the default for new " \
+           "files; existing files keep their copies)" in said, said
+    assert "--lease-seconds 3 -> 4" in said, said
+
+    refused = pfs("up", "--detach", "--data-dir", tmp_path / "data", "--block-size", "4096",
+                  cwd=tmp_path, check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("pfs up: --block-size 4096 differs from the cluster's 512"), \
+        refused.stderr
+    assert data_dir_holder(tmp_path / "data") is None
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path / "data", lease_seconds=3.0, **COURSE).start()
+    yield c
+    c.stop()
+
+
+def test_fileservers_are_named_alike_everywhere_and_restarts_are_said(cluster, tmp_path):
+    env = cluster.env()
+    status = pfs("status", cwd=tmp_path, env=env).stdout
+    rows = [line.split() for line in status.splitlines() if line.startswith("  fs")]
+    assert sorted(row[0] for row in rows) == ["fs0", "fs1", "fs2", "fs3"], status
+    assert "[" not in status, status
+    df = pfs("df", cwd=tmp_path, env=env).stdout
+    assert sorted(line.split()[0] for line in df.splitlines()[1:-1]) == \
+        ["fs0", "fs1", "fs2", "fs3"], df
+    pfs("put", "-", "named", "--stripe-width", "2", cwd=tmp_path, env=env, input="x" * 3000)
+    shown = pfs("stat", "named", cwd=tmp_path, env=env).stdout
+    servers = next(line for line in shown.splitlines() if line.startswith("fileservers:"))
+    assert [s.strip() for s in servers.split(":", 1)[1].split(",")][0].startswith("fs"), shown
+
+    victim = next(pid for pid in cluster.server_pids("fileserver")
+                  if b"fs2" in open(f"/proc/{pid}/cmdline", "rb").read())
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: "fileserver fs2 was killed (signal 9, SIGKILL); restarted"
+               in cluster.log.read_text(), timeout=30, what="pfs up to restart fs2")
+    wait_until(lambda: pfs("status", cwd=tmp_path, env=env, check=False).returncode == 0,
+               timeout=30, what="fs2 to be back")
+    said = cluster.log.read_text()
+    assert "fileserver fs2 detached" in said and "fileserver fs2 attached from" in said, said
+
+
+def test_repeated_warnings_are_merged_with_a_count(caplog):
+    import logging
+
+    from pfs_servers.repeats import Repeats
+    logger = logging.getLogger("test.repeats")
+    repeats = Repeats(logger, window=0.3)
+    with caplog.at_level(logging.WARNING, logger="test.repeats"):
+        for i in range(162):
+            repeats.log(logging.WARNING, "fs2", "copies on fileserver fs2 missed bytes",
+                        "copy %d missed bytes", i)
+        repeats.log(logging.WARNING, "fs3", "copies on fs3", "copy on fs3 missed bytes")
+        wait_until(lambda: len(caplog.records) == 3, timeout=5, what="the summary")
+    assert [r.getMessage() for r in caplog.records] == [
+        "copy 0 missed bytes", "copy on fs3 missed bytes",
+        "copies on fileserver fs2 missed bytes: 161 more like it in the last 0.3s"]
+
+
+@contextlib.contextmanager
+def extra_fileservers(cluster, tmp_path):
+    """start(name) runs one more fileserver by hand, as an operator adds one to a running
+    cluster; every one is killed at the end."""
+    started = {}
+
+    def start(name: str) -> subprocess.Popen:
+        started[name] = subprocess.Popen(
+            [sys.executable, "-m", "pfs", "fileserver", "--data-dir", str(tmp_path / name),
+             "--metaserver", cluster.address, "--name", name, "--cluster-key-file",
+             str(cluster.key_file), "--die-with-parent"], cwd=tmp_path,
+            stderr=open(tmp_path / f"{name}.log", "ab"))
+        return started[name]
+    try:
+        yield start
+    finally:
+        for process in started.values():
+            process.kill()
+            process.wait(20)
+
+
+def members(tmp_path, env) -> dict[str, bool]:
+    status = pfs("status", "--json", cwd=tmp_path, env=env, check=False)
+    return {f["name"]: f["online"] for f in json.loads(status.stdout)["fileservers"]}
+
+
+def test_members_are_added_by_hand_and_removed_only_when_nothing_is_lost(cluster, tmp_path):
+    env = {**cluster.env(), "PFS_CLUSTER_KEY_FILE": str(cluster.key_file)}
+    wide, five = os.urandom(6000), os.urandom(3000)
+    with extra_fileservers(cluster, tmp_path) as start:
+        fs4 = start("fs4")  # added to the running cluster: new files use it
+        wait_until(lambda: members(tmp_path, env).get("fs4"), timeout=30, what="fs4 to join")
+        pfs("put", "-", "wide", "--stripe-width", "5", cwd=tmp_path, env=env, input=wide.hex())
+        assert "fs4" in pfs("stat", "wide", cwd=tmp_path, env=env).stdout
+        pfs("put", "-", "five", "--stripe-width", "1", "--replicas", "5", cwd=tmp_path,
+            env=env, input=five.hex())
+
+        def remove(name: str, *words: str) -> None:
+            done = pfs("member", "remove", name, cwd=tmp_path, env=env, check=False)
+            assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+            assert done.stderr.startswith("pfs member: "), done.stderr
+            for word in words:
+                assert word in done.stderr, done.stderr
+        remove("fs-4", "no fileserver 'fs-4' is a member", "fs0")
+        remove("fs4", "fs4 is online: stop it first")
+        fs4.kill()
+        wait_until(lambda: not members(tmp_path, env)["fs4"], timeout=30, what="fs4 offline")
+        remove("fs4", "the only good copy of 1 file(s): '/wide'")
+        pfs("rm", "wide", cwd=tmp_path, env=env)
+        remove("fs4", "no other fileserver can take its copies of 1 file(s): '/five'",
+               "add a fileserver first")
+        without_key = pfs("member", "remove", "fs4", cwd=tmp_path, check=False,
+                          env={**cluster.env(), "PFS_CLUSTER_KEY_FILE": ""})
+        assert "--cluster-key-file" in without_key.stderr and without_key.returncode == 1
+
+        start("fs5")
+        wait_until(lambda: members(tmp_path, env).get("fs5"), timeout=30, what="fs5 to join")
+        done = pfs("member", "remove", "fs4", cwd=tmp_path, env=env)
+        assert done.stdout == ("removed fileserver fs4; 5 members left; its copies of 1 file(s) "
+                               "are being re-made on other fileservers (`pfs status` shows the "
+                               "resync)\n"), done.stdout
+        assert "fs4" not in members(tmp_path, env)
+        wait_until(lambda: pfs("status", cwd=tmp_path, env=env, check=False).returncode == 0
+                   and "all in sync" in pfs("status", cwd=tmp_path, env=env).stdout,
+                   timeout=60, what="the copy on fs5 to be resynced")
+        assert "fs5" in pfs("stat", "five", cwd=tmp_path, env=env).stdout
+        assert pfs("cat", "five", cwd=tmp_path, env=env).stdout == five.hex()
+        usage = json.loads(pfs("df", "--json", cwd=tmp_path, env=env).stdout)["fileservers"]
+        assert next(f for f in usage if f["name"] == "fs5")["bytes_stored"] == len(five.hex())
+
+
+def test_a_killed_puts_temporary_shows_its_size_and_is_removed(cluster, tmp_path):
+    env = cluster.env()
+
+    def temporaries() -> dict[str, int]:
+        listed = json.loads(pfs("ls", "-a", "--json", "/", cwd=tmp_path, env=env).stdout)
+        return {e["name"]: e["size"] for e in listed if ".pfs-tmp-" in e["name"]}
+    put = subprocess.Popen([sys.executable, "-m", "pfs", "put", "-", "victim"], cwd=tmp_path,
+                           env=env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        put.stdin.write(b"x" * (8 << 20))  # a chunk of the put's, which it writes at once
+        put.stdin.flush()
+        # Being written, it is shown as large as its writer has made it (asked, as fstat does).
+        wait_until(lambda: list(temporaries().values()) == [8 << 20], timeout=30,
+                   what="the temporary's size to be shown")
+        (name,) = temporaries()
+        assert name.startswith(".victim.pfs-tmp-")
+    finally:
+        put.kill()
+        put.wait(20)
+    # Its session ends with its stream; once fenced and its lease (3 s) over, it is removed,
+    # and its objects with it.
+    wait_until(lambda: not temporaries(), timeout=30, what="the temporary to be removed")
+    wait_until(lambda: json.loads(pfs("df", "--json", cwd=tmp_path, env=env).stdout)["objects"]
+               == 0, timeout=30, what="its objects to be deleted")
+    assert "a temporary its writer" in cluster.log.read_text()
+
+
+def test_a_server_refusal_has_one_prefix(tmp_path):
+    done = pfs("fileserver", "--data-dir", tmp_path / "fs", cwd=tmp_path, check=False,
+               env={"PFS_CLUSTER_KEY_FILE": ""})
+    assert done.returncode == 1 and done.stderr.startswith("pfs fileserver: give it"), done.stderr
+    assert done.stderr.count("pfs fileserver:") == 1, done.stderr
