@@ -353,6 +353,32 @@ def test_sequential_reads_are_read_ahead():
     cache.stop()
 
 
+def test_a_small_random_read_fetches_only_its_units():
+    """With blocks larger than the checksum unit (4 KiB), a random 4 KiB read fetches its units
+    alone, straight into the caller's buffer, and caches nothing (no block is ever cached part
+    fetched); missed a second time, the block is fetched whole and cached. A sequential read
+    still fetches whole blocks."""
+    block, size = 64 << 10, 1 << 20
+    memory = Memory()
+    memory.data[1] = bytearray(i % 251 for i in range(size))
+    changed = threading.Condition(threading.RLock())
+    cache = Locked(BlockCache(16, block, memory, changed), changed)
+    f = File(1, size, block_size=block)  # every read is random (read_next)
+    assert read(cache, f, 5 * block + 8192, 4096) == bytes(memory.data[1][5 * block + 8192:
+                                                                          5 * block + 12288])
+    assert memory.reads == [(1, 5 * block + 8192, 4096)]
+    assert read(cache, f, 5 * block + 8192, 100) == bytes(memory.data[1][5 * block + 8192:
+                                                                         5 * block + 8292])
+    assert memory.reads[1] == (1, 5 * block, block)  # missed again: fetched whole, cached
+    assert cache.stats.num_read_hits == 0
+    assert read(cache, f, 5 * block, 4096) == bytes(memory.data[1][5 * block:5 * block + 4096])
+    assert cache.stats.num_read_hits == 1 and len(memory.reads) == 2
+    read(cache, f, block - 2048, 4096)  # two blocks, neither cached: one fetch of its bytes
+    assert memory.reads[2] == (1, block - 2048, 4096)
+    assert read(cache, f, 9 * block, 1 << 16) == bytes(memory.data[1][9 * block:10 * block])
+    assert memory.reads[3] == (1, 9 * block, block)  # a whole block: cached as before
+
+
 def test_streaming_operations_go_around_the_cache():
     """Operations of a megabyte or more do not fill the cache: one transfer, no copy more."""
     cache, memory, f = setup(capacity=1 << 18, size=2 << 20)

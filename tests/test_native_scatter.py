@@ -53,6 +53,30 @@ def test_scatter_matches_reference_and_gather_inverts_it(layout, data, kind):
     assert ref.gather(*layout, bufs) == src
 
 
+@PROPERTY
+@given(layout=ranges(), data=st.data())
+def test_gathering_extent_by_extent_matches_the_reference(layout, data):
+    """Each server's part copied on its own (as a read copies each as it arrives) fills the
+    same bytes as the reference's gather of all, and nothing past the range."""
+    length = layout[1]
+    src = data.draw(st.binary(min_size=length, max_size=length))
+    plan = plan_stripes(*layout)
+    bufs = ref.scatter(*layout, src)
+    dst = bytearray([SENTINEL]) * (length + 4)
+    order = data.draw(st.permutations(list(zip(plan.extents, bufs))))
+    for extent, buf in order:
+        plan.gather_extent(extent.server, bytes(buf), dst)
+    assert dst[:length] == ref.gather(*layout, bufs)
+    assert dst[length:] == bytearray([SENTINEL]) * 4
+    if plan.extents:
+        short = plan.extents[0]
+        with pytest.raises(NativeError) as failure:
+            plan.gather_extent(short.server, bytes(short.length - 1), dst)
+        assert failure.value.code == EINVAL
+    with pytest.raises(NativeError):
+        plan.gather_extent(plan.width, b"", dst)  # no such server
+
+
 def test_numpy_buffers_pass_without_copies():
     np = pytest.importorskip("numpy")
     plan = plan_stripes(3 * 4096 - 100, 8 * 4096, 4096, 1, 4)

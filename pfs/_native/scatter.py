@@ -53,11 +53,39 @@ def scatter(plan: StripePlan, src: Any) -> list[bytearray]:
 
 def gather(plan: StripePlan, sources: Sequence[Any], dst: Any) -> None:
     """Fills dst[0:plan.length] from one buffer per plan extent (see StripePlan.gather)."""
+    view = _destination(plan, dst)
+    spans, views = _spans(plan, sources, writable=False, short_code=EINVAL)
+    _gather(plan, view, plan.c_segments(), spans)
+
+
+def gather_extent(plan: StripePlan, server: int, source: Any, dst: Any) -> None:
+    """Fills the bytes of dst[0:plan.length] that server `server` holds from `source`, its
+    extent (see StripePlan.gather_extent)."""
+    out = _destination(plan, dst)
+    extent = next((e for e in plan.extents if e.server == server), None)
+    if extent is None:
+        raise NativeError(EINVAL, f"server {server} holds no part of the range")
+    view = _as_bytes(source, writable=False)
+    if len(view) < extent.length:
+        raise NativeError(EINVAL, f"server {server} buffer of {len(view)} bytes for an extent "
+                                  f"of {extent.length}")
+    spans = ffi.new("pfs_span[]", plan.width)  # the other servers' stay NULL: no segment of theirs
+    spans[server].data, spans[server].len = view, len(view)
+    own = [s for s in plan.c_segments() if s.server == server]
+    segs = ffi.new("pfs_segment[]", len(own))
+    for k, seg in enumerate(own):
+        segs[k] = seg
+    _gather(plan, out, segs, spans)
+
+
+def _destination(plan: StripePlan, dst: Any) -> Any:
     view = _as_bytes(dst, writable=True)
     if len(view) < plan.length:
         raise NativeError(ENOSPC, f"destination of {len(view)} bytes for a range of "
                                   f"{plan.length}")
-    spans, views = _spans(plan, sources, writable=False, short_code=EINVAL)
-    segs = plan.c_segments()
+    return view
+
+
+def _gather(plan: StripePlan, view: Any, segs: Any, spans: Any) -> None:
     check(lib.pfs_gather(plan.offset, view, len(view), segs, len(segs), plan.c_local_start,
                          spans, plan.width), "gather")

@@ -83,6 +83,12 @@ class StripePlan:
         """Fills dst[0:length] from `sources`, one buffer per extent holding that extent."""
         _scatter.gather(self, sources, dst)
 
+    def gather_extent(self, server: int, source: Any, dst: Any) -> None:
+        """Fills the bytes of dst[0:length] that `server` holds from `source`, its extent (so
+        that each extent can be copied out as soon as it arrives, by the thread that fetched
+        it: the servers' parts of dst are disjoint)."""
+        _scatter.gather_extent(self, server, source, dst)
+
     def __repr__(self) -> str:
         return (f"StripePlan(offset={self.offset}, length={self.length}, "
                 f"block_size={self.block_size}, stripe_blocks={self.stripe_blocks}, "

@@ -25,6 +25,12 @@ Rules, all of them here:
   file (close evictions). Counters count blocks, once per block and operation.
 - Sequential reads are read ahead: a read that starts where the last one of the file ended
   fetches the next blocks (twice the read, at most a quarter of the cache) in the background.
+- A small random read (not sequential, its checksum units spanning less than a block) fetches
+  only the units that hold its bytes, straight into the caller's buffer, and caches nothing:
+  a whole block would cost a transfer many times its size, for bytes a random reader may never
+  ask for. A block missed that way twice among the last `capacity` such misses is fetched whole
+  and cached on the second (a reader that comes back to it is worth the block). Nothing partly
+  fetched is ever in the cache, so a cached block is always whole.
 
 Memory: the cache's blocks are an anonymous mapping, whose pages the kernel provides when a block
 is first used, so a Client costs memory for what it caches, not for its capacity; read-ahead runs
@@ -45,6 +51,7 @@ from pfs._native import BlockTable
 
 from pfs.metadata import ExecStat
 from pfs.protocol.ranges import INFINITY
+from pfs.protocol.wire import CHECKSUM_UNIT
 from pfs.runtime import holdings as shared
 from pfs.runtime.threads import Workers
 
@@ -100,6 +107,7 @@ class BlockCache:
         self._dirty_order: dict[int, None] = {}  # dirty slots, oldest first
         self._loading: set[int] = set()
         self._files: dict[int, CachedFile] = {}
+        self._missed: dict[tuple[int, int], None] = {}  # blocks small random reads went around
         self._generation = 0  # bumped by drop_all: fetches started before it must not fill
         self._holdings = shared.Holdings()
         self._holdings.watch(self)
@@ -162,7 +170,10 @@ class BlockCache:
                                             self.block_size, self._ready, dst)
             self.stats.num_read_hits += blocks
         if done < len(dst):
-            self._read_slowly(f, offset + done, dst[done:], cacheable)
+            units = -(-end // CHECKSUM_UNIT) * CHECKSUM_UNIT - offset // CHECKSUM_UNIT * \
+                CHECKSUM_UNIT  # the bytes a fetch of this read's units moves
+            self._read_slowly(f, offset + done, dst[done:], cacheable,
+                              scattered=not sequential and units < f.block_size)
         if sequential and self._usable(f):
             self._read_ahead_after(f, end, len(dst), cacheable)
 
@@ -175,13 +186,15 @@ class BlockCache:
             ahead = min(2 * max(length, self.block_size), self.capacity // 4 * self.block_size)
             self._read_ahead(f, end, ahead, cacheable)
 
-    def _read_slowly(self, f: CachedFile, offset: int, dst: memoryview,
-                     cacheable: Cacheable) -> None:
+    def _read_slowly(self, f: CachedFile, offset: int, dst: memoryview, cacheable: Cacheable,
+                     scattered: bool) -> None:
+        """The general read; `scattered`: a small random read, whose blocks are cached only
+        when missed before (module docstring)."""
         B = f.block_size
         loads: list[tuple[int, int, list[int]]] = []  # whole blocks to fetch into slots
         direct: list[tuple[int, int]] = []  # bytes to fetch straight into dst
         for start, stop, kind, slots in self._plan(f, offset, offset + len(dst), cacheable,
-                                                   reading=True):
+                                                   reading=True, scattered=scattered):
             if kind == CACHED:
                 _, blocks = self._table.read(f.file_id, start, stop - start, self._memory, B,
                                              self._ready, dst[start - offset:stop - offset])
@@ -259,12 +272,14 @@ class BlockCache:
                     self._backing.write(f, start, src[start - offset:stop - offset])
 
     def _plan(self, f: CachedFile, start: int, end: int, cacheable: Cacheable, reading: bool,
-              old_size: int = 0) -> Iterator[tuple[int, int, str, list[int]]]:
+              old_size: int = 0, scattered: bool = False
+              ) -> Iterator[tuple[int, int, str, list[int]]]:
         """Cuts [start, end) into runs of one kind: (run start, run end, kind, slots of its
         blocks): CACHED blocks (ready; for a write, also blocks admitted now), LOADING blocks
         admitted now for a read (to be fetched and filled), DIRECT bytes that go straight to
         the fileservers (no slots), or, for a write, cached blocks it may not dirty (THROUGH).
-        Blocks being filled by someone else are waited for."""
+        Blocks being filled by someone else are waited for. A `scattered` read admits only
+        blocks it missed before."""
         B = f.block_size
         usable = self._usable(f)
         admit = (usable and end - start < STREAMING_BYTES
@@ -286,7 +301,8 @@ class BlockCache:
             if (slot is not None and not reading and not self._dirty[slot]
                     and not cacheable(block * B, (block + 1) * B)):
                 kind = THROUGH  # (a dirty block is ours, whole, until it is written back)
-            if slot is None and admit and cacheable(block * B, (block + 1) * B):
+            if (slot is None and admit and cacheable(block * B, (block + 1) * B)
+                    and not (scattered and self._first_miss(f, block))):
                 if run is not None and run[2] == CACHED:  # used before an eviction can take it
                     yield run
                     run = None
@@ -334,6 +350,18 @@ class BlockCache:
         self._ready[slot], self._busy[slot] = 1, 0
         self._changed.notify_all()
         return slot
+
+    def _first_miss(self, f: CachedFile, block: int) -> bool:
+        """Whether this is the block's first miss by a small random read among the last
+        `capacity` of them (which are remembered); a second one forgets it: it is cached now."""
+        key = (f.file_id, block)
+        if key in self._missed:
+            del self._missed[key]
+            return False
+        self._missed[key] = None
+        if len(self._missed) > self.capacity:
+            del self._missed[next(iter(self._missed))]
+        return True
 
     def _take_slot(self, f: CachedFile, block: int) -> int:
         """Puts the block in a free slot, zeroed and loading (busy, not ready)."""

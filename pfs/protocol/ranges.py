@@ -51,6 +51,9 @@ class RangeMap:
 
     def covers(self, start: int, end: int, level: int) -> bool:
         """True when every byte of [start, end) is held at `level` or higher."""
+        i = bisect.bisect_right(self._starts, start) - 1
+        if i >= 0 and end <= self._ends[i] and self._levels[i] >= level:
+            return True  # one range holds it all (a cache hit's case), no list made
         pos = start
         for s, e, lvl in self.overlapping(start, end):
             if s > pos or lvl < level:
