@@ -12,11 +12,22 @@ objects to delete) go with it, and its index is never given to another member.
 """
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
+from typing import Awaitable, Callable
 
+from pfs.protocol.paths import brief
 from pfs.protocol.ranges import INFINITY
 
+from .cluster import Cluster
+from .copies import Copies
+from .deletions import Deletions
 from .namespace import Namespace, Node
+from .openfiles import OpenFiles
+from .repair import Repair
+
+log = logging.getLogger("pfs.metaserver")
 
 #: Paths a refusal names (the rest are counted).
 NAMED = 5
@@ -82,3 +93,43 @@ def remove(namespace: Namespace, index: int, moved: dict[int, int]) -> None:
         db.execute("DELETE FROM fileservers WHERE idx = ?", (index,))
         db.execute("INSERT INTO counters (name, value) VALUES ('next_fileserver', ?) ON CONFLICT "
                    "(name) DO UPDATE SET value = MAX(value, excluded.value)", (index + 1,))
+
+
+class Membership:
+    """Removes members on the metaserver's loop, refusing as the invariant above says."""
+
+    def __init__(self, namespace: Namespace, cluster: Cluster, copies: Copies,
+                 open_files: OpenFiles, deletions: Deletions, repair: Repair,
+                 namespace_lock: asyncio.Lock, on_db_thread: Callable[..., Awaitable]) -> None:
+        self._namespace, self._cluster, self._copies = namespace, cluster, copies
+        self._open_files, self._deletions, self._repair = open_files, deletions, repair
+        self._lock, self._on_db_thread = namespace_lock, on_db_thread
+
+    async def remove(self, name: str) -> int:
+        """Removes the member `name` for good; how many files' copies on it are re-made
+        elsewhere."""
+        members = self._namespace.members()
+        index = next((i for i, (n, _) in members.items() if n == name), None)
+        if index is None:
+            raise OSError(errno.ENOENT, f"no fileserver {brief(name)} is a member; the members "
+                                        f"are {', '.join(n for n, _ in members.values())}")
+        async with self._lock:  # (no file opens meanwhile)
+            if index in self._cluster.online():
+                raise OSError(errno.EBUSY, f"fileserver {name} is online: stop it first (`pfs "
+                                           "up` restarts its own: remove only a fileserver "
+                                           "that is gone for good)")
+            moved = removal(self._namespace, index, self._copies.stale_by_file(),
+                            [i for i in members if i != index], self._cluster.online())
+            busy = [f for f in moved if self._open_files.is_open(f)]
+            if busy:
+                raise OSError(errno.EBUSY, f"{len(busy)} file(s) with a copy on fileserver "
+                                           f"{name} are open (such as "
+                                           f"{brief(self._namespace.path_of(busy[0]))}); try "
+                                           "again once they are closed")
+            await self._on_db_thread(remove, self._namespace, index, moved)
+        self._cluster.forget(index)
+        self._deletions.forget(index)
+        self._repair.wake()
+        log.warning("fileserver %s removed from the cluster: its copies of %d file(s) are "
+                    "re-made on other fileservers", name, len(moved))
+        return len(moved)

@@ -37,11 +37,11 @@ from pfs.protocol.ranges import INFINITY
 from pfs.protocol.transport import Credentials
 
 from ..repeats import Repeats
-from . import members as membership
 from .cluster import Cluster
 from .copies import Copies
 from .deletions import Deletions
 from .loopclock import LoopClock
+from .members import Membership
 from .namespace import Namespace, Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
 from .recovery import Reclaims, Recovery
@@ -49,7 +49,7 @@ from .repair import Repair
 from .sessions import Session as ClientSession
 from .sessions import Sessions
 from .sizes import Sizes
-from .temporaries import Temporaries
+from .temporaries import Temporaries, TemporaryRemoval
 from .tokens import WRITE, Revocation, TokenManager
 from .unfinished import UnfinishedWrites
 
@@ -97,7 +97,6 @@ class MetaServer:
         self._background: list[asyncio.Task] = []
         self.repeats = Repeats(log)  # warnings that a burst of calls would each log
         self.temporaries = Temporaries(namespace)
-        self._cleanups: set[asyncio.Task] = set()  # removals of ended sessions' temporaries
         recorded = namespace.recorded_sessions()
         for client_id, hashed in recorded.items():
             self.sessions.restore(client_id, hashed)
@@ -108,6 +107,12 @@ class MetaServer:
             # have left apart were recorded: its tokens are unknown, and no fileserver online.
             self.copies.abandoned(client_id, None, set())
         self.recovery = Recovery(recorded)
+        self.temporary_removal = TemporaryRemoval(
+            self.temporaries, namespace, self.open_files, self.deletions, self._namespace_lock,
+            self._db, self.sessions, self.recovery)
+        self.membership = Membership(namespace, self.cluster, self.copies, self.open_files,
+                                     self.deletions, self.repair, self._namespace_lock,
+                                     self._on_db_thread)
         self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
                            self.sessions, self._db)
         self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,
@@ -132,7 +137,7 @@ class MetaServer:
                             loop.create_task(self._evict_overdue()),
                             loop.create_task(self.deletions.run()),
                             loop.create_task(self._resync()),
-                            loop.create_task(self._remove_orphan_temporaries()),
+                            loop.create_task(self.temporary_removal.orphans()),
                             loop.create_task(self._sync_metadata())]
         if self.recovery.active:
             self._background.append(loop.create_task(self.recovery.run(self.sessions, self.recovery_seconds)))
@@ -145,8 +150,9 @@ class MetaServer:
 
     async def stop(self) -> None:
         self.cluster.stopping = True
-        for task in [*self._background, *self._cleanups]:
+        for task in self._background:
             task.cancel()
+        self.temporary_removal.stop()
         await self.sessions.stop()
         self._db_thread.submit(self.namespace.close).result()
         self._db_thread.shutdown()
@@ -166,39 +172,7 @@ class MetaServer:
             await asyncio.sleep(max(0.0, self.sessions.lease_end(session) - time.monotonic()))
         self.tokens.remove_client(session.client_id)
         self.open_files.close_all(session.client_id)
-        cleanup = asyncio.get_running_loop().create_task(
-            self._remove_temporaries(session.client_id, self.sessions.lease_end(session)))
-        self._cleanups.add(cleanup)
-        cleanup.add_done_callback(self._cleanups.discard)
-
-    # --- temporaries of ended sessions (temporaries.py) -------------------------------------
-    async def _remove_temporaries(self, client_id: int, lease_end: float) -> None:
-        """Removes the temporaries the ended session left, once its lease is over (it is
-        fenced already): the client itself then knows it can write nothing more."""
-        await asyncio.sleep(max(0.0, lease_end - time.monotonic()))
-        file_ids = self.temporaries.of(client_id)
-        async with self._namespace_lock:
-            for file_id in file_ids:
-                path = self.namespace.path_of(file_id)
-                if not path or not is_temporary(path.rsplit("/", 1)[-1]) \
-                        or self.open_files.is_open(file_id):
-                    continue  # deleted, renamed into place, or in someone's hands
-                node = await self._db(self.namespace.unlink, tuple(path.split("/")))
-                self.deletions.add(node.node_id, node.servers)
-                log.info("removed %s, a temporary its writer (client %d) left when its session "
-                         "ended", brief(path), client_id)
-        if file_ids:
-            await self._db(self.temporaries.forget, file_ids)
-
-    async def _remove_orphan_temporaries(self) -> None:
-        """Temporaries of sessions that ended before this start (or before their removal was
-        done): removed once a lease has passed after the recovery window, when every session
-        that is not back is surely over."""
-        await self.recovery.over.wait()
-        await asyncio.sleep(self.sessions.lease_seconds)
-        for client_id in self.temporaries.writers():
-            if self.sessions.find(client_id) is None:
-                await self._remove_temporaries(client_id, 0.0)
+        self.temporary_removal.session_ended(session.client_id, self.sessions.lease_end(session))
 
     async def _evict_overdue(self) -> None:
         while True:
@@ -341,36 +315,6 @@ class MetaServer:
             await self._db(self.namespace.unlink, path)
         log.debug("deleted %s (file %d)", brief("/".join(path)), node.node_id)
         self.deletions.add(node.node_id, node.servers)
-
-    # --- members (the servicer's RemoveMember) ------------------------------------------
-    async def _remove_member(self, name: str) -> int:
-        """Removes the member `name` for good (members.py); how many files' copies on it are
-        re-made elsewhere."""
-        members = self.namespace.members()
-        index = next((i for i, (n, _) in members.items() if n == name), None)
-        if index is None:
-            raise OSError(errno.ENOENT, f"no fileserver {brief(name)} is a member; the members "
-                                        f"are {', '.join(n for n, _ in members.values())}")
-        async with self._namespace_lock:  # (no file opens meanwhile)
-            if index in self.cluster.online():
-                raise OSError(errno.EBUSY, f"fileserver {name} is online: stop it first (`pfs "
-                                           "up` restarts its own: remove only a fileserver "
-                                           "that is gone for good)")
-            moved = membership.removal(self.namespace, index, self.copies.stale_by_file(),
-                                       [i for i in members if i != index], self.cluster.online())
-            busy = [f for f in moved if self.open_files.is_open(f)]
-            if busy:
-                raise OSError(errno.EBUSY, f"{len(busy)} file(s) with a copy on fileserver "
-                                           f"{name} are open (such as "
-                                           f"{brief(self.namespace.path_of(busy[0]))}); try "
-                                           "again once they are closed")
-            await self._on_db_thread(membership.remove, self.namespace, index, moved)
-        self.cluster.forget(index)
-        self.deletions.forget(index)
-        self.repair.wake()
-        log.warning("fileserver %s removed from the cluster: its copies of %d file(s) are "
-                    "re-made on other fileservers", name, len(moved))
-        return len(moved)
 
     # --- sizes (the servicer's Truncate) -------------------------------------------------
     async def _truncate(self, client_id: int, f: OpenFile, size: int) -> int:

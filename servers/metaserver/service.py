@@ -30,8 +30,9 @@ from pfs.protocol.ranges import INFINITY
 
 from .. import clusterkey
 from ..rpc import session_of
-from .cluster import AttachRefused
-from .namespace import Node, StorageFull
+from .cluster import AttachRefused, Cluster
+from .namespace import Namespace, Node, StorageFull
+from .openfiles import OpenFile
 from .parts import LIST_PAGE, MetaServer
 from .recovery import checked_claims
 from .sessions import NotYourSession, SessionEnded, key_hash, new_key
@@ -98,42 +99,21 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
             session = None if context is None else self._session(context)
         return session
 
-    def _meta(self, node: Node, path: str | None = None) -> pb.FileMeta:
-        f = self.open_files.get(node.node_id)
-        if path is None:
-            path = self.namespace.path_of(node.node_id)
-        return pb.FileMeta(
-            file_id=node.node_id, path=path, size=f.size if f else node.size,
-            ctime=node.ctime, mtime=node.mtime, is_dir=node.is_dir,
-            size_epoch=f.size_epoch if f else 0,
-            recipe=pb.Recipe(block_size=node.block_size, stripe_blocks=node.stripe_blocks,
-                             stripe_width=node.width, servers=node.servers,
-                             replicas=node.replicas) if not node.is_dir else pb.Recipe())
-
-    def _fileservers(self) -> list[pb.Fileserver]:
-        online = self.cluster.online()
-        members = self.namespace.members()
-        return [pb.Fileserver(index=i, address=a, online=i in online,
-                              name=members.get(i, ("", 0.0))[0],
-                              lost_data_at=members.get(i, ("", 0.0))[1])
-                for i, a in self.cluster.addresses().items()]
+    def _meta(self, node: Node, path: str) -> pb.FileMeta:
+        return _file_meta(node, self.open_files.get(node.node_id), path)
 
     # --- cluster ----------------------------------------------------------------------------
-    async def Attach(self, request_iterator, context):
+    async def _need_cluster_key(self, context, refusal: str) -> None:
+        """Refuses a call from anyone without the cluster key (fileservers, operators)."""
         if not clusterkey.proves(self._cluster_key, dict(context.invocation_metadata() or ())
                                  .get(clusterkey.ATTACH_HEADER)):
-            log.warning("refused a fileserver from %s: it does not hold the cluster key",
-                        context.peer())
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "not a fileserver of this cluster: start it with the "
-                                "metaserver's cluster key (--cluster-key-file)")
-        hello = await anext(request_iterator, None)
-        if hello is None or hello.WhichOneof("body") != "hello":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a fileserver's stream must "
-                                                                  "begin with its hello")
-        problem = _fileserver_problem(hello.hello)
-        if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            log.warning("refused %s: it does not hold the cluster key", context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+
+    async def Attach(self, request_iterator, context):
+        await self._need_cluster_key(context, "not a fileserver of this cluster: start it with "
+                                              "the metaserver's cluster key (--cluster-key-file)")
+        hello = await _hello(request_iterator, context)
         name = hello.hello.name or hello.hello.server_uuid
         try:
             link = await self.cluster.attach(hello.hello.server_uuid, hello.hello.address, name)
@@ -153,7 +133,8 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
     async def Status(self, request, context):
         degraded, ranges, missed_bytes = self.copies.summary()
         return pb.StatusReply(expected_fileservers=self.cluster.expected,
-                              fileservers=self._fileservers(), sessions=self.sessions.count(),
+                              fileservers=_fileservers(self.cluster, self.namespace),
+                              sessions=self.sessions.count(),
                               files=self.namespace.count_files(), block_size=self.block_size,
                               stripe_blocks=self.stripe_blocks, degraded_files=degraded,
                               resync_ranges=ranges, resync_bytes=missed_bytes,
@@ -165,12 +146,10 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
     @_answer_errors
     async def RemoveMember(self, request, context):
         """An operator's call, allowed to holders of the cluster key only (as Attach)."""
-        if not clusterkey.proves(self._cluster_key, dict(context.invocation_metadata() or ())
-                                 .get(clusterkey.ATTACH_HEADER)):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "removing a member needs "
-                                "the cluster key (--cluster-key-file: the metaserver's "
-                                "DATA_DIR/cluster.key)")
-        moved = await self._remove_member(request.name)
+        await self._need_cluster_key(context, "removing a member needs the cluster key "
+                                              "(--cluster-key-file: the metaserver's "
+                                              "DATA_DIR/cluster.key)")
+        moved = await self.membership.remove(request.name)
         return pb.RemoveMemberReply(files_moved=moved, members=len(self.cluster.addresses()))
 
     # --- sessions ---------------------------------------------------------------------------
@@ -192,7 +171,7 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
             raise
         self.sessions.heard_from(session)  # the lease starts when the client learns its key
         return pb.RegisterReply(client_id=client_id, session_key=key,
-                                fileservers=self._fileservers(),
+                                fileservers=_fileservers(self.cluster, self.namespace),
                                 lease_seconds=self.sessions.lease_seconds,
                                 block_size=self.block_size, stripe_blocks=self.stripe_blocks,
                                 replicas=self.replicas)
@@ -396,6 +375,38 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
                                bytes=totals.bytes if totals else 0,
                                damaged=totals.damaged if totals else 0, done=True)
 
+
+
+def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
+    """A file's metadata: its size and truncate count those of its open state, if open."""
+    return pb.FileMeta(
+        file_id=node.node_id, path=path, size=f.size if f else node.size,
+        ctime=node.ctime, mtime=node.mtime, is_dir=node.is_dir,
+        size_epoch=f.size_epoch if f else 0,
+        recipe=pb.Recipe(block_size=node.block_size, stripe_blocks=node.stripe_blocks,
+                         stripe_width=node.width, servers=node.servers,
+                         replicas=node.replicas) if not node.is_dir else pb.Recipe())
+
+
+def _fileservers(cluster: Cluster, namespace: Namespace) -> list[pb.Fileserver]:
+    online = cluster.online()
+    members = namespace.members()
+    return [pb.Fileserver(index=i, address=a, online=i in online,
+                          name=members.get(i, ("", 0.0))[0],
+                          lost_data_at=members.get(i, ("", 0.0))[1])
+            for i, a in cluster.addresses().items()]
+
+
+async def _hello(request_iterator, context) -> pb.FileserverMessage:
+    """A fileserver's first message, its hello, once checked (else the call is refused)."""
+    hello = await anext(request_iterator, None)
+    if hello is None or hello.WhichOneof("body") != "hello":
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a fileserver's stream must "
+                                                              "begin with its hello")
+    problem = _fileserver_problem(hello.hello)
+    if problem:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+    return hello
 
 
 def _fileserver_problem(hello: pb.FileserverHello) -> str | None:
