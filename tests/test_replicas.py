@@ -131,7 +131,7 @@ def test_a_flipped_byte_without_another_copy_is_eio_naming_file_offset_and_files
     buf = bytearray(len(data))
     e = fails(reader.pfs_read(fd, buf, len(buf), 0), errno.EIO)
     assert "single" in str(e) and f"byte {UNIT} " in str(e), e
-    assert f"fileserver {recipe.servers[0]}" in str(e), e
+    assert f"fileserver {names(cluster)[recipe.servers[0]]} " in str(e), e
     assert reader.pfs_read(fd, buf, UNIT, 0) == UNIT and bytes(buf[:UNIT]) == data[:UNIT]
     assert reader.pfs_read(fd, buf, UNIT, 2 * UNIT) == UNIT
     assert bytes(buf[:UNIT]) == data[2 * UNIT:]

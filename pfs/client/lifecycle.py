@@ -110,7 +110,9 @@ class Lifecycle:
 
     def _dataplane(self, session: MetaSession, reply: pb.RegisterReply,
                    retry_seconds: float) -> DataPlane:
-        return DataPlane(_addresses(reply.fileservers), self._s.credentials, retry_seconds,
+        return DataPlane(_addresses(reply.fileservers),
+                         {s.index: s.name for s in reply.fileservers}, self._s.credentials,
+                         retry_seconds,
                          lookup=lambda: _addresses(session.call(
                              "Status", pb.StatusRequest(), "look up fileservers"
                          ).fileservers, online_only=True),

@@ -144,12 +144,13 @@ class DataPlane:
     fileserver that refuses the session (the metaserver ended it) is final: `on_fenced(reason)`
     is told, and the call fails with ENOTCONN."""
 
-    def __init__(self, addresses: dict[int, str], credentials: Credentials,
+    def __init__(self, addresses: dict[int, str], names: dict[int, str], credentials: Credentials,
                  retry_seconds: float, lookup: Callable[[], dict[int, str]],
                  on_fenced: Callable[[str], None],
                  on_missed: Callable[[int, int, int, int, str], None],
                  write_behind: int) -> None:
         self._addresses = dict(addresses)
+        self._names = names  # as the cluster's members are named everywhere (never renamed)
         self._credentials = credentials
         self._retry_seconds = retry_seconds
         self._lookup = lookup
@@ -234,7 +235,7 @@ class DataPlane:
         against its checksum; _Damaged if one does not match, or bytes are missing."""
         units = read_units(reply)
         start, data, unit = units.start, units.data, units.bad
-        where = f"fileserver {index} ({self._addresses.get(index)})"
+        where = self._named(index)
         if unit is not None:
             byte = f.recipe.file_offset(e.server, max(unit, e.local_offset))
             raise _Damaged(f"byte {byte} of {f.name!r} on {where} fails its checksum (the "
@@ -364,7 +365,7 @@ class DataPlane:
         with self._lock:
             if index not in self._servers:
                 if index not in self._addresses:
-                    raise errors.error(errno.EIO, f"fileserver {index} is unknown to this "
+                    raise errors.error(errno.EIO, f"{self._named(index)} is unknown to this "
                                                   "client; re-initialize to learn the cluster")
                 address = self._addresses[index]
                 self._servers[index] = self._holdings.hold(
@@ -412,11 +413,15 @@ class DataPlane:
               capabilities: list[bytes]):
         try:
             return server.calls.call(method, request, capabilities,
-                                     f"{what} on fileserver {index} ({server.address})")
+                                     f"{what} on {self._named(index)}")
         except OSError as failure:
             if failure.errno == errno.ENOTCONN:  # the session was fenced: final
                 self._on_fenced(failure.strerror)
             raise
+
+    def _named(self, index: int) -> str:
+        """A fileserver as every message names it: its member name, and where it is."""
+        return f"fileserver {self._names.get(index) or index} ({self._addresses.get(index)})"
 
     def _relearn_addresses(self) -> bool:
         """Asks which fileservers are online, at which addresses; True if one moved."""
