@@ -12,6 +12,7 @@ import asyncio
 import errno
 import hmac
 import inspect
+import ipaddress
 import logging
 import signal
 import socket
@@ -273,11 +274,18 @@ async def start_aio_server(register, host: str, port: int,
 
 def check_exposure(host: str, credentials: Credentials, allow_insecure: bool) -> None:
     """Without a secret a server listens on loopback only, unless told otherwise (README, "One of each")."""
-    if credentials.secret or credentials.tls_client_ca or allow_insecure or \
-            host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+    if credentials.secret or credentials.tls_client_ca or allow_insecure or _loopback(host):
         return
     raise SystemExit(f"refusing to listen on {host} without a shared secret: set PFS_SECRET "
                      "(or --secret-file), or pass --insecure to accept unauthenticated clients")
+
+
+def _loopback(host: str) -> bool:
+    """Whether only this machine reaches `host`: localhost, 127.0.0.0/8 or ::1."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def stop_on_signals_aio() -> asyncio.Event:

@@ -38,6 +38,13 @@ def test_every_rpc_without_the_secret_is_refused(tmp_path):
         member = pfs.Client(metaserver=cluster.address, credentials=Credentials(secret=SECRET))
         assert member.pfs_initialize() > 0
         round_trip(member, "f")
+        # A client may read the secret from the servers' own file (PFS_SECRET_FILE), as the
+        # `pfs` command does: it reads and writes like one given the secret.
+        done = subprocess.run([sys.executable, "-m", "pfs", "ls", "-l"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60,
+                              env={**cluster.env(PFS_SECRET_FILE=str(secret_file)),
+                                   "PFS_SECRET": "not this one"})
+        assert done.returncode == 0 and "f" in done.stdout, done.stderr
         # The fileservers refuse too: a direct read without the secret.
         for address in member.fileservers().values():
             with grpc.insecure_channel(address) as channel:
@@ -113,11 +120,21 @@ def test_mutual_tls_admits_only_holders_of_a_certificate(tmp_path, monkeypatch):
 
 
 def test_no_secret_means_loopback_only(tmp_path):
+    """Without a secret a server refuses an address other machines reach, and takes any of
+    loopback's (all of 127.0.0.0/8, as ::1)."""
     done = subprocess.run([sys.executable, "-m", "pfs", "metaserver", "--data-dir",
                            str(tmp_path), "--host", "0.0.0.0", "--port", "0"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "without a shared secret" in done.stderr
+    cluster = Cluster(tmp_path / "loopback", extra_args=("--host", "127.0.0.7")).start()
+    try:
+        assert cluster.address.startswith("127.0.0.7:")
+        client = cluster.client()
+        round_trip(client, "f")
+        client.pfs_finish(client.pfs_initialize())
+    finally:
+        cluster.stop()
 
 
 def test_an_empty_secret_is_an_error_not_no_secret(tmp_path, monkeypatch):

@@ -41,6 +41,8 @@ _EPILOG = f"""\
 environment variables (read by clients and the file commands):
   PFS_METASERVER     host:port of the metaserver; clients learn the fileservers from it
                      (default {DEFAULT_METASERVER}; also the default of fileserver --metaserver)
+  PFS_SECRET_FILE    a file holding the cluster's secret (the servers' --secret-file); read
+                     before PFS_SECRET (default: unset)
   PFS_SECRET         the cluster's shared secret, the contents of the servers' --secret-file
                      (default: unset, for a cluster without one; set but empty is an error)
   PFS_TLS_CA         PEM file of the CA that signed the servers' --tls-cert: talk TLS to them;

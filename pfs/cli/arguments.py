@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import errno
-import pathlib
 from typing import Callable
 
 from pfs.protocol import errnos
 from pfs.protocol.paths import canonical
-from pfs.protocol.transport import Credentials, default_metaserver
+from pfs.protocol.transport import Credentials, default_metaserver, read_secret_file
 
 from .console import Console, reporting_errors
 
@@ -143,13 +142,9 @@ def pfs_path(arg: str) -> tuple[str, bool]:
 
 def credentials(args: argparse.Namespace) -> Credentials:
     """What the servers' --secret-file and --tls-* flags say, checked (SystemExit if not)."""
-    secret = None
-    if getattr(args, "secret_file", None):
-        secret = pathlib.Path(args.secret_file).read_text().strip()
-        if not secret:
-            raise SystemExit(f"the secret file {args.secret_file} is empty: put the cluster's "
-                             "secret in it (an empty secret would turn authentication off)")
     try:
+        secret = read_secret_file(args.secret_file) if getattr(args, "secret_file", None) \
+            else None
         if getattr(args, "tls_client_ca", None) and not getattr(args, "tls_cert", None):
             raise SystemExit("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key: the "
                              "servers must serve TLS to ask for their callers' certificates")

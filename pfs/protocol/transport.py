@@ -4,6 +4,7 @@ ends import these limits, so a message the client may send is one the server acc
 from __future__ import annotations
 
 import os
+import pathlib
 
 import grpc
 
@@ -73,8 +74,19 @@ def parse_session(value: str | None) -> tuple[int, bytes] | None:
         return None
 
 
+def read_secret_file(path: str) -> str:
+    """The secret a file holds (surrounding white space dropped); ValueError if it holds none,
+    as an empty secret would turn authentication off."""
+    secret = pathlib.Path(path).read_text().strip()
+    if not secret:
+        raise ValueError(f"the secret file {path} is empty: put the cluster's secret in it (an "
+                         "empty secret would turn authentication off)")
+    return secret
+
+
 class Credentials:
-    """The shared secret and TLS material of a cluster, from flags or the environment."""
+    """The shared secret and TLS material of a cluster, from flags or the environment (the
+    secret from PFS_SECRET_FILE's file, else PFS_SECRET)."""
 
     def __init__(self, secret: str | None = None, tls_ca: str | None = None,
                  tls_cert: str | None = None, tls_key: str | None = None,
@@ -82,6 +94,8 @@ class Credentials:
         """tls_cert/tls_key: a server's own certificate, which it serves with and shows when
         it connects to another server; tls_client_ca: a server accepts only connections that
         show a certificate signed by it (mutual TLS). A client shows PFS_TLS_CERT/PFS_TLS_KEY."""
+        if secret is None and os.environ.get("PFS_SECRET_FILE"):
+            secret = read_secret_file(os.environ["PFS_SECRET_FILE"])
         self.secret = secret if secret is not None else os.environ.get("PFS_SECRET")
         if self.secret == "":  # set, but to nothing: a mistake, never "no secret"
             raise ValueError("the PFS secret is empty: set PFS_SECRET (or the secret file) to "
