@@ -210,7 +210,8 @@ def test_dead_fileserver_fails_calls_then_recovers(fresh_cluster, name, monkeypa
                    what="the fileserver to die")
         buf = bytearray(len(CONTENT))
         error = fails(client.pfs_read(fd, buf, len(CONTENT), 0), errno.EHOSTDOWN)
-        assert f"fileserver {first}" in str(error)
+        named = {s.index: s.name for s in client._session.reply.fileservers}[first]
+        assert f"fileserver {named} " in str(error)  # by its member name, as everywhere
         fails(client.pfs_fsync(fd), errno.EHOSTDOWN)
     finally:
         os.kill(supervisor, signal.SIGCONT)

@@ -99,7 +99,9 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
             session = None if context is None else self._session(context)
         return session
 
-    def _meta(self, node: Node, path: str) -> pb.FileMeta:
+    def _meta(self, node: Node, path: str | None) -> pb.FileMeta:
+        """The node's metadata; its path looked up when not known (a stat by file id)."""
+        path = self.namespace.path_of(node.node_id) if path is None else path
         return _file_meta(node, self.open_files.get(node.node_id), path)
 
     # --- cluster ----------------------------------------------------------------------------
