@@ -21,7 +21,7 @@ log = logging.getLogger("pfs.mount")
 #: (hard_remove: libfuse would otherwise rename an open file to .fuse_hidden*); up to 16
 #: requests served at once, threads kept (libfuse 3.14 logs an error for its own default).
 FUSE_OPTIONS = dict(direct_io=True, attr_timeout=0, entry_timeout=0, negative_timeout=0,
-                    hard_remove=True, auto_unmount=True, fsname="pfs", subtype="pfs",
+                    hard_remove=True, auto_unmount=True, subtype="pfs",
                     max_threads=16, max_idle_threads=16)
 #: What libfuse's fuse_main returns when its loop ended on SIGINT, SIGTERM or SIGHUP.
 STOPPED_BY_SIGNAL = 8
@@ -42,7 +42,9 @@ def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
     if on_mounted is not None:
         operations.init = lambda path: on_mounted()
     try:
-        Fuse(operations, mountpoint, foreground=True, **FUSE_OPTIONS)
+        # The source that mount(8) shows: pfs@ADDRESS (a comma would end the option).
+        Fuse(operations, mountpoint, foreground=True, **FUSE_OPTIONS,
+             fsname="pfs@" + client.metaserver.replace(",", "+"))
     except RuntimeError as e:  # fuse_main's status
         if e.args != (STOPPED_BY_SIGNAL,):
             raise error(errno.EIO, f"libfuse failed (fuse_main returned {e.args[0]}); see "
