@@ -85,7 +85,8 @@ extra pfs[mount]. What the mount refuses is in the README, "Mounting".""", cmd_m
                     graceful=True)
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="the directory to mount on")
     p.add_argument("--detach", action="store_true",
-                   help="run in the background, logging to --log; return once it serves")
+                   help="run in the background, logging to --log; return once it serves "
+                        "(default: in the foreground)")
     p.add_argument("--log", metavar="FILE",
                    help="the log of a --detach mount (default: "
                         "TMPDIR/pfs-mount-UID-NAME.log, NAME the mount point's)")
@@ -98,4 +99,5 @@ Unmount a PFS mount (fusermount3 -u); its process then writes back and ends its 
 Fails while a program has a file or directory open there, unless --lazy.""", cmd_umount)
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="where PFS is mounted")
     p.add_argument("--lazy", action="store_true",
-                   help="detach it now, and unmount once it is no longer busy")
+                   help="detach it now, and unmount once it is no longer busy (default: fail "
+                        "while busy)")
