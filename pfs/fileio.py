@@ -25,8 +25,8 @@ IsADirectoryError; a parent that is a file is NotADirectoryError; a path with an
 file keeps its striping.
 
 As in Python, reading at or past the end gives b"", and writing past the end fills the gap with
-zeros: PFS files have no holes (pfs_write refuses such an offset), so the file is first extended
-with zeros (Client.extend, which never cuts what another client may have added meanwhile).
+zeros (Client.pread and Client.pwrite, which follow POSIX where pfs_read and pfs_write keep the
+course's contract).
 
 Closing the file object writes back its data and closes the PFS file; flush() only hands data to
 the client's cache. Files still open when the program exits are closed then, as Python's own
@@ -35,8 +35,9 @@ are. truncate() works as in Python (cutting, or extending with zeros).
 A PFS client may have a file open only once, but a program may open it several times, as with
 Python's files: file objects of one client on the same file share one PFS open file (closed with
 the last of them; closing one that wrote, while others remain, fsyncs it instead). Appends are
-made at the end as it is when each buffered write reaches PFS; appends from several clients at
-the same time are not atomic with respect to each other (as O_APPEND over NFS).
+made at the end as it is when each buffered write reaches PFS, under the file's tail token
+(Client.append), so buffered writes of several clients appending at once never overwrite each
+other.
 
 Without `client=`, files use one process-wide pfs.Client (PFS_METASERVER, PFS_CACHE_BLOCKS),
 made and initialized on first use and separate from the C-like API's client.
@@ -231,13 +232,7 @@ class RawFile(io.RawIOBase):
         if not self.readable():
             raise io.UnsupportedOperation(f"{self.name!r} is not open for reading")
         view = memoryview(b)
-        try:
-            n = self._client.read(self._fd, view, view.nbytes, self._pos)
-        except OSError as e:
-            # Python files read nothing past the end; PFS calls such an offset invalid.
-            if e.errno == errno.EINVAL and self._pos > self._size():
-                return 0
-            raise
+        n = self._client.pread(self._fd, view, view.nbytes, self._pos)  # 0 past the end
         self._pos += n
         return n
 
@@ -249,22 +244,17 @@ class RawFile(io.RawIOBase):
         return bytes(data)
 
     def write(self, b: Any) -> int:
-        """Writes all of b at the current position (at most at the end), or at the end of the
-        file in an append mode; its length."""
+        """Writes all of b at the current position (past the end: the gap reads as zeros), or
+        at the end of the file in an append mode; its length."""
         self._check_open()
         if not self.writable():
             raise io.UnsupportedOperation(f"{self.name!r} is not open for writing")
         view = memoryview(b)
         if self.mode[0] == "a":
-            self._pos = self._size()
-        try:
-            n = self._client.write(self._fd, view, view.nbytes, self._pos)
-        except OSError as e:
-            # PFS files have no holes; Python's read as zeros. Extend with zeros, then write.
-            if e.errno != errno.EINVAL or self._pos <= self._size():
-                raise
-            self._client.extend(self._fd, self._pos)
-            n = self._client.write(self._fd, view, view.nbytes, self._pos)
+            n = view.nbytes
+            self._pos = self._client.append(self._fd, view, n)
+        else:
+            n = self._client.pwrite(self._fd, view, view.nbytes, self._pos)
         self._pos += n
         self._wrote = True
         return n

@@ -56,6 +56,7 @@ LAYER_MAY_IMPORT = {
     "pfs.runtime": ("pfs.protocol",),
     "pfs.datapath": SERVER_MAY_IMPORT + ("pfs.runtime",),
     "pfs.client": SERVER_MAY_IMPORT + ("pfs.runtime", "pfs.datapath"),
+    "pfs.mount": SERVER_MAY_IMPORT + ("pfs.runtime", "pfs.datapath", "pfs.client"),
 }
 #: The command line, the one part of pfs that starts servers.
 COMMAND_LINE = ("pfs.cli", "pfs.tools", "pfs.bench", "pfs.__main__")

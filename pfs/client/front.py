@@ -151,6 +151,22 @@ class Client:
         """Writes num_bytes of buf at offset (at most at the end: no holes); num_bytes."""
         return self._io.write(fd, buf, num_bytes, offset)
 
+    def pread(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
+        """As POSIX pread: `read`, but an offset at or past the end reads 0 bytes."""
+        return self._io.read(fd, buf, num_bytes, offset, past_end=True)
+
+    def pwrite(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
+        """As POSIX pwrite: `write`, but an offset past the end leaves a hole that reads as
+        zeros (the file is extended under the write's own token, so no other client's bytes
+        in the gap are overwritten); num_bytes."""
+        return self._io.write(fd, buf, num_bytes, offset, hole=True)
+
+    def append(self, fd: int, buf: Any, num_bytes: int) -> int:
+        """As a write to a file opened O_APPEND: writes num_bytes at the end of the file as it
+        is, atomically with respect to every other client's writes and appends; the offset
+        written at."""
+        return self._io.append(fd, buf, num_bytes)
+
     def fsync(self, fd: int) -> None:
         """Returns once every write so far to the file is on the fileservers' disks."""
         self._io.fsync(fd)

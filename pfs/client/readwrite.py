@@ -4,7 +4,10 @@ Every operation runs inside `Tokens.holding` for its whole range and moves bytes
 block cache (datapath/blockcache.py), which reaches the fileservers through the striped data
 plane (datapath/striped.py). Sizes: a read or write that may reach past the size this client
 knows holds a token up to infinity, so nobody else can grow the file meanwhile and the size that
-came with the grant is exact; a write never starts past the end (no holes).
+came with the grant is exact. The C-like calls refuse a write past the end (the course's
+contract); `write(..., hole=True)` (POSIX pwrite: the Pythonic layer, fsspec, the mount) first
+extends the file with zeros under the same token, and `append` writes at the end as it is under
+the tail token, so appends from several clients never overwrite each other.
 """
 from __future__ import annotations
 
@@ -28,46 +31,79 @@ class ReadWrite:
     def __init__(self, state: ClientState, tokens: Tokens, files: OpenFiles) -> None:
         self._s, self._tokens, self._files = state, tokens, files
 
-    def read(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
+    def read(self, fd: int, buf: Any, num_bytes: int, offset: int, past_end: bool = False) -> int:
+        """`past_end`: an offset past the end reads 0 bytes (POSIX pread), not EINVAL."""
         if self._hit(fd, buf, num_bytes, offset, READ):
             return num_bytes
         f = self._files.open_file(fd)
         dst = buffer(buf, int_arg(num_bytes, "num_bytes"), writable=True)
         int_arg(offset, "offset")
         with self._tokens.holding(f, offset, offset + num_bytes, READ):
-            if offset > f.size:
+            if offset > f.size and not past_end:
                 raise error(errno.EINVAL, f"offset {offset} is beyond the end of "
                                           f"{f.name!r} ({f.size} bytes)")
-            n = min(num_bytes, f.size - offset)
+            n = max(0, min(num_bytes, f.size - offset))
             if n:
                 self._s.cache.read(f, offset, dst[:n], self._tokens.cacheable(f, READ))
             return n
 
-    def write(self, fd: int, buf: Any, num_bytes: int, offset: int) -> int:
+    def write(self, fd: int, buf: Any, num_bytes: int, offset: int, hole: bool = False) -> int:
+        """`hole`: an offset past the end first extends the file with zeros, under the token
+        of the write (POSIX pwrite), instead of failing with EINVAL."""
         if self._hit(fd, buf, num_bytes, offset, WRITE):
             return num_bytes
+        f, src = self._write_args(fd, buf, num_bytes, offset)
+        while True:  # the token runs from the end if that comes first: the hole is zeroed
+            start = min(offset, f.size) if hole else offset
+            with self._tokens.holding(f, start, offset + num_bytes, WRITE):
+                if hole and f.size < start:
+                    continue  # shorter than this client knew: from its real end, then
+                if offset > f.size:
+                    if not hole:
+                        raise error(errno.EINVAL, f"offset {offset} is beyond the end of "
+                                                  f"{f.name!r} ({f.size} bytes); PFS files "
+                                                  "have no holes")
+                    if num_bytes:
+                        self._set_size(f, offset)
+                return self._write_held(f, src, num_bytes, offset)
+
+    def append(self, fd: int, buf: Any, num_bytes: int) -> int:
+        """Writes at the end of the file as it is under the tail token (to infinity), which
+        nobody else holds meanwhile: appends of several clients never overlap. The offset
+        written at."""
+        f, src = self._write_args(fd, buf, num_bytes, 0)
+        while True:
+            start = f.size
+            with self._tokens.holding(f, start, INFINITY, WRITE):
+                if f.size < start:
+                    continue  # cut by another client meanwhile: from its real end, then
+                offset = f.size
+                if offset + num_bytes > MAX_FILE_SIZE:
+                    raise error(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes")
+                self._write_held(f, src, num_bytes, offset)
+                return offset
+
+    def _write_args(self, fd: int, buf: Any, num_bytes: int, offset: int) -> tuple[OpenFile, Any]:
         f = self._writable(fd)
         src = buffer(buf, int_arg(num_bytes, "num_bytes"), writable=False)
         int_arg(offset, "offset")
         if offset + num_bytes > MAX_FILE_SIZE:
             raise error(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes; this "
                                      f"write would end at {offset + num_bytes}")
-        with self._tokens.holding(f, offset, offset + num_bytes, WRITE):
-            if offset > f.size:
-                raise error(errno.EINVAL, f"offset {offset} is beyond the end of "
-                                          f"{f.name!r} ({f.size} bytes); PFS files "
-                                          "have no holes")
-            if num_bytes:
-                old_size = f.size
-                f.size = max(f.size, offset + num_bytes)
-                try:
-                    self._s.cache.write(f, offset, src, self._tokens.cacheable(f, WRITE),
-                                        old_size)
-                except OSError:
-                    f.size = old_size
-                    raise
-                f.wrote, f.written_end = True, max(f.written_end, offset + num_bytes)
-            return num_bytes
+        return f, src
+
+    def _write_held(self, f: OpenFile, src: Any, num_bytes: int, offset: int) -> int:
+        """The write itself, its token held and offset at most at the end."""
+        if num_bytes:
+            old_size = f.size
+            f.size = max(f.size, offset + num_bytes)
+            try:
+                self._s.cache.write(f, offset, src, self._tokens.cacheable(f, WRITE), old_size)
+            except OSError:
+                f.size = old_size
+                raise
+            f.wrote, f.written_end = True, max(f.written_end, offset + num_bytes)
+        return num_bytes
 
     def _writable(self, fd: int) -> OpenFile:
         f = self._files.open_file(fd)
@@ -103,17 +139,22 @@ class ReadWrite:
             with self._tokens.holding(f, start, INFINITY, WRITE):
                 if f.size < start:
                     continue  # shorter than this client knew: from its real end, then
-                if not cut and f.size >= size:
-                    return
-                self._s.cache.truncate(f, size)
-                session = self._s.session
-                with self._s.unlocked():  # (the operation's span keeps others off the range)
-                    self._s.dataplane.truncate(f, size, f.size)
-                    epoch = session.call("Truncate", pb.TruncateRequest(
-                        file_id=f.file_id, size=size), f"truncate {brief(f.name)}").size_epoch
-                f.size, f.size_epoch, f.wrote = size, epoch, True
-                f.written_end = min(f.written_end, size)
+                if cut or f.size < size:
+                    self._set_size(f, size)
                 return
+
+    def _set_size(self, f: OpenFile, size: int) -> None:
+        """Cuts or extends the file to `size`, under a WRITE token from min(size, f.size) to
+        infinity held by the caller; the extension reads as zeros (the fileservers store it
+        sparsely)."""
+        self._s.cache.truncate(f, size)
+        session = self._s.session
+        with self._s.unlocked():  # (the operation's span keeps others off the range)
+            self._s.dataplane.truncate(f, size, f.size)
+            epoch = session.call("Truncate", pb.TruncateRequest(
+                file_id=f.file_id, size=size), f"truncate {brief(f.name)}").size_epoch
+        f.size, f.size_epoch, f.wrote = size, epoch, True
+        f.written_end = min(f.written_end, size)
 
     def _hit(self, fd: Any, buf: Any, num_bytes: Any, offset: Any, mode: int) -> bool:
         """The fast path of a read or write the cache can serve at once: tokens held, nothing

@@ -1,0 +1,58 @@
+"""mfusepy loaded against libfuse 3, with the few callbacks PFS needs closer to the C call: reads
+land in the kernel's buffer and writes leave from it without a copy; rename keeps its flags and
+utimens tells "now" from a time (mfusepy drops both).
+
+mfusepy picks libfuse 2 when both are installed, which caps each request at 128 KiB; it reads
+FUSE_LIBRARY_NAME when imported, so this module sets it first unless the user chose a library.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+if "FUSE_LIBRARY_PATH" not in os.environ:
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+try:
+    import mfusepy
+except ImportError:
+    raise ImportError("pfs mount needs mfusepy: pip install 'pfs[mount]'") from None
+except OSError as e:  # mfusepy found no libfuse
+    raise ImportError(f"pfs mount needs libfuse 3 ({e}): apt-get install fuse3") from None
+if mfusepy.fuse_version_major != 3:
+    raise ImportError(f"pfs mount needs libfuse 3; mfusepy loaded {mfusepy._libfuse_path} "
+                      f"(libfuse {mfusepy.fuse_version_major}); unset FUSE_LIBRARY_PATH")
+
+#: tv_nsec values of utimensat(2): "now" and "leave unchanged".
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+
+def _view(buf, size: int, readonly: bool) -> memoryview:
+    view = memoryview(ctypes.cast(buf, ctypes.POINTER(ctypes.c_char * size)).contents)
+    return view.toreadonly() if readonly else view
+
+
+class Fuse(mfusepy.FUSE):
+    """mfusepy's FUSE with the operations' read(path, buf, offset, fh) and write(path, data,
+    offset, fh) working on the kernel's buffers, rename(old, new, flags), and utimens(path,
+    times) given None for "now" (or "unchanged")."""
+
+    def read(self, path, buf, size, offset, fip) -> int:
+        return self.operations.read(path.decode(self.encoding, self.errors),
+                                    _view(buf, size, readonly=False), offset, fip.contents.fh)
+
+    def write(self, path, buf, size, offset, fip) -> int:
+        return self.operations.write(path.decode(self.encoding, self.errors),
+                                     _view(buf, size, readonly=True), offset, fip.contents.fh)
+
+    def rename_fuse_3(self, old, new, flags) -> int:
+        return self.operations.rename(old.decode(self.encoding, self.errors),
+                                      new.decode(self.encoding, self.errors), flags)
+
+    def utimens_fuse_3(self, path, buf, fip) -> int:
+        times = None
+        if buf:
+            stamps = (buf.contents.actime, buf.contents.modtime)
+            if any(t.tv_nsec not in (UTIME_NOW, UTIME_OMIT) for t in stamps):
+                times = tuple(t.tv_sec * 10**9 + t.tv_nsec for t in stamps)
+        return self.operations.utimens(path.decode(self.encoding, self.errors), times)

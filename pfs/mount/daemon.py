@@ -1,0 +1,84 @@
+"""A mount's life: one Client session from mount to unmount, FUSE options that keep the kernel's
+caches out (so every read and write goes through PFS's tokens), and an unmount however it ends:
+libfuse's auto_unmount helper unmounts if this process dies (even by SIGKILL), Ctrl-C and
+SIGTERM end the loop, and files still open are written back before the session finishes.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+
+from pfs.client import Client
+from pfs.protocol.errnos import error
+
+log = logging.getLogger("pfs.mount")
+
+#: libfuse options: no data, attribute or name caching in the kernel (direct_io, timeouts of
+#: 0), so a write through another mount or client is seen at once; unlink passed on as it is
+#: (hard_remove: libfuse would otherwise rename an open file to .fuse_hidden*); up to 16
+#: requests served at once, threads kept (libfuse 3.14 logs an error for its own default).
+FUSE_OPTIONS = dict(direct_io=True, attr_timeout=0, entry_timeout=0, negative_timeout=0,
+                    hard_remove=True, auto_unmount=True, subtype="pfs",
+                    max_threads=16, max_idle_threads=16)
+#: What libfuse's fuse_main returns when its loop ended on SIGINT, SIGTERM or SIGHUP.
+STOPPED_BY_SIGNAL = 8
+
+
+def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
+          on_mounted=None) -> None:
+    """Mounts PFS on `mountpoint` and serves it until unmounted, Ctrl-C or SIGTERM.
+    `on_mounted()` is called once the kernel sends its first request."""
+    from .binding import Fuse  # libfuse 3 and mfusepy are needed from here on only
+    from .operations import Operations
+
+    mountpoint = os.path.abspath(mountpoint)
+    _prepare(mountpoint)
+    client = Client(metaserver)
+    client_id = client.initialize()
+    operations = Operations(client, stripe_width)
+    if on_mounted is not None:
+        operations.init = lambda path: on_mounted()
+    try:
+        # The source that mount(8) shows: pfs@ADDRESS (a comma would end the option).
+        Fuse(operations, mountpoint, foreground=True, **FUSE_OPTIONS,
+             fsname="pfs@" + client.metaserver.replace(",", "+"))
+    except RuntimeError as e:  # fuse_main's status
+        if e.args != (STOPPED_BY_SIGNAL,):
+            raise error(errno.EIO, f"libfuse failed (fuse_main returned {e.args[0]}); see "
+                                   "the lines above") from None
+    finally:
+        operations.handles.close_all()
+        client.finish(client_id)
+
+
+def _prepare(mountpoint: str) -> None:
+    """Checks the mount point; one left by a mount whose daemon died without its helper
+    (ENOTCONN) is unmounted first."""
+    try:
+        os.stat(mountpoint)
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise error(e.errno, f"{mountpoint}: {e.strerror}") from None
+        log.warning("%s was left mounted by a mount that died; unmounting it", mountpoint)
+        unmount(mountpoint, lazy=True)
+    if not os.path.isdir(mountpoint):
+        raise error(errno.ENOTDIR, f"{mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise error(errno.EBUSY, f"{mountpoint} is a mount point already (pfs umount "
+                                 f"{mountpoint} first)")
+
+
+def unmount(mountpoint: str, lazy: bool = False) -> None:
+    """Unmounts a FUSE mount (`lazy`: even while busy); the daemon then writes back and ends."""
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool is None:
+        raise error(errno.ENOENT, "fusermount3 is not installed (apt-get install fuse3)")
+    done = subprocess.run([tool, "-u", *(["-z"] if lazy else []), mountpoint],
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode:
+        message = done.stderr.strip().rpartition(": ")[2] or "failed"
+        code = errno.EBUSY if "busy" in message else errno.EINVAL
+        raise error(code, f"cannot unmount {mountpoint}: {message}")

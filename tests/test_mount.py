@@ -1,0 +1,214 @@
+"""`pfs mount`: real mounts of a real cluster in temporary directories, used by real programs
+(cp, tar, sha256sum, the shell) and by os calls; every mount is unmounted, and every wait is
+bounded. Needs /dev/fuse and Debian's fuse3, which the README's test command installs."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from clusters import read_file, wait_until
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"),
+                                reason="no /dev/fuse: this machine (a container without the "
+                                       "device) cannot mount FUSE file systems")
+TIMEOUT = 60
+
+
+class Mounted:
+    """A `pfs mount` process in the foreground, and where it mounted."""
+
+    def __init__(self, cluster, path: pathlib.Path) -> None:
+        with contextlib.suppress(FileExistsError):  # (exist_ok would stat a stale mount)
+            path.mkdir()
+        self.path = path
+        self.log = path.parent / f"{path.name}.log"
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pfs", "mount", str(path)], env=cluster.env(),
+                stdout=log, stderr=log, cwd=path.parent, start_new_session=True)
+        wait_until(lambda: os.path.ismount(path) or self.process.poll() is not None,
+                   TIMEOUT, f"the mount on {path}")
+        assert os.path.ismount(path), self.log.read_text()
+
+    def unmount(self) -> None:
+        # Whatever state it is in (ismount is False for a dead mount): "not mounted" is fine.
+        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True,
+                       timeout=TIMEOUT)
+        try:
+            self.process.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=TIMEOUT)
+
+
+@pytest.fixture
+def mount(cluster, tmp_path):
+    """mount(name) -> a Mounted on tmp_path/name; all unmounted afterwards."""
+    made: list[Mounted] = []
+
+    def make(name: str = "mnt") -> Mounted:
+        made.append(Mounted(cluster, tmp_path / name))
+        return made[-1]
+    yield make
+    for m in made:
+        m.unmount()
+
+
+def _tree(root: pathlib.Path, seed: int = 1) -> None:
+    """Nested directories of files from empty to several stripes long."""
+    rng = random.Random(seed)
+    for d in ("", "a", "a/b", "a/b/c", "empty", "z"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+        for i in range(rng.randrange(1, 5) if d != "empty" else 0):
+            (root / d / f"f{i}.bin").write_bytes(rng.randbytes(rng.choice([0, 1, 511, 4099,
+                                                                          70_000])))
+
+
+def _sums(root: pathlib.Path) -> str:
+    """sha256sum of every file below root, by relative path."""
+    done = subprocess.run("find . -type f -print0 | sort -z | xargs -0 -r sha256sum", shell=True,
+                          cwd=root, capture_output=True, text=True, timeout=TIMEOUT, check=True)
+    return done.stdout
+
+
+def _sh(command: str, cwd: pathlib.Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True,
+                          timeout=TIMEOUT, check=True)
+
+
+def test_shell_tools_copy_tar_and_append_through_the_mount(mount, tmp_path, name):
+    src = tmp_path / "src"
+    _tree(src)
+    m = mount().path
+    _sh(f"cp -r {src} {name} && tar -cf {tmp_path}/out.tar -C {name} . && mkdir {name}.x && "
+        # PFS stores no owners, modes or times yet: tar must not try to set them (README).
+        f"tar -xf {tmp_path}/out.tar -C {name}.x --no-same-owner --no-same-permissions -m",
+        cwd=m)
+    assert _sums(m / name) == _sums(src) == _sums(m / f"{name}.x")
+    _sh("echo first > log && echo hi >> log && echo hi >> log", cwd=m)
+    assert (m / "log").read_bytes() == b"first\nhi\nhi\n"
+    assert _sh("df -P .", cwd=m).stdout.splitlines()[1].split()[1] != "0"
+    _sh(f"rm -r {name} {name}.x log", cwd=m)
+    assert not (m / name).exists()
+
+
+def test_a_write_through_one_mount_is_read_at_once_through_another(mount, name):
+    one, two = mount("one").path / name, mount("two").path / name
+    fd1 = os.open(one, os.O_CREAT | os.O_RDWR)
+    fd2 = os.open(two, os.O_RDWR)
+    try:
+        for i in range(20):  # no close, no fsync: the tokens alone
+            data = f"round {i} ".encode() * (i + 1)
+            os.pwrite(fd1 if i % 2 else fd2, data, 100 * i)
+            assert os.pread(fd2 if i % 2 else fd1, len(data), 100 * i) == data
+            assert os.fstat(fd2).st_size == os.fstat(fd1).st_size == 100 * i + len(data)
+    finally:
+        os.close(fd1)
+        os.close(fd2)
+
+
+def test_random_io_through_two_mounts_matches_a_model(mount, name):
+    """pwrite and pread at random offsets (past the end too), truncate up and down, and O_APPEND
+    writes, spread over two mounts, against a bytearray."""
+    rng = random.Random(7)
+    one, two = mount("one").path / name, mount("two").path / name
+    fds = [os.open(one, os.O_CREAT | os.O_RDWR), os.open(two, os.O_RDWR)]
+    appenders = [os.open(one, os.O_WRONLY | os.O_APPEND), os.open(two, os.O_WRONLY | os.O_APPEND)]
+    model = bytearray()
+    try:
+        for step in range(300):
+            fd, op = rng.choice(fds), rng.random()
+            offset = rng.randrange(0, len(model) + 3000)
+            if op < 0.35:
+                data = rng.randbytes(rng.randrange(1, 3000))
+                assert os.pwrite(fd, data, offset) == len(data)
+                model[len(model):offset] = bytes(max(0, offset - len(model)))
+                model[offset:offset + len(data)] = data
+            elif op < 0.45:
+                data = rng.randbytes(rng.randrange(1, 700))
+                assert os.write(rng.choice(appenders), data) == len(data)
+                model += data
+            elif op < 0.55:
+                size = rng.randrange(0, len(model) + 3000)
+                os.ftruncate(fd, size)
+                model[size:] = b""
+                model += bytes(size - len(model))
+            else:
+                n = rng.randrange(0, 4000)
+                assert os.pread(fd, n, offset) == bytes(model[offset:offset + n]), step
+        assert os.pread(fds[1], len(model) + 10, 0) == bytes(model)
+    finally:
+        for fd in fds + appenders:
+            os.close(fd)
+
+
+def test_what_pfs_does_not_store_is_refused_with_a_clear_errno(mount, name):
+    m = mount().path
+    (m / name).write_bytes(b"x")
+    for call in (lambda: os.link(m / name, m / "hard"), lambda: os.symlink(name, m / "soft"),
+                 lambda: os.chmod(m / name, 0o600), lambda: os.utime(m / name, (1, 1))):
+        with pytest.raises(PermissionError):
+            call()
+    os.chmod(m / name, 0o644)  # what it reports already: fine (as `cp` without -p does)
+    os.utime(m / name)  # touch: PFS sets mtime itself
+    with pytest.raises(OSError) as e:
+        os.setxattr(m / name, "user.k", b"v")
+    assert e.value.errno in (errno.ENOTSUP, errno.EOPNOTSUPP)
+    os.unlink(m / name)
+
+
+def _usable(path: pathlib.Path) -> bool:
+    """Whether the directory answers (a dead mount on it is ENOTCONN, which ismount hides)."""
+    try:
+        os.listdir(path)
+        return True
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
+        return False
+
+
+def test_a_killed_daemon_leaves_the_mount_point_usable_and_a_new_mount_works(
+        cluster, mount, tmp_path, name):
+    first = mount("m")
+    with open(first.path / name, "wb") as f:
+        f.write(b"kept" * 1000)
+        f.flush()
+        os.fsync(f.fileno())  # what fsync acknowledged survives the daemon
+    first.process.kill()
+    first.process.wait(timeout=TIMEOUT)
+    wait_until(lambda: _usable(first.path), TIMEOUT, "the auto-unmount")
+    assert os.listdir(first.path) == [] and not os.path.ismount(first.path)
+    second = mount("m")
+    assert (second.path / name).read_bytes() == b"kept" * 1000
+
+
+def test_a_stale_mount_point_is_recovered_and_sigterm_writes_back(cluster, mount, clients,
+                                                                   name):
+    first = mount("m")
+    # The daemon and its auto-unmount helper both gone: the kernel keeps a dead mount.
+    helper = subprocess.run(["pgrep", "-f", f"fusermount3.*{first.path}"], capture_output=True,
+                            text=True, timeout=TIMEOUT).stdout.split()
+    for pid in helper:
+        os.kill(int(pid), signal.SIGKILL)
+    first.process.kill()
+    first.process.wait(timeout=TIMEOUT)
+    with pytest.raises(OSError) as e:
+        os.listdir(first.path)
+    assert e.value.errno == errno.ENOTCONN
+    second = mount("m")  # mounting again recovers it
+    (second.path / name).write_bytes(b"written, then SIGTERM")
+    second.process.send_signal(signal.SIGTERM)
+    assert second.process.wait(timeout=TIMEOUT) == 0, second.log.read_text()
+    assert not os.path.ismount(second.path)
+    assert read_file(clients(1), name) == b"written, then SIGTERM"
+    assert shutil.which("fusermount3")  # (the suite's install step put it there)
