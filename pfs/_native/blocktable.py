@@ -146,14 +146,8 @@ class BlockTable:
         block at byte i * block_size; ready has a byte per slot."""
         file_id, offset, length, block_size, mem, ready_, out, _ = self._hit_args(
             file_id, offset, length, memory, block_size, ready, None, dst, into_cache=False)
-        lock = self._lock
-        lock.acquire()
-        try:
-            copied = lib.pfs_bt_read(self._bt, file_id, offset, length, mem[1], mem[2],
-                                     block_size, ready_, out, len(out), self._blocks)
-            return check(copied, "block table read"), self._blocks[0]
-        finally:
-            lock.release()
+        return self._copy(lib.pfs_bt_read, "block table read", file_id, offset, length, mem[1],
+                          mem[2], block_size, ready_, out, len(out))
 
     def write(self, file_id: int, offset: int, length: int, memory: Any, block_size: int,
               ready: Any, dirty: Any, src: Any) -> tuple[int, int]:
@@ -163,12 +157,16 @@ class BlockTable:
         blocks written), as read does. dirty: a byte per slot."""
         file_id, offset, length, block_size, mem, ready_, in_, dirty_ = self._hit_args(
             file_id, offset, length, memory, block_size, ready, dirty, src, into_cache=True)
+        return self._copy(lib.pfs_bt_write, "block table write", file_id, offset, length,
+                          mem[1], mem[2], block_size, ready_, dirty_, in_, len(in_))
+
+    def _copy(self, copy: Any, what: str, *args: Any) -> tuple[int, int]:
+        """One C copy between the cache and a caller's buffer, under the table's lock:
+        (bytes copied, blocks copied)."""
         lock = self._lock
         lock.acquire()
         try:
-            copied = lib.pfs_bt_write(self._bt, file_id, offset, length, mem[1], mem[2],
-                                      block_size, ready_, dirty_, in_, len(in_), self._blocks)
-            return check(copied, "block table write"), self._blocks[0]
+            return check(copy(self._bt, *args, self._blocks), what), self._blocks[0]
         finally:
             lock.release()
 

@@ -123,31 +123,31 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
 
 
 #: How a setting the data directory remembers is defaulted, in --help.
-_REMEMBERED = "default: as at the last start on DATA_DIR, else %s"
+_AS_REMEMBERED = "default: as at the last start on DATA_DIR, else %s"
+#: The settings a cluster remembers in its data directory (README, "Settings are remembered"):
+#: flag, type, what it sets, its default at the first start.
+_REMEMBERED_SETTINGS = (
+    ("--fileservers", at_least_one(int), "fileservers that must have joined before clients "
+                                         "may start; `pfs up` runs that many", 4),
+    ("--block-size", at_least_one(int), "bytes per block, the cache unit; fixed at the first "
+                                        "start", DEFAULT_BLOCK_SIZE),
+    ("--stripe-blocks", at_least_one(int), "blocks per stripe unit of new files",
+     DEFAULT_STRIPE_BLOCKS),
+    ("--lease-seconds", at_least_one(float), "a silent client loses its tokens after this",
+     DEFAULT_LEASE_SECONDS),
+    ("--recovery-seconds", at_least_one(float), "after a restart, how long clients of before "
+                                                "have to reclaim their sessions, open files and "
+                                                "tokens; at least the lease", "twice the lease"),
+    ("--replicas", at_least_one(int), "copies of each stripe unit a new file gets unless it "
+                                      "asks, each on a fileserver of its own", 1),
+)
 
 
 def _cluster_flags(p: argparse.ArgumentParser) -> None:
-    """The settings a cluster remembers in its data directory (README, "Settings are
-    remembered"): None when not given, so that a restart keeps what was recorded."""
-    p.add_argument("--fileservers", type=at_least_one(int),
-                   help="fileservers that must have joined before clients may start; `pfs up` "
-                        f"runs that many ({_REMEMBERED % 4})")
-    p.add_argument("--block-size", type=at_least_one(int),
-                   help="bytes per block, the cache unit; fixed at the first start "
-                        f"({_REMEMBERED % DEFAULT_BLOCK_SIZE})")
-    p.add_argument("--stripe-blocks", type=at_least_one(int),
-                   help="blocks per stripe unit of new files "
-                        f"({_REMEMBERED % DEFAULT_STRIPE_BLOCKS})")
-    p.add_argument("--lease-seconds", type=at_least_one(float),
-                   help="a silent client loses its tokens after this "
-                        f"({_REMEMBERED % DEFAULT_LEASE_SECONDS})")
-    p.add_argument("--recovery-seconds", type=at_least_one(float),
-                   help="after a restart, how long clients of before have to reclaim "
-                        "their sessions, open files and tokens; at least the lease "
-                        f"({_REMEMBERED % 'twice the lease'})")
-    p.add_argument("--replicas", type=at_least_one(int),
-                   help="copies of each stripe unit a new file gets unless it asks, each "
-                        f"on a fileserver of its own ({_REMEMBERED % 1})")
+    """The remembered settings: None when not given, so that a restart keeps what was
+    recorded."""
+    for flag, kind, what, default in _REMEMBERED_SETTINGS:
+        p.add_argument(flag, type=kind, help=f"{what} ({_AS_REMEMBERED % default})")
 
 
 def _listening_flags(p: argparse.ArgumentParser, default_port: int | None, port_help: str) -> None:
@@ -179,7 +179,7 @@ the command returns once the cluster serves, and `pfs down --data-dir D` stops i
                                                            "(default ./%(default)s)")
     up.add_argument("--port", type=port,
                     help="metaserver port; 0 picks a free one and writes host:port to "
-                         f"DATA_DIR/metaserver.address ({_REMEMBERED % 50050})")
+                         f"DATA_DIR/metaserver.address ({_AS_REMEMBERED % 50050})")
     up.add_argument("--detach", action="store_true",
                     help=f"run in the background, logging to DATA_DIR/{DETACHED_LOG}; return "
                          "once the cluster serves (default: off, in the foreground)")
@@ -212,7 +212,7 @@ fileservers are online. Its settings are remembered in DATA_DIR/settings.json
 (see `pfs up --help`).""", cmd_metaserver)
     meta.add_argument("--data-dir", required=True,
                       help="directory of the namespace database (required)")
-    _listening_flags(meta, None, f"port to listen on, 0 for any free one ({_REMEMBERED % 50050})")
+    _listening_flags(meta, None, f"port to listen on, 0 for any free one ({_AS_REMEMBERED % 50050})")
     meta.add_argument("--address-file", help="write host:port here once listening "
                                              "(default: none)")
     _cluster_flags(meta)
