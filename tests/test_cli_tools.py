@@ -59,7 +59,8 @@ def closed_stdout(cluster, *args):
     os.close(read)
     try:
         return subprocess.run([sys.executable, "-m", "pfs", *map(str, args)], stdout=write,
-                              stderr=subprocess.PIPE, env=cluster.env(), timeout=120)
+                              stderr=subprocess.PIPE, env=cluster.env(), timeout=120,
+                              cwd=cluster.data_dir)  # not the source tree, which -m would run
     finally:
         os.close(write)
 
@@ -162,7 +163,8 @@ def on_a_terminal(cluster, *args):
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     run = subprocess.Popen([sys.executable, "-m", "pfs", *map(str, args)], stdin=terminal,
-                           stdout=terminal, stderr=terminal, env=cluster.env())
+                           stdout=terminal, stderr=terminal, env=cluster.env(),
+                           cwd=cluster.data_dir)  # not the source tree, which -m would run
     os.close(terminal)
     shown = b""
     try:
