@@ -28,14 +28,20 @@ REPEATABLE = frozenset({"Open", "Close", "Stat", "List", "Status", "ReportSize",
 
 def call(session: "MetaSession", method: str, request, what: str):
     """A unary metaserver call for this session; failures become OSErrors naming `what`.
-    A metaserver that went away (the stream broke: it restarts) is waited for, up to
-    PFS_RETRY_SECONDS, and the call made again once the session is back, if it never
-    reached the metaserver of before or is REPEATABLE. The caller must hold no lock that
-    the session's reclaim needs meanwhile."""
+    A call is never sent while the session recovers (it waits, up to PFS_RETRY_SECONDS, for
+    the session to be back: a restarted metaserver must see the reclaim first). A metaserver
+    that went away meanwhile (the stream broke: it restarts) is waited for likewise, and the
+    call made again once the session is back, if it never reached the metaserver of before or
+    is REPEATABLE. The caller must hold no lock that the session's reclaim needs meanwhile."""
     repeatable = method in REPEATABLE
     deadline = time.monotonic() + session.retry_seconds
     while True:
         era = session.era
+        if session.recovering and not session.back(deadline):
+            # Not sent while the session recovers: a restarted metaserver must have its
+            # reclaim first (a call from the data path, say, would find no file open there).
+            raise session.unreachable() if not session.lost else errors.error(
+                errno.ENOTCONN, f"{what}: the session was lost: {session.lost}")
         try:
             return getattr(session.stub, method)(request, timeout=CALL_TIMEOUT,
                                                  metadata=session.metadata)

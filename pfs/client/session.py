@@ -365,6 +365,11 @@ class MetaSession:
                     lambda: self.era != era or (self.recovering and not self._silent),
                     min(BREAK_SECONDS, max(0.0, deadline - time.monotonic()))):
                 return False
+        return self.back(deadline)
+
+    def back(self, deadline: float) -> bool:
+        """Whether the session is not recovering (any more) by `deadline`, nor lost."""
+        with self._grants:
             self._grants.wait_for(lambda: self.recovering is None or self.lost is not None,
                                   max(0.0, deadline - time.monotonic()))
             return self.recovering is None and self.lost is None
