@@ -56,7 +56,7 @@ from .client import PFS_READ_WRITE, Client
 from .client.lifecycle import close_first_at_exit
 from .client.namespace import create_with_parents
 from .client.namespace import makedirs  # noqa: F401 - pfs/tools.py calls fileio.makedirs
-from .protocol import errnos as errors
+from .protocol import errnos
 from .protocol.paths import canonical
 
 log = logging.getLogger("pfs.fileio")
@@ -281,7 +281,7 @@ class RawFile(io.RawIOBase):
         else:
             raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
         if base + offset < 0:
-            raise errors.error(errno.EINVAL, f"cannot seek to a negative position "
+            raise errnos.error(errno.EINVAL, f"cannot seek to a negative position "
                                              f"({base + offset}) in {self.name!r}")
         self._pos = base + offset
         return self._pos

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from pfs.protocol import errnos as errors
+from pfs.protocol import errnos
 
 if TYPE_CHECKING:
     from .session import MetaSession
@@ -40,7 +40,7 @@ def call(session: "MetaSession", method: str, request, what: str):
         if session.recovering and not session.back(deadline):
             # Not sent while the session recovers: a restarted metaserver must have its
             # reclaim first (a call from the data path, say, would find no file open there).
-            raise session.unreachable() if not session.lost else errors.error(
+            raise session.unreachable() if not session.lost else errnos.error(
                 errno.ENOTCONN, f"{what}: the session was lost: {session.lost}")
         try:
             return getattr(session.stub, method)(request, timeout=CALL_TIMEOUT,
@@ -48,9 +48,9 @@ def call(session: "MetaSession", method: str, request, what: str):
         except grpc.RpcError as e:
             if not (e.code() == grpc.StatusCode.UNAVAILABLE
                     and (repeatable or _never_sent(e)) and session.back_by(era, deadline)):
-                raise errors.from_rpc(e, what) from None
+                raise errnos.from_rpc(e, what) from None
         except ValueError:  # the channel was closed: this session has ended here
-            raise errors.error(errno.ENOTCONN, f"{what}: the session has ended") from None
+            raise errnos.error(errno.ENOTCONN, f"{what}: the session has ended") from None
 
 
 def _never_sent(e: grpc.RpcError) -> bool:

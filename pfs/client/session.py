@@ -45,14 +45,14 @@ import grpc
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-from pfs.protocol import errnos as errors
+from pfs.protocol import errnos
 from pfs.protocol.transport import (
     KEEPALIVE_SECONDS,
     KEEPALIVE_TIMEOUT_SECONDS,
     Credentials,
     session_metadata,
 )
-from pfs.runtime import holdings as shared
+from pfs.runtime import holdings
 
 from . import metacalls
 from .grantorder import GrantOrder
@@ -93,7 +93,7 @@ class MetaSession:
         self.address = address
         self.retry_seconds = retry_seconds
         self._credentials = credentials
-        self._holdings = shared.Holdings()
+        self._holdings = holdings.Holdings()
         self.stub = pb_grpc.MetaServerStub(self._holdings.hold(
             channel_key(address, credentials), lambda: credentials.channel(address)))
         self._on_revoke = on_revoke
@@ -127,7 +127,7 @@ class MetaSession:
                 timeout=CONNECT_TIMEOUT)
         except grpc.RpcError as e:
             self._holdings.release_all()
-            raise errors.from_rpc(e, f"cannot start a session with the metaserver at "
+            raise errnos.from_rpc(e, f"cannot start a session with the metaserver at "
                                      f"{self.address}") from None
         self.client_id, self.session_key = self.reply.client_id, self.reply.session_key
         self.metadata = session_metadata(self.client_id, self.reply.session_key)
@@ -259,7 +259,7 @@ class MetaSession:
 
     def unreachable(self) -> OSError:
         """The failure of a call that waited too long for the recovering session."""
-        return errors.error(errno.EHOSTDOWN, (
+        return errnos.error(errno.EHOSTDOWN, (
             f"the metaserver at {self.address} has not answered for "
             f"{time.monotonic() - self._outage:.0f}s ({self.recovering}); is it restarting? "
             "The session keeps its open files and unstored writes, and rejoins when the "
@@ -344,7 +344,7 @@ class MetaSession:
                 # (Unless the metaserver went away: its stream broke too, and the session
                 # survives only by reclaiming from a restarted metaserver, which forgot it.)
                 self.lose(f"a token request ended without an answer ({e.code().name})")
-            raise errors.from_rpc(e, "token request") from None
+            raise errnos.from_rpc(e, "token request") from None
 
     def applied(self, grant_seq: int) -> None:
         """Records that the grant numbered `grant_seq` is in the client's token table, and
@@ -375,7 +375,7 @@ class MetaSession:
             return self.recovering is None and self.lost is None
 
 
-def _dropped(seat: Seat, holdings: shared.Holdings) -> None:
+def _dropped(seat: Seat, holdings: holdings.Holdings) -> None:
     """The session's Client was garbage-collected without finishing: leave the stream (the
     metaserver ends the session) and let go of what it held. Runs in a finalizer, so it only
     queues."""

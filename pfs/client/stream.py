@@ -44,10 +44,10 @@ import grpc
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
-from pfs.protocol import errnos as errors
+from pfs.protocol import errnos
 from pfs.protocol.heartbeats import END, Heartbeats, messages_for
 from pfs.protocol.transport import RECONNECT_SECONDS, Credentials
-from pfs.runtime import holdings as shared
+from pfs.runtime import holdings
 from pfs.runtime.callqueues import Lanes
 
 log = logging.getLogger("pfs.client")
@@ -137,7 +137,7 @@ def _answer(call: _Call, revoke: pb.Revoke) -> Answer:
 class SessionStream:
     def __init__(self, address: str, credentials: Credentials) -> None:
         self.address = address
-        self._holdings = shared.Holdings()
+        self._holdings = holdings.Holdings()
         self._stub = pb_grpc.MetaServerStub(self._holdings.hold(
             channel_key(address, credentials), lambda: credentials.channel(address)))
         self._lock = threading.Lock()
@@ -163,7 +163,7 @@ class SessionStream:
         del self._joins[session.client_id]
         if refusal:
             call.remove(session.client_id)
-            raise errors.error(errno.ENOTCONN, f"the metaserver at {self.address} did not take "
+            raise errnos.error(errno.ENOTCONN, f"the metaserver at {self.address} did not take "
                                                f"the session onto its stream: {refusal[0]}")
         return Seat(call, session.client_id)
 

@@ -52,7 +52,7 @@ from pfs._native import BlockTable
 from pfs.metadata import ExecStat
 from pfs.protocol.ranges import INFINITY
 from pfs.protocol.wire import CHECKSUM_UNIT
-from pfs.runtime import holdings as shared
+from pfs.runtime import holdings
 from pfs.runtime.threads import Workers
 
 
@@ -109,7 +109,7 @@ class BlockCache:
         self._files: dict[int, CachedFile] = {}
         self._missed: dict[tuple[int, int], None] = {}  # blocks small random reads went around
         self._generation = 0  # bumped by drop_all: fetches started before it must not fill
-        self._holdings = shared.Holdings()
+        self._holdings = holdings.Holdings()
         self._holdings.watch(self)
         self._readahead = self._holdings.hold(("read-ahead",), lambda: Workers(
             READAHEAD_THREADS, "pfs-ahead")) if capacity else None

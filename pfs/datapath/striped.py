@@ -28,14 +28,14 @@ from typing import Callable, Iterator, Protocol
 from pfs._native import plan_stripes
 from pfs._proto import fileserver_pb2 as pb
 from pfs.metadata import Recipe
-from pfs.protocol import errnos as errors
+from pfs.protocol import errnos
 from pfs.protocol import wire
 from pfs.protocol.capability import Held
 from pfs.protocol.datacalls import FileServerCalls, read_units
 from pfs.protocol.ranges import INFINITY
 from pfs.protocol.tokenmodes import READ, WRITE
 from pfs.protocol.transport import MAX_CHUNK, Credentials
-from pfs.runtime import holdings as shared
+from pfs.runtime import holdings
 from pfs.runtime.threads import Workers
 
 from .writebehind import InFlight, Request
@@ -157,7 +157,7 @@ class DataPlane:
         self._on_fenced = on_fenced
         self._on_missed = on_missed  # (file id, fileserver, start, end, why): a stale copy
         self._servers: dict[int, _Server] = {}  # those this session holds (pfs/runtime/holdings.py)
-        self._holdings = shared.Holdings()
+        self._holdings = holdings.Holdings()
         self._holdings.watch(self)
         self._lock = threading.Lock()
         self._in_flight = InFlight(write_behind)
@@ -203,7 +203,7 @@ class DataPlane:
         """The fileservers to read a column from, in order: its copies not known stale."""
         copies = [i for i in f.recipe.copies(column) if i not in f.stale]
         if not copies:
-            raise errors.error(errno.EIO, f"every copy of part of {f.name!r} is stale (being "
+            raise errnos.error(errno.EIO, f"every copy of part of {f.name!r} is stale (being "
                                           "resynced, or lost): see `pfs status`")
         return copies
 
@@ -365,7 +365,7 @@ class DataPlane:
         with self._lock:
             if index not in self._servers:
                 if index not in self._addresses:
-                    raise errors.error(errno.EIO, f"{self._named(index)} is unknown to this "
+                    raise errnos.error(errno.EIO, f"{self._named(index)} is unknown to this "
                                                   "client; re-initialize to learn the cluster")
                 address = self._addresses[index]
                 self._servers[index] = self._holdings.hold(

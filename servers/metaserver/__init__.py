@@ -1,5 +1,5 @@
 """The metaserver: namespace, fileserver membership, client sessions and the token manager,
-wired in parts.py and served by service.py.
+wired in server.py and served by service.py.
 
 Invariant: one metaserver per data directory and port; its settings are the ones remembered in
 its data directory with the flags given put over them (settings.py), checked (the recovery
@@ -20,6 +20,7 @@ from ..instance import lock_data_dir
 from ..rpc import check_exposure, start_aio_server, stop_on_signals_aio
 from . import settings
 from .namespace import Namespace
+from .server import MetaServer
 from .service import MetaServerService
 
 log = logging.getLogger("pfs.metaserver")
@@ -71,17 +72,18 @@ def _check(chosen: settings.Settings) -> None:
 async def _serve(data_dir: pathlib.Path, host: str, chosen: settings.Settings,
                  credentials: Credentials, on_ready) -> None:
     stop = stop_on_signals_aio()
-    service = MetaServerService(
+    metaserver = MetaServer(
         Namespace(data_dir / "metadata.sqlite3"), chosen.fileservers, chosen.lease_seconds,
         chosen.block_size, chosen.stripe_blocks, clusterkey.load_or_create(data_dir),
         chosen.recovery_seconds or default_recovery_seconds(chosen.lease_seconds),
         chosen.replicas, credentials)
+    service = MetaServerService(metaserver)
     server, bound = await start_aio_server(
         lambda s: metaserver_pb2_grpc.add_MetaServerServicer_to_server(service, s),
         host, chosen.port, credentials)
     # Recorded once it listens: a port of 0 is remembered as the one it got.
     settings.record(data_dir, dataclasses.replace(chosen, port=bound))
-    service.start_background()
+    metaserver.start_background()
     log.info("metaserver on %s:%d (data in %s; expecting %d fileservers; block %d B, "
              "stripe unit %d blocks, lease %gs, %d replica(s) by default)", host, bound,
              data_dir, chosen.fileservers, chosen.block_size, chosen.stripe_blocks,
@@ -90,6 +92,6 @@ async def _serve(data_dir: pathlib.Path, host: str, chosen: settings.Settings,
         on_ready(bound)
     await stop.wait()
     log.info("stopping")
-    await service.stop()
+    await metaserver.stop()
     await server.stop(grace=2)
     log.info("metaserver stopped")

@@ -106,7 +106,7 @@ class Reclaims:
         self.namespace, self.tokens, self.open_files = namespace, tokens, open_files
         self.copies, self.sizes, self.cluster = copies, sizes, cluster
         self.sessions, self.recovery, self.clock = sessions, recovery, clock
-        self._capabilities = capabilities  # (MetaServer._capabilities)
+        self._capabilities = capabilities  # (MetaServer.capabilities)
 
     async def stored_sizes(self, request: pb.ReclaimRequest) -> tuple[dict[int, Node],
                                                                       dict[int, bool]]:

@@ -1,5 +1,5 @@
-"""The MetaServer gRPC servicer (asyncio): translates messages into calls of the metaserver's
-parts (parts.py) and back.
+"""The MetaServer gRPC servicer (asyncio): translates messages into calls of the metaserver
+(server.py) and back.
 
 Invariant: every number and path of a request is checked before anything changes, and a
 domain failure becomes a gRPC status whose message says what to do (`_answer_errors`).
@@ -33,8 +33,8 @@ from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
 from .namespace import Namespace, Node, StorageFull
 from .openfiles import OpenFile
-from .parts import LIST_PAGE, MetaServer
 from .recovery import checked_claims
+from .server import LIST_PAGE, MetaServer
 from .sessions import NotYourSession, SessionEnded, key_hash, new_key
 from .sessions import Session as ClientSession
 from .tokens import RequestCancelled, SessionGone
@@ -79,8 +79,11 @@ def _answer_errors(method):
 STATUS_DEGRADED = 10
 
 
-class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
-    """The metaserver's gRPC calls, each translated into calls of its parts (parts.py)."""
+class MetaServerService(pb_grpc.MetaServerServicer):
+    """The metaserver's gRPC calls, each translated into calls of the metaserver (server.py)."""
+
+    def __init__(self, server: MetaServer) -> None:
+        self.server = server
 
     # --- identity ---------------------------------------------------------------------------
     def _session(self, context) -> ClientSession:
@@ -88,26 +91,26 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         if named is None:
             raise NotYourSession("this call carries no session key; start a session with "
                                  "pfs_initialize() first")
-        return self.sessions.get(*named)
+        return self.server.sessions.get(*named)
 
     async def _recovered(self, context=None) -> ClientSession | None:
         """Waits for the recovery window to end (recovery.py); then the calling session, if the
         call names one (it may have been evicted meanwhile)."""
         session = None if context is None else self._session(context)
-        if self.recovery.active:
-            await self.recovery.over.wait()
+        if self.server.recovery.active:
+            await self.server.recovery.over.wait()
             session = None if context is None else self._session(context)
         return session
 
     def _meta(self, node: Node, path: str | None) -> pb.FileMeta:
         """The node's metadata; its path looked up when not known (a stat by file id)."""
-        path = self.namespace.path_of(node.node_id) if path is None else path
-        return _file_meta(node, self.open_files.get(node.node_id), path)
+        path = self.server.namespace.path_of(node.node_id) if path is None else path
+        return _file_meta(node, self.server.open_files.get(node.node_id), path)
 
     # --- cluster ----------------------------------------------------------------------------
     async def _need_cluster_key(self, context, refusal: str) -> None:
         """Refuses a call from anyone without the cluster key (fileservers, operators)."""
-        if not clusterkey.proves(self._cluster_key, dict(context.invocation_metadata() or ())
+        if not clusterkey.proves(self.server.cluster_key, dict(context.invocation_metadata() or ())
                                  .get(clusterkey.ATTACH_HEADER)):
             log.warning("refused %s: it does not hold the cluster key", context.peer())
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
@@ -118,32 +121,32 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         hello = await _hello(request_iterator, context)
         name = hello.hello.name or hello.hello.server_uuid
         try:
-            link = await self.cluster.attach(hello.hello.server_uuid, hello.hello.address, name)
+            link = await self.server.cluster.attach(hello.hello.server_uuid, hello.hello.address, name)
         except (AttachRefused, OSError) as e:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(getattr(e, "strerror", None)
                                                                      or e))
-        await self._fileserver_attached(link)
+        await self.server.fileserver_attached(link)
         reader = asyncio.get_running_loop().create_task(
-            self._read_fileserver(link, request_iterator))
+            self.server.read_fileserver(link, request_iterator))
         try:
-            async for message in self.cluster.outgoing(link):
+            async for message in self.server.cluster.outgoing(link):
                 yield message
         finally:
             reader.cancel()
-            self.cluster.detach(link)
+            self.server.cluster.detach(link)
 
     async def Status(self, request, context):
-        degraded, ranges, missed_bytes = self.copies.summary()
-        return pb.StatusReply(expected_fileservers=self.cluster.expected,
-                              fileservers=_fileservers(self.cluster, self.namespace),
-                              sessions=self.sessions.count(),
-                              files=self.namespace.count_files(), block_size=self.block_size,
-                              stripe_blocks=self.stripe_blocks, degraded_files=degraded,
+        degraded, ranges, missed_bytes = self.server.copies.summary()
+        return pb.StatusReply(expected_fileservers=self.server.cluster.expected,
+                              fileservers=_fileservers(self.server.cluster, self.server.namespace),
+                              sessions=self.server.sessions.count(),
+                              files=self.server.namespace.count_files(), block_size=self.server.block_size,
+                              stripe_blocks=self.server.stripe_blocks, degraded_files=degraded,
                               resync_ranges=ranges, resync_bytes=missed_bytes,
-                              replicas=self.replicas, degraded=[
-                                  pb.DegradedCopy(path=self.namespace.path_of(f), fileserver=i,
+                              replicas=self.server.replicas, degraded=[
+                                  pb.DegradedCopy(path=self.server.namespace.path_of(f), fileserver=i,
                                                   missed_bytes=n)
-                                  for f, i, n in self.copies.first_stale(STATUS_DEGRADED)])
+                                  for f, i, n in self.server.copies.first_stale(STATUS_DEGRADED)])
 
     @_answer_errors
     async def RemoveMember(self, request, context):
@@ -151,49 +154,49 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         await self._need_cluster_key(context, "removing a member needs the cluster key "
                                               "(--cluster-key-file: the metaserver's "
                                               "DATA_DIR/cluster.key)")
-        moved = await self.membership.remove(request.name)
-        return pb.RemoveMemberReply(files_moved=moved, members=len(self.cluster.addresses()))
+        moved = await self.server.membership.remove(request.name)
+        return pb.RemoveMemberReply(files_moved=moved, members=len(self.server.cluster.addresses()))
 
     # --- sessions ---------------------------------------------------------------------------
     @_answer_errors
     async def Register(self, request, context):
-        problem = self.cluster.shortfall()
+        problem = self.server.cluster.shortfall()
         if problem:
             await context.abort(grpc.StatusCode.UNAVAILABLE, problem)
         key = new_key()
-        client_id = await self._db(self.namespace.new_session, key_hash(key))
-        session = self.sessions.start(client_id, key_hash(key),
+        client_id = await self.server.db(self.server.namespace.new_session, key_hash(key))
+        session = self.server.sessions.start(client_id, key_hash(key),
                                       f"pid {request.pid} on {brief(request.hostname) or '?'} "
                                       f"from {context.peer()}")
-        self.tokens.add_client(client_id)
+        self.server.tokens.add_client(client_id)
         try:
-            await self.cluster.admit(client_id)
+            await self.server.cluster.admit(client_id)
         except asyncio.CancelledError:
-            self.sessions.end(client_id, "its registration was abandoned")
+            self.server.sessions.end(client_id, "its registration was abandoned")
             raise
-        self.sessions.heard_from(session)  # the lease starts when the client learns its key
+        self.server.sessions.heard_from(session)  # the lease starts when the client learns its key
         return pb.RegisterReply(client_id=client_id, session_key=key,
-                                fileservers=_fileservers(self.cluster, self.namespace),
-                                lease_seconds=self.sessions.lease_seconds,
-                                block_size=self.block_size, stripe_blocks=self.stripe_blocks,
-                                replicas=self.replicas)
+                                fileservers=_fileservers(self.server.cluster, self.server.namespace),
+                                lease_seconds=self.server.sessions.lease_seconds,
+                                block_size=self.server.block_size, stripe_blocks=self.server.stripe_blocks,
+                                replicas=self.server.replicas)
 
     async def Sessions(self, request_iterator, context):
         """A client process's stream, shared by its sessions (see sessions.py)."""
-        stream = self.sessions.open_stream(context.peer())
-        reader = asyncio.get_running_loop().create_task(self._read_stream(stream,
+        stream = self.server.sessions.open_stream(context.peer())
+        reader = asyncio.get_running_loop().create_task(self.server.read_stream(stream,
                                                                           request_iterator))
         try:
-            async for message in self.sessions.outgoing(stream):
+            async for message in self.server.sessions.outgoing(stream):
                 yield message
         finally:
             reader.cancel()
-            self.sessions.close_stream(stream, "its stream closed")
+            self.server.sessions.close_stream(stream, "its stream closed")
 
     @_answer_errors
     async def Finish(self, request, context):
         session = self._session(context)
-        ending = self.sessions.end(session.client_id, "finished")
+        ending = self.server.sessions.end(session.client_id, "finished")
         if ending is not None:
             await ending
         return pb.FinishReply()
@@ -203,34 +206,34 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
     async def Create(self, request, context):
         session = self._session(context)
         path = components(request.path)
-        node = await self._create(session.client_id, path, request.stripe_width,
-                                  request.replicas or self.replicas)
+        node = await self.server.create(session.client_id, path, request.stripe_width,
+                                  request.replicas or self.server.replicas)
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
     async def Mkdir(self, request, context):
         self._session(context)
         path = components(request.path)
-        node = await self._db(self.namespace.mkdir, path)
+        node = await self.server.db(self.server.namespace.mkdir, path)
         return pb.MkdirReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
     async def Rmdir(self, request, context):
         self._session(context)
-        await self._db(self.namespace.rmdir, components(request.path))
+        await self.server.db(self.server.namespace.rmdir, components(request.path))
         return pb.RmdirReply()
 
     @_answer_errors
     async def Rename(self, request, context):
         await self._recovered(context)
-        await self._rename(components(request.old_path), components(request.new_path))
+        await self.server.rename(components(request.old_path), components(request.new_path))
         return pb.RenameReply()
 
     @_answer_errors
     async def Open(self, request, context):
         session = await self._recovered(context)
         path = components(request.path)
-        node = await self._open(session.client_id, path, request.path)
+        node = await self.server.open(session.client_id, path, request.path)
         return pb.OpenReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
@@ -238,21 +241,21 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         """Idempotent: a client whose first Close reply was lost may send it again. A Close that
         fails (a size the client could not have written, a full disk) changes nothing."""
         session = await self._recovered(context)
-        f = self.open_files.get(request.file_id)
+        f = self.server.open_files.get(request.file_id)
         if f is not None and session.client_id in f.openers:
-            await self.sizes.record(session, f, request.size, request.wrote)
+            await self.server.sizes.record(session, f, request.size, request.wrote)
             if request.file_id in session.writing:  # every write it sent is stored or recorded
-                await self._db(self.copies.closed, session.client_id, request.file_id)
+                await self.server.db(self.server.copies.closed, session.client_id, request.file_id)
                 session.writing.discard(request.file_id)
             # Not open any more before the tokens go, so no request is granted in between.
-            self.open_files.close(session.client_id, request.file_id)
-            self.tokens.release_file(session.client_id, request.file_id)
+            self.server.open_files.close(session.client_id, request.file_id)
+            self.server.tokens.release_file(session.client_id, request.file_id)
         return pb.CloseReply()
 
     @_answer_errors
     async def Delete(self, request, context):
         await self._recovered(context)
-        await self._delete(components(request.path), request.path)
+        await self.server.delete(components(request.path), request.path)
         return pb.DeleteReply()
 
     @_answer_errors
@@ -261,23 +264,23 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         if request.WhichOneof("file") == "path":
             caller = None if session_of(context) is None else self._session(context).client_id
             path = components(request.path)
-            node, canonical = self.namespace.lookup(path), "/".join(path)
+            node, canonical = self.server.namespace.lookup(path), "/".join(path)
         else:
             session = self._session(context)
-            f = self.open_files.of(session.client_id, request.file_id)
+            f = self.server.open_files.of(session.client_id, request.file_id)
             caller, node, canonical = session.client_id, f.node, None
-        await self.sizes.glimpse(node.node_id, caller)
+        await self.server.sizes.glimpse(node.node_id, caller)
         return pb.StatReply(meta=self._meta(node, canonical))
 
     @_answer_errors
     async def List(self, request, context):
         path = components(request.path)
         prefix = "/".join(path) + "/" if path else ""
-        page = self.namespace.listdir(path, request.after, LIST_PAGE + 1)
+        page = self.server.namespace.listdir(path, request.after, LIST_PAGE + 1)
         caller = None if session_of(context) is None else self._session(context).client_id
         for _, node in page[:LIST_PAGE]:  # files being written: their sizes as they are now
-            if self.open_files.get(node.node_id) is not None:
-                await self.sizes.glimpse(node.node_id, caller)
+            if self.server.open_files.get(node.node_id) is not None:
+                await self.server.sizes.glimpse(node.node_id, caller)
         return pb.ListReply(entries=[self._meta(node, prefix + name)
                                      for name, node in page[:LIST_PAGE]],
                             more=len(page) > LIST_PAGE)
@@ -285,49 +288,49 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
     @_answer_errors
     async def ReportSize(self, request, context):
         session = await self._recovered(context)
-        f = self.open_files.of(session.client_id, request.file_id)
-        await self.sizes.record(session, f, request.size, touch=False)
-        await self._on_db_thread(self.namespace.sync)  # the size survives a machine crash
+        f = self.server.open_files.of(session.client_id, request.file_id)
+        await self.server.sizes.record(session, f, request.size, touch=False)
+        await self.server.on_db_thread(self.server.namespace.sync)  # the size survives a machine crash
         return pb.ReportSizeReply()
 
     @_answer_errors
     async def Truncate(self, request, context):
         session = await self._recovered(context)
-        f = self.open_files.of(session.client_id, request.file_id)
-        return pb.TruncateReply(size_epoch=await self._truncate(session.client_id, f,
+        f = self.server.open_files.of(session.client_id, request.file_id)
+        return pb.TruncateReply(size_epoch=await self.server.truncate(session.client_id, f,
                                                                 request.size))
 
     # --- tokens -----------------------------------------------------------------------------
     @_answer_errors
     async def Acquire(self, request, context):
         session = await self._recovered(context)
-        f = self.open_files.of(session.client_id, request.file_id)
-        grant = await self._acquire(session, f, request.start, request.end, request.mode)
+        f = self.server.open_files.of(session.client_id, request.file_id)
+        grant = await self.server.acquire(session, f, request.start, request.end, request.mode)
         if session.ended:  # while it waited: an ended session is signed nothing (cluster.py)
             raise SessionEnded(f"client {session.client_id}'s session ended while it waited "
                                "for a token; call pfs_initialize again")
         # Nothing may fail once the grant is numbered: the client must learn of every grant.
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
                                grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch,
-                               capabilities=self._capabilities(session.client_id, f.node, grant),
-                               stale=sorted(self.copies.stale(f.node.node_id)))
+                               capabilities=self.server.capabilities(session.client_id, f.node, grant),
+                               stale=sorted(self.server.copies.stale(f.node.node_id)))
 
     # --- recovery (recovery.py) ------------------------------------------------------------
     @_answer_errors
     async def Reclaim(self, request, context):
         session = self._session(context)
-        if not session.restored or not self.recovery.active:
+        if not session.restored or not self.server.recovery.active:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this session has nothing "
                                 "to reclaim: it was not recorded before a restart, or has "
                                 "reclaimed already")
         claims = checked_claims(request)
-        nodes, stored = await self.reclaims.stored_sizes(request)
+        nodes, stored = await self.server.reclaims.stored_sizes(request)
         # From here on nothing waits: the window cannot end half-way through this reclaim.
         session = self._session(context)
-        if not session.restored or not self.recovery.active:
+        if not session.restored or not self.server.recovery.active:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the recovery window "
                                 "ended before this reclaim was done")
-        return self.reclaims.give_back(session, request, claims, nodes, stored)
+        return self.server.reclaims.give_back(session, request, claims, nodes, stored)
 
     # --- copies ----------------------------------------------------------------------------
     @_answer_errors
@@ -336,21 +339,21 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         (copies.py). Believed from a client with the file open: marking a copy stale never
         loses data, it costs a resync."""
         session = self._session(context)
-        f = self.open_files.of(session.client_id, request.file_id)
+        f = self.server.open_files.of(session.client_id, request.file_id)
         if request.server not in f.node.servers or f.node.replicas < 2:
-            raise ValueError(f"fileserver {self.cluster.name(request.server)} holds no copy of "
+            raise ValueError(f"fileserver {self.server.cluster.name(request.server)} holds no copy of "
                              f"file {request.file_id} that another copy could stand in for")
         if not request.start < request.end <= INFINITY:
             raise ValueError(f"missed range [{request.start}, {request.end}) is empty")
-        await self._db(self.copies.missed, request.file_id, request.server, request.start,
+        await self.server.db(self.server.copies.missed, request.file_id, request.server, request.start,
                        request.end)
-        name = self.cluster.name(request.server)
-        self.repeats.log(logging.WARNING, ("missed", request.server),
+        name = self.server.cluster.name(request.server)
+        self.server.repeats.log(logging.WARNING, ("missed", request.server),
                          f"copies on fileserver {name} missed bytes",
                          "the copy of file %d on fileserver %s missed bytes %d-%d (client %d: "
                          "%.300r): stale until resynced", request.file_id, name, request.start,
                          request.end - 1, session.client_id, request.why)
-        self.repair.wake()
+        self.server.repair.wake()
         return pb.ReportMissedReply()
 
     async def Scrub(self, request, context):
@@ -358,14 +361,14 @@ class MetaServerService(MetaServer, pb_grpc.MetaServerServicer):
         progress; asks for no session (an operator's tool, as `pfs status`)."""
         await self._recovered()  # (its tokens come after the clients' reclaims)
         try:
-            files = self._files_under(components(request.path))
+            files = self.server.files_under(components(request.path))
         except OSError as e:
             await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
                                 e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
         totals, unrepairable = None, 0
         try:
-            async for totals, node in self.repair.scrub(files):
-                path = self.namespace.path_of(node.node_id)
+            async for totals, node in self.server.repair.scrub(files):
+                path = self.server.namespace.path_of(node.node_id)
                 yield pb.ScrubProgress(files=totals.files, bytes=totals.bytes,
                                        damaged=totals.damaged, current=path,
                                        unrepairable=[path] * (totals.unrepairable > unrepairable))

@@ -36,7 +36,7 @@ class Sizes:
         self.copies = copies
         self.cluster = cluster
         self.sessions = sessions
-        self._db = db  # runs a namespace change (MetaServerService._db)
+        self._db = db  # runs a namespace change (MetaServer.db)
 
     def believable(self, client_id: int, f: OpenFile, size: int) -> bool:
         """Whether the client could have made the file `size` bytes long: only by writing, under

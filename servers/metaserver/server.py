@@ -71,14 +71,14 @@ class MetaServer:
         self.namespace = namespace
         self.copies = Copies(namespace)
         self.replicas = replicas
-        self._cluster_key = cluster_key
+        self.cluster_key = cluster_key
         self.signer = Signer(cluster_key)
         self.block_size = block_size
         self.stripe_blocks = stripe_blocks
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata")
         # Leases and timeouts leave out the time our own event loop lagged (loopclock.py).
         self.clock = LoopClock()
-        self.cluster = Cluster(functools.partial(self._db, namespace.register_fileserver),
+        self.cluster = Cluster(functools.partial(self.db, namespace.register_fileserver),
                                namespace.fileservers(),
                                {i: name for i, (name, _) in namespace.members().items()},
                                expected_fileservers,
@@ -89,11 +89,11 @@ class MetaServer:
         self.open_files = OpenFiles()
         self._namespace_lock = asyncio.Lock()
         self.deletions = Deletions(namespace.pending_deletes(), self.cluster,
-                                   functools.partial(self._db, namespace.delete_done))
+                                   functools.partial(self.db, namespace.delete_done))
         self.repair = Repair(namespace, self.copies, self.tokens, self.cluster, self.signer,
                              credentials or Credentials(), time.time)
         self.unfinished = UnfinishedWrites(self.copies, self.tokens, self.cluster, self.repair,
-                                           self._db)
+                                           self.db)
         self._background: list[asyncio.Task] = []
         self.repeats = Repeats(log)  # warnings that a burst of calls would each log
         self.temporaries = Temporaries(namespace)
@@ -109,24 +109,24 @@ class MetaServer:
         self.recovery = Recovery(recorded)
         self.temporary_removal = TemporaryRemoval(
             self.temporaries, namespace, self.open_files, self.deletions, self._namespace_lock,
-            self._db, self.sessions, self.recovery)
+            self.db, self.sessions, self.recovery)
         self.membership = Membership(namespace, self.cluster, self.copies, self.open_files,
                                      self.deletions, self.repair, self._namespace_lock,
-                                     self._on_db_thread)
+                                     self.on_db_thread)
         self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
-                           self.sessions, self._db)
+                           self.sessions, self.db)
         self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,
                                  self.cluster, self.sessions, self.recovery, self.clock,
-                                 self._capabilities)
+                                 self.capabilities)
         self.recovery_seconds = recovery_seconds
 
-    async def _db(self, fn, *args):
+    async def db(self, fn, *args):
         """Runs a namespace change: at once if the writer is free, else on the metadata thread."""
         with contextlib.suppress(WriterBusy):
             return self.namespace.now(fn, *args)
-        return await self._on_db_thread(fn, *args)
+        return await self.on_db_thread(fn, *args)
 
-    async def _on_db_thread(self, fn, *args):
+    async def on_db_thread(self, fn, *args):
         """Runs something that may take long on the metadata thread (a sync, a bulk change)."""
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
@@ -163,7 +163,7 @@ class MetaServer:
         client surely knows its lease is over) lets others have its tokens."""
         self.recovery.back(session.client_id)
         try:
-            await self._db(self.namespace.forget_session, session.client_id)
+            await self.db(self.namespace.forget_session, session.client_id)
         except (StorageFull, OSError) as e:  # restored after a restart, it is evicted again
             log.error("could not forget client %d's session: %s", session.client_id, e)
         await self.cluster.fence(session.client_id)
@@ -191,7 +191,7 @@ class MetaServer:
             start=revocation.start, end=revocation.end, to_mode=revocation.to_mode,
             granted_upto=revocation.granted_upto, client_id=revocation.client_id)))
 
-    def _capabilities(self, client_id: int, node: Node, grant) -> list[bytes]:
+    def capabilities(self, client_id: int, node: Node, grant) -> list[bytes]:
         """One capability per stripe column for a grant (pfs/capability.py)."""
         expires = time.time() + CAPABILITY_SECONDS
         ranges = column_ranges(node.block_size, node.stripe_blocks, node.width, grant.start,
@@ -200,7 +200,7 @@ class MetaServer:
                                  node.copies(column))
                 for column, (start, end) in enumerate(ranges)]
 
-    def _files_under(self, path: tuple[str, ...]) -> list[Node]:
+    def files_under(self, path: tuple[str, ...]) -> list[Node]:
         """The files at or below `path`, a page of a directory at a time."""
         node = self.namespace.lookup(path)
         if not node.is_dir:
@@ -215,7 +215,7 @@ class MetaServer:
         return files
 
     # --- client streams (the servicer's Sessions) ---------------------------------------
-    async def _read_stream(self, stream, request_iterator) -> None:
+    async def read_stream(self, stream, request_iterator) -> None:
         async for message in request_iterator:
             kind = message.WhichOneof("body")
             self.sessions.heard_on(stream, message.heartbeat if kind == "heartbeat" else None)
@@ -239,16 +239,16 @@ class MetaServer:
         self.sessions.close_stream(stream, "the client closed its stream")
 
     # --- fileservers' control streams (the servicer's Attach) -----------------------------
-    async def _fileserver_attached(self, link) -> None:
+    async def fileserver_attached(self, link) -> None:
         """A fileserver attached: what it lost is stale, what it missed can be copied now."""
         if link.lost_data:
-            stale = await self._on_db_thread(self.copies.lost, link.index)
+            stale = await self.on_db_thread(self.copies.lost, link.index)
             log.warning("fileserver %s's copies of %d replicated files are stale: resyncing",
                         link.name, stale)
         self.repair.wake()  # (whatever it missed while away can be copied now)
         self.deletions.attached(link.index)
 
-    async def _read_fileserver(self, link, request_iterator) -> None:
+    async def read_fileserver(self, link, request_iterator) -> None:
         async for message in request_iterator:
             kind = message.WhichOneof("body")
             if kind == "heartbeat":
@@ -262,24 +262,24 @@ class MetaServer:
         self.cluster.detach(link)
 
     # --- namespace changes (the servicer's Create, Rename, Open, Delete) -------------------
-    async def _create(self, client_id: int, path: tuple[str, ...], width: int,
+    async def create(self, client_id: int, path: tuple[str, ...], width: int,
                       replicas: int) -> Node:
         servers = self.cluster.place(width, replicas)
-        node = await self._db(self.namespace.create, path, self.block_size, self.stripe_blocks,
+        node = await self.db(self.namespace.create, path, self.block_size, self.stripe_blocks,
                               servers, replicas)
         if is_temporary(path[-1]):  # removed if its writer's session ends first
-            await self._db(self.temporaries.created, node.node_id, client_id)
+            await self.db(self.temporaries.created, node.node_id, client_id)
         online = self.cluster.online()
         for index in servers:
             if index not in online:  # born stale (cluster.place)
-                await self._db(self.copies.missed, node.node_id, index, 0, INFINITY)
+                await self.db(self.copies.missed, node.node_id, index, 0, INFINITY)
                 log.info("file %d's copy on fileserver %s is stale from the start: it is "
                          "offline", node.node_id, self.cluster.name(index))
         log.debug("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
                  node.node_id, servers)
         return node
 
-    async def _rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+    async def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
         async with self._namespace_lock:
             for path in (old, new):
                 try:
@@ -289,12 +289,12 @@ class MetaServer:
                 if not node.is_dir and self.open_files.is_open(node.node_id):
                     raise _busy("rename" if path == old else "replace", "/".join(path),
                                 self.open_files.openers(node.node_id))
-            replaced = await self._db(self.namespace.rename, old, new)
+            replaced = await self.db(self.namespace.rename, old, new)
         if replaced is not None and not replaced.is_dir:
             self.deletions.add(replaced.node_id, replaced.servers)
         log.debug("renamed %s to %s", brief("/".join(old)), brief("/".join(new)))
 
-    async def _open(self, client_id: int, path: tuple[str, ...], named: str) -> Node:
+    async def open(self, client_id: int, path: tuple[str, ...], named: str) -> Node:
         """Opens `path` (as the caller `named` it) for the client."""
         async with self._namespace_lock:
             node = self.namespace.lookup(path)
@@ -306,18 +306,18 @@ class MetaServer:
             self.open_files.open(client_id, node)
         return node
 
-    async def _delete(self, path: tuple[str, ...], named: str) -> None:
+    async def delete(self, path: tuple[str, ...], named: str) -> None:
         """Deletes the file at `path` (as the caller `named` it), unless it is open anywhere."""
         async with self._namespace_lock:
             node = self.namespace.lookup(path)
             if self.open_files.is_open(node.node_id):
                 raise _busy("delete", named, self.open_files.openers(node.node_id))
-            await self._db(self.namespace.unlink, path)
+            await self.db(self.namespace.unlink, path)
         log.debug("deleted %s (file %d)", brief("/".join(path)), node.node_id)
         self.deletions.add(node.node_id, node.servers)
 
     # --- sizes (the servicer's Truncate) -------------------------------------------------
-    async def _truncate(self, client_id: int, f: OpenFile, size: int) -> int:
+    async def truncate(self, client_id: int, f: OpenFile, size: int) -> int:
         """Cuts or extends the open file `f` to `size` bytes; its new size epoch."""
         if size > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes")
@@ -327,12 +327,12 @@ class MetaServer:
             raise ValueError(f"the objects of file {f.node.node_id} were not extended to "
                              f"{size} bytes")
         # mtime moves at the close that follows (the client counts a truncate as a write).
-        await self._db(self.namespace.record_size, f.node.node_id, size, False, True)
+        await self.db(self.namespace.record_size, f.node.node_id, size, False, True)
         f.node = self.namespace.get(f.node.node_id)
         return self.open_files.truncated(f, size)
 
     # --- tokens (the servicer's Acquire) -------------------------------------------------
-    async def _acquire(self, session: ClientSession, f: OpenFile, start: int, end: int,
+    async def acquire(self, session: ClientSession, f: OpenFile, start: int, end: int,
                        mode: int):
         """A token's grant, once the conflicting holders have given it up. A session's first
         WRITE token on a replicated file is preceded by a durable note that it may be writing
@@ -340,7 +340,7 @@ class MetaServer:
         reconciled."""
         client_id, file_id = session.client_id, f.node.node_id
         if mode == WRITE and f.node.replicas > 1 and file_id not in session.writing:
-            await self._db(self.copies.writing, client_id, file_id)
+            await self.db(self.copies.writing, client_id, file_id)
             session.writing.add(file_id)
         answer = asyncio.get_running_loop().create_future()
 
@@ -358,7 +358,7 @@ class MetaServer:
         """Puts committed namespace changes on the disk every second (see namespace.py)."""
         while True:
             await asyncio.sleep(SYNC_SECONDS)
-            await self._on_db_thread(self.namespace.sync)
+            await self.on_db_thread(self.namespace.sync)
 
 
 def _busy(what: str, path: str, openers: list[int]) -> OSError:
