@@ -137,7 +137,8 @@ def test_a_client_slow_to_give_up_a_token_delays_no_other(own_cluster, many, nam
 
 def test_client_dropped_without_finish_ends_its_session(own_cluster, name):
     """A Client the program drops is garbage-collected, and its session ends with it: the
-    metaserver's session count drops, and the tokens it held go to others at once."""
+    metaserver's session count drops, and the tokens it held go to others at once. Also when
+    its last call failed (the thread keeps that error for pfs_last_error)."""
     keep = own_cluster.client()
     sessions = live_sessions(own_cluster)
 
@@ -145,6 +146,7 @@ def test_client_dropped_without_finish_ends_its_session(own_cluster, name):
         c = own_cluster.client()
         write_file(c, name, b"d" * B, width=2, close=False)  # holds the tail's WRITE token
         assert live_sessions(own_cluster) == sessions + 1
+        assert c.pfs_close(12345) == -1
     drop_one()
     wait_until(lambda: gc.collect() >= 0 and live_sessions(own_cluster) == sessions,
                timeout=20, what="the dropped client's session to end")
