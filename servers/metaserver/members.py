@@ -82,6 +82,7 @@ def remove(namespace: Namespace, index: int, moved: dict[int, int]) -> None:
                 db.execute("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
                            "VALUES (?, ?, 0, ?)", (file_id, to, INFINITY))
         db.execute("DELETE FROM missed WHERE server = ?", (index,))
+        db.execute("DELETE FROM apart WHERE server = ?", (index,))
         for file_id, servers in db.execute("SELECT file_id, servers FROM pending_deletes"
                                            ).fetchall():
             kept = [s for s in servers.split(",") if s and int(s) != index]
