@@ -14,8 +14,9 @@ from pfs.protocol.capability import Held
 from pfs.protocol.errnos import error
 from pfs.protocol.paths import brief, canonical
 from pfs.protocol.ranges import RangeMap
+from pfs.protocol.tokenmodes import READ, WRITE
 
-from .args import open_mode
+from .args import PFS_READ, open_mode
 from .namespace import metadata_of
 from .state import ClientState
 
@@ -60,13 +61,16 @@ class OpenFiles:
     def open(self, path: str, mode: int) -> int:
         open_mode(mode)
         path = canonical(path)
-        meta = self._s.live_session().call("Open", pb.OpenRequest(path=path),
-                                           f"open {brief(path)}").meta
+        session = self._s.live_session()
+        reply, era = session.open(path, READ if mode == PFS_READ else WRITE, f"open {brief(path)}")
+        meta = reply.meta
         with self._s.lock:
             f = OpenFile(next(self._s.next_fd), meta.file_id, path, mode,
                          metadata_of(meta).recipe, meta.size, meta.size_epoch)
             self._s.fds[f.fd] = f
             self._s.by_id[f.file_id] = f
+            if reply.HasField("grant"):  # the token the open implies, if nothing was in its way
+                self._tokens.apply(session, f, reply.grant, era)
         return f.fd
 
     def close(self, fd: int) -> None:

@@ -100,6 +100,13 @@ class Tokens:
             if session.recovering and not session.lost:
                 return  # the metaserver went away: ask again once it is back
             raise
+        self.apply(session, f, grant, era)
+
+    def apply(self, session: MetaSession, f: OpenFile, grant: pb.AcquireReply,
+              era: int) -> None:
+        """Puts a grant (of an Acquire or an Open, made in `era`) into the file's token table,
+        the lock held; void if the metaserver restarted since."""
+        st = self._s
         if session.era != era:
             return  # granted by the metaserver of before its restart: void
         if st.by_id.get(f.file_id) is f:

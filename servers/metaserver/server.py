@@ -50,7 +50,7 @@ from .sessions import Session as ClientSession
 from .sessions import Sessions
 from .sizes import Sizes
 from .temporaries import Temporaries, TemporaryRemoval
-from .tokens import WRITE, Revocation, TokenManager
+from .tokens import READ, WRITE, Revocation, TokenManager
 from .unfinished import UnfinishedWrites
 
 log = logging.getLogger("pfs.metaserver")
@@ -140,7 +140,8 @@ class MetaServer:
                             loop.create_task(self.temporary_removal.orphans()),
                             loop.create_task(self._sync_metadata())]
         if self.recovery.active:
-            self._background.append(loop.create_task(self.recovery.run(self.sessions, self.recovery_seconds)))
+            self._background.append(loop.create_task(
+                self.recovery.run(self.sessions, self.recovery_seconds)))
 
     async def _resync(self) -> None:
         """The resync of stale copies (repair.py), once the recovery window is over: its READ
@@ -305,6 +306,17 @@ class MetaServer:
                                            "client; close it first")
             self.open_files.open(client_id, node)
         return node
+
+    def grant_at_open(self, session: ClientSession, f: OpenFile, mode: int):
+        """The token an open implies, for the whole file, if nothing is in its way (else
+        None: the client asks when it first reads or writes). Not a WRITE token on a replicated
+        file: that first needs the durable note `acquire` makes, which an open that never
+        writes should not cost."""
+        if mode not in (READ, WRITE):
+            return None
+        if mode == WRITE and f.node.replicas > 1 and f.node.node_id not in session.writing:
+            return None
+        return self.tokens.grant_if_free(session.client_id, f.node.node_id, 0, INFINITY, mode)
 
     async def delete(self, path: tuple[str, ...], named: str) -> None:
         """Deletes the file at `path` (as the caller `named` it), unless it is open anywhere."""
