@@ -231,3 +231,33 @@ def test_a_server_refusal_has_one_prefix(tmp_path):
                env={"PFS_CLUSTER_KEY_FILE": ""})
     assert done.returncode == 1 and done.stderr.startswith("pfs fileserver: give it"), done.stderr
     assert done.stderr.count("pfs fileserver:") == 1, done.stderr
+
+
+def test_a_read_from_a_fileserver_long_offline_fails_at_once_naming_it(cluster, tmp_path):
+    """A single-copy file's bytes on a fileserver the metaserver has known offline for longer
+    than the retry window: the read fails at once with EHOSTDOWN naming the fileserver, not
+    after another retry window with gRPC's words. (A restart within the window stays
+    invisible: tests/test_api_errors.py.)"""
+    env = cluster.env(PFS_RETRY_SECONDS="2")
+    pfs("put", "-", "spread", "--stripe-width", "4", cwd=tmp_path, env=env, input="y" * 8000)
+    os.kill(cluster.process.pid, signal.SIGSTOP)  # so that `pfs up` does not restart it
+    try:
+        victim = next(pid for pid in cluster.server_pids("fileserver")
+                      if b"fs1" in open(f"/proc/{pid}/cmdline", "rb").read())
+        os.kill(victim, signal.SIGKILL)
+
+        def offline_for() -> float:
+            status = json.loads(pfs("status", "--json", cwd=tmp_path, env=env,
+                                    check=False).stdout)
+            return next(f["offline_seconds"] or 0 for f in status["fileservers"]
+                        if f["name"] == "fs1")
+        wait_until(lambda: offline_for() > 2, timeout=30, what="fs1 offline beyond the window")
+        assert "fs1" in pfs("status", cwd=tmp_path, env=env, check=False).stdout
+        done = pfs("cat", "spread", cwd=tmp_path, env=env, check=False)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert "fileserver fs1 is offline (for " in done.stderr, done.stderr
+        assert "start it again, or see `pfs status`" in done.stderr, done.stderr
+        assert "grpc" not in done.stderr.lower() and "unavailable" not in done.stderr.lower(), \
+            done.stderr
+    finally:
+        os.kill(cluster.process.pid, signal.SIGCONT)

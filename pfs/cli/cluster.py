@@ -37,7 +37,8 @@ def _status_json(reply: pb.StatusReply) -> dict[str, object]:
                          for d in reply.degraded],
             "expected_fileservers": reply.expected_fileservers,
             "fileservers": [{"index": f.index, "name": f.name, "address": f.address,
-                             "online": f.online, "lost_data_at": f.lost_data_at or None}
+                             "online": f.online, "lost_data_at": f.lost_data_at or None,
+                             "offline_seconds": None if f.online else f.offline_seconds}
                             for f in reply.fileservers]}
 
 
@@ -79,7 +80,7 @@ def _print_status(reply: pb.StatusReply, online: int) -> None:
     for f in reply.fileservers:
         lost = f"  lost its data {when(f.lost_data_at)}" if f.lost_data_at else ""
         print(f"  {member_name(f)[:16]:<16} {f.address:<22} "
-              f"{'online' if f.online else 'OFFLINE'}{lost}")
+              f"{'online' if f.online else f'OFFLINE for {f.offline_seconds:.0f}s'}{lost}")
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -215,8 +216,8 @@ Show the metaserver's fileservers (online or not), its client sessions and its f
 Exit status 1 when fewer fileservers are online than expected. Needs no session.
 
 --json prints one object: "metaserver", "files", "sessions", "block_size", "stripe_blocks",
-"expected_fileservers" and "fileservers" (each with "name", "index", "address", "online" and
-"lost_data_at"). Fileservers are named by their member names (fs0, fs1... under `pfs up`) in
+"expected_fileservers" and "fileservers" (each with "name", "index", "address", "online",
+"lost_data_at" and "offline_seconds", how long the metaserver has known it offline). Fileservers are named by their member names (fs0, fs1... under `pfs up`) in
 status, df, stat and the servers' logs alike.""",
                     cmd_status)
     json_flag(p, "the cluster's state")

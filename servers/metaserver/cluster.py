@@ -70,6 +70,7 @@ class Link:
     acked_version: int = 0
     last_heartbeat: float = float("-inf")  # when we received the last heartbeat we acknowledged
     attached: bool = True
+    detached_at: float = float("inf")  # when its stream ended
 
 
 class Cluster:
@@ -82,6 +83,7 @@ class Cluster:
         self._names = dict(names)  # index -> the member's name, what operators see
         self.expected = expected_fileservers
         self._clock = clock
+        self._started = clock()  # a member not attached since is offline since then
         self._links: dict[int, Link] = {}  # index -> current (or last) attachment
         self._sessions: set[int] = {METASERVER_CLIENT}  # the session table: client ids
         # No client id below this is a session not yet in the table: the next welcome's floor.
@@ -106,6 +108,21 @@ class Cluster:
 
     def _live(self, link: Link) -> bool:
         return self._clock() < link.last_heartbeat + FILESERVER_LEASE_SECONDS
+
+    def offline_seconds(self, index: int) -> float:
+        """How long we have known fileserver `index` offline (0 while online): since its
+        stream ended or its heartbeats' lease ran out, whichever came first; a member that
+        has not attached since we started, since then. Clients give up on it sooner the
+        longer it has been away (pfs/datapath/striped.py)."""
+        link = self._links.get(index)
+        if link is None:
+            since = self._started
+        elif link.attached and self._live(link):
+            return 0.0
+        else:
+            since = min(link.detached_at, link.last_heartbeat + FILESERVER_LEASE_SECONDS)
+            since = max(since, self._started)
+        return max(0.0, self._clock() - since)
 
     def shortfall(self) -> str | None:
         """Why clients cannot start now, or None: the cluster has formed (every expected
@@ -186,6 +203,7 @@ class Cluster:
     def detach(self, link: Link) -> None:
         if link.attached:
             link.attached = False
+            link.detached_at = self._clock()
             link.outbox.put_nowait(_DETACH)
             log.log(logging.INFO if self.stopping else logging.WARNING,
                     "fileserver %s detached", link.name)

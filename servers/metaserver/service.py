@@ -398,7 +398,8 @@ def _fileservers(cluster: Cluster, namespace: Namespace) -> list[pb.Fileserver]:
     members = namespace.members()
     return [pb.Fileserver(index=i, address=a, online=i in online,
                           name=members.get(i, ("", 0.0))[0],
-                          lost_data_at=members.get(i, ("", 0.0))[1])
+                          lost_data_at=members.get(i, ("", 0.0))[1],
+                          offline_seconds=0.0 if i in online else cluster.offline_seconds(i))
             for i, a in cluster.addresses().items()]
 
 
