@@ -261,3 +261,64 @@ def test_a_read_from_a_fileserver_long_offline_fails_at_once_naming_it(cluster, 
             done.stderr
     finally:
         os.kill(cluster.process.pid, signal.SIGCONT)
+
+
+def recipe(tmp_path, env, path) -> dict:
+    return json.loads(pfs("getstripe", "--json", path, cwd=tmp_path, env=env).stdout)
+
+
+def in_sync(tmp_path, env) -> bool:
+    return "all in sync" in pfs("status", cwd=tmp_path, env=env, check=False).stdout
+
+
+def test_directory_layouts_are_inherited_and_a_files_copies_change(cluster, tmp_path):
+    env = cluster.env()
+    pfs("mkdir", "-p", "runs/big/deep", cwd=tmp_path, env=env)
+    pfs("setstripe", "runs", "--width", "2", "--stripe-unit", "2k", "--replicas", "2",
+        cwd=tmp_path, env=env)
+    shown = pfs("getstripe", "runs/big/deep", cwd=tmp_path, env=env).stdout
+    assert "no layout of its own" in shown and "from the layout of /runs" in shown, shown
+    assert "stripe width 2, stripe unit 2.0 KiB, replicas 2" in shown, shown
+
+    data = os.urandom(9000).hex()
+    pfs("put", "-", "runs/big/deep/a", cwd=tmp_path, env=env, input=data)
+    made = recipe(tmp_path, env, "runs/big/deep/a")
+    assert (made["stripe_width"], made["stripe_unit"], made["replicas"]) == (2, 2048, 2), made
+    pfs("put", "-", "runs/big/narrow", "--stripe-width", "1", cwd=tmp_path, env=env, input="x")
+    made = recipe(tmp_path, env, "runs/big/narrow")  # what the create asks for wins
+    assert (made["stripe_width"], made["replicas"]) == (1, 2), made
+
+    pfs("setstripe", "runs/big", "--width", "2", "--replicas", "1", cwd=tmp_path, env=env)
+    pfs("put", "-", "runs/big/deep/b", cwd=tmp_path, env=env, input=data)
+    made = recipe(tmp_path, env, "runs/big/deep/b")
+    assert (made["stripe_width"], made["stripe_unit"], made["replicas"]) == (2, 1024, 1), made
+    # (the nearest layout wins as a whole: the stripe unit is the cluster's, not /runs's)
+    listed = json.loads(pfs("getstripe", "--json", "runs/big", cwd=tmp_path, env=env).stdout)
+    assert listed["own"] == {"stripe_width": 2, "stripe_unit": None, "replicas": 1}, listed
+    pfs("setstripe", "runs/big", "--clear", cwd=tmp_path, env=env)
+    assert recipe(tmp_path, env, "runs/big")["from"] == "/runs"
+    refused = pfs("setstripe", "runs/big/deep/b", "--width", "2", cwd=tmp_path, env=env,
+                  check=False)
+    assert refused.returncode == 1 and "fixed at create" in refused.stderr, refused.stderr
+
+    # An existing file's replica count, raised (copies made by the resync) and lowered.
+    said = pfs("setstripe", "runs/big/deep/b", "--replicas", "2", cwd=tmp_path, env=env).stdout
+    assert "2 new copies being made" in said, said
+    assert recipe(tmp_path, env, "runs/big/deep/b")["replicas"] == 2
+    wait_until(lambda: in_sync(tmp_path, env), timeout=60, what="the new copies")
+
+    def stored() -> int:
+        return json.loads(pfs("df", "--json", cwd=tmp_path, env=env).stdout)["bytes_stored"]
+    assert stored() == 2 * len(data) + 2 + 2 * len(data), stored()  # a, narrow, b: 2 copies
+    said = pfs("setstripe", "runs/big/deep/a", "--replicas", "1", cwd=tmp_path, env=env).stdout
+    assert "2 copies dropped" in said, said
+    wait_until(lambda: stored() == len(data) + 2 + 2 * len(data), timeout=30,
+               what="the dropped copies' objects to be deleted")
+    assert pfs("cat", "runs/big/deep/a", cwd=tmp_path, env=env).stdout == data
+
+    os.kill(cluster.process.pid, signal.SIGSTOP)  # so that `pfs up` does not restart it
+    try:  # b's copies are real: with any one fileserver gone, it reads whole
+        os.kill(cluster.server_pids("fileserver")[0], signal.SIGKILL)
+        assert pfs("cat", "runs/big/deep/b", cwd=tmp_path, env=env).stdout == data
+    finally:
+        os.kill(cluster.process.pid, signal.SIGCONT)

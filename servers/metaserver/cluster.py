@@ -137,6 +137,12 @@ class Cluster:
             return "no fileserver is online; start them (see `pfs status`) and try again"
         return None
 
+    def widest(self, replicas: int) -> int:
+        """The widest stripe a new file with `replicas` copies can have now: a member of its
+        own for every copy of every column, the first copy of each online (as the clients'
+        ClusterLayout.widest says)."""
+        return max(1, min(len(self.online()), len(self._addresses) // replicas))
+
     def place(self, width: int, replicas: int = 1) -> list[int]:
         """The servers of a new file: width × replicas distinct members (copy k of column c at
         k * width + c), consecutive from one further along for each file, so that files spread

@@ -169,6 +169,11 @@ class Repair:
                       self._cluster.name(index), why)
 
     # --- tokens, threads, calls -------------------------------------------------------------
+    def whole_file(self, file_id: int):
+        """A WRITE token of the metaserver's own on the whole file (`async with`): no client
+        holds one on it meanwhile (replication.py changes its recipe under it)."""
+        return _Token(self._tokens, self._token_lock, file_id, 0, INFINITY, WRITE)
+
     def _reading(self, node: Node, column: int, start: int, end: int):
         """A READ token on the file bytes that local bytes [start, end) of `column` hold."""
         recipe = node.recipe
@@ -221,19 +226,19 @@ class Repair:
 
 
 class _Token:
-    """`async with`: a READ token of the metaserver's own on [start, end) of a file, given
-    back (with all it holds on the file) at the end."""
+    """`async with`: a token of the metaserver's own (READ unless told) on [start, end) of a
+    file, given back (with all it holds on the file) at the end."""
 
     def __init__(self, tokens: TokenManager, lock: asyncio.Lock, file_id: int, start: int,
-                 end: int) -> None:
+                 end: int, mode: int = READ) -> None:
         self._tokens, self._lock = tokens, lock
-        self._file_id, self._start, self._end = file_id, start, end
+        self._file_id, self._start, self._end, self._mode = file_id, start, end, mode
 
     async def __aenter__(self) -> None:
         await self._lock.acquire()
         granted = asyncio.get_running_loop().create_future()
         request = self._tokens.request(
-            METASERVER_CLIENT, self._file_id, self._start, self._end, READ,
+            METASERVER_CLIENT, self._file_id, self._start, self._end, self._mode,
             lambda grant, error: granted.set_exception(error) if error else
             granted.set_result(grant))
         try:

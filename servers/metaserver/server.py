@@ -40,12 +40,14 @@ from ..repeats import Repeats
 from .cluster import Cluster
 from .copies import Copies
 from .deletions import Deletions
+from .layouts import Layout, Layouts
 from .loopclock import LoopClock
 from .members import Membership
 from .namespace import Namespace, Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
 from .recovery import Reclaims, Recovery
 from .repair import Repair
+from .replication import Replication
 from .sessions import Session as ClientSession
 from .sessions import Sessions
 from .sizes import Sizes
@@ -59,6 +61,8 @@ log = logging.getLogger("pfs.metaserver")
 EVICTION_CHECK_SECONDS = 0.5
 #: How often committed namespace changes are put on the disk (at most lost to a power cut).
 SYNC_SECONDS = 1.0
+#: The largest stripe unit a directory's layout may ask for, in bytes.
+MAX_STRIPE_UNIT = 1 << 30
 #: Directory entries per List reply (a reply must stay well below gRPC's message limit).
 LIST_PAGE = 10_000
 
@@ -113,6 +117,10 @@ class MetaServer:
         self.membership = Membership(namespace, self.cluster, self.copies, self.open_files,
                                      self.deletions, self.repair, self._namespace_lock,
                                      self.on_db_thread)
+        self.layouts = Layouts(namespace)
+        self.replication = Replication(namespace, self.cluster, self.copies, self.open_files,
+                                       self.deletions, self.repair, self._namespace_lock,
+                                       self.db)
         self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
                            self.sessions, self.db)
         self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,
@@ -263,10 +271,17 @@ class MetaServer:
 
     # --- namespace changes (the servicer's Create, Rename, Open, Delete) -------------------
     async def create(self, client_id: int, path: tuple[str, ...], width: int,
-                      replicas: int) -> Node:
+                     replicas: int) -> Node:
+        """A new file; what `width` and `replicas` leave open (0) comes from its directory's
+        layout (layouts.py), else the cluster's defaults (a layout's width no wider than the
+        cluster allows now, as Lustre caps a stripe count)."""
+        layout, _ = self.layouts.inherited(path[:-1])
+        replicas = replicas or layout.replicas or self.replicas
+        widest = self.cluster.widest(replicas)
+        width = width or min(layout.stripe_width or widest, widest)
         servers = self.cluster.place(width, replicas)
-        node = await self.db(self.namespace.create, path, self.block_size, self.stripe_blocks,
-                              servers, replicas)
+        node = await self.db(self.namespace.create, path, self.block_size,
+                             layout.stripe_blocks or self.stripe_blocks, servers, replicas)
         if is_temporary(path[-1]):  # removed if its writer's session ends first
             await self.db(self.temporaries.created, node.node_id, client_id)
         online = self.cluster.online()
@@ -278,6 +293,31 @@ class MetaServer:
         log.debug("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
                  node.node_id, servers)
         return node
+
+    async def set_layout(self, path: tuple[str, ...], layout: Layout) -> tuple[int, int]:
+        """A directory's layout, or a file's replica count (its striping is fixed at create):
+        (copies made, copies dropped)."""
+        node = self.namespace.lookup(path)
+        members = len(self.cluster.addresses())
+        if layout.stripe_width * (layout.replicas or 1) > members or layout.replicas > members:
+            raise OSError(errno.EINVAL, f"stripe width {layout.stripe_width or '-'} × replicas "
+                                        f"{layout.replicas or '-'} is more than the {members} "
+                                        "fileservers (each copy of a column on one of its own)")
+        if layout.stripe_blocks * self.block_size > MAX_STRIPE_UNIT:
+            raise OSError(errno.EINVAL, f"a stripe unit of {layout.stripe_blocks} blocks of "
+                                        f"{self.block_size} bytes is more than 1 GiB")
+        if node.is_dir:
+            await self.db(self.layouts.set, path, layout)
+            log.info("layout of %s: %s", brief("/".join(path)) or "/", layout)
+            return 0, 0
+        if layout.stripe_width or layout.stripe_blocks or not layout.replicas:
+            raise OSError(errno.EINVAL, f"{brief('/'.join(path))} is a file: its striping is "
+                                        "fixed at create (copy it with `pfs cp --stripe-width N` "
+                                        "to restripe); only its replica count can change")
+        if layout.replicas == node.replicas:
+            return 0, 0
+        added, dropped = await self.replication.change(node.node_id, layout.replicas)
+        return len(added), len(dropped)
 
     async def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
         async with self._namespace_lock:

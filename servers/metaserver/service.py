@@ -31,6 +31,7 @@ from pfs.protocol.ranges import INFINITY
 from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
+from .layouts import Layout
 from .namespace import Namespace, Node, StorageFull
 from .openfiles import OpenFile
 from .recovery import checked_claims
@@ -207,8 +208,34 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = self._session(context)
         path = components(request.path)
         node = await self.server.create(session.client_id, path, request.stripe_width,
-                                  request.replicas or self.server.replicas)
+                                        request.replicas)
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
+
+    @_answer_errors
+    async def SetLayout(self, request, context):
+        self._session(context)
+        wanted = request.layout
+        added, dropped = await self.server.set_layout(components(request.path), Layout(
+            wanted.stripe_width, wanted.stripe_blocks, wanted.replicas))
+        return pb.SetLayoutReply(copies_to_make=added, copies_dropped=dropped)
+
+    @_answer_errors
+    async def GetLayout(self, request, context):
+        path = components(request.path)
+        node = self.server.namespace.lookup(path)
+        if not node.is_dir:
+            raise OSError(errno.ENOTDIR, f"not a directory: {brief(request.path)} (`pfs stat` "
+                                         "shows a file's recipe)")
+        own = self.server.layouts.own(node.node_id)
+        layout, source = self.server.layouts.inherited(path)
+        replicas = layout.replicas or self.server.replicas
+        return pb.GetLayoutReply(
+            own=_layout(own), source="/".join(source or ()), inherited=source is not None,
+            effective=pb.Layout(
+                stripe_width=min(layout.stripe_width or 1 << 31,
+                                 self.server.cluster.widest(replicas)),
+                stripe_blocks=layout.stripe_blocks or self.server.stripe_blocks,
+                replicas=replicas))
 
     @_answer_errors
     async def Mkdir(self, request, context):
@@ -391,6 +418,11 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
         recipe=pb.Recipe(block_size=node.block_size, stripe_blocks=node.stripe_blocks,
                          stripe_width=node.width, servers=node.servers,
                          replicas=node.replicas) if not node.is_dir else pb.Recipe())
+
+
+def _layout(layout: Layout) -> pb.Layout:
+    return pb.Layout(stripe_width=layout.stripe_width, stripe_blocks=layout.stripe_blocks,
+                     replicas=layout.replicas)
 
 
 def _fileservers(cluster: Cluster, namespace: Namespace) -> list[pb.Fileserver]:
