@@ -322,3 +322,46 @@ def test_directory_layouts_are_inherited_and_a_files_copies_change(cluster, tmp_
         assert pfs("cat", "runs/big/deep/b", cwd=tmp_path, env=env).stdout == data
     finally:
         os.kill(cluster.process.pid, signal.SIGCONT)
+
+
+def test_a_member_is_drained_with_its_single_copies_then_removed(cluster, tmp_path):
+    env = {**cluster.env(), "PFS_CLUSTER_KEY_FILE": str(cluster.key_file)}
+    contents = {name: os.urandom(3000 + 100 * n).hex() for n, name in enumerate("abcdef")}
+    with extra_fileservers(cluster, tmp_path) as start:
+        fs4 = start("fs4")
+        wait_until(lambda: members(tmp_path, env).get("fs4"), timeout=30, what="fs4 to join")
+        for name, (width, replicas) in zip(contents, [(2, 1), (1, 2), (1, 1), (1, 1), (1, 1),
+                                                      (2, 2)]):
+            pfs("put", "-", name, "--stripe-width", width, "--replicas", replicas,
+                cwd=tmp_path, env=env, input=contents[name])
+        pfs("put", "-", "wide", "--stripe-width", "5", cwd=tmp_path, env=env, input="w" * 9000)
+
+        def drain() -> subprocess.CompletedProcess:
+            return pfs("member", "drain", "fs4", cwd=tmp_path, env=env, check=False)
+        refused = drain()
+        assert refused.returncode == 1 and "'/wide' cannot be moved" in refused.stderr, \
+            refused.stderr
+        assert "add a fileserver first" in refused.stderr, refused.stderr
+        pfs("rm", "wide", cwd=tmp_path, env=env)
+        on_fs4 = [n for n in contents
+                  if "fs4" in recipe(tmp_path, env, n)["fileservers"]]
+        assert on_fs4, "placement put nothing on fs4"
+
+        done = drain()
+        assert done.returncode == 0, done.stderr
+        assert f"its copies of {len(on_fs4)} file(s) are on other fileservers" in done.stdout
+        for name, data in contents.items():
+            assert "fs4" not in recipe(tmp_path, env, name)["fileservers"], name
+            assert pfs("cat", name, cwd=tmp_path, env=env).stdout == data
+        pfs("put", "-", "later", "--stripe-width", "4", cwd=tmp_path, env=env, input="z")
+        assert "fs4" not in recipe(tmp_path, env, "later")["fileservers"]  # not placed there
+
+        def objects_on_fs4() -> int:
+            usage = json.loads(pfs("df", "--json", cwd=tmp_path, env=env).stdout)
+            return next(f for f in usage["fileservers"] if f["name"] == "fs4")["objects"]
+        wait_until(lambda: objects_on_fs4() == 0, timeout=30, what="fs4's objects to go")
+        fs4.kill()
+        wait_until(lambda: not members(tmp_path, env)["fs4"], timeout=30, what="fs4 offline")
+        removed = pfs("member", "remove", "fs4", cwd=tmp_path, env=env).stdout
+        assert removed.startswith("removed fileserver fs4; 4 members left"), removed
+        assert "re-made" not in removed, removed

@@ -93,6 +93,7 @@ class Cluster:
         self._placement = itertools.count()
         self.lengths = StreamQueries()  # object lengths asked of fileservers
         self.stopping = False  # fileservers leaving then are expected, not a problem
+        self.draining: set[int] = set()  # members new files are not placed on (members.py)
 
     # --- membership -------------------------------------------------------------------------
     def addresses(self) -> dict[int, str]:
@@ -141,7 +142,8 @@ class Cluster:
         """The widest stripe a new file with `replicas` copies can have now: a member of its
         own for every copy of every column, the first copy of each online (as the clients'
         ClusterLayout.widest says)."""
-        return max(1, min(len(self.online()), len(self._addresses) // replicas))
+        return max(1, min(len(self.online() - self.draining),
+                          (len(self._addresses) - len(self.draining)) // replicas))
 
     def place(self, width: int, replicas: int = 1) -> list[int]:
         """The servers of a new file: width × replicas distinct members (copy k of column c at
@@ -151,7 +153,8 @@ class Cluster:
         every column is on an online server; the other copies go to online ones while there
         are enough, else to offline members (copies born stale, resynced when they return:
         a cluster with a member down still takes new replicated files)."""
-        online, members = sorted(self.online()), len(self._addresses)
+        online = sorted(self.online() - self.draining)
+        members = len(self._addresses) - len(self.draining)
         if not 1 <= replicas <= members:
             raise ValueError(f"replicas must be between 1 and the {members} fileservers, "
                              f"got {replicas}")
@@ -166,11 +169,13 @@ class Cluster:
                                            "status`), or create it narrower")
         first = next(self._placement)
         ordered = online[first % len(online):] + online[:first % len(online)]
-        offline = [i for i in sorted(self._addresses) if i not in online]
+        offline = [i for i in sorted(self._addresses)
+                   if i not in online and i not in self.draining]
         return (ordered + offline)[:width * replicas]
 
     def forget(self, index: int) -> None:
         """Member `index` was removed (members.py): it is no fileserver of ours any more."""
+        self.draining.discard(index)
         link = self._links.pop(index, None)
         if link is not None:
             self.detach(link)

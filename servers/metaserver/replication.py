@@ -3,9 +3,10 @@ member (`pfs member drain NAME`), which is two such changes per file.
 
 Invariant: a change never leaves a column without the good copies it had, up to the count
 asked. Raising the count gives every stripe column new copies on members the file does not use
-yet (online ones first), recorded as missing everything, so the resync (repair.py) makes them
-from the good copies in the background; `pfs status` shows it. Lowering it keeps, per column,
-the copies that missed nothing first (and those not on an `avoid`ed member), and drops the
+yet (online ones first, none on a member being drained), recorded as missing everything, so the
+resync (repair.py) makes them from the good copies in the background; `pfs status` shows it.
+Lowering it keeps, per column, the copies that missed nothing first, and of those the ones not
+on an `avoid`ed member (a drain, which is refused while that would keep one), and drops the
 rest: their objects are deleted in the background, as a deleted file's are. Either is one
 commit, made while the metaserver holds a WRITE token on the whole file (so no client holds
 one, or capabilities, made for the old recipe) and while no client has it open.
@@ -49,9 +50,9 @@ def placed(node: Node, replicas: int, stale: set[int], members: list[int], onlin
         return list(node.servers) + added, added, []
     kept = []
     for copies in columns:
-        ordered = sorted(copies, key=lambda i: (i in avoid, i in stale, copies.index(i)))
-        if avoid and any(i in avoid for i in ordered[:replicas]):
-            raise OSError(errno.EBUSY, "its copies elsewhere are not in sync yet")
+        ordered = sorted(copies, key=lambda i: (i in stale, i in avoid, copies.index(i)))
+        if any(i in avoid for i in ordered[:replicas]):  # (a good copy is never dropped
+            raise OSError(errno.EBUSY, "its copies elsewhere are not in sync yet")  # for it)
         kept.append(ordered[:replicas])
     servers = [kept[c][k] for k in range(replicas) for c in range(width)]
     return servers, [], [i for i in node.servers if i not in servers]
@@ -98,6 +99,8 @@ class Replication:
                                            "closed")
             members = sorted(self._cluster.addresses())
             taken = self._deletions.pending_on(file_id)  # their old object may still go
+            if replicas > node.replicas:  # (no new copy on a member being drained)
+                avoid = avoid | self._cluster.draining
             servers, added, dropped = placed(node, replicas, self._copies.stale(file_id),
                                              [i for i in members if i not in taken],
                                              self._cluster.online(), avoid)

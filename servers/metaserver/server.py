@@ -114,13 +114,13 @@ class MetaServer:
         self.temporary_removal = TemporaryRemoval(
             self.temporaries, namespace, self.open_files, self.deletions, self._namespace_lock,
             self.db, self.sessions, self.recovery)
-        self.membership = Membership(namespace, self.cluster, self.copies, self.open_files,
-                                     self.deletions, self.repair, self._namespace_lock,
-                                     self.on_db_thread)
         self.layouts = Layouts(namespace)
         self.replication = Replication(namespace, self.cluster, self.copies, self.open_files,
                                        self.deletions, self.repair, self._namespace_lock,
                                        self.db)
+        self.membership = Membership(namespace, self.cluster, self.copies, self.open_files,
+                                     self.deletions, self.repair, self.replication,
+                                     self._namespace_lock, self.on_db_thread)
         self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
                            self.sessions, self.db)
         self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,

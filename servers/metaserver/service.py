@@ -158,6 +158,19 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         moved = await self.server.membership.remove(request.name)
         return pb.RemoveMemberReply(files_moved=moved, members=len(self.server.cluster.addresses()))
 
+    async def DrainMember(self, request, context):
+        """An operator's call, as RemoveMember; streams the progress."""
+        await self._need_cluster_key(context, "draining a member needs the cluster key "
+                                              "(--cluster-key-file: the metaserver's "
+                                              "DATA_DIR/cluster.key)")
+        try:
+            async for moved, files, current in self.server.membership.drain(request.name):
+                yield pb.DrainProgress(files=files, moved=moved, current=current,
+                                       done=moved == files and not current)
+        except OSError as e:
+            await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
+                                e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
+
     # --- sessions ---------------------------------------------------------------------------
     @_answer_errors
     async def Register(self, request, context):
