@@ -365,3 +365,34 @@ def test_a_member_is_drained_with_its_single_copies_then_removed(cluster, tmp_pa
         removed = pfs("member", "remove", "fs4", cwd=tmp_path, env=env).stdout
         assert removed.startswith("removed fileserver fs4; 4 members left"), removed
         assert "re-made" not in removed, removed
+
+
+def test_checksum_is_combined_from_the_stored_unit_checksums(tmp_path):
+    """`pfs checksum` of a file whose stripe unit is whole 4 KiB units reads none of its
+    bytes but a last partial unit: it equals the CRC32C computed locally, and still does
+    when a byte on a fileserver's disk is damaged (which a read refuses)."""
+    from pfs._native import crc32c
+    c = Cluster(tmp_path / "data", block_size=4096, stripe_blocks=2).start()
+    try:
+        env = c.env()
+        data = os.urandom(300_000 + 123)
+        local = tmp_path / "local"
+        local.write_bytes(data)
+        pfs("put", "--stripe-width", "3", local, "f", cwd=tmp_path, env=env)
+        pfs("put", "-", "empty", cwd=tmp_path, env=env, input="")
+        said = pfs("checksum", "f", "empty", cwd=tmp_path, env=env).stdout
+        assert said == f"pfs:/f\tCRC32C\t{crc32c(data):08x}\npfs:/empty\tCRC32C\t00000000\n"
+
+        objects = sorted(p for p in (tmp_path / "data").rglob("objects/*/*") if p.name.isdigit()
+                         and p.stat().st_size > 8192)
+        with open(objects[0], "r+b") as damaged:  # a byte inside a whole unit
+            damaged.seek(5000)
+            byte = damaged.read(1)
+            damaged.seek(5000)
+            damaged.write(bytes([byte[0] ^ 0xFF]))
+        assert pfs("checksum", "f", cwd=tmp_path, env=env).stdout == \
+            f"pfs:/f\tCRC32C\t{crc32c(data):08x}\n"
+        read = pfs("get", "f", tmp_path / "copy", cwd=tmp_path, env=env, check=False)
+        assert read.returncode == 1 and "fails its checksum" in read.stderr, read.stderr[-300:]
+    finally:
+        c.stop()

@@ -176,6 +176,13 @@ class Client:
         written at."""
         return self._io.append(fd, buf, num_bytes)
 
+    def stored_checksum(self, fd: int) -> tuple[int, int | None]:
+        """(the file's size, the CRC32C of its bytes) combined from the checksums the
+        fileservers store beside them, reading no more than a last partial unit; the CRC is
+        None where that cannot be done (a stripe unit that is not whole 4 KiB units, or a unit
+        without a stored checksum): read the file to compute it."""
+        return self._io.stored_checksum(fd)
+
     def fsync(self, fd: int) -> None:
         """Returns once every write so far to the file is on the fileservers' disks."""
         self._io.fsync(fd)

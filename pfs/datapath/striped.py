@@ -22,10 +22,11 @@ import functools
 import logging
 import threading
 import time
+from array import array
 from concurrent.futures import Future
 from typing import Callable, Iterator, Protocol
 
-from pfs._native import plan_stripes
+from pfs._native import crc32c, crc32c_combine, plan_stripes
 from pfs._proto import fileserver_pb2 as pb
 from pfs.metadata import Recipe
 from pfs.protocol import errnos
@@ -45,6 +46,8 @@ log = logging.getLogger("pfs.client")
 #: Calls the Clients of one process have in flight to one fileserver at most (Lustre's
 #: max_rpcs_in_flight); the threads making them start as calls need them.
 RPCS_IN_FLIGHT = 8
+#: Unit checksums one Checksums call asks for at most (256 KiB of reply, for 256 MiB of data).
+CHECKSUMS_PER_CALL = 1 << 16
 
 
 class StripedFile(Protocol):
@@ -363,6 +366,56 @@ class DataPlane:
                          self._capabilities(f, column, 0, 0, READ))
                         for column in range(f.recipe.stripe_width)
                         for index in self._readable(f, column)], "fsync")
+
+    def checksum(self, f: StripedFile, size: int) -> int | None:
+        """The CRC32C of the file's first `size` bytes, combined from the unit checksums the
+        fileservers store, reading only the bytes of a last unit that is partial; None when
+        that cannot be done (its stripe unit is not whole checksum units, or a unit has no
+        stored checksum): read the file instead. The caller holds a READ token on them."""
+        recipe, unit = f.recipe, wire.CHECKSUM_UNIT
+        stripe_unit = recipe.block_size * recipe.stripe_blocks
+        if stripe_unit % unit:
+            return None
+        whole = size // unit * unit  # a partial last unit is read: its stored CRC is padded
+        columns = [self._column_checksums(f, c, n)
+                   for c, n in enumerate(_lengths(recipe, whole))]
+        if None in columns:
+            return None
+        per_unit = stripe_unit // unit
+        crc = 0
+        for k in range(whole // unit):
+            u, within = divmod(k, per_unit)
+            crc = crc32c_combine(crc, columns[u % recipe.stripe_width][
+                u // recipe.stripe_width * per_unit + within], unit)
+        if size > whole:
+            tail = bytearray(size - whole)
+            self.read(f, whole, len(tail), memoryview(tail))
+            crc = crc32c_combine(crc, crc32c(tail), len(tail))
+        return crc
+
+    def _column_checksums(self, f: StripedFile, column: int, length: int) -> array | None:
+        """The stored checksums of the first `length` bytes (whole units) of a column's
+        object, from the first copy that answers; None if one has none."""
+        crcs, at = array("I"), 0
+        while at < length:
+            step = min(length - at, CHECKSUMS_PER_CALL * wire.CHECKSUM_UNIT)
+            request = pb.ChecksumsRequest(file_id=f.file_id, offset=at, length=step)
+            capabilities = self._capabilities(f, column, at, at + step, READ)
+            failure = None
+            for index in self._readable(f, column):
+                try:
+                    reply = self._call_retrying(index, "Checksums", request, "checksums",
+                                                capabilities)
+                    break
+                except OSError as error:
+                    failure = failure or error
+            else:
+                raise failure
+            if not reply.complete or reply.length < step:
+                return None
+            crcs.frombytes(reply.crcs)
+            at += step
+        return crcs
 
     # --- calls ------------------------------------------------------------------------------
     def _server(self, index: int) -> _Server:

@@ -1,6 +1,7 @@
 """Removing a member for good: a fileserver that will not come back (a mistyped --name, a dead
 machine) stops being one of the cluster's fileservers, as `lfs`/`beegfs-ctl` operators remove a
-target.
+target; and draining one that is still online (`drain`): its copies are made on other members
+first, file by file, through replication.py, before it is stopped and removed.
 
 Invariant: a removal never loses a byte. It is refused, changing nothing, while the member is
 online, while it holds the only good copy of any file's bytes (a copy of a file with one
