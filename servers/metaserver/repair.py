@@ -125,20 +125,23 @@ class Repair:
     # --- scrub ------------------------------------------------------------------------------
     async def scrub(self, files: list[Node]) -> AsyncIterator[tuple[ScrubTotals, Node]]:
         """Checks every copy of `files`, chunk by chunk; yields the totals so far and the file
-        each time one is done."""
+        being checked after each chunk (so progress moves within a big file), and once more
+        when it is done (totals.files counts it then)."""
         totals = ScrubTotals()
         for node in files:
             stale = self._copies.stale(node.node_id)
             for column in range(node.width):
                 copies = [i for i in node.copies(column) if i not in stale]
                 if copies:
-                    await self._scrub_column(node, column, copies, totals)
+                    async for _ in self._scrub_column(node, column, copies, totals):
+                        yield totals, node
             totals.files += 1
             yield totals, node
         self.wake()
 
     async def _scrub_column(self, node: Node, column: int, copies: list[int],
-                            totals: ScrubTotals) -> None:
+                            totals: ScrubTotals) -> AsyncIterator[None]:
+        """Checks one column's copies, yielding after each chunk."""
         length = max([await self._cluster.object_length(i, node.node_id) for i in copies])
         for at in range(0, length, CHUNK):
             stop = min(length, at + CHUNK)
@@ -153,6 +156,7 @@ class Repair:
                     if units.bad is not None or bytes(units.data) != first:
                         await self._damaged(node, index, at, stop, units.bad is not None,
                                             totals)
+            yield
 
     async def _damaged(self, node: Node, index: int, start: int, end: int, checksum: bool,
                        totals: ScrubTotals) -> None:

@@ -405,14 +405,17 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         except OSError as e:
             await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
                                 e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
-        totals, unrepairable = None, 0
+        totals, unrepairable, named = None, 0, set()  # (a file is named once)
         try:
             async for totals, node in self.server.repair.scrub(files):
                 path = self.server.namespace.path_of(node.node_id)
+                new = totals.unrepairable > unrepairable and path not in named
                 yield pb.ScrubProgress(files=totals.files, bytes=totals.bytes,
                                        damaged=totals.damaged, current=path,
-                                       unrepairable=[path] * (totals.unrepairable > unrepairable))
+                                       unrepairable=[path] * new)
                 unrepairable = totals.unrepairable
+                if new:
+                    named.add(path)
         except (OSError, ConnectionError, asyncio.TimeoutError) as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"scrub stopped: {e}",
                                 ((ERRNO_HEADER, str(errno.EHOSTDOWN)),))
