@@ -8,6 +8,8 @@ import contextlib
 import functools
 import json
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -396,3 +398,22 @@ def test_checksum_is_combined_from_the_stored_unit_checksums(tmp_path):
         assert read.returncode == 1 and "fails its checksum" in read.stderr, read.stderr[-300:]
     finally:
         c.stop()
+
+
+def test_the_systemd_units_are_shipped_and_pass_systemd_analyze_verify(tmp_path):
+    shipped = pathlib.Path(pfs("systemd", cwd=tmp_path).stdout.strip())
+    names = ["pfs-fileserver.service", "pfs-metaserver.service", "pfs-mount.service"]
+    assert sorted(p.name for p in shipped.glob("*.service")) == names
+    units = tmp_path / "units"
+    units.mkdir()
+    pfs("systemd", units, cwd=tmp_path)
+    command = pathlib.Path(sys.executable).with_name("pfs")
+    for name in names:
+        assert f"ExecStart={command} " in (units / name).read_text(), name
+    refused = pfs("systemd", units, cwd=tmp_path, check=False)
+    assert refused.returncode == 1 and "--force" in refused.stderr, refused.stderr
+    pfs("systemd", "--force", units, cwd=tmp_path)
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed here: the units were not verified")
+    done = run(["systemd-analyze", "verify", *sorted(units.glob("*.service"))])
+    assert done.returncode == 0 and done.stderr == "", done.stderr

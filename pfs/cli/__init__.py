@@ -36,7 +36,7 @@ from .supervisor import die_with_parent
 #: needs them: a server command (servers.COMMANDS) loads its own group alone, so that a server
 #: process holds none of the client's cache, data path and sessions, which the others import.
 COMMAND_GROUPS = ("servers", "files", "namespace", "find", "layouts", "cluster", "mount",
-                  "bench")
+                  "bench", "units")
 
 _EPILOG = f"""\
 environment variables (read by clients and the file commands):
