@@ -38,10 +38,15 @@ class Layout:
 
 
 class Layouts:
+    """The layouts, also kept in memory (few directories have one, and the metaserver is
+    their only writer), so that a create in a tree without any costs no lookup."""
+
     def __init__(self, namespace: Namespace) -> None:
         self._namespace = namespace
         with namespace.transaction() as db:
             db.execute(SCHEMA)
+        self._by_dir = {row[0]: Layout(*row[1:]) for row in namespace.query(
+            "SELECT dir, stripe_width, stripe_blocks, replicas FROM layouts")}
 
     def set(self, path: tuple[str, ...], layout: Layout) -> None:
         """Gives the directory `path` its layout (an empty one removes it)."""
@@ -56,22 +61,26 @@ class Layouts:
                                                              layout.replicas))
             else:
                 db.execute("DELETE FROM layouts WHERE dir = ?", (node.node_id,))
+        if layout:
+            self._by_dir[node.node_id] = layout
+        else:
+            self._by_dir.pop(node.node_id, None)
 
     def own(self, dir_id: int) -> Layout:
-        rows = self._namespace.query("SELECT stripe_width, stripe_blocks, replicas FROM layouts "
-                                     "WHERE dir = ?", (dir_id,))
-        return Layout(*rows[0]) if rows else Layout()
+        return self._by_dir.get(dir_id, Layout())
 
     def inherited(self, directory: tuple[str, ...]) -> tuple[Layout, tuple[str, ...] | None]:
         """The layout files created in `directory` get, and the directory it is on (None:
         no directory on the way up has one)."""
-        for depth in range(len(directory), -1, -1):
-            layout = self.own(self._namespace.lookup(directory[:depth]).node_id)
-            if layout:
-                return layout, directory[:depth]
+        if self._by_dir:
+            for depth in range(len(directory), -1, -1):
+                layout = self.own(self._namespace.lookup(directory[:depth]).node_id)
+                if layout:
+                    return layout, directory[:depth]
         return Layout(), None
 
     def forget(self, dir_id: int) -> None:
         """The directory was removed."""
-        with self._namespace.transaction() as db:
-            db.execute("DELETE FROM layouts WHERE dir = ?", (dir_id,))
+        if self._by_dir.pop(dir_id, None) is not None:
+            with self._namespace.transaction() as db:
+                db.execute("DELETE FROM layouts WHERE dir = ?", (dir_id,))

@@ -294,6 +294,11 @@ class MetaServer:
                  node.node_id, servers)
         return node
 
+    async def rmdir(self, path: tuple[str, ...]) -> None:
+        node = self.namespace.lookup(path)
+        await self.db(self.namespace.rmdir, path)
+        await self.db(self.layouts.forget, node.node_id)
+
     async def set_layout(self, path: tuple[str, ...], layout: Layout) -> tuple[int, int]:
         """A directory's layout, or a file's replica count (its striping is fixed at create):
         (copies made, copies dropped)."""

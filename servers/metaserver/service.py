@@ -260,7 +260,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     @_answer_errors
     async def Rmdir(self, request, context):
         self._session(context)
-        await self.server.db(self.server.namespace.rmdir, components(request.path))
+        await self.server.rmdir(components(request.path))
         return pb.RmdirReply()
 
     @_answer_errors
