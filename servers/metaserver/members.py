@@ -24,7 +24,7 @@ from pfs.protocol.ranges import INFINITY
 from .cluster import Cluster
 from .copies import Copies
 from .deletions import Deletions
-from .namespace import Namespace, Node
+from .namespace import Namespace, NamespaceError, Node
 from .openfiles import OpenFiles
 from .repair import Repair
 from .replication import Replication
@@ -146,12 +146,16 @@ class Membership:
         log.warning("draining fileserver %s: its copies of %d file(s) are made on other "
                     "fileservers; no new file goes to it", name, len(files))
         for moved, node in enumerate(files):
-            path = self._namespace.path_of(node.node_id)
-            yield moved, len(files), path
-            added, _ = await self._replication.change(node.node_id, node.replicas + 1, {index})
-            while set(added) & self._copies.stale(node.node_id):
-                await asyncio.sleep(DRAIN_POLL_SECONDS)
-            await self._replication.change(node.node_id, node.replicas, {index})
+            try:
+                yield moved, len(files), self._namespace.path_of(node.node_id)
+                added, _ = await self._replication.change(node.node_id, node.replicas + 1,
+                                                          {index})
+                while set(added) & self._copies.stale(node.node_id):
+                    await asyncio.sleep(DRAIN_POLL_SECONDS)
+                await self._replication.change(node.node_id, node.replicas, {index})
+            except NamespaceError as e:
+                if e.errno != errno.ENOENT:
+                    raise  # (deleted meanwhile: nothing of it to move)
         log.warning("fileserver %s is drained: it holds no copy any more; stop it, then "
                     "`pfs member remove %s`", name, name)
         yield len(files), len(files), ""

@@ -91,6 +91,15 @@ class Replication:
                      ) -> tuple[list[int], list[int]]:
         """Gives the file `replicas` copies (none on `avoid`): the members given new copies,
         and those whose copies were dropped."""
+        try:
+            return await self._change(file_id, replicas, avoid)
+        except asyncio.TimeoutError:
+            raise OSError(errno.EBUSY, f"a client did not give back its token on "
+                                       f"{brief(self._namespace.path_of(file_id))} in time; "
+                                       "try again") from None
+
+    async def _change(self, file_id: int, replicas: int, avoid: set[int]
+                      ) -> tuple[list[int], list[int]]:
         async with self._repair.whole_file(file_id), self._lock:
             node = self._namespace.get(file_id)
             if self._open_files.is_open(file_id):

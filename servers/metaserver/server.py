@@ -273,15 +273,11 @@ class MetaServer:
     async def create(self, client_id: int, path: tuple[str, ...], width: int,
                      replicas: int) -> Node:
         """A new file; what `width` and `replicas` leave open (0) comes from its directory's
-        layout (layouts.py), else the cluster's defaults (a layout's width no wider than the
-        cluster allows now, as Lustre caps a stripe count)."""
-        layout, _ = self.layouts.inherited(path[:-1])
-        replicas = replicas or layout.replicas or self.replicas
-        widest = self.cluster.widest(replicas)
-        width = width or min(layout.stripe_width or widest, widest)
-        servers = self.cluster.place(width, replicas)
+        layout (see new_file_layout)."""
+        chosen, _ = self.new_file_layout(path[:-1], width, replicas)
+        servers = self.cluster.place(chosen.stripe_width, chosen.replicas)
         node = await self.db(self.namespace.create, path, self.block_size,
-                             layout.stripe_blocks or self.stripe_blocks, servers, replicas)
+                             chosen.stripe_blocks, servers, chosen.replicas)
         if is_temporary(path[-1]):  # removed if its writer's session ends first
             await self.db(self.temporaries.created, node.node_id, client_id)
         online = self.cluster.online()
@@ -293,6 +289,18 @@ class MetaServer:
         log.debug("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
                  node.node_id, servers)
         return node
+
+    def new_file_layout(self, directory: tuple[str, ...], width: int = 0, replicas: int = 0
+                        ) -> tuple[Layout, tuple[str, ...] | None]:
+        """What a file created in `directory` gets, in full: what the create asks (`width`,
+        `replicas`; 0: nothing), else what the nearest layout says (layouts.py), else the
+        cluster's defaults, a layout's width no wider than the cluster allows now (as Lustre
+        caps a stripe count); and the directory whose layout applies (None: none)."""
+        layout, source = self.layouts.inherited(directory)
+        replicas = replicas or layout.replicas or self.replicas
+        widest = self.cluster.widest(replicas)
+        return Layout(width or min(layout.stripe_width or widest, widest),
+                      layout.stripe_blocks or self.stripe_blocks, replicas), source
 
     async def rmdir(self, path: tuple[str, ...]) -> None:
         node = self.namespace.lookup(path)

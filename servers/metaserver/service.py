@@ -239,16 +239,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         if not node.is_dir:
             raise OSError(errno.ENOTDIR, f"not a directory: {brief(request.path)} (`pfs stat` "
                                          "shows a file's recipe)")
-        own = self.server.layouts.own(node.node_id)
-        layout, source = self.server.layouts.inherited(path)
-        replicas = layout.replicas or self.server.replicas
-        return pb.GetLayoutReply(
-            own=_layout(own), source="/".join(source or ()), inherited=source is not None,
-            effective=pb.Layout(
-                stripe_width=min(layout.stripe_width or 1 << 31,
-                                 self.server.cluster.widest(replicas)),
-                stripe_blocks=layout.stripe_blocks or self.server.stripe_blocks,
-                replicas=replicas))
+        effective, source = self.server.new_file_layout(path)
+        return pb.GetLayoutReply(own=_layout(self.server.layouts.own(node.node_id)),
+                                 effective=_layout(effective), source="/".join(source or ()),
+                                 inherited=source is not None)
 
     @_answer_errors
     async def Mkdir(self, request, context):
