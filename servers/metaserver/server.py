@@ -312,10 +312,11 @@ class MetaServer:
         (copies made, copies dropped)."""
         node = self.namespace.lookup(path)
         members = len(self.cluster.addresses())
-        if layout.stripe_width * (layout.replicas or 1) > members or layout.replicas > members:
-            raise OSError(errno.EINVAL, f"stripe width {layout.stripe_width or '-'} × replicas "
-                                        f"{layout.replicas or '-'} is more than the {members} "
-                                        "fileservers (each copy of a column on one of its own)")
+        if max(layout.stripe_width, 1) * max(layout.replicas, 1) > members:
+            asked = " × ".join(f"{what} {n}" for what, n in (("stripe width", layout.stripe_width),
+                                                              ("replicas", layout.replicas)) if n)
+            raise OSError(errno.EINVAL, f"{asked} is more than the {members} fileservers (each "
+                                        "copy of a stripe column is on one of its own)")
         if layout.stripe_blocks * self.block_size > MAX_STRIPE_UNIT:
             raise OSError(errno.EINVAL, f"a stripe unit of {layout.stripe_blocks} blocks of "
                                         f"{self.block_size} bytes is more than 1 GiB")
