@@ -353,6 +353,8 @@ def test_a_member_is_drained_with_its_single_copies_then_removed(cluster, tmp_pa
         assert done.returncode == 0, done.stderr
         assert f"its copies of {len(on_fs4)} file(s) are on other fileservers" in done.stdout
         assert "draining fileserver fs4" in cluster.log.read_text()
+        shown = pfs("status", cwd=tmp_path, env=env).stdout
+        assert "draining: new files go elsewhere" in shown, shown
         for name, data in contents.items():
             assert "fs4" not in recipe(tmp_path, env, name)["fileservers"], name
             assert pfs("cat", name, cwd=tmp_path, env=env).stdout == data

@@ -38,7 +38,8 @@ def _status_json(reply: pb.StatusReply) -> dict[str, object]:
             "expected_fileservers": reply.expected_fileservers,
             "fileservers": [{"index": f.index, "name": f.name, "address": f.address,
                              "online": f.online, "lost_data_at": f.lost_data_at or None,
-                             "offline_seconds": None if f.online else f.offline_seconds}
+                             "offline_seconds": None if f.online else f.offline_seconds,
+                             "draining": f.draining}
                             for f in reply.fileservers]}
 
 
@@ -78,9 +79,10 @@ def _print_status(reply: pb.StatusReply, online: int) -> None:
     else:
         print(f"copies: all in sync ({reply.replicas} per stripe unit by default)")
     for f in reply.fileservers:
-        lost = f"  lost its data {when(f.lost_data_at)}" if f.lost_data_at else ""
+        notes = f"  lost its data {when(f.lost_data_at)}" if f.lost_data_at else ""
+        notes += "  draining: new files go elsewhere" if f.draining else ""
         print(f"  {member_name(f)[:16]:<16} {f.address:<22} "
-              f"{'online' if f.online else f'OFFLINE for {f.offline_seconds:.0f}s'}{lost}")
+              f"{'online' if f.online else f'OFFLINE for {f.offline_seconds:.0f}s'}{notes}")
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -234,7 +236,8 @@ Exit status 1 when fewer fileservers are online than expected. Needs no session.
 
 --json prints one object: "metaserver", "files", "sessions", "block_size", "stripe_blocks",
 "expected_fileservers" and "fileservers" (each with "name", "index", "address", "online",
-"lost_data_at" and "offline_seconds", how long the metaserver has known it offline). Fileservers are named by their member names (fs0, fs1... under `pfs up`) in
+"lost_data_at", "offline_seconds", how long the metaserver has known it offline, and
+"draining"). Fileservers are named by their member names (fs0, fs1... under `pfs up`) in
 status, df, stat and the servers' logs alike.""",
                     cmd_status)
     json_flag(p, "the cluster's state")

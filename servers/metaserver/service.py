@@ -441,7 +441,8 @@ def _fileservers(cluster: Cluster, namespace: Namespace) -> list[pb.Fileserver]:
     return [pb.Fileserver(index=i, address=a, online=i in online,
                           name=members.get(i, ("", 0.0))[0],
                           lost_data_at=members.get(i, ("", 0.0))[1],
-                          offline_seconds=0.0 if i in online else cluster.offline_seconds(i))
+                          offline_seconds=0.0 if i in online else cluster.offline_seconds(i),
+                          draining=i in cluster.draining)
             for i, a in cluster.addresses().items()]
 
 
