@@ -290,6 +290,15 @@ def test_directory_layouts_are_inherited_and_a_files_copies_change(cluster, tmp_
     made = recipe(tmp_path, env, "runs/big/narrow")  # what the create asks for wins
     assert (made["stripe_width"], made["replicas"]) == (1, 2), made
 
+    client = cluster.client()  # the API alike: what create leaves open comes from the layout
+    try:
+        client.create("runs/big/deep/api")
+        assert client.pfs_create("runs/big/deep/one", 1) == 0
+        made = {n: client.stat(f"runs/big/deep/{n}").recipe for n in ("api", "one")}
+    finally:
+        client.pfs_finish(client.pfs_initialize())
+    assert [(r.stripe_width, r.stripe_blocks, r.replicas) for r in made.values()] == \
+        [(2, 4, 2), (1, 4, 2)]
     pfs("setstripe", "runs/big", "--width", "2", "--replicas", "1", cwd=tmp_path, env=env)
     pfs("put", "-", "runs/big/deep/b", cwd=tmp_path, env=env, input=data)
     made = recipe(tmp_path, env, "runs/big/deep/b")
