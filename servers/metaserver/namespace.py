@@ -378,8 +378,9 @@ class Namespace:
         db.execute("DELETE FROM entries WHERE node = ?", (node.node_id,))
         db.execute("DELETE FROM nodes WHERE id = ?", (node.node_id,))
         if not node.is_dir:
-            db.execute("INSERT OR REPLACE INTO pending_deletes (file_id, servers) VALUES (?, ?)",
-                       (node.node_id, _servers_text(node.servers)))
+            db.execute("INSERT INTO pending_deletes (file_id, servers) VALUES (?, ?) ON CONFLICT "
+                       "(file_id) DO UPDATE SET servers = servers || ',' || excluded.servers",
+                       (node.node_id, _servers_text(node.servers)))  # (dropped copies' too)
             db.execute("DELETE FROM missed WHERE file_id = ?", (node.node_id,))
             db.execute("DELETE FROM apart WHERE file_id = ?", (node.node_id,))
             db.execute("UPDATE counters SET value = value - 1 WHERE name = 'files'")

@@ -125,20 +125,23 @@ class Repair:
     # --- scrub ------------------------------------------------------------------------------
     async def scrub(self, files: list[Node]) -> AsyncIterator[tuple[ScrubTotals, Node]]:
         """Checks every copy of `files`, chunk by chunk; yields the totals so far and the file
-        each time one is done."""
+        being checked after each chunk (so progress moves within a big file), and once more
+        when it is done (totals.files counts it then)."""
         totals = ScrubTotals()
         for node in files:
             stale = self._copies.stale(node.node_id)
             for column in range(node.width):
                 copies = [i for i in node.copies(column) if i not in stale]
                 if copies:
-                    await self._scrub_column(node, column, copies, totals)
+                    async for _ in self._scrub_column(node, column, copies, totals):
+                        yield totals, node
             totals.files += 1
             yield totals, node
         self.wake()
 
     async def _scrub_column(self, node: Node, column: int, copies: list[int],
-                            totals: ScrubTotals) -> None:
+                            totals: ScrubTotals) -> AsyncIterator[None]:
+        """Checks one column's copies, yielding after each chunk."""
         length = max([await self._cluster.object_length(i, node.node_id) for i in copies])
         for at in range(0, length, CHUNK):
             stop = min(length, at + CHUNK)
@@ -153,6 +156,7 @@ class Repair:
                     if units.bad is not None or bytes(units.data) != first:
                         await self._damaged(node, index, at, stop, units.bad is not None,
                                             totals)
+            yield
 
     async def _damaged(self, node: Node, index: int, start: int, end: int, checksum: bool,
                        totals: ScrubTotals) -> None:
@@ -169,6 +173,11 @@ class Repair:
                       self._cluster.name(index), why)
 
     # --- tokens, threads, calls -------------------------------------------------------------
+    def whole_file(self, file_id: int):
+        """A WRITE token of the metaserver's own on the whole file (`async with`): no client
+        holds one on it meanwhile (replication.py changes its recipe under it)."""
+        return _Token(self._tokens, self._token_lock, file_id, 0, INFINITY, WRITE)
+
     def _reading(self, node: Node, column: int, start: int, end: int):
         """A READ token on the file bytes that local bytes [start, end) of `column` hold."""
         recipe = node.recipe
@@ -221,19 +230,19 @@ class Repair:
 
 
 class _Token:
-    """`async with`: a READ token of the metaserver's own on [start, end) of a file, given
-    back (with all it holds on the file) at the end."""
+    """`async with`: a token of the metaserver's own (READ unless told) on [start, end) of a
+    file, given back (with all it holds on the file) at the end."""
 
     def __init__(self, tokens: TokenManager, lock: asyncio.Lock, file_id: int, start: int,
-                 end: int) -> None:
+                 end: int, mode: int = READ) -> None:
         self._tokens, self._lock = tokens, lock
-        self._file_id, self._start, self._end = file_id, start, end
+        self._file_id, self._start, self._end, self._mode = file_id, start, end, mode
 
     async def __aenter__(self) -> None:
         await self._lock.acquire()
         granted = asyncio.get_running_loop().create_future()
         request = self._tokens.request(
-            METASERVER_CLIENT, self._file_id, self._start, self._end, READ,
+            METASERVER_CLIENT, self._file_id, self._start, self._end, self._mode,
             lambda grant, error: granted.set_exception(error) if error else
             granted.set_result(grant))
         try:

@@ -31,6 +31,7 @@ from pfs.protocol.ranges import INFINITY
 from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
+from .layouts import Layout
 from .namespace import Namespace, Node, StorageFull
 from .openfiles import OpenFile
 from .recovery import checked_claims
@@ -160,6 +161,19 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         return pb.RemoveMemberReply(files_moved=moved,
                                     members=len(self.server.cluster.addresses()))
 
+    async def DrainMember(self, request, context):
+        """An operator's call, as RemoveMember; streams the progress."""
+        await self._need_cluster_key(context, "draining a member needs the cluster key "
+                                              "(--cluster-key-file: the metaserver's "
+                                              "DATA_DIR/cluster.key)")
+        try:
+            async for moved, files, current in self.server.membership.drain(request.name):
+                yield pb.DrainProgress(files=files, moved=moved, current=current,
+                                       done=moved == files and not current)
+        except OSError as e:
+            await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
+                                e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
+
     # --- sessions ---------------------------------------------------------------------------
     @_answer_errors
     async def Register(self, request, context):
@@ -211,8 +225,28 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = self._session(context)
         path = components(request.path)
         node = await self.server.create(session.client_id, path, request.stripe_width,
-                                  request.replicas or self.server.replicas)
+                                        request.replicas)
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
+
+    @_answer_errors
+    async def SetLayout(self, request, context):
+        self._session(context)
+        wanted = request.layout
+        added, dropped = await self.server.set_layout(components(request.path), Layout(
+            wanted.stripe_width, wanted.stripe_blocks, wanted.replicas))
+        return pb.SetLayoutReply(copies_to_make=added, copies_dropped=dropped)
+
+    @_answer_errors
+    async def GetLayout(self, request, context):
+        path = components(request.path)
+        node = self.server.namespace.lookup(path)
+        if not node.is_dir:
+            raise OSError(errno.ENOTDIR, f"not a directory: {brief(request.path)} (`pfs stat` "
+                                         "shows a file's recipe)")
+        effective, source = self.server.new_file_layout(path)
+        return pb.GetLayoutReply(own=_layout(self.server.layouts.own(node.node_id)),
+                                 effective=_layout(effective), source="/".join(source or ()),
+                                 inherited=source is not None)
 
     @_answer_errors
     async def Mkdir(self, request, context):
@@ -224,7 +258,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     @_answer_errors
     async def Rmdir(self, request, context):
         self._session(context)
-        await self.server.db(self.server.namespace.rmdir, components(request.path))
+        await self.server.rmdir(components(request.path))
         return pb.RmdirReply()
 
     @_answer_errors
@@ -383,14 +417,17 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         except OSError as e:
             await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
                                 e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
-        totals, unrepairable = None, 0
+        totals, unrepairable, named = None, 0, set()  # (a file is named once)
         try:
             async for totals, node in self.server.repair.scrub(files):
                 path = self.server.namespace.path_of(node.node_id)
+                new = totals.unrepairable > unrepairable and path not in named
                 yield pb.ScrubProgress(files=totals.files, bytes=totals.bytes,
                                        damaged=totals.damaged, current=path,
-                                       unrepairable=[path] * (totals.unrepairable > unrepairable))
+                                       unrepairable=[path] * new)
                 unrepairable = totals.unrepairable
+                if new:
+                    named.add(path)
         except (OSError, ConnectionError, asyncio.TimeoutError) as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"scrub stopped: {e}",
                                 ((ERRNO_HEADER, str(errno.EHOSTDOWN)),))
@@ -411,12 +448,19 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
                          replicas=node.replicas) if not node.is_dir else pb.Recipe())
 
 
+def _layout(layout: Layout) -> pb.Layout:
+    return pb.Layout(stripe_width=layout.stripe_width, stripe_blocks=layout.stripe_blocks,
+                     replicas=layout.replicas)
+
+
 def _fileservers(cluster: Cluster, namespace: Namespace) -> list[pb.Fileserver]:
     online = cluster.online()
     members = namespace.members()
     return [pb.Fileserver(index=i, address=a, online=i in online,
                           name=members.get(i, ("", 0.0))[0],
-                          lost_data_at=members.get(i, ("", 0.0))[1])
+                          lost_data_at=members.get(i, ("", 0.0))[1],
+                          offline_seconds=0.0 if i in online else cluster.offline_seconds(i),
+                          draining=i in cluster.draining)
             for i, a in cluster.addresses().items()]
 
 
