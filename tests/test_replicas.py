@@ -131,6 +131,41 @@ def test_the_copy_kept_apart_stands_in_when_the_kept_copy_is_lost_too(cluster):
     assert objects(kept) == objects(apart)
 
 
+def test_bytes_one_copy_holds_stay_readable_when_no_copy_is_whole(cluster, monkeypatch):
+    """Two faults on one file: the second copy misses a write (its fileserver hangs), then the
+    first copy's fileserver loses its disk. No copy is whole, but only the bytes no copy holds
+    fail (EIO naming them); the rest is read from the copy that holds them, and the resync
+    gives the lost copy everything that copy has."""
+    monkeypatch.setenv("PFS_RETRY_SECONDS", "2")
+    old, new = os.urandom(4 * UNIT), os.urandom(UNIT)
+    recipe, (first, second) = stored_file(cluster, "f", old, width=1, replicas=2)
+    hung = fileserver_pid(cluster, second.name)
+    writer = cluster.client(cache_blocks=0)
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        fd = writer.pfs_open("f", pfs.PFS_READ_WRITE)
+        assert writer.pfs_write(fd, new, len(new), UNIT) == len(new)
+        assert writer.pfs_close(fd) == 0  # stored on the first copy, recorded missed on the second
+        with member_down(cluster, first.name) as directory:
+            shutil.rmtree(directory)
+    finally:
+        os.kill(hung, signal.SIGCONT)
+    wait_until(lambda: all_online(cluster), timeout=60, what="both fileservers to be back")
+    reader = cluster.client(cache_blocks=0)
+    fd = reader.pfs_open("f", pfs.PFS_READ)
+    buf = bytearray(UNIT)
+    for at in (0, 2 * UNIT, 3 * UNIT):  # held by the second copy
+        assert reader.pfs_read(fd, buf, UNIT, at) == UNIT, pfs.pfs_last_error()
+        assert buf == old[at:at + UNIT]
+    error = fails(reader.pfs_read(fd, buf, UNIT, UNIT), errno.EIO)
+    assert f"byte {UNIT}" in str(error)
+    reader.pfs_close(fd)
+    wait_until(lambda: "some of them no copy holds now" in cluster.log.read_text(), timeout=60,
+               what="the resync of what the second copy holds")
+    for c in (writer, reader):
+        c.pfs_finish(c.pfs_initialize())
+
+
 def pattern(i: int, size: int) -> bytes:
     """The bytes the worker's write_files writes to file i (tests/worker.py)."""
     return bytes((i * 7 + k) % 251 for k in range(size))

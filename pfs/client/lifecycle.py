@@ -26,7 +26,7 @@ from pfs.protocol.ranges import RangeMap
 from pfs.protocol.transport import Credentials
 
 from .args import setting
-from .openfiles import OpenFile, OpenFiles
+from .openfiles import OpenFile, OpenFiles, learn_stale
 from .session import MetaSession
 from .state import NOTHING_LOST, ClientState
 from .tokens import Tokens
@@ -212,7 +212,8 @@ class Lifecycle:
                     continue
                 for token in answer.tokens:
                     f.held.add(token.start, token.end, token.mode, list(token.capabilities))
-                f.size, f.size_epoch, f.stale = answer.size, answer.size_epoch, set(answer.stale)
+                f.size, f.size_epoch = answer.size, answer.size_epoch
+                learn_stale(f, answer)
 
     def _give_up_file(self, f: OpenFile, reason: str) -> None:
         """The metaserver did not give the open file back after its restart (the lock held)."""

@@ -37,6 +37,7 @@ class OpenFile:
     tokens: RangeMap = field(default_factory=RangeMap)
     held: Held = field(default_factory=Held)  # the tokens' capabilities, for the fileservers
     stale: set[int] = field(default_factory=set)  # fileservers with a stale copy: not read
+    missed: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # what each lacks
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
     wrote: bool = False
     closing: bool = False  # a close failed half-way: only close may be retried
@@ -47,6 +48,14 @@ class OpenFile:
     @property
     def block_size(self) -> int:
         return self.recipe.block_size
+
+
+def learn_stale(f: OpenFile, answer) -> None:
+    """Takes the file's stale copies, and what each lacks, from a grant or a reclaim."""
+    f.stale = set(answer.stale)
+    f.missed = {}
+    for missed in answer.missed:
+        f.missed.setdefault(missed.server, []).append((missed.start, missed.end))
 
 
 def refused(f: OpenFile) -> OSError:

@@ -35,7 +35,7 @@ from pfs.protocol.errnos import error
 from pfs.protocol.ranges import INFINITY
 from pfs.protocol.tokenmodes import READ, WRITE
 
-from .openfiles import OpenFile, refused
+from .openfiles import OpenFile, learn_stale, refused
 from .session import MetaSession
 from .state import ClientState
 
@@ -112,7 +112,7 @@ class Tokens:
         if st.by_id.get(f.file_id) is f:
             f.tokens.raise_to(grant.start, grant.end, grant.mode)
             f.held.add(grant.start, grant.end, grant.mode, list(grant.capabilities))
-            f.stale = set(grant.stale)
+            learn_stale(f, grant)
             if grant.size_epoch != f.size_epoch:  # truncated since: the size may shrink
                 f.size, f.size_epoch = grant.size, grant.size_epoch
             else:

@@ -56,6 +56,7 @@ class StripedFile(Protocol):
     recipe: Recipe
     held: Held  # its capabilities, sent with every call
     stale: set[int]  # fileservers whose copy of it missed writes: not to be read from
+    missed: dict[int, list[tuple[int, int]]]  # what each of those lacks (local offsets)
 
 
 #: What a call sends as proof of its token, chosen anew at every try (renewed ones count).
@@ -195,8 +196,11 @@ class DataPlane:
             dst[:length] = self._read_extent(f, plan.extents[0])
             return
         *others, own = plan.extents
-        theirs = _all_of([self._server(self._readable(f, e.server)[0]).threads.submit(
-            self._read_into, f, plan, e, dst) for e in others])
+
+        def fetch(e) -> Future:  # on the thread of the copy it will read first
+            first = self._readable(f, e.server, e.local_offset, e.local_offset + e.length)[0]
+            return self._server(first).threads.submit(self._read_into, f, plan, e, dst)
+        theirs = _all_of([fetch(e) for e in others])
         try:
             self._read_into(f, plan, own, dst)
         finally:
@@ -206,12 +210,19 @@ class DataPlane:
     def _read_into(self, f: StripedFile, plan, e, dst: memoryview) -> None:
         plan.gather_extent(e.server, self._read_extent(f, e), dst)
 
-    def _readable(self, f: StripedFile, column: int) -> list[int]:
-        """The fileservers to read a column from, in order: its copies not known stale."""
-        copies = [i for i in f.recipe.copies(column) if i not in f.stale]
+    def _readable(self, f: StripedFile, column: int, start: int = 0,
+                  end: int = INFINITY) -> list[int]:
+        """The fileservers to read local bytes [start, end) of a column from, in order: its
+        copies not known stale; if every copy is stale, those that did not miss these bytes
+        (they hold them as written: two faults left the file with no whole copy)."""
+        copies = [i for i in f.recipe.copies(column) if i not in f.stale] or [
+            i for i in f.recipe.copies(column)
+            if not any(s < end and start < e for s, e in f.missed.get(i, ()))]
         if not copies:
-            raise errnos.error(errno.EIO, f"every copy of part of {f.name!r} is stale (being "
-                                          "resynced, or lost): see `pfs status`")
+            first = f.recipe.file_offset(column, start)
+            raise errnos.error(errno.EIO, f"no copy of {f.name!r} holds byte {first} (and "
+                                          "maybe more) now: every copy missed it, being "
+                                          "resynced or lost; see `pfs status`")
         return copies
 
     def _read_extent(self, f: StripedFile, e) -> memoryview:
@@ -221,7 +232,7 @@ class DataPlane:
         request = wire.read_request(f.file_id, e.local_offset, e.length)
         end = e.local_offset + e.length
         capabilities = self._capabilities(f, e.server, e.local_offset, end, READ)
-        failure, copies = None, self._readable(f, e.server)
+        failure, copies = None, self._readable(f, e.server, e.local_offset, end)
         for index in copies:
             try:
                 reply = self._call_retrying(index, "read", request, "read", capabilities,
@@ -263,6 +274,7 @@ class DataPlane:
         [start, end); from now on it is not read from."""
         self._on_missed(f.file_id, index, start, end, why)
         f.stale.add(index)
+        f.missed.setdefault(index, []).append((start, end))
 
     def write(self, f: StripedFile, offset: int, src: memoryview) -> None:
         """Stores src as file bytes [offset, offset + len(src)) on the fileservers, in the
@@ -402,7 +414,7 @@ class DataPlane:
             request = pb.ChecksumsRequest(file_id=f.file_id, offset=at, length=step)
             capabilities = self._capabilities(f, column, at, at + step, READ)
             failure = None
-            for index in self._readable(f, column):
+            for index in self._readable(f, column, at, at + step):
                 try:
                     reply = self._call_retrying(index, "Checksums", request, "checksums",
                                                 capabilities)

@@ -71,6 +71,11 @@ class Copies:
         return {row[0] for row in self._namespace.query(
             "SELECT DISTINCT server FROM missed WHERE file_id = ?", (file_id,))}
 
+    def missed_ranges(self, file_id: int) -> list[tuple[int, int, int]]:
+        """What each stale copy of the file lacks: (fileserver, start, end), in local offsets."""
+        return self._namespace.query("SELECT server, start, end_ FROM missed WHERE file_id = ? "
+                                     "ORDER BY server, start", (file_id,))
+
     def stale_by_file(self) -> dict[int, set[int]]:
         """Every file with a stale copy -> the fileservers of its stale copies."""
         found: dict[int, set[int]] = {}

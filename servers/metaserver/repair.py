@@ -102,25 +102,36 @@ class Repair:
             return  # deleted meanwhile: its record went with it
         online = self._cluster.online()
         column = node.servers.index(server) % node.width
-        stale = self._copies.stale(file_id)
-        good = [i for i in node.copies(column) if i not in stale and i in online]
-        if server not in online or not good:
+        lacks: dict[int, list[tuple[int, int]]] = {}
+        for i, lo, hi in self._copies.missed_ranges(file_id):
+            lacks.setdefault(i, []).append((lo, hi))
+        others = [i for i in node.copies(column) if i != server and i in online]
+        # The object's length, from a copy that lacks nothing at its end.
+        whole = [i for i in others if not any(hi >= INFINITY for _, hi in lacks.get(i, ()))]
+        if server not in online or not whole:
             return
-        length = await self._cluster.object_length(good[0], file_id)
-        at = start
+        length = await self._cluster.object_length(whole[0], file_id)
+        copied, at = 0, start
         while at < min(end, length):
             stop = min(end, length, at + CHUNK)
-            async with self._reading(node, column, at, stop):
-                units = await self._call(self._read, node, column, good[0], at, stop)
-                await self._call(self._write, node, column, server, units)
-            await self._call(self._copies.repaired, file_id, server, at, stop)
+            # From a copy that holds these bytes: one stale elsewhere will do (two faults).
+            sources = [i for i in others
+                       if not any(lo < stop and at < hi for lo, hi in lacks.get(i, ()))]
+            if sources:
+                async with self._reading(node, column, at, stop):
+                    units = await self._call(self._read, node, column, sources[0], at, stop)
+                    await self._call(self._write, node, column, server, units)
+                await self._call(self._copies.repaired, file_id, server, at, stop)
+                copied += stop - at
             at = stop
         if end > length:  # what the good copy does not have, the stale one must not either
             async with self._reading(node, column, length, INFINITY):
                 await self._call(self._truncate, node, column, server, length)
             await self._call(self._copies.repaired, file_id, server, length, end)
-        log.info("resynced file %d's copy on fileserver %s (bytes %d-%d)", file_id,
-                 self._cluster.name(server), start, min(end, length))
+        log.info("resynced file %d's copy on fileserver %s (bytes %d-%d%s)", file_id,
+                 self._cluster.name(server), start, min(end, length),
+                 "" if copied == max(0, min(end, length) - start) else
+                 ": some of them no copy holds now")
 
     # --- scrub ------------------------------------------------------------------------------
     async def scrub(self, files: list[Node]) -> AsyncIterator[tuple[ScrubTotals, Node]]:

@@ -34,7 +34,7 @@ from .cluster import AttachRefused, Cluster
 from .layouts import Layout
 from .namespace import Namespace, Node, StorageFull
 from .openfiles import OpenFile
-from .recovery import checked_claims
+from .recovery import checked_claims, missed_ranges
 from .server import LIST_PAGE, MetaServer
 from .sessions import NotYourSession, SessionEnded, key_hash, new_key
 from .sessions import Session as ClientSession
@@ -364,7 +364,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch,
                                capabilities=self.server.capabilities(session.client_id, f.node,
                                                                      grant),
-                               stale=sorted(self.server.copies.stale(f.node.node_id)))
+                               stale=sorted(self.server.copies.stale(f.node.node_id)),
+                               missed=missed_ranges(self.server.copies, f.node.node_id))
 
     # --- recovery (recovery.py) ------------------------------------------------------------
     @_answer_errors
