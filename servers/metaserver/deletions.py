@@ -33,6 +33,8 @@ class Deletions:
 
     def add(self, file_id: int, servers: tuple[int, ...]) -> None:
         """The file's removal is committed: its objects are to go."""
+        if not servers:
+            return  # a symlink: no objects
         self._remaining[file_id] = set(servers)
         self._ask(file_id, servers)
 
