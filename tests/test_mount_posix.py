@@ -140,6 +140,19 @@ def test_unlink_and_rename_over_open_files_across_mounts_and_a_metaserver_restar
         cluster.stop()
 
 
+def test_a_file_opened_again_right_after_its_close(mount, name):
+    """The kernel sends a close's release after close() returns: an open right after it shares
+    the fd being closed, or waits for its close (50 rounds: the race is there every time)."""
+    m = mount().path
+    for i in range(50):
+        data = os.urandom(70_000 + i)
+        fd = os.open(m / name, os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, data)
+        os.close(fd)
+        assert (m / name).read_bytes() == data
+    assert "Traceback" not in (m.parent / "mnt.log").read_text()
+
+
 def test_the_c_like_api_still_refuses_to_delete_an_open_file(clients, name):
     a, b = clients(2)
     a.create(name, 1)

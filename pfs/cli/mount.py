@@ -65,6 +65,35 @@ def _detach(args: argparse.Namespace) -> int:
         time.sleep(0.1)
 
 
+#: mount(8) options that mean nothing to a PFS mount (the kernel's, or mount(8)'s own).
+IGNORED_OPTIONS = {"defaults", "rw", "auto", "noauto", "user", "nouser", "users", "_netdev",
+                   "nofail", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "atime",
+                   "noatime", "relatime", "async"}
+
+
+def helper(argv: list[str] | None = None) -> int:
+    """`mount.fuse.pfs SOURCE MOUNTPOINT [-o OPTIONS]`: what `mount -t fuse.pfs` and an fstab
+    line run (put it in /sbin). SOURCE is the metaserver, as `pfs mount` shows it
+    (`pfs@HOST:PORT`, `+` between several) or bare; OPTIONS may hold `stripe_width=N`. The
+    mount runs in the background (`pfs mount --detach`)."""
+    parser = argparse.ArgumentParser(prog="mount.fuse.pfs", description=helper.__doc__)
+    parser.add_argument("source")
+    parser.add_argument("mountpoint")
+    parser.add_argument("-o", dest="options", default="")
+    args = parser.parse_args(argv)
+    stripe_width = 0
+    for option in filter(None, args.options.split(",")):
+        name, _, value = option.partition("=")
+        if name == "stripe_width" and value.isdigit():
+            stripe_width = int(value)
+        elif name not in IGNORED_OPTIONS:
+            raise SystemExit(f"mount.fuse.pfs: unknown option {option!r} (PFS takes "
+                             "stripe_width=N)")
+    os.environ["PFS_METASERVER"] = args.source.removeprefix("pfs@").replace("+", ",")
+    return _detach(argparse.Namespace(mountpoint=args.mountpoint, log=None,
+                                      stripe_width=stripe_width))
+
+
 def cmd_umount(args: argparse.Namespace, console: Console) -> int:
     from pfs.mount.daemon import unmount
 

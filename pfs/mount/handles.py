@@ -61,7 +61,7 @@ class Handles:
                     if shared is None:
                         raise  # (a close of it failed: PFS keeps the fd for close only)
                     if shared.closing:
-                        self._changed.wait_for(lambda: file_id not in self._by_id)
+                        self._changed.wait_for(lambda: self._by_id.get(file_id) is not shared)
                         continue
                     shared.users += 1
                 else:
@@ -87,7 +87,9 @@ class Handles:
             self._client.close(shared.fd)
         finally:
             with self._lock:
-                del self._by_id[handle.file_id]
+                # (once PFS has it closed, an open may have made a new fd for it already)
+                if self._by_id.get(handle.file_id) is shared:
+                    del self._by_id[handle.file_id]
                 self._changed.notify_all()
 
     @contextlib.contextmanager
