@@ -11,7 +11,11 @@ import pathlib
 import shutil
 import signal
 import stat
+import random
 import subprocess
+import sys
+import threading
+import time
 
 import grpc
 import pytest
@@ -20,6 +24,7 @@ from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.protocol.transport import CHANNEL_OPTIONS
 from clusters import COURSE, Cluster, wait_until
+from consistency import Op, find_order
 from mounts import TIMEOUT, Mounted, needs_fuse
 from test_recovery import restart_metaserver
 
@@ -151,6 +156,66 @@ def test_a_file_opened_again_right_after_its_close(mount, name):
         os.close(fd)
         assert (m / name).read_bytes() == data
     assert "Traceback" not in (m.parent / "mnt.log").read_text()
+
+
+def test_reads_and_writes_through_two_mounts_at_once_are_linearizable(mount, name):
+    """Four threads, two on each of two mounts, pwrite and pread random ranges of one file at
+    once, with no close or fsync; the checker (tests/consistency.py) must find one total order
+    of them that respects real time and explains every read."""
+    size, steps = 2048, 30
+    paths = [mount(m).path / name for m in ("one", "two")]
+    paths[0].write_bytes(bytes(size))
+    ops: list[Op] = []
+    lock = threading.Lock()
+
+    def run(client: int) -> None:
+        rng = random.Random(client)
+        fd = os.open(paths[client % 2], os.O_RDWR)
+        try:
+            for index in range(steps):
+                offset = rng.randrange(size - 1)
+                length = rng.randrange(1, min(600, size - offset) + 1)
+                start = time.monotonic_ns()
+                if rng.random() < 0.5:
+                    data = rng.randbytes(length)
+                    assert os.pwrite(fd, data, offset) == length
+                    kind = "write"
+                else:
+                    data, kind = os.pread(fd, length, offset), "read"
+                op = Op(client, index, kind, offset, data, start, time.monotonic_ns())
+                with lock:
+                    ops.append(op)
+        finally:
+            os.close(fd)
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert len(ops) == 4 * steps
+    assert find_order(ops, bytes(size), paths[1].read_bytes()) is not None
+
+
+def test_mount_fuse_pfs_mounts_as_mount_8_and_fstab_call_it(cluster, clients, tmp_path, name):
+    where = tmp_path / "m"
+    where.mkdir()
+    helper = [sys.executable, "-c", "import sys; from pfs.cli.mount import helper; "
+                                    "sys.exit(helper())"]
+    env = {k: v for k, v in cluster.env().items() if k != "PFS_METASERVER"}
+    done = subprocess.run([*helper, f"pfs@{cluster.address}", str(where), "-n", "-o",
+                           "rw,nosuid,nodev,_netdev,stripe_width=2"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert os.path.ismount(where)
+        (where / name).write_bytes(b"through mount.fuse.pfs")
+        assert clients().stat(name).recipe.stripe_width == 2
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(where)], capture_output=True,
+                       timeout=TIMEOUT)
+    wrong = subprocess.run([*helper, cluster.address, str(where), "-o", "stripe=2"], env=env,
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert wrong.returncode != 0 and "unknown option 'stripe=2'" in wrong.stderr
 
 
 def test_the_c_like_api_still_refuses_to_delete_an_open_file(clients, name):

@@ -80,6 +80,7 @@ def helper(argv: list[str] | None = None) -> int:
     parser.add_argument("source")
     parser.add_argument("mountpoint")
     parser.add_argument("-o", dest="options", default="")
+    parser.add_argument("-n", "-s", "-v", action="store_true", help="(mount(8)'s; ignored)")
     args = parser.parse_args(argv)
     stripe_width = 0
     for option in filter(None, args.options.split(",")):
