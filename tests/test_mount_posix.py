@@ -130,6 +130,14 @@ def test_unlink_and_rename_over_open_files_across_mounts_and_a_metaserver_restar
         os.close(replaced)
         wait_until(lambda: _files(cluster) == files, TIMEOUT,
                    "the orphans to be removed at their last close")
+        # Unlinked through the mount that has it open (libfuse has no path for it then).
+        fd = os.open(one.path / "g", os.O_RDWR)
+        os.unlink(one.path / "g")
+        os.pwrite(fd, b"no name", 0)
+        assert os.pread(fd, 100, 0) == b"no namento place"
+        os.close(fd)
+        wait_until(lambda: _files(cluster) == files - 1, TIMEOUT, "g to be removed")
+        files -= 1
         # An orphan whose mount died with it open goes too, once its session is over.
         fd = os.open(two.path / "f", os.O_RDONLY)
         os.unlink(one.path / "f")

@@ -39,12 +39,16 @@ class Fuse(mfusepy.FUSE):
     (atime, mtime)) in nanoseconds, "now" resolved and None for "unchanged"."""
 
     def read(self, path, buf, size, offset, fip) -> int:
-        return self.operations.read(path.decode(self.encoding, self.errors),
-                                    _view(buf, size, readonly=False), offset, fip.contents.fh)
+        return self.operations.read(self._path(path), _view(buf, size, readonly=False), offset,
+                                    fip.contents.fh)
 
     def write(self, path, buf, size, offset, fip) -> int:
-        return self.operations.write(path.decode(self.encoding, self.errors),
-                                     _view(buf, size, readonly=True), offset, fip.contents.fh)
+        return self.operations.write(self._path(path), _view(buf, size, readonly=True), offset,
+                                     fip.contents.fh)
+
+    def _path(self, path: bytes | None) -> str | None:
+        """None for a file unlinked while open (libfuse has no path for it)."""
+        return None if path is None else path.decode(self.encoding, self.errors)
 
     def rename_fuse_3(self, old, new, flags) -> int:
         return self.operations.rename(old.decode(self.encoding, self.errors),

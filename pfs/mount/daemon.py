@@ -30,9 +30,10 @@ STOPPED_BY_SIGNAL = 8
 
 
 def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
-          on_mounted=None) -> None:
+          on_mounted=None, allow_other: bool = False) -> None:
     """Mounts PFS on `mountpoint` and serves it until unmounted, Ctrl-C or SIGTERM.
-    `on_mounted()` is called once the kernel sends its first request."""
+    `on_mounted()` is called once the kernel sends its first request. `allow_other`: every
+    user may use the mount (the kernel checks their permissions), not only its owner."""
     from .binding import Fuse  # libfuse 3 and mfusepy are needed from here on only
     from .operations import Operations
 
@@ -45,7 +46,7 @@ def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
         operations.init = lambda path: on_mounted()
     try:
         # The source that mount(8) shows: pfs@ADDRESS (a comma would end the option).
-        Fuse(operations, mountpoint, foreground=True, **FUSE_OPTIONS,
+        Fuse(operations, mountpoint, foreground=True, **FUSE_OPTIONS, allow_other=allow_other,
              fsname="pfs@" + client.metaserver.replace(",", "+"))
     except RuntimeError as e:  # fuse_main's status
         if e.args != (STOPPED_BY_SIGNAL,):

@@ -387,8 +387,7 @@ class Namespace:
              a.mode, a.uid, a.gid, target))
         db.execute("INSERT INTO entries (parent, name, node) VALUES (?, ?, ?)",
                    (parent.node_id, path[-1], cursor.lastrowid))
-        if parent.node_id != ROOT:
-            db.execute("UPDATE nodes SET mtime = ? WHERE id = ?", (now, parent.node_id))
+        self._touch_parent(db, cursor.lastrowid, now)
         if not is_dir:
             db.execute("UPDATE counters SET value = value + 1 WHERE name = 'files'")
         return Node(cursor.lastrowid, is_dir, 0, now, now, block_size, stripe_blocks,
@@ -426,8 +425,16 @@ class Namespace:
             return _node(db.execute(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?",
                                     (node.node_id,)).fetchone())
 
+    @staticmethod
+    def _touch_parent(db: sqlite3.Connection, node_id: int, now: float) -> None:
+        """An entry of the node's parent changed: its mtime and ctime move (POSIX), but the
+        root's, which every top-level change would otherwise rewrite."""
+        db.execute("UPDATE nodes SET mtime = ?, ctime = ? WHERE id = (SELECT parent FROM entries"
+                   " WHERE node = ?) AND id != ?", (now, now, node_id, ROOT))
+
     def _remove(self, db: sqlite3.Connection, node: Node) -> None:
         """Removes a node and its entry; a file's objects are recorded as still to delete."""
+        self._touch_parent(db, node.node_id, time.time())
         db.execute("DELETE FROM entries WHERE node = ?", (node.node_id,))
         db.execute("DELETE FROM nodes WHERE id = ?", (node.node_id,))
         if not node.is_dir:
@@ -500,8 +507,11 @@ class Namespace:
                     self._orphan(db, replaced)
                 else:
                     self._remove(db, replaced)
+            now = time.time()
+            self._touch_parent(db, moving.node_id, now)
             db.execute("UPDATE entries SET parent = ?, name = ? WHERE node = ?",
                        (parent.node_id, new[-1], moving.node_id))
+            self._touch_parent(db, moving.node_id, now)
             return replaced
 
     def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None:
@@ -512,12 +522,15 @@ class Namespace:
                 db.execute("UPDATE nodes SET size = ? WHERE id = ?", (size, node_id))
             else:
                 db.execute("UPDATE nodes SET size = MAX(size, ?) WHERE id = ?", (size, node_id))
-            if touch:
-                db.execute("UPDATE nodes SET mtime = ? WHERE id = ?", (time.time(), node_id))
+            if touch:  # (a write moves ctime too, as POSIX says)
+                now = time.time()
+                db.execute("UPDATE nodes SET mtime = ?, ctime = ? WHERE id = ?",
+                           (now, now, node_id))
 
     # --- orphans: files unlinked while open (servers/metaserver/orphans.py) -------------------
-    @staticmethod
-    def _orphan(db: sqlite3.Connection, node: Node) -> None:
+    @classmethod
+    def _orphan(cls, db: sqlite3.Connection, node: Node) -> None:
+        cls._touch_parent(db, node.node_id, time.time())
         db.execute("DELETE FROM entries WHERE node = ?", (node.node_id,))
         db.execute("INSERT OR IGNORE INTO orphans (file_id) VALUES (?)", (node.node_id,))
 
