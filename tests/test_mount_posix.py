@@ -315,3 +315,29 @@ def test_a_fileserver_restarted_while_the_mount_reads(tmp_path):
         if mounted is not None:
             mounted.unmount()
         cluster.stop()
+
+
+def test_the_api_stores_attributes_and_symlinks_and_refuses_bad_ones(clients, name):
+    a, b = clients(2)
+    a.mkdir(name, mode=0o700, uid=5, gid=6)
+    meta = b.stat(name)
+    assert (meta.mode, meta.uid, meta.gid, meta.atime) == (0o700, 5, 6, None)
+    a.create(f"{name}/f", 1)
+    assert b.stat(f"{name}/f").mode is None  # never set: the mount shows 0644
+    meta = b.setattr(f"{name}/f", mode=0o4755, atime=1.5, mtime=2.5)
+    assert (meta.mode, meta.atime, meta.mtime) == (0o4755, 1.5, 2.5) and meta.ctime > 2.5
+    with pytest.raises(OSError) as e:
+        b.setattr(f"{name}/f", mode=0o10000)
+    assert e.value.errno == errno.EINVAL
+    a.symlink("f", f"{name}/link")
+    assert b.stat(f"{name}/link").symlink_target == "f"
+    with pytest.raises(OSError) as e:
+        b.open(f"{name}/link", 1)
+    assert e.value.errno == errno.ELOOP
+    with pytest.raises(OSError) as e:
+        a.symlink("", f"{name}/empty")
+    assert e.value.errno == errno.ENOENT
+    with pytest.raises(FileExistsError):
+        a.symlink("x", f"{name}/f")
+    a.delete(f"{name}/link")
+    assert [m.filename for m in b.listdir(name)] == [f"{name}/f"]

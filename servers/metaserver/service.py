@@ -238,8 +238,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         path = components(request.path)
         changes = {k: getattr(request, k) for k in ("mode", "uid", "gid", "atime", "mtime")
                    if request.HasField(k)}
-        if "mode" in changes and changes["mode"] > 0o7777:
-            raise OSError(errno.EINVAL, f"mode {changes['mode']:o} is more than permission bits")
+        _check_mode(changes.get("mode"))
         node = await self.server.set_attributes(path, **changes)
         return pb.SetAttrReply(meta=self._meta(node, "/".join(path)))
 
@@ -422,10 +421,14 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
 
 
 def _new_attributes(a: pb.NewAttributes) -> NewAttributes:
-    if a.mode > 0o7777:
-        raise OSError(errno.EINVAL, f"mode {a.mode:o} is more than permission bits")
+    _check_mode(a.mode)
     return NewAttributes(*(getattr(a, k) if a.HasField(k) else None
                            for k in ("mode", "uid", "gid")))
+
+
+def _check_mode(mode: int | None) -> None:
+    if mode is not None and mode > 0o7777:
+        raise OSError(errno.EINVAL, f"mode {mode:o} is more than permission bits (07777)")
 
 
 def _fileservers(cluster: Cluster, namespace: Namespace) -> list[pb.Fileserver]:
