@@ -18,7 +18,11 @@ reclaimed after a restart) may have put bytes on some copies and not others, unr
 any of its tokens goes to another client, `abandoned` records every copy of those bytes but
 one good copy as having missed them, so readers go to that one and the resync makes the others
 equal to it. Which copy is kept does not matter: a write whose writer never learned its
-outcome may have happened or not.
+outcome may have happened or not. So those ranges are also recorded as `apart`: the copy holds
+everything it was sent there. Should every copy of some bytes become stale (the kept copy's
+fileserver lost its data too), a copy apart there stands in (`_stand_in`): its bytes are one
+outcome of the unfinished write, and the resync makes the others equal to it, rather than every
+read failing with EIO.
 
 Thread-safety: the namespace's (its transactions and reads).
 """
@@ -39,8 +43,12 @@ class Copies:
     def missed(self, file_id: int, server: int, start: int, end: int) -> None:
         """Records that the copy of the file on `server` lacks local bytes [start, end),
         merged with what it lacked already."""
+        node = self._node(file_id)
         with self._namespace.transaction() as db:
-            _merge(db, file_id, server, start, end)
+            _merge(db, "missed", file_id, server, start, end)
+            _cut(db, "apart", file_id, server, start, end)  # it lacks them for real now
+            if node is not None:
+                _stand_in(db, node)
 
     def lost(self, server: int) -> int:
         """Fileserver `server` lost its data: its copy of every replicated file missed
@@ -53,12 +61,20 @@ class Copies:
                            "VALUES (?, ?, 0, ?)", [(f, server, INFINITY) for f in files])
             db.executemany("DELETE FROM missed WHERE file_id = ? AND server = ? AND start > 0",
                            [(f, server) for f in files])
+            db.execute("DELETE FROM apart WHERE server = ?", (server,))
+            for file_id, in db.execute("SELECT DISTINCT file_id FROM apart").fetchall():
+                _stand_in(db, self._namespace.get(file_id))
         return len(files)
 
     def stale(self, file_id: int) -> set[int]:
         """The fileservers whose copy of the file missed something."""
         return {row[0] for row in self._namespace.query(
             "SELECT DISTINCT server FROM missed WHERE file_id = ?", (file_id,))}
+
+    def missed_ranges(self, file_id: int) -> list[tuple[int, int, int]]:
+        """What each stale copy of the file lacks: (fileserver, start, end), in local offsets."""
+        return self._namespace.query("SELECT server, start, end_ FROM missed WHERE file_id = ? "
+                                     "ORDER BY server, start", (file_id,))
 
     def stale_by_file(self) -> dict[int, set[int]]:
         """Every file with a stale copy -> the fileservers of its stale copies."""
@@ -76,15 +92,8 @@ class Copies:
     def repaired(self, file_id: int, server: int, start: int, end: int) -> None:
         """The copy on `server` has bytes [start, end) again (a resync copied them)."""
         with self._namespace.transaction() as db:
-            rows = db.execute("SELECT start, end_ FROM missed WHERE file_id = ? AND server = ? "
-                              "AND start < ? AND end_ > ?", (file_id, server, end, start))
-            for s, e in rows.fetchall():
-                db.execute("DELETE FROM missed WHERE file_id = ? AND server = ? AND start = ?",
-                           (file_id, server, s))
-                for lo, hi in ((s, start), (end, e)):
-                    if lo < hi:
-                        db.execute("INSERT INTO missed (file_id, server, start, end_) "
-                                   "VALUES (?, ?, ?, ?)", (file_id, server, lo, hi))
+            for table in ("missed", "apart"):
+                _cut(db, table, file_id, server, start, end)
 
     def summary(self) -> tuple[int, int, int]:
         """(files with a stale copy, ranges still to resync, bytes of those that are not
@@ -131,17 +140,25 @@ class Copies:
         start, end)."""
         recorded = []
         for file_id in self.writing_files(client_id):
-            try:
-                node = self._namespace.get(file_id)
-            except NamespaceError:
+            node = self._node(file_id)
+            if node is None:
                 continue  # deleted: nothing of it is read again
             ranges = [(0, INFINITY)] if held is None else held.get(file_id, [])
             recorded += _all_but_one(node, ranges, self.stale(file_id), online)
         with self._namespace.transaction() as db:
-            for missed in recorded:
-                _merge(db, *missed)
+            for file_id, server, start, end in recorded:
+                lacked = _ranges(db, "missed", file_id, server)
+                _merge(db, "missed", file_id, server, start, end)
+                for lo, hi in _minus([(start, end)], lacked):  # (what it lacked, it still lacks)
+                    _merge(db, "apart", file_id, server, lo, hi)
             db.execute("DELETE FROM writing WHERE client_id = ?", (client_id,))
         return recorded
+
+    def _node(self, file_id: int) -> Node | None:
+        try:
+            return self._namespace.get(file_id)
+        except NamespaceError:
+            return None
 
 
 def _all_but_one(node: Node, ranges: list[tuple[int, int]], stale: set[int],
@@ -161,13 +178,60 @@ def _all_but_one(node: Node, ranges: list[tuple[int, int]], stale: set[int],
     return missed
 
 
-def _merge(db: sqlite3.Connection, file_id: int, server: int, start: int, end: int) -> None:
-    """Records local bytes [start, end) of a copy as missed, merged with what it missed."""
-    rows = db.execute("SELECT start, end_ FROM missed WHERE file_id = ? AND server = ? "
+def _stand_in(db: sqlite3.Connection, node: Node) -> None:
+    """Where no copy of a column holds some bytes, copies that hold them apart (and lack them
+    for no other reason) count as good there again, the first one first."""
+    for column in range(node.width):
+        copies = node.copies(column)
+        nowhere = _ranges(db, "missed", node.node_id, copies[0])
+        for i in copies[1:]:
+            nowhere = _intersect(nowhere, _ranges(db, "missed", node.node_id, i))
+        for i in copies:
+            for start, end in _intersect(nowhere, _ranges(db, "apart", node.node_id, i)):
+                for table in ("missed", "apart"):
+                    _cut(db, table, node.node_id, i, start, end)
+                nowhere = _minus(nowhere, [(start, end)])
+
+
+def _ranges(db: sqlite3.Connection, table: str, file_id: int,
+            server: int) -> list[tuple[int, int]]:
+    return db.execute(f"SELECT start, end_ FROM {table} WHERE file_id = ? AND server = ? "
+                      "ORDER BY start", (file_id, server)).fetchall()
+
+
+def _merge(db: sqlite3.Connection, table: str, file_id: int, server: int, start: int,
+           end: int) -> None:
+    """Records local bytes [start, end) of a copy in `table`, merged with what is there."""
+    rows = db.execute(f"SELECT start, end_ FROM {table} WHERE file_id = ? AND server = ? "
                       "AND start <= ? AND end_ >= ?", (file_id, server, end, start))
     for s, e in rows.fetchall():
         start, end = min(start, s), max(end, e)
-    db.execute("DELETE FROM missed WHERE file_id = ? AND server = ? AND start <= ? "
+    db.execute(f"DELETE FROM {table} WHERE file_id = ? AND server = ? AND start <= ? "
                "AND end_ >= ?", (file_id, server, end, start))
-    db.execute("INSERT INTO missed (file_id, server, start, end_) VALUES (?, ?, ?, ?)",
+    db.execute(f"INSERT INTO {table} (file_id, server, start, end_) VALUES (?, ?, ?, ?)",
                (file_id, server, start, end))
+
+
+def _cut(db: sqlite3.Connection, table: str, file_id: int, server: int, start: int,
+         end: int) -> None:
+    """Removes local bytes [start, end) of a copy from `table`."""
+    rows = db.execute(f"SELECT start, end_ FROM {table} WHERE file_id = ? AND server = ? "
+                      "AND start < ? AND end_ > ?", (file_id, server, end, start))
+    for s, e in rows.fetchall():
+        db.execute(f"DELETE FROM {table} WHERE file_id = ? AND server = ? AND start = ?",
+                   (file_id, server, s))
+        for lo, hi in ((s, start), (end, e)):
+            if lo < hi:
+                db.execute(f"INSERT INTO {table} (file_id, server, start, end_) "
+                           "VALUES (?, ?, ?, ?)", (file_id, server, lo, hi))
+
+
+def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    return [(max(s, t), min(e, f)) for s, e in a for t, f in b if max(s, t) < min(e, f)]
+
+
+def _minus(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    for t, f in b:
+        a = [piece for s, e in a for piece in ((s, min(e, t)), (max(s, f), e))
+             if piece[0] < piece[1]]
+    return a

@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS missed (      -- bytes a copy of a file missed (copie
     end_ INTEGER NOT NULL,
     PRIMARY KEY (file_id, server, start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS apart (       -- missed ranges a copy holds all it was sent of, marked
+    file_id INTEGER NOT NULL,            -- only to keep it from differing from the kept copy
+    server INTEGER NOT NULL,             -- after an unfinished write (copies.py)
+    start INTEGER NOT NULL,
+    end_ INTEGER NOT NULL,
+    PRIMARY KEY (file_id, server, start)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS writing (      -- sessions that may have writes on some copies only
     client_id INTEGER NOT NULL,          -- (copies.py)
     file_id INTEGER NOT NULL,
@@ -439,9 +446,12 @@ class Namespace:
         db.execute("DELETE FROM nodes WHERE id = ?", (node.node_id,))
         if not node.is_dir:
             if node.servers:  # (a symlink has no objects)
-                db.execute("INSERT OR REPLACE INTO pending_deletes (file_id, servers)"
-                           " VALUES (?, ?)", (node.node_id, _servers_text(node.servers)))
+                db.execute("INSERT INTO pending_deletes (file_id, servers) VALUES (?, ?) ON "
+                           "CONFLICT (file_id) DO UPDATE SET servers = servers || ',' || "
+                           "excluded.servers",
+                           (node.node_id, _servers_text(node.servers)))  # (dropped copies' too)
             db.execute("DELETE FROM missed WHERE file_id = ?", (node.node_id,))
+            db.execute("DELETE FROM apart WHERE file_id = ?", (node.node_id,))
             db.execute("UPDATE counters SET value = value - 1 WHERE name = 'files'")
 
     def _empty(self, db: sqlite3.Connection, directory: Node) -> bool:
