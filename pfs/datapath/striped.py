@@ -24,7 +24,7 @@ import threading
 import time
 from array import array
 from concurrent.futures import Future
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 from pfs._native import crc32c, crc32c_combine, plan_stripes
 from pfs._proto import fileserver_pb2 as pb
@@ -61,6 +61,13 @@ class StripedFile(Protocol):
 
 #: What a call sends as proof of its token, chosen anew at every try (renewed ones count).
 Capabilities = Callable[[], list[bytes]]
+
+
+class _Piece(NamedTuple):
+    """Local bytes of one stripe column, as an extent names them."""
+    server: int  # the column
+    local_offset: int
+    length: int
 
 
 class _Damaged(OSError):
@@ -226,9 +233,28 @@ class DataPlane:
         return copies
 
     def _read_extent(self, f: StripedFile, e) -> memoryview:
-        """The bytes of extent `e`, from the first copy of its column that has them whole and
-        undamaged; a copy found damaged or short is reported stale (copies.py) and the next
-        one tried, within the call. Bytes that fail their checksum are never returned."""
+        """The bytes of extent `e` (see `_read_piece`); where every copy of its column is stale
+        (two faults), piece by piece, each piece from a copy that did not miss it."""
+        copies = f.recipe.copies(e.server)
+        end = e.local_offset + e.length
+        if any(i not in f.stale for i in copies):
+            return self._read_piece(f, e)
+        cuts = sorted({e.local_offset, end} | {
+            at for i in copies for s, t in f.missed.get(i, ()) for at in (s, t)
+            if e.local_offset < at < end})
+        if len(cuts) == 2:
+            return self._read_piece(f, e)
+        out = memoryview(bytearray(e.length))
+        for start, stop in zip(cuts, cuts[1:]):
+            out[start - e.local_offset:stop - e.local_offset] = self._read_piece(
+                f, _Piece(e.server, start, stop - start))
+        return out
+
+    def _read_piece(self, f: StripedFile, e) -> memoryview:
+        """The bytes of extent (or piece) `e`, from the first copy of its column that has them
+        whole and undamaged; a copy found damaged or short is reported stale (copies.py) and
+        the next one tried, within the call. Bytes that fail their checksum are never
+        returned."""
         request = wire.read_request(f.file_id, e.local_offset, e.length)
         end = e.local_offset + e.length
         capabilities = self._capabilities(f, e.server, e.local_offset, end, READ)

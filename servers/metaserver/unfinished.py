@@ -49,8 +49,8 @@ class UnfinishedWrites:
                 await asyncio.sleep(1.0)
         for file_id, server, start, end in recorded:
             log.warning("client %d's session ended with file %d open for writing: its copy on "
-                        "fileserver %d counts as having missed bytes %d-%s until resynced",
-                        session.client_id, file_id, server, start,
+                        "fileserver %s counts as having missed bytes %d-%s until resynced",
+                        session.client_id, file_id, self._cluster.name(server), start,
                         "end" if end >= INFINITY else end - 1)
         if recorded:
             self._repair.wake()
