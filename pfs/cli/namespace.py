@@ -189,7 +189,7 @@ def cmd_touch(args: argparse.Namespace, console: Console) -> int:
             if must_be_dir:
                 raise errnos.error(errno.ENOENT, f"no such directory: {shown(path)}")
             try:
-                client.create(path, client.layout().widest())
+                client.create(path)  # striped as its directory says
             except FileExistsError:  # made meanwhile: it exists, all that touch promises
                 pass
         return console.each(args.paths, touch)
