@@ -19,9 +19,9 @@ from .. import clusterkey
 from ..instance import lock_data_dir
 from ..rpc import check_exposure, start_aio_server, stop_on_signals_aio
 from . import settings
-from .namespace import Namespace
 from .server import MetaServer
 from .service import MetaServerService
+from .store import open_store
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -73,7 +73,7 @@ async def _serve(data_dir: pathlib.Path, host: str, chosen: settings.Settings,
                  credentials: Credentials, on_ready) -> None:
     stop = stop_on_signals_aio()
     metaserver = MetaServer(
-        Namespace(data_dir / "metadata.sqlite3"), chosen.fileservers, chosen.lease_seconds,
+        open_store(None, data_dir), chosen.fileservers, chosen.lease_seconds,
         chosen.block_size, chosen.stripe_blocks, clusterkey.load_or_create(data_dir),
         chosen.recovery_seconds or default_recovery_seconds(chosen.lease_seconds),
         chosen.replicas, credentials)

@@ -20,107 +20,88 @@ one good copy as having missed them, so readers go to that one and the resync ma
 equal to it. Which copy is kept does not matter: a write whose writer never learned its
 outcome may have happened or not.
 
-Thread-safety: the namespace's (its transactions and reads).
+Thread-safety: the store's (store.py).
 """
 from __future__ import annotations
-
-import sqlite3
 
 from pfs.protocol.capability import column_ranges
 from pfs.protocol.ranges import INFINITY
 
-from .namespace import Namespace, NamespaceError, Node
+from .namespace import NamespaceError, Node
+from .store import MetaStore
 
 
 class Copies:
-    def __init__(self, namespace: Namespace) -> None:
-        self._namespace = namespace
+    def __init__(self, store: MetaStore) -> None:
+        self._store = store
 
     def missed(self, file_id: int, server: int, start: int, end: int) -> None:
         """Records that the copy of the file on `server` lacks local bytes [start, end),
         merged with what it lacked already."""
-        with self._namespace.transaction() as db:
-            _merge(db, file_id, server, start, end)
+        with self._store.exclusive():
+            self._store.set_missed({(file_id, server): _merged(self._ranges(file_id, server),
+                                                               start, end)})
+
+    def _ranges(self, file_id: int, server: int) -> list[tuple[int, int]]:
+        return next((ranges for _, s, ranges in self._store.missed(file_id) if s == server), [])
 
     def lost(self, server: int) -> int:
         """Fileserver `server` lost its data: its copy of every replicated file missed
         everything. How many files that makes stale."""
-        with self._namespace.transaction() as db:
-            files = [node_id for node_id, servers, replicas in db.execute(
-                "SELECT id, servers, replicas FROM nodes WHERE is_dir = 0 AND replicas > 1")
-                if str(server) in servers.split(",")]
-            db.executemany("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
-                           "VALUES (?, ?, 0, ?)", [(f, server, INFINITY) for f in files])
-            db.executemany("DELETE FROM missed WHERE file_id = ? AND server = ? AND start > 0",
-                           [(f, server) for f in files])
-        return len(files)
+        return self._store.mark_lost(server)
 
     def stale(self, file_id: int) -> set[int]:
         """The fileservers whose copy of the file missed something."""
-        return {row[0] for row in self._namespace.query(
-            "SELECT DISTINCT server FROM missed WHERE file_id = ?", (file_id,))}
+        return {server for _, server, _ in self._store.missed(file_id)}
 
     def stale_by_file(self) -> dict[int, set[int]]:
         """Every file with a stale copy -> the fileservers of its stale copies."""
         found: dict[int, set[int]] = {}
-        for file_id, server in self._namespace.query("SELECT DISTINCT file_id, server FROM "
-                                                     "missed"):
+        for file_id, server, _ in self._store.missed():
             found.setdefault(file_id, set()).add(server)
         return found
 
     def pending(self, limit: int = 100) -> list[tuple[int, int, int, int]]:
         """Some missed ranges, (file id, server, start, end), oldest files first."""
-        return self._namespace.query("SELECT file_id, server, start, end_ FROM missed "
-                                     "ORDER BY file_id, server, start LIMIT ?", (limit,))
+        return [(f, server, start, end) for f, server, ranges in self._store.missed(limit=limit)
+                for start, end in ranges][:limit]
 
     def repaired(self, file_id: int, server: int, start: int, end: int) -> None:
         """The copy on `server` has bytes [start, end) again (a resync copied them)."""
-        with self._namespace.transaction() as db:
-            rows = db.execute("SELECT start, end_ FROM missed WHERE file_id = ? AND server = ? "
-                              "AND start < ? AND end_ > ?", (file_id, server, end, start))
-            for s, e in rows.fetchall():
-                db.execute("DELETE FROM missed WHERE file_id = ? AND server = ? AND start = ?",
-                           (file_id, server, s))
-                for lo, hi in ((s, start), (end, e)):
-                    if lo < hi:
-                        db.execute("INSERT INTO missed (file_id, server, start, end_) "
-                                   "VALUES (?, ?, ?, ?)", (file_id, server, lo, hi))
+        with self._store.exclusive():
+            left = []
+            for s, e in self._ranges(file_id, server):
+                left += [(lo, hi) for lo, hi in ((s, min(e, start)), (max(s, end), e))
+                         if lo < hi]
+            self._store.set_missed({(file_id, server): left})
 
     def summary(self) -> tuple[int, int, int]:
         """(files with a stale copy, ranges still to resync, bytes of those that are not
         whole copies lost)."""
-        files, ranges, size = self._namespace.query(
-            "SELECT COUNT(DISTINCT file_id), COUNT(*), "
-            "TOTAL(CASE WHEN end_ < ? THEN end_ - start ELSE 0 END) FROM missed", (INFINITY,))[0]
-        return files, ranges, int(size)
+        copies = self._store.missed()
+        return (len({f for f, _, _ in copies}), sum(len(r) for _, _, r in copies),
+                sum(e - s for _, _, ranges in copies for s, e in ranges if e < INFINITY))
 
     def first_stale(self, limit: int) -> list[tuple[int, int, int]]:
         """Up to `limit` stale copies, (file id, server, bytes missed: 0 for everything)."""
-        return [(f, server, int(size)) for f, server, size in self._namespace.query(
-            "SELECT file_id, server, CASE WHEN MAX(end_) >= ? THEN 0 ELSE TOTAL(end_ - start) "
-            "END FROM missed GROUP BY file_id, server ORDER BY file_id LIMIT ?",
-            (INFINITY, limit))]
+        return [(f, server, 0 if ranges[-1][1] >= INFINITY else sum(e - s for s, e in ranges))
+                for f, server, ranges in self._store.missed(limit=limit)]
 
     # --- writers that may leave copies apart (the module's second paragraph) ---------------
     def writing(self, client_id: int, file_id: int) -> None:
         """The client may send writes to the (replicated) file from now on."""
-        with self._namespace.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO writing (client_id, file_id) VALUES (?, ?)",
-                       (client_id, file_id))
+        self._store.add_session_file("writing", client_id, file_id)
 
     def closed(self, client_id: int, file_id: int) -> None:
         """The client closed the file: every write it sent is on every copy, or recorded."""
-        with self._namespace.transaction() as db:
-            db.execute("DELETE FROM writing WHERE client_id = ? AND file_id = ?",
-                       (client_id, file_id))
+        self._store.drop_session_files("writing", client_id, [file_id])
 
     def writing_files(self, client_id: int) -> list[int]:
-        return [row[0] for row in self._namespace.query(
-            "SELECT file_id FROM writing WHERE client_id = ?", (client_id,))]
+        return self._store.session_files("writing", client_id)
 
     def writers(self) -> set[int]:
         """The clients recorded as writing some file."""
-        return {row[0] for row in self._namespace.query("SELECT DISTINCT client_id FROM writing")}
+        return self._store.session_file_clients("writing")
 
     def abandoned(self, client_id: int, held: dict[int, list[tuple[int, int]]] | None,
                   online: set[int]) -> list[tuple[int, int, int, int]]:
@@ -130,17 +111,19 @@ class Copies:
         commit, which also forgets the client's files. What was recorded, (file id, fileserver,
         start, end)."""
         recorded = []
-        for file_id in self.writing_files(client_id):
-            try:
-                node = self._namespace.get(file_id)
-            except NamespaceError:
-                continue  # deleted: nothing of it is read again
-            ranges = [(0, INFINITY)] if held is None else held.get(file_id, [])
-            recorded += _all_but_one(node, ranges, self.stale(file_id), online)
-        with self._namespace.transaction() as db:
-            for missed in recorded:
-                _merge(db, *missed)
-            db.execute("DELETE FROM writing WHERE client_id = ?", (client_id,))
+        changes: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        with self._store.exclusive():
+            for file_id in self.writing_files(client_id):
+                try:
+                    node = self._store.get(file_id)
+                except NamespaceError:
+                    continue  # deleted: nothing of it is read again
+                ranges = [(0, INFINITY)] if held is None else held.get(file_id, [])
+                recorded += _all_but_one(node, ranges, self.stale(file_id), online)
+            for file_id, server, start, end in recorded:
+                copy = (file_id, server)
+                changes[copy] = _merged(changes.get(copy) or self._ranges(*copy), start, end)
+            self._store.set_missed(changes, forget_writer=client_id)
         return recorded
 
 
@@ -161,13 +144,13 @@ def _all_but_one(node: Node, ranges: list[tuple[int, int]], stale: set[int],
     return missed
 
 
-def _merge(db: sqlite3.Connection, file_id: int, server: int, start: int, end: int) -> None:
-    """Records local bytes [start, end) of a copy as missed, merged with what it missed."""
-    rows = db.execute("SELECT start, end_ FROM missed WHERE file_id = ? AND server = ? "
-                      "AND start <= ? AND end_ >= ?", (file_id, server, end, start))
-    for s, e in rows.fetchall():
-        start, end = min(start, s), max(end, e)
-    db.execute("DELETE FROM missed WHERE file_id = ? AND server = ? AND start <= ? "
-               "AND end_ >= ?", (file_id, server, end, start))
-    db.execute("INSERT INTO missed (file_id, server, start, end_) VALUES (?, ?, ?, ?)",
-               (file_id, server, start, end))
+
+def _merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """`ranges` (by start, apart) with [start, end) added, merged with those it touches."""
+    kept = []
+    for s, e in ranges:
+        if s <= end and e >= start:
+            start, end = min(start, s), max(end, e)
+        else:
+            kept.append((s, e))
+    return sorted(kept + [(start, end)])

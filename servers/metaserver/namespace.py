@@ -1,5 +1,6 @@
-"""The durable namespace: a tree of directories and files, their recipes and sizes, and the
-cluster's fileservers.
+"""The SQLite engine of the metadata store (store.py): the namespace, a tree of directories and
+files with their recipes and sizes, and the rest the metaserver keeps durably (members,
+sessions, missed ranges, objects to delete, session files).
 
 Two tables hold the tree, as in JuiceFS: `nodes` (id, kind, size, times, recipe) and `entries`
 (parent id, name -> node id). A lookup walks entries one component at a time on their primary
@@ -31,6 +32,9 @@ from typing import Iterator
 
 from pfs.metadata import Recipe
 from pfs.protocol.paths import brief
+from pfs.protocol.ranges import INFINITY
+
+from .store import SESSION_FILE_TABLES, MetaStore
 
 ROOT = 0
 
@@ -79,6 +83,11 @@ CREATE TABLE IF NOT EXISTS writing (      -- sessions that may have writes on so
     file_id INTEGER NOT NULL,
     PRIMARY KEY (client_id, file_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS temporaries (
+    file_id INTEGER PRIMARY KEY,        -- a file created under a temporary name
+    client_id INTEGER NOT NULL          -- by this session (temporaries.py)
+);
+CREATE INDEX IF NOT EXISTS temporaries_by_client ON temporaries (client_id);
 CREATE TABLE IF NOT EXISTS sessions (
     client_id INTEGER PRIMARY KEY,      -- a live client session (recovery after a restart)
     key_hash BLOB NOT NULL              -- SHA-256 of its key: the key itself is never stored
@@ -149,7 +158,18 @@ def _missing(path: tuple[str, ...], upto: int) -> NamespaceError:
                                         f"{brief('/'.join(path[:upto + 1]))}")
 
 
-class Namespace:
+def check_replace(moving: Node, replaced: Node, replaced_empty: bool,
+                  new: tuple[str, ...]) -> None:
+    """Whether a rename of `moving` may replace `replaced`, as POSIX says (both engines)."""
+    if moving.is_dir and not replaced.is_dir:
+        raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(new))}")
+    if not moving.is_dir and replaced.is_dir:
+        raise NamespaceError(errno.EISDIR, f"is a directory: {brief('/'.join(new))}")
+    if replaced.is_dir and not replaced_empty:
+        raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: {brief('/'.join(new))}")
+
+
+class Namespace(MetaStore):
     """Thread-safe access to the metadata database."""
 
     def __init__(self, path: pathlib.Path) -> None:
@@ -202,6 +222,9 @@ class Namespace:
             return fn(*args)
         finally:
             self._write_lock.release()
+
+    def exclusive(self) -> threading.RLock:
+        return self._write_lock
 
     def _migrate_flat_namespace(self) -> None:
         """Moves the files of a data directory from before directories (one flat `files`
@@ -423,14 +446,7 @@ class Namespace:
                 replaced = _node(row)
                 if replaced.node_id == moving.node_id:
                     return None  # the same file under both names: nothing to do
-                if moving.is_dir and not replaced.is_dir:
-                    raise NamespaceError(errno.ENOTDIR, f"not a directory: "
-                                                        f"{brief('/'.join(new))}")
-                if not moving.is_dir and replaced.is_dir:
-                    raise NamespaceError(errno.EISDIR, f"is a directory: {brief('/'.join(new))}")
-                if replaced.is_dir and not self._empty(db, replaced):
-                    raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: "
-                                                          f"{brief('/'.join(new))}")
+                check_replace(moving, replaced, self._empty(db, replaced), new)
                 self._remove(db, replaced)
             db.execute("UPDATE entries SET parent = ?, name = ? WHERE node = ?",
                        (parent.node_id, new[-1], moving.node_id))
@@ -524,3 +540,101 @@ class Namespace:
         db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES (?, 0)", (name,))
         db.execute("UPDATE counters SET value = value + 1 WHERE name = ?", (name,))
         return db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+    # --- members leaving (members.py) -------------------------------------------------------
+    def remove_member(self, index: int, moved: dict[int, int]) -> None:
+        with self.transaction() as db:
+            for file_id, to in moved.items():
+                servers, replicas = db.execute("SELECT servers, replicas FROM nodes WHERE id = ?",
+                                               (file_id,)).fetchone()
+                servers = [to if s == index else s for s in _servers(servers)]
+                db.execute("UPDATE nodes SET servers = ? WHERE id = ?",
+                           (_servers_text(servers), file_id))
+                if replicas > 1:  # (a single copy moves only when empty: nothing to re-make)
+                    db.execute("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
+                               "VALUES (?, ?, 0, ?)", (file_id, to, INFINITY))
+            db.execute("DELETE FROM missed WHERE server = ?", (index,))
+            for file_id, servers in db.execute("SELECT file_id, servers FROM pending_deletes"
+                                               ).fetchall():
+                kept = [s for s in _servers(servers) if s != index]
+                if kept:
+                    db.execute("UPDATE pending_deletes SET servers = ? WHERE file_id = ?",
+                               (_servers_text(kept), file_id))
+                else:
+                    db.execute("DELETE FROM pending_deletes WHERE file_id = ?", (file_id,))
+            db.execute("DELETE FROM fileservers WHERE idx = ?", (index,))
+            db.execute("INSERT INTO counters (name, value) VALUES ('next_fileserver', ?) ON "
+                       "CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                       (index + 1,))
+
+    # --- session files (store.py) -----------------------------------------------------------
+    def add_session_file(self, table: str, client_id: int, file_id: int) -> None:
+        with self.transaction() as db:
+            db.execute(f"INSERT OR REPLACE INTO {_session_table(table)} (client_id, file_id) "
+                       "VALUES (?, ?)", (client_id, file_id))
+
+    def session_files(self, table: str, client_id: int) -> list[int]:
+        return [row[0] for row in self.query(
+            f"SELECT file_id FROM {_session_table(table)} WHERE client_id = ?", (client_id,))]
+
+    def session_file_clients(self, table: str) -> set[int]:
+        return {row[0] for row in self.query(
+            f"SELECT DISTINCT client_id FROM {_session_table(table)}")}
+
+    def drop_session_files(self, table: str, client_id: int,
+                           file_ids: list[int] | None = None) -> None:
+        with self.transaction() as db:
+            self._drop_session_files(db, table, client_id, file_ids)
+
+    @staticmethod
+    def _drop_session_files(db: sqlite3.Connection, table: str, client_id: int,
+                            file_ids: list[int] | None) -> None:
+        if file_ids is None:
+            db.execute(f"DELETE FROM {_session_table(table)} WHERE client_id = ?", (client_id,))
+        else:
+            db.executemany(f"DELETE FROM {_session_table(table)} WHERE client_id = ? AND "
+                           "file_id = ?", [(client_id, f) for f in file_ids])
+
+    # --- missed ranges (copies.py) ----------------------------------------------------------
+    def missed(self, file_id: int | None = None,
+               limit: int = -1) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        where, args = ("WHERE file_id = ?", (file_id,)) if file_id is not None else ("", ())
+        found: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for f, server, start, end in self.query(
+                f"SELECT file_id, server, start, end_ FROM missed {where} "
+                "ORDER BY file_id, server, start", args):
+            ranges = found.get((f, server))
+            if ranges is None:
+                if len(found) == limit:
+                    break
+                ranges = found[(f, server)] = []
+            ranges.append((start, end))
+        return [(f, server, ranges) for (f, server), ranges in found.items()]
+
+    def set_missed(self, changes: dict[tuple[int, int], list[tuple[int, int]]],
+                   forget_writer: int | None = None) -> None:
+        with self.transaction() as db:
+            for (file_id, server), ranges in changes.items():
+                db.execute("DELETE FROM missed WHERE file_id = ? AND server = ?",
+                           (file_id, server))
+                db.executemany("INSERT INTO missed (file_id, server, start, end_) VALUES "
+                               "(?, ?, ?, ?)", [(file_id, server, s, e) for s, e in ranges])
+            if forget_writer is not None:
+                self._drop_session_files(db, "writing", forget_writer, None)
+
+    def mark_lost(self, server: int) -> int:
+        with self.transaction() as db:  # (one commit: SQLite has no size limit on one)
+            files = [node_id for node_id, servers, replicas in db.execute(
+                "SELECT id, servers, replicas FROM nodes WHERE is_dir = 0 AND replicas > 1")
+                if server in _servers(servers)]
+            db.executemany("DELETE FROM missed WHERE file_id = ? AND server = ?",
+                           [(f, server) for f in files])
+            db.executemany("INSERT INTO missed (file_id, server, start, end_) VALUES "
+                           "(?, ?, 0, ?)", [(f, server, INFINITY) for f in files])
+        return len(files)
+
+
+def _session_table(table: str) -> str:
+    if table not in SESSION_FILE_TABLES:  # (a name put into SQL: only these two)
+        raise ValueError(f"no session-file table {table!r}")
+    return table

@@ -42,13 +42,14 @@ from .copies import Copies
 from .deletions import Deletions
 from .loopclock import LoopClock
 from .members import Membership
-from .namespace import Namespace, Node, StorageFull, WriterBusy
+from .namespace import Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
 from .recovery import Reclaims, Recovery
 from .repair import Repair
 from .sessions import Session as ClientSession
 from .sessions import Sessions
 from .sizes import Sizes
+from .store import MetaStore
 from .temporaries import Temporaries, TemporaryRemoval
 from .tokens import WRITE, Revocation, TokenManager
 from .unfinished import UnfinishedWrites
@@ -64,7 +65,7 @@ LIST_PAGE = 10_000
 
 
 class MetaServer:
-    def __init__(self, namespace: Namespace, expected_fileservers: int, lease_seconds: float,
+    def __init__(self, namespace: MetaStore, expected_fileservers: int, lease_seconds: float,
                  block_size: int, stripe_blocks: int, cluster_key: bytes,
                  recovery_seconds: float, replicas: int = 1,
                  credentials: Credentials | None = None) -> None:

@@ -31,12 +31,13 @@ from pfs.protocol.ranges import INFINITY
 from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
-from .namespace import Namespace, Node, StorageFull
+from .namespace import Node, StorageFull
 from .openfiles import OpenFile
 from .recovery import checked_claims
 from .server import LIST_PAGE, MetaServer
 from .sessions import NotYourSession, SessionEnded, key_hash, new_key
 from .sessions import Session as ClientSession
+from .store import MetaStore
 from .tokens import RequestCancelled, SessionGone
 
 log = logging.getLogger("pfs.metaserver")
@@ -393,7 +394,7 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
                          replicas=node.replicas) if not node.is_dir else pb.Recipe())
 
 
-def _fileservers(cluster: Cluster, namespace: Namespace) -> list[pb.Fileserver]:
+def _fileservers(cluster: Cluster, namespace: MetaStore) -> list[pb.Fileserver]:
     online = cluster.online()
     members = namespace.members()
     return [pb.Fileserver(index=i, address=a, online=i in online,
