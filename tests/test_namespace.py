@@ -1,24 +1,52 @@
-"""The metaserver's namespace (a directory tree in SQLite), driven directly: POSIX's answers for
-every kind of mistake, renames that move whole subtrees in one commit, ids that never change,
-durability across reopening, the migration of flat data directories, and a model-based property
-test against a plain dictionary of paths."""
+"""The metaserver's metadata store (store.py), driven directly, one conformance suite for both
+engines (SQLite and etcd): POSIX's answers for every kind of mistake, renames that move whole
+subtrees in one commit, ids that never change, durability across reopening, sessions, members,
+missed ranges and session files, a lost fileserver's copies marked in chunks behind an intent
+(etcd), the migration of flat SQLite data directories, and a model-based property test against
+a plain dictionary of paths."""
 from __future__ import annotations
 
 import errno
 import sqlite3
+import uuid
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pfs.protocol.ranges import INFINITY
+from pfs_servers.etcdlocal import LocalEtcd, find_etcd
 from pfs_servers.metaserver.namespace import ROOT, Namespace, NamespaceError
+from pfs_servers.metaserver.store import MetaStore
+
+ENGINES = ["sqlite", "etcd"]
 
 
-@pytest.fixture
-def ns(tmp_path):
-    namespace = Namespace(tmp_path / "meta.sqlite3")
-    yield namespace
-    namespace.close()
+@pytest.fixture(scope="module")
+def local_etcd(tmp_path_factory):
+    """One etcd member for the module (each store gets a key prefix of its own)."""
+    if find_etcd() is None:
+        pytest.skip("no etcd binary: run install-system-packages.sh as root (it unpacks "
+                    "Debian's etcd-server into /opt/pfs-etcd), or set PFS_ETCD")
+    etcd = LocalEtcd(tmp_path_factory.mktemp("etcd"), members=1).start()
+    yield etcd
+    etcd.stop()
+
+
+def new_store(engine: str, request, where, prefix: str | None = None) -> MetaStore:
+    """An empty store of the engine (or the one at `where` / `prefix` again)."""
+    if engine == "sqlite":
+        return Namespace(where / "meta.sqlite3")
+    from pfs_servers.metaserver.etcd import EtcdStore
+    return EtcdStore(request.getfixturevalue("local_etcd").endpoints,
+                     prefix=prefix or f"t{uuid.uuid4().hex}/")
+
+
+@pytest.fixture(params=ENGINES)
+def ns(request, tmp_path):
+    store = new_store(request.param, request, tmp_path)
+    yield store
+    store.close()
 
 
 def p(path: str) -> tuple[str, ...]:
@@ -97,15 +125,16 @@ def test_rename_replaces_as_posix_does(ns):
     assert names(ns, "") == ["empty", "full", "new"] and names(ns, "empty") == ["sub"]
 
 
-def test_committed_changes_survive_reopening(tmp_path):
-    path = tmp_path / "meta.sqlite3"
-    ns = Namespace(path)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_committed_changes_survive_reopening(engine, request, tmp_path):
+    prefix = f"t{uuid.uuid4().hex}/"
+    ns = new_store(engine, request, tmp_path, prefix)
     ns.mkdir(p("d"))
     f = ns.create(p("d/f"), 512, 2, [0, 1, 2])
     ns.record_size(f.node_id, 1000, touch=True)
     ns.record_size(f.node_id, 10, touch=False)               # sizes only grow...
     ns.close()
-    ns = Namespace(path)
+    ns = new_store(engine, request, tmp_path, prefix)
     assert ns.lookup(p("d/f")).size == 1000
     ns.record_size(f.node_id, 10, touch=False, exact=True)   # ...except by a truncate
     assert ns.lookup(p("d/f")).size == 10
@@ -210,10 +239,11 @@ class Model:
         return None
 
 
-@settings(max_examples=150, deadline=None)
-@given(OPS)
-def test_namespace_agrees_with_a_model(tmp_path_factory, ops):
-    ns = Namespace(tmp_path_factory.mktemp("model") / "meta.sqlite3")
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=100, deadline=None)
+@given(ops=OPS)
+def test_namespace_agrees_with_a_model(engine, request, tmp_path_factory, ops):
+    ns = new_store(engine, request, tmp_path_factory.mktemp("model"))
     model = Model()
     calls = {"mkdir": ns.mkdir, "create": lambda path: ns.create(path, 512, 2, [0]),
              "unlink": ns.unlink, "rmdir": ns.rmdir, "rename": ns.rename}
@@ -234,3 +264,77 @@ def test_namespace_agrees_with_a_model(tmp_path_factory, ops):
                     q[-1] for q in model.children(path))
     finally:
         ns.close()
+
+
+# --- the rest of what the store keeps -------------------------------------------------------
+def test_sessions_members_and_deletes(ns):
+    first = ns.new_session(b"hash-1")
+    assert ns.next_client_id() == first + 1
+    second = ns.new_session(b"hash-2")
+    assert ns.recorded_sessions() == {first: b"hash-1", second: b"hash-2"}
+    ns.forget_session(first)
+    assert ns.recorded_sessions() == {second: b"hash-2"}
+    assert ns.register_fileserver("fs0", "u0", "h:1") == (0, False)
+    assert ns.register_fileserver("fs1", "u1", "h:2") == (1, False)
+    assert ns.register_fileserver("fs0", "u0b", "h:3") == (0, True)   # a new data directory
+    fails(errno.EEXIST, ns.register_fileserver, "fs2", "u1", "h:4")   # fs1's directory
+    assert ns.fileservers() == {0: "h:3", 1: "h:2"}
+    assert ns.members()[0][0] == "fs0" and ns.members()[0][1] > 0 and ns.members()[1][1] == 0
+    f = ns.create(p("f"), 512, 2, [0, 1], replicas=2)
+    g = ns.create(p("g"), 512, 2, [1])
+    assert [n.node_id for n in ns.files_on(0)] == [f.node_id]
+    ns.unlink(p("g"))
+    assert ns.pending_deletes() == [(g.node_id, (1,))]
+    ns.delete_done([g.node_id])
+    assert ns.pending_deletes() == []
+    ns.register_fileserver("fs2", "u2", "h:5")
+    ns.remove_member(0, {f.node_id: 2})           # fs0 goes; its copy of f moves to fs2
+    assert ns.get(f.node_id).servers == (2, 1) and 0 not in ns.fileservers()
+    assert ns.missed(f.node_id) == [(f.node_id, 2, [(0, INFINITY)])]
+    assert ns.register_fileserver("fs3", "u3", "h:6")[0] == 3       # index 0 never again
+
+
+def test_missed_ranges_and_session_files(ns):
+    f = ns.create(p("f"), 512, 2, [0, 1], replicas=2)
+    ns.add_session_file("writing", 7, f.node_id)
+    ns.add_session_file("temporaries", 7, f.node_id)
+    ns.add_session_file("writing", 8, f.node_id)
+    assert ns.session_files("writing", 7) == [f.node_id]
+    assert ns.session_file_clients("writing") == {7, 8}
+    ns.drop_session_files("temporaries", 7, [f.node_id])
+    assert ns.session_file_clients("temporaries") == set()
+    ns.set_missed({(f.node_id, 1): [(0, 10), (20, 30)], (f.node_id, 0): [(5, 6)]},
+                  forget_writer=7)
+    assert ns.session_file_clients("writing") == {8}
+    assert ns.missed(f.node_id) == [(f.node_id, 0, [(5, 6)]), (f.node_id, 1, [(0, 10), (20, 30)])]
+    assert ns.missed(limit=1) == [(f.node_id, 0, [(5, 6)])]
+    ns.set_missed({(f.node_id, 0): []})
+    assert [server for _, server, _ in ns.missed()] == [1]
+    ns.unlink(p("f"))
+    assert ns.missed() == []                      # a deleted file's records go with it
+
+
+def test_a_lost_fileserver_marks_every_replicated_copy(ns):
+    """Many files: on etcd more than one transaction holds, done in chunks."""
+    for i in range(250):
+        ns.create(p(f"r{i}"), 512, 2, [i % 3, (i + 1) % 3], replicas=2)
+    ns.create(p("single"), 512, 2, [0])
+    holding = [n.node_id for n in ns.files_on(0) if n.replicas > 1]
+    assert ns.mark_lost(0) == len(holding)
+    assert sorted(f for f, server, ranges in ns.missed()
+                  if server == 0 and ranges == [(0, INFINITY)]) == sorted(holding)
+
+
+def test_an_interrupted_mark_is_finished_by_the_next_active(request, local_etcd):
+    """The intent etcd keeps while marking: a crash midway leaves it, and resume() (what the
+    next active metaserver runs first) finishes the marking."""
+    from pfs_servers.metaserver.etcd import EtcdStore, put
+    ns = new_store("etcd", request, None)
+    files = [ns.create(p(f"r{i}"), 512, 2, [0, 1], replicas=2).node_id for i in range(5)]
+    ns._commit([put(ns._key("i/lost/00000001"), "")])   # as a crash right after the intent
+    again = EtcdStore(local_etcd.endpoints, prefix=ns.prefix.decode())
+    again.resume()
+    assert sorted(f for f, server, _ in again.missed() if server == 1) == files
+    assert list(again._scan("i/")) == []
+    again.close()
+    ns.close()

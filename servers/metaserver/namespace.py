@@ -153,7 +153,11 @@ def _servers(text: str) -> tuple[int, ...]:
     return tuple(int(s) for s in text.split(",")) if text else ()
 
 
-def _missing(path: tuple[str, ...], upto: int) -> NamespaceError:
+def not_a_directory(path: tuple[str, ...]) -> NamespaceError:
+    return NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
+
+
+def missing_error(path: tuple[str, ...], upto: int) -> NamespaceError:
     return NamespaceError(errno.ENOENT, f"no such file or directory: "
                                         f"{brief('/'.join(path[:upto + 1]))}")
 
@@ -297,13 +301,12 @@ class Namespace(MetaStore):
         node_id, is_dir = ROOT, True
         for depth, name in enumerate(path):
             if not is_dir:
-                raise NamespaceError(errno.ENOTDIR, f"not a directory: "
-                                                    f"{brief('/'.join(path[:depth]))}")
+                raise not_a_directory(path[:depth])
             row = db.execute(f"SELECT {_NODE_COLUMNS} FROM entries e JOIN nodes n ON n.id = "
                              "e.node WHERE e.parent = ? AND e.name = ?",
                              (node_id, name)).fetchone()
             if row is None:
-                raise _missing(path, depth)
+                raise missing_error(path, depth)
             node_id, is_dir = row[0], row[1]
         return _node(row)
 
@@ -312,7 +315,7 @@ class Namespace(MetaStore):
         """The directory at `path` (ENOTDIR if it is a file)."""
         node = cls._walk(db, path)
         if not node.is_dir:
-            raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
+            raise not_a_directory(path)
         return node
 
     def lookup(self, path: tuple[str, ...]) -> Node:

@@ -45,6 +45,10 @@ class MetaStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def resume(self) -> None:
+        """Finishes a change of many commits that a crash interrupted (etcd: a durable
+        intent); called before anything else by the metaserver that becomes active."""
+
     # --- the namespace ----------------------------------------------------------------------
     @abc.abstractmethod
     def lookup(self, path: tuple[str, ...]) -> Node: ...
