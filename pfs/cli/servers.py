@@ -39,7 +39,9 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
                      stripe_blocks=args.stripe_blocks, lease_seconds=args.lease_seconds,
                      recovery_seconds=args.recovery_seconds, replicas=args.replicas,
                      credentials=credentials(args), allow_insecure=args.insecure,
-                     on_ready=ready)
+                     on_ready=ready, store=args.store, cluster_key_file=args.cluster_key_file,
+                     etcd_tls=dict(ca_file=args.etcd_ca, cert_file=args.etcd_cert,
+                                   key_file=args.etcd_key))
     return 0
 
 
@@ -215,6 +217,17 @@ fileservers are online. Its settings are remembered in DATA_DIR/settings.json
     _listening_flags(meta, None, f"port to listen on, 0 for any free one ({_AS_REMEMBERED % 50050})")
     meta.add_argument("--address-file", help="write host:port here once listening "
                                              "(default: none)")
+    meta.add_argument("--store", help="where the metadata lives: sqlite (in --data-dir; the "
+                                      "default) or etcd://HOST:PORT[,HOST:PORT...], an etcd v3 "
+                                      "cluster several metaservers share, one of them active "
+                                      "and the others standing by")
+    meta.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
+                      help="the cluster key (default: DATA_DIR/cluster.key, made at the first "
+                           "start); with etcd required, the same file on every metaserver")
+    meta.add_argument("--etcd-ca", help="with etcd over TLS: the CA certificate of its members")
+    meta.add_argument("--etcd-cert", help="with etcd over TLS: this metaserver's client "
+                                          "certificate (if etcd asks for one)")
+    meta.add_argument("--etcd-key", help="the key of --etcd-cert")
     _cluster_flags(meta)
     _server_flags(meta)
     _insecure_flag(meta)

@@ -104,6 +104,14 @@ class Etcd:
         self._turn = 0
         self._connect(0)
 
+    def another(self) -> "Etcd":
+        """A client of its own to the same members (calls that must not wait for others)."""
+        other = Etcd.__new__(Etcd)
+        other.endpoints, other._credentials = self.endpoints, self._credentials
+        other._lock, other._turn = threading.Lock(), 0
+        other._connect(self._turn)
+        return other
+
     def _connect(self, turn: int) -> None:
         self._turn = turn
         target = self.endpoints[turn % len(self.endpoints)]

@@ -68,8 +68,12 @@ class MetaServer:
     def __init__(self, namespace: MetaStore, expected_fileservers: int, lease_seconds: float,
                  block_size: int, stripe_blocks: int, cluster_key: bytes,
                  recovery_seconds: float, replicas: int = 1,
-                 credentials: Credentials | None = None) -> None:
+                 credentials: Credentials | None = None, leadership=None) -> None:
+        """`leadership`: with etcd, this metaserver's Election (election.py): it grants
+        nothing once its term as the active one is over."""
         self.namespace = namespace
+        self.leadership = leadership
+        namespace.resume()
         self.copies = Copies(namespace)
         self.replicas = replicas
         self.cluster_key = cluster_key
@@ -192,8 +196,18 @@ class MetaServer:
             start=revocation.start, end=revocation.end, to_mode=revocation.to_mode,
             granted_upto=revocation.granted_upto, client_id=revocation.client_id)))
 
+    def failover_state(self) -> tuple[str, list[str], int]:
+        """With etcd: this (active) metaserver's address, the standbys', and its epoch."""
+        if self.leadership is None:
+            return "", [], 0
+        me = self.leadership.address
+        return me, [m for m in self.leadership.metaservers() if m != me], self.leadership.epoch
+
     def capabilities(self, client_id: int, node: Node, grant) -> list[bytes]:
         """One capability per stripe column for a grant (pfs/capability.py)."""
+        if self.leadership is not None and not self.leadership.active():
+            raise OSError(errno.EAGAIN, "this metaserver is no longer the active one; the "
+                                        "client follows the active one and tries again")
         expires = time.time() + CAPABILITY_SECONDS
         ranges = column_ranges(node.block_size, node.stripe_blocks, node.width, grant.start,
                                grant.end)

@@ -138,7 +138,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     async def Status(self, request, context):
         degraded, ranges, missed_bytes = self.server.copies.summary()
-        return pb.StatusReply(expected_fileservers=self.server.cluster.expected,
+        active, standbys, epoch = self.server.failover_state()
+        return pb.StatusReply(active=active, standbys=standbys, epoch=epoch,expected_fileservers=self.server.cluster.expected,
                               fileservers=_fileservers(self.server.cluster, self.server.namespace),
                               sessions=self.server.sessions.count(),
                               files=self.server.namespace.count_files(), block_size=self.server.block_size,

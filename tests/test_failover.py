@@ -1,0 +1,129 @@
+"""Metaserver failover over etcd, with real processes: a 3-member etcd on loopback, two
+metaservers sharing it (one active, one standing by), four fileservers and client processes
+that know both metaservers (PFS_METASERVER=a,b).
+
+- the active one SIGKILLed and its data directory wiped while clients hold open files and
+  dirty cached writes: the standby takes over, the clients reclaim, and every closed file and
+  every cached write is there afterwards;
+- an etcd member SIGKILLed mid-workload: no call fails;
+- the active one SIGSTOPped past its etcd lease, then SIGCONTed: the standby was elected only
+  after the stopped one's term was over, the stopped one grants nothing more and exits, and a
+  write guarded by its epoch is refused by etcd.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+
+import pytest
+
+import pfs
+from clusters import RemoteClient, read_file
+from hacluster import HACluster
+
+LEASE = 2.0
+
+
+@pytest.fixture
+def ha(tmp_path):
+    cluster = HACluster(tmp_path / "ha", lease_seconds=LEASE, block_size=64 * 1024,
+                        stripe_blocks=16).start()
+    yield cluster
+    cluster.stop()
+
+
+def test_a_standby_takes_over_from_a_killed_active_whose_disk_is_gone(ha):
+    size = 1 << 20
+    writers = [RemoteClient(ha, cache_blocks=1024) for _ in range(3)]
+    try:
+        closed = ha_client(ha)
+        fd = create_open(closed, "closed-before")
+        assert closed.pfs_write(fd, b"kept" * 1000, 4000, 0) == 4000
+        assert closed.pfs_close(fd) == 0
+        fds = []
+        for i, writer in enumerate(writers):
+            assert writer.call("pfs_create", f"f{i}", 4) == 0
+            fds.append(writer.call("pfs_open", f"f{i}", pfs.PFS_READ_WRITE))
+            assert writer.call("write_pattern", fds[i], i + 1, size, 0) == [size, 0]
+
+        active = ha.active()
+        assert active >= 0
+        killed = time.monotonic()
+        ha.kill_metaserver(active)
+        shutil.rmtree(ha.data_dir / f"meta{active}")  # its disk is gone too
+        for writer, fd in zip(writers, fds):
+            writer.send("pfs_close", fd)
+        takeover = ha.wait_serving()
+        print(f"\ntakeover: a new session served {time.monotonic() - killed:.1f}s after the "
+              f"active metaserver was killed (lease {LEASE:g}s, etcd lease "
+              f"{ha.election_ttl:g}s)")
+        for writer in writers:
+            assert writer.receive(timeout=60) == 0, writer.call("last_error")
+            assert writer.call("pfs_initialize") == writer.client_id  # the same session
+
+        assert takeover > 0 and ha.active() not in (-1, active)
+        check = ha_client(ha)
+        for i in range(3):
+            assert read_file(check, f"f{i}") == bytes([i + 1]) * size
+        assert read_file(check, "closed-before") == b"kept" * 1000
+        log = ha.log(ha.active()).read_text()
+        assert "3 of 3 session(s) reclaimed" in log or "4 of 4 session(s) reclaimed" in log, log
+    finally:
+        for writer in writers:
+            writer.close()
+
+
+def ha_client(ha: HACluster) -> pfs.Client:
+    client = pfs.Client(ha.address, cache_blocks=64)
+    assert client.pfs_initialize() > 0, pfs.pfs_last_error()
+    return client
+
+
+def create_open(client: pfs.Client, name: str) -> int:
+    assert client.pfs_create(name, 2) == 0, pfs.pfs_last_error()
+    fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert fd > 0, pfs.pfs_last_error()
+    return fd
+
+
+def test_a_killed_etcd_member_fails_no_call(ha):
+    client = ha_client(ha)
+    for i in range(60):
+        if i == 20:
+            ha.etcd.kill(i % 3, signal.SIGKILL)
+        fd = create_open(client, f"g{i}")
+        assert client.pfs_write(fd, bytes([i]) * 700, 700, 0) == 700
+        assert client.pfs_close(fd) == 0, pfs.pfs_last_error()
+        assert client.pfs_rename(f"g{i}", f"h{i}") == 0, pfs.pfs_last_error()
+    for i in range(60):
+        assert read_file(client, f"h{i}") == bytes([i]) * 700
+
+
+def test_an_active_stopped_past_its_lease_is_deposed_and_its_writes_refused(ha):
+    from pfs_servers.metaserver.etcd import Deposed, EtcdStore, put
+
+    client = ha_client(ha)
+    fd = create_open(client, "before")
+    assert client.pfs_close(fd) == 0
+    old = ha.active()
+    epoch = int(ha.log(old).read_text().split("active now (epoch ")[1].split(")")[0].split(",")[0])
+    ha.kill_metaserver(old, signal.SIGSTOP)
+    stopped = time.monotonic()
+    ha.wait_serving()
+    new = ha.active()
+    assert new not in (-1, old)
+    assert time.monotonic() - stopped >= ha.election_ttl * 0.8  # not before its lease ran out
+    ha.kill_metaserver(old, signal.SIGCONT)
+    ha.metaservers[old].wait(timeout=30)  # the deposed one stops: it grants nothing more
+    old_log = ha.log(old).read_text()
+    assert "term as the active one is over" in old_log
+    # The old epoch no longer guards anything: a write made with it is refused by etcd.
+    store = EtcdStore(ha.etcd.endpoints)
+    store.guard = (store._key("leader"), epoch)
+    with pytest.raises(Deposed):
+        store._commit([put(store._key("c/files"), "0")])
+    store.close()
+    assert read_file(client, "before") == b""
+    fd = create_open(client, "after")
+    assert client.pfs_close(fd) == 0
