@@ -88,16 +88,19 @@ def create_open(client: pfs.Client, name: str) -> int:
 
 
 def test_a_killed_etcd_member_fails_no_call(ha):
+    """The member killed is the first of the list: the one the metaservers talk to."""
     client = ha_client(ha)
     for i in range(60):
         if i == 20:
-            ha.etcd.kill(i % 3, signal.SIGKILL)
+            ha.etcd.kill(0, signal.SIGKILL)
         fd = create_open(client, f"g{i}")
         assert client.pfs_write(fd, bytes([i]) * 700, 700, 0) == 700
         assert client.pfs_close(fd) == 0, pfs.pfs_last_error()
         assert client.pfs_rename(f"g{i}", f"h{i}") == 0, pfs.pfs_last_error()
     for i in range(60):
         assert read_file(client, f"h{i}") == bytes([i]) * 700
+    killed = ha.etcd.endpoints[0]
+    assert f"etcd member {killed} does not answer" in ha.log(ha.active()).read_text()
 
 
 def test_an_active_stopped_past_its_lease_is_deposed_and_its_writes_refused(ha):

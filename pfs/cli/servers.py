@@ -194,6 +194,11 @@ the command returns once the cluster serves, and `pfs down --data-dir D` stops i
     _server_flags(up)
     up.add_argument("--tls-ca", help="CA of the servers' certificates (default: --tls-cert "
                                      "itself, for a self-signed one)")
+    up.add_argument("--ha", action="store_true",
+                    help="a failover demo: a 3-member etcd (DATA_DIR/etcd; etcd from "
+                         "install-system-packages.sh) and two metaservers sharing it, on --port "
+                         "and the next port, one active and one standing by; kill the active "
+                         "one and the other takes over (default: off, one metaserver on SQLite)")
 
     down = _server_command(sub, "down", "stop a cluster that pfs up runs (in the background or "
                                         "not)", """\

@@ -255,12 +255,9 @@ class EtcdStore(MetaStore):
 
     # --- running ----------------------------------------------------------------------------
     def now(self, fn, *args):
-        if not self._write_lock.acquire(blocking=False):
-            raise WriterBusy
-        try:
-            return fn(*args)
-        finally:
-            self._write_lock.release()
+        """Never: a commit waits for a quorum of etcd members to put it on their disks, which
+        the metaserver's loop must not wait for; every change goes to the metadata thread."""
+        raise WriterBusy
 
     def exclusive(self) -> threading.RLock:
         return self._write_lock
