@@ -94,7 +94,6 @@ class LocalEtcd:
                         raise SystemExit(f"etcd did not start within {START_TIMEOUT:g}s; see "
                                          f"{self.data_dir}/etcd*/etcd.log") from None
                     time.sleep(0.2)
-                    client.next_member(client.turn, "starting")
         finally:
             client.close()
 

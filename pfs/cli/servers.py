@@ -225,14 +225,15 @@ fileservers are online. Its settings are remembered in DATA_DIR/settings.json
     meta.add_argument("--store", help="where the metadata lives: sqlite (in --data-dir; the "
                                       "default) or etcd://HOST:PORT[,HOST:PORT...], an etcd v3 "
                                       "cluster several metaservers share, one of them active "
-                                      "and the others standing by")
+                                      "and the others standing by (default: sqlite)")
     meta.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
                       help="the cluster key (default: DATA_DIR/cluster.key, made at the first "
                            "start); with etcd required, the same file on every metaserver")
-    meta.add_argument("--etcd-ca", help="with etcd over TLS: the CA certificate of its members")
-    meta.add_argument("--etcd-cert", help="with etcd over TLS: this metaserver's client "
-                                          "certificate (if etcd asks for one)")
-    meta.add_argument("--etcd-key", help="the key of --etcd-cert")
+    meta.add_argument("--etcd-ca", help="TLS to etcd: the CA certificate of its members "
+                                        "(default: none, plain gRPC)")
+    meta.add_argument("--etcd-cert", help="TLS to etcd: this metaserver's client certificate, "
+                                          "if etcd asks for one (default: none)")
+    meta.add_argument("--etcd-key", help="the key of --etcd-cert (default: none)")
     _cluster_flags(meta)
     _server_flags(meta)
     _insecure_flag(meta)

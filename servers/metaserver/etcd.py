@@ -27,7 +27,7 @@ Every write is a transaction guarded by the writer's epoch (election.py): it com
 the leader key is still the one this metaserver created, so a deposed metaserver's writes fail
 (`Deposed`). A write whose answer is lost (the etcd member died) is tried again on another
 member, unless the `txn` key shows it committed: one writer, so the last id is ours or not.
-Reads are linearizable (a read after any member's answer sees every committed write).
+Reads see every committed write (Etcd.range says how, at the cost of one member's answer).
 """
 from __future__ import annotations
 
@@ -43,9 +43,8 @@ import time
 import grpc
 from aetcd import rpc
 
-from pfs.protocol.ranges import INFINITY
-
 from pfs.protocol.paths import brief
+from pfs.protocol.ranges import INFINITY
 
 from .namespace import (
     ROOT,
@@ -53,6 +52,7 @@ from .namespace import (
     Node,
     WriterBusy,
     check_replace,
+    may_move,
     missing_error,
     not_a_directory,
 )
@@ -114,6 +114,7 @@ class Etcd:
 
     def _connect(self, turn: int) -> None:
         self._turn = turn
+        self._caught_up = False  # (see range)
         target = self.endpoints[turn % len(self.endpoints)]
         self._channel = (grpc.secure_channel(target, self._credentials) if self._credentials
                          else grpc.insecure_channel(target))
@@ -151,10 +152,17 @@ class Etcd:
                               "them, or check --store")
 
     def range(self, key: bytes, end: bytes = b"", limit: int = 0) -> list:
-        reply = self.call(lambda c: c.kv.Range(rpc.RangeRequest(key=key, range_end=end,
-                                                                  limit=limit),
-                                               timeout=CALL_SECONDS))
-        return list(reply.kvs)
+        """The keys in [key, end). The first read from a member is linearizable (it waits
+        until the member has applied everything committed), the next ones serializable (the
+        member answers alone): with one writer, whose writes are applied on the member it
+        talks to before they are answered, they see every write all the same."""
+        def read(c: Etcd):
+            reply = c.kv.Range(rpc.RangeRequest(key=key, range_end=end, limit=limit,
+                                                serializable=c._caught_up),
+                               timeout=CALL_SECONDS)
+            c._caught_up = True
+            return reply
+        return list(self.call(read).kvs)
 
     def get(self, key: bytes) -> bytes | None:
         kvs = self.range(key)
@@ -438,12 +446,8 @@ class EtcdStore(MetaStore):
                                                   "replaced")
             moving = self._walk(old)
             parent = self._directory(new[:-1])
-            if moving.is_dir and new[:len(old)] == old:
-                if new == old:
-                    return None
-                raise NamespaceError(errno.EINVAL, f"cannot move a directory into itself: "
-                                                   f"{brief('/'.join(old))} -> "
-                                                   f"{brief('/'.join(new))}")
+            if not may_move(moving, old, new):
+                return None
             _, old_parent, _ = self._node(moving.node_id)
             ops, replaced = [], None
             entry = self._entry(parent.node_id, new[-1])

@@ -162,6 +162,17 @@ def missing_error(path: tuple[str, ...], upto: int) -> NamespaceError:
                                         f"{brief('/'.join(path[:upto + 1]))}")
 
 
+def may_move(moving: Node, old: tuple[str, ...], new: tuple[str, ...]) -> bool:
+    """Whether a rename of `moving` from `old` to `new` does something: False for a directory
+    onto itself, NamespaceError EINVAL into its own subtree (both engines)."""
+    if moving.is_dir and new[:len(old)] == old:
+        if new == old:
+            return False
+        raise NamespaceError(errno.EINVAL, f"cannot move a directory into itself: "
+                                           f"{brief('/'.join(old))} -> {brief('/'.join(new))}")
+    return True
+
+
 def check_replace(moving: Node, replaced: Node, replaced_empty: bool,
                   new: tuple[str, ...]) -> None:
     """Whether a rename of `moving` may replace `replaced`, as POSIX says (both engines)."""
@@ -435,12 +446,8 @@ class Namespace(MetaStore):
                                                   "replaced")
             moving = self._walk(db, old)
             parent = self._directory(db, new[:-1])
-            if moving.is_dir and new[:len(old)] == old:
-                if new == old:
-                    return None
-                raise NamespaceError(errno.EINVAL, f"cannot move a directory into itself: "
-                                                   f"{brief('/'.join(old))} -> "
-                                                   f"{brief('/'.join(new))}")
+            if not may_move(moving, old, new):
+                return None
             row = db.execute(f"SELECT {_NODE_COLUMNS} FROM entries e JOIN nodes n ON n.id = "
                              "e.node WHERE e.parent = ? AND e.name = ?",
                              (parent.node_id, new[-1])).fetchone()
