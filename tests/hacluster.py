@@ -82,22 +82,28 @@ class HACluster:
         return self
 
     def active(self) -> int:
-        """Which metaserver is active (its index), from its log."""
-        for i in range(len(self.metaservers)):
-            if self.metaservers[i] and self.metaservers[i].poll() is None \
-                    and "is active now" in self.log(i).read_text():
-                return i
-        return -1
+        """Which metaserver became active last (its index, -1: none), from their logs."""
+        elected = {}
+        for i, process in enumerate(self.metaservers):
+            if process is not None and process.poll() is None:
+                lines = [line for line in self.log(i).read_text().splitlines()
+                         if "is active now" in line]
+                if lines:
+                    elected[lines[-1][:23]] = i  # (its timestamp, to the millisecond)
+        return elected[max(elected)] if elected else -1
 
     def wait_serving(self, timeout: float = START_TIMEOUT) -> float:
-        """Until a client can start a session (the active one has its fileservers); seconds."""
+        """Until a client can start a session and every fileserver is online at the active
+        metaserver; seconds."""
         started = time.monotonic()
         while True:
             client = pfs.Client(self.address, cache_blocks=0)
             client_id = client.pfs_initialize()
             if client_id > 0:
+                online = client.layout().fileservers_online
                 client.pfs_finish(client_id)
-                return time.monotonic() - started
+                if online >= self.fileserver_count:
+                    return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 raise AssertionError(f"no metaserver served within {timeout}s; see "
                                      f"{self.data_dir}/meta*.log")
