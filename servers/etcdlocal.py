@@ -66,8 +66,10 @@ class LocalEtcd:
         directory = self.data_dir / f"etcd{i}"
         directory.mkdir(parents=True, exist_ok=True)
         log = open(directory / "etcd.log", "ab")
+        # Ends with the process that started it, even a SIGKILLed one (util-linux's setpriv).
+        outlive = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
         self.processes[i] = subprocess.Popen(
-            [self.binary, "--name", f"m{i}", "--data-dir", str(directory / "data"),
+            [*outlive, self.binary, "--name", f"m{i}", "--data-dir", str(directory / "data"),
              "--listen-client-urls", f"http://127.0.0.1:{self.client_ports[i]}",
              "--advertise-client-urls", f"http://127.0.0.1:{self.client_ports[i]}",
              "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",

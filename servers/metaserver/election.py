@@ -124,7 +124,7 @@ class Election:
             if reply.succeeded:
                 self.term_end = self._lease_end
                 self.epoch = reply.header.revision
-                self.store.guard = (self.leader_key, self.epoch)
+                self.store.guard_with(self.leader_key, self.epoch)
                 return self.epoch
             self._stop.wait(POLL_SECONDS)
         return 0

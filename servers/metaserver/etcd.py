@@ -31,6 +31,7 @@ Reads see every committed write (Etcd.range says how, at the cost of one member'
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import itertools
@@ -66,6 +67,8 @@ TXN_OPS = 100
 PAGE = 1000
 #: How often old revisions are compacted away (etcd keeps every revision until then).
 COMPACT_SECONDS = 60.0
+#: Nodes and entries the active metaserver keeps in memory (a few hundred bytes each).
+CACHED_KEYS = 200_000
 #: How long a call to etcd may take before another member is tried.
 CALL_SECONDS = 5.0
 
@@ -208,6 +211,15 @@ class EtcdStore(MetaStore):
         #: The leader key and its create revision this metaserver's writes need (election.py);
         #: None: unguarded (a store nobody else writes, as in the conformance tests).
         self.guard: tuple[bytes, int] | None = None
+        #: Counters as last committed: one writer, so they need no read (cleared when a
+        #: commit's outcome is unknown, and by a new guard).
+        self._counters: dict[str, int] = {}
+        #: Nodes and entries as last committed or read (absent ones too), the newest
+        #: CACHED_KEYS of them: one writer, so a lookup of a cached path reads nothing. Filled
+        #: by reads only if no commit came in between (`_generation`), under `_cache_lock`.
+        self._cache: collections.OrderedDict[bytes, bytes | None] = collections.OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._generation = 0
         self._txn_ids = itertools.count()
         self._txn_base = os.urandom(8).hex()
         self._last_compaction = time.monotonic()
@@ -222,7 +234,46 @@ class EtcdStore(MetaStore):
         return self.prefix + (key.encode() if isinstance(key, str) else key)
 
     def _get(self, key: bytes | str) -> bytes | None:
-        return self.etcd.get(self._key(key))
+        key = self._key(key)
+        if not key.startswith(self._cached_prefixes):
+            return self.etcd.get(key)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            generation = self._generation
+        value = self.etcd.get(key)
+        with self._cache_lock:
+            if self._generation == generation:
+                self._remember(key, value)
+        return value
+
+    @property
+    def _cached_prefixes(self) -> tuple[bytes, bytes]:
+        return self.prefix + b"n/", self.prefix + b"e/"
+
+    def _remember(self, key: bytes, value: bytes | None) -> None:
+        self._cache[key] = value
+        self._cache.move_to_end(key)
+        if len(self._cache) > CACHED_KEYS:
+            self._cache.popitem(last=False)
+
+    def _committed(self, ops: list[rpc.RequestOp] | None) -> None:
+        """The cache after a commit of `ops` (None: one whose outcome is unknown)."""
+        with self._cache_lock:
+            self._generation += 1
+            if ops is None:
+                self._cache.clear()
+                return
+            for op in ops:
+                if op.HasField("request_put"):
+                    key, value = op.request_put.key, op.request_put.value
+                else:
+                    key, value = op.request_delete_range.key, None
+                    if op.request_delete_range.range_end and key.startswith(self.prefix + b"e/"):
+                        self._cache.clear()  # (no change deletes entries by range)
+                if key.startswith(self._cached_prefixes):
+                    self._remember(key, value)
 
     def _scan(self, prefix: str, start: str | None = None, limit: int = -1):
         """(key without the prefix, value) under `prefix`."""
@@ -231,8 +282,30 @@ class EtcdStore(MetaStore):
                                          self._key(start) if start else None, limit):
             yield key[skip:].decode(), value
 
-    def _commit(self, ops: list[rpc.RequestOp]) -> None:
-        """One guarded transaction, tried again on another member if its answer is lost."""
+    def guard_with(self, leader_key: bytes, epoch: int) -> None:
+        """From now on every write holds only while `leader_key` has create revision
+        `epoch` (election.py)."""
+        self.guard = (leader_key, epoch)
+        self._counters.clear()
+        self._committed(None)
+
+    def _commit(self, ops: list[rpc.RequestOp], counters: dict[str, int] | None = None) -> None:
+        """One guarded transaction, tried again on another member if its answer is lost;
+        `counters` are put in it too, and remembered."""
+        ops = ops + [put(self._key(f"c/{name}"), str(value))
+                     for name, value in (counters or {}).items()]
+        try:
+            self._commit_ops(ops)
+        except Deposed:
+            raise  # (nothing changed)
+        except BaseException:
+            self._counters.clear()  # (committed or not: read them again)
+            self._committed(None)
+            raise
+        self._counters.update(counters or {})
+        self._committed(ops)
+
+    def _commit_ops(self, ops: list[rpc.RequestOp]) -> None:
         txn_id = f"{self._txn_base}-{next(self._txn_ids)}"
         compare = []
         if self.guard is not None:
@@ -301,7 +374,9 @@ class EtcdStore(MetaStore):
         node_id, is_dir = value.decode().split(",")
         return int(node_id, 16), is_dir == "1"
 
-    def _walk(self, path: tuple[str, ...]) -> Node:
+    def _walk(self, path: tuple[str, ...]) -> tuple[Node, int, str]:
+        """The node at `path`, its parent's id and its name: one get per component, and one
+        for the node."""
         node_id, is_dir = ROOT, True
         for depth, name in enumerate(path):
             if not is_dir:
@@ -313,16 +388,16 @@ class EtcdStore(MetaStore):
         found = self._node(node_id)
         if found is None:
             raise missing_error(path, len(path) - 1)
-        return found[0]
+        return found
 
-    def _directory(self, path: tuple[str, ...]) -> Node:
-        node = self._walk(path)
-        if not node.is_dir:
+    def _directory(self, path: tuple[str, ...]) -> tuple[Node, int, str]:
+        found = self._walk(path)
+        if not found[0].is_dir:
             raise not_a_directory(path)
-        return node
+        return found
 
     def lookup(self, path: tuple[str, ...]) -> Node:
-        return self._walk(path)
+        return self._walk(path)[0]
 
     def get(self, node_id: int) -> Node:
         found = self._node(node_id)
@@ -342,7 +417,7 @@ class EtcdStore(MetaStore):
 
     def listdir(self, path: tuple[str, ...], after: str = "",
                 limit: int = -1) -> list[tuple[str, Node]]:
-        directory = self._directory(path)
+        directory = self._directory(path)[0]
         prefix = f"e/{_hex(directory.node_id)}/"
         entries = [(key[len(prefix):], int(value.split(b",")[0], 16)) for key, value in
                    self._scan(prefix, prefix + after + "\0" if after else None, limit)]
@@ -362,36 +437,34 @@ class EtcdStore(MetaStore):
         return self._counter("files")
 
     def _counter(self, name: str) -> int:
-        value = self._get(f"c/{name}")
-        return int(value) if value else 0
+        if name not in self._counters:
+            value = self._get(f"c/{name}")
+            self._counters[name] = int(value) if value else 0
+        return self._counters[name]
 
     def _new_entry(self, path: tuple[str, ...], is_dir: bool, block_size: int = 0,
                    stripe_blocks: int = 0, servers=(), replicas: int = 1) -> Node:
         with self._write_lock:
             if not path:
                 raise NamespaceError(errno.EEXIST, "the root directory exists")
-            parent = self._directory(path[:-1])
+            parent, grandparent, parent_name = self._directory(path[:-1])
             if self._entry(parent.node_id, path[-1]) is not None:
                 raise NamespaceError(errno.EEXIST, f"exists: {brief('/'.join(path))}")
             node_id = self._counter("node_id") + 1
             now = time.time()
             node = Node(node_id, is_dir, 0, now, now, block_size, stripe_blocks, tuple(servers),
                         replicas)
-            ops = [put(self._key("c/node_id"), str(node_id)),
-                   put(self._key(f"n/{_hex(node_id)}"), _encode(node, parent.node_id, path[-1])),
+            ops = [put(self._key(f"n/{_hex(node_id)}"), _encode(node, parent.node_id, path[-1])),
                    put(self._key(f"e/{_hex(parent.node_id)}/{path[-1]}"),
                        f"{_hex(node_id)},{int(is_dir)}")]
             if parent.node_id != ROOT:
-                ops.append(self._touch(parent.node_id, now))
+                ops.append(put(self._key(f"n/{_hex(parent.node_id)}"),
+                               _encode(_replace(parent, mtime=now), grandparent, parent_name)))
+            counters = {"node_id": node_id}
             if not is_dir:
-                ops.append(put(self._key("c/files"), str(self._counter("files") + 1)))
-            self._commit(ops)
+                counters["files"] = self._counter("files") + 1
+            self._commit(ops, counters)
             return node
-
-    def _touch(self, node_id: int, now: float) -> rpc.RequestOp:
-        node, parent, name = self._node(node_id)
-        return put(self._key(f"n/{_hex(node_id)}"),
-                   _encode(_replace(node, mtime=now), parent, name))
 
     def create(self, path, block_size, stripe_blocks, servers, replicas=1) -> Node:
         return self._new_entry(path, False, block_size, stripe_blocks, servers, replicas)
@@ -399,8 +472,9 @@ class EtcdStore(MetaStore):
     def mkdir(self, path: tuple[str, ...]) -> Node:
         return self._new_entry(path, True)
 
-    def _removal(self, node: Node, entry_key: bytes | None, files: int) -> list[rpc.RequestOp]:
-        """The ops removing a node (and its entry, unless `entry_key` is None: overwritten)."""
+    def _removal(self, node: Node, entry_key: bytes | None) -> list[rpc.RequestOp]:
+        """The ops removing a node (and its entry, unless `entry_key` is None: overwritten);
+        the files counter is the caller's (`_fewer_files`)."""
         ops = [delete(self._key(f"n/{_hex(node.node_id)}"))]
         if entry_key is not None:
             ops.append(delete(entry_key))
@@ -408,21 +482,24 @@ class EtcdStore(MetaStore):
             missed = self._key(f"m/{_hex(node.node_id)}/")
             ops += [put(self._key(f"d/{_hex(node.node_id)}"),
                         ",".join(str(s) for s in node.servers)),
-                    delete(missed, _prefix_end(missed)),
-                    put(self._key("c/files"), str(files - 1))]
+                    delete(missed, _prefix_end(missed))]
         return ops
+
+    def _fewer_files(self, node: Node | None) -> dict[str, int]:
+        """The counters of a commit that removes `node` (None: nothing)."""
+        return {"files": self.count_files() - 1} if node is not None and not node.is_dir else {}
 
     def _entry_key(self, path: tuple[str, ...], parent: int) -> bytes:
         return self._key(f"e/{_hex(parent)}/{path[-1]}")
 
     def unlink(self, path: tuple[str, ...]) -> Node:
         with self._write_lock:
-            node = self._walk(path)
+            node, parent, _ = self._walk(path)
             if node.is_dir:
                 raise NamespaceError(errno.EISDIR, f"is a directory (use rmdir): "
                                                    f"{brief('/'.join(path))}")
-            _, parent, _ = self._node(node.node_id)
-            self._commit(self._removal(node, self._entry_key(path, parent), self.count_files()))
+            self._commit(self._removal(node, self._entry_key(path, parent)),
+                         self._fewer_files(node))
             return node
 
     def _empty(self, node: Node) -> bool:
@@ -432,23 +509,21 @@ class EtcdStore(MetaStore):
         with self._write_lock:
             if not path:
                 raise NamespaceError(errno.EBUSY, "the root directory cannot be removed")
-            node = self._directory(path)
+            node, parent, _ = self._directory(path)
             if not self._empty(node):
                 raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: "
                                                       f"{brief('/'.join(path))}")
-            _, parent, _ = self._node(node.node_id)
-            self._commit(self._removal(node, self._entry_key(path, parent), 0))
+            self._commit(self._removal(node, self._entry_key(path, parent)))
 
     def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> Node | None:
         with self._write_lock:
             if not old or not new:
                 raise NamespaceError(errno.EBUSY, "the root directory cannot be renamed or "
                                                   "replaced")
-            moving = self._walk(old)
-            parent = self._directory(new[:-1])
+            moving, old_parent, _ = self._walk(old)
+            parent = self._directory(new[:-1])[0]
             if not may_move(moving, old, new):
                 return None
-            _, old_parent, _ = self._node(moving.node_id)
             ops, replaced = [], None
             entry = self._entry(parent.node_id, new[-1])
             if entry is not None:
@@ -456,13 +531,13 @@ class EtcdStore(MetaStore):
                 if replaced.node_id == moving.node_id:
                     return None
                 check_replace(moving, replaced, self._empty(replaced), new)
-                ops += self._removal(replaced, None, self.count_files())
+                ops += self._removal(replaced, None)
             ops += [delete(self._entry_key(old, old_parent)),
                     put(self._entry_key(new, parent.node_id),
                         f"{_hex(moving.node_id)},{int(moving.is_dir)}"),
                     put(self._key(f"n/{_hex(moving.node_id)}"),
                         _encode(moving, parent.node_id, new[-1]))]
-            self._commit(ops)
+            self._commit(ops, self._fewer_files(replaced))
             return replaced
 
     def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None:
@@ -538,16 +613,15 @@ class EtcdStore(MetaStore):
                 ops.append(put(self._key(f"d/{_hex(file_id)}"), ",".join(map(str, kept)))
                            if kept else delete(self._key(f"d/{_hex(file_id)}")))
             self._commit_chunks(ops)
-            self._commit([delete(self._key(f"f/{_hex(index, 8)}")),
-                          put(self._key("c/next_fileserver"),
-                              str(max(index + 1, self._counter("next_fileserver"))))])
+            self._commit([delete(self._key(f"f/{_hex(index, 8)}"))],
+                         {"next_fileserver": max(index + 1, self._counter("next_fileserver"))})
 
     # --- sessions ---------------------------------------------------------------------------
     def new_session(self, key_hash: bytes) -> int:
         with self._write_lock:
             client_id = self._counter("client_id") + 1
-            self._commit([put(self._key("c/client_id"), str(client_id)),
-                          put(self._key(f"s/{_hex(client_id)}"), key_hash)])
+            self._commit([put(self._key(f"s/{_hex(client_id)}"), key_hash)],
+                         {"client_id": client_id})
             return client_id
 
     def next_client_id(self) -> int:
