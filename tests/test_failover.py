@@ -15,9 +15,12 @@ that know both metaservers (PFS_METASERVER=a,b).
 from __future__ import annotations
 
 import errno
+import json
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -92,7 +95,8 @@ def create_open(client: pfs.Client, name: str) -> int:
 
 
 def test_a_killed_etcd_member_fails_no_call(ha):
-    """The member killed is the first of the list: the one the metaservers talk to."""
+    """The member killed is the first of the list: the one the metaservers talk to. `pfs
+    status --json` names the active metaserver, the standby and the epoch."""
     client = ha_client(ha)
     for i in range(60):
         if i == 20:
@@ -105,6 +109,12 @@ def test_a_killed_etcd_member_fails_no_call(ha):
         assert read_file(client, f"h{i}") == bytes([i]) * 700
     killed = ha.etcd.endpoints[0]
     assert f"etcd member {killed} does not answer" in ha.log(ha.active()).read_text()
+    status = json.loads(subprocess.run([sys.executable, "-m", "pfs", "status", "--json"],
+                                       capture_output=True, text=True, env=ha.env(),
+                                       cwd=ha.data_dir, timeout=60, check=True).stdout)
+    active = ha.addresses[ha.active()]
+    assert status["active"] == active and status["epoch"] > 0
+    assert status["standbys"] == [a for a in ha.addresses if a != active]
 
 
 def test_an_active_stopped_past_its_lease_is_deposed_and_its_writes_refused(ha):

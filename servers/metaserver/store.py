@@ -31,7 +31,9 @@ class MetaStore(abc.ABC):
     # --- running ----------------------------------------------------------------------------
     @abc.abstractmethod
     def now(self, fn, *args):
-        """fn(*args), a change, at once if no other thread is writing one; else WriterBusy."""
+        """fn(*args), a change, at once if no other thread is writing one; else WriterBusy
+        (then it goes to the metadata thread; an engine whose commits wait on the network
+        always says so)."""
 
     @abc.abstractmethod
     def exclusive(self) -> ContextManager:
