@@ -36,7 +36,9 @@ def _free_port() -> int:
 
 
 class LocalEtcd:
-    def __init__(self, data_dir: pathlib.Path, members: int = 3) -> None:
+    def __init__(self, data_dir: pathlib.Path, members: int = 3,
+                 tls: tuple[str, str] | None = None) -> None:
+        """`tls`: a certificate and its key the members serve their clients with."""
         binary = find_etcd()
         if binary is None:
             raise SystemExit("no etcd found: run install-system-packages.sh as root (it unpacks "
@@ -45,6 +47,7 @@ class LocalEtcd:
         self.client_ports = [_free_port() for _ in range(members)]
         self.peer_ports = [_free_port() for _ in range(members)]
         self.processes: list[subprocess.Popen | None] = [None] * members
+        self.tls = tls
 
     @property
     def endpoints(self) -> list[str]:
@@ -63,6 +66,8 @@ class LocalEtcd:
 
     def start_member(self, i: int) -> None:
         peers = ",".join(f"m{j}=http://127.0.0.1:{p}" for j, p in enumerate(self.peer_ports))
+        scheme = "https" if self.tls else "http"
+        tls = ["--cert-file", self.tls[0], "--key-file", self.tls[1]] if self.tls else []
         directory = self.data_dir / f"etcd{i}"
         directory.mkdir(parents=True, exist_ok=True)
         log = open(directory / "etcd.log", "ab")
@@ -70,8 +75,8 @@ class LocalEtcd:
         outlive = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
         self.processes[i] = subprocess.Popen(
             [*outlive, self.binary, "--name", f"m{i}", "--data-dir", str(directory / "data"),
-             "--listen-client-urls", f"http://127.0.0.1:{self.client_ports[i]}",
-             "--advertise-client-urls", f"http://127.0.0.1:{self.client_ports[i]}",
+             "--listen-client-urls", f"{scheme}://127.0.0.1:{self.client_ports[i]}",
+             "--advertise-client-urls", f"{scheme}://127.0.0.1:{self.client_ports[i]}", *tls,
              "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
              "--initial-cluster", peers, "--initial-cluster-state", "new",
@@ -83,9 +88,10 @@ class LocalEtcd:
         """Until a member answers a write (a quorum is up)."""
         from aetcd import rpc
 
-        from .metaserver.etcd import Etcd, put
+        from .metaserver.etcd import Etcd, put, tls_credentials
         deadline = time.monotonic() + START_TIMEOUT
-        client = Etcd(self.endpoints)
+        client = Etcd(self.endpoints, tls_credentials(self.tls[0], None, None) if self.tls
+                      else None)
         try:
             while True:
                 try:

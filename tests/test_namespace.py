@@ -7,7 +7,9 @@ a plain dictionary of paths."""
 from __future__ import annotations
 
 import errno
+import shutil
 import sqlite3
+import subprocess
 import uuid
 
 import pytest
@@ -338,3 +340,26 @@ def test_an_interrupted_mark_is_finished_by_the_next_active(request, local_etcd)
     assert list(again._scan("i/")) == []
     again.close()
     ns.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_etcd_over_tls(tmp_path):
+    """--etcd-ca: the store talks TLS to etcd members that serve it, trusting their CA (here
+    a self-signed certificate); without it, nothing is read or written."""
+    if find_etcd() is None:
+        pytest.skip("no etcd binary: run install-system-packages.sh as root")
+    from pfs_servers.metaserver.etcd import EtcdStore, EtcdUnavailable
+    cert, key = str(tmp_path / "etcd.pem"), str(tmp_path / "etcd.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", key, "-out", cert, "-subj", "/CN=etcd",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    etcd = LocalEtcd(tmp_path / "etcd", members=1, tls=(cert, key)).start()
+    try:
+        store = EtcdStore(etcd.endpoints, ca_file=cert)
+        f = store.create(p("over-tls"), 512, 2, [0])
+        assert store.lookup(p("over-tls")) == f
+        store.close()
+        with pytest.raises((EtcdUnavailable, OSError)):
+            EtcdStore(etcd.endpoints)   # plain gRPC to a TLS member
+    finally:
+        etcd.stop()

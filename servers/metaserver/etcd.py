@@ -93,27 +93,23 @@ class Etcd:
     """A blocking etcd v3 client over several members: a member that does not answer is
     left for the next one."""
 
-    def __init__(self, endpoints: list[str], ca_file: str | None = None,
-                 cert_file: str | None = None, key_file: str | None = None) -> None:
+    def __init__(self, endpoints: list[str],
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        """`credentials`: TLS (tls_credentials), or None for plain gRPC."""
         if not endpoints or not all(endpoints):
             raise SystemExit("--store etcd://HOST:PORT[,HOST:PORT...]: give at least one member")
         self.endpoints = endpoints
-        self._credentials = None
-        if ca_file or cert_file:
-            read = lambda p: open(p, "rb").read() if p else None  # noqa: E731
-            self._credentials = grpc.ssl_channel_credentials(read(ca_file), read(key_file),
-                                                             read(cert_file))
+        self._credentials = credentials
         self._lock = threading.Lock()
-        self._turn = 0
         self._connect(0)
 
     def another(self) -> "Etcd":
         """A client of its own to the same members (calls that must not wait for others)."""
-        other = Etcd.__new__(Etcd)
-        other.endpoints, other._credentials = self.endpoints, self._credentials
-        other._lock, other._turn = threading.Lock(), 0
-        other._connect(self._turn)
-        return other
+        return Etcd(self.endpoints, self._credentials)
+
+    def catch_up(self) -> None:
+        """The next read is linearizable again (see range): others may have written."""
+        self._caught_up = False
 
     def _connect(self, turn: int) -> None:
         self._turn = turn
@@ -188,6 +184,20 @@ class Etcd:
         self._channel.close()
 
 
+def tls_credentials(ca_file: str | None, cert_file: str | None,
+                    key_file: str | None) -> grpc.ChannelCredentials | None:
+    """TLS to etcd when any of its files is given (--etcd-ca, --etcd-cert, --etcd-key)."""
+    if not (ca_file or cert_file):
+        return None
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+
+
 def _unanswered(e: grpc.RpcError) -> bool:
     return e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -205,7 +215,7 @@ def delete(key: bytes, end: bytes = b"") -> rpc.RequestOp:
 class EtcdStore(MetaStore):
     def __init__(self, endpoints: list[str], prefix: str = "pfs/", ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None) -> None:
-        self.etcd = Etcd(endpoints, ca_file, cert_file, key_file)
+        self.etcd = Etcd(endpoints, tls_credentials(ca_file, cert_file, key_file))
         self.prefix = prefix.encode()
         self._write_lock = threading.RLock()
         #: The leader key and its create revision this metaserver's writes need (election.py);
@@ -288,6 +298,7 @@ class EtcdStore(MetaStore):
         self.guard = (leader_key, epoch)
         self._counters.clear()
         self._committed(None)
+        self.etcd.catch_up()  # (the deposed one's last writes may be new to our member)
 
     def _commit(self, ops: list[rpc.RequestOp], counters: dict[str, int] | None = None) -> None:
         """One guarded transaction, tried again on another member if its answer is lost;
