@@ -112,8 +112,8 @@ async def _serve(data_dir: pathlib.Path, host: str, chosen: settings.Settings,
             return
         log.warning("this metaserver is active now (epoch %d, elected after standing by "
                     "%.1fs)", epoch, time.monotonic() - started)
-    metaserver = await asyncio.to_thread(
-        MetaServer, store, chosen.fileservers, chosen.lease_seconds, chosen.block_size,
+    metaserver = MetaServer(
+        store, chosen.fileservers, chosen.lease_seconds, chosen.block_size,
         chosen.stripe_blocks, key,
         chosen.recovery_seconds or default_recovery_seconds(chosen.lease_seconds),
         chosen.replicas, credentials, election)
