@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import random
 import shutil
 import signal
@@ -212,3 +213,42 @@ def test_racing_clients_with_the_active_metaserver_killed(tmp_path, seed):
         "no total order of the operations explains what the reads saw"
     done = [op for op in ops if op.client in range(3) and not op.error]
     assert any(op.kind == "write" for op in done) and any(op.kind == "read" for op in done)
+
+
+def test_pfs_up_ha_runs_a_failover_cluster_and_stops_it_whole(tmp_path):
+    """`pfs up --ha`: a 3-member etcd, two metaservers (one active, one standing by) and the
+    fileservers; SIGTERM stops every one of them, etcd included."""
+    from hacluster import need_etcd
+    need_etcd()
+    data = tmp_path / "demo"
+    data.mkdir()
+    up = subprocess.Popen([sys.executable, "-m", "pfs", "up", "--ha", "--port", "0",
+                           "--data-dir", str(data), "--die-with-parent", *COURSE_FLAGS],
+                          stdout=subprocess.PIPE, stderr=open(tmp_path / "up.log", "ab"),
+                          text=True, cwd=data, start_new_session=True)
+    try:
+        assert "PFS is up" in up.stdout.readline()
+        address = (data / "metaserver.address").read_text().strip()
+        assert len(address.split(",")) == 2
+        status = json.loads(subprocess.run(
+            [sys.executable, "-m", "pfs", "status", "--json"], capture_output=True, text=True,
+            env={**os.environ, "PFS_METASERVER": address}, cwd=data, timeout=60,
+            check=True).stdout)
+        assert status["active"] in address.split(",") and status["epoch"] > 0
+        assert len(status["standbys"]) == 1 and status["standbys"][0] != status["active"]
+    finally:
+        up.terminate()
+        up.wait(timeout=60)
+    etcds = [pid for pid in os.listdir("/proc") if pid.isdigit()
+             and str(data / "etcd") in _cmdline(pid)]
+    assert not etcds, "an etcd member outlived pfs up"
+
+
+COURSE_FLAGS = ["--fileservers", "4", "--block-size", "512", "--stripe-blocks", "2"]
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+    except OSError:
+        return ""
