@@ -314,15 +314,14 @@ def open_raw(client: Client, path: str, mode: str, name: str | None = None,
     truncating or positioning it as the mode says. `name`: what the file object is called
     (default `path`)."""
     servers, unit = _cluster_layout(client, replicas)
-    width = servers if stripe_width is None else stripe_width
     kind = mode[0]
     for attempt in range(3):
         existed = False  # a new file needs no truncating ("w") nor seeking to its end ("a")
         if kind == "x":
-            create_with_parents(client, path, width, replicas)
+            create_with_parents(client, path, stripe_width, replicas)
         elif kind in "wa":
             try:
-                create_with_parents(client, path, width, replicas)
+                create_with_parents(client, path, stripe_width, replicas)
             except FileExistsError:
                 existed = True
         try:
@@ -367,8 +366,9 @@ def open(name: str, mode: str = "rb", *,  # noqa: A001 - shadows the builtin as 
     mode: "rb", "wb" (creates or truncates), "xb" (creates; FileExistsError if it exists), "ab"
     (appends; creates if missing), or one of those with "+" (also readable); the modes that
     create make missing parent directories. client: the pfs.Client to use (default: the
-    process-wide one). stripe_width: for a file created now; default all fileservers online.
-    replicas: copies of each stripe unit of a file created now; default the cluster's.
+    process-wide one). stripe_width: for a file created now; default the directory's layout
+    (`pfs setstripe`), else all fileservers online. replicas: copies of each stripe unit of a
+    file created now; default the directory's layout, else the cluster's.
     buffering: 0 for the unbuffered RawFile, a buffer size in bytes, or -1 for one full stripe
     (at least io.DEFAULT_BUFFER_SIZE). Failures raise OSError subclasses (FileNotFoundError,
     FileExistsError, IsADirectoryError, ...); a bad mode or argument raises ValueError.

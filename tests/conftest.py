@@ -1,8 +1,11 @@
 """Fixtures: a shared course-configured cluster, per-test clusters, clients and file names."""
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from typing import Iterator
 
@@ -10,6 +13,23 @@ import pytest
 
 import pfs
 from clusters import COURSE, Cluster
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run leaves no Client session behind: one left waiting for a cluster that was stopped
+    would warn, minutes after the summary, that its metaserver is gone (its stream's thread
+    lives as long as a session is on it)."""
+    deadline = time.monotonic() + 15
+    while True:
+        gc.collect()
+        left = [t for t in threading.enumerate() if t.name == "pfs-stream"]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        print(f"\n{len(left)} session stream(s) left open: a test left a Client with a session "
+              "behind (finish it, or drop every reference to it)", file=sys.stderr)
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

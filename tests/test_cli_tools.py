@@ -194,3 +194,15 @@ def test_progress_shows_rate_and_time_left(cluster, pfs, tmp_path, name):
     assert on_a_terminal(cluster, "get", "-q", f"{name}/big", tmp_path / "b2") == ""
     assert (tmp_path / "back").read_bytes() == (tmp_path / "b2").read_bytes() == \
         local.read_bytes()
+
+
+def test_scrub_progress_moves_within_a_big_file(cluster, pfs, tmp_path, name):
+    """The metaserver reports each chunk it checked (4 MiB of a column), not only each file."""
+    local = tmp_path / "big"
+    local.write_bytes(os.urandom(13 << 20))
+    pfs("mkdir", name)
+    pfs("put", "--stripe-width", "1", local, f"{name}/big")
+    shown = on_a_terminal(cluster, "scrub", f"{name}/big")
+    within = re.findall(r"0 files, ([\d.]+ MiB) checked; now pfs:/" + name + "/big", shown)
+    assert len(set(within)) >= 3, shown  # 4, 8, 12 MiB before the file is done
+    assert shown.rstrip().endswith("all good"), shown

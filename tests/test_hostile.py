@@ -130,7 +130,7 @@ def test_sizes_no_writer_could_have_produced_are_refused(clients, name):
     assert other.stat(name).file_size == len(CONTENT)
     assert client.pfs_close(fd) == 0
     assert other.stat(name).file_size == len(CONTENT)
-    fd = other.pfs_open(name, pfs.PFS_READ_WRITE)
+    fd = other.pfs_open(name, pfs.PFS_READ)
     with grpc.insecure_channel(client.metaserver) as channel:  # no WRITE token at all
         stub = meta_grpc.MetaServerStub(channel)
         assert "WRITE token" in refused(lambda: stub.ReportSize(meta_pb.ReportSizeRequest(

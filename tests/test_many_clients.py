@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import pathlib
 import threading
+import weakref
 
 import grpc
 import pytest
@@ -18,6 +19,8 @@ import pytest
 import pfs
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
+from pfs.client.stream import stream_key
+from pfs.runtime import holdings
 from clusters import COURSE, Cluster, read_file, wait_until, write_file
 
 CLIENTS = 50
@@ -137,7 +140,8 @@ def test_a_client_slow_to_give_up_a_token_delays_no_other(own_cluster, many, nam
 
 def test_client_dropped_without_finish_ends_its_session(own_cluster, name):
     """A Client the program drops is garbage-collected, and its session ends with it: the
-    metaserver's session count drops, and the tokens it held go to others at once."""
+    metaserver's session count drops, and the tokens it held go to others at once. Also when
+    its last call failed (the thread keeps that error for pfs_last_error)."""
     keep = own_cluster.client()
     sessions = live_sessions(own_cluster)
 
@@ -145,6 +149,7 @@ def test_client_dropped_without_finish_ends_its_session(own_cluster, name):
         c = own_cluster.client()
         write_file(c, name, b"d" * B, width=2, close=False)  # holds the tail's WRITE token
         assert live_sessions(own_cluster) == sessions + 1
+        assert c.pfs_close(12345) == -1
     drop_one()
     wait_until(lambda: gc.collect() >= 0 and live_sessions(own_cluster) == sessions,
                timeout=20, what="the dropped client's session to end")
@@ -152,6 +157,27 @@ def test_client_dropped_without_finish_ends_its_session(own_cluster, name):
     assert keep.pfs_write(fd, b"k", 1, 0) == 1  # not held up by the dropped client's token
     assert keep.pfs_close(fd) == 0
     assert keep.pfs_finish(keep.pfs_initialize()) == 0
+
+
+def test_client_dropped_while_its_metaserver_is_gone_is_collected(tmp_path, name):
+    """A Client the program drops while its session waits for a metaserver that went away is
+    garbage-collected all the same: its stream stops trying to rejoin (and to warn that the
+    metaserver is gone) once no session of the process is left on it."""
+    cluster = Cluster(tmp_path / "gone", **COURSE).start()
+
+    def left_waiting() -> tuple[weakref.ref, tuple]:
+        """A client whose cluster is gone, noticed; (a weak reference to it, its stream)."""
+        try:
+            client = cluster.client()
+            write_file(client, name, b"d" * B, width=1)
+        finally:
+            cluster.stop()
+        wait_until(lambda: client._session.recovering, timeout=20,
+                   what="the client to notice that its metaserver is gone")
+        return weakref.ref(client), stream_key(cluster.address, client._state.credentials)
+    dropped, stream = left_waiting()
+    wait_until(lambda: gc.collect() >= 0 and dropped() is None and holdings.holders(stream) == 0,
+               timeout=20, what="the dropped client and its session stream to go")
 
 
 def test_threads_and_memory_stay_bounded_as_clients_are_added(own_cluster, name):

@@ -1,8 +1,8 @@
 """The metaserver's metadata store (store.py), driven directly, one conformance suite for both
 engines (SQLite and etcd): POSIX's answers for every kind of mistake, renames that move whole
 subtrees in one commit, ids that never change, durability across reopening, sessions, members,
-missed ranges and session files, a lost fileserver's copies marked in chunks behind an intent
-(etcd), the migration of flat SQLite data directories, and a model-based property test against
+missed and apart ranges (and copies.py's record over them), replica changes, layouts and session
+files, a lost fileserver's copies marked in chunks behind an intent (etcd), the migration of flat SQLite data directories, and a model-based property test against
 a plain dictionary of paths."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from pfs.protocol.ranges import INFINITY
 from pfs_servers.etcdlocal import LocalEtcd, find_etcd
+from pfs_servers.metaserver.copies import Copies
 from pfs_servers.metaserver.namespace import ROOT, Namespace, NamespaceError
 from pfs_servers.metaserver.store import MetaStore
 
@@ -314,6 +315,92 @@ def test_missed_ranges_and_session_files(ns):
     assert [server for _, server, _ in ns.missed()] == [1]
     ns.unlink(p("f"))
     assert ns.missed() == []                      # a deleted file's records go with it
+
+
+def test_apart_ranges_commit_with_missed_ones_and_go_with_their_copy(ns):
+    f = ns.create(p("f"), 512, 2, [0, 1], replicas=2)
+    g = ns.create(p("g"), 512, 2, [1, 2], replicas=2)
+    ns.add_session_file("writing", 7, f.node_id)
+    ns.set_missed({(f.node_id, 1): [(0, 10)], (g.node_id, 1): [(0, 5)]}, forget_writer=7,
+                  apart={(f.node_id, 1): [(0, 10)], (g.node_id, 1): [(2, 5)]})
+    assert ns.session_file_clients("writing") == set()
+    assert ns.apart(f.node_id) == [(f.node_id, 1, [(0, 10)])]
+    assert ns.apart() == [(f.node_id, 1, [(0, 10)]), (g.node_id, 1, [(2, 5)])]
+    ns.set_missed({}, apart={(f.node_id, 1): []})
+    assert ns.apart() == [(g.node_id, 1, [(2, 5)])] and len(ns.missed()) == 2
+    ns.set_missed({}, apart={(f.node_id, 1): [(0, 10)]})
+    ns.mark_lost(1)                               # what a lost copy held apart is gone
+    assert ns.apart() == [] and ns.missed(f.node_id) == [(f.node_id, 1, [(0, INFINITY)])]
+    ns.set_missed({}, apart={(f.node_id, 0): [(0, 1)], (g.node_id, 2): [(0, 1)]})
+    ns.unlink(p("f"))                             # a deleted file's go with it
+    assert ns.apart() == [(g.node_id, 2, [(0, 1)])]
+    ns.register_fileserver("fs0", "u0", "h:1")
+    ns.register_fileserver("fs1", "u1", "h:2")
+    ns.register_fileserver("fs2", "u2", "h:3")
+    ns.register_fileserver("fs3", "u3", "h:4")
+    ns.remove_member(2, {g.node_id: 3})           # a removed member's too
+    assert ns.apart() == []
+
+
+def test_a_copy_apart_stands_in_where_no_copy_holds_the_bytes(ns):
+    """copies.py over the store: a writer's unfinished write leaves every copy but the kept
+    one missing (and apart) there; when the kept copy's fileserver loses its data, the copy
+    apart is good again where nothing else holds the bytes, and only there."""
+    copies = Copies(ns)
+    f = ns.create(p("f"), 512, 2, [0, 1], replicas=2)
+    ns.set_missed({(f.node_id, 1): [(0, 100)]})          # it missed a write before
+    copies.writing(7, f.node_id)
+    assert copies.abandoned(7, {f.node_id: [(0, 4096)]}, {0, 1}) == [(f.node_id, 1, 0, 4096)]
+    assert copies.writers() == set()
+    assert ns.missed(f.node_id) == [(f.node_id, 1, [(0, 4096)])]
+    assert ns.apart(f.node_id) == [(f.node_id, 1, [(100, 4096)])]  # (not what it lacked)
+    copies.lost(0)
+    assert copies.missed_ranges(f.node_id) == [(0, 0, INFINITY), (1, 0, 100)]
+    assert ns.apart() == []
+    copies.repaired(f.node_id, 1, 0, 100)
+    assert copies.stale(f.node_id) == {0}
+
+
+def test_replica_changes_commit_copies_ranges_and_deletes_together(ns):
+    f = ns.create(p("f"), 512, 2, [0, 1], replicas=1)
+    ns.change_copies(f.node_id, [0, 1, 2, 3], 2, [2, 3], [])
+    assert ns.get(f.node_id).servers == (0, 1, 2, 3) and ns.get(f.node_id).replicas == 2
+    assert ns.missed(f.node_id) == [(f.node_id, 2, [(0, INFINITY)]),
+                                    (f.node_id, 3, [(0, INFINITY)])]
+    ns.set_missed({}, apart={(f.node_id, 0): [(0, 9)]})
+    ns.change_copies(f.node_id, [2, 1], 1, [], [0, 3])  # the stale 3 and the good 0 go
+    assert ns.get(f.node_id).servers == (2, 1) and ns.get(f.node_id).replicas == 1
+    assert ns.missed(f.node_id) == [(f.node_id, 2, [(0, INFINITY)])]
+    assert ns.apart() == []
+    assert ns.pending_deletes() == [(f.node_id, (0, 3))]
+    ns.change_copies(f.node_id, [2, 1, 0, 4], 2, [0, 4], [])  # (not in practice: 0 is taken)
+    ns.change_copies(f.node_id, [2, 1], 1, [], [4])
+    ns.unlink(p("f"))                             # merged with what was dropped before
+    [(file_id, servers)] = ns.pending_deletes()
+    assert file_id == f.node_id and sorted(servers) == [0, 1, 2, 3, 4]
+    ns.register_fileserver("fs0", "u0", "h:1")
+    ns.register_fileserver("fs1", "u1", "h:2")
+    ns.remove_member(0, {})                       # a removed member's objects are not waited for
+    assert sorted(ns.pending_deletes()[0][1]) == [1, 2, 3, 4]
+    ns.delete_done([f.node_id])
+    assert ns.pending_deletes() == []
+
+
+def test_layouts_are_kept_and_go_with_their_directory(ns):
+    ns.mkdir(p("d"))
+    ns.mkdir(p("d/e"))
+    d, e = ns.lookup(p("d")).node_id, ns.lookup(p("d/e")).node_id
+    ns.set_layout(d, (2, 4, 0))
+    ns.set_layout(e, (0, 0, 3))
+    assert ns.layouts() == {d: (2, 4, 0), e: (0, 0, 3)}
+    ns.set_layout(d, None)
+    assert ns.layouts() == {e: (0, 0, 3)}
+    ns.rmdir(p("d/e"))
+    assert ns.layouts() == {}
+    ns.set_layout(d, (1, 1, 1))
+    ns.mkdir(p("x"))
+    ns.rename(p("x"), p("d"))                     # an empty directory replaced: its goes too
+    assert ns.layouts() == {}
 
 
 def test_a_lost_fileserver_marks_every_replicated_copy(ns):

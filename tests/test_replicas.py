@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ import pytest
 
 import pfs
 from clusters import COURSE, Cluster, RemoteClient, fails, read_file, wait_until
-from test_members import member_down, status
+from test_members import all_online, fileserver_pid, member_down, status
 
 UNIT = 4096  # bytes of an object one checksum covers (pfs/wire.py)
 
@@ -98,6 +99,71 @@ def test_replicated_files_outlive_a_fileserver_wiped_mid_write_and_it_is_resynce
     assert len(resynced) == 2 * files, "fs1 should hold a copy of one column of every file"
     for object_name, content in resynced.items():
         assert content in others[object_name], f"fs1's {object_name} differs from its copies"
+
+
+def test_the_copy_kept_apart_stands_in_when_the_kept_copy_is_lost_too(cluster):
+    """Two faults: a writer dies with a replicated file open, so every copy but the first is
+    recorded stale for the bytes it held a WRITE token on (its unfinished write may be on some
+    copies only), and before the resync the first copy's fileserver loses its disk. The other
+    copy holds everything the writer sent: it stands in, reads return the fsynced bytes (not
+    EIO), and the resync makes the lost copy equal to it."""
+    old, new = os.urandom(2 * UNIT), os.urandom(2 * UNIT)
+    recipe, (kept, apart) = stored_file(cluster, "f", old, width=1, replicas=2)
+    writer = RemoteClient(cluster, cache_blocks=0)
+    fd = writer.call("pfs_open", "f", pfs.PFS_READ_WRITE)
+    assert writer.call("pfs_write", fd, new, len(new), 0) == len(new)
+    assert writer.call("pfs_fsync", fd) == 0  # on both copies; the file stays open
+    apart_pid = fileserver_pid(cluster, apart.name)
+    os.kill(apart_pid, signal.SIGSTOP)  # so no resync makes it equal to the kept copy yet
+    try:
+        writer.process.kill()
+        writer.process.wait(10)
+        wait_until(lambda: "session ended with file" in cluster.log.read_text(), timeout=30,
+                   what="the dead writer's copies to be recorded apart")
+        with member_down(cluster, kept.name) as directory:
+            shutil.rmtree(directory)
+    finally:
+        os.kill(apart_pid, signal.SIGCONT)
+    wait_until(lambda: all_online(cluster), timeout=60, what="both fileservers to be back")
+    reader = cluster.client(cache_blocks=0)
+    assert read_file(reader, "f") == new
+    wait_until(lambda: in_sync(cluster), timeout=60, what="the resync of the lost copy")
+    assert objects(kept) == objects(apart)
+
+
+def test_bytes_one_copy_holds_stay_readable_when_no_copy_is_whole(cluster, monkeypatch):
+    """Two faults on one file: the second copy misses a write (its fileserver hangs), then the
+    first copy's fileserver loses its disk. No copy is whole, but only the bytes no copy holds
+    fail (EIO naming them); the rest is read from the copy that holds them, and the resync
+    gives the lost copy everything that copy has."""
+    monkeypatch.setenv("PFS_RETRY_SECONDS", "2")
+    old, new = os.urandom(4 * UNIT), os.urandom(UNIT)
+    recipe, (first, second) = stored_file(cluster, "f", old, width=1, replicas=2)
+    hung = fileserver_pid(cluster, second.name)
+    writer = cluster.client(cache_blocks=0)
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        fd = writer.pfs_open("f", pfs.PFS_READ_WRITE)
+        assert writer.pfs_write(fd, new, len(new), UNIT) == len(new)
+        assert writer.pfs_close(fd) == 0  # stored on the first copy, recorded missed on the second
+        with member_down(cluster, first.name) as directory:
+            shutil.rmtree(directory)
+    finally:
+        os.kill(hung, signal.SIGCONT)
+    wait_until(lambda: all_online(cluster), timeout=60, what="both fileservers to be back")
+    reader = cluster.client(cache_blocks=0)
+    fd = reader.pfs_open("f", pfs.PFS_READ)
+    buf = bytearray(UNIT)
+    for at in (0, 2 * UNIT, 3 * UNIT):  # held by the second copy
+        assert reader.pfs_read(fd, buf, UNIT, at) == UNIT, pfs.pfs_last_error()
+        assert buf == old[at:at + UNIT]
+    error = fails(reader.pfs_read(fd, buf, UNIT, UNIT), errno.EIO)
+    assert f"byte {UNIT}" in str(error)
+    reader.pfs_close(fd)
+    wait_until(lambda: "some of them no copy holds now" in cluster.log.read_text(), timeout=60,
+               what="the resync of what the second copy holds")
+    for c in (writer, reader):
+        c.pfs_finish(c.pfs_initialize())
 
 
 def pattern(i: int, size: int) -> bytes:

@@ -35,7 +35,8 @@ from .supervisor import die_with_parent
 #: The modules of commands, in the order `pfs --help` lists them. They are imported when a run
 #: needs them: a server command (servers.COMMANDS) loads its own group alone, so that a server
 #: process holds none of the client's cache, data path and sessions, which the others import.
-COMMAND_GROUPS = ("servers", "files", "namespace", "find", "cluster", "mount", "bench")
+COMMAND_GROUPS = ("servers", "files", "namespace", "find", "layouts", "cluster", "mount",
+                  "bench", "units")
 
 _EPILOG = f"""\
 environment variables (read by clients and the file commands):

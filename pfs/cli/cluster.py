@@ -39,7 +39,9 @@ def _status_json(reply: pb.StatusReply) -> dict[str, object]:
                          for d in reply.degraded],
             "expected_fileservers": reply.expected_fileservers,
             "fileservers": [{"index": f.index, "name": f.name, "address": f.address,
-                             "online": f.online, "lost_data_at": f.lost_data_at or None}
+                             "online": f.online, "lost_data_at": f.lost_data_at or None,
+                             "offline_seconds": None if f.online else f.offline_seconds,
+                             "draining": f.draining}
                             for f in reply.fileservers]}
 
 
@@ -82,9 +84,10 @@ def _print_status(reply: pb.StatusReply, online: int) -> None:
     else:
         print(f"copies: all in sync ({reply.replicas} per stripe unit by default)")
     for f in reply.fileservers:
-        lost = f"  lost its data {when(f.lost_data_at)}" if f.lost_data_at else ""
+        notes = f"  lost its data {when(f.lost_data_at)}" if f.lost_data_at else ""
+        notes += "  draining: new files go elsewhere" if f.draining else ""
         print(f"  {member_name(f)[:16]:<16} {f.address:<22} "
-              f"{'online' if f.online else 'OFFLINE'}{lost}")
+              f"{'online' if f.online else f'OFFLINE for {f.offline_seconds:.0f}s'}{notes}")
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -160,7 +163,8 @@ def cmd_df(args: argparse.Namespace, console: Console) -> int:
 # --- member -----------------------------------------------------------------------------------
 def cmd_member(args: argparse.Namespace, console: Console) -> int:
     """`pfs member remove NAME`: the metaserver refuses it, changing nothing, unless no byte
-    is lost (servers/metaserver/members.py)."""
+    is lost (servers/metaserver/members.py); `pfs member drain NAME` moves its copies away
+    first (servers/metaserver/replication.py)."""
     from pfs_servers import (
         clusterkey,  # the proof that only the cluster key's holders make
     )
@@ -168,12 +172,28 @@ def cmd_member(args: argparse.Namespace, console: Console) -> int:
         raise SystemExit("give it the metaserver's cluster key: --cluster-key-file (the "
                          "metaserver's DATA_DIR/cluster.key) or PFS_CLUSTER_KEY_FILE")
     proof = clusterkey.attach_proof(clusterkey.load(pathlib.Path(args.cluster_key_file)))
+    if args.action == "drain":
+        return _drain(args.name, ((clusterkey.ATTACH_HEADER, proof),), console)
     with metaserver_stub(f"remove {args.name!r}") as stub:
         reply = stub.RemoveMember(pb.RemoveMemberRequest(name=args.name), timeout=60,
                                   metadata=((clusterkey.ATTACH_HEADER, proof),))
     print(f"removed fileserver {args.name}; {reply.members} members left"
           + (f"; its copies of {reply.files_moved} file(s) are being re-made on other "
              "fileservers (`pfs status` shows the resync)" if reply.files_moved else ""))
+    return 0
+
+
+def _drain(name: str, metadata: tuple, console: Console) -> int:
+    last = pb.DrainProgress()
+    with metaserver_stub(f"drain {name!r}") as stub:
+        for last in stub.DrainMember(pb.RemoveMemberRequest(name=name), metadata=metadata):
+            if last.current:
+                console.progress_line(f"{last.moved} of {last.files} files moved off {name}; "
+                                      f"now {shown(last.current)}")
+    console.progress_end()
+    print(f"drained fileserver {name}: its copies of {last.files} file(s) are on other "
+          f"fileservers now, and no new file goes to it; stop it, then `pfs member remove "
+          f"{name}` (which then moves nothing)")
     return 0
 
 
@@ -221,24 +241,33 @@ Exit status 1 when fewer fileservers are online than expected. Needs no session.
 
 --json prints one object: "metaserver", "active", "standbys" and "epoch" (with etcd: which
 metaserver is active, which stand by, the active one's epoch; else null, [] and null),
-"files", "sessions", "block_size", "stripe_blocks",
-"expected_fileservers" and "fileservers" (each with "name", "index", "address", "online" and
-"lost_data_at"). Fileservers are named by their member names (fs0, fs1... under `pfs up`) in
+"files", "sessions", "block_size", "stripe_blocks", "expected_fileservers" and "fileservers"
+(each with "name", "index", "address", "online", "lost_data_at", "offline_seconds", how long
+the metaserver has known it offline, and "draining"). Fileservers are named by their member
+names (fs0, fs1... under `pfs up`) in
 status, df, stat and the servers' logs alike.""",
                     cmd_status)
     json_flag(p, "the cluster's state")
 
-    p = add_command(sub, "member", "remove a fileserver that is gone for good", """\
-Remove the fileserver NAME from the cluster's members, for good: one that
-will not come back (a machine retired, a mistyped --name). It must be offline.
-Its copies of replicated files are re-made on other fileservers from the good
-copies, in the background (`pfs status` shows the resync). Refused, changing
-nothing, while it holds the only good copy of anything (a single-copy file
-that is not empty, or bytes whose other copies are stale), while a file it
+    p = add_command(sub, "member", "drain or remove a fileserver", """\
+remove: remove the fileserver NAME from the cluster's members, for good: one
+that will not come back (a machine retired, a mistyped --name). It must be
+offline. Its copies of replicated files are re-made on other fileservers from
+the good copies, in the background (`pfs status` shows the resync). Refused,
+changing nothing, while it holds the only good copy of anything (a single-copy
+file that is not empty, or bytes whose other copies are stale), while a file it
 holds is open, or when no other fileserver can take one of its copies.
-Needs the cluster key, as a fileserver does. Draining a member that is online
-(moving its copies away first) is not available yet.""", cmd_member)
-    p.add_argument("action", choices=["remove"], help="what to do (remove)")
+
+drain: move every copy the online fileserver NAME holds to other fileservers,
+single copies included, file by file, showing the progress: each file first
+gets a new copy of each stripe column elsewhere, filled from the good copies,
+then its copy on NAME is dropped. New files are not placed on NAME from the
+start. Refused, changing nothing, while NAME is offline, while a file it holds
+is open, or when a file it holds is too wide for the other fileservers to take
+one more copy of each column (add a fileserver first). Afterwards stop it and
+remove it. Both need the cluster key, as a fileserver does.""", cmd_member,
+                    graceful=True)
+    p.add_argument("action", choices=["remove", "drain"], help="what to do")
     p.add_argument("name", metavar="NAME", help="the member's name, as `pfs status` shows it")
     p.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
                    help="the metaserver's cluster key (its DATA_DIR/cluster.key; under `pfs "

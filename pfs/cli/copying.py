@@ -196,8 +196,7 @@ class Copier:
         copied. On failure the file is removed (callers pass a temporary name)."""
         client = self.client
         try:
-            client.create(path, source.width or client.layout().widest(source.replicas),
-                          source.replicas)
+            client.create(path, source.width, source.replicas)
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise

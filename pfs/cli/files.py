@@ -252,12 +252,18 @@ def cmd_checksum(args: argparse.Namespace, console: Console) -> int:
             path, meta = existing(client, arg)
             if meta.is_dir:
                 raise errnos.error(errno.EISDIR, f"{shown(path)} is a directory")
-            crc = 0
+            fd = client.open(path, PFS_READ)
+            try:
+                size, crc = client.stored_checksum(fd)
+            finally:
+                client.close(fd)
+            if crc is None:  # not from the stored checksums: from the bytes
+                crc = 0
 
-            def add(data: memoryview) -> None:
-                nonlocal crc
-                crc = crc32c(data, crc)
-            size = _read_all(client, console, path, meta.file_size, add)
+                def add(data: memoryview) -> None:
+                    nonlocal crc
+                    crc = crc32c(data, crc)
+                size = _read_all(client, console, path, meta.file_size, add)
             found.append({"path": "/" + path, "size": size, "crc32c": f"{crc:08x}"})
             if not args.json:
                 print(f"{shown(path)}\tCRC32C\t{crc:08x}")
@@ -357,10 +363,12 @@ dfs.checksum.combine.mode=COMPOSITE_CRC use it) of each PFS file's bytes, one li
 checksum whatever their striping, and a local copy's can be compared (e.g. with Python's
 crc32c package, or `pfs put` and `pfs checksum` of both).
 
-The checksum is computed from the file's bytes, read through a client (each unit checked
-against the CRC32C the fileservers store beside it, as every read is): the fileservers offer
-no call that returns the stored unit checksums alone, which could be combined into the file's
-without moving the bytes.
+The checksum is combined from the CRC32Cs the fileservers store beside every 4 KiB unit of
+the file, as `hdfs dfs -checksum` combines its block checksums: no byte moves but those of a
+last partial unit, so it takes a moment however large the file (it says what was written, and
+does not check the bytes against it: `pfs scrub` does). A file whose stripe unit is not whole
+4 KiB units (a cluster with small blocks), or with a unit that has no stored checksum, is read
+instead, each unit checked as every read is.
 
 """ + HELP + """
 

@@ -52,9 +52,9 @@ def open_mode(mode: Any) -> int:
 
 
 def stripe_width(width: Any, replicas: Any) -> None:
-    """EINVAL unless 1 <= width and replicas <= MAX_STRIPE_WIDTH (the metaserver checks them
-    against its fileservers)."""
-    if not 1 <= int_arg(width, "stripe_width") <= MAX_STRIPE_WIDTH:
+    """EINVAL unless 1 <= width and replicas <= MAX_STRIPE_WIDTH, width None standing for the
+    directory's layout (the metaserver checks them against its fileservers)."""
+    if width is not None and not 1 <= int_arg(width, "stripe_width") <= MAX_STRIPE_WIDTH:
         raise error(errno.EINVAL, f"stripe_width must be between 1 and the number "
                                   f"of fileservers, not {width}")
     if int_arg(replicas, "replicas") > MAX_STRIPE_WIDTH:

@@ -90,11 +90,20 @@ class Client:
             return stats
 
     # --- namespace --------------------------------------------------------------------------
-    def create(self, path: str, stripe_width: int, replicas: int = 0) -> None:
+    def create(self, path: str, stripe_width: int | None = None, replicas: int = 0) -> None:
         """Creates an empty file, striped over `stripe_width` fileservers with `replicas`
-        copies of each stripe unit (0: the cluster's default); its parent directory must
-        exist."""
+        copies of each stripe unit; its parent directory must exist. What is not given
+        (None, 0) comes from the nearest directory above with a layout (`pfs setstripe`),
+        else the cluster's defaults (every fileserver; `--replicas`)."""
         self._names.create(path, stripe_width, replicas)
+
+    def set_layout(self, path: str, stripe_width: int = 0, stripe_blocks: int = 0,
+                   replicas: int = 0) -> tuple[int, int]:
+        """On a directory: the stripe width, blocks per stripe unit and replica count that
+        files created below it get unless their create says otherwise (0: not set; all 0
+        removes the layout). On a file: its replica count alone; copies are made or dropped
+        in the background. (Copies made, copies dropped.)"""
+        return self._names.set_layout(path, stripe_width, stripe_blocks, replicas)
 
     def mkdir(self, path: str) -> None:
         """Creates a directory; its parent must exist."""
@@ -166,6 +175,13 @@ class Client:
         is, atomically with respect to every other client's writes and appends; the offset
         written at."""
         return self._io.append(fd, buf, num_bytes)
+
+    def stored_checksum(self, fd: int) -> tuple[int, int | None]:
+        """(the file's size, the CRC32C of its bytes) combined from the checksums the
+        fileservers store beside them, reading no more than a last partial unit; the CRC is
+        None where that cannot be done (a stripe unit that is not whole 4 KiB units, or a unit
+        without a stored checksum): read the file to compute it."""
+        return self._io.stored_checksum(fd)
 
     def fsync(self, fd: int) -> None:
         """Returns once every write so far to the file is on the fileservers' disks."""

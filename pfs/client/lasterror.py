@@ -9,6 +9,12 @@ _last = threading.local()
 
 
 def set_last_error(e: OSError | None) -> None:
+    # Kept without tracebacks: their frames would keep the failed call's Client (and its
+    # session, streams and threads) alive for as long as the thread keeps its last error.
+    seen = e
+    while seen is not None and seen.__traceback__ is not None:
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
     _last.error = e
 
 

@@ -26,7 +26,7 @@ from pfs.protocol.ranges import RangeMap
 from pfs.protocol.transport import Credentials
 
 from .args import setting
-from .openfiles import OpenFile, OpenFiles
+from .openfiles import OpenFile, OpenFiles, learn_stale
 from .session import MetaSession
 from .state import NOTHING_LOST, ClientState
 from .tokens import Tokens
@@ -57,8 +57,15 @@ def _at_exit() -> None:
         life.finish_at_exit()
 
 
-def _addresses(fileservers, online_only: bool = False) -> dict[int, str]:
-    return {s.index: s.address for s in fileservers if s.online or not online_only}
+def _addresses(fileservers) -> dict[int, str]:
+    return {s.index: s.address for s in fileservers}
+
+
+def _online(fileservers) -> tuple[dict[int, str], dict[int, float]]:
+    """The addresses of the fileservers online, and how long each other one has been
+    offline as the metaserver knows it."""
+    return ({s.index: s.address for s in fileservers if s.online},
+            {s.index: s.offline_seconds for s in fileservers if not s.online})
 
 
 class Lifecycle:
@@ -113,9 +120,9 @@ class Lifecycle:
         return DataPlane(_addresses(reply.fileservers),
                          {s.index: s.name for s in reply.fileservers}, self._s.credentials,
                          retry_seconds,
-                         lookup=lambda: _addresses(session.call(
+                         lookup=lambda: _online(session.call(
                              "Status", pb.StatusRequest(), "look up fileservers"
-                         ).fileservers, online_only=True),
+                         ).fileservers),
                          on_fenced=session.ended,
                          on_missed=lambda file_id, server, start, end, why:
                          session.call("ReportMissed", pb.ReportMissedRequest(
@@ -205,7 +212,8 @@ class Lifecycle:
                     continue
                 for token in answer.tokens:
                     f.held.add(token.start, token.end, token.mode, list(token.capabilities))
-                f.size, f.size_epoch, f.stale = answer.size, answer.size_epoch, set(answer.stale)
+                f.size, f.size_epoch = answer.size, answer.size_epoch
+                learn_stale(f, answer)
 
     def _give_up_file(self, f: OpenFile, reason: str) -> None:
         """The metaserver did not give the open file back after its restart (the lock held)."""

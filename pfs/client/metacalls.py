@@ -27,12 +27,22 @@ REPEATABLE = frozenset({"Open", "Close", "Stat", "List", "Status", "ReportSize",
 
 
 def call(session: "MetaSession", method: str, request, what: str):
-    """A unary metaserver call for this session; failures become OSErrors naming `what`.
+    """`call_in_era`'s reply."""
+    return call_in_era(session, method, request, what)[0]
+
+
+def call_in_era(session: "MetaSession", method: str, request, what: str,
+                may_grant: bool = False):
+    """(reply, the session's era the reply comes from) of a unary metaserver call for this
+    session; failures become OSErrors naming `what`.
     A call is never sent while the session recovers (it waits, up to PFS_RETRY_SECONDS, for
     the session to be back: a restarted metaserver must see the reclaim first). A metaserver
     that went away meanwhile (the stream broke: it restarts) is waited for likewise, and the
     call made again once the session is back, if it never reached the metaserver of before or
-    is REPEATABLE. The caller must hold no lock that the session's reclaim needs meanwhile."""
+    is REPEATABLE. The caller must hold no lock that the session's reclaim needs meanwhile.
+
+    A call that `may_grant` a token and ends without an answer gives the session up, as a
+    token request does (`MetaSession.unanswered_grant`)."""
     repeatable = method in REPEATABLE
     deadline = time.monotonic() + session.retry_seconds
     while True:
@@ -44,10 +54,12 @@ def call(session: "MetaSession", method: str, request, what: str):
                 errno.ENOTCONN, f"{what}: the session was lost: {session.lost}")
         try:
             return getattr(session.stub, method)(request, timeout=CALL_TIMEOUT,
-                                                 metadata=session.metadata)
+                                                 metadata=session.metadata), era
         except grpc.RpcError as e:
             if not (e.code() == grpc.StatusCode.UNAVAILABLE
                     and (repeatable or _never_sent(e)) and session.back_by(era, deadline)):
+                if may_grant:
+                    session.unanswered_grant(e, what)
                 raise errnos.from_rpc(e, what) from None
         except ValueError:  # the channel was closed: this session has ended here
             raise errnos.error(errno.ENOTCONN, f"{what}: the session has ended") from None

@@ -75,7 +75,8 @@ def makedirs(client: "Client", path: str) -> None:
             pass
 
 
-def create_with_parents(client: "Client", path: str, width: int, replicas: int = 0) -> None:
+def create_with_parents(client: "Client", path: str, width: int | None,
+                        replicas: int = 0) -> None:
     """Creates the file `path` (canonical), and its missing parent directories."""
     try:
         client.create(path, width, replicas)
@@ -95,11 +96,20 @@ class Namespace:
     def _call(self, method: str, request, what: str):
         return self._s.live_session().call(method, request, what)
 
-    def create(self, path: str, width: int, replicas: int = 0) -> None:
+    def create(self, path: str, width: int | None, replicas: int = 0) -> None:
         path = canonical(path)
         stripe_width(width, replicas)
-        self._call("Create", pb.CreateRequest(path=path, stripe_width=width, replicas=replicas),
+        self._call("Create", pb.CreateRequest(path=path, stripe_width=width or 0,
+                                              replicas=replicas),
                    f"create {brief(path)}")
+
+    def set_layout(self, path: str, stripe_width: int, stripe_blocks: int,
+                   replicas: int) -> tuple[int, int]:
+        path = canonical(path)
+        reply = self._call("SetLayout", pb.SetLayoutRequest(path=path, layout=pb.Layout(
+            stripe_width=stripe_width, stripe_blocks=stripe_blocks, replicas=replicas)),
+            f"setstripe {brief(path)}")
+        return reply.copies_to_make, reply.copies_dropped
 
     def mkdir(self, path: str) -> None:
         path = canonical(path)

@@ -14,8 +14,9 @@ from pfs.protocol.capability import Held
 from pfs.protocol.errnos import error
 from pfs.protocol.paths import brief, canonical
 from pfs.protocol.ranges import RangeMap
+from pfs.protocol.tokenmodes import READ, WRITE
 
-from .args import open_mode
+from .args import PFS_READ, open_mode
 from .namespace import metadata_of
 from .state import ClientState
 
@@ -36,6 +37,7 @@ class OpenFile:
     tokens: RangeMap = field(default_factory=RangeMap)
     held: Held = field(default_factory=Held)  # the tokens' capabilities, for the fileservers
     stale: set[int] = field(default_factory=set)  # fileservers with a stale copy: not read
+    missed: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # what each lacks
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
     wrote: bool = False
     closing: bool = False  # a close failed half-way: only close may be retried
@@ -46,6 +48,14 @@ class OpenFile:
     @property
     def block_size(self) -> int:
         return self.recipe.block_size
+
+
+def learn_stale(f: OpenFile, answer) -> None:
+    """Takes the file's stale copies, and what each lacks, from a grant or a reclaim."""
+    f.stale = set(answer.stale)
+    f.missed = {}
+    for missed in answer.missed:
+        f.missed.setdefault(missed.server, []).append((missed.start, missed.end))
 
 
 def refused(f: OpenFile) -> OSError:
@@ -60,13 +70,16 @@ class OpenFiles:
     def open(self, path: str, mode: int) -> int:
         open_mode(mode)
         path = canonical(path)
-        meta = self._s.live_session().call("Open", pb.OpenRequest(path=path),
-                                           f"open {brief(path)}").meta
+        session = self._s.live_session()
+        reply, era = session.open(path, READ if mode == PFS_READ else WRITE, f"open {brief(path)}")
+        meta = reply.meta
         with self._s.lock:
             f = OpenFile(next(self._s.next_fd), meta.file_id, path, mode,
                          metadata_of(meta).recipe, meta.size, meta.size_epoch)
             self._s.fds[f.fd] = f
             self._s.by_id[f.file_id] = f
+            if reply.HasField("grant"):  # the token the open implies, if nothing was in its way
+                self._tokens.apply(session, f, reply.grant, era)
         return f.fd
 
     def close(self, fd: int) -> None:

@@ -47,6 +47,17 @@ class ReadWrite:
                 self._s.cache.read(f, offset, dst[:n], self._tokens.cacheable(f, READ))
             return n
 
+    def stored_checksum(self, fd: int) -> tuple[int, int | None]:
+        """Under a READ token on the whole file (writers elsewhere give theirs back, storing
+        what they wrote), once this client's own writes to it are stored."""
+        f = self._files.open_file(fd)
+        with self._tokens.holding(f, 0, INFINITY, READ):
+            self._s.cache.flush(f)
+            size = f.size
+            with self._s.unlocked():
+                self._s.dataplane.settle(f)
+                return size, self._s.dataplane.checksum(f, size)
+
     def write(self, fd: int, buf: Any, num_bytes: int, offset: int, hole: bool = False) -> int:
         """`hole`: an offset past the end first extends the file with zeros, under the token
         of the write (POSIX pwrite), instead of failing with EINVAL."""

@@ -70,7 +70,7 @@ LEASE_MARGIN = 0.05
 #: Seconds a call that found the metaserver unreachable waits to see the stream break (both
 #: use one connection, so it breaks at once; else gRPC keepalive notices within 5 s).
 BREAK_SECONDS = KEEPALIVE_SECONDS + KEEPALIVE_TIMEOUT_SECONDS
-#: Token request failures that the metaserver reports before numbering any grant.
+#: Failures of a call that may grant a token that the metaserver reports before numbering one.
 _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
                          grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ABORTED}
@@ -337,14 +337,18 @@ class MetaSession:
                 file_id=file_id, start=start, end=end, mode=mode),
                 timeout=ACQUIRE_TIMEOUT, metadata=self.metadata)
         except grpc.RpcError as e:
-            if e.code() not in _REFUSED_BEFORE_GRANT and not (
-                    e.code() == grpc.StatusCode.UNAVAILABLE and self._broke(BREAK_SECONDS)):
-                # The metaserver may have granted it: a grant this client never applies would
-                # hold up every later revocation. Give the session up; its tokens go with it.
-                # (Unless the metaserver went away: its stream broke too, and the session
-                # survives only by reclaiming from a restarted metaserver, which forgot it.)
-                self.lose(f"a token request ended without an answer ({e.code().name})")
+            self.unanswered_grant(e, "a token request")
             raise errnos.from_rpc(e, "token request") from None
+
+    def unanswered_grant(self, e: grpc.RpcError, what: str) -> None:
+        """A call that may have granted a token failed: unless the metaserver surely numbered
+        no grant, a grant this client never applies would hold up every later revocation, so
+        the session is given up, its tokens with it. (Unless the metaserver went away: its
+        stream broke too, and the session survives only by reclaiming from a restarted
+        metaserver, which forgot it.)"""
+        if e.code() not in _REFUSED_BEFORE_GRANT and not (
+                e.code() == grpc.StatusCode.UNAVAILABLE and self._broke(BREAK_SECONDS)):
+            self.lose(f"{what} ended without an answer ({e.code().name})")
 
     def applied(self, grant_seq: int) -> None:
         """Records that the grant numbered `grant_seq` is in the client's token table, and
@@ -355,6 +359,12 @@ class MetaSession:
     def call(self, method: str, request, what: str):
         """A unary metaserver call for this session (metacalls.py)."""
         return metacalls.call(self, method, request, what)
+
+    def open(self, path: str, mode: int, what: str) -> tuple[pb.OpenReply, int]:
+        """Opens a file, asking for the token `mode` with it: (the reply, the era its grant
+        comes from, for `Tokens.apply`)."""
+        return metacalls.call_in_era(self, "Open", pb.OpenRequest(path=path, mode=mode), what,
+                                     may_grant=True)
 
     def back_by(self, era: int, deadline: float) -> bool:
         """After a call made in `era` found the metaserver unreachable: whether the session is

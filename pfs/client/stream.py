@@ -224,22 +224,27 @@ class SessionStream:
             call.ended = reason
             if self._call is call:
                 self._call = None
-            closed = self._closed
+        rejoin = self._disconnected(call, reason)
+        if rejoin:
+            self._rejoin(rejoin, reason)
+
+    def _disconnected(self, call: _Call, reason: str) -> list["weakref.ref[Member]"]:
+        """Tells the broken stream's sessions; those that wait to rejoin, weakly: a Client the
+        program drops meanwhile must go (with its session), not wait for the metaserver."""
         rejoin = []
         for session in call.sessions(joined=False):
             joining = self._joins.get(session.client_id)
             if joining is not None:
                 joining[1].append(reason)
                 joining[0].set()
-            elif not closed and session.disconnected(reason):
-                rejoin.append(session)
-        if rejoin:
-            self._rejoin(rejoin, reason)
+            elif not self._closed and session.disconnected(reason):
+                rejoin.append(weakref.ref(session))
+        return rejoin
 
-    def _rejoin(self, sessions: list[Member], reason: str) -> None:
+    def _rejoin(self, waiting: list["weakref.ref[Member]"], reason: str) -> None:
         """After the stream broke: waits a little (more each time, while the metaserver does not
-        answer), opens a new stream and rejoins the sessions with their keys; the answers come
-        to the new stream's reader (`_receive`)."""
+        answer), opens a new stream and rejoins the sessions still there with their keys; the
+        answers come to the new stream's reader (`_receive`)."""
         with self._lock:
             now = time.monotonic()
             if self._outage is None:
@@ -248,12 +253,13 @@ class SessionStream:
                 self._reported = now
                 log.warning("the metaserver at %s has not answered for %.0fs (%s); %d "
                             "session(s) of this process wait to rejoin", self.address,
-                            now - self._outage, reason, len(sessions))
+                            now - self._outage, reason, len(waiting))
             self._pause = min(max(2 * self._pause, 0.1), RECONNECT_SECONDS)
             pause = self._pause
         time.sleep(pause)
+        sessions = [session for session in (ref() for ref in waiting) if session is not None]
         with self._lock:
-            if self._closed:
+            if self._closed or not sessions:
                 return
             call = self._joining(sessions)
         for session in sessions:

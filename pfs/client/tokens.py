@@ -35,7 +35,7 @@ from pfs.protocol.errnos import error
 from pfs.protocol.ranges import INFINITY
 from pfs.protocol.tokenmodes import READ, WRITE
 
-from .openfiles import OpenFile, refused
+from .openfiles import OpenFile, learn_stale, refused
 from .session import MetaSession
 from .state import ClientState
 
@@ -100,12 +100,19 @@ class Tokens:
             if session.recovering and not session.lost:
                 return  # the metaserver went away: ask again once it is back
             raise
+        self.apply(session, f, grant, era)
+
+    def apply(self, session: MetaSession, f: OpenFile, grant: pb.AcquireReply,
+              era: int) -> None:
+        """Puts a grant (of an Acquire or an Open, made in `era`) into the file's token table,
+        the lock held; void if the metaserver restarted since."""
+        st = self._s
         if session.era != era:
             return  # granted by the metaserver of before its restart: void
         if st.by_id.get(f.file_id) is f:
             f.tokens.raise_to(grant.start, grant.end, grant.mode)
             f.held.add(grant.start, grant.end, grant.mode, list(grant.capabilities))
-            f.stale = set(grant.stale)
+            learn_stale(f, grant)
             if grant.size_epoch != f.size_epoch:  # truncated since: the size may shrink
                 f.size, f.size_epoch = grant.size, grant.size_epoch
             else:

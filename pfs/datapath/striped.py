@@ -22,10 +22,11 @@ import functools
 import logging
 import threading
 import time
+from array import array
 from concurrent.futures import Future
 from typing import Callable, Iterator, Protocol
 
-from pfs._native import plan_stripes
+from pfs._native import crc32c, crc32c_combine, plan_stripes
 from pfs._proto import fileserver_pb2 as pb
 from pfs.metadata import Recipe
 from pfs.protocol import errnos
@@ -45,6 +46,8 @@ log = logging.getLogger("pfs.client")
 #: Calls the Clients of one process have in flight to one fileserver at most (Lustre's
 #: max_rpcs_in_flight); the threads making them start as calls need them.
 RPCS_IN_FLIGHT = 8
+#: Unit checksums one Checksums call asks for at most (256 KiB of reply, for 256 MiB of data).
+CHECKSUMS_PER_CALL = 1 << 16
 
 
 class StripedFile(Protocol):
@@ -53,6 +56,7 @@ class StripedFile(Protocol):
     recipe: Recipe
     held: Held  # its capabilities, sent with every call
     stale: set[int]  # fileservers whose copy of it missed writes: not to be read from
+    missed: dict[int, list[tuple[int, int]]]  # what each of those lacks (local offsets)
 
 
 #: What a call sends as proof of its token, chosen anew at every try (renewed ones count).
@@ -138,14 +142,17 @@ class DataPlane:
 
     A fileserver that is unreachable (restarting, say, perhaps on a new address) is retried for
     up to `retry_seconds`, asking the metaserver for the addresses of those online again
-    (`lookup()`) in between (a copy another copy stood in for is given up as soon as the
-    metaserver says its fileserver is offline);
+    (`lookup()`) in between, but never beyond `retry_seconds` after the metaserver lost it: a
+    fileserver it has known offline for that long is given up at once, with EHOSTDOWN naming
+    it (a restart within the window stays invisible; a copy another copy stood in for is
+    given up as soon as the metaserver says its fileserver is offline);
     every call is idempotent (reads, and writes of the same bytes at the same offsets). A
     fileserver that refuses the session (the metaserver ended it) is final: `on_fenced(reason)`
     is told, and the call fails with ENOTCONN."""
 
     def __init__(self, addresses: dict[int, str], names: dict[int, str], credentials: Credentials,
-                 retry_seconds: float, lookup: Callable[[], dict[int, str]],
+                 retry_seconds: float,
+                 lookup: Callable[[], tuple[dict[int, str], dict[int, float]]],
                  on_fenced: Callable[[str], None],
                  on_missed: Callable[[int, int, int, int, str], None],
                  write_behind: int) -> None:
@@ -161,7 +168,8 @@ class DataPlane:
         self._holdings.watch(self)
         self._lock = threading.Lock()
         self._in_flight = InFlight(write_behind)
-        self._offline: set[int] = set()  # as the metaserver said when last asked
+        # index -> since when (time.monotonic()) it is offline, as the metaserver last said
+        self._offline: dict[int, float] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -188,8 +196,11 @@ class DataPlane:
             dst[:length] = self._read_extent(f, plan.extents[0])
             return
         *others, own = plan.extents
-        theirs = _all_of([self._server(self._readable(f, e.server)[0]).threads.submit(
-            self._read_into, f, plan, e, dst) for e in others])
+
+        def fetch(e) -> Future:  # on the thread of the copy it will read first
+            first = self._readable(f, e.server, e.local_offset, e.local_offset + e.length)[0]
+            return self._server(first).threads.submit(self._read_into, f, plan, e, dst)
+        theirs = _all_of([fetch(e) for e in others])
         try:
             self._read_into(f, plan, own, dst)
         finally:
@@ -199,12 +210,19 @@ class DataPlane:
     def _read_into(self, f: StripedFile, plan, e, dst: memoryview) -> None:
         plan.gather_extent(e.server, self._read_extent(f, e), dst)
 
-    def _readable(self, f: StripedFile, column: int) -> list[int]:
-        """The fileservers to read a column from, in order: its copies not known stale."""
-        copies = [i for i in f.recipe.copies(column) if i not in f.stale]
+    def _readable(self, f: StripedFile, column: int, start: int = 0,
+                  end: int = INFINITY) -> list[int]:
+        """The fileservers to read local bytes [start, end) of a column from, in order: its
+        copies not known stale; if every copy is stale, those that did not miss these bytes
+        (they hold them as written: two faults left the file with no whole copy)."""
+        copies = [i for i in f.recipe.copies(column) if i not in f.stale] or [
+            i for i in f.recipe.copies(column)
+            if not any(s < end and start < e for s, e in f.missed.get(i, ()))]
         if not copies:
-            raise errnos.error(errno.EIO, f"every copy of part of {f.name!r} is stale (being "
-                                          "resynced, or lost): see `pfs status`")
+            first = f.recipe.file_offset(column, start)
+            raise errnos.error(errno.EIO, f"no copy of {f.name!r} holds byte {first} (and "
+                                          "maybe more) now: every copy missed it, being "
+                                          "resynced or lost; see `pfs status`")
         return copies
 
     def _read_extent(self, f: StripedFile, e) -> memoryview:
@@ -214,7 +232,7 @@ class DataPlane:
         request = wire.read_request(f.file_id, e.local_offset, e.length)
         end = e.local_offset + e.length
         capabilities = self._capabilities(f, e.server, e.local_offset, end, READ)
-        failure, copies = None, self._readable(f, e.server)
+        failure, copies = None, self._readable(f, e.server, e.local_offset, end)
         for index in copies:
             try:
                 reply = self._call_retrying(index, "read", request, "read", capabilities,
@@ -256,6 +274,7 @@ class DataPlane:
         [start, end); from now on it is not read from."""
         self._on_missed(f.file_id, index, start, end, why)
         f.stale.add(index)
+        f.missed.setdefault(index, []).append((start, end))
 
     def write(self, f: StripedFile, offset: int, src: memoryview) -> None:
         """Stores src as file bytes [offset, offset + len(src)) on the fileservers, in the
@@ -360,6 +379,56 @@ class DataPlane:
                         for column in range(f.recipe.stripe_width)
                         for index in self._readable(f, column)], "fsync")
 
+    def checksum(self, f: StripedFile, size: int) -> int | None:
+        """The CRC32C of the file's first `size` bytes, combined from the unit checksums the
+        fileservers store, reading only the bytes of a last unit that is partial; None when
+        that cannot be done (its stripe unit is not whole checksum units, or a unit has no
+        stored checksum): read the file instead. The caller holds a READ token on them."""
+        recipe, unit = f.recipe, wire.CHECKSUM_UNIT
+        stripe_unit = recipe.block_size * recipe.stripe_blocks
+        if stripe_unit % unit:
+            return None
+        whole = size // unit * unit  # a partial last unit is read: its stored CRC is padded
+        columns = [self._column_checksums(f, c, n)
+                   for c, n in enumerate(_lengths(recipe, whole))]
+        if None in columns:
+            return None
+        per_unit = stripe_unit // unit
+        crc = 0
+        for k in range(whole // unit):
+            u, within = divmod(k, per_unit)
+            crc = crc32c_combine(crc, columns[u % recipe.stripe_width][
+                u // recipe.stripe_width * per_unit + within], unit)
+        if size > whole:
+            tail = bytearray(size - whole)
+            self.read(f, whole, len(tail), memoryview(tail))
+            crc = crc32c_combine(crc, crc32c(tail), len(tail))
+        return crc
+
+    def _column_checksums(self, f: StripedFile, column: int, length: int) -> array | None:
+        """The stored checksums of the first `length` bytes (whole units) of a column's
+        object, from the first copy that answers; None if one has none."""
+        crcs, at = array("I"), 0
+        while at < length:
+            step = min(length - at, CHECKSUMS_PER_CALL * wire.CHECKSUM_UNIT)
+            request = pb.ChecksumsRequest(file_id=f.file_id, offset=at, length=step)
+            capabilities = self._capabilities(f, column, at, at + step, READ)
+            failure = None
+            for index in self._readable(f, column, at, at + step):
+                try:
+                    reply = self._call_retrying(index, "Checksums", request, "checksums",
+                                                capabilities)
+                    break
+                except OSError as error:
+                    failure = failure or error
+            else:
+                raise failure
+            if not reply.complete or reply.length < step:
+                return None
+            crcs.frombytes(reply.crcs)
+            at += step
+        return crcs
+
     # --- calls ------------------------------------------------------------------------------
     def _server(self, index: int) -> _Server:
         with self._lock:
@@ -392,18 +461,23 @@ class DataPlane:
     def _call_retrying(self, index: int, method: str, request, what: str,
                        capabilities: Capabilities, spared: Callable[[], bool] = lambda: False):
         """One call; a fileserver that cannot be reached is tried again until retry_seconds
-        have passed, at its new address if it moved, or, once another copy can do without
-        it (`spared()`), until the metaserver says it is offline."""
+        have passed (since the call began, or since the metaserver lost it if that is
+        sooner), at its new address if it moved, or, once another copy can do without it
+        (`spared()`), until the metaserver says it is offline."""
         give_up, pause = time.monotonic() + self._retry_seconds, 0.05
         while True:
             server = self._server(index)
             try:
                 return self._call(server, index, method, request, what, capabilities())
             except OSError as e:
-                if e.errno != errno.EHOSTDOWN or time.monotonic() >= give_up:
+                if e.errno != errno.EHOSTDOWN:
                     raise
                 moved = self._relearn_addresses()
-                if index in self._offline and spared():
+                since = self._offline.get(index)
+                if since is not None and (spared() or time.monotonic() >= min(
+                        give_up, since + self._retry_seconds)):
+                    raise self._gone(index, what, since) from None
+                if time.monotonic() >= give_up:
                     raise
                 if not moved:
                     time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
@@ -419,6 +493,15 @@ class DataPlane:
                 self._on_fenced(failure.strerror)
             raise
 
+    def _gone(self, index: int, what: str, since: float) -> OSError:
+        """EHOSTDOWN for a call on a fileserver that the metaserver says is offline."""
+        name = self._names.get(index) or index
+        return errnos.error(errno.EHOSTDOWN, f"{what} on {self._named(index)}: fileserver "
+                                             f"{name} is offline (for "
+                                             f"{time.monotonic() - since:.0f} s, as the "
+                                             "metaserver knows); start it again, or see "
+                                             "`pfs status`")
+
     def _named(self, index: int) -> str:
         """A fileserver as every message names it: its member name, and where it is."""
         return f"fileserver {self._names.get(index) or index} ({self._addresses.get(index)})"
@@ -426,11 +509,12 @@ class DataPlane:
     def _relearn_addresses(self) -> bool:
         """Asks which fileservers are online, at which addresses; True if one moved."""
         try:
-            fresh = self._lookup()
+            fresh, offline = self._lookup()
         except OSError:
             return False
+        now = time.monotonic()
         with self._lock:
-            self._offline = set(self._addresses) - set(fresh)
+            self._offline = {i: now - seconds for i, seconds in offline.items()}
             changed = {i for i, a in fresh.items() if self._addresses.get(i) != a}
             for index in changed:
                 if index in self._servers:

@@ -136,7 +136,7 @@ class Operations(mfusepy.Operations):
     def create(self, path: str, mode: int, flags: int) -> int:
         name = pfs_path(path)
         try:
-            self.client.create(name, self._width or self.client.layout().widest())
+            self.client.create(name, self._width or None)
         except FileExistsError:
             if flags & os.O_EXCL:
                 raise  # else created by another client meanwhile: open it, as POSIX does

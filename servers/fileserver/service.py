@@ -150,6 +150,16 @@ class FileServerService(pb_grpc.FileServerServicer):
         return pb.TruncateReply()
 
     @_answer_errors
+    def Checksums(self, request, context):
+        end = request.offset + request.length
+        with self.sessions.serving(self._client(context, request.file_id, request.offset, end,
+                                                READ)):
+            start, crcs, length, complete = self.store.checksums(request.file_id,
+                                                                 request.offset, request.length)
+        return pb.ChecksumsReply(start=start, crcs=crcs.tobytes(), length=length,
+                                 complete=complete)
+
+    @_answer_errors
     def Health(self, request, context):
         objects, stored = self.store.usage()
         disk = os.statvfs(self.store.root)

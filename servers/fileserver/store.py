@@ -178,6 +178,20 @@ class StripeStore:
             data = os.pread(fd, -(-(offset + length) // UNIT) * UNIT - start, start)
             return start, self._checksums(file_id, crc_fd, start, len(data)), data
 
+    def checksums(self, file_id: int, offset: int, length: int) -> tuple[int, array, int, bool]:
+        """The checksums of the whole units holding [offset, offset + length), cut at the
+        object's end, without their bytes: (their start, the checksums, the bytes they hold,
+        whether every one of them is a checksum a write or truncate stored)."""
+        self._check_range(offset, length)
+        start = offset // UNIT * UNIT
+        with self._object(file_id, create=False) as fds:
+            if fds is None:
+                return start, array("I"), 0, True
+            fd, crc_fd = fds
+            held = max(0, min(os.fstat(fd).st_size, offset + length) - start)
+            crcs = self._checksums(file_id, crc_fd, start, held)
+            return start, crcs, held, _NO_CHECKSUM not in crcs
+
     def _checksums(self, file_id: int, crc_fd: int, start: int, length: int) -> array:
         """The checksums of the `length` bytes of units from `start`: those of units no write
         reached match no bytes, unless a truncate made them zeros."""
@@ -315,6 +329,11 @@ _FLIP = bytes(255 - b for b in range(256))
 def _encoded(crcs: array) -> bytes:
     """Checksums as the checksum file keeps them (see the module's doc)."""
     return crcs.tobytes().translate(_FLIP)
+
+
+#: What a unit no write reached decodes to (its stored bytes are a hole: zeros). A real
+#: checksum may be this too (one in 2^32): that unit is then read rather than trusted.
+_NO_CHECKSUM = 0xFFFFFFFF
 
 
 def _decoded(stored: bytes) -> array:

@@ -70,6 +70,7 @@ class Link:
     acked_version: int = 0
     last_heartbeat: float = float("-inf")  # when we received the last heartbeat we acknowledged
     attached: bool = True
+    detached_at: float = float("inf")  # when its stream ended
 
 
 class Cluster:
@@ -82,6 +83,7 @@ class Cluster:
         self._names = dict(names)  # index -> the member's name, what operators see
         self.expected = expected_fileservers
         self._clock = clock
+        self._started = clock()  # a member not attached since is offline since then
         self._links: dict[int, Link] = {}  # index -> current (or last) attachment
         self._sessions: set[int] = {METASERVER_CLIENT}  # the session table: client ids
         # No client id below this is a session not yet in the table: the next welcome's floor.
@@ -92,6 +94,7 @@ class Cluster:
         self._placement = itertools.count()
         self.lengths = StreamQueries()  # object lengths asked of fileservers
         self.stopping = False  # fileservers leaving then are expected, not a problem
+        self.draining: set[int] = set()  # members new files are not placed on (members.py)
 
     # --- membership -------------------------------------------------------------------------
     def addresses(self) -> dict[int, str]:
@@ -108,6 +111,21 @@ class Cluster:
     def _live(self, link: Link) -> bool:
         return self._clock() < link.last_heartbeat + FILESERVER_LEASE_SECONDS
 
+    def offline_seconds(self, index: int) -> float:
+        """How long we have known fileserver `index` offline (0 while online): since its
+        stream ended or its heartbeats' lease ran out, whichever came first; a member that
+        has not attached since we started, since then. Clients give up on it sooner the
+        longer it has been away (pfs/datapath/striped.py)."""
+        link = self._links.get(index)
+        if link is None:
+            since = self._started
+        elif link.attached and self._live(link):
+            return 0.0
+        else:
+            since = min(link.detached_at, link.last_heartbeat + FILESERVER_LEASE_SECONDS)
+            since = max(since, self._started)
+        return max(0.0, self._clock() - since)
+
     def shortfall(self) -> str | None:
         """Why clients cannot start now, or None: the cluster has formed (every expected
         fileserver has joined once) and some fileserver is online. A member that is down
@@ -121,6 +139,13 @@ class Cluster:
             return "no fileserver is online; start them (see `pfs status`) and try again"
         return None
 
+    def widest(self, replicas: int) -> int:
+        """The widest stripe a new file with `replicas` copies can have now: a member of its
+        own for every copy of every column, the first copy of each online (as the clients'
+        ClusterLayout.widest says)."""
+        return max(1, min(len(self.online() - self.draining),
+                          (len(self._addresses) - len(self.draining)) // replicas))
+
     def place(self, width: int, replicas: int = 1) -> list[int]:
         """The servers of a new file: width × replicas distinct members (copy k of column c at
         k * width + c), consecutive from one further along for each file, so that files spread
@@ -129,7 +154,8 @@ class Cluster:
         every column is on an online server; the other copies go to online ones while there
         are enough, else to offline members (copies born stale, resynced when they return:
         a cluster with a member down still takes new replicated files)."""
-        online, members = sorted(self.online()), len(self._addresses)
+        online = sorted(self.online() - self.draining)
+        members = len(self._addresses) - len(self.draining)
         if not 1 <= replicas <= members:
             raise ValueError(f"replicas must be between 1 and the {members} fileservers, "
                              f"got {replicas}")
@@ -144,11 +170,13 @@ class Cluster:
                                            "status`), or create it narrower")
         first = next(self._placement)
         ordered = online[first % len(online):] + online[:first % len(online)]
-        offline = [i for i in sorted(self._addresses) if i not in online]
+        offline = [i for i in sorted(self._addresses)
+                   if i not in online and i not in self.draining]
         return (ordered + offline)[:width * replicas]
 
     def forget(self, index: int) -> None:
         """Member `index` was removed (members.py): it is no fileserver of ours any more."""
+        self.draining.discard(index)
         link = self._links.pop(index, None)
         if link is not None:
             self.detach(link)
@@ -188,6 +216,7 @@ class Cluster:
     def detach(self, link: Link) -> None:
         if link.attached:
             link.attached = False
+            link.detached_at = self._clock()
             link.outbox.put_nowait(_DETACH)
             log.log(logging.INFO if self.stopping else logging.WARNING,
                     "fileserver %s detached", link.name)

@@ -18,7 +18,11 @@ reclaimed after a restart) may have put bytes on some copies and not others, unr
 any of its tokens goes to another client, `abandoned` records every copy of those bytes but
 one good copy as having missed them, so readers go to that one and the resync makes the others
 equal to it. Which copy is kept does not matter: a write whose writer never learned its
-outcome may have happened or not.
+outcome may have happened or not. So those ranges are also recorded as `apart`: the copy holds
+everything it was sent there. Should every copy of some bytes become stale (the kept copy's
+fileserver lost its data too), a copy apart there stands in (`_stand_in`): its bytes are one
+outcome of the unfinished write, and the resync makes the others equal to it, rather than every
+read failing with EIO.
 
 Thread-safety: the store's (store.py).
 """
@@ -30,6 +34,8 @@ from pfs.protocol.ranges import INFINITY
 from .namespace import NamespaceError, Node
 from .store import MetaStore
 
+Ranges = list[tuple[int, int]]
+
 
 class Copies:
     def __init__(self, store: MetaStore) -> None:
@@ -38,21 +44,34 @@ class Copies:
     def missed(self, file_id: int, server: int, start: int, end: int) -> None:
         """Records that the copy of the file on `server` lacks local bytes [start, end),
         merged with what it lacked already."""
-        with self._store.exclusive():
-            self._store.set_missed({(file_id, server): _merged(self._ranges(file_id, server),
-                                                               start, end)})
-
-    def _ranges(self, file_id: int, server: int) -> list[tuple[int, int]]:
-        return next((ranges for _, s, ranges in self._store.missed(file_id) if s == server), [])
+        with _Change(self._store) as change:
+            missed, apart = change.of(file_id)
+            missed[server] = _merged(missed.get(server, []), start, end)
+            apart[server] = _minus(apart.get(server, []), [(start, end)])  # lacked for real now
+            change.stand_in(file_id)
 
     def lost(self, server: int) -> int:
         """Fileserver `server` lost its data: its copy of every replicated file missed
         everything. How many files that makes stale."""
-        return self._store.mark_lost(server)
+        files = self._store.mark_lost(server)
+        self.settle()
+        return files
+
+    def settle(self) -> None:
+        """Wherever no copy of some bytes is good, a copy holding them apart stands in (after
+        a lost fileserver, and at start: a crash may have come between the two)."""
+        with _Change(self._store) as change:
+            for file_id in {f for f, _, _ in self._store.apart()}:
+                change.stand_in(file_id)
 
     def stale(self, file_id: int) -> set[int]:
         """The fileservers whose copy of the file missed something."""
         return {server for _, server, _ in self._store.missed(file_id)}
+
+    def missed_ranges(self, file_id: int) -> list[tuple[int, int, int]]:
+        """What each stale copy of the file lacks: (fileserver, start, end), in local offsets."""
+        return [(server, start, end) for _, server, ranges in self._store.missed(file_id)
+                for start, end in ranges]
 
     def stale_by_file(self) -> dict[int, set[int]]:
         """Every file with a stale copy -> the fileservers of its stale copies."""
@@ -68,12 +87,9 @@ class Copies:
 
     def repaired(self, file_id: int, server: int, start: int, end: int) -> None:
         """The copy on `server` has bytes [start, end) again (a resync copied them)."""
-        with self._store.exclusive():
-            left = []
-            for s, e in self._ranges(file_id, server):
-                left += [(lo, hi) for lo, hi in ((s, min(e, start)), (max(s, end), e))
-                         if lo < hi]
-            self._store.set_missed({(file_id, server): left})
+        with _Change(self._store) as change:
+            for ranges in change.of(file_id):
+                ranges[server] = _minus(ranges.get(server, []), [(start, end)])
 
     def summary(self) -> tuple[int, int, int]:
         """(files with a stale copy, ranges still to resync, bytes of those that are not
@@ -111,20 +127,88 @@ class Copies:
         commit, which also forgets the client's files. What was recorded, (file id, fileserver,
         start, end)."""
         recorded = []
-        changes: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        with self._store.exclusive():
+        with _Change(self._store, forget_writer=client_id) as change:
             for file_id in self.writing_files(client_id):
-                try:
-                    node = self._store.get(file_id)
-                except NamespaceError:
+                node = change.node(file_id)
+                if node is None:
                     continue  # deleted: nothing of it is read again
                 ranges = [(0, INFINITY)] if held is None else held.get(file_id, [])
                 recorded += _all_but_one(node, ranges, self.stale(file_id), online)
             for file_id, server, start, end in recorded:
-                copy = (file_id, server)
-                changes[copy] = _merged(changes.get(copy) or self._ranges(*copy), start, end)
-            self._store.set_missed(changes, forget_writer=client_id)
+                missed, apart = change.of(file_id)
+                lacked = missed.get(server, [])  # (what it lacked, it still lacks)
+                missed[server] = _merged(lacked, start, end)
+                for lo, hi in _minus([(start, end)], lacked):
+                    apart[server] = _merged(apart.get(server, []), lo, hi)
         return recorded
+
+
+class _Change:
+    """`with`: some files' missed and apart ranges, read from the store when first asked for,
+    changed in memory, and what changed committed at the end in one set_missed (the store
+    held exclusive meanwhile)."""
+
+    def __init__(self, store: MetaStore, forget_writer: int | None = None) -> None:
+        self._store, self._forget_writer = store, forget_writer
+        self._read: dict[int, tuple[dict[int, Ranges], dict[int, Ranges]]] = {}
+        self._files: dict[int, tuple[dict[int, Ranges], dict[int, Ranges]]] = {}
+
+    def __enter__(self) -> "_Change":
+        self._exclusive = self._store.exclusive()
+        self._exclusive.__enter__()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            if kind is None:
+                self._commit()
+        finally:
+            self._exclusive.__exit__(kind, error, traceback)
+
+    def of(self, file_id: int) -> tuple[dict[int, Ranges], dict[int, Ranges]]:
+        """The file's missed and apart ranges, by fileserver, to change."""
+        if file_id not in self._files:
+            read = tuple({server: ranges for _, server, ranges in records}
+                         for records in (self._store.missed(file_id),
+                                         self._store.apart(file_id)))
+            self._read[file_id] = read
+            self._files[file_id] = tuple(dict(ranges) for ranges in read)
+        return self._files[file_id]
+
+    def node(self, file_id: int) -> Node | None:
+        try:
+            return self._store.get(file_id)
+        except NamespaceError:
+            return None
+
+    def stand_in(self, file_id: int) -> None:
+        """Where no copy of a column holds some bytes, copies that hold them apart (and lack
+        them for no other reason) count as good there again, the first one first."""
+        node = self.node(file_id)
+        if node is None:
+            return
+        missed, apart = self.of(file_id)
+        for column in range(node.width):
+            copies = node.copies(column)
+            nowhere = missed.get(copies[0], [])
+            for i in copies[1:]:
+                nowhere = _intersect(nowhere, missed.get(i, []))
+            for i in copies:
+                for start, end in _intersect(nowhere, apart.get(i, [])):
+                    for ranges in (missed, apart):
+                        ranges[i] = _minus(ranges.get(i, []), [(start, end)])
+                    nowhere = _minus(nowhere, [(start, end)])
+
+    def _commit(self) -> None:
+        changes: tuple[dict, dict] = ({}, {})
+        for file_id, now in self._files.items():
+            for before, after, changed in zip(self._read[file_id], now, changes):
+                for server in before.keys() | after.keys():
+                    if before.get(server, []) != after.get(server, []):
+                        changed[(file_id, server)] = after.get(server, [])
+        if any(changes) or self._forget_writer is not None:
+            self._store.set_missed(changes[0], forget_writer=self._forget_writer,
+                                   apart=changes[1])
 
 
 def _all_but_one(node: Node, ranges: list[tuple[int, int]], stale: set[int],
@@ -144,9 +228,9 @@ def _all_but_one(node: Node, ranges: list[tuple[int, int]], stale: set[int],
     return missed
 
 
-
-def _merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """`ranges` (by start, apart) with [start, end) added, merged with those it touches."""
+# --- range lists: (start, end) pairs by start, none touching another ------------------------
+def _merged(ranges: Ranges, start: int, end: int) -> Ranges:
+    """`ranges` with [start, end) added, merged with those it touches."""
     kept = []
     for s, e in ranges:
         if s <= end and e >= start:
@@ -154,3 +238,14 @@ def _merged(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[i
         else:
             kept.append((s, e))
     return sorted(kept + [(start, end)])
+
+
+def _intersect(a: Ranges, b: Ranges) -> Ranges:
+    return [(max(s, t), min(e, f)) for s, e in a for t, f in b if max(s, t) < min(e, f)]
+
+
+def _minus(a: Ranges, b: Ranges) -> Ranges:
+    for t, f in b:
+        a = [piece for s, e in a for piece in ((s, min(e, t)), (max(s, f), e))
+             if piece[0] < piece[1]]
+    return a

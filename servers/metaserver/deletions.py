@@ -32,9 +32,14 @@ class Deletions:
             self._ask(file_id, servers)
 
     def add(self, file_id: int, servers: tuple[int, ...]) -> None:
-        """The file's removal is committed: its objects are to go."""
-        self._remaining[file_id] = set(servers)
+        """The file's removal (or that of some of its copies: replication.py) is committed:
+        its objects on `servers` are to go."""
+        self._remaining.setdefault(file_id, set()).update(servers)
         self._ask(file_id, servers)
+
+    def pending_on(self, file_id: int) -> set[int]:
+        """The fileservers whose object of the file is still to be deleted."""
+        return set(self._remaining.get(file_id, ()))
 
     def attached(self, index: int) -> None:
         """A fileserver (re)attached: it gets every file it may still hold."""

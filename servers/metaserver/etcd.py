@@ -9,10 +9,13 @@ keys sort as numbers):
                                 servers, replicas, parent, name]
     e/<parent>/<name>           an entry: "<id>,<is_dir>" (a lookup reads one per component)
     c/<name>                    a counter (node ids, client ids, files, next fileserver index)
-    d/<file>                    objects still to delete: their fileservers
+    d/<file>[/<server>]         objects still to delete: their fileservers (a removed file's;
+                                a dropped copy's, one key each, so that nothing is read first)
     f/<index>                   a member: {name, uuid, address, lost_at}
     s/<client>                  a session: its key's hash
     m/<file>/<server>           a copy's missed ranges
+    a/<file>/<server>           those of them it holds apart (copies.py)
+    l/<dir>                     a directory's layout: [stripe_width, stripe_blocks, replicas]
     w/<table>/<client>/<file>   a session file (writing, temporaries)
     i/lost/<server>             a durable intent: marking a lost fileserver's copies, cursor
     txn                         the id of the last write (see _commit)
@@ -490,10 +493,13 @@ class EtcdStore(MetaStore):
         if entry_key is not None:
             ops.append(delete(entry_key))
         if not node.is_dir:
-            missed = self._key(f"m/{_hex(node.node_id)}/")
-            ops += [put(self._key(f"d/{_hex(node.node_id)}"),
-                        ",".join(str(s) for s in node.servers)),
-                    delete(missed, _prefix_end(missed))]
+            ops.append(put(self._key(f"d/{_hex(node.node_id)}"),
+                           ",".join(str(s) for s in node.servers)))
+            for kind in ("m", "a"):
+                ranges = self._key(f"{kind}/{_hex(node.node_id)}/")
+                ops.append(delete(ranges, _prefix_end(ranges)))
+        else:
+            ops.append(delete(self._key(f"l/{_hex(node.node_id)}")))
         return ops
 
     def _fewer_files(self, node: Node | None) -> dict[str, int]:
@@ -561,13 +567,48 @@ class EtcdStore(MetaStore):
                             mtime=time.time() if touch else node.mtime)
             self._commit([put(self._key(f"n/{_hex(node_id)}"), _encode(node, parent, name))])
 
+    def change_copies(self, file_id: int, servers: list[int], replicas: int, added: list[int],
+                      dropped: list[int]) -> None:
+        with self._write_lock:
+            found = self._node(file_id)
+            if found is None:
+                raise NamespaceError(errno.ENOENT, f"file {file_id} no longer exists")
+            node, parent, name = found
+            node = _replace(node, servers=tuple(servers), replicas=replicas)
+            ops = [put(self._key(f"n/{_hex(file_id)}"), _encode(node, parent, name))]
+            ops += [put(self._key(f"m/{_hex(file_id)}/{_hex(i, 8)}"), json.dumps([[0, INFINITY]]))
+                    for i in added]
+            for i in dropped:
+                ops += [delete(self._key(f"{kind}/{_hex(file_id)}/{_hex(i, 8)}"))
+                        for kind in ("m", "a")]
+                ops.append(put(self._key(f"d/{_hex(file_id)}/{_hex(i, 8)}"), str(i)))
+            self._commit(ops)  # (a few ops a copy: within one transaction)
+
+    # --- directories' layouts ---------------------------------------------------------------
+    def layouts(self) -> dict[int, tuple[int, int, int]]:
+        return {int(key[2:], 16): tuple(json.loads(value)) for key, value in self._scan("l/")}
+
+    def set_layout(self, dir_id: int, layout: tuple[int, int, int] | None) -> None:
+        with self._write_lock:
+            key = self._key(f"l/{_hex(dir_id)}")
+            self._commit([delete(key) if layout is None else put(key, json.dumps(list(layout)))])
+
     # --- objects still to delete ------------------------------------------------------------
+    def _pending(self):
+        """(key, file id, fileservers) of each record of objects still to delete."""
+        for key, value in self._scan("d/"):
+            yield key, int(key[2:18], 16), _servers(value)
+
     def pending_deletes(self) -> list[tuple[int, tuple[int, ...]]]:
-        return [(int(key[2:], 16), _servers(value)) for key, value in self._scan("d/")]
+        merged: dict[int, tuple[int, ...]] = {}
+        for _, file_id, servers in self._pending():
+            merged[file_id] = merged.get(file_id, ()) + servers
+        return list(merged.items())
 
     def delete_done(self, file_ids: list[int]) -> None:
         with self._write_lock:
-            self._commit_chunks([delete(self._key(f"d/{_hex(f)}")) for f in file_ids])
+            keys = [self._key(f"d/{_hex(f)}") for f in file_ids]
+            self._commit_chunks([delete(key, _prefix_end(key)) for key in keys])
 
     # --- members ----------------------------------------------------------------------------
     def _members(self) -> dict[int, dict]:
@@ -616,13 +657,14 @@ class EtcdStore(MetaStore):
                 if node.replicas > 1:
                     ops.append(put(self._key(f"m/{_hex(file_id)}/{_hex(to, 8)}"),
                                    json.dumps([[0, INFINITY]])))
-            for file_id, server, _ in self.missed():
-                if server == index:
-                    ops.append(delete(self._key(f"m/{_hex(file_id)}/{_hex(server, 8)}")))
-            for file_id, servers in self.pending_deletes():
+            for kind, records in (("m", self.missed()), ("a", self.apart())):
+                ops += [delete(self._key(f"{kind}/{_hex(file_id)}/{_hex(server, 8)}"))
+                        for file_id, server, _ in records if server == index]
+            for key, _, servers in self._pending():
                 kept = [s for s in servers if s != index]
-                ops.append(put(self._key(f"d/{_hex(file_id)}"), ",".join(map(str, kept)))
-                           if kept else delete(self._key(f"d/{_hex(file_id)}")))
+                if kept != list(servers):
+                    ops.append(put(self._key(key), ",".join(map(str, kept))) if kept
+                               else delete(self._key(key)))
             self._commit_chunks(ops)
             self._commit([delete(self._key(f"f/{_hex(index, 8)}"))],
                          {"next_fileserver": max(index + 1, self._counter("next_fileserver"))})
@@ -683,7 +725,15 @@ class EtcdStore(MetaStore):
     # --- missed ranges ----------------------------------------------------------------------
     def missed(self, file_id: int | None = None,
                limit: int = -1) -> list[tuple[int, int, list[tuple[int, int]]]]:
-        prefix = "m/" if file_id is None else f"m/{_hex(file_id)}/"
+        return self._copy_ranges("m", file_id, limit)
+
+    def apart(self, file_id: int | None = None) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        return self._copy_ranges("a", file_id)
+
+    def _copy_ranges(self, kind: str, file_id: int | None,
+                     limit: int = -1) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        """(file id, fileserver, its ranges) under `m/` (missed) or `a/` (apart)."""
+        prefix = f"{kind}/" if file_id is None else f"{kind}/{_hex(file_id)}/"
         found = []
         for key, value in self._scan(prefix, limit=limit):
             f, server = key[2:].split("/")
@@ -691,11 +741,13 @@ class EtcdStore(MetaStore):
         return found
 
     def set_missed(self, changes: dict[tuple[int, int], list[tuple[int, int]]],
-                   forget_writer: int | None = None) -> None:
+                   forget_writer: int | None = None,
+                   apart: dict[tuple[int, int], list[tuple[int, int]]] | None = None) -> None:
         with self._write_lock:
-            ops = [put(self._key(f"m/{_hex(f)}/{_hex(s, 8)}"), json.dumps(ranges)) if ranges
-                   else delete(self._key(f"m/{_hex(f)}/{_hex(s, 8)}"))
-                   for (f, s), ranges in changes.items()]
+            ops = [put(self._key(f"{kind}/{_hex(f)}/{_hex(s, 8)}"), json.dumps(ranges)) if ranges
+                   else delete(self._key(f"{kind}/{_hex(f)}/{_hex(s, 8)}"))
+                   for kind, ranges_of in (("m", changes), ("a", apart or {}))
+                   for (f, s), ranges in ranges_of.items()]
             if forget_writer is not None:
                 ops += self._drop_session_files("writing", forget_writer, None)
             self._commit_chunks(ops)  # (the writer forgotten last: a crash before is redone)
@@ -712,10 +764,11 @@ class EtcdStore(MetaStore):
         intent, marked, ops = self._key(f"i/lost/{_hex(server, 8)}"), 0, []
         for node in self._files_after(after):
             if node.replicas > 1 and server in node.servers:
-                ops.append(put(self._key(f"m/{_hex(node.node_id)}/{_hex(server, 8)}"),
-                               json.dumps([[0, INFINITY]])))
+                ops += [put(self._key(f"m/{_hex(node.node_id)}/{_hex(server, 8)}"),
+                            json.dumps([[0, INFINITY]])),
+                        delete(self._key(f"a/{_hex(node.node_id)}/{_hex(server, 8)}"))]
                 marked += 1
-            if len(ops) >= TXN_OPS - 1:
+            if len(ops) >= TXN_OPS - 2:
                 self._commit(ops + [put(intent, f"n/{_hex(node.node_id)}")])
                 ops = []
         self._commit(ops + [delete(intent)])

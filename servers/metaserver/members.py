@@ -1,6 +1,7 @@
 """Removing a member for good: a fileserver that will not come back (a mistyped --name, a dead
 machine) stops being one of the cluster's fileservers, as `lfs`/`beegfs-ctl` operators remove a
-target.
+target; and draining one that is still online (`drain`): its copies are made on other members
+first, file by file, through replication.py, before it is stopped and removed.
 
 Invariant: a removal never loses a byte. It is refused, changing nothing, while the member is
 online, while it holds the only good copy of any file's bytes (a copy of a file with one
@@ -15,22 +16,25 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from pfs.protocol.paths import brief
 
 from .cluster import Cluster
 from .copies import Copies
 from .deletions import Deletions
-from .namespace import Node
+from .namespace import NamespaceError, Node
 from .openfiles import OpenFiles
 from .repair import Repair
+from .replication import Replication
 from .store import MetaStore
 
 log = logging.getLogger("pfs.metaserver")
 
 #: Paths a refusal names (the rest are counted).
 NAMED = 5
+#: Seconds between looks whether a drained file's new copies are in sync.
+DRAIN_POLL_SECONDS = 0.2
 
 
 def removal(namespace: MetaStore, index: int, stale: dict[int, set[int]],
@@ -74,19 +78,67 @@ class Membership:
 
     def __init__(self, namespace: MetaStore, cluster: Cluster, copies: Copies,
                  open_files: OpenFiles, deletions: Deletions, repair: Repair,
-                 namespace_lock: asyncio.Lock, on_db_thread: Callable[..., Awaitable]) -> None:
+                 replication: Replication, namespace_lock: asyncio.Lock,
+                 on_db_thread: Callable[..., Awaitable]) -> None:
         self._namespace, self._cluster, self._copies = namespace, cluster, copies
         self._open_files, self._deletions, self._repair = open_files, deletions, repair
+        self._replication = replication
         self._lock, self._on_db_thread = namespace_lock, on_db_thread
 
-    async def remove(self, name: str) -> int:
-        """Removes the member `name` for good; how many files' copies on it are re-made
-        elsewhere."""
+    def _index(self, name: str) -> int:
         members = self._namespace.members()
         index = next((i for i, (n, _) in members.items() if n == name), None)
         if index is None:
             raise OSError(errno.ENOENT, f"no fileserver {brief(name)} is a member; the members "
                                         f"are {', '.join(n for n, _ in members.values())}")
+        return index
+
+    async def drain(self, name: str) -> AsyncIterator[tuple[int, int, str]]:
+        """Moves every copy the online member `name` holds to other members, one file at a
+        time: the file gets one more copy of each column, none on it (replication.py), the
+        resync fills them, then the copies on it are dropped. Yields (files moved, files,
+        the file being moved) as it goes. From the start no new file is placed on it."""
+        index = self._index(name)
+        if index not in self._cluster.online():
+            raise OSError(errno.EHOSTDOWN, f"fileserver {name} is offline: a drain copies from "
+                                           "it, so start it first (`pfs member remove` removes "
+                                           "a member gone for good, if its copies have others)")
+        files = self._namespace.files_on(index)
+        others = len(self._cluster.addresses()) - 1
+        crowded = [f for f in files if f.width * (f.replicas + 1) > others + 1]
+        if crowded:
+            raise OSError(errno.ENOSPC, f"{_named(self._namespace, crowded)} cannot be moved: "
+                                        "a drain first adds a copy of each of a file's stripe "
+                                        "columns on fileservers it does not use yet, and there "
+                                        "are too few; add a fileserver first")
+        busy = [f for f in files if self._open_files.is_open(f.node_id)]
+        if busy:
+            raise OSError(errno.EBUSY, f"{_named(self._namespace, busy)} with a copy on "
+                                       f"fileserver {name} are open; try again once they are "
+                                       "closed")
+        self._cluster.draining.add(index)
+        log.warning("draining fileserver %s: its copies of %d file(s) are made on other "
+                    "fileservers; no new file goes to it", name, len(files))
+        for moved, node in enumerate(files):
+            try:
+                yield moved, len(files), self._namespace.path_of(node.node_id)
+                added, _ = await self._replication.change(node.node_id, node.replicas + 1,
+                                                          {index})
+                while set(added) & self._copies.stale(node.node_id):
+                    await asyncio.sleep(DRAIN_POLL_SECONDS)
+                await self._replication.change(node.node_id, node.replicas, {index})
+            except NamespaceError as e:
+                if e.errno != errno.ENOENT:
+                    raise  # (deleted meanwhile: nothing of it to move)
+        log.warning("fileserver %s is drained: it holds no copy any more; stop it, then "
+                    "`pfs member remove %s`", name, name)
+        yield len(files), len(files), ""
+
+    async def remove(self, name: str) -> int:
+        """Removes the member `name` for good; how many files' copies on it are re-made
+        elsewhere."""
+        members = self._namespace.members()
+        index = self._index(name)
         async with self._lock:  # (no file opens meanwhile)
             if index in self._cluster.online():
                 raise OSError(errno.EBUSY, f"fileserver {name} is online: stop it first (`pfs "

@@ -1,6 +1,6 @@
 """The SQLite engine of the metadata store (store.py): the namespace, a tree of directories and
 files with their recipes and sizes, and the rest the metaserver keeps durably (members,
-sessions, missed ranges, objects to delete, session files).
+sessions, missed and apart ranges, objects to delete, layouts, session files).
 
 Two tables hold the tree, as in JuiceFS: `nodes` (id, kind, size, times, recipe) and `entries`
 (parent id, name -> node id). A lookup walks entries one component at a time on their primary
@@ -78,6 +78,19 @@ CREATE TABLE IF NOT EXISTS missed (      -- bytes a copy of a file missed (copie
     end_ INTEGER NOT NULL,
     PRIMARY KEY (file_id, server, start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS apart (       -- missed ranges a copy holds all it was sent of, marked
+    file_id INTEGER NOT NULL,            -- only to keep it from differing from the kept copy
+    server INTEGER NOT NULL,             -- after an unfinished write (copies.py)
+    start INTEGER NOT NULL,
+    end_ INTEGER NOT NULL,
+    PRIMARY KEY (file_id, server, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS layouts (     -- directories' default layouts (layouts.py)
+    dir INTEGER PRIMARY KEY,             -- a directory's node id
+    stripe_width INTEGER NOT NULL,       -- 0: not set
+    stripe_blocks INTEGER NOT NULL,
+    replicas INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS writing (      -- sessions that may have writes on some copies only
     client_id INTEGER NOT NULL,          -- (copies.py)
     file_id INTEGER NOT NULL,
@@ -408,10 +421,12 @@ class Namespace(MetaStore):
         db.execute("DELETE FROM entries WHERE node = ?", (node.node_id,))
         db.execute("DELETE FROM nodes WHERE id = ?", (node.node_id,))
         if not node.is_dir:
-            db.execute("INSERT OR REPLACE INTO pending_deletes (file_id, servers) VALUES (?, ?)",
-                       (node.node_id, _servers_text(node.servers)))
+            self._to_delete(db, node.node_id, node.servers)
             db.execute("DELETE FROM missed WHERE file_id = ?", (node.node_id,))
+            db.execute("DELETE FROM apart WHERE file_id = ?", (node.node_id,))
             db.execute("UPDATE counters SET value = value - 1 WHERE name = 'files'")
+        else:
+            db.execute("DELETE FROM layouts WHERE dir = ?", (node.node_id,))
 
     def _empty(self, db: sqlite3.Connection, directory: Node) -> bool:
         return db.execute("SELECT 1 FROM entries WHERE parent = ? LIMIT 1",
@@ -472,6 +487,40 @@ class Namespace(MetaStore):
                 db.execute("UPDATE nodes SET size = MAX(size, ?) WHERE id = ?", (size, node_id))
             if touch:
                 db.execute("UPDATE nodes SET mtime = ? WHERE id = ?", (time.time(), node_id))
+
+    def change_copies(self, file_id: int, servers: list[int], replicas: int, added: list[int],
+                      dropped: list[int]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE nodes SET servers = ?, replicas = ? WHERE id = ?",
+                       (_servers_text(servers), replicas, file_id))
+            db.executemany("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
+                           "VALUES (?, ?, 0, ?)", [(file_id, i, INFINITY) for i in added])
+            for table in ("missed", "apart"):
+                db.executemany(f"DELETE FROM {table} WHERE file_id = ? AND server = ?",
+                               [(file_id, i) for i in dropped])
+            if dropped:
+                self._to_delete(db, file_id, dropped)
+
+    @staticmethod
+    def _to_delete(db: sqlite3.Connection, file_id: int, servers) -> None:
+        """Records the file's objects on `servers` as still to delete, with any recorded
+        before (a dropped copy's, when the file goes too)."""
+        db.execute("INSERT INTO pending_deletes (file_id, servers) VALUES (?, ?) ON CONFLICT "
+                   "(file_id) DO UPDATE SET servers = servers || ',' || excluded.servers",
+                   (file_id, _servers_text(servers)))
+
+    # --- directories' layouts (layouts.py) --------------------------------------------------
+    def layouts(self) -> dict[int, tuple[int, int, int]]:
+        return {row[0]: tuple(row[1:]) for row in self.query(
+            "SELECT dir, stripe_width, stripe_blocks, replicas FROM layouts")}
+
+    def set_layout(self, dir_id: int, layout: tuple[int, int, int] | None) -> None:
+        with self.transaction() as db:
+            if layout is None:
+                db.execute("DELETE FROM layouts WHERE dir = ?", (dir_id,))
+            else:
+                db.execute("INSERT OR REPLACE INTO layouts (dir, stripe_width, stripe_blocks, "
+                           "replicas) VALUES (?, ?, ?, ?)", (dir_id, *layout))
 
     # --- deletes, fileservers and counters --------------------------------------------------
     def pending_deletes(self) -> list[tuple[int, tuple[int, ...]]]:
@@ -563,7 +612,8 @@ class Namespace(MetaStore):
                 if replicas > 1:  # (a single copy moves only when empty: nothing to re-make)
                     db.execute("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
                                "VALUES (?, ?, 0, ?)", (file_id, to, INFINITY))
-            db.execute("DELETE FROM missed WHERE server = ?", (index,))
+            for table in ("missed", "apart"):
+                db.execute(f"DELETE FROM {table} WHERE server = ?", (index,))
             for file_id, servers in db.execute("SELECT file_id, servers FROM pending_deletes"
                                                ).fetchall():
                 kept = [s for s in _servers(servers) if s != index]
@@ -608,10 +658,18 @@ class Namespace(MetaStore):
     # --- missed ranges (copies.py) ----------------------------------------------------------
     def missed(self, file_id: int | None = None,
                limit: int = -1) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        return self._copy_ranges("missed", file_id, limit)
+
+    def apart(self, file_id: int | None = None) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        return self._copy_ranges("apart", file_id)
+
+    def _copy_ranges(self, table: str, file_id: int | None,
+                     limit: int = -1) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        """(file id, fileserver, its ranges) in table `missed` or `apart`."""
         where, args = ("WHERE file_id = ?", (file_id,)) if file_id is not None else ("", ())
         found: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for f, server, start, end in self.query(
-                f"SELECT file_id, server, start, end_ FROM missed {where} "
+                f"SELECT file_id, server, start, end_ FROM {table} {where} "
                 "ORDER BY file_id, server, start", args):
             ranges = found.get((f, server))
             if ranges is None:
@@ -622,13 +680,15 @@ class Namespace(MetaStore):
         return [(f, server, ranges) for (f, server), ranges in found.items()]
 
     def set_missed(self, changes: dict[tuple[int, int], list[tuple[int, int]]],
-                   forget_writer: int | None = None) -> None:
+                   forget_writer: int | None = None,
+                   apart: dict[tuple[int, int], list[tuple[int, int]]] | None = None) -> None:
         with self.transaction() as db:
-            for (file_id, server), ranges in changes.items():
-                db.execute("DELETE FROM missed WHERE file_id = ? AND server = ?",
-                           (file_id, server))
-                db.executemany("INSERT INTO missed (file_id, server, start, end_) VALUES "
-                               "(?, ?, ?, ?)", [(file_id, server, s, e) for s, e in ranges])
+            for table, ranges_of in (("missed", changes), ("apart", apart or {})):
+                for (file_id, server), ranges in ranges_of.items():
+                    db.execute(f"DELETE FROM {table} WHERE file_id = ? AND server = ?",
+                               (file_id, server))
+                    db.executemany(f"INSERT INTO {table} (file_id, server, start, end_) VALUES "
+                                   "(?, ?, ?, ?)", [(file_id, server, s, e) for s, e in ranges])
             if forget_writer is not None:
                 self._drop_session_files(db, "writing", forget_writer, None)
 
@@ -641,6 +701,7 @@ class Namespace(MetaStore):
                            [(f, server) for f in files])
             db.executemany("INSERT INTO missed (file_id, server, start, end_) VALUES "
                            "(?, ?, 0, ?)", [(f, server, INFINITY) for f in files])
+            db.execute("DELETE FROM apart WHERE server = ?", (server,))
         return len(files)
 
 

@@ -172,10 +172,17 @@ class Reclaims:
         return pb.ReclaimedFile(
             file_id=node.node_id, size=f.size, size_epoch=f.size_epoch,
             stale=sorted(self.copies.stale(node.node_id)),
+            missed=missed_ranges(self.copies, node.node_id),
             tokens=[pb.ReclaimedToken(start=start, end=end, mode=mode,
                                       capabilities=self._capabilities(
                                           client_id, node, Grant(start, end, mode, 0)))
                     for start, end, mode in tokens])
+
+
+def missed_ranges(copies: Copies, file_id: int) -> list[pb.MissedRange]:
+    """What each stale copy of the file lacks, as grants (and reclaims) tell clients."""
+    return [pb.MissedRange(server=server, start=start, end=end)
+            for server, start, end in copies.missed_ranges(file_id)]
 
 
 def checked_claims(request: pb.ReclaimRequest) -> dict[int, list[tuple[int, int, int]]]:

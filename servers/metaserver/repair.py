@@ -103,43 +103,57 @@ class Repair:
             return  # deleted meanwhile: its record went with it
         online = self._cluster.online()
         column = node.servers.index(server) % node.width
-        stale = self._copies.stale(file_id)
-        good = [i for i in node.copies(column) if i not in stale and i in online]
-        if server not in online or not good:
+        lacks: dict[int, list[tuple[int, int]]] = {}
+        for i, lo, hi in self._copies.missed_ranges(file_id):
+            lacks.setdefault(i, []).append((lo, hi))
+        others = [i for i in node.copies(column) if i != server and i in online]
+        # The object's length, from a copy that lacks nothing at its end.
+        whole = [i for i in others if not any(hi >= INFINITY for _, hi in lacks.get(i, ()))]
+        if server not in online or not whole:
             return
-        length = await self._cluster.object_length(good[0], file_id)
-        at = start
+        length = await self._cluster.object_length(whole[0], file_id)
+        copied, at = 0, start
         while at < min(end, length):
             stop = min(end, length, at + CHUNK)
-            async with self._reading(node, column, at, stop):
-                units = await self._call(self._read, node, column, good[0], at, stop)
-                await self._call(self._write, node, column, server, units)
-            await self._call(self._copies.repaired, file_id, server, at, stop)
+            # From a copy that holds these bytes: one stale elsewhere will do (two faults).
+            sources = [i for i in others
+                       if not any(lo < stop and at < hi for lo, hi in lacks.get(i, ()))]
+            if sources:
+                async with self._reading(node, column, at, stop):
+                    units = await self._call(self._read, node, column, sources[0], at, stop)
+                    await self._call(self._write, node, column, server, units)
+                await self._call(self._copies.repaired, file_id, server, at, stop)
+                copied += stop - at
             at = stop
         if end > length:  # what the good copy does not have, the stale one must not either
             async with self._reading(node, column, length, INFINITY):
                 await self._call(self._truncate, node, column, server, length)
             await self._call(self._copies.repaired, file_id, server, length, end)
-        log.info("resynced file %d's copy on fileserver %s (bytes %d-%d)", file_id,
-                 self._cluster.name(server), start, min(end, length))
+        log.info("resynced file %d's copy on fileserver %s (bytes %d-%d%s)", file_id,
+                 self._cluster.name(server), start, min(end, length),
+                 "" if copied == max(0, min(end, length) - start) else
+                 ": some of them no copy holds now")
 
     # --- scrub ------------------------------------------------------------------------------
     async def scrub(self, files: list[Node]) -> AsyncIterator[tuple[ScrubTotals, Node]]:
         """Checks every copy of `files`, chunk by chunk; yields the totals so far and the file
-        each time one is done."""
+        being checked after each chunk (so progress moves within a big file), and once more
+        when it is done (totals.files counts it then)."""
         totals = ScrubTotals()
         for node in files:
             stale = self._copies.stale(node.node_id)
             for column in range(node.width):
                 copies = [i for i in node.copies(column) if i not in stale]
                 if copies:
-                    await self._scrub_column(node, column, copies, totals)
+                    async for _ in self._scrub_column(node, column, copies, totals):
+                        yield totals, node
             totals.files += 1
             yield totals, node
         self.wake()
 
     async def _scrub_column(self, node: Node, column: int, copies: list[int],
-                            totals: ScrubTotals) -> None:
+                            totals: ScrubTotals) -> AsyncIterator[None]:
+        """Checks one column's copies, yielding after each chunk."""
         length = max([await self._cluster.object_length(i, node.node_id) for i in copies])
         for at in range(0, length, CHUNK):
             stop = min(length, at + CHUNK)
@@ -154,6 +168,7 @@ class Repair:
                     if units.bad is not None or bytes(units.data) != first:
                         await self._damaged(node, index, at, stop, units.bad is not None,
                                             totals)
+            yield
 
     async def _damaged(self, node: Node, index: int, start: int, end: int, checksum: bool,
                        totals: ScrubTotals) -> None:
@@ -170,6 +185,11 @@ class Repair:
                       self._cluster.name(index), why)
 
     # --- tokens, threads, calls -------------------------------------------------------------
+    def whole_file(self, file_id: int):
+        """A WRITE token of the metaserver's own on the whole file (`async with`): no client
+        holds one on it meanwhile (replication.py changes its recipe under it)."""
+        return _Token(self._tokens, self._token_lock, file_id, 0, INFINITY, WRITE)
+
     def _reading(self, node: Node, column: int, start: int, end: int):
         """A READ token on the file bytes that local bytes [start, end) of `column` hold."""
         recipe = node.recipe
@@ -222,19 +242,19 @@ class Repair:
 
 
 class _Token:
-    """`async with`: a READ token of the metaserver's own on [start, end) of a file, given
-    back (with all it holds on the file) at the end."""
+    """`async with`: a token of the metaserver's own (READ unless told) on [start, end) of a
+    file, given back (with all it holds on the file) at the end."""
 
     def __init__(self, tokens: TokenManager, lock: asyncio.Lock, file_id: int, start: int,
-                 end: int) -> None:
+                 end: int, mode: int = READ) -> None:
         self._tokens, self._lock = tokens, lock
-        self._file_id, self._start, self._end = file_id, start, end
+        self._file_id, self._start, self._end, self._mode = file_id, start, end, mode
 
     async def __aenter__(self) -> None:
         await self._lock.acquire()
         granted = asyncio.get_running_loop().create_future()
         request = self._tokens.request(
-            METASERVER_CLIENT, self._file_id, self._start, self._end, READ,
+            METASERVER_CLIENT, self._file_id, self._start, self._end, self._mode,
             lambda grant, error: granted.set_exception(error) if error else
             granted.set_result(grant))
         try:

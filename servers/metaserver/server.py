@@ -40,18 +40,20 @@ from ..repeats import Repeats
 from .cluster import Cluster
 from .copies import Copies
 from .deletions import Deletions
+from .layouts import Layout, Layouts
 from .loopclock import LoopClock
 from .members import Membership
 from .namespace import Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
 from .recovery import Reclaims, Recovery
 from .repair import Repair
+from .replication import Replication
 from .sessions import Session as ClientSession
 from .sessions import Sessions
 from .sizes import Sizes
 from .store import MetaStore
 from .temporaries import Temporaries, TemporaryRemoval
-from .tokens import WRITE, Revocation, TokenManager
+from .tokens import READ, WRITE, Revocation, TokenManager
 from .unfinished import UnfinishedWrites
 
 log = logging.getLogger("pfs.metaserver")
@@ -60,6 +62,8 @@ log = logging.getLogger("pfs.metaserver")
 EVICTION_CHECK_SECONDS = 0.5
 #: How often committed namespace changes are put on the disk (at most lost to a power cut).
 SYNC_SECONDS = 1.0
+#: The largest stripe unit a directory's layout may ask for, in bytes.
+MAX_STRIPE_UNIT = 1 << 30
 #: Directory entries per List reply (a reply must stay well below gRPC's message limit).
 LIST_PAGE = 10_000
 
@@ -75,6 +79,7 @@ class MetaServer:
         self.leadership = leadership
         namespace.resume()
         self.copies = Copies(namespace)
+        self.copies.settle()
         self.replicas = replicas
         self.cluster_key = cluster_key
         self.signer = Signer(cluster_key)
@@ -115,9 +120,13 @@ class MetaServer:
         self.temporary_removal = TemporaryRemoval(
             self.temporaries, namespace, self.open_files, self.deletions, self._namespace_lock,
             self.db, self.sessions, self.recovery)
+        self.layouts = Layouts(namespace)
+        self.replication = Replication(namespace, self.cluster, self.copies, self.open_files,
+                                       self.deletions, self.repair, self._namespace_lock,
+                                       self.db)
         self.membership = Membership(namespace, self.cluster, self.copies, self.open_files,
-                                     self.deletions, self.repair, self._namespace_lock,
-                                     self.on_db_thread)
+                                     self.deletions, self.repair, self.replication,
+                                     self._namespace_lock, self.on_db_thread)
         self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
                            self.sessions, self.db)
         self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,
@@ -145,7 +154,8 @@ class MetaServer:
                             loop.create_task(self.temporary_removal.orphans()),
                             loop.create_task(self._sync_metadata())]
         if self.recovery.active:
-            self._background.append(loop.create_task(self.recovery.run(self.sessions, self.recovery_seconds)))
+            self._background.append(loop.create_task(
+                self.recovery.run(self.sessions, self.recovery_seconds)))
 
     async def _resync(self) -> None:
         """The resync of stale copies (repair.py), once the recovery window is over: its READ
@@ -278,10 +288,13 @@ class MetaServer:
 
     # --- namespace changes (the servicer's Create, Rename, Open, Delete) -------------------
     async def create(self, client_id: int, path: tuple[str, ...], width: int,
-                      replicas: int) -> Node:
-        servers = self.cluster.place(width, replicas)
-        node = await self.db(self.namespace.create, path, self.block_size, self.stripe_blocks,
-                              servers, replicas)
+                     replicas: int) -> Node:
+        """A new file; what `width` and `replicas` leave open (0) comes from its directory's
+        layout (see new_file_layout)."""
+        chosen, _ = self.new_file_layout(path[:-1], width, replicas)
+        servers = self.cluster.place(chosen.stripe_width, chosen.replicas)
+        node = await self.db(self.namespace.create, path, self.block_size,
+                             chosen.stripe_blocks, servers, chosen.replicas)
         if is_temporary(path[-1]):  # removed if its writer's session ends first
             await self.db(self.temporaries.created, node.node_id, client_id)
         online = self.cluster.online()
@@ -293,6 +306,49 @@ class MetaServer:
         log.debug("created %s (file %d) striped over fileservers %s", brief("/".join(path)),
                  node.node_id, servers)
         return node
+
+    def new_file_layout(self, directory: tuple[str, ...], width: int = 0, replicas: int = 0
+                        ) -> tuple[Layout, tuple[str, ...] | None]:
+        """What a file created in `directory` gets, in full: what the create asks (`width`,
+        `replicas`; 0: nothing), else what the nearest layout says (layouts.py), else the
+        cluster's defaults, a layout's width no wider than the cluster allows now (as Lustre
+        caps a stripe count); and the directory whose layout applies (None: none)."""
+        layout, source = self.layouts.inherited(directory)
+        replicas = replicas or layout.replicas or self.replicas
+        widest = self.cluster.widest(replicas)
+        return Layout(width or min(layout.stripe_width or widest, widest),
+                      layout.stripe_blocks or self.stripe_blocks, replicas), source
+
+    async def rmdir(self, path: tuple[str, ...]) -> None:
+        node = self.namespace.lookup(path)
+        await self.db(self.namespace.rmdir, path)
+        self.layouts.forget(node.node_id)
+
+    async def set_layout(self, path: tuple[str, ...], layout: Layout) -> tuple[int, int]:
+        """A directory's layout, or a file's replica count (its striping is fixed at create):
+        (copies made, copies dropped)."""
+        node = self.namespace.lookup(path)
+        members = len(self.cluster.addresses())
+        if max(layout.stripe_width, 1) * max(layout.replicas, 1) > members:
+            asked = " × ".join(f"{what} {n}" for what, n in (("stripe width", layout.stripe_width),
+                                                              ("replicas", layout.replicas)) if n)
+            raise OSError(errno.EINVAL, f"{asked} is more than the {members} fileservers (each "
+                                        "copy of a stripe column is on one of its own)")
+        if layout.stripe_blocks * self.block_size > MAX_STRIPE_UNIT:
+            raise OSError(errno.EINVAL, f"a stripe unit of {layout.stripe_blocks} blocks of "
+                                        f"{self.block_size} bytes is more than 1 GiB")
+        if node.is_dir:
+            await self.db(self.layouts.set, path, layout)
+            log.info("layout of %s: %s", brief("/".join(path)) or "/", layout)
+            return 0, 0
+        if layout.stripe_width or layout.stripe_blocks or not layout.replicas:
+            raise OSError(errno.EINVAL, f"{brief('/'.join(path))} is a file: its striping is "
+                                        "fixed at create (copy it with `pfs cp --stripe-width N` "
+                                        "to restripe); only its replica count can change")
+        if layout.replicas == node.replicas:
+            return 0, 0
+        added, dropped = await self.replication.change(node.node_id, layout.replicas)
+        return len(added), len(dropped)
 
     async def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
         async with self._namespace_lock:
@@ -320,6 +376,17 @@ class MetaServer:
                                            "client; close it first")
             self.open_files.open(client_id, node)
         return node
+
+    def grant_at_open(self, session: ClientSession, f: OpenFile, mode: int):
+        """The token an open implies, for the whole file, if nothing is in its way (else
+        None: the client asks when it first reads or writes). Not a WRITE token on a replicated
+        file: that first needs the durable note `acquire` makes, which an open that never
+        writes should not cost."""
+        if mode not in (READ, WRITE):
+            return None
+        if mode == WRITE and f.node.replicas > 1 and f.node.node_id not in session.writing:
+            return None
+        return self.tokens.grant_if_free(session.client_id, f.node.node_id, 0, INFINITY, mode)
 
     async def delete(self, path: tuple[str, ...], named: str) -> None:
         """Deletes the file at `path` (as the caller `named` it), unless it is open anywhere."""

@@ -31,9 +31,10 @@ from pfs.protocol.ranges import INFINITY
 from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
+from .layouts import Layout
 from .namespace import Node, StorageFull
 from .openfiles import OpenFile
-from .recovery import checked_claims
+from .recovery import checked_claims, missed_ranges
 from .server import LIST_PAGE, MetaServer
 from .sessions import NotYourSession, SessionEnded, key_hash, new_key
 from .sessions import Session as ClientSession
@@ -122,7 +123,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         hello = await _hello(request_iterator, context)
         name = hello.hello.name or hello.hello.server_uuid
         try:
-            link = await self.server.cluster.attach(hello.hello.server_uuid, hello.hello.address, name)
+            link = await self.server.cluster.attach(hello.hello.server_uuid,
+                                                    hello.hello.address, name)
         except (AttachRefused, OSError) as e:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(getattr(e, "strerror", None)
                                                                      or e))
@@ -137,18 +139,20 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             self.server.cluster.detach(link)
 
     async def Status(self, request, context):
-        degraded, ranges, missed_bytes = self.server.copies.summary()
-        active, standbys, epoch = self.server.failover_state()
-        return pb.StatusReply(active=active, standbys=standbys, epoch=epoch,expected_fileservers=self.server.cluster.expected,
-                              fileservers=_fileservers(self.server.cluster, self.server.namespace),
-                              sessions=self.server.sessions.count(),
-                              files=self.server.namespace.count_files(), block_size=self.server.block_size,
-                              stripe_blocks=self.server.stripe_blocks, degraded_files=degraded,
+        server = self.server
+        degraded, ranges, missed_bytes = server.copies.summary()
+        active, standbys, epoch = server.failover_state()
+        return pb.StatusReply(active=active, standbys=standbys, epoch=epoch,
+                              expected_fileservers=server.cluster.expected,
+                              fileservers=_fileservers(server.cluster, server.namespace),
+                              sessions=server.sessions.count(),
+                              files=server.namespace.count_files(), block_size=server.block_size,
+                              stripe_blocks=server.stripe_blocks, degraded_files=degraded,
                               resync_ranges=ranges, resync_bytes=missed_bytes,
-                              replicas=self.server.replicas, degraded=[
-                                  pb.DegradedCopy(path=self.server.namespace.path_of(f), fileserver=i,
+                              replicas=server.replicas, degraded=[
+                                  pb.DegradedCopy(path=server.namespace.path_of(f), fileserver=i,
                                                   missed_bytes=n)
-                                  for f, i, n in self.server.copies.first_stale(STATUS_DEGRADED)])
+                                  for f, i, n in server.copies.first_stale(STATUS_DEGRADED)])
 
     @_answer_errors
     async def RemoveMember(self, request, context):
@@ -157,37 +161,52 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                               "(--cluster-key-file: the metaserver's "
                                               "DATA_DIR/cluster.key)")
         moved = await self.server.membership.remove(request.name)
-        return pb.RemoveMemberReply(files_moved=moved, members=len(self.server.cluster.addresses()))
+        return pb.RemoveMemberReply(files_moved=moved,
+                                    members=len(self.server.cluster.addresses()))
+
+    async def DrainMember(self, request, context):
+        """An operator's call, as RemoveMember; streams the progress."""
+        await self._need_cluster_key(context, "draining a member needs the cluster key "
+                                              "(--cluster-key-file: the metaserver's "
+                                              "DATA_DIR/cluster.key)")
+        try:
+            async for moved, files, current in self.server.membership.drain(request.name):
+                yield pb.DrainProgress(files=files, moved=moved, current=current,
+                                       done=moved == files and not current)
+        except OSError as e:
+            await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
+                                e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
 
     # --- sessions ---------------------------------------------------------------------------
     @_answer_errors
     async def Register(self, request, context):
-        problem = self.server.cluster.shortfall()
+        server = self.server
+        problem = server.cluster.shortfall()
         if problem:
             await context.abort(grpc.StatusCode.UNAVAILABLE, problem)
         key = new_key()
-        client_id = await self.server.db(self.server.namespace.new_session, key_hash(key))
-        session = self.server.sessions.start(client_id, key_hash(key),
-                                      f"pid {request.pid} on {brief(request.hostname) or '?'} "
-                                      f"from {context.peer()}")
-        self.server.tokens.add_client(client_id)
+        client_id = await server.db(server.namespace.new_session, key_hash(key))
+        session = server.sessions.start(client_id, key_hash(key),
+                                        f"pid {request.pid} on {brief(request.hostname) or '?'} "
+                                        f"from {context.peer()}")
+        server.tokens.add_client(client_id)
         try:
-            await self.server.cluster.admit(client_id)
+            await server.cluster.admit(client_id)
         except asyncio.CancelledError:
-            self.server.sessions.end(client_id, "its registration was abandoned")
+            server.sessions.end(client_id, "its registration was abandoned")
             raise
-        self.server.sessions.heard_from(session)  # the lease starts when the client learns its key
+        server.sessions.heard_from(session)  # the lease starts when the client learns its key
         return pb.RegisterReply(client_id=client_id, session_key=key,
-                                fileservers=_fileservers(self.server.cluster, self.server.namespace),
-                                lease_seconds=self.server.sessions.lease_seconds,
-                                block_size=self.server.block_size, stripe_blocks=self.server.stripe_blocks,
-                                replicas=self.server.replicas)
+                                fileservers=_fileservers(server.cluster, server.namespace),
+                                lease_seconds=server.sessions.lease_seconds,
+                                block_size=server.block_size, stripe_blocks=server.stripe_blocks,
+                                replicas=server.replicas)
 
     async def Sessions(self, request_iterator, context):
         """A client process's stream, shared by its sessions (see sessions.py)."""
         stream = self.server.sessions.open_stream(context.peer())
-        reader = asyncio.get_running_loop().create_task(self.server.read_stream(stream,
-                                                                          request_iterator))
+        reader = asyncio.get_running_loop().create_task(
+            self.server.read_stream(stream, request_iterator))
         try:
             async for message in self.server.sessions.outgoing(stream):
                 yield message
@@ -209,8 +228,28 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = self._session(context)
         path = components(request.path)
         node = await self.server.create(session.client_id, path, request.stripe_width,
-                                  request.replicas or self.server.replicas)
+                                        request.replicas)
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
+
+    @_answer_errors
+    async def SetLayout(self, request, context):
+        self._session(context)
+        wanted = request.layout
+        added, dropped = await self.server.set_layout(components(request.path), Layout(
+            wanted.stripe_width, wanted.stripe_blocks, wanted.replicas))
+        return pb.SetLayoutReply(copies_to_make=added, copies_dropped=dropped)
+
+    @_answer_errors
+    async def GetLayout(self, request, context):
+        path = components(request.path)
+        node = self.server.namespace.lookup(path)
+        if not node.is_dir:
+            raise OSError(errno.ENOTDIR, f"not a directory: {brief(request.path)} (`pfs stat` "
+                                         "shows a file's recipe)")
+        effective, source = self.server.new_file_layout(path)
+        return pb.GetLayoutReply(own=_layout(self.server.layouts.own(node.node_id)),
+                                 effective=_layout(effective), source="/".join(source or ()),
+                                 inherited=source is not None)
 
     @_answer_errors
     async def Mkdir(self, request, context):
@@ -222,7 +261,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     @_answer_errors
     async def Rmdir(self, request, context):
         self._session(context)
-        await self.server.db(self.server.namespace.rmdir, components(request.path))
+        await self.server.rmdir(components(request.path))
         return pb.RmdirReply()
 
     @_answer_errors
@@ -235,8 +274,16 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Open(self, request, context):
         session = await self._recovered(context)
         path = components(request.path)
+        if request.mode not in (pb.TOKEN_MODE_UNSPECIFIED, pb.READ, pb.WRITE):
+            raise ValueError(f"token mode must be READ or WRITE, not {request.mode}")
         node = await self.server.open(session.client_id, path, request.path)
-        return pb.OpenReply(meta=self._meta(node, "/".join(path)))
+        reply = pb.OpenReply(meta=self._meta(node, "/".join(path)))
+        if not session.ended:  # (an ended session is signed nothing)
+            f = self.server.open_files.of(session.client_id, node.node_id)
+            grant = self.server.grant_at_open(session, f, request.mode)
+            if grant is not None:  # from here nothing may fail (see Acquire)
+                reply.grant.CopyFrom(self._grant_reply(session, f, grant))
+        return reply
 
     @_answer_errors
     async def Close(self, request, context):
@@ -292,15 +339,16 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = await self._recovered(context)
         f = self.server.open_files.of(session.client_id, request.file_id)
         await self.server.sizes.record(session, f, request.size, touch=False)
-        await self.server.on_db_thread(self.server.namespace.sync)  # the size survives a machine crash
+        # The size survives a machine crash.
+        await self.server.on_db_thread(self.server.namespace.sync)
         return pb.ReportSizeReply()
 
     @_answer_errors
     async def Truncate(self, request, context):
         session = await self._recovered(context)
         f = self.server.open_files.of(session.client_id, request.file_id)
-        return pb.TruncateReply(size_epoch=await self.server.truncate(session.client_id, f,
-                                                                request.size))
+        epoch = await self.server.truncate(session.client_id, f, request.size)
+        return pb.TruncateReply(size_epoch=epoch)
 
     # --- tokens -----------------------------------------------------------------------------
     @_answer_errors
@@ -312,10 +360,15 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             raise SessionEnded(f"client {session.client_id}'s session ended while it waited "
                                "for a token; call pfs_initialize again")
         # Nothing may fail once the grant is numbered: the client must learn of every grant.
+        return self._grant_reply(session, f, grant)
+
+    def _grant_reply(self, session: ClientSession, f: OpenFile, grant) -> pb.AcquireReply:
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
                                grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch,
-                               capabilities=self.server.capabilities(session.client_id, f.node, grant),
-                               stale=sorted(self.server.copies.stale(f.node.node_id)))
+                               capabilities=self.server.capabilities(session.client_id, f.node,
+                                                                     grant),
+                               stale=sorted(self.server.copies.stale(f.node.node_id)),
+                               missed=missed_ranges(self.server.copies, f.node.node_id))
 
     # --- recovery (recovery.py) ------------------------------------------------------------
     @_answer_errors
@@ -340,22 +393,23 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         """Records a copy's missed (or damaged) bytes before the client counts a write stored
         (copies.py). Believed from a client with the file open: marking a copy stale never
         loses data, it costs a resync."""
+        server = self.server
         session = self._session(context)
-        f = self.server.open_files.of(session.client_id, request.file_id)
+        f = server.open_files.of(session.client_id, request.file_id)
+        name = server.cluster.name(request.server)
         if request.server not in f.node.servers or f.node.replicas < 2:
-            raise ValueError(f"fileserver {self.server.cluster.name(request.server)} holds no copy of "
-                             f"file {request.file_id} that another copy could stand in for")
+            raise ValueError(f"fileserver {name} holds no copy of file {request.file_id} that "
+                             "another copy could stand in for")
         if not request.start < request.end <= INFINITY:
             raise ValueError(f"missed range [{request.start}, {request.end}) is empty")
-        await self.server.db(self.server.copies.missed, request.file_id, request.server, request.start,
-                       request.end)
-        name = self.server.cluster.name(request.server)
-        self.server.repeats.log(logging.WARNING, ("missed", request.server),
-                         f"copies on fileserver {name} missed bytes",
-                         "the copy of file %d on fileserver %s missed bytes %d-%d (client %d: "
-                         "%.300r): stale until resynced", request.file_id, name, request.start,
-                         request.end - 1, session.client_id, request.why)
-        self.server.repair.wake()
+        await server.db(server.copies.missed, request.file_id, request.server, request.start,
+                        request.end)
+        server.repeats.log(logging.WARNING, ("missed", request.server),
+                           f"copies on fileserver {name} missed bytes",
+                           "the copy of file %d on fileserver %s missed bytes %d-%d (client %d: "
+                           "%.300r): stale until resynced", request.file_id, name, request.start,
+                           request.end - 1, session.client_id, request.why)
+        server.repair.wake()
         return pb.ReportMissedReply()
 
     async def Scrub(self, request, context):
@@ -367,14 +421,17 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         except OSError as e:
             await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
                                 e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
-        totals, unrepairable = None, 0
+        totals, unrepairable, named = None, 0, set()  # (a file is named once)
         try:
             async for totals, node in self.server.repair.scrub(files):
                 path = self.server.namespace.path_of(node.node_id)
+                new = totals.unrepairable > unrepairable and path not in named
                 yield pb.ScrubProgress(files=totals.files, bytes=totals.bytes,
                                        damaged=totals.damaged, current=path,
-                                       unrepairable=[path] * (totals.unrepairable > unrepairable))
+                                       unrepairable=[path] * new)
                 unrepairable = totals.unrepairable
+                if new:
+                    named.add(path)
         except (OSError, ConnectionError, asyncio.TimeoutError) as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"scrub stopped: {e}",
                                 ((ERRNO_HEADER, str(errno.EHOSTDOWN)),))
@@ -395,12 +452,19 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
                          replicas=node.replicas) if not node.is_dir else pb.Recipe())
 
 
+def _layout(layout: Layout) -> pb.Layout:
+    return pb.Layout(stripe_width=layout.stripe_width, stripe_blocks=layout.stripe_blocks,
+                     replicas=layout.replicas)
+
+
 def _fileservers(cluster: Cluster, namespace: MetaStore) -> list[pb.Fileserver]:
     online = cluster.online()
     members = namespace.members()
     return [pb.Fileserver(index=i, address=a, online=i in online,
                           name=members.get(i, ("", 0.0))[0],
-                          lost_data_at=members.get(i, ("", 0.0))[1])
+                          lost_data_at=members.get(i, ("", 0.0))[1],
+                          offline_seconds=0.0 if i in online else cluster.offline_seconds(i),
+                          draining=i in cluster.draining)
             for i, a in cluster.addresses().items()]
 
 

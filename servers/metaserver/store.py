@@ -1,6 +1,7 @@
 """The one interface through which the metaserver keeps everything durable: the namespace's
-nodes and entries, id counters, client sessions, the ranges copies missed, objects still to
-delete, the cluster's members, and the files of each session (`writing`, `temporaries`).
+nodes and entries, id counters, client sessions, the ranges copies missed (and those of them
+they hold apart), objects still to delete, the cluster's members, directories' layouts, and
+the files of each session (`writing`, `temporaries`).
 
 Two engines implement it: SQLite in the metaserver's data directory (namespace.py, the
 default) and etcd v3 (etcd.py, replicated: several metaservers share it, one active). Every
@@ -91,6 +92,23 @@ class MetaStore(abc.ABC):
     @abc.abstractmethod
     def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None: ...
 
+    @abc.abstractmethod
+    def change_copies(self, file_id: int, servers: list[int], replicas: int, added: list[int],
+                      dropped: list[int]) -> None:
+        """In one commit (replication.py): the file's copies are `servers`, `replicas` of each
+        column; the `added` members' copies missed everything; the `dropped` ones' records go,
+        and their objects are recorded as still to delete (with any recorded before)."""
+
+    # --- directories' layouts (layouts.py) --------------------------------------------------
+    @abc.abstractmethod
+    def layouts(self) -> dict[int, tuple[int, int, int]]:
+        """Directory id -> its layout, (stripe width, stripe blocks, replicas), 0 unset. A
+        removed directory's layout goes with it, in the same commit."""
+
+    @abc.abstractmethod
+    def set_layout(self, dir_id: int, layout: tuple[int, int, int] | None) -> None:
+        """Gives the directory its layout (None: none)."""
+
     # --- objects still to delete ------------------------------------------------------------
     @abc.abstractmethod
     def pending_deletes(self) -> list[tuple[int, tuple[int, ...]]]: ...
@@ -154,16 +172,23 @@ class MetaStore(abc.ABC):
         all, by file id and fileserver, at most `limit` copies."""
 
     @abc.abstractmethod
+    def apart(self, file_id: int | None = None) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        """As `missed`, the missed ranges each copy holds everything it was sent of (copies.py:
+        recorded only to keep it equal to the kept copy after an unfinished write)."""
+
+    @abc.abstractmethod
     def set_missed(self, changes: dict[tuple[int, int], list[tuple[int, int]]],
-                   forget_writer: int | None = None) -> None:
-        """In one commit: each copy (file id, fileserver) missed exactly these ranges (none:
-        it is whole), and the session `forget_writer` writes no file any more."""
+                   forget_writer: int | None = None,
+                   apart: dict[tuple[int, int], list[tuple[int, int]]] | None = None) -> None:
+        """In one commit: each copy (file id, fileserver) of `changes` missed exactly these
+        ranges (none: it is whole), each of `apart` holds these apart, and the session
+        `forget_writer` writes no file any more."""
 
     @abc.abstractmethod
     def mark_lost(self, server: int) -> int:
         """Fileserver `server` lost its data: its copy of every replicated file missed
-        everything. How many files. (May be many commits, each idempotent, behind a durable
-        intent: a crash midway is finished by the next start.)"""
+        everything, and holds nothing apart. How many files. (May be many commits, each
+        idempotent, behind a durable intent: a crash midway is finished by the next start.)"""
 
 
 def open_store(spec: str | None, data_dir: pathlib.Path, **etcd_options) -> MetaStore:

@@ -152,6 +152,22 @@ class TokenManager:
         self._advance(file_id)
         return request
 
+    def grant_if_free(self, client_id: int, file_id: int, start: int, end: int,
+                      mode: int) -> Grant | None:
+        """[start, end) in `mode` now if no other client holds or waits for a conflicting
+        token on the file, else None: nobody is asked to give anything up (an open's grant,
+        which nobody waits for)."""
+        if client_id not in self._grant_seq:
+            raise SessionGone(client_id)
+        request = Request(client_id, file_id, start, end, mode, lambda grant, error: None)
+        tokens = self._files.setdefault(file_id, _FileTokens())
+        if self._conflicting_holders(tokens, request) or any(
+                q.client_id != client_id and q.start < end and start < q.end
+                and _conflict(q.mode, mode) for q in tokens.queue):
+            self._advance(file_id)  # (forgets the entry made above if nobody holds anything)
+            return None
+        return self._grant(tokens, request)
+
     def restore(self, client_id: int, file_id: int,
                 claims: list[tuple[int, int, int]]) -> int | None:
         """Gives the client the tokens it claims to hold after a metaserver restart
