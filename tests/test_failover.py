@@ -9,6 +9,7 @@ that know both metaservers (PFS_METASERVER=a,b).
 - the active one SIGSTOPped past its etcd lease, then SIGCONTed: the standby was elected only
   after the stopped one's term was over, the stopped one grants nothing more and exits, and a
   write guarded by its epoch is refused by etcd;
+- a directory's layout and a file's raised replica count outlive a takeover;
 - the consistency nemesis with the active metaserver killed: clients racing on one file, one
   killed during the takeover; the checker explains every history.
 """
@@ -116,6 +117,35 @@ def test_a_killed_etcd_member_fails_no_call(ha):
     active = ha.addresses[ha.active()]
     assert status["active"] == active and status["epoch"] > 0
     assert status["standbys"] == [a for a in ha.addresses if a != active]
+
+
+def test_layouts_and_replica_changes_outlive_a_takeover(ha):
+    """On etcd too: a directory's layout, and a file's copies raised by `pfs setstripe`, set
+    at the active metaserver, hold at the one that takes over when it is killed, which
+    resyncs the new copies."""
+    def cli(*args: str, input: str | None = None, check: bool = True) -> str:
+        return subprocess.run([sys.executable, "-m", "pfs", *args], capture_output=True,
+                              text=True, env=ha.env(), cwd=ha.data_dir, timeout=60, check=check,
+                              input=input).stdout
+
+    def replicas(path: str) -> int:
+        return json.loads(cli("getstripe", "--json", path))["replicas"]
+    data = os.urandom(300_000).hex()
+    cli("mkdir", "runs")
+    cli("setstripe", "runs", "--width", "1", "--replicas", "2")
+    cli("put", "-", "runs/a", input=data)
+    cli("put", "-", "single", "--stripe-width", "2", input=data)
+    assert "new copies being made" in cli("setstripe", "single", "--replicas", "2")
+    ha.kill_metaserver(ha.active())
+    ha.wait_serving()
+    cli("put", "-", "runs/b", input="b")
+    assert [replicas(p) for p in ("runs/a", "single", "runs/b")] == [2, 2, 2]
+    assert json.loads(cli("getstripe", "--json", "runs/b"))["stripe_width"] == 1
+    deadline = time.monotonic() + 60
+    while "all in sync" not in cli("status", check=False):
+        assert time.monotonic() < deadline, "the new copies were not made"
+        time.sleep(0.5)
+    assert cli("cat", "single") == data
 
 
 def test_an_active_stopped_past_its_lease_is_deposed_and_its_writes_refused(ha):
