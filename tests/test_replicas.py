@@ -3,6 +3,7 @@ a replicated file outlives a fileserver that dies and loses its disk mid-write, 
 resynced when it returns; a byte flipped on a fileserver's disk is never returned: it is read
 around and repaired when there is another copy, EIO naming the file, offset and fileserver when
 there is not; `pfs scrub` finds what reads did not touch."""
+import contextlib
 import errno
 import json
 import os
@@ -65,6 +66,23 @@ def stored_file(cluster: Cluster, name: str, data: bytes, width: int, replicas: 
     return recipe, [cluster.data_dir / members[i] for i in recipe.copies(0)]
 
 
+@contextlib.contextmanager
+def hung(cluster: Cluster, name: str):
+    """Fileserver `name` stopped (SIGSTOP) within the block: calls to it hang."""
+    pid = fileserver_pid(cluster, name)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def disk_lost(cluster: Cluster, name: str) -> None:
+    """Fileserver `name` killed and its data directory wiped; `pfs up` restarts it empty."""
+    with member_down(cluster, name) as directory:
+        shutil.rmtree(directory)
+
+
 def flip(directory: pathlib.Path, offset: int) -> None:
     """Flips one bit of the (only) object in a fileserver's data directory, as a disk might."""
     (path,) = [p for p in (directory / "objects").glob("*/*") if p.suffix != ".crc"]
@@ -113,17 +131,12 @@ def test_the_copy_kept_apart_stands_in_when_the_kept_copy_is_lost_too(cluster):
     fd = writer.call("pfs_open", "f", pfs.PFS_READ_WRITE)
     assert writer.call("pfs_write", fd, new, len(new), 0) == len(new)
     assert writer.call("pfs_fsync", fd) == 0  # on both copies; the file stays open
-    apart_pid = fileserver_pid(cluster, apart.name)
-    os.kill(apart_pid, signal.SIGSTOP)  # so no resync makes it equal to the kept copy yet
-    try:
+    with hung(cluster, apart.name):  # so that no resync makes it equal to the kept copy yet
         writer.process.kill()
         writer.process.wait(10)
         wait_until(lambda: "session ended with file" in cluster.log.read_text(), timeout=30,
                    what="the dead writer's copies to be recorded apart")
-        with member_down(cluster, kept.name) as directory:
-            shutil.rmtree(directory)
-    finally:
-        os.kill(apart_pid, signal.SIGCONT)
+        disk_lost(cluster, kept.name)
     wait_until(lambda: all_online(cluster), timeout=60, what="both fileservers to be back")
     reader = cluster.client(cache_blocks=0)
     assert read_file(reader, "f") == new
@@ -139,17 +152,12 @@ def test_bytes_one_copy_holds_stay_readable_when_no_copy_is_whole(cluster, monke
     monkeypatch.setenv("PFS_RETRY_SECONDS", "2")
     old, new = os.urandom(4 * UNIT), os.urandom(UNIT)
     recipe, (first, second) = stored_file(cluster, "f", old, width=1, replicas=2)
-    hung = fileserver_pid(cluster, second.name)
     writer = cluster.client(cache_blocks=0)
-    os.kill(hung, signal.SIGSTOP)
-    try:
+    with hung(cluster, second.name):
         fd = writer.pfs_open("f", pfs.PFS_READ_WRITE)
         assert writer.pfs_write(fd, new, len(new), UNIT) == len(new)
         assert writer.pfs_close(fd) == 0  # stored on the first copy, recorded missed on the second
-        with member_down(cluster, first.name) as directory:
-            shutil.rmtree(directory)
-    finally:
-        os.kill(hung, signal.SIGCONT)
+        disk_lost(cluster, first.name)
     wait_until(lambda: all_online(cluster), timeout=60, what="both fileservers to be back")
     reader = cluster.client(cache_blocks=0)
     fd = reader.pfs_open("f", pfs.PFS_READ)
