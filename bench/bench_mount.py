@@ -1,7 +1,7 @@
 """`pfs mount` against the Python API on the same cluster, side by side (medians of --runs,
 the two alternated in each round so that they share the machine's state).
 
-    python bench/bench_mount.py [--runs 5] [--size-mib 128] [--reads 2000]
+    python bench/bench_mount.py [--runs 5] [--size-mib 128] [--reads 2000] [--files 1000]
 
 Starts a cluster (`pfs up`, shipped defaults) and mounts it (`pfs mount`, in a temporary
 directory), then measures with os.pwrite/os.pread loops on the mount and Client.pwrite/pread
@@ -11,7 +11,11 @@ on a Client of this process (fio is not used: both sides run the same Python loo
 - read: the same file read back in 4 MiB calls, from a fresh open (no client-cached blocks);
 - random 4 KiB reads: --reads reads at random 4 KiB-aligned offsets of that file.
 
-A ratio is the mount's speed over the API's: 1.0 is as fast as the API.
+Then small files, --files of them in a directory of their own, phase by phase: create+write
+4 KiB+close, stat, open+read+close, unlink; through the API, the mount and a local directory
+(the temporary directory's disk), the three alternated likewise.
+
+A ratio is the mount's speed over the API's (or the local directory's): 1.0 is as fast.
 """
 from __future__ import annotations
 
@@ -56,9 +60,36 @@ class Api:
             self.c.pread(fd, view[:size], size, off)
         self.c.close(fd)
 
+    # small files (names relative to the root)
+    def mkdir(self, name: str) -> None:
+        self.c.mkdir(name)
+
+    def create(self, names: list[str], data: bytes) -> None:
+        for name in names:
+            self.c.create(name, 1)
+            fd = self.c.open(name, pfs.PFS_READ_WRITE)
+            self.c.pwrite(fd, data, len(data), 0)
+            self.c.close(fd)
+
+    def stat(self, names: list[str], data: bytes) -> None:
+        for name in names:
+            self.c.stat(name)
+
+    def cat(self, names: list[str], data: bytes) -> None:
+        buf = bytearray(len(data))
+        for name in names:
+            fd = self.c.open(name, pfs.PFS_READ)
+            self.c.pread(fd, buf, len(buf), 0)
+            self.c.close(fd)
+
+    def unlink(self, names: list[str], data: bytes) -> None:
+        for name in names:
+            self.c.delete(name)
+
 
 class Mounted:
-    """The mount's side: the same calls as os calls on files of the mount."""
+    """os calls on files below `root`: the mount's side (and a local directory's, for small
+    files)."""
 
     def __init__(self, root: pathlib.Path) -> None:
         self.root = root
@@ -76,6 +107,33 @@ class Mounted:
         for off in offsets:
             os.preadv(fd, [view[:size]], off)
         os.close(fd)
+
+    # small files (also the local directory's side)
+    def mkdir(self, name: str) -> None:
+        os.mkdir(self.root / name)
+
+    def create(self, names: list[str], data: bytes) -> None:
+        for name in names:
+            fd = os.open(self.root / name, os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+            os.write(fd, data)
+            os.close(fd)
+
+    def stat(self, names: list[str], data: bytes) -> None:
+        for name in names:
+            os.stat(self.root / name)
+
+    def cat(self, names: list[str], data: bytes) -> None:
+        for name in names:
+            fd = os.open(self.root / name, os.O_RDONLY)
+            os.read(fd, len(data))
+            os.close(fd)
+
+    def unlink(self, names: list[str], data: bytes) -> None:
+        for name in names:
+            os.unlink(self.root / name)
+
+
+SMALL_PHASES = ("create", "stat", "cat", "unlink")
 
 
 def timed(call, *args) -> float:
@@ -104,6 +162,32 @@ def measure(sides: dict, runs: int, size: int, reads: int) -> dict[str, dict[str
     return times
 
 
+def measure_small(sides: dict, runs: int, files: int) -> dict[str, dict[str, list[float]]]:
+    data = os.urandom(SMALL)
+    times = {phase: {side: [] for side in sides} for phase in SMALL_PHASES}
+    for run in range(runs + 1):  # round 0 warms up
+        order = list(sides.items()) if run % 2 else list(reversed(sides.items()))
+        for label, side in order:
+            side.mkdir(f"small-{label}-{run}")
+            names = [f"small-{label}-{run}/f{i}" for i in range(files)]
+            for phase in SMALL_PHASES:
+                seconds = timed(getattr(side, phase), names, data)
+                if run:
+                    times[phase][label].append(seconds)
+    return times
+
+
+def report_small(times: dict, files: int) -> None:
+    print(f"\n{files} small files (4 KiB)   API            mount          local dir      "
+          "mount/API  mount/local")
+    for phase, what in zip(SMALL_PHASES, ("create+write+close", "stat", "open+read+close",
+                                          "unlink")):
+        api, mount, local = (statistics.median(times[phase][s]) for s in ("api", "mount",
+                                                                          "local"))
+        print(f"{what:<22} {files / api:8.0f} /s     {files / mount:8.0f} /s     "
+              f"{files / local:8.0f} /s     {api / mount:6.2f}     {local / mount:6.3f}")
+
+
 def report(times: dict, size: int, reads: int) -> None:
     print("phase                         API            mount          ratio (mount/API speed)")
     for phase, unit, amount in (("write", "MiB/s", size / MiB), ("read", "MiB/s", size / MiB),
@@ -119,6 +203,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size-mib", type=int, default=128)
     parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("--files", type=int, default=1000)
     args = parser.parse_args()
     with temporary_cluster(**SHIPPED) as cluster, tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp) / "mnt"
@@ -133,6 +218,11 @@ def main() -> None:
                   "Python (fio not used)")
             report(measure({"api": Api(client), "mount": Mounted(root)}, args.runs,
                            args.size_mib * MiB, args.reads), args.size_mib * MiB, args.reads)
+            local = pathlib.Path(tmp) / "local"
+            local.mkdir()
+            report_small(measure_small({"api": Api(client), "mount": Mounted(root),
+                                        "local": Mounted(local)}, args.runs, args.files),
+                         args.files)
             client.finish(client.initialize())
         finally:
             subprocess.run(["fusermount3", "-u", "-z", str(root)], capture_output=True)

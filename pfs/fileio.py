@@ -177,14 +177,6 @@ def _acquire(client: Client, path: str) -> _Handle:
         return handle
 
 
-def is_open(client: Client, path: str) -> bool:
-    """Whether some file object of pfs.open has the file at `path` (canonical) open through
-    `client`."""
-    table = _table(client)
-    with table.lock:
-        return path in table.by_path
-
-
 def _release(client: Client, handle: _Handle, wrote: bool) -> None:
     """One file object is done with the open file: the last one closes it (writing back)."""
     table = _table(client)

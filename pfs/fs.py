@@ -19,9 +19,8 @@ Writing:
   the target on close: readers see the old file or the new one, never a partial one. An exception
   inside `with fs.open(...)` (binary or text mode) removes the temporary and leaves the old file.
   A replaced file is a new file: it gets the default striping (or `stripe_width=`), not the old
-  one's. Renaming over a file that some client has open fails with EBUSY, so closing waits for
-  readers of the old file to close, up to `busy_timeout` seconds (then OSError EBUSY, the old file
-  kept): to rewrite a file you read, close the reader before the writer. A writer that dies
+  one's. Readers that have the old file open keep reading it until they close (POSIX: the
+  rename replaces a file open anywhere). A writer that dies
   before closing leaves its temporary behind; an aborted one leaves the parent directories it
   made. `fsspec.open()` closes its files without saying why, so with it an exception still
   commits what was written.
@@ -43,7 +42,7 @@ NotADirectoryError, OSError(ENOTEMPTY/EBUSY/EINVAL). exists/isdir/isfile are Fal
 and invalid paths, and raise for other failures (an unreachable metaserver is not "missing").
 
 Storage options: `metaserver="host:port"` (default PFS_METASERVER), or `client=` an initialized
-pfs.Client; `busy_timeout=` seconds (default 10). Without metaserver or client, the filesystem
+pfs.Client. Without metaserver or client, the filesystem
 shares pfs.open's process-wide client. Only filesystems made with `metaserver=` can be pickled
 (to dask workers, say): a client cannot.
 """
@@ -55,7 +54,6 @@ import errno
 import io
 import logging
 import os
-import time
 from glob import has_magic
 from typing import Any
 
@@ -74,8 +72,6 @@ from .protocol.paths import base, canonical, join, parent, temporary_path
 
 log = logging.getLogger("pfs.fs")
 
-#: Seconds a "wb" file's close waits for the file it replaces to be closed everywhere.
-DEFAULT_BUSY_TIMEOUT = 10.0
 _INVALID = (errno.EINVAL, errno.ENAMETOOLONG)
 
 
@@ -145,7 +141,7 @@ class _Replacing:
 
     def _remove(self, temp: str) -> None:
         try:
-            self.fs.client.delete(temp)
+            self.fs.client.delete(temp, open_ok=True)
         except OSError as e:
             log.warning("could not remove the temporary %r: %s", temp, e)
 
@@ -174,13 +170,12 @@ class PFSFileSystem(AbstractFileSystem):
     root_marker = ""
 
     def __init__(self, metaserver: str | None = None, client: Client | None = None,
-                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if metaserver and client is not None:
             raise ValueError("pass either metaserver= or client=, not both")
         self._given = client
         self._own = Client(metaserver) if metaserver else None
-        self.busy_timeout = busy_timeout
 
     @property
     def client(self) -> Client:
@@ -277,7 +272,7 @@ class PFSFileSystem(AbstractFileSystem):
         path = self._path(path)
         if path == self.root_marker:
             raise IsADirectoryError(errno.EISDIR, "the PFS root is a directory, not a file")
-        self.client.delete(path)
+        self.client.delete(path, open_ok=True)
 
     _rm = rm_file  # the older name, which fsspec still calls in places
 
@@ -290,7 +285,7 @@ class PFSFileSystem(AbstractFileSystem):
             try:
                 if p == self.root_marker:
                     raise IsADirectoryError(errno.EISDIR, "the root is a directory")
-                client.delete(p)
+                client.delete(p, open_ok=True)
             except IsADirectoryError:
                 if not recursive:
                     raise IsADirectoryError(errno.EISDIR, f"{p!r} is a directory: pass "
@@ -319,32 +314,16 @@ class PFSFileSystem(AbstractFileSystem):
 
     def _move(self, source: str, target: str) -> None:
         try:
-            self.client.rename(source, target)
+            self.client.rename(source, target, open_ok=True)
         except FileNotFoundError:
             if not parent(target) or not self.exists(source):
                 raise
             makedirs(self.client, parent(target))
-            self.client.rename(source, target)
+            self.client.rename(source, target, open_ok=True)
 
     def _replace(self, temp: str, target: str) -> None:
-        """Renames temp over target, waiting (up to busy_timeout) for target to be closed."""
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.005
-        while True:
-            try:
-                self.client.rename(temp, target)
-                return
-            except OSError as e:
-                if e.errno != errno.EBUSY:
-                    raise
-                if time.monotonic() >= deadline:
-                    here = (" (this process has it open: close it before the file that replaces"
-                            " it)" if fileio.is_open(self.client, target) else "")
-                    raise OSError(errno.EBUSY, f"{target!r} stayed open for {self.busy_timeout} s"
-                                               f"{here}, so it was not replaced: {e.strerror}"
-                                  ) from e
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        """Renames temp over target; readers of the old file keep it until they close."""
+        self.client.rename(temp, target, open_ok=True)
 
     # --- data ---------------------------------------------------------------------------------
     def open(self, path: str, mode: str = "rb", block_size: int | None = None,

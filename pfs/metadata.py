@@ -53,13 +53,22 @@ class Recipe(_Record):
 @dataclass
 class Metadata(_Record):
     """What pfs_fstat fills in: `filename` is the whole path (canonical: `a/b`), times are POSIX
-    seconds, and a directory has `is_dir` set, size 0 and an empty recipe."""
+    seconds, and a directory has `is_dir` set, size 0 and an empty recipe. The POSIX
+    attributes (the mount's, Client.setattr) follow, None when never set: `mode` (the mount
+    then shows 0644 for a file, 0755 for a directory), owners (the mount's own user), `atime`
+    (mtime's). A symlink is a file without data and with `symlink_target`."""
     filename: str = ""
     file_size: int = 0
     ctime: float = 0.0
     mtime: float = 0.0
     recipe: Recipe = field(default_factory=Recipe)
     is_dir: bool = False
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime: float | None = None
+    symlink_target: str | None = None
+    file_id: int = 0  # the file's id in PFS (never changes, renames included)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import pytest
 
 import pfs
 from clusters import COURSE, Cluster
+from mounts import Mounted
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -92,3 +93,16 @@ def pfs(cluster, tmp_path):
         return done
     run.cwd = cwd
     return run
+
+
+@pytest.fixture
+def mount(cluster, tmp_path):
+    """mount(name) -> a Mounted on tmp_path/name; all unmounted afterwards."""
+    made: list[Mounted] = []
+
+    def make(name: str = "mnt") -> Mounted:
+        made.append(Mounted(cluster, tmp_path / name))
+        return made[-1]
+    yield make
+    for m in made:
+        m.unmount()

@@ -1,8 +1,8 @@
 """The metaserver's metadata store (store.py), driven directly, one conformance suite for both
 engines (SQLite and etcd): POSIX's answers for every kind of mistake, renames that move whole
 subtrees in one commit, ids that never change, durability across reopening, sessions, members,
-missed and apart ranges (and copies.py's record over them), replica changes, layouts and session
-files, a lost fileserver's copies marked in chunks behind an intent (etcd), the migration of flat SQLite data directories, and a model-based property test against
+missed and apart ranges (and copies.py's record over them), replica changes, layouts, POSIX
+attributes, symlinks, directory times, orphans and session files, a lost fileserver's copies marked in chunks behind an intent (etcd), the migration of flat SQLite data directories, and a model-based property test against
 a plain dictionary of paths."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pfs.protocol.ranges import INFINITY
 from pfs_servers.etcdlocal import LocalEtcd, find_etcd
 from pfs_servers.metaserver.copies import Copies
 from pfs_servers.metaserver.namespace import ROOT, Namespace, NamespaceError
-from pfs_servers.metaserver.store import MetaStore
+from pfs_servers.metaserver.store import MetaStore, NewAttributes
 
 ENGINES = ["sqlite", "etcd"]
 
@@ -136,9 +136,16 @@ def test_committed_changes_survive_reopening(engine, request, tmp_path):
     f = ns.create(p("d/f"), 512, 2, [0, 1, 2])
     ns.record_size(f.node_id, 1000, touch=True)
     ns.record_size(f.node_id, 10, touch=False)               # sizes only grow...
+    ns.set_attributes(p("d/f"), mode=0o604, uid=7, gid=8, atime=3.0)
+    ns.symlink(p("d/l"), "f")
+    g = ns.create(p("d/o"), 512, 2, [0])
+    ns.unlink(p("d/o"), orphan=True)
     ns.close()
     ns = new_store(engine, request, tmp_path, prefix)
     assert ns.lookup(p("d/f")).size == 1000
+    kept = ns.lookup(p("d/f"))
+    assert (kept.mode, kept.uid, kept.gid, kept.atime) == (0o604, 7, 8, 3.0)
+    assert ns.lookup(p("d/l")).target == "f" and ns.orphans() == [g.node_id]
     ns.record_size(f.node_id, 10, touch=False, exact=True)   # ...except by a truncate
     assert ns.lookup(p("d/f")).size == 10
     assert ns.create(p("d/g"), 512, 2, [0]).node_id > f.node_id  # ids are never reused
@@ -267,6 +274,70 @@ def test_namespace_agrees_with_a_model(engine, request, tmp_path_factory, ops):
                     q[-1] for q in model.children(path))
     finally:
         ns.close()
+
+
+def test_attributes_and_symlinks_are_kept(ns, request, tmp_path):
+    f = ns.create(p("f"), 512, 2, [0, 1], attributes=NewAttributes(0o600, 1000, 100))
+    assert (f.mode, f.uid, f.gid, f.atime, f.target) == (0o600, 1000, 100, None, None)
+    d = ns.mkdir(p("d"), NewAttributes(mode=0o700))
+    assert d.mode == 0o700 and d.uid is None
+    link = ns.symlink(p("d/l"), "../f", NewAttributes(uid=5))
+    assert link.is_symlink and not link.is_dir and link.servers == () and link.uid == 5
+    assert ns.lookup(p("d/l")).target == "../f" and ns.count_files() == 2
+    changed = ns.set_attributes(p("f"), mode=0o640, atime=1.5, mtime=2.5)
+    assert (changed.mode, changed.uid, changed.atime, changed.mtime) == (0o640, 1000, 1.5, 2.5)
+    assert changed.ctime >= f.ctime and ns.lookup(p("f")) == changed
+    assert [n.mode for _, n in ns.listdir(())] == [0o700, 0o640]
+    ns.unlink(p("d/l"))
+    assert ns.pending_deletes() == []             # a symlink has no objects
+    assert ns.count_files() == 1
+
+
+def test_a_directory_s_times_move_with_its_entries(ns):
+    ns.mkdir(p("a"))
+    ns.mkdir(p("b"))
+
+    def times(path: str) -> tuple[float, float]:
+        node = ns.lookup(p(path))
+        return node.mtime, node.ctime
+    for change in (lambda: ns.create(p("a/f"), 512, 2, [0]), lambda: ns.mkdir(p("a/d")),
+                   lambda: ns.rename(p("a/f"), p("a/g")), lambda: ns.unlink(p("a/g")),
+                   lambda: ns.rmdir(p("a/d"))):
+        before = times("a")
+        ns.set_attributes(p("a"), mtime=1.0)
+        change()
+        assert times("a")[0] > 1.0 and times("a")[1] >= before[1]
+    ns.create(p("a/f"), 512, 2, [0])
+    ns.set_attributes(p("a"), mtime=1.0)
+    ns.set_attributes(p("b"), mtime=1.0)
+    ns.rename(p("a/f"), p("b/f"))                 # both directories
+    assert times("a")[0] > 1.0 and times("b")[0] > 1.0
+    f = ns.lookup(p("b/f"))
+    ns.set_attributes(p("b/f"), mtime=1.0)
+    ns.record_size(f.node_id, 10, touch=True)     # a write moves mtime and ctime
+    assert times("b/f")[0] > 1.0 and times("b/f")[1] >= times("b/f")[0]
+
+
+def test_orphans_keep_their_file_until_reclaimed(ns):
+    ns.mkdir(p("d"))
+    f = ns.create(p("d/f"), 512, 2, [0, 1])
+    ns.unlink(p("d/f"), orphan=True)
+    fails(errno.ENOENT, ns.lookup, p("d/f"))
+    assert names(ns, "d") == [] and ns.get(f.node_id).servers == (0, 1)
+    assert ns.path_of(f.node_id) == "" and ns.orphans() == [f.node_id]
+    assert ns.pending_deletes() == [] and ns.count_files() == 1
+    ns.rmdir(p("d"))                              # its directory may go meanwhile
+    g = ns.create(p("g"), 512, 2, [1])
+    h = ns.create(p("h"), 512, 2, [0])
+    assert ns.rename(p("h"), p("g"), orphan_replaced=True) == g
+    assert sorted(ns.orphans()) == [f.node_id, g.node_id] and ns.count_files() == 3
+    assert ns.lookup(p("g")).node_id == h.node_id
+    assert ns.reclaim_orphan(f.node_id).node_id == f.node_id
+    assert ns.reclaim_orphan(f.node_id) is None   # (once)
+    fails(errno.ENOENT, ns.get, f.node_id)
+    assert ns.pending_deletes() == [(f.node_id, (0, 1))] and ns.count_files() == 2
+    assert ns.reclaim_orphan(h.node_id) is None   # no orphan
+    assert ns.orphans() == [g.node_id]
 
 
 # --- the rest of what the store keeps -------------------------------------------------------

@@ -30,7 +30,7 @@ def cmd_mount(args: argparse.Namespace, console: Console) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
     serve(mountpoint, where, args.stripe_width, on_mounted=lambda: print(
         f"{MOUNTED_LINE} PFS at {where} on {mountpoint} (PID {os.getpid()}); "
-        f"`pfs umount {mountpoint}` unmounts it", flush=True))
+        f"`pfs umount {mountpoint}` unmounts it", flush=True), allow_other=args.allow_other)
     return 0
 
 
@@ -41,7 +41,7 @@ def _detach(args: argparse.Namespace) -> int:
     log_path = os.path.abspath(args.log or os.path.join(
         tempfile.gettempdir(), f"pfs-mount-{os.getuid()}-{os.path.basename(mountpoint)}.log"))
     argv = [sys.executable, "-m", "pfs", "mount", mountpoint, "--stripe-width",
-            str(args.stripe_width)]
+            str(args.stripe_width), *(["--allow-other"] if args.allow_other else [])]
     with open(log_path, "ab") as log_file:
         start = log_file.tell()
         # From the root: `-m pfs` in a source checkout would import the source tree.
@@ -63,6 +63,39 @@ def _detach(args: argparse.Namespace) -> int:
                        lines[-1] if lines else "it wrote nothing")
             raise SystemExit(f"the mount did not start ({log_path} has its log): {why}")
         time.sleep(0.1)
+
+
+#: mount(8) options that mean nothing to a PFS mount (the kernel's, or mount(8)'s own).
+IGNORED_OPTIONS = {"defaults", "rw", "auto", "noauto", "user", "nouser", "users", "_netdev",
+                   "nofail", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "atime",
+                   "noatime", "relatime", "async"}
+
+
+def helper(argv: list[str] | None = None) -> int:
+    """`mount.fuse.pfs SOURCE MOUNTPOINT [-o OPTIONS]`: what `mount -t fuse.pfs` and an fstab
+    line run (put it in /sbin). SOURCE is the metaserver, as `pfs mount` shows it
+    (`pfs@HOST:PORT`, `+` between several) or bare; OPTIONS may hold `stripe_width=N` and
+    `allow_other`. The
+    mount runs in the background (`pfs mount --detach`)."""
+    parser = argparse.ArgumentParser(prog="mount.fuse.pfs", description=helper.__doc__)
+    parser.add_argument("source")
+    parser.add_argument("mountpoint")
+    parser.add_argument("-o", dest="options", default="")
+    parser.add_argument("-n", "-s", "-v", action="store_true", help="(mount(8)'s; ignored)")
+    args = parser.parse_args(argv)
+    stripe_width, allow_other = 0, False
+    for option in filter(None, args.options.split(",")):
+        name, _, value = option.partition("=")
+        if name == "stripe_width" and value.isdigit():
+            stripe_width = int(value)
+        elif name == "allow_other" and not value:
+            allow_other = True
+        elif name not in IGNORED_OPTIONS:
+            raise SystemExit(f"mount.fuse.pfs: unknown option {option!r} (PFS takes "
+                             "stripe_width=N and allow_other)")
+    os.environ["PFS_METASERVER"] = args.source.removeprefix("pfs@").replace("+", ",")
+    return _detach(argparse.Namespace(mountpoint=args.mountpoint, log=None,
+                                      stripe_width=stripe_width, allow_other=allow_other))
 
 
 def cmd_umount(args: argparse.Namespace, console: Console) -> int:
@@ -90,6 +123,10 @@ extra pfs[mount]. What the mount refuses is in the README, "Mounting".""", cmd_m
     p.add_argument("--log", metavar="FILE",
                    help="the log of a --detach mount (default: "
                         "TMPDIR/pfs-mount-UID-NAME.log, NAME the mount point's)")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let every user use the mount, their permissions checked against the "
+                        "stored mode bits and owners (default: only the user who mounts; a "
+                        "user other than root needs user_allow_other in /etc/fuse.conf)")
     p.add_argument("--stripe-width", type=int, default=0, metavar="N",
                    help="stripe width of files created through the mount (default: every "
                         "fileserver online)")

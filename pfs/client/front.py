@@ -29,7 +29,7 @@ from pfs.protocol.transport import Credentials, default_metaserver
 
 from .args import c_like
 from .lifecycle import Lifecycle
-from .namespace import Namespace
+from .namespace import Namespace, new_attributes
 from .openfiles import OpenFile, OpenFiles
 from .readwrite import ReadWrite
 from .session import MetaSession
@@ -90,12 +90,14 @@ class Client:
             return stats
 
     # --- namespace --------------------------------------------------------------------------
-    def create(self, path: str, stripe_width: int | None = None, replicas: int = 0) -> None:
+    def create(self, path: str, stripe_width: int | None = None, replicas: int = 0,
+               mode: int | None = None, uid: int | None = None, gid: int | None = None) -> None:
         """Creates an empty file, striped over `stripe_width` fileservers with `replicas`
         copies of each stripe unit; its parent directory must exist. What is not given
         (None, 0) comes from the nearest directory above with a layout (`pfs setstripe`),
-        else the cluster's defaults (every fileserver; `--replicas`)."""
-        self._names.create(path, stripe_width, replicas)
+        else the cluster's defaults (every fileserver; `--replicas`). `mode` (permission
+        bits), `uid` and `gid` are stored for the mount (None: never set, see Metadata)."""
+        self._names.create(path, stripe_width, replicas, new_attributes(mode, uid, gid))
 
     def set_layout(self, path: str, stripe_width: int = 0, stripe_blocks: int = 0,
                    replicas: int = 0) -> tuple[int, int]:
@@ -105,25 +107,43 @@ class Client:
         in the background. (Copies made, copies dropped.)"""
         return self._names.set_layout(path, stripe_width, stripe_blocks, replicas)
 
-    def mkdir(self, path: str) -> None:
+    def mkdir(self, path: str, mode: int | None = None, uid: int | None = None,
+              gid: int | None = None) -> None:
         """Creates a directory; its parent must exist."""
-        self._names.mkdir(path)
+        self._names.mkdir(path, new_attributes(mode, uid, gid))
+
+    def symlink(self, target: str, path: str, mode: int | None = None, uid: int | None = None,
+                gid: int | None = None) -> None:
+        """Creates a symbolic link at `path` holding `target`. PFS never follows it (opening
+        it is ELOOP); the mount's kernel does."""
+        self._names.symlink(target, path, new_attributes(mode, uid, gid))
+
+    def setattr(self, path: str, mode: int | None = None, uid: int | None = None,
+                gid: int | None = None, atime: float | None = None,
+                mtime: float | None = None) -> Metadata:
+        """Sets the given POSIX attributes of a file, directory or symlink (chmod, chown,
+        utimens; times in POSIX seconds); ctime becomes now. An mtime set while the file is
+        open stays after its close. The new metadata."""
+        return self._names.setattr(path, mode=mode, uid=uid, gid=gid, atime=atime, mtime=mtime)
 
     def rmdir(self, path: str) -> None:
         """Removes an empty directory."""
         self._names.rmdir(path)
 
-    def rename(self, old: str, new: str) -> None:
+    def rename(self, old: str, new: str, open_ok: bool = False) -> None:
         """Moves a file or directory, atomically; replaces a file (or an empty directory, for a
         directory) at `new`, as POSIX rename does. Files open anywhere cannot be moved or
-        replaced (EBUSY)."""
-        self._names.rename(old, new)
+        replaced (EBUSY), unless `open_ok` (POSIX): then a replaced file stays readable and
+        writable through the fds open on it until its last close anywhere."""
+        self._names.rename(old, new, open_ok)
 
-    def delete(self, path: str) -> None:
-        """Removes a file (a directory: EISDIR, use rmdir); not while it is open anywhere. A
+    def delete(self, path: str, open_ok: bool = False) -> None:
+        """Removes a file (a directory: EISDIR, use rmdir); not while it is open anywhere
+        (EBUSY), unless `open_ok` (POSIX unlink): then the name goes at once and the file is
+        removed at its last close anywhere, a metaserver restart meanwhile included. A
         file whose close failed here because its bytes could not be stored (a full disk, say)
         is given up: those bytes are dropped, the close completed, and the file deleted."""
-        self._names.delete(path)
+        self._names.delete(path, open_ok)
 
     def stat(self, path: str) -> Metadata:
         """Like fstat, by path, for a file (or directory) this client need not have open."""
@@ -143,6 +163,10 @@ class Client:
     def open(self, path: str, mode: int) -> int:
         """Opens a file PFS_READ or PFS_READ_WRITE; its fd."""
         return self._files.open(path, mode)
+
+    def file_id(self, fd: int) -> int:
+        """The PFS id of the file open as `fd` (what tells files apart across renames)."""
+        return self._files.open_file(fd).file_id
 
     def close(self, fd: int) -> None:
         """Writes back the file's dirty blocks, drops its cached blocks, releases its tokens.

@@ -27,7 +27,15 @@ def metadata_of(meta: pb.FileMeta) -> Metadata:
     return Metadata(filename=meta.path, file_size=meta.size, ctime=meta.ctime, mtime=meta.mtime,
                     recipe=Recipe(r.stripe_width, r.block_size, r.stripe_blocks, list(r.servers),
                                   r.replicas or 1),
-                    is_dir=meta.is_dir)
+                    is_dir=meta.is_dir,
+                    **{k: getattr(meta, k) if meta.HasField(k) else None
+                       for k in ("mode", "uid", "gid", "atime")},
+                    symlink_target=meta.symlink_target if meta.is_symlink else None,
+                    file_id=meta.file_id)
+
+
+def new_attributes(mode: int | None, uid: int | None, gid: int | None) -> pb.NewAttributes:
+    return pb.NewAttributes(mode=mode, uid=uid, gid=gid)
 
 
 def entries(list_page: Callable[[pb.ListRequest], pb.ListReply],
@@ -96,11 +104,12 @@ class Namespace:
     def _call(self, method: str, request, what: str):
         return self._s.live_session().call(method, request, what)
 
-    def create(self, path: str, width: int | None, replicas: int = 0) -> None:
+    def create(self, path: str, width: int | None, replicas: int = 0,
+               attributes: pb.NewAttributes | None = None) -> None:
         path = canonical(path)
         stripe_width(width, replicas)
         self._call("Create", pb.CreateRequest(path=path, stripe_width=width or 0,
-                                              replicas=replicas),
+                                              replicas=replicas, attributes=attributes),
                    f"create {brief(path)}")
 
     def set_layout(self, path: str, stripe_width: int, stripe_blocks: int,
@@ -111,20 +120,32 @@ class Namespace:
             f"setstripe {brief(path)}")
         return reply.copies_to_make, reply.copies_dropped
 
-    def mkdir(self, path: str) -> None:
+    def mkdir(self, path: str, attributes: pb.NewAttributes | None = None) -> None:
         path = canonical(path)
-        self._call("Mkdir", pb.MkdirRequest(path=path), f"mkdir {brief(path)}")
+        self._call("Mkdir", pb.MkdirRequest(path=path, attributes=attributes),
+                   f"mkdir {brief(path)}")
+
+    def symlink(self, target: str, path: str, attributes: pb.NewAttributes) -> None:
+        path = canonical(path)
+        self._call("Symlink", pb.SymlinkRequest(path=path, target=target,
+                                                attributes=attributes),
+                   f"symlink {brief(path)}")
+
+    def setattr(self, path: str, **changes) -> Metadata:
+        path = canonical(path)
+        return metadata_of(self._call("SetAttr", pb.SetAttrRequest(path=path, **changes),
+                                      f"set the attributes of {brief(path)}").meta)
 
     def rmdir(self, path: str) -> None:
         path = canonical(path)
         self._call("Rmdir", pb.RmdirRequest(path=path), f"rmdir {brief(path)}")
 
-    def rename(self, old: str, new: str) -> None:
+    def rename(self, old: str, new: str, open_ok: bool = False) -> None:
         old, new = canonical(old), canonical(new)
-        self._call("Rename", pb.RenameRequest(old_path=old, new_path=new),
+        self._call("Rename", pb.RenameRequest(old_path=old, new_path=new, open_ok=open_ok),
                    f"rename {brief(old)} to {brief(new)}")
 
-    def delete(self, path: str) -> None:
+    def delete(self, path: str, open_ok: bool = False) -> None:
         """Removes a file; first gives up the open files of it whose close failed here."""
         s = self._s
         path = canonical(path)
@@ -138,7 +159,8 @@ class Namespace:
             session.call("Close", pb.CloseRequest(file_id=f.file_id), f"close {brief(f.name)}")
             with s.lock:
                 s.forget(f)
-        session.call("Delete", pb.DeleteRequest(path=path), f"delete {brief(path)}")
+        session.call("Delete", pb.DeleteRequest(path=path, open_ok=open_ok),
+                     f"delete {brief(path)}")
 
     def fstat(self, file_id: int, name: str) -> Metadata:
         return self._with_own_size(self._call("Stat", pb.StatRequest(file_id=file_id),

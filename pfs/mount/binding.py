@@ -1,6 +1,6 @@
 """mfusepy loaded against libfuse 3, with the few callbacks PFS needs closer to the C call: reads
 land in the kernel's buffer and writes leave from it without a copy; rename keeps its flags and
-utimens tells "now" from a time (mfusepy drops both).
+utimens tells "unchanged" from a time (mfusepy drops both).
 
 mfusepy picks libfuse 2 when both are installed, which caps each request at 128 KiB; it reads
 FUSE_LIBRARY_NAME when imported, so this module sets it first unless the user chose a library.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 
 if "FUSE_LIBRARY_PATH" not in os.environ:
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -35,24 +36,27 @@ def _view(buf, size: int, readonly: bool) -> memoryview:
 class Fuse(mfusepy.FUSE):
     """mfusepy's FUSE with the operations' read(path, buf, offset, fh) and write(path, data,
     offset, fh) working on the kernel's buffers, rename(old, new, flags), and utimens(path,
-    times) given None for "now" (or "unchanged")."""
+    (atime, mtime)) in nanoseconds, "now" resolved and None for "unchanged"."""
 
     def read(self, path, buf, size, offset, fip) -> int:
-        return self.operations.read(path.decode(self.encoding, self.errors),
-                                    _view(buf, size, readonly=False), offset, fip.contents.fh)
+        return self.operations.read(self._path(path), _view(buf, size, readonly=False), offset,
+                                    fip.contents.fh)
 
     def write(self, path, buf, size, offset, fip) -> int:
-        return self.operations.write(path.decode(self.encoding, self.errors),
-                                     _view(buf, size, readonly=True), offset, fip.contents.fh)
+        return self.operations.write(self._path(path), _view(buf, size, readonly=True), offset,
+                                     fip.contents.fh)
+
+    def _path(self, path: bytes | None) -> str | None:
+        """None for a file unlinked while open (libfuse has no path for it)."""
+        return None if path is None else path.decode(self.encoding, self.errors)
 
     def rename_fuse_3(self, old, new, flags) -> int:
         return self.operations.rename(old.decode(self.encoding, self.errors),
                                       new.decode(self.encoding, self.errors), flags)
 
     def utimens_fuse_3(self, path, buf, fip) -> int:
-        times = None
-        if buf:
-            stamps = (buf.contents.actime, buf.contents.modtime)
-            if any(t.tv_nsec not in (UTIME_NOW, UTIME_OMIT) for t in stamps):
-                times = tuple(t.tv_sec * 10**9 + t.tv_nsec for t in stamps)
+        now = time.time_ns()
+        stamps = (buf.contents.actime, buf.contents.modtime) if buf else ()
+        times = tuple(None if t.tv_nsec == UTIME_OMIT else now if t.tv_nsec == UTIME_NOW
+                      else t.tv_sec * 10**9 + t.tv_nsec for t in stamps) or (now, now)
         return self.operations.utimens(path.decode(self.encoding, self.errors), times)

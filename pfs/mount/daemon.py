@@ -18,19 +18,22 @@ log = logging.getLogger("pfs.mount")
 
 #: libfuse options: no data, attribute or name caching in the kernel (direct_io, timeouts of
 #: 0), so a write through another mount or client is seen at once; unlink passed on as it is
-#: (hard_remove: libfuse would otherwise rename an open file to .fuse_hidden*); up to 16
+#: (hard_remove: libfuse would otherwise rename an open file to .fuse_hidden*, PFS keeps an
+#: unlinked open file itself); the kernel checks permissions against the stored mode bits and
+#: owners (default_permissions); up to 16
 #: requests served at once, threads kept (libfuse 3.14 logs an error for its own default).
 FUSE_OPTIONS = dict(direct_io=True, attr_timeout=0, entry_timeout=0, negative_timeout=0,
-                    hard_remove=True, auto_unmount=True, subtype="pfs",
+                    hard_remove=True, auto_unmount=True, default_permissions=True, subtype="pfs",
                     max_threads=16, max_idle_threads=16)
 #: What libfuse's fuse_main returns when its loop ended on SIGINT, SIGTERM or SIGHUP.
 STOPPED_BY_SIGNAL = 8
 
 
 def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
-          on_mounted=None) -> None:
+          on_mounted=None, allow_other: bool = False) -> None:
     """Mounts PFS on `mountpoint` and serves it until unmounted, Ctrl-C or SIGTERM.
-    `on_mounted()` is called once the kernel sends its first request."""
+    `on_mounted()` is called once the kernel sends its first request. `allow_other`: every
+    user may use the mount (the kernel checks their permissions), not only its owner."""
     from .binding import Fuse  # libfuse 3 and mfusepy are needed from here on only
     from .operations import Operations
 
@@ -43,7 +46,7 @@ def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
         operations.init = lambda path: on_mounted()
     try:
         # The source that mount(8) shows: pfs@ADDRESS (a comma would end the option).
-        Fuse(operations, mountpoint, foreground=True, **FUSE_OPTIONS,
+        Fuse(operations, mountpoint, foreground=True, **FUSE_OPTIONS, allow_other=allow_other,
              fsname="pfs@" + client.metaserver.replace(",", "+"))
     except RuntimeError as e:  # fuse_main's status
         if e.args != (STOPPED_BY_SIGNAL,):

@@ -1,12 +1,15 @@
 """The mount's open files: a FUSE file handle names one PFS fd of the mount's Client; a Client
-opens a file at most once, so every FUSE handle on one path shares one fd, closed (written back)
-when the last of them is released. A path is never being opened and closed at the same time.
+opens a file at most once, so every FUSE handle on one file shares one fd, closed (written
+back) when the last of them is released. A file is never being opened and closed at the same
+time.
 
-Paths of open files are stable keys: PFS refuses to rename or delete a file open anywhere.
+Files are told apart by their PFS file id, never by path: a file open here may be renamed or
+unlinked (by this mount or any other client) and another file made under its old name.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import threading
@@ -27,7 +30,7 @@ class _Shared:
 
 @dataclass(frozen=True)
 class Handle:
-    path: str
+    file_id: int
     fd: int
     append: bool  # opened O_APPEND: every write goes to the end of the file
 
@@ -37,33 +40,45 @@ class Handles:
         self._client = client
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._by_path: dict[str, _Shared] = {}
+        self._by_id: dict[int, _Shared] = {}
         self._by_fh: dict[int, Handle] = {}
         self._next_fh = itertools.count(1)
 
     def open(self, path: str, append: bool = False) -> int:
         """A new FUSE handle on the file at `path` (opened read-write in PFS: the kernel
         checks each fd's access mode itself)."""
-        with self._lock:
-            self._changed.wait_for(lambda: not self._closing(path))
-            shared = self._by_path.get(path)
-            if shared is None:
-                # Under the lock: a second open of the path must find this one's fd.
-                shared = self._by_path[path] = _Shared(self._client.open(path, PFS_READ_WRITE))
-            else:
-                shared.users += 1
-            fh = next(self._next_fh)
-            self._by_fh[fh] = Handle(path, shared.fd, append)
-            return fh
+        with self._lock:  # (held while opening: a second open of the file must find the fd)
+            while True:
+                try:
+                    fd = self._client.open(path, PFS_READ_WRITE)
+                except OSError as e:
+                    if e.errno != errno.EBUSY:
+                        raise
+                    # Open here already (under this name or another): share its fd, once
+                    # a close of it under way is done.
+                    file_id = self._client.stat(path).file_id
+                    shared = self._by_id.get(file_id)
+                    if shared is None:
+                        raise  # (a close of it failed: PFS keeps the fd for close only)
+                    if shared.closing:
+                        self._changed.wait_for(lambda: self._by_id.get(file_id) is not shared)
+                        continue
+                    shared.users += 1
+                else:
+                    file_id = self._client.file_id(fd)
+                    self._by_id[file_id] = _Shared(fd)
+                fh = next(self._next_fh)
+                self._by_fh[fh] = Handle(file_id, self._by_id[file_id].fd, append)
+                return fh
 
     def get(self, fh: int) -> Handle:
         return self._by_fh[fh]
 
     def release(self, fh: int) -> None:
-        """Ends a FUSE handle; the last one on its path closes the PFS fd (writing back)."""
+        """Ends a FUSE handle; the last one on its file closes the PFS fd (writing back)."""
         with self._lock:
             handle = self._by_fh.pop(fh)
-            shared = self._by_path[handle.path]
+            shared = self._by_id[handle.file_id]
             shared.users -= 1
             if shared.users:
                 return
@@ -72,7 +87,9 @@ class Handles:
             self._client.close(shared.fd)
         finally:
             with self._lock:
-                del self._by_path[handle.path]
+                # (once PFS has it closed, an open may have made a new fd for it already)
+                if self._by_id.get(handle.file_id) is shared:
+                    del self._by_id[handle.file_id]
                 self._changed.notify_all()
 
     @contextlib.contextmanager
@@ -85,31 +102,15 @@ class Handles:
         finally:
             self.release(fh)
 
-    def wait_released(self, paths: tuple[str, ...], timeout: float) -> bool:
-        """Waits up to `timeout` seconds until the mount has none of `paths` open; whether it
-        has none. The kernel sends a release after close() has returned, so a program's
-        `rm` or `mv` right after it closed the file may come first."""
-        with self._lock:
-            return self._changed.wait_for(
-                lambda: not any(p in self._by_path for p in paths), timeout)
-
-    def is_open(self, path: str) -> bool:
-        with self._lock:
-            return path in self._by_path
-
     def close_all(self) -> None:
         """At unmount: closes every fd still open (the kernel may drop the releases of files
         closed just before), writing their data back."""
         with self._lock:
-            fds = [s.fd for s in self._by_path.values() if not s.closing]
-            self._by_path.clear()
+            fds = [s.fd for s in self._by_id.values() if not s.closing]
+            self._by_id.clear()
             self._by_fh.clear()
         for fd in fds:
             try:
                 self._client.close(fd)
             except OSError as e:
                 log.error("could not write back fd %d at unmount: %s", fd, e)
-
-    def _closing(self, path: str) -> bool:
-        shared = self._by_path.get(path)
-        return shared is not None and shared.closing

@@ -4,8 +4,11 @@ it directly). Every call goes to PFS, under its tokens, with nothing kept here b
 consistent with every other PFS client. A failure is the OSError PFS raised, whose errno the
 program sees.
 
-What PFS cannot store yet is refused with EPERM, as file systems without the feature do: hard
-links, symlinks, special files, and chmod/chown/utimens that would change what getattr reports.
+Mode bits, owners and times are stored by the metaserver (Client.setattr); the kernel checks
+permissions against them (daemon.py: default_permissions). Unlink and rename work on files open
+anywhere, as POSIX says (PFS keeps an unlinked open file until its last close). What PFS does
+not store is refused as file systems without the feature do: hard links and special files with
+EPERM, extended attributes with ENOTSUP (mfusepy's default).
 """
 from __future__ import annotations
 
@@ -27,18 +30,21 @@ from pfs.protocol.transport import Credentials
 
 from .handles import Handles
 
-#: What files and directories report (PFS stores no mode bits yet: chmod to another is EPERM).
+#: What files and directories whose mode was never set report (made by the API, say).
 FILE_MODE, DIR_MODE = 0o644, 0o755
 #: How long a statfs answer is reused (`df` in a loop would otherwise ask every fileserver).
 STATFS_SECONDS = 2.0
-#: How long unlink and rename wait for the kernel's late releases of files just closed.
-RELEASE_WAIT_SECONDS = 2.0
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 
 
 def pfs_path(path: str) -> str:
     """The PFS path of a mount's path ("/a/b" -> "a/b", "/" -> the root "")."""
     return path.lstrip("/")
+
+
+def _or(value, default):
+    """`value`, or `default` if it was never set (None)."""
+    return default if value is None else value
 
 
 def _refused(what: str) -> OSError:
@@ -57,30 +63,56 @@ class Operations(mfusepy.Operations):
         self._statfs_lock = threading.Lock()
 
     # --- attributes and directories ------------------------------------------------------------
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
+        """By fh when the kernel has one (fstat: the file may have no name any more)."""
+        if fh is not None:
+            return self._attributes(self.client.fstat(self.handles.get(fh).fd))
         return self._attributes(self.client.stat(pfs_path(path)))
 
     def _attributes(self, meta: Metadata) -> dict[str, Any]:
-        size = meta.file_size
-        kind = (stat.S_IFDIR | DIR_MODE) if meta.is_dir else (stat.S_IFREG | FILE_MODE)
-        mtime, ctime = int(meta.mtime * 1e9), int(meta.ctime * 1e9)
+        if meta.symlink_target is not None:
+            kind, size = stat.S_IFLNK | 0o777, len(os.fsencode(meta.symlink_target))
+        elif meta.is_dir:
+            kind, size = stat.S_IFDIR | _or(meta.mode, DIR_MODE), 0
+        else:
+            kind, size = stat.S_IFREG | _or(meta.mode, FILE_MODE), meta.file_size
+        mtime, ctime = round(meta.mtime * 1e9), round(meta.ctime * 1e9)
+        atime = round(_or(meta.atime, meta.mtime) * 1e9)
         return dict(st_mode=kind, st_nlink=2 if meta.is_dir else 1, st_size=size,
-                    st_uid=self._uid, st_gid=self._gid, st_blocks=(size + 511) // 512,
+                    st_uid=_or(meta.uid, self._uid), st_gid=_or(meta.gid, self._gid),
+                    st_blocks=(size + 511) // 512,
                     st_blksize=meta.recipe.block_size * meta.recipe.stripe_blocks or 4096,
-                    st_mtime=mtime, st_atime=mtime, st_ctime=max(ctime, mtime))
+                    st_mtime=mtime, st_atime=atime, st_ctime=ctime)
+
+    def readlink(self, path: str) -> str:
+        target = self.client.stat(pfs_path(path)).symlink_target
+        if target is None:
+            raise error(errno.EINVAL, f"{path} is not a symbolic link")
+        return target
+
+    @staticmethod
+    def _owner() -> dict[str, int]:
+        """The owner and group a new file gets: the calling process's."""
+        uid, gid, _ = mfusepy.fuse_get_context()
+        return dict(uid=uid, gid=gid)
 
     def readdir(self, path: str, fh: int) -> list[str]:
         names = [m.filename.rpartition("/")[2] for m in self.client.listdir(pfs_path(path))]
         return [".", "..", *names]
 
     def mkdir(self, path: str, mode: int) -> None:
-        self.client.mkdir(pfs_path(path))
+        self.client.mkdir(pfs_path(path), stat.S_IMODE(mode), **self._owner())
+
+    def symlink(self, target: str, source: str) -> None:
+        """`ln -s source target`: a link at `target` holding `source`."""
+        self.client.symlink(source, pfs_path(target), **self._owner())
 
     def rmdir(self, path: str) -> None:
         self.client.rmdir(pfs_path(path))
 
     def unlink(self, path: str) -> None:
-        self._busy_retried(self.client.delete, pfs_path(path))
+        """POSIX: a file open anywhere loses its name now and goes at its last close."""
+        self.client.delete(pfs_path(path), open_ok=True)
 
     def rename(self, old: str, new: str, flags: int = 0) -> None:
         old, new = pfs_path(old), pfs_path(new)
@@ -89,19 +121,7 @@ class Operations(mfusepy.Operations):
         if flags & RENAME_NOREPLACE and self._exists(new):
             # Checked, then renamed: another client may create `new` in between.
             raise error(errno.EEXIST, f"{new!r} exists")
-        self._busy_retried(self.client.rename, old, new)
-
-    def _busy_retried(self, call, *paths: str) -> None:
-        """`call(*paths)`, again once the mount's own releases of those paths have come in if
-        PFS found one of them open (EBUSY)."""
-        try:
-            call(*paths)
-        except OSError as e:
-            if (e.errno != errno.EBUSY
-                    or not any(self.handles.is_open(p) for p in paths)
-                    or not self.handles.wait_released(paths, RELEASE_WAIT_SECONDS)):
-                raise
-            call(*paths)
+        self.client.rename(old, new, open_ok=True)
 
     def _exists(self, path: str) -> bool:
         try:
@@ -136,14 +156,24 @@ class Operations(mfusepy.Operations):
     def create(self, path: str, mode: int, flags: int) -> int:
         name = pfs_path(path)
         try:
-            self.client.create(name, self._width or None)
+            self.client.create(name, self._width or None, mode=stat.S_IMODE(mode),
+                               **self._owner())
         except FileExistsError:
             if flags & os.O_EXCL:
                 raise  # else created by another client meanwhile: open it, as POSIX does
+            return self.open(path, flags)
         return self.handles.open(name, append=bool(flags & os.O_APPEND))
 
     def open(self, path: str, flags: int) -> int:
-        return self.handles.open(pfs_path(path), append=bool(flags & os.O_APPEND))
+        """O_TRUNC cuts the file here (libfuse passes it on: atomic_o_trunc)."""
+        fh = self.handles.open(pfs_path(path), append=bool(flags & os.O_APPEND))
+        if flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_RDONLY:
+            try:
+                self.client.ftruncate(self.handles.get(fh).fd, 0)
+            except OSError:
+                self.handles.release(fh)
+                raise
+        return fh
 
     def read(self, path: str, buf: memoryview, offset: int, fh: int) -> int:
         """Fills `buf` (the kernel's reply buffer) in place; 0 bytes at or past the end."""
@@ -173,27 +203,24 @@ class Operations(mfusepy.Operations):
     def fsync(self, path: str, datasync: int, fh: int) -> None:
         self.client.fsync(self.handles.get(fh).fd)
 
-    # --- what PFS does not store (yet) ---------------------------------------------------------
+    # --- attributes -----------------------------------------------------------------------------
     def chmod(self, path: str, mode: int) -> None:
-        if stat.S_IMODE(mode) != stat.S_IMODE(self.getattr(path)["st_mode"]):
-            raise _refused("mode bits")
+        self.client.setattr(pfs_path(path), mode=stat.S_IMODE(mode))
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        if uid not in (-1, self._uid) or gid not in (-1, self._gid):
-            raise _refused("owners and groups")
+        """-1 leaves one unchanged; the kernel has checked that the caller may (root only)."""
+        self.client.setattr(pfs_path(path), uid=None if uid == -1 else uid,
+                            gid=None if gid == -1 else gid)
 
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
-        """Setting the times to now (touch) is taken: PFS sets mtime itself at the next close
-        after a write. Any other time is refused."""
-        self.getattr(path)  # ENOENT as POSIX
-        if times is not None:
-            raise _refused("times other than its own")
+    def utimens(self, path: str, times: tuple[int | None, int | None]) -> None:
+        """Times in nanoseconds, None: unchanged (binding.py). PFS also sets mtime itself at
+        the close after a write, unless it was set while the file was open (cp -p)."""
+        atime, mtime = (None if t is None else t / 1e9 for t in times)
+        self.client.setattr(pfs_path(path), atime=atime, mtime=mtime)
 
+    # --- what PFS does not store -----------------------------------------------------------------
     def link(self, target: str, source: str) -> None:
         raise _refused("hard links")
-
-    def symlink(self, target: str, source: str) -> None:
-        raise _refused("symbolic links")
 
     def mknod(self, path: str, mode: int, dev: int) -> None:
         raise _refused("special files (devices, FIFOs, sockets)")

@@ -34,6 +34,8 @@ class Deletions:
     def add(self, file_id: int, servers: tuple[int, ...]) -> None:
         """The file's removal (or that of some of its copies: replication.py) is committed:
         its objects on `servers` are to go."""
+        if not servers:
+            return  # a symlink: no objects
         self._remaining.setdefault(file_id, set()).update(servers)
         self._ask(file_id, servers)
 

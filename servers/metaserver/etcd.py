@@ -6,8 +6,10 @@ Keys, as JuiceFS's tkv layout (every key under a cluster prefix, ids in fixed-wi
 keys sort as numbers):
 
     n/<id>                      a node: [is_dir, size, ctime, mtime, block_size, stripe_blocks,
-                                servers, replicas, parent, name]
+                                servers, replicas, parent, name, mode, uid, gid, atime, target]
+                                (parent null: an orphan; the last five may be missing: unset)
     e/<parent>/<name>           an entry: "<id>,<is_dir>" (a lookup reads one per component)
+    o/<id>                      an orphan: a file unlinked while open (orphans.py)
     c/<name>                    a counter (node ids, client ids, files, next fileserver index)
     d/<file>[/<server>]         objects still to delete: their fileservers (a removed file's;
                                 a dropped copy's, one key each, so that nothing is read first)
@@ -53,6 +55,7 @@ from pfs.protocol.ranges import INFINITY
 from .namespace import (
     ROOT,
     NamespaceError,
+    NewAttributes,
     Node,
     WriterBusy,
     check_replace,
@@ -423,8 +426,8 @@ class EtcdStore(MetaStore):
         names = []
         while node_id != ROOT:
             found = self._node(node_id)
-            if found is None:
-                return ""
+            if found is None or found[1] is None:
+                return ""  # deleted meanwhile, or an orphan
             _, node_id, name = found
             names.append(name)
         return "/".join(reversed(names))
@@ -457,34 +460,62 @@ class EtcdStore(MetaStore):
         return self._counters[name]
 
     def _new_entry(self, path: tuple[str, ...], is_dir: bool, block_size: int = 0,
-                   stripe_blocks: int = 0, servers=(), replicas: int = 1) -> Node:
+                   stripe_blocks: int = 0, servers=(), replicas: int = 1,
+                   attributes: NewAttributes = NewAttributes(),
+                   target: str | None = None) -> Node:
         with self._write_lock:
             if not path:
                 raise NamespaceError(errno.EEXIST, "the root directory exists")
-            parent, grandparent, parent_name = self._directory(path[:-1])
+            parent = self._directory(path[:-1])[0]
             if self._entry(parent.node_id, path[-1]) is not None:
                 raise NamespaceError(errno.EEXIST, f"exists: {brief('/'.join(path))}")
             node_id = self._counter("node_id") + 1
             now = time.time()
+            a = attributes
             node = Node(node_id, is_dir, 0, now, now, block_size, stripe_blocks, tuple(servers),
-                        replicas)
+                        replicas, a.mode, a.uid, a.gid, None, target)
             ops = [put(self._key(f"n/{_hex(node_id)}"), _encode(node, parent.node_id, path[-1])),
                    put(self._key(f"e/{_hex(parent.node_id)}/{path[-1]}"),
                        f"{_hex(node_id)},{int(is_dir)}")]
-            if parent.node_id != ROOT:
-                ops.append(put(self._key(f"n/{_hex(parent.node_id)}"),
-                               _encode(_replace(parent, mtime=now), grandparent, parent_name)))
+            ops += self._touched({parent.node_id}, now)
             counters = {"node_id": node_id}
             if not is_dir:
                 counters["files"] = self._counter("files") + 1
             self._commit(ops, counters)
             return node
 
-    def create(self, path, block_size, stripe_blocks, servers, replicas=1) -> Node:
-        return self._new_entry(path, False, block_size, stripe_blocks, servers, replicas)
+    def _touched(self, directories: set[int], now: float) -> list[rpc.RequestOp]:
+        """The ops moving the mtime and ctime of directories whose entries change (POSIX), but
+        the root's, which every top-level change would otherwise rewrite."""
+        ops = []
+        for dir_id in directories - {ROOT}:
+            node, parent, name = self._node(dir_id)
+            ops.append(put(self._key(f"n/{_hex(dir_id)}"),
+                           _encode(_replace(node, mtime=now, ctime=now), parent, name)))
+        return ops
 
-    def mkdir(self, path: tuple[str, ...]) -> Node:
-        return self._new_entry(path, True)
+    def create(self, path, block_size, stripe_blocks, servers, replicas=1,
+               attributes: NewAttributes = NewAttributes()) -> Node:
+        return self._new_entry(path, False, block_size, stripe_blocks, servers, replicas,
+                               attributes)
+
+    def mkdir(self, path: tuple[str, ...], attributes: NewAttributes = NewAttributes()) -> Node:
+        return self._new_entry(path, True, attributes=attributes)
+
+    def symlink(self, path: tuple[str, ...], target: str,
+                attributes: NewAttributes = NewAttributes()) -> Node:
+        return self._new_entry(path, False, attributes=attributes, target=target)
+
+    def set_attributes(self, path: tuple[str, ...], mode: int | None = None,
+                       uid: int | None = None, gid: int | None = None,
+                       atime: float | None = None, mtime: float | None = None) -> Node:
+        with self._write_lock:
+            node, parent, name = self._walk(path)
+            changes = {"mode": mode, "uid": uid, "gid": gid, "atime": atime, "mtime": mtime}
+            node = _replace(node, ctime=time.time(),
+                            **{k: v for k, v in changes.items() if v is not None})
+            self._commit([put(self._key(f"n/{_hex(node.node_id)}"), _encode(node, parent, name))])
+            return node
 
     def _removal(self, node: Node, entry_key: bytes | None) -> list[rpc.RequestOp]:
         """The ops removing a node (and its entry, unless `entry_key` is None: overwritten);
@@ -493,8 +524,9 @@ class EtcdStore(MetaStore):
         if entry_key is not None:
             ops.append(delete(entry_key))
         if not node.is_dir:
-            ops.append(put(self._key(f"d/{_hex(node.node_id)}"),
-                           ",".join(str(s) for s in node.servers)))
+            if node.servers:  # (a symlink has no objects)
+                ops.append(put(self._key(f"d/{_hex(node.node_id)}"),
+                               ",".join(str(s) for s in node.servers)))
             for kind in ("m", "a"):
                 ranges = self._key(f"{kind}/{_hex(node.node_id)}/")
                 ops.append(delete(ranges, _prefix_end(ranges)))
@@ -509,13 +541,34 @@ class EtcdStore(MetaStore):
     def _entry_key(self, path: tuple[str, ...], parent: int) -> bytes:
         return self._key(f"e/{_hex(parent)}/{path[-1]}")
 
-    def unlink(self, path: tuple[str, ...]) -> Node:
+    def unlink(self, path: tuple[str, ...], orphan: bool = False) -> Node:
         with self._write_lock:
             node, parent, _ = self._walk(path)
             if node.is_dir:
                 raise NamespaceError(errno.EISDIR, f"is a directory (use rmdir): "
                                                    f"{brief('/'.join(path))}")
-            self._commit(self._removal(node, self._entry_key(path, parent)),
+            ops = self._touched({parent}, time.time()) + [delete(self._entry_key(path, parent))]
+            if orphan:
+                self._commit(ops + self._orphaned(node))
+            else:
+                self._commit(ops + self._removal(node, None), self._fewer_files(node))
+            return node
+
+    def _orphaned(self, node: Node) -> list[rpc.RequestOp]:
+        """The ops keeping a file whose entry goes as an orphan: no parent, recorded."""
+        return [put(self._key(f"n/{_hex(node.node_id)}"), _encode(node, None, "")),
+                put(self._key(f"o/{_hex(node.node_id)}"), b"")]
+
+    def orphans(self) -> list[int]:
+        return [int(key[2:], 16) for key, _ in self._scan("o/")]
+
+    def reclaim_orphan(self, node_id: int) -> Node | None:
+        with self._write_lock:
+            found = self._node(node_id)
+            if self._get(f"o/{_hex(node_id)}") is None or found is None:
+                return None
+            node = found[0]
+            self._commit([delete(self._key(f"o/{_hex(node_id)}"))] + self._removal(node, None),
                          self._fewer_files(node))
             return node
 
@@ -530,9 +583,11 @@ class EtcdStore(MetaStore):
             if not self._empty(node):
                 raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: "
                                                       f"{brief('/'.join(path))}")
-            self._commit(self._removal(node, self._entry_key(path, parent)))
+            self._commit(self._touched({parent}, time.time()) +
+                         self._removal(node, self._entry_key(path, parent)))
 
-    def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> Node | None:
+    def rename(self, old: tuple[str, ...], new: tuple[str, ...],
+               orphan_replaced: bool = False) -> Node | None:
         with self._write_lock:
             if not old or not new:
                 raise NamespaceError(errno.EBUSY, "the root directory cannot be renamed or "
@@ -541,20 +596,25 @@ class EtcdStore(MetaStore):
             parent = self._directory(new[:-1])[0]
             if not may_move(moving, old, new):
                 return None
-            ops, replaced = [], None
+            ops, replaced, removed = [], None, None
             entry = self._entry(parent.node_id, new[-1])
             if entry is not None:
                 replaced = self.get(entry[0])
                 if replaced.node_id == moving.node_id:
                     return None
                 check_replace(moving, replaced, self._empty(replaced), new)
-                ops += self._removal(replaced, None)
+                if orphan_replaced and not replaced.is_dir:
+                    ops += self._orphaned(replaced)  # (still a file: the counter stays)
+                else:
+                    ops += self._removal(replaced, None)
+                    removed = replaced
+            ops += self._touched({old_parent, parent.node_id}, time.time())
             ops += [delete(self._entry_key(old, old_parent)),
                     put(self._entry_key(new, parent.node_id),
                         f"{_hex(moving.node_id)},{int(moving.is_dir)}"),
                     put(self._key(f"n/{_hex(moving.node_id)}"),
                         _encode(moving, parent.node_id, new[-1]))]
-            self._commit(ops, self._fewer_files(replaced))
+            self._commit(ops, self._fewer_files(removed))
             return replaced
 
     def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None:
@@ -563,8 +623,10 @@ class EtcdStore(MetaStore):
             if found is None:
                 return
             node, parent, name = found
+            now = time.time()  # (a write moves ctime too, as POSIX says)
             node = _replace(node, size=size if exact else max(size, node.size),
-                            mtime=time.time() if touch else node.mtime)
+                            mtime=now if touch else node.mtime,
+                            ctime=now if touch else node.ctime)
             self._commit([put(self._key(f"n/{_hex(node_id)}"), _encode(node, parent, name))])
 
     def change_copies(self, file_id: int, servers: list[int], replicas: int, added: list[int],
@@ -790,17 +852,21 @@ class EtcdStore(MetaStore):
                 self._finish_lost(server, cursor.decode())
 
 
-def _encode(node: Node, parent: int, name: str) -> str:
-    return json.dumps([int(node.is_dir), node.size, node.ctime, node.mtime, node.block_size,
-                       node.stripe_blocks, list(node.servers), node.replicas, parent, name],
-                      separators=(",", ":"))
+def _encode(node: Node, parent: int | None, name: str) -> str:
+    """(parent None: an orphan.)"""
+    fields = [int(node.is_dir), node.size, node.ctime, node.mtime, node.block_size,
+              node.stripe_blocks, list(node.servers), node.replicas, parent, name]
+    attributes = [node.mode, node.uid, node.gid, node.atime, node.target]
+    while attributes and attributes[-1] is None:  # (most nodes have none set: kept short)
+        attributes.pop()
+    return json.dumps(fields + attributes, separators=(",", ":"))
 
 
-def _decode(node_id: int, value: bytes) -> tuple[Node, int, str]:
-    is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas, parent, name = \
-        json.loads(value)
+def _decode(node_id: int, value: bytes) -> tuple[Node, int | None, str]:
+    (is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas, parent, name,
+     *attributes) = json.loads(value)
     return (Node(node_id, bool(is_dir), size, ctime, mtime, block_size, stripe_blocks,
-                 tuple(servers), replicas), parent, name)
+                 tuple(servers), replicas, *attributes), parent, name)
 
 
 def _replace(node: Node, **changes) -> Node:

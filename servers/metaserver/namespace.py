@@ -34,7 +34,7 @@ from pfs.metadata import Recipe
 from pfs.protocol.paths import brief
 from pfs.protocol.ranges import INFINITY
 
-from .store import SESSION_FILE_TABLES, MetaStore
+from .store import SESSION_FILE_TABLES, MetaStore, NewAttributes
 
 ROOT = 0
 
@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     stripe_blocks INTEGER NOT NULL,     -- 0 for a directory
     servers TEXT NOT NULL,              -- fileserver indices: copy k of column c at k * width + c
     replicas INTEGER NOT NULL DEFAULT 1 -- copies of each stripe unit
+    -- mode, uid, gid, atime, target: POSIX attributes and a symlink's target (added by
+    -- _migrate_attributes)
 );
 CREATE TABLE IF NOT EXISTS entries (
     parent INTEGER NOT NULL,
@@ -101,6 +103,9 @@ CREATE TABLE IF NOT EXISTS temporaries (
     client_id INTEGER NOT NULL          -- by this session (temporaries.py)
 );
 CREATE INDEX IF NOT EXISTS temporaries_by_client ON temporaries (client_id);
+CREATE TABLE IF NOT EXISTS orphans (     -- files unlinked (or replaced) while open: no entry,
+    file_id INTEGER PRIMARY KEY          -- removed at the last close (Namespace.reclaim_orphan)
+);
 CREATE TABLE IF NOT EXISTS sessions (
     client_id INTEGER PRIMARY KEY,      -- a live client session (recovery after a restart)
     key_hash BLOB NOT NULL              -- SHA-256 of its key: the key itself is never stored
@@ -132,6 +137,15 @@ class Node:
     stripe_blocks: int
     servers: tuple[int, ...]  # copy k of stripe column c is servers[k * width + c]
     replicas: int = 1
+    mode: int | None = None  # permission bits; None: never set (the mount shows 0644, 0755)
+    uid: int | None = None  # None: never set (shown as whoever looks)
+    gid: int | None = None
+    atime: float | None = None  # None: never set (shown as mtime)
+    target: str | None = None  # a symlink's target; None for a file or directory
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.target is not None
 
     @property
     def recipe(self) -> Recipe:
@@ -148,14 +162,16 @@ class Node:
         return self.recipe.copies(column)
 
 
-_COLUMNS = "id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas"
+_COLUMNS = ("id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas, mode,"
+            " uid, gid, atime, target")
 _NODE_COLUMNS = ", ".join("n." + c for c in _COLUMNS.split(", "))  # of nodes joined as n
 
 
 def _node(row: tuple) -> Node:
-    node_id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas = row
+    (node_id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas,
+     mode, uid, gid, atime, target) = row
     return Node(node_id, bool(is_dir), size, ctime, mtime, block_size, stripe_blocks,
-                _servers(servers), replicas)
+                _servers(servers), replicas, mode, uid, gid, atime, target)
 
 
 def _servers_text(servers) -> str:
@@ -207,6 +223,7 @@ class Namespace(MetaStore):
         self._writer.executescript(SCHEMA)
         self._migrate_flat_namespace()
         self._migrate_members()
+        self._migrate_attributes()
         self._writer.execute(
             "INSERT OR IGNORE INTO nodes (id, is_dir, size, ctime, mtime, block_size,"
             " stripe_blocks, servers) VALUES (?, 1, 0, ?, ?, 0, 0, '')",
@@ -261,7 +278,8 @@ class Namespace(MetaStore):
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'files'").fetchone():
             return
         db.execute("BEGIN IMMEDIATE")
-        db.execute(f"INSERT INTO nodes ({_COLUMNS}) SELECT id, 0, size, ctime, mtime, block_size,"
+        db.execute("INSERT INTO nodes (id, is_dir, size, ctime, mtime, block_size, stripe_blocks,"
+                   " servers, replicas) SELECT id, 0, size, ctime, mtime, block_size,"
                    " stripe_blocks, servers, 1 FROM files")
         db.execute("INSERT INTO entries (parent, name, node) SELECT ?, name, id FROM files",
                    (ROOT,))
@@ -284,6 +302,16 @@ class Namespace(MetaStore):
             db.execute("ALTER TABLE fileservers ADD COLUMN lost_at REAL")
             db.execute("UPDATE fileservers SET name = uuid")
             db.execute("CREATE UNIQUE INDEX fileserver_names ON fileservers (name)")
+
+    def _migrate_attributes(self) -> None:
+        """Gives the nodes of a data directory from before POSIX attributes and symlinks their
+        columns (never set: the defaults of Node)."""
+        db = self._writer
+        columns = {row[1] for row in db.execute("PRAGMA table_info(nodes)")}
+        if "mode" not in columns:
+            for column in ("mode INTEGER", "uid INTEGER", "gid INTEGER", "atime REAL",
+                           "target TEXT"):
+                db.execute(f"ALTER TABLE nodes ADD COLUMN {column}")
 
     def close(self) -> None:
         with self._write_lock, self._read_lock, self._sync_lock:
@@ -384,7 +412,8 @@ class Namespace(MetaStore):
     # --- changes ----------------------------------------------------------------------------
     def _new_entry(self, db: sqlite3.Connection, path: tuple[str, ...], is_dir: bool,
                    block_size: int = 0, stripe_blocks: int = 0, servers=(),
-                   replicas: int = 1) -> Node:
+                   replicas: int = 1, attributes: NewAttributes = NewAttributes(),
+                   target: str | None = None) -> Node:
         if not path:
             raise NamespaceError(errno.EEXIST, "the root directory exists")
         parent = self._directory(db, path[:-1])
@@ -392,36 +421,67 @@ class Namespace(MetaStore):
                       (parent.node_id, path[-1])).fetchone():
             raise NamespaceError(errno.EEXIST, f"exists: {brief('/'.join(path))}")
         now = time.time()
+        a = attributes
         cursor = db.execute(
             "INSERT INTO nodes (is_dir, size, ctime, mtime, block_size, stripe_blocks, servers,"
-            " replicas) VALUES (?, 0, ?, ?, ?, ?, ?, ?)",
-            (int(is_dir), now, now, block_size, stripe_blocks, _servers_text(servers), replicas))
+            " replicas, mode, uid, gid, target) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (int(is_dir), now, now, block_size, stripe_blocks, _servers_text(servers), replicas,
+             a.mode, a.uid, a.gid, target))
         db.execute("INSERT INTO entries (parent, name, node) VALUES (?, ?, ?)",
                    (parent.node_id, path[-1], cursor.lastrowid))
-        if parent.node_id != ROOT:
-            db.execute("UPDATE nodes SET mtime = ? WHERE id = ?", (now, parent.node_id))
+        self._touch_parent(db, cursor.lastrowid, now)
         if not is_dir:
             db.execute("UPDATE counters SET value = value + 1 WHERE name = 'files'")
         return Node(cursor.lastrowid, is_dir, 0, now, now, block_size, stripe_blocks,
-                    tuple(servers), replicas)
+                    tuple(servers), replicas, a.mode, a.uid, a.gid, None, target)
 
     def create(self, path: tuple[str, ...], block_size: int, stripe_blocks: int,
-               servers: list[int], replicas: int = 1) -> Node:
+               servers: list[int], replicas: int = 1,
+               attributes: NewAttributes = NewAttributes()) -> Node:
         """A new file; `servers` holds its copies: copy k of column c at k * width + c."""
         with self.transaction() as db:
             return self._new_entry(db, path, False, block_size, stripe_blocks, servers,
-                                   replicas)
+                                   replicas, attributes)
 
-    def mkdir(self, path: tuple[str, ...]) -> Node:
+    def mkdir(self, path: tuple[str, ...], attributes: NewAttributes = NewAttributes()) -> Node:
         with self.transaction() as db:
-            return self._new_entry(db, path, True)
+            return self._new_entry(db, path, True, attributes=attributes)
+
+    def symlink(self, path: tuple[str, ...], target: str,
+                attributes: NewAttributes = NewAttributes()) -> Node:
+        """A symbolic link: a node without data whose target is kept here."""
+        with self.transaction() as db:
+            return self._new_entry(db, path, False, attributes=attributes, target=target)
+
+    def set_attributes(self, path: tuple[str, ...], mode: int | None = None,
+                       uid: int | None = None, gid: int | None = None,
+                       atime: float | None = None, mtime: float | None = None) -> Node:
+        """Sets those of a node's POSIX attributes that are given; ctime moves, as POSIX says."""
+        with self.transaction() as db:
+            node = self._walk(db, path)
+            changes = {"mode": mode, "uid": uid, "gid": gid, "atime": atime, "mtime": mtime}
+            changes = {k: v for k, v in changes.items() if v is not None}
+            changes["ctime"] = time.time()
+            db.execute(f"UPDATE nodes SET {', '.join(k + ' = ?' for k in changes)} WHERE id = ?",
+                       (*changes.values(), node.node_id))
+            return _node(db.execute(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?",
+                                    (node.node_id,)).fetchone())
+
+    @staticmethod
+    def _touch_parent(db: sqlite3.Connection, node_id: int, now: float) -> None:
+        """An entry of the node's parent changed: its mtime and ctime move (POSIX), but the
+        root's, which every top-level change would otherwise rewrite."""
+        db.execute("UPDATE nodes SET mtime = ?, ctime = ? WHERE id = (SELECT parent FROM entries"
+                   " WHERE node = ?) AND id != ?", (now, now, node_id, ROOT))
 
     def _remove(self, db: sqlite3.Connection, node: Node) -> None:
         """Removes a node and its entry; a file's objects are recorded as still to delete."""
+        self._touch_parent(db, node.node_id, time.time())
         db.execute("DELETE FROM entries WHERE node = ?", (node.node_id,))
         db.execute("DELETE FROM nodes WHERE id = ?", (node.node_id,))
         if not node.is_dir:
-            self._to_delete(db, node.node_id, node.servers)
+            if node.servers:  # (a symlink has no objects)
+                self._to_delete(db, node.node_id, node.servers)
             db.execute("DELETE FROM missed WHERE file_id = ?", (node.node_id,))
             db.execute("DELETE FROM apart WHERE file_id = ?", (node.node_id,))
             db.execute("UPDATE counters SET value = value - 1 WHERE name = 'files'")
@@ -432,14 +492,16 @@ class Namespace(MetaStore):
         return db.execute("SELECT 1 FROM entries WHERE parent = ? LIMIT 1",
                           (directory.node_id,)).fetchone() is None
 
-    def unlink(self, path: tuple[str, ...]) -> Node:
-        """Removes a file; its objects are recorded as still to delete, in the same commit."""
+    def unlink(self, path: tuple[str, ...], orphan: bool = False) -> Node:
+        """Removes a file; its objects are recorded as still to delete, in the same commit.
+        `orphan` (it is open somewhere): only its name goes; the file is recorded an orphan,
+        removed by reclaim_orphan at its last close."""
         with self.transaction() as db:
             node = self._walk(db, path)
             if node.is_dir:
                 raise NamespaceError(errno.EISDIR, f"is a directory (use rmdir): "
                                                    f"{brief('/'.join(path))}")
-            self._remove(db, node)
+            (self._orphan if orphan else self._remove)(db, node)
             return node
 
     def rmdir(self, path: tuple[str, ...]) -> None:
@@ -452,9 +514,11 @@ class Namespace(MetaStore):
                                                       f"{brief('/'.join(path))}")
             self._remove(db, node)
 
-    def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> Node | None:
+    def rename(self, old: tuple[str, ...], new: tuple[str, ...],
+               orphan_replaced: bool = False) -> Node | None:
         """Moves `old` to `new` in one commit, replacing a file (or an empty directory, for a
-        directory) at `new` as POSIX rename does; returns the node it replaced, if any."""
+        directory) at `new` as POSIX rename does; returns the node it replaced, if any (made
+        an orphan if `orphan_replaced`: it is open somewhere)."""
         with self.transaction() as db:
             if not old or not new:
                 raise NamespaceError(errno.EBUSY, "the root directory cannot be renamed or "
@@ -472,9 +536,15 @@ class Namespace(MetaStore):
                 if replaced.node_id == moving.node_id:
                     return None  # the same file under both names: nothing to do
                 check_replace(moving, replaced, self._empty(db, replaced), new)
-                self._remove(db, replaced)
+                if orphan_replaced and not replaced.is_dir:
+                    self._orphan(db, replaced)
+                else:
+                    self._remove(db, replaced)
+            now = time.time()
+            self._touch_parent(db, moving.node_id, now)
             db.execute("UPDATE entries SET parent = ?, name = ? WHERE node = ?",
                        (parent.node_id, new[-1], moving.node_id))
+            self._touch_parent(db, moving.node_id, now)
             return replaced
 
     def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None:
@@ -485,8 +555,31 @@ class Namespace(MetaStore):
                 db.execute("UPDATE nodes SET size = ? WHERE id = ?", (size, node_id))
             else:
                 db.execute("UPDATE nodes SET size = MAX(size, ?) WHERE id = ?", (size, node_id))
-            if touch:
-                db.execute("UPDATE nodes SET mtime = ? WHERE id = ?", (time.time(), node_id))
+            if touch:  # (a write moves ctime too, as POSIX says)
+                now = time.time()
+                db.execute("UPDATE nodes SET mtime = ?, ctime = ? WHERE id = ?",
+                           (now, now, node_id))
+
+    # --- orphans: files unlinked while open (servers/metaserver/orphans.py) -------------------
+    @classmethod
+    def _orphan(cls, db: sqlite3.Connection, node: Node) -> None:
+        cls._touch_parent(db, node.node_id, time.time())
+        db.execute("DELETE FROM entries WHERE node = ?", (node.node_id,))
+        db.execute("INSERT OR IGNORE INTO orphans (file_id) VALUES (?)", (node.node_id,))
+
+    def orphans(self) -> list[int]:
+        return [row[0] for row in self.query("SELECT file_id FROM orphans")]
+
+    def reclaim_orphan(self, node_id: int) -> Node | None:
+        """Removes an orphan (nobody has it open any more), as unlink does; the node, or None
+        if it is no orphan."""
+        with self.transaction() as db:
+            if not db.execute("DELETE FROM orphans WHERE file_id = ?", (node_id,)).rowcount:
+                return None
+            node = _node(db.execute(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?",
+                                    (node_id,)).fetchone())
+            self._remove(db, node)
+            return node
 
     def change_copies(self, file_id: int, servers: list[int], replicas: int, added: list[int],
                       dropped: list[int]) -> None:

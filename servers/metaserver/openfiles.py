@@ -17,6 +17,7 @@ reader is ever shown bytes that no fileserver holds; the withdrawal is a new siz
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .namespace import Node
 
@@ -29,12 +30,15 @@ class OpenFile:
     openers: set[int] = field(default_factory=set)
     stored: int = 0  # every byte below it is on the fileservers
     provisional: dict[int, int] = field(default_factory=dict)  # client -> size beyond `stored`
+    mtime_set: bool = False  # set by SetAttr: a close after writing leaves it
 
 
 class OpenFiles:
     def __init__(self) -> None:
         self._files: dict[int, OpenFile] = {}
         self._by_client: dict[int, set[int]] = {}
+        #: Called with a file's id when its last opener closes it (orphans.py).
+        self.on_last_close: Callable[[int], None] = lambda file_id: None
 
     def open(self, client_id: int, node: Node) -> OpenFile:
         f = self._files.get(node.node_id)
@@ -88,6 +92,7 @@ class OpenFiles:
                     self.truncated(f, newest)
             if not f.openers:
                 del self._files[file_id]
+                self.on_last_close(file_id)
         mine = self._by_client.get(client_id)
         if mine is not None:
             mine.discard(file_id)

@@ -43,8 +43,9 @@ from .deletions import Deletions
 from .layouts import Layout, Layouts
 from .loopclock import LoopClock
 from .members import Membership
-from .namespace import Node, StorageFull, WriterBusy
+from .namespace import NewAttributes, Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
+from .orphans import Orphans
 from .recovery import Reclaims, Recovery
 from .repair import Repair
 from .replication import Replication
@@ -120,6 +121,9 @@ class MetaServer:
         self.temporary_removal = TemporaryRemoval(
             self.temporaries, namespace, self.open_files, self.deletions, self._namespace_lock,
             self.db, self.sessions, self.recovery)
+        self.orphans = Orphans(namespace, self.open_files, self.deletions, self._namespace_lock,
+                               self.db, self.sessions, self.recovery)
+        self.open_files.on_last_close = self.orphans.last_closed
         self.layouts = Layouts(namespace)
         self.replication = Replication(namespace, self.cluster, self.copies, self.open_files,
                                        self.deletions, self.repair, self._namespace_lock,
@@ -152,6 +156,7 @@ class MetaServer:
                             loop.create_task(self.deletions.run()),
                             loop.create_task(self._resync()),
                             loop.create_task(self.temporary_removal.orphans()),
+                            loop.create_task(self.orphans.left_over()),
                             loop.create_task(self._sync_metadata())]
         if self.recovery.active:
             self._background.append(loop.create_task(
@@ -168,6 +173,7 @@ class MetaServer:
         for task in self._background:
             task.cancel()
         self.temporary_removal.stop()
+        self.orphans.stop()
         await self.sessions.stop()
         self._db_thread.submit(self.namespace.close).result()
         self._db_thread.shutdown()
@@ -235,7 +241,10 @@ class MetaServer:
             here, after = pending.pop(), ""
             while page := self.namespace.listdir(here, after, LIST_PAGE):
                 for name, child in page:
-                    (pending.append(here + (name,)) if child.is_dir else files.append(child))
+                    if child.is_dir:
+                        pending.append(here + (name,))
+                    elif not child.is_symlink:
+                        files.append(child)
                 after = page[-1][0]
         return files
 
@@ -288,13 +297,13 @@ class MetaServer:
 
     # --- namespace changes (the servicer's Create, Rename, Open, Delete) -------------------
     async def create(self, client_id: int, path: tuple[str, ...], width: int,
-                     replicas: int) -> Node:
+                     replicas: int, attributes: NewAttributes = NewAttributes()) -> Node:
         """A new file; what `width` and `replicas` leave open (0) comes from its directory's
         layout (see new_file_layout)."""
         chosen, _ = self.new_file_layout(path[:-1], width, replicas)
         servers = self.cluster.place(chosen.stripe_width, chosen.replicas)
         node = await self.db(self.namespace.create, path, self.block_size,
-                             chosen.stripe_blocks, servers, chosen.replicas)
+                             chosen.stripe_blocks, servers, chosen.replicas, attributes)
         if is_temporary(path[-1]):  # removed if its writer's session ends first
             await self.db(self.temporaries.created, node.node_id, client_id)
         online = self.cluster.online()
@@ -350,19 +359,28 @@ class MetaServer:
         added, dropped = await self.replication.change(node.node_id, layout.replicas)
         return len(added), len(dropped)
 
-    async def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+    async def rename(self, old: tuple[str, ...], new: tuple[str, ...],
+                     open_ok: bool = False) -> None:
+        """Moves `old` to `new`; a file open anywhere is moved or replaced only if `open_ok`
+        (POSIX: a replaced one becomes an orphan, orphans.py), else EBUSY."""
         async with self._namespace_lock:
+            replaced_open = False
             for path in (old, new):
                 try:
                     node = self.namespace.lookup(path)
                 except OSError:
                     continue  # a missing name: the rename itself says what is wrong
                 if not node.is_dir and self.open_files.is_open(node.node_id):
-                    raise _busy("rename" if path == old else "replace", "/".join(path),
-                                self.open_files.openers(node.node_id))
-            replaced = await self.db(self.namespace.rename, old, new)
+                    if not open_ok:
+                        raise _busy("rename" if path == old else "replace", "/".join(path),
+                                    self.open_files.openers(node.node_id))
+                    replaced_open = path == new
+            replaced = await self.db(self.namespace.rename, old, new, replaced_open)
         if replaced is not None and not replaced.is_dir:
-            self.deletions.add(replaced.node_id, replaced.servers)
+            if replaced_open:
+                self.orphans.made(replaced.node_id)
+            else:
+                self.deletions.add(replaced.node_id, replaced.servers)
         log.debug("renamed %s to %s", brief("/".join(old)), brief("/".join(new)))
 
     async def open(self, client_id: int, path: tuple[str, ...], named: str) -> Node:
@@ -371,6 +389,9 @@ class MetaServer:
             node = self.namespace.lookup(path)
             if node.is_dir:
                 raise OSError(errno.EISDIR, f"is a directory: {brief(named)}")
+            if node.is_symlink:
+                raise OSError(errno.ELOOP, f"is a symbolic link (PFS does not follow them; "
+                                           f"the mount's kernel does): {brief(named)}")
             if self.open_files.has_open(client_id, node.node_id):
                 raise OSError(errno.EBUSY, f"{brief(named)} is already open in this "
                                            "client; close it first")
@@ -388,15 +409,32 @@ class MetaServer:
             return None
         return self.tokens.grant_if_free(session.client_id, f.node.node_id, 0, INFINITY, mode)
 
-    async def delete(self, path: tuple[str, ...], named: str) -> None:
-        """Deletes the file at `path` (as the caller `named` it), unless it is open anywhere."""
+    async def delete(self, path: tuple[str, ...], named: str, open_ok: bool = False) -> None:
+        """Deletes the file at `path` (as the caller `named` it). One open anywhere is EBUSY,
+        or if `open_ok` (POSIX) loses its name now and is removed at its last close."""
         async with self._namespace_lock:
             node = self.namespace.lookup(path)
-            if self.open_files.is_open(node.node_id):
+            is_open = self.open_files.is_open(node.node_id)
+            if is_open and not open_ok:
                 raise _busy("delete", named, self.open_files.openers(node.node_id))
-            await self.db(self.namespace.unlink, path)
+            await self.db(self.namespace.unlink, path, is_open)
+        if is_open:
+            self.orphans.made(node.node_id)
+            log.debug("unlinked %s (file %d) while open", brief("/".join(path)), node.node_id)
+            return
         log.debug("deleted %s (file %d)", brief("/".join(path)), node.node_id)
         self.deletions.add(node.node_id, node.servers)
+
+    async def set_attributes(self, path: tuple[str, ...], **changes) -> Node:
+        """Sets POSIX attributes (namespace.set_attributes). An mtime set on an open file
+        stays past its close (`cp -p` sets it before closing)."""
+        node = await self.db(self.namespace.set_attributes, path, *(
+            changes.get(k) for k in ("mode", "uid", "gid", "atime", "mtime")))
+        f = self.open_files.get(node.node_id)
+        if f is not None:
+            f.node = node
+            f.mtime_set = f.mtime_set or changes.get("mtime") is not None
+        return node
 
     # --- sizes (the servicer's Truncate) -------------------------------------------------
     async def truncate(self, client_id: int, f: OpenFile, size: int) -> int:

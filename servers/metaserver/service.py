@@ -32,7 +32,7 @@ from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
 from .layouts import Layout
-from .namespace import Node, StorageFull
+from .namespace import NewAttributes, Node, StorageFull
 from .openfiles import OpenFile
 from .recovery import checked_claims, missed_ranges
 from .server import LIST_PAGE, MetaServer
@@ -79,6 +79,8 @@ def _answer_errors(method):
 
 #: Stale copies `pfs status` lists by name (the rest are counted).
 STATUS_DEGRADED = 10
+#: The longest symlink target (Linux PATH_MAX).
+SYMLINK_MAX = 4096
 
 
 class MetaServerService(pb_grpc.MetaServerServicer):
@@ -228,7 +230,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = self._session(context)
         path = components(request.path)
         node = await self.server.create(session.client_id, path, request.stripe_width,
-                                        request.replicas)
+                                        request.replicas, _new_attributes(request.attributes))
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
@@ -255,8 +257,30 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Mkdir(self, request, context):
         self._session(context)
         path = components(request.path)
-        node = await self.server.db(self.server.namespace.mkdir, path)
+        node = await self.server.db(self.server.namespace.mkdir, path,
+                                    _new_attributes(request.attributes))
         return pb.MkdirReply(meta=self._meta(node, "/".join(path)))
+
+    @_answer_errors
+    async def Symlink(self, request, context):
+        self._session(context)
+        path = components(request.path)
+        if not request.target or len(request.target) > SYMLINK_MAX or "\0" in request.target:
+            raise OSError(errno.EINVAL if request.target else errno.ENOENT,
+                          f"a symlink's target is 1 to {SYMLINK_MAX} characters, without NUL")
+        node = await self.server.db(self.server.namespace.symlink, path, request.target,
+                                    _new_attributes(request.attributes))
+        return pb.SymlinkReply(meta=self._meta(node, "/".join(path)))
+
+    @_answer_errors
+    async def SetAttr(self, request, context):
+        self._session(context)
+        path = components(request.path)
+        changes = {k: getattr(request, k) for k in ("mode", "uid", "gid", "atime", "mtime")
+                   if request.HasField(k)}
+        _check_mode(changes.get("mode"))
+        node = await self.server.set_attributes(path, **changes)
+        return pb.SetAttrReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
     async def Rmdir(self, request, context):
@@ -267,7 +291,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     @_answer_errors
     async def Rename(self, request, context):
         await self._recovered(context)
-        await self.server.rename(components(request.old_path), components(request.new_path))
+        await self.server.rename(components(request.old_path), components(request.new_path),
+                                 request.open_ok)
         return pb.RenameReply()
 
     @_answer_errors
@@ -304,7 +329,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     @_answer_errors
     async def Delete(self, request, context):
         await self._recovered(context)
-        await self.server.delete(components(request.path), request.path)
+        await self.server.delete(components(request.path), request.path, request.open_ok)
         return pb.DeleteReply()
 
     @_answer_errors
@@ -446,10 +471,22 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
     return pb.FileMeta(
         file_id=node.node_id, path=path, size=f.size if f else node.size,
         ctime=node.ctime, mtime=node.mtime, is_dir=node.is_dir,
-        size_epoch=f.size_epoch if f else 0,
+        size_epoch=f.size_epoch if f else 0, mode=node.mode, uid=node.uid, gid=node.gid,
+        atime=node.atime, is_symlink=node.is_symlink, symlink_target=node.target or "",
         recipe=pb.Recipe(block_size=node.block_size, stripe_blocks=node.stripe_blocks,
                          stripe_width=node.width, servers=node.servers,
                          replicas=node.replicas) if not node.is_dir else pb.Recipe())
+
+
+def _new_attributes(a: pb.NewAttributes) -> NewAttributes:
+    _check_mode(a.mode)
+    return NewAttributes(*(getattr(a, k) if a.HasField(k) else None
+                           for k in ("mode", "uid", "gid")))
+
+
+def _check_mode(mode: int | None) -> None:
+    if mode is not None and mode > 0o7777:
+        raise OSError(errno.EINVAL, f"mode {mode:o} is more than permission bits (07777)")
 
 
 def _layout(layout: Layout) -> pb.Layout:

@@ -93,6 +93,7 @@ class Sizes:
             with contextlib.suppress(ConnectionError):
                 if await self.stored(f.node, f.stored):
                     durable = f.stored
+        touch = touch and not f.mtime_set
         if durable > f.node.size or touch:
             await self._db(self.namespace.record_size, f.node.node_id, durable, touch)
             f.node = self.namespace.get(f.node.node_id)

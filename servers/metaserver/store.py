@@ -1,5 +1,6 @@
 """The one interface through which the metaserver keeps everything durable: the namespace's
-nodes and entries, id counters, client sessions, the ranges copies missed (and those of them
+nodes (with their POSIX attributes, and symlinks' targets) and entries, orphans (files unlinked
+while open), id counters, client sessions, the ranges copies missed (and those of them
 they hold apart), objects still to delete, the cluster's members, directories' layouts, and
 the files of each session (`writing`, `temporaries`).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import pathlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ContextManager
 
 if TYPE_CHECKING:
@@ -26,6 +28,14 @@ if TYPE_CHECKING:
 #: `writing`: replicated files it may send writes to (copies.py); `temporaries`: files it
 #: created under a temporary name (temporaries.py).
 SESSION_FILE_TABLES = ("writing", "temporaries")
+
+
+@dataclass(frozen=True)
+class NewAttributes:
+    """What a new file, directory or symlink starts with (None: never set, as in Node)."""
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
 
 
 class MetaStore(abc.ABC):
@@ -71,26 +81,52 @@ class MetaStore(abc.ABC):
     @abc.abstractmethod
     def count_files(self) -> int: ...
 
+    # (A change of a directory's entries moves its mtime and ctime, but the root's.)
     @abc.abstractmethod
     def create(self, path: tuple[str, ...], block_size: int, stripe_blocks: int,
-               servers: list[int], replicas: int = 1) -> Node: ...
+               servers: list[int], replicas: int = 1,
+               attributes: NewAttributes = NewAttributes()) -> Node: ...
 
     @abc.abstractmethod
-    def mkdir(self, path: tuple[str, ...]) -> Node: ...
+    def mkdir(self, path: tuple[str, ...], attributes: NewAttributes = NewAttributes()) -> Node: ...
 
     @abc.abstractmethod
-    def unlink(self, path: tuple[str, ...]) -> Node:
-        """Removes a file; its objects are recorded as still to delete, in the same commit."""
+    def symlink(self, path: tuple[str, ...], target: str,
+                attributes: NewAttributes = NewAttributes()) -> Node:
+        """A symbolic link: a node without data (no servers) whose target is kept here."""
+
+    @abc.abstractmethod
+    def set_attributes(self, path: tuple[str, ...], mode: int | None = None,
+                       uid: int | None = None, gid: int | None = None,
+                       atime: float | None = None, mtime: float | None = None) -> Node:
+        """Sets those of the node's POSIX attributes that are given; ctime moves too."""
+
+    @abc.abstractmethod
+    def unlink(self, path: tuple[str, ...], orphan: bool = False) -> Node:
+        """Removes a file; its objects are recorded as still to delete, in the same commit.
+        `orphan` (it is open somewhere): only its name goes, and it is recorded an orphan."""
 
     @abc.abstractmethod
     def rmdir(self, path: tuple[str, ...]) -> None: ...
 
     @abc.abstractmethod
-    def rename(self, old: tuple[str, ...], new: tuple[str, ...]) -> Node | None:
-        """Moves `old` to `new` as POSIX does; the node it replaced, if any."""
+    def rename(self, old: tuple[str, ...], new: tuple[str, ...],
+               orphan_replaced: bool = False) -> Node | None:
+        """Moves `old` to `new` as POSIX does; the node it replaced, if any (a file replaced
+        becomes an orphan if `orphan_replaced`)."""
 
     @abc.abstractmethod
-    def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None: ...
+    def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None:
+        """`touch`: mtime and ctime move too."""
+
+    # --- orphans (orphans.py) ---------------------------------------------------------------
+    @abc.abstractmethod
+    def orphans(self) -> list[int]:
+        """The files unlinked (or replaced) while open, not removed yet."""
+
+    @abc.abstractmethod
+    def reclaim_orphan(self, node_id: int) -> Node | None:
+        """Removes an orphan as unlink does; the node, or None if it is no orphan."""
 
     @abc.abstractmethod
     def change_copies(self, file_id: int, servers: list[int], replicas: int, added: list[int],
