@@ -9,7 +9,8 @@ that know both metaservers (PFS_METASERVER=a,b).
 - the active one SIGSTOPped past its etcd lease, then SIGCONTed: the standby was elected only
   after the stopped one's term was over, the stopped one grants nothing more and exits, and a
   write guarded by its epoch is refused by etcd;
-- a directory's layout and a file's raised replica count outlive a takeover;
+- a directory's layout, a file's raised replica count, attributes and symlinks outlive a
+  takeover;
 - the consistency nemesis with the active metaserver killed: clients racing on one file, one
   killed during the takeover; the checker explains every history.
 """
@@ -119,10 +120,10 @@ def test_a_killed_etcd_member_fails_no_call(ha):
     assert status["standbys"] == [a for a in ha.addresses if a != active]
 
 
-def test_layouts_and_replica_changes_outlive_a_takeover(ha):
-    """On etcd too: a directory's layout, and a file's copies raised by `pfs setstripe`, set
-    at the active metaserver, hold at the one that takes over when it is killed, which
-    resyncs the new copies."""
+def test_layouts_replica_changes_and_attributes_outlive_a_takeover(ha):
+    """On etcd too: a directory's layout, a file's copies raised by `pfs setstripe`, POSIX
+    attributes and a symlink, set at the active metaserver, hold at the one that takes over
+    when it is killed, which resyncs the new copies."""
     def cli(*args: str, input: str | None = None, check: bool = True) -> str:
         return subprocess.run([sys.executable, "-m", "pfs", *args], capture_output=True,
                               text=True, env=ha.env(), cwd=ha.data_dir, timeout=60, check=check,
@@ -136,11 +137,22 @@ def test_layouts_and_replica_changes_outlive_a_takeover(ha):
     cli("put", "-", "runs/a", input=data)
     cli("put", "-", "single", "--stripe-width", "2", input=data)
     assert "new copies being made" in cli("setstripe", "single", "--replicas", "2")
+    client = ha_client(ha)
+    client.setattr("runs/a", mode=0o640, uid=1234, gid=99, mtime=1_000_000.0)
+    client.symlink("runs/a", "link")
+    client.pfs_finish(client.pfs_initialize())
     ha.kill_metaserver(ha.active())
     ha.wait_serving()
     cli("put", "-", "runs/b", input="b")
     assert [replicas(p) for p in ("runs/a", "single", "runs/b")] == [2, 2, 2]
     assert json.loads(cli("getstripe", "--json", "runs/b"))["stripe_width"] == 1
+    client = ha_client(ha)
+    try:
+        meta = client.stat("runs/a")
+        assert (meta.mode, meta.uid, meta.gid, meta.mtime) == (0o640, 1234, 99, 1_000_000.0)
+        assert client.stat("link").symlink_target == "runs/a"
+    finally:
+        client.pfs_finish(client.pfs_initialize())
     deadline = time.monotonic() + 60
     while "all in sync" not in cli("status", check=False):
         assert time.monotonic() < deadline, "the new copies were not made"
