@@ -480,7 +480,7 @@ class Namespace(MetaStore):
         db.execute("DELETE FROM entries WHERE node = ?", (node.node_id,))
         db.execute("DELETE FROM nodes WHERE id = ?", (node.node_id,))
         if not node.is_dir:
-            if node.servers:  # (a symlink has no objects)
+            if node.servers:  # (a symlink has no objects; dropped copies' may be there)
                 self._to_delete(db, node.node_id, node.servers)
             db.execute("DELETE FROM missed WHERE file_id = ?", (node.node_id,))
             db.execute("DELETE FROM apart WHERE file_id = ?", (node.node_id,))

@@ -121,13 +121,13 @@ class MetaServer:
         self.temporary_removal = TemporaryRemoval(
             self.temporaries, namespace, self.open_files, self.deletions, self._namespace_lock,
             self.db, self.sessions, self.recovery)
-        self.orphans = Orphans(namespace, self.open_files, self.deletions, self._namespace_lock,
-                               self.db, self.sessions, self.recovery)
-        self.open_files.on_last_close = self.orphans.last_closed
         self.layouts = Layouts(namespace)
         self.replication = Replication(namespace, self.cluster, self.copies, self.open_files,
                                        self.deletions, self.repair, self._namespace_lock,
                                        self.db)
+        self.orphans = Orphans(namespace, self.open_files, self.deletions, self._namespace_lock,
+                               self.db, self.sessions, self.recovery)
+        self.open_files.on_last_close = self.orphans.last_closed
         self.membership = Membership(namespace, self.cluster, self.copies, self.open_files,
                                      self.deletions, self.repair, self.replication,
                                      self._namespace_lock, self.on_db_thread)

@@ -230,7 +230,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         session = self._session(context)
         path = components(request.path)
         node = await self.server.create(session.client_id, path, request.stripe_width,
-                                        request.replicas, _new_attributes(request.attributes))
+                                        request.replicas,
+                                        _new_attributes(request.attributes))
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
@@ -478,6 +479,11 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
                          replicas=node.replicas) if not node.is_dir else pb.Recipe())
 
 
+def _layout(layout: Layout) -> pb.Layout:
+    return pb.Layout(stripe_width=layout.stripe_width, stripe_blocks=layout.stripe_blocks,
+                     replicas=layout.replicas)
+
+
 def _new_attributes(a: pb.NewAttributes) -> NewAttributes:
     _check_mode(a.mode)
     return NewAttributes(*(getattr(a, k) if a.HasField(k) else None
@@ -487,11 +493,6 @@ def _new_attributes(a: pb.NewAttributes) -> NewAttributes:
 def _check_mode(mode: int | None) -> None:
     if mode is not None and mode > 0o7777:
         raise OSError(errno.EINVAL, f"mode {mode:o} is more than permission bits (07777)")
-
-
-def _layout(layout: Layout) -> pb.Layout:
-    return pb.Layout(stripe_width=layout.stripe_width, stripe_blocks=layout.stripe_blocks,
-                     replicas=layout.replicas)
 
 
 def _fileservers(cluster: Cluster, namespace: MetaStore) -> list[pb.Fileserver]:
