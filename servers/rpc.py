@@ -260,11 +260,12 @@ def start_server(register, host: str, port: int, credentials: Credentials,
     return server, bound
 
 
-async def start_aio_server(register, host: str, port: int,
-                           credentials: Credentials) -> tuple[grpc.aio.Server, int]:
-    """The same, as an asyncio server."""
+async def start_aio_server(register, host: str, port: int, credentials: Credentials,
+                           more_interceptors=()) -> tuple[grpc.aio.Server, int]:
+    """The same, as an asyncio server; `more_interceptors` see calls after those checks."""
     interceptors = [_RequireSecretAio(credentials.secret)] if credentials.secret else []
     interceptors.append(_RejectUndecodableAio())
+    interceptors += more_interceptors
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     register(server)
     bound = _bind(server, host, port, credentials)

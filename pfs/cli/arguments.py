@@ -62,7 +62,10 @@ def json_flag(p: argparse.ArgumentParser, what: str) -> None:
 
 # --- argparse types ---------------------------------------------------------------------------
 def _address_problem(address: str) -> str | None:
-    """What is wrong with a HOST:PORT to connect to, or None."""
+    """What is wrong with a HOST:PORT to connect to (or a comma-separated list of them:
+    several metaservers), or None."""
+    if "," in address:
+        return next(filter(None, map(_address_problem, address.split(","))), None)
     host, colon, port = address.rpartition(":")
     if not colon or not host:
         return "is not HOST:PORT"

@@ -27,7 +27,9 @@ from .console import Console, human, print_json, shown, size_text, when
 
 # --- status -----------------------------------------------------------------------------------
 def _status_json(reply: pb.StatusReply) -> dict[str, object]:
-    return {"metaserver": metaserver(), "files": reply.files,
+    return {"metaserver": metaserver(), "active": reply.active or None,
+            "standbys": list(reply.standbys), "epoch": reply.epoch or None,
+            "files": reply.files,
             "sessions": reply.sessions, "block_size": reply.block_size,
             "stripe_blocks": reply.stripe_blocks, "replicas": reply.replicas,
             "degraded_files": reply.degraded_files,
@@ -63,6 +65,9 @@ def recipe_servers(servers, what: str) -> str:
 def _print_status(reply: pb.StatusReply, online: int) -> None:
     print(f"metaserver {metaserver()}: {reply.files} files, {reply.sessions} client "
           f"sessions, block {reply.block_size} B x {reply.stripe_blocks} per stripe unit")
+    if reply.active:
+        print(f"active metaserver {reply.active} (epoch {reply.epoch}); standing by: "
+              f"{', '.join(reply.standbys) or 'none'}")
     members = len(reply.fileservers)
     print(f"fileservers: {online} online of {reply.expected_fileservers} expected"
           + (f" ({members} members)" if members != reply.expected_fileservers else ""))
@@ -234,10 +239,12 @@ answers, "bytes_stored", "objects", "disk_total_bytes", "disk_free_bytes"; else 
 Show the metaserver's fileservers (online or not), its client sessions and its file count.
 Exit status 1 when fewer fileservers are online than expected. Needs no session.
 
---json prints one object: "metaserver", "files", "sessions", "block_size", "stripe_blocks",
-"expected_fileservers" and "fileservers" (each with "name", "index", "address", "online",
-"lost_data_at", "offline_seconds", how long the metaserver has known it offline, and
-"draining"). Fileservers are named by their member names (fs0, fs1... under `pfs up`) in
+--json prints one object: "metaserver", "active", "standbys" and "epoch" (with etcd: which
+metaserver is active, which stand by, the active one's epoch; else null, [] and null),
+"files", "sessions", "block_size", "stripe_blocks", "expected_fileservers" and "fileservers"
+(each with "name", "index", "address", "online", "lost_data_at", "offline_seconds", how long
+the metaserver has known it offline, and "draining"). Fileservers are named by their member
+names (fs0, fs1... under `pfs up`) in
 status, df, stat and the servers' logs alike.""",
                     cmd_status)
     json_flag(p, "the cluster's state")

@@ -39,7 +39,9 @@ def cmd_metaserver(args: argparse.Namespace) -> int:
                      stripe_blocks=args.stripe_blocks, lease_seconds=args.lease_seconds,
                      recovery_seconds=args.recovery_seconds, replicas=args.replicas,
                      credentials=credentials(args), allow_insecure=args.insecure,
-                     on_ready=ready)
+                     on_ready=ready, store=args.store, cluster_key_file=args.cluster_key_file,
+                     etcd_tls=dict(ca_file=args.etcd_ca, cert_file=args.etcd_cert,
+                                   key_file=args.etcd_key))
     return 0
 
 
@@ -192,6 +194,11 @@ the command returns once the cluster serves, and `pfs down --data-dir D` stops i
     _server_flags(up)
     up.add_argument("--tls-ca", help="CA of the servers' certificates (default: --tls-cert "
                                      "itself, for a self-signed one)")
+    up.add_argument("--ha", action="store_true",
+                    help="a failover demo: a 3-member etcd (DATA_DIR/etcd; etcd from "
+                         "install-system-packages.sh) and two metaservers sharing it, on --port "
+                         "and the next port, one active and one standing by; kill the active "
+                         "one and the other takes over (default: off, one metaserver on SQLite)")
 
     down = _server_command(sub, "down", "stop a cluster that pfs up runs (in the background or "
                                         "not)", """\
@@ -215,6 +222,18 @@ fileservers are online. Its settings are remembered in DATA_DIR/settings.json
     _listening_flags(meta, None, f"port to listen on, 0 for any free one ({_AS_REMEMBERED % 50050})")
     meta.add_argument("--address-file", help="write host:port here once listening "
                                              "(default: none)")
+    meta.add_argument("--store", help="where the metadata lives: sqlite (in --data-dir; the "
+                                      "default) or etcd://HOST:PORT[,HOST:PORT...], an etcd v3 "
+                                      "cluster several metaservers share, one of them active "
+                                      "and the others standing by (default: sqlite)")
+    meta.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
+                      help="the cluster key (default: DATA_DIR/cluster.key, made at the first "
+                           "start); with etcd required, the same file on every metaserver")
+    meta.add_argument("--etcd-ca", help="TLS to etcd: the CA certificate of its members "
+                                        "(default: none, plain gRPC)")
+    meta.add_argument("--etcd-cert", help="TLS to etcd: this metaserver's client certificate, "
+                                          "if etcd asks for one (default: none)")
+    meta.add_argument("--etcd-key", help="the key of --etcd-cert (default: none)")
     _cluster_flags(meta)
     _server_flags(meta)
     _insecure_flag(meta)

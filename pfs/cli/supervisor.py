@@ -59,8 +59,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     lock = lock_data_dir(data, "pfs up")  # in use: said here, not in a log
     # Resolved here as the metaserver will (it records them), to know how many fileservers to
     # run, and to refuse a setting that cannot change in one line.
-    fileservers = settings.resolve(data / "meta", {name: getattr(args, name)
-                                                   for name in SETTINGS})[0].fileservers
+    chosen = settings.resolve(data / "meta", {name: getattr(args, name) for name in SETTINGS})[0]
+    fileservers = chosen.fileservers
+    if args.ha:
+        args.ha_port = chosen.port
     if args.detach:
         os.close(lock)
         return _detach(args, data, fileservers)
@@ -114,18 +116,25 @@ def _supervise(args: argparse.Namespace, data: pathlib.Path, fileservers: int) -
         children.append(subprocess.Popen([sys.executable, "-m", "pfs", *argv, *common],
                                          cwd=data, env=env))
 
+    etcd = None
     try:
-        spawn("metaserver", "--data-dir", str(data / "meta"), "--address-file",
-              str(address_file), *_given_settings(args))
-        address = _wait_for(lambda: address_file.exists() and address_file.read_text().strip(),
-                            children, stop, "the metaserver to listen")
-        if not address:
-            return _stop_children(children, 1)
-        # A restarted metaserver must come back where the fileservers and clients look for it.
-        children[0].args += ["--port", address.rsplit(":", 1)[1]]
+        if args.ha:
+            etcd, address, key_file = _start_ha(args, data, spawn)
+            address_file.write_text(address + "\n")
+        else:
+            spawn("metaserver", "--data-dir", str(data / "meta"), "--address-file",
+                  str(address_file), *_given_settings(args))
+            address = _wait_for(lambda: address_file.exists()
+                                and address_file.read_text().strip(),
+                                children, stop, "the metaserver to listen")
+            if not address:
+                return _stop_children(children, 1)
+            # A restarted metaserver must come back where fileservers and clients look for it.
+            children[0].args += ["--port", address.rsplit(":", 1)[1]]
+            key_file = data / "meta" / "cluster.key"
         for i in range(fileservers):
             spawn("fileserver", "--data-dir", str(data / f"fs{i}"), "--metaserver", address,
-                  "--name", f"fs{i}", "--cluster-key-file", str(data / "meta" / "cluster.key"))
+                  "--name", f"fs{i}", "--cluster-key-file", str(key_file))
         if not _wait_for(lambda: _online(address, credentials) >= fileservers, children, stop,
                          f"{fileservers} fileservers to register"):
             return _stop_children(children, 1)
@@ -140,6 +149,32 @@ def _supervise(args: argparse.Namespace, data: pathlib.Path, fileservers: int) -
     except BaseException:
         _stop_children(children, 1)
         raise
+    finally:
+        if etcd is not None:
+            etcd.stop()
+
+
+#: Metaservers `pfs up --ha` runs: one active, the others standing by.
+HA_METASERVERS = 2
+
+
+def _start_ha(args: argparse.Namespace, data: pathlib.Path, spawn):
+    """`pfs up --ha`: a 3-member etcd on loopback (DATA_DIR/etcd) and HA_METASERVERS
+    metaservers sharing it, on --port and the ports after it (0: free ones), with one cluster
+    key (DATA_DIR/cluster.key); the etcd cluster, the metaservers' address list and the key."""
+    from pfs_servers import clusterkey
+    from pfs_servers.etcdlocal import LocalEtcd, _free_port
+    clusterkey.load_or_create(data)
+    etcd = LocalEtcd(data / "etcd", members=3).start()
+    ports = [args.ha_port + i if args.ha_port else _free_port() for i in range(HA_METASERVERS)]
+    settings = _given_settings(args)
+    if "--port" in settings:
+        del settings[settings.index("--port"):settings.index("--port") + 2]
+    for i, port in enumerate(ports):
+        spawn("metaserver", "--data-dir", str(data / ("meta" if i == 0 else f"meta{i}")),
+              "--port", str(port), "--store", etcd.url, "--cluster-key-file",
+              str(data / clusterkey.KEY_FILE), *settings)
+    return etcd, ",".join(f"{args.host}:{port}" for port in ports), data / clusterkey.KEY_FILE
 
 
 def _detach(args: argparse.Namespace, data: pathlib.Path, fileservers: int) -> int:
@@ -147,7 +182,7 @@ def _detach(args: argparse.Namespace, data: pathlib.Path, fileservers: int) -> i
     hangup reaches it), logging to DATA_DIR/pfs.log; returns once it serves, or fails with the
     line of its log that says why."""
     argv = ["up", "--data-dir", str(data), *_given_settings(args), "--log-level",
-            args.log_level, *_host_flags(args)]
+            args.log_level, *_host_flags(args), *["--ha"] * args.ha]
     for flag, path in (("--secret-file", args.secret_file), ("--tls-cert", args.tls_cert),
                        ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca),
                        ("--tls-client-ca", args.tls_client_ca)):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
+from typing import Callable
 
 import grpc
 
@@ -47,8 +49,13 @@ DEFAULT_METASERVER = "127.0.0.1:50050"
 
 
 def default_metaserver() -> str:
-    """Where the metaserver is unless a caller says: PFS_METASERVER, else the default."""
+    """Where the metaserver is unless a caller says: PFS_METASERVER, else the default. Several
+    metaservers (one active, the others standing by) are HOST:PORT,HOST:PORT,..."""
     return os.environ.get("PFS_METASERVER") or DEFAULT_METASERVER
+
+
+#: The trailing metadata entry by which a standby metaserver names the active one.
+ACTIVE_HEADER = "pfs-active"
 
 
 SECRET_HEADER = "pfs-secret"
@@ -118,7 +125,10 @@ class Credentials:
         return ((SECRET_HEADER, self.secret),) if self.secret else ()
 
     def channel(self, address: str) -> grpc.Channel:
-        """A channel to a PFS server that sends the secret with every call."""
+        """A channel to a PFS server that sends the secret with every call; to the active one
+        of several metaservers if `address` lists them (HOST:PORT,HOST:PORT,...)."""
+        if "," in address:
+            return FollowingChannel(address.split(","), self.channel)
         if self.tls_ca:
             shown = {}
             if self.shown_cert:  # for servers that want mutual TLS
@@ -146,3 +156,127 @@ class _SecretAdder(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInte
 
     def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
         return continuation(self._with_secret(client_call_details), request_iterator)
+
+
+class FollowingChannel(grpc.Channel):
+    """A channel to whichever of several metaservers is active: calls go to the one last found
+    active. A standby's refusal names the active one (ACTIVE_HEADER), and the call goes there
+    at once; a metaserver that cannot be reached is left for the next one in the list (and a
+    call that was never sent is tried there). Anything else is the caller's, as on one
+    channel: a call that broke midway is not repeated here."""
+
+    def __init__(self, addresses: list[str], make: Callable[[str], grpc.Channel]) -> None:
+        self.addresses = [a.strip() for a in addresses if a.strip()]
+        self._make = make
+        self._lock = threading.Lock()
+        self._current = self.addresses[0]
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def current(self) -> tuple[str, grpc.Channel]:
+        with self._lock:
+            address = self._current
+            if address not in self._channels:
+                self._channels[address] = self._make(address)
+            return address, self._channels[address]
+
+    def failed(self, address: str, error: grpc.RpcError) -> bool:
+        """Moves on from `address` if `error` says so; whether the call may be sent again
+        (it reached no active metaserver)."""
+        if error.code() != grpc.StatusCode.UNAVAILABLE:
+            return False
+        try:
+            active = dict(error.trailing_metadata() or ()).get(ACTIVE_HEADER)
+        except Exception:  # (an error raised before any call had metadata)
+            active = None
+        with self._lock:
+            if self._current == address:
+                if active and active != address:
+                    self._current = active
+                else:
+                    self._current = self.addresses[(self.addresses.index(address) + 1)
+                                                   % len(self.addresses)] \
+                        if address in self.addresses else self.addresses[0]
+        return bool(active) or _never_sent(error)
+
+    def _callable(self, kind: str, method: str, *args, **kwargs):
+        return _FollowingCall(self, kind, method, args, kwargs)
+
+    def unary_unary(self, method, *args, **kwargs):
+        return self._callable("unary_unary", method, *args, **kwargs)
+
+    def unary_stream(self, method, *args, **kwargs):
+        return self._callable("unary_stream", method, *args, **kwargs)
+
+    def stream_unary(self, method, *args, **kwargs):
+        return self._callable("stream_unary", method, *args, **kwargs)
+
+    def stream_stream(self, method, *args, **kwargs):
+        return self._callable("stream_stream", method, *args, **kwargs)
+
+    def subscribe(self, callback, try_to_connect=False):
+        self.current()[1].subscribe(callback, try_to_connect)
+
+    def unsubscribe(self, callback):
+        self.current()[1].unsubscribe(callback)
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+
+def _never_sent(error: grpc.RpcError) -> bool:
+    details = (error.details() or "").lower()
+    return "failed to connect" in details or "connection refused" in details
+
+
+class _FollowingCall:
+    """A method of a FollowingChannel: each call on the channel of the active metaserver."""
+
+    def __init__(self, following: FollowingChannel, kind: str, method: str, args, kwargs):
+        self._following, self._kind, self._method = following, kind, method
+        self._args, self._kwargs = args, kwargs
+
+    def __call__(self, request, *args, **kwargs):
+        streamed_request = self._kind.startswith("stream")
+        for _ in range(2 * len(self._following.addresses)):
+            address, channel = self._following.current()
+            call = getattr(channel, self._kind)(self._method, *self._args, **self._kwargs)
+            try:
+                result = call(request, *args, **kwargs)
+            except grpc.RpcError as e:
+                if self._following.failed(address, e) and not streamed_request:
+                    continue
+                raise
+            if self._kind.endswith("stream"):
+                return _FollowedStream(result, self._following, address)
+            return result
+        return call(request, *args, **kwargs)  # (every one refused: its error is the answer)
+
+
+class _FollowedStream:
+    """A response stream that tells its FollowingChannel when it fails."""
+
+    def __init__(self, stream, following: FollowingChannel, address: str) -> None:
+        self._stream, self._following, self._address = stream, following, address
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._stream)
+        except grpc.RpcError as e:
+            self._following.failed(self._address, e)
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)

@@ -45,6 +45,7 @@ class Control:
         self._heartbeats = Heartbeats()
         self._heartbeat = RETRY_SECONDS
         self._lease = 0.0
+        self._epoch = 0  # the newest metaserver epoch seen: an older one was deposed
 
     def stay_attached(self) -> None:
         """Re-attaches whenever the stream breaks, saying so once per outage."""
@@ -86,6 +87,12 @@ class Control:
             for message in responses:
                 kind = message.WhichOneof("body")
                 if kind == "welcome":
+                    if message.welcome.epoch < self._epoch:
+                        log.error("refused control from a deposed metaserver (epoch %d; the "
+                                  "active one's is %d at least)", message.welcome.epoch,
+                                  self._epoch)
+                        return False
+                    self._epoch = message.welcome.epoch
                     welcome, welcomed = message.welcome, True
                     self.service.index = welcome.index
                     self.sessions.install(list(welcome.sessions), welcome.new_sessions_from)

@@ -88,6 +88,7 @@ class Cluster:
         self._sessions: set[int] = {METASERVER_CLIENT}  # the session table: client ids
         # No client id below this is a session not yet in the table: the next welcome's floor.
         self._new_sessions_from = first_client_id
+        self.epoch = 0  # the active metaserver's epoch (election.py), told in every welcome
         self._version = 1  # of the table; a fileserver that acknowledged none may not serve
         self._wakeup = asyncio.Event()  # replaced by a fresh one at every notification
         self._placement = itertools.count()
@@ -207,7 +208,8 @@ class Cluster:
         link.outbox.put_nowait(pb.ControlMessage(welcome=pb.Welcome(
             index=index, heartbeat_seconds=HEARTBEAT_SECONDS,
             lease_seconds=FILESERVER_LEASE_SECONDS, version=self._version,
-            sessions=sorted(self._sessions), new_sessions_from=link.new_sessions_from)))
+            sessions=sorted(self._sessions), new_sessions_from=link.new_sessions_from,
+            epoch=self.epoch)))
         log.info("fileserver %s attached from %s", name, address)
         return link
 

@@ -24,112 +24,100 @@ fileserver lost its data too), a copy apart there stands in (`_stand_in`): its b
 outcome of the unfinished write, and the resync makes the others equal to it, rather than every
 read failing with EIO.
 
-Thread-safety: the namespace's (its transactions and reads).
+Thread-safety: the store's (store.py).
 """
 from __future__ import annotations
-
-import sqlite3
 
 from pfs.protocol.capability import column_ranges
 from pfs.protocol.ranges import INFINITY
 
-from .namespace import Namespace, NamespaceError, Node
+from .namespace import NamespaceError, Node
+from .store import MetaStore
+
+Ranges = list[tuple[int, int]]
 
 
 class Copies:
-    def __init__(self, namespace: Namespace) -> None:
-        self._namespace = namespace
+    def __init__(self, store: MetaStore) -> None:
+        self._store = store
 
     def missed(self, file_id: int, server: int, start: int, end: int) -> None:
         """Records that the copy of the file on `server` lacks local bytes [start, end),
         merged with what it lacked already."""
-        node = self._node(file_id)
-        with self._namespace.transaction() as db:
-            _merge(db, "missed", file_id, server, start, end)
-            _cut(db, "apart", file_id, server, start, end)  # it lacks them for real now
-            if node is not None:
-                _stand_in(db, node)
+        with _Change(self._store) as change:
+            missed, apart = change.of(file_id)
+            missed[server] = _merged(missed.get(server, []), start, end)
+            apart[server] = _minus(apart.get(server, []), [(start, end)])  # lacked for real now
+            change.stand_in(file_id)
 
     def lost(self, server: int) -> int:
         """Fileserver `server` lost its data: its copy of every replicated file missed
         everything. How many files that makes stale."""
-        with self._namespace.transaction() as db:
-            files = [node_id for node_id, servers, replicas in db.execute(
-                "SELECT id, servers, replicas FROM nodes WHERE is_dir = 0 AND replicas > 1")
-                if str(server) in servers.split(",")]
-            db.executemany("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
-                           "VALUES (?, ?, 0, ?)", [(f, server, INFINITY) for f in files])
-            db.executemany("DELETE FROM missed WHERE file_id = ? AND server = ? AND start > 0",
-                           [(f, server) for f in files])
-            db.execute("DELETE FROM apart WHERE server = ?", (server,))
-            for file_id, in db.execute("SELECT DISTINCT file_id FROM apart").fetchall():
-                _stand_in(db, self._namespace.get(file_id))
-        return len(files)
+        files = self._store.mark_lost(server)
+        self.settle()
+        return files
+
+    def settle(self) -> None:
+        """Wherever no copy of some bytes is good, a copy holding them apart stands in (after
+        a lost fileserver, and at start: a crash may have come between the two)."""
+        with _Change(self._store) as change:
+            for file_id in {f for f, _, _ in self._store.apart()}:
+                change.stand_in(file_id)
 
     def stale(self, file_id: int) -> set[int]:
         """The fileservers whose copy of the file missed something."""
-        return {row[0] for row in self._namespace.query(
-            "SELECT DISTINCT server FROM missed WHERE file_id = ?", (file_id,))}
+        return {server for _, server, _ in self._store.missed(file_id)}
 
     def missed_ranges(self, file_id: int) -> list[tuple[int, int, int]]:
         """What each stale copy of the file lacks: (fileserver, start, end), in local offsets."""
-        return self._namespace.query("SELECT server, start, end_ FROM missed WHERE file_id = ? "
-                                     "ORDER BY server, start", (file_id,))
+        return [(server, start, end) for _, server, ranges in self._store.missed(file_id)
+                for start, end in ranges]
 
     def stale_by_file(self) -> dict[int, set[int]]:
         """Every file with a stale copy -> the fileservers of its stale copies."""
         found: dict[int, set[int]] = {}
-        for file_id, server in self._namespace.query("SELECT DISTINCT file_id, server FROM "
-                                                     "missed"):
+        for file_id, server, _ in self._store.missed():
             found.setdefault(file_id, set()).add(server)
         return found
 
     def pending(self, limit: int = 100) -> list[tuple[int, int, int, int]]:
         """Some missed ranges, (file id, server, start, end), oldest files first."""
-        return self._namespace.query("SELECT file_id, server, start, end_ FROM missed "
-                                     "ORDER BY file_id, server, start LIMIT ?", (limit,))
+        return [(f, server, start, end) for f, server, ranges in self._store.missed(limit=limit)
+                for start, end in ranges][:limit]
 
     def repaired(self, file_id: int, server: int, start: int, end: int) -> None:
         """The copy on `server` has bytes [start, end) again (a resync copied them)."""
-        with self._namespace.transaction() as db:
-            for table in ("missed", "apart"):
-                _cut(db, table, file_id, server, start, end)
+        with _Change(self._store) as change:
+            for ranges in change.of(file_id):
+                ranges[server] = _minus(ranges.get(server, []), [(start, end)])
 
     def summary(self) -> tuple[int, int, int]:
         """(files with a stale copy, ranges still to resync, bytes of those that are not
         whole copies lost)."""
-        files, ranges, size = self._namespace.query(
-            "SELECT COUNT(DISTINCT file_id), COUNT(*), "
-            "TOTAL(CASE WHEN end_ < ? THEN end_ - start ELSE 0 END) FROM missed", (INFINITY,))[0]
-        return files, ranges, int(size)
+        copies = self._store.missed()
+        return (len({f for f, _, _ in copies}), sum(len(r) for _, _, r in copies),
+                sum(e - s for _, _, ranges in copies for s, e in ranges if e < INFINITY))
 
     def first_stale(self, limit: int) -> list[tuple[int, int, int]]:
         """Up to `limit` stale copies, (file id, server, bytes missed: 0 for everything)."""
-        return [(f, server, int(size)) for f, server, size in self._namespace.query(
-            "SELECT file_id, server, CASE WHEN MAX(end_) >= ? THEN 0 ELSE TOTAL(end_ - start) "
-            "END FROM missed GROUP BY file_id, server ORDER BY file_id LIMIT ?",
-            (INFINITY, limit))]
+        return [(f, server, 0 if ranges[-1][1] >= INFINITY else sum(e - s for s, e in ranges))
+                for f, server, ranges in self._store.missed(limit=limit)]
 
     # --- writers that may leave copies apart (the module's second paragraph) ---------------
     def writing(self, client_id: int, file_id: int) -> None:
         """The client may send writes to the (replicated) file from now on."""
-        with self._namespace.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO writing (client_id, file_id) VALUES (?, ?)",
-                       (client_id, file_id))
+        self._store.add_session_file("writing", client_id, file_id)
 
     def closed(self, client_id: int, file_id: int) -> None:
         """The client closed the file: every write it sent is on every copy, or recorded."""
-        with self._namespace.transaction() as db:
-            db.execute("DELETE FROM writing WHERE client_id = ? AND file_id = ?",
-                       (client_id, file_id))
+        self._store.drop_session_files("writing", client_id, [file_id])
 
     def writing_files(self, client_id: int) -> list[int]:
-        return [row[0] for row in self._namespace.query(
-            "SELECT file_id FROM writing WHERE client_id = ?", (client_id,))]
+        return self._store.session_files("writing", client_id)
 
     def writers(self) -> set[int]:
         """The clients recorded as writing some file."""
-        return {row[0] for row in self._namespace.query("SELECT DISTINCT client_id FROM writing")}
+        return self._store.session_file_clients("writing")
 
     def abandoned(self, client_id: int, held: dict[int, list[tuple[int, int]]] | None,
                   online: set[int]) -> list[tuple[int, int, int, int]]:
@@ -139,26 +127,88 @@ class Copies:
         commit, which also forgets the client's files. What was recorded, (file id, fileserver,
         start, end)."""
         recorded = []
-        for file_id in self.writing_files(client_id):
-            node = self._node(file_id)
-            if node is None:
-                continue  # deleted: nothing of it is read again
-            ranges = [(0, INFINITY)] if held is None else held.get(file_id, [])
-            recorded += _all_but_one(node, ranges, self.stale(file_id), online)
-        with self._namespace.transaction() as db:
+        with _Change(self._store, forget_writer=client_id) as change:
+            for file_id in self.writing_files(client_id):
+                node = change.node(file_id)
+                if node is None:
+                    continue  # deleted: nothing of it is read again
+                ranges = [(0, INFINITY)] if held is None else held.get(file_id, [])
+                recorded += _all_but_one(node, ranges, self.stale(file_id), online)
             for file_id, server, start, end in recorded:
-                lacked = _ranges(db, "missed", file_id, server)
-                _merge(db, "missed", file_id, server, start, end)
-                for lo, hi in _minus([(start, end)], lacked):  # (what it lacked, it still lacks)
-                    _merge(db, "apart", file_id, server, lo, hi)
-            db.execute("DELETE FROM writing WHERE client_id = ?", (client_id,))
+                missed, apart = change.of(file_id)
+                lacked = missed.get(server, [])  # (what it lacked, it still lacks)
+                missed[server] = _merged(lacked, start, end)
+                for lo, hi in _minus([(start, end)], lacked):
+                    apart[server] = _merged(apart.get(server, []), lo, hi)
         return recorded
 
-    def _node(self, file_id: int) -> Node | None:
+
+class _Change:
+    """`with`: some files' missed and apart ranges, read from the store when first asked for,
+    changed in memory, and what changed committed at the end in one set_missed (the store
+    held exclusive meanwhile)."""
+
+    def __init__(self, store: MetaStore, forget_writer: int | None = None) -> None:
+        self._store, self._forget_writer = store, forget_writer
+        self._read: dict[int, tuple[dict[int, Ranges], dict[int, Ranges]]] = {}
+        self._files: dict[int, tuple[dict[int, Ranges], dict[int, Ranges]]] = {}
+
+    def __enter__(self) -> "_Change":
+        self._exclusive = self._store.exclusive()
+        self._exclusive.__enter__()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
         try:
-            return self._namespace.get(file_id)
+            if kind is None:
+                self._commit()
+        finally:
+            self._exclusive.__exit__(kind, error, traceback)
+
+    def of(self, file_id: int) -> tuple[dict[int, Ranges], dict[int, Ranges]]:
+        """The file's missed and apart ranges, by fileserver, to change."""
+        if file_id not in self._files:
+            read = tuple({server: ranges for _, server, ranges in records}
+                         for records in (self._store.missed(file_id),
+                                         self._store.apart(file_id)))
+            self._read[file_id] = read
+            self._files[file_id] = tuple(dict(ranges) for ranges in read)
+        return self._files[file_id]
+
+    def node(self, file_id: int) -> Node | None:
+        try:
+            return self._store.get(file_id)
         except NamespaceError:
             return None
+
+    def stand_in(self, file_id: int) -> None:
+        """Where no copy of a column holds some bytes, copies that hold them apart (and lack
+        them for no other reason) count as good there again, the first one first."""
+        node = self.node(file_id)
+        if node is None:
+            return
+        missed, apart = self.of(file_id)
+        for column in range(node.width):
+            copies = node.copies(column)
+            nowhere = missed.get(copies[0], [])
+            for i in copies[1:]:
+                nowhere = _intersect(nowhere, missed.get(i, []))
+            for i in copies:
+                for start, end in _intersect(nowhere, apart.get(i, [])):
+                    for ranges in (missed, apart):
+                        ranges[i] = _minus(ranges.get(i, []), [(start, end)])
+                    nowhere = _minus(nowhere, [(start, end)])
+
+    def _commit(self) -> None:
+        changes: tuple[dict, dict] = ({}, {})
+        for file_id, now in self._files.items():
+            for before, after, changed in zip(self._read[file_id], now, changes):
+                for server in before.keys() | after.keys():
+                    if before.get(server, []) != after.get(server, []):
+                        changed[(file_id, server)] = after.get(server, [])
+        if any(changes) or self._forget_writer is not None:
+            self._store.set_missed(changes[0], forget_writer=self._forget_writer,
+                                   apart=changes[1])
 
 
 def _all_but_one(node: Node, ranges: list[tuple[int, int]], stale: set[int],
@@ -178,59 +228,23 @@ def _all_but_one(node: Node, ranges: list[tuple[int, int]], stale: set[int],
     return missed
 
 
-def _stand_in(db: sqlite3.Connection, node: Node) -> None:
-    """Where no copy of a column holds some bytes, copies that hold them apart (and lack them
-    for no other reason) count as good there again, the first one first."""
-    for column in range(node.width):
-        copies = node.copies(column)
-        nowhere = _ranges(db, "missed", node.node_id, copies[0])
-        for i in copies[1:]:
-            nowhere = _intersect(nowhere, _ranges(db, "missed", node.node_id, i))
-        for i in copies:
-            for start, end in _intersect(nowhere, _ranges(db, "apart", node.node_id, i)):
-                for table in ("missed", "apart"):
-                    _cut(db, table, node.node_id, i, start, end)
-                nowhere = _minus(nowhere, [(start, end)])
+# --- range lists: (start, end) pairs by start, none touching another ------------------------
+def _merged(ranges: Ranges, start: int, end: int) -> Ranges:
+    """`ranges` with [start, end) added, merged with those it touches."""
+    kept = []
+    for s, e in ranges:
+        if s <= end and e >= start:
+            start, end = min(start, s), max(end, e)
+        else:
+            kept.append((s, e))
+    return sorted(kept + [(start, end)])
 
 
-def _ranges(db: sqlite3.Connection, table: str, file_id: int,
-            server: int) -> list[tuple[int, int]]:
-    return db.execute(f"SELECT start, end_ FROM {table} WHERE file_id = ? AND server = ? "
-                      "ORDER BY start", (file_id, server)).fetchall()
-
-
-def _merge(db: sqlite3.Connection, table: str, file_id: int, server: int, start: int,
-           end: int) -> None:
-    """Records local bytes [start, end) of a copy in `table`, merged with what is there."""
-    rows = db.execute(f"SELECT start, end_ FROM {table} WHERE file_id = ? AND server = ? "
-                      "AND start <= ? AND end_ >= ?", (file_id, server, end, start))
-    for s, e in rows.fetchall():
-        start, end = min(start, s), max(end, e)
-    db.execute(f"DELETE FROM {table} WHERE file_id = ? AND server = ? AND start <= ? "
-               "AND end_ >= ?", (file_id, server, end, start))
-    db.execute(f"INSERT INTO {table} (file_id, server, start, end_) VALUES (?, ?, ?, ?)",
-               (file_id, server, start, end))
-
-
-def _cut(db: sqlite3.Connection, table: str, file_id: int, server: int, start: int,
-         end: int) -> None:
-    """Removes local bytes [start, end) of a copy from `table`."""
-    rows = db.execute(f"SELECT start, end_ FROM {table} WHERE file_id = ? AND server = ? "
-                      "AND start < ? AND end_ > ?", (file_id, server, end, start))
-    for s, e in rows.fetchall():
-        db.execute(f"DELETE FROM {table} WHERE file_id = ? AND server = ? AND start = ?",
-                   (file_id, server, s))
-        for lo, hi in ((s, start), (end, e)):
-            if lo < hi:
-                db.execute(f"INSERT INTO {table} (file_id, server, start, end_) "
-                           "VALUES (?, ?, ?, ?)", (file_id, server, lo, hi))
-
-
-def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _intersect(a: Ranges, b: Ranges) -> Ranges:
     return [(max(s, t), min(e, f)) for s, e in a for t, f in b if max(s, t) < min(e, f)]
 
 
-def _minus(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _minus(a: Ranges, b: Ranges) -> Ranges:
     for t, f in b:
         a = [piece for s, e in a for piece in ((s, min(e, t)), (max(s, f), e))
              if piece[0] < piece[1]]

@@ -4,9 +4,8 @@ count that files created below a directory get unless their create says otherwis
 Invariant: a layout only chooses what a create leaves open; a file's recipe, once made, never
 follows a later change of it. The nearest directory with a layout, from the new file's parent
 up to the root, wins as a whole; what that layout leaves unset (0) is the cluster's default.
-What a create asks for explicitly wins over any layout. A layout lives in table `layouts`,
-keyed by the directory's id (ids are never reused, so a removed directory's row is never
-consulted again, and `forget` drops it).
+What a create asks for explicitly wins over any layout. A layout is kept in the metadata store
+(store.py), keyed by the directory's id, and goes with the directory when it is removed.
 """
 from __future__ import annotations
 
@@ -15,16 +14,8 @@ from dataclasses import dataclass
 
 from pfs.protocol.paths import brief
 
-from .namespace import Namespace, NamespaceError
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS layouts (
-    dir INTEGER PRIMARY KEY,             -- a directory's node id
-    stripe_width INTEGER NOT NULL,       -- 0: not set
-    stripe_blocks INTEGER NOT NULL,
-    replicas INTEGER NOT NULL
-);
-"""
+from .namespace import NamespaceError
+from .store import MetaStore
 
 
 @dataclass(frozen=True)
@@ -41,26 +32,18 @@ class Layouts:
     """The layouts, also kept in memory (few directories have one, and the metaserver is
     their only writer), so that a create in a tree without any costs no lookup."""
 
-    def __init__(self, namespace: Namespace) -> None:
+    def __init__(self, namespace: MetaStore) -> None:
         self._namespace = namespace
-        with namespace.transaction() as db:
-            db.execute(SCHEMA)
-        self._by_dir = {row[0]: Layout(*row[1:]) for row in namespace.query(
-            "SELECT dir, stripe_width, stripe_blocks, replicas FROM layouts")}
+        self._by_dir = {dir_id: Layout(*layout)
+                        for dir_id, layout in namespace.layouts().items()}
 
     def set(self, path: tuple[str, ...], layout: Layout) -> None:
         """Gives the directory `path` its layout (an empty one removes it)."""
         node = self._namespace.lookup(path)
         if not node.is_dir:
             raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
-        with self._namespace.transaction() as db:
-            if layout:
-                db.execute("INSERT OR REPLACE INTO layouts (dir, stripe_width, stripe_blocks, "
-                           "replicas) VALUES (?, ?, ?, ?)", (node.node_id, layout.stripe_width,
-                                                             layout.stripe_blocks,
-                                                             layout.replicas))
-            else:
-                db.execute("DELETE FROM layouts WHERE dir = ?", (node.node_id,))
+        self._namespace.set_layout(node.node_id, (layout.stripe_width, layout.stripe_blocks,
+                                                  layout.replicas) if layout else None)
         if layout:
             self._by_dir[node.node_id] = layout
         else:
@@ -80,7 +63,5 @@ class Layouts:
         return Layout(), None
 
     def forget(self, dir_id: int) -> None:
-        """The directory was removed."""
-        if self._by_dir.pop(dir_id, None) is not None:
-            with self._namespace.transaction() as db:
-                db.execute("DELETE FROM layouts WHERE dir = ?", (dir_id,))
+        """The directory was removed (its stored layout with it)."""
+        self._by_dir.pop(dir_id, None)

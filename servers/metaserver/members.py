@@ -19,15 +19,15 @@ import logging
 from typing import AsyncIterator, Awaitable, Callable
 
 from pfs.protocol.paths import brief
-from pfs.protocol.ranges import INFINITY
 
 from .cluster import Cluster
 from .copies import Copies
 from .deletions import Deletions
-from .namespace import Namespace, NamespaceError, Node
+from .namespace import NamespaceError, Node
 from .openfiles import OpenFiles
 from .repair import Repair
 from .replication import Replication
+from .store import MetaStore
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -37,7 +37,7 @@ NAMED = 5
 DRAIN_POLL_SECONDS = 0.2
 
 
-def removal(namespace: Namespace, index: int, stale: dict[int, set[int]],
+def removal(namespace: MetaStore, index: int, stale: dict[int, set[int]],
             members: list[int], online: set[int]) -> dict[int, int]:
     """For each file the member `index` holds a copy of: the member that takes that copy
     (file id -> new index); OSError saying why not when the removal must be refused. `stale`:
@@ -67,43 +67,16 @@ def removal(namespace: Namespace, index: int, stale: dict[int, set[int]],
     return moved
 
 
-def _named(namespace: Namespace, nodes: list[Node]) -> str:
+def _named(namespace: MetaStore, nodes: list[Node]) -> str:
     paths = ", ".join(repr("/" + namespace.path_of(n.node_id)) for n in nodes[:NAMED])
     more = f" and {len(nodes) - NAMED} more files" if len(nodes) > NAMED else ""
     return f"{len(nodes)} file(s): {paths}{more}"
 
 
-def remove(namespace: Namespace, index: int, moved: dict[int, int]) -> None:
-    """Commits the removal of member `index`, its copies given to the members `moved` names."""
-    with namespace.transaction() as db:
-        for file_id, to in moved.items():
-            servers, replicas = db.execute("SELECT servers, replicas FROM nodes WHERE id = ?",
-                                           (file_id,)).fetchone()
-            servers = servers.split(",")
-            servers = [str(to) if int(s) == index else s for s in servers]
-            db.execute("UPDATE nodes SET servers = ? WHERE id = ?", (",".join(servers), file_id))
-            if replicas > 1:  # (a single copy moves only when empty: nothing to re-make)
-                db.execute("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
-                           "VALUES (?, ?, 0, ?)", (file_id, to, INFINITY))
-        db.execute("DELETE FROM missed WHERE server = ?", (index,))
-        db.execute("DELETE FROM apart WHERE server = ?", (index,))
-        for file_id, servers in db.execute("SELECT file_id, servers FROM pending_deletes"
-                                           ).fetchall():
-            kept = [s for s in servers.split(",") if s and int(s) != index]
-            if kept:
-                db.execute("UPDATE pending_deletes SET servers = ? WHERE file_id = ?",
-                           (",".join(kept), file_id))
-            else:
-                db.execute("DELETE FROM pending_deletes WHERE file_id = ?", (file_id,))
-        db.execute("DELETE FROM fileservers WHERE idx = ?", (index,))
-        db.execute("INSERT INTO counters (name, value) VALUES ('next_fileserver', ?) ON CONFLICT "
-                   "(name) DO UPDATE SET value = MAX(value, excluded.value)", (index + 1,))
-
-
 class Membership:
     """Removes members on the metaserver's loop, refusing as the invariant above says."""
 
-    def __init__(self, namespace: Namespace, cluster: Cluster, copies: Copies,
+    def __init__(self, namespace: MetaStore, cluster: Cluster, copies: Copies,
                  open_files: OpenFiles, deletions: Deletions, repair: Repair,
                  replication: Replication, namespace_lock: asyncio.Lock,
                  on_db_thread: Callable[..., Awaitable]) -> None:
@@ -179,7 +152,7 @@ class Membership:
                                            f"{name} are open (such as "
                                            f"{brief(self._namespace.path_of(busy[0]))}); try "
                                            "again once they are closed")
-            await self._on_db_thread(remove, self._namespace, index, moved)
+            await self._on_db_thread(self._namespace.remove_member, index, moved)
         self._cluster.forget(index)
         self._deletions.forget(index)
         self._repair.wake()

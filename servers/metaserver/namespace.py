@@ -1,5 +1,6 @@
-"""The durable namespace: a tree of directories and files, their recipes and sizes, and the
-cluster's fileservers.
+"""The SQLite engine of the metadata store (store.py): the namespace, a tree of directories and
+files with their recipes and sizes, and the rest the metaserver keeps durably (members,
+sessions, missed and apart ranges, objects to delete, layouts, session files).
 
 Two tables hold the tree, as in JuiceFS: `nodes` (id, kind, size, times, recipe) and `entries`
 (parent id, name -> node id). A lookup walks entries one component at a time on their primary
@@ -31,6 +32,9 @@ from typing import Iterator
 
 from pfs.metadata import Recipe
 from pfs.protocol.paths import brief
+from pfs.protocol.ranges import INFINITY
+
+from .store import SESSION_FILE_TABLES, MetaStore, NewAttributes
 
 ROOT = 0
 
@@ -83,11 +87,22 @@ CREATE TABLE IF NOT EXISTS apart (       -- missed ranges a copy holds all it wa
     end_ INTEGER NOT NULL,
     PRIMARY KEY (file_id, server, start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS layouts (     -- directories' default layouts (layouts.py)
+    dir INTEGER PRIMARY KEY,             -- a directory's node id
+    stripe_width INTEGER NOT NULL,       -- 0: not set
+    stripe_blocks INTEGER NOT NULL,
+    replicas INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS writing (      -- sessions that may have writes on some copies only
     client_id INTEGER NOT NULL,          -- (copies.py)
     file_id INTEGER NOT NULL,
     PRIMARY KEY (client_id, file_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS temporaries (
+    file_id INTEGER PRIMARY KEY,        -- a file created under a temporary name
+    client_id INTEGER NOT NULL          -- by this session (temporaries.py)
+);
+CREATE INDEX IF NOT EXISTS temporaries_by_client ON temporaries (client_id);
 CREATE TABLE IF NOT EXISTS orphans (     -- files unlinked (or replaced) while open: no entry,
     file_id INTEGER PRIMARY KEY          -- removed at the last close (Namespace.reclaim_orphan)
 );
@@ -159,14 +174,6 @@ def _node(row: tuple) -> Node:
                 _servers(servers), replicas, mode, uid, gid, atime, target)
 
 
-@dataclass(frozen=True)
-class NewAttributes:
-    """What a new file, directory or symlink starts with (None: never set, as in Node)."""
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-
-
 def _servers_text(servers) -> str:
     return ",".join(str(s) for s in servers)
 
@@ -175,12 +182,38 @@ def _servers(text: str) -> tuple[int, ...]:
     return tuple(int(s) for s in text.split(",")) if text else ()
 
 
-def _missing(path: tuple[str, ...], upto: int) -> NamespaceError:
+def not_a_directory(path: tuple[str, ...]) -> NamespaceError:
+    return NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
+
+
+def missing_error(path: tuple[str, ...], upto: int) -> NamespaceError:
     return NamespaceError(errno.ENOENT, f"no such file or directory: "
                                         f"{brief('/'.join(path[:upto + 1]))}")
 
 
-class Namespace:
+def may_move(moving: Node, old: tuple[str, ...], new: tuple[str, ...]) -> bool:
+    """Whether a rename of `moving` from `old` to `new` does something: False for a directory
+    onto itself, NamespaceError EINVAL into its own subtree (both engines)."""
+    if moving.is_dir and new[:len(old)] == old:
+        if new == old:
+            return False
+        raise NamespaceError(errno.EINVAL, f"cannot move a directory into itself: "
+                                           f"{brief('/'.join(old))} -> {brief('/'.join(new))}")
+    return True
+
+
+def check_replace(moving: Node, replaced: Node, replaced_empty: bool,
+                  new: tuple[str, ...]) -> None:
+    """Whether a rename of `moving` may replace `replaced`, as POSIX says (both engines)."""
+    if moving.is_dir and not replaced.is_dir:
+        raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(new))}")
+    if not moving.is_dir and replaced.is_dir:
+        raise NamespaceError(errno.EISDIR, f"is a directory: {brief('/'.join(new))}")
+    if replaced.is_dir and not replaced_empty:
+        raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: {brief('/'.join(new))}")
+
+
+class Namespace(MetaStore):
     """Thread-safe access to the metadata database."""
 
     def __init__(self, path: pathlib.Path) -> None:
@@ -234,6 +267,9 @@ class Namespace:
             return fn(*args)
         finally:
             self._write_lock.release()
+
+    def exclusive(self) -> threading.RLock:
+        return self._write_lock
 
     def _migrate_flat_namespace(self) -> None:
         """Moves the files of a data directory from before directories (one flat `files`
@@ -317,13 +353,12 @@ class Namespace:
         node_id, is_dir = ROOT, True
         for depth, name in enumerate(path):
             if not is_dir:
-                raise NamespaceError(errno.ENOTDIR, f"not a directory: "
-                                                    f"{brief('/'.join(path[:depth]))}")
+                raise not_a_directory(path[:depth])
             row = db.execute(f"SELECT {_NODE_COLUMNS} FROM entries e JOIN nodes n ON n.id = "
                              "e.node WHERE e.parent = ? AND e.name = ?",
                              (node_id, name)).fetchone()
             if row is None:
-                raise _missing(path, depth)
+                raise missing_error(path, depth)
             node_id, is_dir = row[0], row[1]
         return _node(row)
 
@@ -332,7 +367,7 @@ class Namespace:
         """The directory at `path` (ENOTDIR if it is a file)."""
         node = cls._walk(db, path)
         if not node.is_dir:
-            raise NamespaceError(errno.ENOTDIR, f"not a directory: {brief('/'.join(path))}")
+            raise not_a_directory(path)
         return node
 
     def lookup(self, path: tuple[str, ...]) -> Node:
@@ -446,12 +481,12 @@ class Namespace:
         db.execute("DELETE FROM nodes WHERE id = ?", (node.node_id,))
         if not node.is_dir:
             if node.servers:  # (a symlink has no objects; dropped copies' may be there)
-                db.execute("INSERT INTO pending_deletes (file_id, servers) VALUES (?, ?) ON "
-                           "CONFLICT (file_id) DO UPDATE SET servers = servers || ',' || "
-                           "excluded.servers", (node.node_id, _servers_text(node.servers)))
+                self._to_delete(db, node.node_id, node.servers)
             db.execute("DELETE FROM missed WHERE file_id = ?", (node.node_id,))
             db.execute("DELETE FROM apart WHERE file_id = ?", (node.node_id,))
             db.execute("UPDATE counters SET value = value - 1 WHERE name = 'files'")
+        else:
+            db.execute("DELETE FROM layouts WHERE dir = ?", (node.node_id,))
 
     def _empty(self, db: sqlite3.Connection, directory: Node) -> bool:
         return db.execute("SELECT 1 FROM entries WHERE parent = ? LIMIT 1",
@@ -490,12 +525,8 @@ class Namespace:
                                                   "replaced")
             moving = self._walk(db, old)
             parent = self._directory(db, new[:-1])
-            if moving.is_dir and new[:len(old)] == old:
-                if new == old:
-                    return None
-                raise NamespaceError(errno.EINVAL, f"cannot move a directory into itself: "
-                                                   f"{brief('/'.join(old))} -> "
-                                                   f"{brief('/'.join(new))}")
+            if not may_move(moving, old, new):
+                return None
             row = db.execute(f"SELECT {_NODE_COLUMNS} FROM entries e JOIN nodes n ON n.id = "
                              "e.node WHERE e.parent = ? AND e.name = ?",
                              (parent.node_id, new[-1])).fetchone()
@@ -504,14 +535,7 @@ class Namespace:
                 replaced = _node(row)
                 if replaced.node_id == moving.node_id:
                     return None  # the same file under both names: nothing to do
-                if moving.is_dir and not replaced.is_dir:
-                    raise NamespaceError(errno.ENOTDIR, f"not a directory: "
-                                                        f"{brief('/'.join(new))}")
-                if not moving.is_dir and replaced.is_dir:
-                    raise NamespaceError(errno.EISDIR, f"is a directory: {brief('/'.join(new))}")
-                if replaced.is_dir and not self._empty(db, replaced):
-                    raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: "
-                                                          f"{brief('/'.join(new))}")
+                check_replace(moving, replaced, self._empty(db, replaced), new)
                 if orphan_replaced and not replaced.is_dir:
                     self._orphan(db, replaced)
                 else:
@@ -556,6 +580,40 @@ class Namespace:
                                     (node_id,)).fetchone())
             self._remove(db, node)
             return node
+
+    def change_copies(self, file_id: int, servers: list[int], replicas: int, added: list[int],
+                      dropped: list[int]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE nodes SET servers = ?, replicas = ? WHERE id = ?",
+                       (_servers_text(servers), replicas, file_id))
+            db.executemany("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
+                           "VALUES (?, ?, 0, ?)", [(file_id, i, INFINITY) for i in added])
+            for table in ("missed", "apart"):
+                db.executemany(f"DELETE FROM {table} WHERE file_id = ? AND server = ?",
+                               [(file_id, i) for i in dropped])
+            if dropped:
+                self._to_delete(db, file_id, dropped)
+
+    @staticmethod
+    def _to_delete(db: sqlite3.Connection, file_id: int, servers) -> None:
+        """Records the file's objects on `servers` as still to delete, with any recorded
+        before (a dropped copy's, when the file goes too)."""
+        db.execute("INSERT INTO pending_deletes (file_id, servers) VALUES (?, ?) ON CONFLICT "
+                   "(file_id) DO UPDATE SET servers = servers || ',' || excluded.servers",
+                   (file_id, _servers_text(servers)))
+
+    # --- directories' layouts (layouts.py) --------------------------------------------------
+    def layouts(self) -> dict[int, tuple[int, int, int]]:
+        return {row[0]: tuple(row[1:]) for row in self.query(
+            "SELECT dir, stripe_width, stripe_blocks, replicas FROM layouts")}
+
+    def set_layout(self, dir_id: int, layout: tuple[int, int, int] | None) -> None:
+        with self.transaction() as db:
+            if layout is None:
+                db.execute("DELETE FROM layouts WHERE dir = ?", (dir_id,))
+            else:
+                db.execute("INSERT OR REPLACE INTO layouts (dir, stripe_width, stripe_blocks, "
+                           "replicas) VALUES (?, ?, ?, ?)", (dir_id, *layout))
 
     # --- deletes, fileservers and counters --------------------------------------------------
     def pending_deletes(self) -> list[tuple[int, tuple[int, ...]]]:
@@ -634,3 +692,113 @@ class Namespace:
         db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES (?, 0)", (name,))
         db.execute("UPDATE counters SET value = value + 1 WHERE name = ?", (name,))
         return db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+    # --- members leaving (members.py) -------------------------------------------------------
+    def remove_member(self, index: int, moved: dict[int, int]) -> None:
+        with self.transaction() as db:
+            for file_id, to in moved.items():
+                servers, replicas = db.execute("SELECT servers, replicas FROM nodes WHERE id = ?",
+                                               (file_id,)).fetchone()
+                servers = [to if s == index else s for s in _servers(servers)]
+                db.execute("UPDATE nodes SET servers = ? WHERE id = ?",
+                           (_servers_text(servers), file_id))
+                if replicas > 1:  # (a single copy moves only when empty: nothing to re-make)
+                    db.execute("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
+                               "VALUES (?, ?, 0, ?)", (file_id, to, INFINITY))
+            for table in ("missed", "apart"):
+                db.execute(f"DELETE FROM {table} WHERE server = ?", (index,))
+            for file_id, servers in db.execute("SELECT file_id, servers FROM pending_deletes"
+                                               ).fetchall():
+                kept = [s for s in _servers(servers) if s != index]
+                if kept:
+                    db.execute("UPDATE pending_deletes SET servers = ? WHERE file_id = ?",
+                               (_servers_text(kept), file_id))
+                else:
+                    db.execute("DELETE FROM pending_deletes WHERE file_id = ?", (file_id,))
+            db.execute("DELETE FROM fileservers WHERE idx = ?", (index,))
+            db.execute("INSERT INTO counters (name, value) VALUES ('next_fileserver', ?) ON "
+                       "CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                       (index + 1,))
+
+    # --- session files (store.py) -----------------------------------------------------------
+    def add_session_file(self, table: str, client_id: int, file_id: int) -> None:
+        with self.transaction() as db:
+            db.execute(f"INSERT OR REPLACE INTO {_session_table(table)} (client_id, file_id) "
+                       "VALUES (?, ?)", (client_id, file_id))
+
+    def session_files(self, table: str, client_id: int) -> list[int]:
+        return [row[0] for row in self.query(
+            f"SELECT file_id FROM {_session_table(table)} WHERE client_id = ?", (client_id,))]
+
+    def session_file_clients(self, table: str) -> set[int]:
+        return {row[0] for row in self.query(
+            f"SELECT DISTINCT client_id FROM {_session_table(table)}")}
+
+    def drop_session_files(self, table: str, client_id: int,
+                           file_ids: list[int] | None = None) -> None:
+        with self.transaction() as db:
+            self._drop_session_files(db, table, client_id, file_ids)
+
+    @staticmethod
+    def _drop_session_files(db: sqlite3.Connection, table: str, client_id: int,
+                            file_ids: list[int] | None) -> None:
+        if file_ids is None:
+            db.execute(f"DELETE FROM {_session_table(table)} WHERE client_id = ?", (client_id,))
+        else:
+            db.executemany(f"DELETE FROM {_session_table(table)} WHERE client_id = ? AND "
+                           "file_id = ?", [(client_id, f) for f in file_ids])
+
+    # --- missed ranges (copies.py) ----------------------------------------------------------
+    def missed(self, file_id: int | None = None,
+               limit: int = -1) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        return self._copy_ranges("missed", file_id, limit)
+
+    def apart(self, file_id: int | None = None) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        return self._copy_ranges("apart", file_id)
+
+    def _copy_ranges(self, table: str, file_id: int | None,
+                     limit: int = -1) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        """(file id, fileserver, its ranges) in table `missed` or `apart`."""
+        where, args = ("WHERE file_id = ?", (file_id,)) if file_id is not None else ("", ())
+        found: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for f, server, start, end in self.query(
+                f"SELECT file_id, server, start, end_ FROM {table} {where} "
+                "ORDER BY file_id, server, start", args):
+            ranges = found.get((f, server))
+            if ranges is None:
+                if len(found) == limit:
+                    break
+                ranges = found[(f, server)] = []
+            ranges.append((start, end))
+        return [(f, server, ranges) for (f, server), ranges in found.items()]
+
+    def set_missed(self, changes: dict[tuple[int, int], list[tuple[int, int]]],
+                   forget_writer: int | None = None,
+                   apart: dict[tuple[int, int], list[tuple[int, int]]] | None = None) -> None:
+        with self.transaction() as db:
+            for table, ranges_of in (("missed", changes), ("apart", apart or {})):
+                for (file_id, server), ranges in ranges_of.items():
+                    db.execute(f"DELETE FROM {table} WHERE file_id = ? AND server = ?",
+                               (file_id, server))
+                    db.executemany(f"INSERT INTO {table} (file_id, server, start, end_) VALUES "
+                                   "(?, ?, ?, ?)", [(file_id, server, s, e) for s, e in ranges])
+            if forget_writer is not None:
+                self._drop_session_files(db, "writing", forget_writer, None)
+
+    def mark_lost(self, server: int) -> int:
+        with self.transaction() as db:  # (one commit: SQLite has no size limit on one)
+            files = [node_id for node_id, servers, replicas in db.execute(
+                "SELECT id, servers, replicas FROM nodes WHERE is_dir = 0 AND replicas > 1")
+                if server in _servers(servers)]
+            db.executemany("DELETE FROM missed WHERE file_id = ? AND server = ?",
+                           [(f, server) for f in files])
+            db.executemany("INSERT INTO missed (file_id, server, start, end_) VALUES "
+                           "(?, ?, 0, ?)", [(f, server, INFINITY) for f in files])
+            db.execute("DELETE FROM apart WHERE server = ?", (server,))
+        return len(files)
+
+
+def _session_table(table: str) -> str:
+    if table not in SESSION_FILE_TABLES:  # (a name put into SQL: only these two)
+        raise ValueError(f"no session-file table {table!r}")
+    return table

@@ -4,7 +4,7 @@ the file stays, readable and writable through the fds already open, and is remov
 close anywhere, as Lustre's orphans are.
 
 Invariant: an orphan is removed only when no session has it open and none can claim it back.
-It is recorded durably in the commit that removes its name (the namespace's `orphans`), so a
+It is recorded durably in the commit that removes its name (the store's orphans), so a
 metaserver restart keeps it: the sessions that had it open reclaim it by file id within the
 recovery window, and it is removed at their last close; one that nobody reclaimed is removed a
 lease after the window (every session not back by then is surely over).
@@ -16,16 +16,16 @@ import logging
 from typing import Awaitable, Callable
 
 from .deletions import Deletions
-from .namespace import Namespace
 from .openfiles import OpenFiles
 from .recovery import Recovery
 from .sessions import Sessions
+from .store import MetaStore
 
 log = logging.getLogger("pfs.metaserver")
 
 
 class Orphans:
-    def __init__(self, namespace: Namespace, open_files: OpenFiles, deletions: Deletions,
+    def __init__(self, namespace: MetaStore, open_files: OpenFiles, deletions: Deletions,
                  namespace_lock: asyncio.Lock, db: Callable[..., Awaitable],
                  sessions: Sessions, recovery: Recovery) -> None:
         self._namespace, self._open_files, self._deletions = namespace, open_files, deletions

@@ -40,10 +40,11 @@ from pfs.protocol.ranges import INFINITY
 
 from .cluster import Cluster
 from .copies import Copies
-from .namespace import Namespace, Node
+from .namespace import Node
 from .openfiles import OpenFiles
 from .sessions import Session, Sessions
 from .sizes import Sizes
+from .store import MetaStore
 from .tokens import READ, WRITE, Grant, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
@@ -99,7 +100,7 @@ class Recovery:
 class Reclaims:
     """A restored session's reclaim: gives it back, file by file, its open files and tokens."""
 
-    def __init__(self, namespace: Namespace, tokens: TokenManager, open_files: OpenFiles,
+    def __init__(self, namespace: MetaStore, tokens: TokenManager, open_files: OpenFiles,
                  copies: Copies, sizes: Sizes, cluster: Cluster, sessions: Sessions,
                  recovery: Recovery, clock: Callable[[], float],
                  capabilities: Callable[[int, Node, Grant], list[bytes]]) -> None:

@@ -37,7 +37,8 @@ from pfs.protocol.transport import Credentials
 from ..repeats import Repeats
 from .cluster import METASERVER_CLIENT, Cluster
 from .copies import Copies
-from .namespace import Namespace, NamespaceError, Node
+from .namespace import NamespaceError, Node
+from .store import MetaStore
 from .tokens import TokenManager
 
 log = logging.getLogger("pfs.metaserver.repair")
@@ -59,7 +60,7 @@ class ScrubTotals:
 
 
 class Repair:
-    def __init__(self, namespace: Namespace, copies: Copies, tokens: TokenManager,
+    def __init__(self, namespace: MetaStore, copies: Copies, tokens: TokenManager,
                  cluster: Cluster, signer: Signer, credentials: Credentials,
                  clock: Callable[[], float]) -> None:
         self._namespace, self._copies, self._tokens = namespace, copies, tokens

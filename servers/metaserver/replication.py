@@ -19,14 +19,14 @@ import logging
 from typing import Awaitable, Callable
 
 from pfs.protocol.paths import brief
-from pfs.protocol.ranges import INFINITY
 
 from .cluster import Cluster
 from .copies import Copies
 from .deletions import Deletions
-from .namespace import Namespace, Node
+from .namespace import Node
 from .openfiles import OpenFiles
 from .repair import Repair
+from .store import MetaStore
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -58,29 +58,10 @@ def placed(node: Node, replicas: int, stale: set[int], members: list[int], onlin
     return servers, [], [i for i in node.servers if i not in servers]
 
 
-def commit(namespace: Namespace, node: Node, servers: list[int], replicas: int,
-           added: list[int], dropped: list[int]) -> None:
-    """Records the file's new copies (missing everything until resynced) and drops the
-    others, with the intent to delete their objects, in one commit."""
-    with namespace.transaction() as db:
-        db.execute("UPDATE nodes SET servers = ?, replicas = ? WHERE id = ?",
-                   (",".join(map(str, servers)), replicas, node.node_id))
-        for index in added:
-            db.execute("INSERT OR REPLACE INTO missed (file_id, server, start, end_) "
-                       "VALUES (?, ?, 0, ?)", (node.node_id, index, INFINITY))
-        for index in dropped:
-            db.execute("DELETE FROM missed WHERE file_id = ? AND server = ?",
-                       (node.node_id, index))
-        if dropped:
-            db.execute("INSERT INTO pending_deletes (file_id, servers) VALUES (?, ?) ON CONFLICT "
-                       "(file_id) DO UPDATE SET servers = servers || ',' || excluded.servers",
-                       (node.node_id, ",".join(map(str, dropped))))
-
-
 class Replication:
     """Changes files' replica counts on the metaserver's loop, as the invariant above says."""
 
-    def __init__(self, namespace: Namespace, cluster: Cluster, copies: Copies,
+    def __init__(self, namespace: MetaStore, cluster: Cluster, copies: Copies,
                  open_files: OpenFiles, deletions: Deletions, repair: Repair,
                  namespace_lock: asyncio.Lock, db: Callable[..., Awaitable]) -> None:
         self._namespace, self._cluster, self._copies = namespace, cluster, copies
@@ -113,7 +94,8 @@ class Replication:
             servers, added, dropped = placed(node, replicas, self._copies.stale(file_id),
                                              [i for i in members if i not in taken],
                                              self._cluster.online(), avoid)
-            await self._db(commit, self._namespace, node, servers, replicas, added, dropped)
+            await self._db(self._namespace.change_copies, file_id, servers, replicas, added,
+                           dropped)
         if dropped:
             self._deletions.add(file_id, tuple(dropped))
         if added:

@@ -43,7 +43,7 @@ from .deletions import Deletions
 from .layouts import Layout, Layouts
 from .loopclock import LoopClock
 from .members import Membership
-from .namespace import Namespace, NewAttributes, Node, StorageFull, WriterBusy
+from .namespace import NewAttributes, Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
 from .orphans import Orphans
 from .recovery import Reclaims, Recovery
@@ -52,6 +52,7 @@ from .replication import Replication
 from .sessions import Session as ClientSession
 from .sessions import Sessions
 from .sizes import Sizes
+from .store import MetaStore
 from .temporaries import Temporaries, TemporaryRemoval
 from .tokens import READ, WRITE, Revocation, TokenManager
 from .unfinished import UnfinishedWrites
@@ -69,12 +70,17 @@ LIST_PAGE = 10_000
 
 
 class MetaServer:
-    def __init__(self, namespace: Namespace, expected_fileservers: int, lease_seconds: float,
+    def __init__(self, namespace: MetaStore, expected_fileservers: int, lease_seconds: float,
                  block_size: int, stripe_blocks: int, cluster_key: bytes,
                  recovery_seconds: float, replicas: int = 1,
-                 credentials: Credentials | None = None) -> None:
+                 credentials: Credentials | None = None, leadership=None) -> None:
+        """`leadership`: with etcd, this metaserver's Election (election.py): it grants
+        nothing once its term as the active one is over."""
         self.namespace = namespace
+        self.leadership = leadership
+        namespace.resume()
         self.copies = Copies(namespace)
+        self.copies.settle()
         self.replicas = replicas
         self.cluster_key = cluster_key
         self.signer = Signer(cluster_key)
@@ -206,8 +212,18 @@ class MetaServer:
             start=revocation.start, end=revocation.end, to_mode=revocation.to_mode,
             granted_upto=revocation.granted_upto, client_id=revocation.client_id)))
 
+    def failover_state(self) -> tuple[str, list[str], int]:
+        """With etcd: this (active) metaserver's address, the standbys', and its epoch."""
+        if self.leadership is None:
+            return "", [], 0
+        me = self.leadership.address
+        return me, [m for m in self.leadership.metaservers() if m != me], self.leadership.epoch
+
     def capabilities(self, client_id: int, node: Node, grant) -> list[bytes]:
         """One capability per stripe column for a grant (pfs/capability.py)."""
+        if self.leadership is not None and not self.leadership.active():
+            raise OSError(errno.EAGAIN, "this metaserver is no longer the active one; the "
+                                        "client follows the active one and tries again")
         expires = time.time() + CAPABILITY_SECONDS
         ranges = column_ranges(node.block_size, node.stripe_blocks, node.width, grant.start,
                                grant.end)
@@ -315,7 +331,7 @@ class MetaServer:
     async def rmdir(self, path: tuple[str, ...]) -> None:
         node = self.namespace.lookup(path)
         await self.db(self.namespace.rmdir, path)
-        await self.db(self.layouts.forget, node.node_id)
+        self.layouts.forget(node.node_id)
 
     async def set_layout(self, path: tuple[str, ...], layout: Layout) -> tuple[int, int]:
         """A directory's layout, or a file's replica count (its striping is fixed at create):

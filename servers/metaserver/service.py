@@ -32,12 +32,13 @@ from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
 from .layouts import Layout
-from .namespace import Namespace, NewAttributes, Node, StorageFull
+from .namespace import NewAttributes, Node, StorageFull
 from .openfiles import OpenFile
 from .recovery import checked_claims, missed_ranges
 from .server import LIST_PAGE, MetaServer
 from .sessions import NotYourSession, SessionEnded, key_hash, new_key
 from .sessions import Session as ClientSession
+from .store import MetaStore
 from .tokens import RequestCancelled, SessionGone
 
 log = logging.getLogger("pfs.metaserver")
@@ -142,7 +143,9 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Status(self, request, context):
         server = self.server
         degraded, ranges, missed_bytes = server.copies.summary()
-        return pb.StatusReply(expected_fileservers=server.cluster.expected,
+        active, standbys, epoch = server.failover_state()
+        return pb.StatusReply(active=active, standbys=standbys, epoch=epoch,
+                              expected_fileservers=server.cluster.expected,
                               fileservers=_fileservers(server.cluster, server.namespace),
                               sessions=server.sessions.count(),
                               files=server.namespace.count_files(), block_size=server.block_size,
@@ -492,7 +495,7 @@ def _check_mode(mode: int | None) -> None:
         raise OSError(errno.EINVAL, f"mode {mode:o} is more than permission bits (07777)")
 
 
-def _fileservers(cluster: Cluster, namespace: Namespace) -> list[pb.Fileserver]:
+def _fileservers(cluster: Cluster, namespace: MetaStore) -> list[pb.Fileserver]:
     online = cluster.online()
     members = namespace.members()
     return [pb.Fileserver(index=i, address=a, online=i in online,

@@ -17,17 +17,18 @@ from pfs.metadata import MAX_FILE_SIZE
 
 from .cluster import Cluster
 from .copies import Copies
-from .namespace import Namespace, Node
+from .namespace import Node
 from .openfiles import OpenFile, OpenFiles
 from .sessions import Session as ClientSession
 from .sessions import Sessions
+from .store import MetaStore
 from .tokens import WRITE, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
 
 
 class Sizes:
-    def __init__(self, namespace: Namespace, open_files: OpenFiles, tokens: TokenManager,
+    def __init__(self, namespace: MetaStore, open_files: OpenFiles, tokens: TokenManager,
                  copies: Copies, cluster: Cluster, sessions: Sessions,
                  db: Callable[..., Awaitable]) -> None:
         self.namespace = namespace

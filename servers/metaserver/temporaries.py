@@ -5,7 +5,7 @@ ended is removed by the cluster, as an interrupted copy must leave nothing behin
 Invariant: a temporary is removed only once its writer can do nothing more to it: its session
 has ended, it is fenced at every fileserver, and its lease is over (the client itself knows it is
 lost); and only if it still has a temporary name (not renamed into place) and nobody has it
-open. Which session made which temporary is recorded durably (table `temporaries`, committed
+open. Which session made which temporary is recorded durably (the store's `temporaries`, committed
 right after the create), so temporaries of sessions that end across a metaserver restart are
 found too.
 """
@@ -19,54 +19,36 @@ from typing import Awaitable, Callable
 from pfs.protocol.paths import brief, is_temporary
 
 from .deletions import Deletions
-from .namespace import Namespace
 from .openfiles import OpenFiles
 from .recovery import Recovery
 from .sessions import Sessions
+from .store import MetaStore
 
 log = logging.getLogger("pfs.metaserver")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS temporaries (
-    file_id INTEGER PRIMARY KEY,        -- a file created under a temporary name
-    client_id INTEGER NOT NULL          -- by this session
-);
-CREATE INDEX IF NOT EXISTS temporaries_by_client ON temporaries (client_id);
-"""
-
-
 class Temporaries:
-    def __init__(self, namespace: Namespace) -> None:
-        self._namespace = namespace
-        with namespace.transaction() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+    def __init__(self, store: MetaStore) -> None:
+        self._store = store
 
     def created(self, file_id: int, client_id: int) -> None:
-        with self._namespace.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO temporaries (file_id, client_id) VALUES (?, ?)",
-                       (file_id, client_id))
+        self._store.add_session_file("temporaries", client_id, file_id)
 
     def of(self, client_id: int) -> list[int]:
         """The files the session created under temporary names (renamed or deleted since, some)."""
-        return [row[0] for row in self._namespace.query(
-            "SELECT file_id FROM temporaries WHERE client_id = ?", (client_id,))]
+        return self._store.session_files("temporaries", client_id)
 
     def writers(self) -> set[int]:
         """The sessions with recorded temporaries."""
-        return {row[0] for row in self._namespace.query(
-            "SELECT DISTINCT client_id FROM temporaries")}
+        return self._store.session_file_clients("temporaries")
 
-    def forget(self, file_ids: list[int]) -> None:
-        with self._namespace.transaction() as db:
-            db.executemany("DELETE FROM temporaries WHERE file_id = ?", [(f,) for f in file_ids])
+    def forget(self, client_id: int, file_ids: list[int]) -> None:
+        self._store.drop_session_files("temporaries", client_id, file_ids)
 
 
 class TemporaryRemoval:
     """Removes the temporaries of ended sessions, as the invariant above says, on the loop."""
 
-    def __init__(self, temporaries: Temporaries, namespace: Namespace, open_files: OpenFiles,
+    def __init__(self, temporaries: Temporaries, namespace: MetaStore, open_files: OpenFiles,
                  deletions: Deletions, namespace_lock: asyncio.Lock,
                  db: Callable[..., Awaitable], sessions: Sessions, recovery: Recovery) -> None:
         self._temporaries, self._namespace, self._open_files = temporaries, namespace, open_files
@@ -100,7 +82,7 @@ class TemporaryRemoval:
                 log.info("removed %s, a temporary its writer (client %d) left when its session "
                          "ended", brief(path), client_id)
         if file_ids:
-            await self._db(self._temporaries.forget, file_ids)
+            await self._db(self._temporaries.forget, client_id, file_ids)
 
     async def orphans(self) -> None:
         """Temporaries of sessions that ended before this start (or before their removal was
