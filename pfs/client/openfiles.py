@@ -97,11 +97,12 @@ class OpenFiles:
         self._tokens.renew_for_unstored(session, self.open_file(fd))
         with s.lock:
             f = self.file(fd)
-            # From here on the fd takes no data operation, and its tokens are not relied on:
-            # should the Close call fail, the metaserver may or may not have released them.
-            # The fd stays so that close can be retried (Close is idempotent), and so that a
-            # reclaim meanwhile (the metaserver restarted) claims the file for the Close.
-            f.closing, f.tokens = True, RangeMap()
+            # From here on the fd takes no data operation. The fd, and its tokens, stay so that
+            # close can be retried (Close is idempotent), and so that a reclaim meanwhile (the
+            # metaserver restarted) claims the file with them: the restarted metaserver must
+            # believe the size the Close reports, which only a WRITE token up to it vouches for
+            # before the fileservers are back.
+            f.closing = True
             s.changed.wait_for(lambda: not f.active)  # other threads' operations on it
             s.cache.close(f)
             with s.unlocked():
