@@ -74,7 +74,7 @@ def test_full_fileserver_disk_is_enospc(tmp_path):
 
 
 def test_full_metadata_disk_is_enospc_and_changes_nothing(tmp_path):
-    cluster = small_disk_cluster(tmp_path / "data", "meta", "300k", fileservers=1)
+    cluster = small_disk_cluster(tmp_path / "data", "meta", "512k", fileservers=1)
     client = None
     try:
         client = cluster.client()
