@@ -222,7 +222,7 @@ def test_mount_fuse_pfs_mounts_as_mount_8_and_fstab_call_it(cluster, clients, tm
         subprocess.run(["fusermount3", "-u", "-z", str(where)], capture_output=True,
                        timeout=TIMEOUT)
     wrong = subprocess.run([*helper, cluster.address, str(where), "-o", "stripe=2"], env=env,
-                           capture_output=True, text=True, timeout=TIMEOUT)
+                           cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
     assert wrong.returncode != 0 and "unknown option 'stripe=2'" in wrong.stderr
 
 
