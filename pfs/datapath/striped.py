@@ -489,22 +489,24 @@ class DataPlane:
         """One call; a fileserver that cannot be reached is tried again until retry_seconds
         have passed (since the call began, or since the metaserver lost it if that is
         sooner), at its new address if it moved, or, once another copy can do without it
-        (`spared()`), until the metaserver says it is offline."""
+        (`spared()`), until the metaserver says it is offline. One that answers but is not
+        back in contact with the metaserver yet (EAGAIN) is alive: it is tried again for the
+        whole window, whatever the metaserver says."""
         give_up, pause = time.monotonic() + self._retry_seconds, 0.05
         while True:
             server = self._server(index)
             try:
                 return self._call(server, index, method, request, what, capabilities())
             except OSError as e:
-                if e.errno != errno.EHOSTDOWN:
+                if e.errno not in (errno.EHOSTDOWN, errno.EAGAIN):
                     raise
                 moved = self._relearn_addresses()
                 since = self._offline.get(index)
-                if since is not None and (spared() or time.monotonic() >= min(
-                        give_up, since + self._retry_seconds)):
+                if since is not None and (spared() or e.errno == errno.EHOSTDOWN and (
+                        time.monotonic() >= min(give_up, since + self._retry_seconds))):
                     raise self._gone(index, what, since) from None
                 if time.monotonic() >= give_up:
-                    raise
+                    raise errnos.error(errno.EHOSTDOWN, e.strerror) from None
                 if not moved:
                     time.sleep(min(pause, max(0.0, give_up - time.monotonic())))
                     pause = min(2 * pause, 1.0)

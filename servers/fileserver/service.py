@@ -56,8 +56,8 @@ def _answer_errors(method):
         except NotAdmitted as e:
             log.info("%s refused: %s", method.__name__, e)
             _abort(context, grpc.StatusCode.PERMISSION_DENIED, str(e), errno.ENOTCONN)
-        except NotServing as e:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except NotServing as e:  # (EAGAIN: alive, and serving again once back in contact)
+            _abort(context, grpc.StatusCode.UNAVAILABLE, str(e), errno.EAGAIN)
         except Corrupt as e:
             log.error("%s refused: %s", method.__name__, e)
             _abort(context, grpc.StatusCode.DATA_LOSS, str(e), errno.EIO)
