@@ -428,15 +428,17 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                              "another copy could stand in for")
         if not request.start < request.end <= INFINITY:
             raise ValueError(f"missed range [{request.start}, {request.end}) is empty")
-        await server.db(server.copies.missed, request.file_id, request.server, request.start,
-                        request.end)
+        ranges = await server.db(server.copies.missed, request.file_id, request.server,
+                                 request.start, request.end)
         server.repeats.log(logging.WARNING, ("missed", request.server),
                            f"copies on fileserver {name} missed bytes",
                            "the copy of file %d on fileserver %s missed bytes %d-%d (client %d: "
                            "%.300r): stale until resynced", request.file_id, name, request.start,
                            request.end - 1, session.client_id, request.why)
         server.repair.wake()
-        return pb.ReportMissedReply()
+        return pb.ReportMissedReply(
+            stale=sorted({i for i, _, _ in ranges}),
+            missed=[pb.MissedRange(server=i, start=start, end=end) for i, start, end in ranges])
 
     async def Scrub(self, request, context):
         """Checks every copy of the files under a path (copies.py, repair.py), streaming
