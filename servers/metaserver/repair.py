@@ -97,38 +97,42 @@ class Repair:
                                       self._cluster.name(server), e)
 
     async def _resync(self, file_id: int, server: int, start: int, end: int) -> None:
+        """Copies what the copy on `server` missed of [start, end), chunk by chunk. Which copy
+        holds a chunk, and the chunk's record, are read and changed under the chunk's READ
+        token: a client's write (and the miss it may report) comes before or after, never
+        between the choice of a source and the chunk counted repaired."""
         try:
             node = self._namespace.get(file_id)
         except NamespaceError:
             return  # deleted meanwhile: its record went with it
-        online = self._cluster.online()
         column = node.servers.index(server) % node.width
-        lacks: dict[int, list[tuple[int, int]]] = {}
-        for i, lo, hi in self._copies.missed_ranges(file_id):
-            lacks.setdefault(i, []).append((lo, hi))
-        others = [i for i in node.copies(column) if i != server and i in online]
+        lacks = await self._call(self._lacks, file_id)
+        others = [i for i in node.copies(column) if i != server and i in self._cluster.online()]
         # The object's length, from a copy that lacks nothing at its end.
         whole = [i for i in others if not any(hi >= INFINITY for _, hi in lacks.get(i, ()))]
-        if server not in online or not whole:
+        if server not in self._cluster.online() or not whole:
             return
         length = await self._cluster.object_length(whole[0], file_id)
         copied, at = 0, start
         while at < min(end, length):
             stop = min(end, length, at + CHUNK)
-            # From a copy that holds these bytes: one stale elsewhere will do (two faults).
-            sources = [i for i in others
-                       if not any(lo < stop and at < hi for lo, hi in lacks.get(i, ()))]
-            if sources:
-                async with self._reading(node, column, at, stop):
+            async with self._reading(node, column, at, stop):
+                lacks = await self._call(self._lacks, file_id)
+                # From a copy that holds these bytes: one stale elsewhere will do (two faults).
+                sources = [i for i in others
+                           if not any(lo < stop and at < hi for lo, hi in lacks.get(i, ()))]
+                needed = any(lo < stop and at < hi for lo, hi in lacks.get(server, ()))
+                if needed and sources:
                     units = await self._call(self._read, node, column, sources[0], at, stop)
                     await self._call(self._write, node, column, server, units)
-                await self._call(self._copies.repaired, file_id, server, at, stop)
-                copied += stop - at
+                    await self._call(self._copies.repaired, file_id, server, at, stop)
+                copied += stop - at if sources or not needed else 0
             at = stop
         if end > length:  # what the good copy does not have, the stale one must not either
             async with self._reading(node, column, length, INFINITY):
-                await self._call(self._truncate, node, column, server, length)
-            await self._call(self._copies.repaired, file_id, server, length, end)
+                if await self._cluster.object_length(whole[0], file_id) == length:
+                    await self._call(self._truncate, node, column, server, length)
+                    await self._call(self._copies.repaired, file_id, server, length, end)
         log.info("resynced file %d's copy on fileserver %s (bytes %d-%d%s)", file_id,
                  self._cluster.name(server), start, min(end, length),
                  "" if copied == max(0, min(end, length) - start) else
@@ -189,6 +193,13 @@ class Repair:
         """A WRITE token of the metaserver's own on the whole file (`async with`): no client
         holds one on it meanwhile (replication.py changes its recipe under it)."""
         return _Token(self._tokens, self._token_lock, file_id, 0, INFINITY, WRITE)
+
+    def _lacks(self, file_id: int) -> dict[int, list[tuple[int, int]]]:
+        """What each copy of the file lacks now, by fileserver (local ranges)."""
+        lacks: dict[int, list[tuple[int, int]]] = {}
+        for i, lo, hi in self._copies.missed_ranges(file_id):
+            lacks.setdefault(i, []).append((lo, hi))
+        return lacks
 
     def _reading(self, node: Node, column: int, start: int, end: int):
         """A READ token on the file bytes that local bytes [start, end) of `column` hold."""
