@@ -23,8 +23,10 @@ Rules, all of them here:
   write request: invalidations) or keeps them clean (a read request); fsync writes back and
   keeps them (not counted); close writes back (close writebacks) and drops every block of the
   file (close evictions). Counters count blocks, once per block and operation.
-- Sequential reads are read ahead: a read that starts where the last one of the file ended
-  fetches the next blocks (twice the read, at most a quarter of the cache) in the background.
+- Sequential reads are read ahead: after a read that starts where the last one of the file
+  ended, the next blocks (twice the read and at least a whole stripe, at most a quarter of the
+  cache) are cached or being fetched in the background; a read of a whole stripe or more
+  streams (one striped transfer keeps every fileserver busy) and reads nothing ahead.
 - A small random read (not sequential, its checksum units spanning less than a block) fetches
   only the units that hold its bytes, straight into the caller's buffer, and caches nothing:
   a whole block would cost a transfer many times its size, for bytes a random reader may never
