@@ -329,26 +329,39 @@ def test_a_write_counts_hits_on_cached_blocks_after_an_uncached_one():
     assert cache.stats.num_write_hits == 2
 
 
+@dataclass
+class Sequential:
+    """A file whose reads may be sequential (read_next is kept), `stripe_bytes` a stripe."""
+    size: int
+    stripe_bytes: int
+    file_id: int = 1
+    block_size: int = B
+    read_next: int = 0
+
+
+def sequential_setup(size: int, stripe_bytes: int, capacity: int):
+    """A cache over a file of `size` bytes 0, 1, 2, ... whose reads may be read ahead; (the
+    cache, the backing memory that records its reads, the cache's condition, the file)."""
+    memory = Memory()
+    memory.data[1] = bytearray(range(size))
+    changed = threading.Condition(threading.RLock())
+    cache = Locked(BlockCache(capacity, B, memory, changed), changed)
+    return cache, memory, changed, Sequential(size, stripe_bytes)
+
+
+def fetched(memory, changed, count: int) -> tuple[int, int, int]:
+    """The backing's `count`-th read (file id, offset, length), once it was made."""
+    with changed:
+        assert changed.wait_for(lambda: len(memory.reads) >= count, timeout=10)
+    return memory.reads[count - 1]
+
+
 def test_sequential_reads_are_read_ahead():
     """A read that starts where the last one ended fetches the next blocks in the background,
     so the next read finds them cached."""
-    memory = Memory()
-    memory.data[1] = bytearray(range(64))
-    changed = threading.Condition(threading.RLock())
-    cache = Locked(BlockCache(16, B, memory, changed), changed)
-
-    @dataclass
-    class Sequential:
-        file_id: int = 1
-        size: int = 64
-        block_size: int = B
-        read_next: int = 0
-        stripe_bytes: int = B  # one column of one-block units
-    f = Sequential()
+    cache, memory, changed, f = sequential_setup(64, stripe_bytes=B, capacity=16)
     assert read(cache, f, 0, 8) == bytes(range(8))
-    with changed:
-        assert changed.wait_for(lambda: len(memory.reads) == 2, timeout=10)
-    assert memory.reads[1] == (1, 8, 16)  # the next two blocks, in one fetch
+    assert fetched(memory, changed, 2) == (1, 8, 16)  # the next two blocks, in one fetch
     assert read(cache, f, 8, 16) == bytes(range(8, 24))
     assert cache.stats.num_read_hits == 2
     cache.stop()
@@ -358,27 +371,11 @@ def test_sequential_reads_keep_a_stripe_ahead_in_flight():
     """Reads narrower than a stripe (a mount's 1 MiB requests on a 4 MiB stripe, say) keep a
     whole stripe ahead of them cached or being fetched, so every fileserver stays busy: each
     read fetches only what its step exposed of that window."""
-    memory = Memory()
-    memory.data[1] = bytearray(range(128))
-    changed = threading.Condition(threading.RLock())
-    cache = Locked(BlockCache(32, B, memory, changed), changed)
-
-    @dataclass
-    class Sequential:
-        file_id: int = 1
-        size: int = 128
-        block_size: int = B
-        read_next: int = 0
-        stripe_bytes: int = 4 * B
-    f = Sequential()
+    cache, memory, changed, f = sequential_setup(128, stripe_bytes=4 * B, capacity=32)
     assert read(cache, f, 0, B) == bytes(range(B))
-    with changed:
-        assert changed.wait_for(lambda: len(memory.reads) == 2, timeout=10)
-    assert memory.reads[1] == (1, B, 4 * B)  # a stripe ahead
+    assert fetched(memory, changed, 2) == (1, B, 4 * B)  # a stripe ahead
     assert read(cache, f, B, B) == bytes(range(B, 2 * B))
-    with changed:
-        assert changed.wait_for(lambda: len(memory.reads) == 3, timeout=10)
-    assert memory.reads[2] == (1, 5 * B, B)  # the block the step exposed
+    assert fetched(memory, changed, 3) == (1, 5 * B, B)  # the block the step exposed
     cache.stop()
 
 
