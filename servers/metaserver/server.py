@@ -398,16 +398,22 @@ class MetaServer:
             self.open_files.open(client_id, node)
         return node
 
-    def grant_at_open(self, session: ClientSession, f: OpenFile, mode: int):
-        """The token an open implies, for the whole file, if nothing is in its way (else
-        None: the client asks when it first reads or writes). Not a WRITE token on a replicated
-        file: that first needs the durable note `acquire` makes, which an open that never
-        writes should not cost."""
+    async def grant_at_open(self, session: ClientSession, f: OpenFile, mode: int):
+        """The token an open implies, for the whole file, if nothing is in its way but tokens
+        other clients keep unused after closing it, which they give up at once (else None: the
+        client asks when it first reads or writes). Not a WRITE token on a replicated file:
+        that first needs the durable note `acquire` makes, which an open that never writes
+        should not cost."""
         if mode not in (READ, WRITE):
             return None
         if mode == WRITE and f.node.replicas > 1 and f.node.node_id not in session.writing:
             return None
-        return self.tokens.grant_if_free(session.client_id, f.node.node_id, 0, INFINITY, mode)
+        file_id = f.node.node_id
+        grant = self.tokens.grant_if_free(session.client_id, file_id, 0, INFINITY, mode)
+        if grant is None and self.tokens.kept_only_by(session.client_id, file_id, mode,
+                                                      self.open_files.openers(file_id)):
+            grant = await self.acquire(session, f, 0, INFINITY, mode)
+        return grant
 
     async def delete(self, path: tuple[str, ...], named: str, open_ok: bool = False) -> None:
         """Deletes the file at `path` (as the caller `named` it). One open anywhere is EBUSY,

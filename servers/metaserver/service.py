@@ -306,8 +306,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         reply = pb.OpenReply(meta=self._meta(node, "/".join(path)))
         if not session.ended:  # (an ended session is signed nothing)
             f = self.server.open_files.of(session.client_id, node.node_id)
-            grant = self.server.grant_at_open(session, f, request.mode)
-            if grant is not None:  # from here nothing may fail (see Acquire)
+            grant = await self.server.grant_at_open(session, f, request.mode)
+            if grant is not None and not session.ended:  # nothing may fail now (see Acquire)
                 reply.grant.CopyFrom(self._grant_reply(session, f, grant))
         return reply
 
@@ -317,6 +317,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         fails (a size the client could not have written, a full disk) changes nothing."""
         session = await self._recovered(context)
         f = self.server.open_files.get(request.file_id)
+        kept = request.keep_tokens and bool(  # (a Close sent again: what the first kept)
+            self.server.tokens.holdings(session.client_id, request.file_id))
         if f is not None and session.client_id in f.openers:
             await self.server.sizes.record(session, f, request.size, request.wrote)
             if request.file_id in session.writing:  # every write it sent is stored or recorded
@@ -324,8 +326,11 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                 session.writing.discard(request.file_id)
             # Not open any more before the tokens go, so no request is granted in between.
             self.server.open_files.close(session.client_id, request.file_id)
-            self.server.tokens.release_file(session.client_id, request.file_id)
-        return pb.CloseReply()
+            kept = request.keep_tokens and f.node.replicas == 1
+        for file_id in [request.file_id] * (not kept) + list(request.release):
+            if not self.server.open_files.has_open(session.client_id, file_id):
+                self.server.tokens.release_file(session.client_id, file_id)
+        return pb.CloseReply(kept=kept)
 
     @_answer_errors
     async def Delete(self, request, context):

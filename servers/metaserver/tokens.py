@@ -168,6 +168,19 @@ class TokenManager:
             return None
         return self._grant(tokens, request)
 
+    def kept_only_by(self, client_id: int, file_id: int, mode: int,
+                     openers: list[int]) -> bool:
+        """Whether what keeps the whole file from the client in `mode` is only tokens of
+        clients that do not have it open (kept unused after a close, pfs/client/lockcache.py),
+        and no request waits for it."""
+        tokens = self._files.get(file_id)
+        if tokens is None or any(q.client_id != client_id and _conflict(q.mode, mode)
+                                 for q in tokens.queue):
+            return False
+        holders = self._conflicting_holders(
+            tokens, Request(client_id, file_id, 0, INFINITY, mode, lambda grant, error: None))
+        return bool(holders) and holders.isdisjoint(openers)
+
     def restore(self, client_id: int, file_id: int,
                 claims: list[tuple[int, int, int]]) -> int | None:
         """Gives the client the tokens it claims to hold after a metaserver restart
