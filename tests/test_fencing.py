@@ -227,3 +227,26 @@ def test_a_write_refused_as_fenced_while_a_revocation_waits_for_it(short_lease, 
         a.close()
         assert other.pfs_finish(other.pfs_initialize()) == 0
     assert read_all(short_lease, name, len(INITIAL)) == b"b" * B + INITIAL[B:]
+
+
+def test_a_paused_client_keeping_tokens_of_a_closed_file_loses_them(short_lease, name):
+    """Tokens a client keeps after closing a file (its lock cache) are revoked when another
+    client needs them; a client frozen past its lease cannot answer, so its session ends and
+    they go with it: the other client's write proceeds, and the frozen one, resumed, gets
+    ENOTCONN rather than reopening the file with them."""
+    make_file(short_lease, name)
+    a = RemoteClient(short_lease, cache_blocks=16)
+    try:
+        fd = a.call("pfs_open", name, pfs.PFS_READ_WRITE)
+        assert a.call("pfs_write", fd, b"a" * B, B, 0) == B
+        assert a.call("pfs_close", fd) == 0                       # its tokens stay, unused
+        a.pause()
+        try:
+            overwrite_and_close(short_lease, name, {0: b"b" * B})  # waits out a's lease
+        finally:
+            a.resume()
+        assert a.call("pfs_open", name, pfs.PFS_READ_WRITE) == -1
+        assert a.call("last_errno") == errno.ENOTCONN
+    finally:
+        a.close()
+    assert read_all(short_lease, name, len(INITIAL)) == b"b" * B + INITIAL[B:]
