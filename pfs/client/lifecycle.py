@@ -18,7 +18,12 @@ from typing import Callable
 from pfs._proto import metaserver_pb2 as pb
 from pfs.datapath.blockcache import BlockCache
 from pfs.datapath.striped import DataPlane
-from pfs.metadata import DEFAULT_CACHE_BLOCKS, DEFAULT_RETRY_SECONDS, ClusterLayout
+from pfs.metadata import (
+    DEFAULT_CACHE_BLOCKS,
+    DEFAULT_LOCK_CACHE_FILES,
+    DEFAULT_RETRY_SECONDS,
+    ClusterLayout,
+)
 from pfs.protocol.capability import Held
 from pfs.protocol.errnos import error
 from pfs.protocol.paths import brief
@@ -26,7 +31,7 @@ from pfs.protocol.ranges import RangeMap
 from pfs.protocol.transport import Credentials
 
 from .args import setting
-from .lockcache import DEFAULT_LOCK_CACHE_FILES, LockCache
+from .lockcache import LockCache
 from .openfiles import OpenFile, OpenFiles, learn_stale
 from .session import MetaSession
 from .state import NOTHING_LOST, ClientState

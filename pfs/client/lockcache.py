@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from pfs.protocol.capability import Held
 from pfs.protocol.ranges import INFINITY, RangeMap
 
-#: Files whose tokens a client keeps after closing them (PFS_LOCK_CACHE_FILES; 0 keeps none).
-DEFAULT_LOCK_CACHE_FILES = 256
-
 
 @dataclass(eq=False)
 class Kept:
