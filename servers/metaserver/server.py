@@ -45,6 +45,7 @@ from .loopclock import LoopClock
 from .members import Membership
 from .namespace import NewAttributes, Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
+from .opengrants import grant_within
 from .orphans import Orphans
 from .recovery import Reclaims, Recovery
 from .repair import Repair
@@ -400,10 +401,10 @@ class MetaServer:
 
     async def grant_at_open(self, session: ClientSession, f: OpenFile, mode: int):
         """The token an open implies, for the whole file, if nothing is in its way but tokens
-        other clients keep unused after closing it, which they give up at once (else None: the
-        client asks when it first reads or writes). Not a WRITE token on a replicated file:
-        that first needs the durable note `acquire` makes, which an open that never writes
-        should not cost."""
+        other clients keep unused after closing it, which they give up at once (opengrants.py;
+        else None: the client asks when it first reads or writes). Not a WRITE token on a
+        replicated file: that first needs the durable note `acquire` makes, which an open that
+        never writes should not cost."""
         if mode not in (READ, WRITE):
             return None
         if mode == WRITE and f.node.replicas > 1 and f.node.node_id not in session.writing:
@@ -412,7 +413,8 @@ class MetaServer:
         grant = self.tokens.grant_if_free(session.client_id, file_id, 0, INFINITY, mode)
         if grant is None and self.tokens.kept_only_by(session.client_id, file_id, mode,
                                                       self.open_files.openers(file_id)):
-            grant = await self.acquire(session, f, 0, INFINITY, mode)
+            grant = await grant_within(self.tokens, session.client_id, file_id, 0, INFINITY,
+                                       mode)
         return grant
 
     async def delete(self, path: tuple[str, ...], named: str, open_ok: bool = False) -> None:
