@@ -252,10 +252,14 @@ def test_delete_and_rename_of_a_file_closed_with_kept_tokens_are_not_busy(counte
         writer.open("closed-kept", pfs.PFS_READ)
     other.delete("closed-kept-2")
     _write_and_close(writer, "closed-kept-3", data[:4 * KiB])
-    writer.delete("closed-kept-3")  # by the keeper itself
+    deleted = calls.last("Close")[0].file_id
+    writer.delete("closed-kept-3")  # by the keeper itself, who gives its tokens up
+    assert len(writer._state.lockcache) == 1  # (the one the other client renamed)
     with pytest.raises(OSError) as gone:
         writer.open("closed-kept-3", pfs.PFS_READ)
     assert gone.value.errno == errno.ENOENT
+    _write_and_close(writer, "closed-kept-4", data[:4 * KiB])
+    assert deleted in calls.last("Close")[0].release
     for c in (writer, other):
         c.finish(c.initialize())
 

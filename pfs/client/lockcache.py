@@ -71,6 +71,20 @@ class LockCache:
         if self._drop(file_id) is not None:
             self._released.append(file_id)
 
+    def deleted(self, name: str) -> None:
+        """This client deleted `name`: the tokens kept for the file it named are given up."""
+        file_id = self._by_name.get(name)
+        if file_id is not None:
+            self.release(file_id)
+
+    def renamed(self, old: str, new: str) -> None:
+        """This client renamed `old` to `new` (replacing the file that was there)."""
+        self.deleted(new)
+        file_id = self._by_name.pop(old, None)
+        if file_id is not None:
+            self._kept[file_id].name = new
+            self._by_name[new] = file_id
+
     def releases(self) -> list[int]:
         """The files whose tokens the next Close gives up (`unsent` if it fails)."""
         released, self._released = self._released, []
