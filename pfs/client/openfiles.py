@@ -16,7 +16,6 @@ from pfs.protocol.paths import brief, canonical
 from pfs.protocol.ranges import RangeMap
 from pfs.protocol.tokenmodes import READ, WRITE
 
-from . import metacalls
 from .args import PFS_READ, open_mode
 from .lockcache import Kept
 from .namespace import metadata_of
@@ -129,16 +128,18 @@ class OpenFiles:
                 file_id=f.file_id, size=f.written_end, wrote=f.wrote,
                 keep_tokens=s.lockcache.capacity > 0 and f.recipe.replicas == 1,
                 release=s.lockcache.releases())
+        era = session.era
         try:
-            reply, era = metacalls.call_in_era(session, "Close", request,
-                                               f"close {brief(f.name)}")
+            reply = session.call("Close", request, f"close {brief(f.name)}")
         except OSError:
             with s.lock:
                 s.lockcache.unsent(request.release)
             raise
         with s.lock:
             s.forget(f)
-            if reply.kept:  # (revocations meanwhile capped f.tokens)
+            # (Revocations meanwhile capped f.tokens. Kept from a metaserver that restarted
+            # since, they would be void.)
+            if reply.kept and session.era == era:
                 s.lockcache.keep(Kept(f.file_id, f.name, f.tokens, f.held, era))
 
     def file(self, fd: Any) -> OpenFile:
