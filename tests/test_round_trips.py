@@ -14,7 +14,7 @@ import pytest
 import pfs
 from pfs.protocol import transport
 from pfs.protocol import wire
-from pfs.protocol.tokenmodes import READ
+from pfs.protocol.tokenmodes import WRITE
 
 from clusters import SHIPPED, temporary_cluster
 
@@ -188,8 +188,8 @@ def _write_and_close(client, name: str, data: bytes) -> None:
 
 
 def test_a_reopen_uses_the_tokens_kept_since_its_close(counted):
-    """A file closed here keeps its tokens in the lock cache: reopening it asks for no token
-    (the Open carries no mode, and none is granted), and its read and write ask for none."""
+    """A file closed here keeps its tokens in the lock cache: reopening it is granted no token
+    (the Open says the caller holds it already), and its read and write ask for none."""
     cluster, calls, data = counted
     client = cluster.client(cache_blocks=1024)
     _write_and_close(client, "kept", data[:4 * KiB])
@@ -203,8 +203,8 @@ def test_a_reopen_uses_the_tokens_kept_since_its_close(counted):
         client.close(fd)
     made = calls.during(cycle)
     assert [m for m, _ in made["metaserver"]] == ["Open", "Close"]
-    opened, reply = calls.last("Open")
-    assert opened.mode == 0 and not reply.HasField("grant")
+    reply = calls.last("Open")[1]
+    assert not reply.HasField("grant") and [(t.start, t.mode) for t in reply.held] == [(0, WRITE)]
     assert [m for m, _ in made["fileserver"]] == ["Read", "Write"]
     assert buf == data[:4 * KiB]
     assert client.stat("kept").file_size == 4 * KiB + 5
@@ -212,8 +212,9 @@ def test_a_reopen_uses_the_tokens_kept_since_its_close(counted):
 
 
 def test_another_clients_write_takes_the_kept_tokens_and_sees_the_bytes(counted):
-    """Tokens kept after a close are revoked from the cache when another client opens the file
-    for writing (its Open grants them: no Acquire); each client then reads the other's bytes."""
+    """Tokens kept after a close are taken from the cache when another client opens the file
+    for writing (its Open grants them: no Acquire, no revocation to wait for); each client then
+    reads the other's bytes, the first through a grant of its own at its reopen."""
     cluster, calls, data = counted
     first, second = cluster.client(cache_blocks=64), cluster.client(cache_blocks=64)
     _write_and_close(first, "taken", data[:8 * KiB])
@@ -230,8 +231,7 @@ def test_another_clients_write_takes_the_kept_tokens_and_sees_the_bytes(counted)
     assert buf == data[:8 * KiB]
     expected = data[:50] + b"2" * 100 + data[150:8 * KiB]
     fd = first.open("taken", pfs.PFS_READ)  # its kept WRITE token went to the second client
-    opened, reply = calls.last("Open")
-    assert opened.mode == READ and reply.HasField("grant")  # (the second's kept one revoked)
+    assert calls.last("Open")[1].HasField("grant")  # (the second's kept one taken)
     assert first.read(fd, buf, len(buf), 0) == len(buf) and buf == expected
     first.close(fd)
     stats = first.execstat()
@@ -280,3 +280,26 @@ def test_the_lock_cache_is_bounded_and_gives_evicted_tokens_up_with_a_close(coun
     assert [m for m, _ in made["metaserver"]] == ["Create", "Open", "Close"]
     assert list(calls.last("Close")[0].release) == ids[:1]  # (the third close evicted it)
     client.finish(client.initialize())
+
+
+def test_a_revocation_of_kept_tokens_is_answered_at_once(counted):
+    """A reader that opened the file while its writer had it open got no token with its open;
+    once the writer closed it (keeping its tokens), the reader's first read asks for one, and
+    the writer gives its kept WRITE token up at once (nothing is cached under it)."""
+    cluster, calls, data = counted
+    writer, reader = cluster.client(cache_blocks=64), cluster.client(cache_blocks=64)
+    writer.create("revoked-kept", 1)
+    wfd = writer.open("revoked-kept", pfs.PFS_READ_WRITE)
+    assert writer.write(wfd, data[:100], 100, 0) == 100
+    rfd = reader.open("revoked-kept", pfs.PFS_READ)
+    assert not calls.last("Open")[1].HasField("grant")  # the writer's was in the way
+    writer.close(wfd)
+    assert calls.last("Close")[1].kept
+    buf = bytearray(100)
+    made = calls.during(lambda: reader.read(rfd, buf, 100, 0))
+    assert [m for m, _ in made["metaserver"]] == ["Acquire"] and buf == data[:100]
+    assert writer._session.lost is None
+    assert writer.execstat().num_writebacks == 0 and writer.execstat().num_invalidations == 0
+    reader.close(rfd)
+    for c in (writer, reader):
+        c.finish(c.initialize())

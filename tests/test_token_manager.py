@@ -18,7 +18,6 @@ The manager is a single-threaded state machine, so the harness needs no threads 
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections import defaultdict
 
@@ -27,7 +26,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pfs.protocol.ranges import INFINITY, RangeMap
-from pfs_servers.metaserver.opengrants import grant_within
 from pfs_servers.metaserver.tokens import (DROP, READ, WRITE, RequestCancelled, SessionGone,
                                            TokenManager)
 
@@ -897,34 +895,20 @@ def test_concurrent_random_requests_all_complete(ops):
         h.close()
 
 
-# --- an open's grant past tokens kept after a close (servers/metaserver/opengrants.py) ---------
-def test_kept_only_by_tells_tokens_of_clients_without_the_file_open():
-    manager = TokenManager(lambda revocation: None)
+# --- an open's grant past tokens kept after a close (TokenManager.take_kept) ------------------
+def test_an_open_takes_tokens_kept_by_clients_without_the_file_open():
+    revocations = []
+    manager = TokenManager(revocations.append)
     for client in (1, 2, 3):
         manager.add_client(client)
     assert manager.grant_if_free(1, F, 0, INFINITY, WRITE) is not None
-    assert manager.kept_only_by(2, F, READ, openers=[2])       # 1 closed the file, keeping it
-    assert not manager.kept_only_by(2, F, READ, openers=[1, 2])  # 1 has it open: in use
-    assert not manager.kept_only_by(1, F, WRITE, openers=[])   # nothing of another's in the way
-    manager.request(3, F, 0, 10, WRITE, lambda grant, error: None)  # a request waits: no
-    assert not manager.kept_only_by(2, F, READ, openers=[2])
-
-
-def test_an_opens_grant_waits_only_briefly_for_kept_tokens():
-    """Answered at once, the open gets its grant; left unanswered, the open gives up its
-    request after its patience and goes without, and the holder keeps what it has."""
-    async def scenario() -> None:
-        revocations = []
-        manager = TokenManager(revocations.append)
-        for client in (1, 2):
-            manager.add_client(client)
-        manager.grant_if_free(1, F, 0, INFINITY, WRITE)
-        assert await grant_within(manager, 2, F, 0, INFINITY, READ, seconds=0.05) is None
-        assert manager.holds(1, F, 0, INFINITY, WRITE) and not manager.holdings(2, F)
-        waiting = asyncio.ensure_future(grant_within(manager, 2, F, 0, INFINITY, READ))
-        await asyncio.sleep(0)
-        manager.acknowledge(1, revocations[-1].revoke_id)
-        grant = await waiting
-        assert (grant.start, grant.end, grant.mode) == (0, INFINITY, READ)
-        assert manager.holds(1, F, 0, INFINITY, READ) and not manager.holds(1, F, 0, 1, WRITE)
-    asyncio.run(scenario())
+    assert manager.take_kept(2, F, READ, openers=[1, 2]) is None  # 1 has it open: in use
+    assert manager.holds(1, F, 0, INFINITY, WRITE)
+    grant = manager.take_kept(2, F, READ, openers=[2])            # 1 closed it, keeping them
+    assert (grant.start, grant.end, grant.mode) == (0, INFINITY, READ)
+    assert manager.holds(1, F, 0, INFINITY, READ) and not manager.holds(1, F, 0, 1, WRITE)
+    assert revocations == []                                      # nobody was asked
+    assert manager.take_kept(3, F, WRITE, openers=[3]) is not None
+    assert not manager.holdings(1, F) and not manager.holdings(2, F)
+    manager.request(1, F, 0, 10, WRITE, lambda grant, error: None)  # a request waits: no
+    assert manager.take_kept(2, F, READ, openers=[2]) is None

@@ -1,12 +1,15 @@
 """The lock cache: tokens a client keeps, unused, after closing a file, so that reopening it needs
 no token call (SPEC §4; Lustre keeps its locks in an LRU likewise). While a file is closed no byte
-is cached or written under its kept tokens, so a revocation of them is answered at once; they
-count only in the era (metaserver) they were kept in; at most `capacity` files, least recent out.
+is cached or written under its kept tokens, so a revocation of them is answered at once; a reopen
+uses no more of them than the metaserver still counts (OpenReply.held); they count only in the
+era (metaserver) they were kept in; at most `capacity` files, least recently closed out.
 
-The metaserver still counts the tokens as this client's (but not the file as open here: delete and
-rename are not EBUSY for them). Evicted entries are given up with the next Close
-(CloseRequest.release) rather than by a call of their own. A lost or finished session, and a
-metaserver restart (its successor never knew them: the reclaim does not claim them), drop them all.
+The metaserver counts the tokens as this client's, but the file as not open here: delete and
+rename are not EBUSY for them, and another client's open takes them without a revocation
+(TokenManager.take_kept), which the OpenReply.held of this client's reopen then shows. Evicted
+entries are given up with the next Close (CloseRequest.release) rather than by a call of their
+own. A lost or finished session, and a metaserver restart (its successor never knew them: the
+reclaim does not claim them), drop them all.
 """
 from __future__ import annotations
 
@@ -14,13 +17,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from pfs.protocol.capability import Held
-from pfs.protocol.ranges import INFINITY, RangeMap
+from pfs.protocol.ranges import RangeMap
 
 
 @dataclass(eq=False)
 class Kept:
     file_id: int
-    name: str  # as it was opened: a reopen by that name asks for no token
+    name: str  # as it was opened (a delete or rename of that name here gives them up)
     tokens: RangeMap
     held: Held  # their capabilities, for the fileservers
     era: int  # the session's era they were kept in (MetaSession.era)
@@ -47,11 +50,6 @@ class LockCache:
         self._by_name[kept.name] = kept.file_id
         while len(self._kept) > self.capacity:
             self.release(next(iter(self._kept)))
-
-    def covers(self, name: str, mode: int) -> bool:
-        """Whether tokens kept for the file last opened as `name` cover all of it in `mode`."""
-        kept = self._kept.get(self._by_name.get(name, -1))
-        return kept is not None and kept.tokens.covers(0, INFINITY, mode)
 
     def take(self, file_id: int, era: int) -> Kept | None:
         """The file's kept tokens, for its reopen in `era` (None if none or of another era)."""

@@ -74,10 +74,7 @@ class OpenFiles:
         open_mode(mode)
         path = canonical(path)
         session = self._s.live_session()
-        implied = READ if mode == PFS_READ else WRITE
-        with self._s.lock:
-            kept_cover = self._s.lockcache.covers(path, implied)
-        reply, era = session.open(path, pb.TOKEN_MODE_UNSPECIFIED if kept_cover else implied,
+        reply, era = session.open(path, READ if mode == PFS_READ else WRITE,
                                   f"open {brief(path)}")
         meta = reply.meta
         with self._s.lock:
@@ -85,18 +82,24 @@ class OpenFiles:
                          metadata_of(meta).recipe, meta.size, meta.size_epoch)
             self._s.fds[f.fd] = f
             self._s.by_id[f.file_id] = f
-            self._reuse_kept(f, era)
+            self._reuse_kept(f, era, reply.held)
             if reply.HasField("grant"):  # the token the open implies, if nothing was in its way
                 self._tokens.apply(session, f, reply.grant, era)
         return f.fd
 
-    def _reuse_kept(self, f: OpenFile, era: int) -> None:
-        """Takes the tokens kept since the file's last close here, unless copies were added to
-        it meanwhile: a WRITE token on a replicated file needs the metaserver's durable note
-        first, which a token request makes (the close releases those it leaves here)."""
+    def _reuse_kept(self, f: OpenFile, era: int, held) -> None:
+        """Takes the tokens kept since the file's last close here, as far as the metaserver
+        still counts them (`held`: it may have taken some for another client's open, and an
+        acknowledgement of a revocation may still be on its way to it), unless copies were
+        added to the file meanwhile: a WRITE token on a replicated file needs the metaserver's
+        durable note first, which a token request makes (the close releases those left here)."""
         kept = self._s.lockcache.take(f.file_id, era)
-        if kept is not None and f.recipe.replicas == 1:
-            f.tokens, f.held = kept.tokens, kept.held
+        if kept is None or f.recipe.replicas != 1:
+            return
+        for token in held:
+            for start, end, mode in kept.tokens.overlapping(token.start, token.end):
+                f.tokens.raise_to(start, end, min(mode, token.mode))
+        f.held = kept.held
 
     def close(self, fd: int) -> None:
         """Writes back the file's dirty blocks, drops its cached blocks, and releases its tokens

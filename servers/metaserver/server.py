@@ -45,7 +45,6 @@ from .loopclock import LoopClock
 from .members import Membership
 from .namespace import NewAttributes, Node, StorageFull, WriterBusy
 from .openfiles import OpenFile, OpenFiles
-from .opengrants import grant_within
 from .orphans import Orphans
 from .recovery import Reclaims, Recovery
 from .repair import Repair
@@ -399,9 +398,9 @@ class MetaServer:
             self.open_files.open(client_id, node)
         return node
 
-    async def grant_at_open(self, session: ClientSession, f: OpenFile, mode: int):
+    def grant_at_open(self, session: ClientSession, f: OpenFile, mode: int):
         """The token an open implies, for the whole file, if nothing is in its way but tokens
-        other clients keep unused after closing it, which they give up at once (opengrants.py;
+        other clients keep unused after closing it, taken from them (`TokenManager.take_kept`;
         else None: the client asks when it first reads or writes). Not a WRITE token on a
         replicated file: that first needs the durable note `acquire` makes, which an open that
         never writes should not cost."""
@@ -410,12 +409,11 @@ class MetaServer:
         if mode == WRITE and f.node.replicas > 1 and f.node.node_id not in session.writing:
             return None
         file_id = f.node.node_id
-        grant = self.tokens.grant_if_free(session.client_id, file_id, 0, INFINITY, mode)
-        if grant is None and self.tokens.kept_only_by(session.client_id, file_id, mode,
-                                                      self.open_files.openers(file_id)):
-            grant = await grant_within(self.tokens, session.client_id, file_id, 0, INFINITY,
-                                       mode)
-        return grant
+        if self.tokens.holds(session.client_id, file_id, 0, INFINITY, mode):
+            return None  # kept since the client closed it (see OpenReply.held)
+        return (self.tokens.grant_if_free(session.client_id, file_id, 0, INFINITY, mode)
+                or self.tokens.take_kept(session.client_id, file_id, mode,
+                                         self.open_files.openers(file_id)))
 
     async def delete(self, path: tuple[str, ...], named: str, open_ok: bool = False) -> None:
         """Deletes the file at `path` (as the caller `named` it). One open anywhere is EBUSY,

@@ -306,9 +306,11 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         reply = pb.OpenReply(meta=self._meta(node, "/".join(path)))
         if not session.ended:  # (an ended session is signed nothing)
             f = self.server.open_files.of(session.client_id, node.node_id)
-            grant = await self.server.grant_at_open(session, f, request.mode)
-            if grant is not None and not session.ended:  # nothing may fail now (see Acquire)
+            grant = self.server.grant_at_open(session, f, request.mode)
+            if grant is not None:  # from here nothing may fail (see Acquire)
                 reply.grant.CopyFrom(self._grant_reply(session, f, grant))
+            reply.held.extend(pb.TokenClaim(start=s, end=e, mode=m) for s, e, m in
+                              self.server.tokens.holdings(session.client_id, node.node_id))
         return reply
 
     @_answer_errors
@@ -317,8 +319,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         fails (a size the client could not have written, a full disk) changes nothing."""
         session = await self._recovered(context)
         f = self.server.open_files.get(request.file_id)
-        kept = request.keep_tokens and bool(  # (a Close sent again: what the first kept)
-            self.server.tokens.holdings(session.client_id, request.file_id))
+        kept = False
         if f is not None and session.client_id in f.openers:
             await self.server.sizes.record(session, f, request.size, request.wrote)
             if request.file_id in session.writing:  # every write it sent is stored or recorded
@@ -327,7 +328,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             # Not open any more before the tokens go, so no request is granted in between.
             self.server.open_files.close(session.client_id, request.file_id)
             kept = request.keep_tokens and f.node.replicas == 1
-        for file_id in [request.file_id] * (not kept) + list(request.release):
+            self.server.tokens.release_file(session.client_id, request.file_id, keep=kept)
+        elif request.keep_tokens:  # a Close sent again: what the first kept is still kept
+            kept = bool(self.server.tokens.holdings(session.client_id, request.file_id))
+        for file_id in request.release:  # (evicted from its lock cache)
             if not self.server.open_files.has_open(session.client_id, file_id):
                 self.server.tokens.release_file(session.client_id, file_id)
         return pb.CloseReply(kept=kept)
