@@ -19,6 +19,8 @@ DEFAULT_LEASE_SECONDS = 10.0
 #: A client's defaults (PFS_CACHE_BLOCKS, PFS_RETRY_SECONDS): a cache of 1024 blocks (64 MiB of
 #: the default blocks), and 10 s of retrying a fileserver it cannot reach (one restarting, say).
 DEFAULT_CACHE_BLOCKS = 1024
+#: Files whose tokens a client keeps after closing them (PFS_LOCK_CACHE_FILES; 0 keeps none).
+DEFAULT_LOCK_CACHE_FILES = 256
 DEFAULT_RETRY_SECONDS = 10.0
 
 

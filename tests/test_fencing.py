@@ -227,3 +227,27 @@ def test_a_write_refused_as_fenced_while_a_revocation_waits_for_it(short_lease, 
         a.close()
         assert other.pfs_finish(other.pfs_initialize()) == 0
     assert read_all(short_lease, name, len(INITIAL)) == b"b" * B + INITIAL[B:]
+
+
+def test_a_paused_client_keeping_tokens_of_a_closed_file_loses_them(short_lease, name):
+    """Tokens a client keeps after closing a file (its lock cache) do not hold anyone up: a
+    frozen keeper's tokens are taken by another client's open at once. Frozen past its lease,
+    its session ends and the rest go with it: resumed, it gets ENOTCONN rather than reopening
+    the file with them, and the other client's write stands."""
+    make_file(short_lease, name)
+    a = RemoteClient(short_lease, cache_blocks=16)
+    try:
+        fd = a.call("pfs_open", name, pfs.PFS_READ_WRITE)
+        assert a.call("pfs_write", fd, b"a" * B, B, 0) == B
+        assert a.call("pfs_close", fd) == 0                       # its tokens stay, unused
+        a.pause()
+        try:
+            overwrite_and_close(short_lease, name, {0: b"b" * B})  # takes them: no waiting
+            time.sleep(2 * LEASE)                                  # a's lease runs out
+        finally:
+            a.resume()
+        assert a.call("pfs_open", name, pfs.PFS_READ_WRITE) == -1
+        assert a.call("last_errno") == errno.ENOTCONN
+    finally:
+        a.close()
+    assert read_all(short_lease, name, len(INITIAL)) == b"b" * B + INITIAL[B:]

@@ -371,3 +371,29 @@ def test_sessions_ended_before_a_restart_stay_refused_at_the_fileservers(tmp_pat
         assert later.pfs_finish(later.pfs_initialize()) == 0
     finally:
         cluster.stop()
+
+
+def test_tokens_kept_after_a_close_are_dropped_at_a_restart(tmp_path):
+    """Tokens a client keeps after closing a file are not reclaimed (the restarted metaserver
+    never knew them): the client drops them, reopens asking for tokens again, and both it and
+    another client read each other's bytes."""
+    cluster = Cluster(tmp_path / "cluster", lease_seconds=LEASE, **COURSE).start()
+    try:
+        keeper, other = cluster.client(), cluster.client()
+        write_file(keeper, "kept", b"k" * 3000)
+        assert len(keeper._state.lockcache) == 1
+        restart_metaserver(cluster)
+        fd = keeper.pfs_open("kept", pfs.PFS_READ_WRITE)  # waits for the reclaim
+        assert fd >= 0, pfs.pfs_last_error()
+        assert len(keeper._state.lockcache) == 0
+        assert keeper.pfs_write(fd, b"K" * 100, 100, 0) == 100
+        assert keeper.pfs_close(fd) == 0
+        assert read_file(other, "kept", 3000) == b"K" * 100 + b"k" * 2900
+        fd = other.pfs_open("kept", pfs.PFS_READ_WRITE)
+        assert other.pfs_write(fd, b"o" * 100, 100, 2900) == 100
+        assert other.pfs_close(fd) == 0
+        assert read_file(keeper, "kept", 3000) == b"K" * 100 + b"k" * 2800 + b"o" * 100
+        for c in (keeper, other):
+            assert c.pfs_finish(c.pfs_initialize()) == 0
+    finally:
+        cluster.stop()

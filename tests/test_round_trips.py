@@ -5,6 +5,7 @@ messages (heartbeats, revocation answers) are not calls and are not counted.
 
 Shipped block size (64 KiB), so that a 4 KiB read is smaller than a block.
 """
+import errno
 import os
 
 import grpc
@@ -13,6 +14,7 @@ import pytest
 import pfs
 from pfs.protocol import transport
 from pfs.protocol import wire
+from pfs.protocol.tokenmodes import WRITE
 
 from clusters import SHIPPED, temporary_cluster
 
@@ -27,14 +29,22 @@ class Calls(grpc.UnaryUnaryClientInterceptor):
 
     def __init__(self) -> None:
         self.made: list[tuple[str, str, int | None]] = []
+        self.messages: list[tuple[str, object, object]] = []  # metaserver (method, request, reply)
 
     def intercept_unary_unary(self, continuation, details, request):
         reply = continuation(details, request)
         kind = "fileserver" if details.method.startswith("/pfs.fileserver") else "metaserver"
         result = reply.result() if reply.exception() is None else None
         size = len(result) if isinstance(result, bytes) else None
-        self.made.append((kind, details.method.rsplit("/", 1)[-1], size))
+        method = details.method.rsplit("/", 1)[-1]
+        self.made.append((kind, method, size))
+        if kind == "metaserver":
+            self.messages.append((method, request, result))
         return reply
+
+    def last(self, method: str):
+        """(request, reply) of the latest metaserver call of `method`."""
+        return next((q, r) for m, q, r in reversed(self.messages) if m == method)
 
     def during(self, action) -> dict[str, list[tuple[str, int | None]]]:
         """The calls `action()` makes, by server kind."""
@@ -167,4 +177,129 @@ def test_an_open_grants_nothing_in_another_clients_way(counted):
     assert writer.execstat().num_writebacks == 1
     for c, fd in ((writer, wfd), (reader, opened[0])):
         c.close(fd)
+        c.finish(c.initialize())
+
+
+def _write_and_close(client, name: str, data: bytes) -> None:
+    client.create(name, 1)
+    fd = client.open(name, pfs.PFS_READ_WRITE)
+    assert client.write(fd, data, len(data), 0) == len(data)
+    client.close(fd)
+
+
+def test_a_reopen_uses_the_tokens_kept_since_its_close(counted):
+    """A file closed here keeps its tokens in the lock cache: reopening it is granted no token
+    (the Open says the caller holds it already), and its read and write ask for none."""
+    cluster, calls, data = counted
+    client = cluster.client(cache_blocks=1024)
+    _write_and_close(client, "kept", data[:4 * KiB])
+    assert calls.last("Close")[1].kept
+    buf = bytearray(4 * KiB)
+
+    def cycle() -> None:
+        fd = client.open("kept", pfs.PFS_READ_WRITE)
+        assert client.read(fd, buf, len(buf), 0) == len(buf)
+        assert client.write(fd, b"again", 5, 4 * KiB) == 5
+        client.close(fd)
+    made = calls.during(cycle)
+    assert [m for m, _ in made["metaserver"]] == ["Open", "Close"]
+    reply = calls.last("Open")[1]
+    assert not reply.HasField("grant") and [(t.start, t.mode) for t in reply.held] == [(0, WRITE)]
+    assert [m for m, _ in made["fileserver"]] == ["Read", "Write"]
+    assert buf == data[:4 * KiB]
+    assert client.stat("kept").file_size == 4 * KiB + 5
+    client.finish(client.initialize())
+
+
+def test_another_clients_write_takes_the_kept_tokens_and_sees_the_bytes(counted):
+    """Tokens kept after a close are taken from the cache when another client opens the file
+    for writing (its Open grants them: no Acquire, no revocation to wait for); each client then
+    reads the other's bytes, the first through a grant of its own at its reopen."""
+    cluster, calls, data = counted
+    first, second = cluster.client(cache_blocks=64), cluster.client(cache_blocks=64)
+    _write_and_close(first, "taken", data[:8 * KiB])
+    buf = bytearray(8 * KiB)
+
+    def overwrite() -> None:
+        fd = second.open("taken", pfs.PFS_READ_WRITE)
+        assert second.read(fd, buf, len(buf), 0) == len(buf)
+        assert second.write(fd, b"2" * 100, 100, 50) == 100
+        second.close(fd)
+    made = calls.during(overwrite)
+    assert [m for m, _ in made["metaserver"]] == ["Open", "Close"]
+    assert calls.last("Open")[1].HasField("grant")
+    assert buf == data[:8 * KiB]
+    expected = data[:50] + b"2" * 100 + data[150:8 * KiB]
+    fd = first.open("taken", pfs.PFS_READ)  # its kept WRITE token went to the second client
+    assert calls.last("Open")[1].HasField("grant")  # (the second's kept one taken)
+    assert first.read(fd, buf, len(buf), 0) == len(buf) and buf == expected
+    first.close(fd)
+    stats = first.execstat()
+    assert stats.num_writebacks == 0 and stats.num_invalidations == 0  # nothing was cached
+    for c in (first, second):
+        c.finish(c.initialize())
+
+
+def test_delete_and_rename_of_a_file_closed_with_kept_tokens_are_not_busy(counted):
+    """A closed file is not open anywhere, whatever tokens its last client keeps."""
+    cluster, calls, data = counted
+    writer, other = cluster.client(cache_blocks=64), cluster.client(cache_blocks=64)
+    _write_and_close(writer, "closed-kept", data[:4 * KiB])
+    assert calls.last("Close")[1].kept
+    other.rename("closed-kept", "closed-kept-2")
+    assert other.stat("closed-kept-2").file_size == 4 * KiB
+    with pytest.raises(FileNotFoundError):
+        writer.open("closed-kept", pfs.PFS_READ)
+    other.delete("closed-kept-2")
+    _write_and_close(writer, "closed-kept-3", data[:4 * KiB])
+    deleted = calls.last("Close")[0].file_id
+    writer.delete("closed-kept-3")  # by the keeper itself, who gives its tokens up
+    assert len(writer._state.lockcache) == 1  # (the one the other client renamed)
+    with pytest.raises(OSError) as gone:
+        writer.open("closed-kept-3", pfs.PFS_READ)
+    assert gone.value.errno == errno.ENOENT
+    _write_and_close(writer, "closed-kept-4", data[:4 * KiB])
+    assert deleted in calls.last("Close")[0].release
+    for c in (writer, other):
+        c.finish(c.initialize())
+
+
+def test_the_lock_cache_is_bounded_and_gives_evicted_tokens_up_with_a_close(counted,
+                                                                            monkeypatch):
+    """PFS_LOCK_CACHE_FILES files keep their tokens; the least recently closed beyond that are
+    given up with the next Close, not by a call of their own."""
+    cluster, calls, data = counted
+    monkeypatch.setenv("PFS_LOCK_CACHE_FILES", "2")
+    client = cluster.client(cache_blocks=64)
+    ids = []
+    for k in range(3):
+        _write_and_close(client, f"bounded-{k}", data[:100])
+        ids.append(calls.last("Close")[0].file_id)
+    assert len(client._state.lockcache) == 2
+    made = calls.during(lambda: _write_and_close(client, "bounded-3", data[:100]))
+    assert [m for m, _ in made["metaserver"]] == ["Create", "Open", "Close"]
+    assert list(calls.last("Close")[0].release) == ids[:1]  # (the third close evicted it)
+    client.finish(client.initialize())
+
+
+def test_a_revocation_of_kept_tokens_is_answered_at_once(counted):
+    """A reader that opened the file while its writer had it open got no token with its open;
+    once the writer closed it (keeping its tokens), the reader's first read asks for one, and
+    the writer gives its kept WRITE token up at once (nothing is cached under it)."""
+    cluster, calls, data = counted
+    writer, reader = cluster.client(cache_blocks=64), cluster.client(cache_blocks=64)
+    writer.create("revoked-kept", 1)
+    wfd = writer.open("revoked-kept", pfs.PFS_READ_WRITE)
+    assert writer.write(wfd, data[:100], 100, 0) == 100
+    rfd = reader.open("revoked-kept", pfs.PFS_READ)
+    assert not calls.last("Open")[1].HasField("grant")  # the writer's was in the way
+    writer.close(wfd)
+    assert calls.last("Close")[1].kept
+    buf = bytearray(100)
+    made = calls.during(lambda: reader.read(rfd, buf, 100, 0))
+    assert [m for m, _ in made["metaserver"]] == ["Acquire"] and buf == data[:100]
+    assert writer._session.lost is None
+    assert writer.execstat().num_writebacks == 0 and writer.execstat().num_invalidations == 0
+    reader.close(rfd)
+    for c in (writer, reader):
         c.finish(c.initialize())

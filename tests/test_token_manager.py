@@ -893,3 +893,22 @@ def test_concurrent_random_requests_all_complete(ops):
         assert write_conflicts(tables_of(h)) == []
     finally:
         h.close()
+
+
+# --- an open's grant past tokens kept after a close (TokenManager.take_kept) ------------------
+def test_an_open_takes_tokens_kept_by_clients_without_the_file_open():
+    revocations = []
+    manager = TokenManager(revocations.append)
+    for client in (1, 2, 3):
+        manager.add_client(client)
+    assert manager.grant_if_free(1, F, 0, INFINITY, WRITE) is not None
+    assert manager.take_kept(2, F, READ, openers=[1, 2]) is None  # 1 has it open: in use
+    assert manager.holds(1, F, 0, INFINITY, WRITE)
+    grant = manager.take_kept(2, F, READ, openers=[2])            # 1 closed it, keeping them
+    assert (grant.start, grant.end, grant.mode) == (0, INFINITY, READ)
+    assert manager.holds(1, F, 0, INFINITY, READ) and not manager.holds(1, F, 0, 1, WRITE)
+    assert revocations == []                                      # nobody was asked
+    assert manager.take_kept(3, F, WRITE, openers=[3]) is not None
+    assert not manager.holdings(1, F) and not manager.holdings(2, F)
+    manager.request(1, F, 0, 10, WRITE, lambda grant, error: None)  # a request waits: no
+    assert manager.take_kept(2, F, READ, openers=[2]) is None

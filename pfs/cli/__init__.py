@@ -24,7 +24,7 @@ import logging
 import sys
 
 from pfs import __version__
-from pfs.metadata import DEFAULT_CACHE_BLOCKS, DEFAULT_RETRY_SECONDS
+from pfs.metadata import DEFAULT_CACHE_BLOCKS, DEFAULT_LOCK_CACHE_FILES, DEFAULT_RETRY_SECONDS
 from pfs.protocol.transport import DEFAULT_METASERVER
 
 from . import servers
@@ -53,6 +53,8 @@ environment variables (read by clients and the file commands):
   PFS_TLS_KEY        (--tls-client-ca, mutual TLS) (default: unset, none shown)
   PFS_CACHE_BLOCKS   client cache capacity in blocks, 0 turns the cache off
                      (default {DEFAULT_CACHE_BLOCKS}: 64 MiB with the default 64 KiB blocks)
+  PFS_LOCK_CACHE_FILES  closed files a client keeps its tokens for, unused, so that a reopen
+                     asks for none; 0 releases them at close (default {DEFAULT_LOCK_CACHE_FILES})
   PFS_RETRY_SECONDS  seconds a client keeps retrying a fileserver it cannot reach, e.g. one
                      being restarted (default {DEFAULT_RETRY_SECONDS:g})
 

@@ -4,6 +4,7 @@ nothing itself and hands every call to the module whose one job it is.
     state.py      what the Client holds, under one lock; a lost session is final
     lifecycle.py  initialize, finish, reclaim after a metaserver restart; at exit
     openfiles.py  open files and fds, open and close
+    lockcache.py  tokens kept unused after close, for a reopen
     tokens.py     every operation inside `holding`; how a revocation is answered
     readwrite.py  read, write, truncate, fsync: where a byte goes
     namespace.py  the metaserver's calls on paths, and paging, walks, makedirs
@@ -12,7 +13,7 @@ nothing itself and hands every call to the module whose one job it is.
 Leases: an operation runs only while the session's lease surely holds, and fails with ENOTCONN
 (its result discarded) if the lease may have run out before it finished: by then the metaserver
 may have given this client's tokens to another, so cached bytes may be stale. Metaserver
-restarts: while the session recovers (session.py) operations wait, up to PFS_RETRY_SECONDS, and
+restarts: while the session recovers (leasing.py) operations wait, up to PFS_RETRY_SECONDS, and
 the cache, tokens and unstored writes are kept; once it is back, `Lifecycle.reclaim` takes back
 the open files and tokens, and an open file the metaserver does not give back fails with ESTALE.
 
@@ -169,8 +170,9 @@ class Client:
         return self._files.open_file(fd).file_id
 
     def close(self, fd: int) -> None:
-        """Writes back the file's dirty blocks, drops its cached blocks, releases its tokens.
-        If some bytes written through it cannot be stored, close fails, saying which, and the
+        """Writes back the file's dirty blocks, drops its cached blocks, and releases its tokens
+        or keeps them unused for a reopen (PFS_LOCK_CACHE_FILES files; another client that needs
+        them has them revoked). If some bytes written through it cannot be stored, close fails, saying which, and the
         fd stays open for close and fsync only, its bytes and tokens kept: close again to try
         again. Close never succeeds while a byte written through the fd is not stored."""
         self._files.close(fd)

@@ -18,7 +18,12 @@ from typing import Callable
 from pfs._proto import metaserver_pb2 as pb
 from pfs.datapath.blockcache import BlockCache
 from pfs.datapath.striped import DataPlane
-from pfs.metadata import DEFAULT_CACHE_BLOCKS, DEFAULT_RETRY_SECONDS, ClusterLayout
+from pfs.metadata import (
+    DEFAULT_CACHE_BLOCKS,
+    DEFAULT_LOCK_CACHE_FILES,
+    DEFAULT_RETRY_SECONDS,
+    ClusterLayout,
+)
 from pfs.protocol.capability import Held
 from pfs.protocol.errnos import error
 from pfs.protocol.paths import brief
@@ -26,6 +31,7 @@ from pfs.protocol.ranges import RangeMap
 from pfs.protocol.transport import Credentials
 
 from .args import setting
+from .lockcache import LockCache
 from .openfiles import OpenFile, OpenFiles, learn_stale
 from .session import MetaSession
 from .state import NOTHING_LOST, ClientState
@@ -77,7 +83,7 @@ class Lifecycle:
         with s.lock:
             if s.session is not None and not s.session.lost:
                 return s.session.client_id
-            cache_blocks, retry_seconds = self._settings()
+            cache_blocks, retry_seconds, kept_files = self._settings()
             if s.session is not None:  # a lost one: let go of its stream and channels
                 s.session.close()
                 s.dataplane.close()
@@ -91,6 +97,7 @@ class Lifecycle:
             s.cache = BlockCache(cache_blocks, reply.block_size, s.dataplane, s.changed)
             s.fds.clear()
             s.by_id.clear()
+            s.lockcache = LockCache(kept_files)
             s.loss = None
             s.retry_seconds = retry_seconds
             s.session = session
@@ -98,9 +105,9 @@ class Lifecycle:
             log.info("client %d connected to %s", session.client_id, s.metaserver)
             return session.client_id
 
-    def _settings(self) -> tuple[int, float]:
-        """(cache blocks, retry seconds) from the Client or the environment; makes the
-        credentials (EINVAL for a bad setting)."""
+    def _settings(self) -> tuple[int, float, int]:
+        """(cache blocks, retry seconds, lock cache files) from the Client or the environment;
+        makes the credentials (EINVAL for a bad setting)."""
         s = self._s
         cache_blocks = s.cache_blocks
         if cache_blocks is None:
@@ -108,12 +115,15 @@ class Lifecycle:
         if cache_blocks < 0:
             raise error(errno.EINVAL, "PFS_CACHE_BLOCKS must not be negative")
         retry_seconds = setting("PFS_RETRY_SECONDS", float, DEFAULT_RETRY_SECONDS)
+        kept_files = setting("PFS_LOCK_CACHE_FILES", int, DEFAULT_LOCK_CACHE_FILES)
+        if kept_files < 0:
+            raise error(errno.EINVAL, "PFS_LOCK_CACHE_FILES must not be negative")
         if s.credentials is None:
             try:
                 s.credentials = Credentials()
             except ValueError as e:
                 raise error(errno.EINVAL, str(e)) from None
-        return cache_blocks, retry_seconds
+        return cache_blocks, retry_seconds, kept_files
 
     def _dataplane(self, session: MetaSession, reply: pb.RegisterReply,
                    retry_seconds: float) -> DataPlane:
@@ -149,6 +159,7 @@ class Lifecycle:
                                            f"has ended: {s.loss}")
         session.finish()
         with s.lock:
+            s.lockcache.clear()  # (released with the session)
             s.dataplane.close()
             s.cache.stop()
             s.session = None
@@ -203,6 +214,7 @@ class Lifecycle:
         """Takes in what the restarted metaserver gave back, before the session is back."""
         s = self._s
         with s.lock:
+            s.lockcache.clear()  # the restarted metaserver never knew them
             for answer in reply.files:
                 f = s.by_id.get(answer.file_id)
                 if f is None:

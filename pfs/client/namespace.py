@@ -144,6 +144,8 @@ class Namespace:
         old, new = canonical(old), canonical(new)
         self._call("Rename", pb.RenameRequest(old_path=old, new_path=new, open_ok=open_ok),
                    f"rename {brief(old)} to {brief(new)}")
+        with self._s.lock:
+            self._s.lockcache.renamed(old, new)
 
     def delete(self, path: str, open_ok: bool = False) -> None:
         """Removes a file; first gives up the open files of it whose close failed here."""
@@ -161,6 +163,8 @@ class Namespace:
                 s.forget(f)
         session.call("Delete", pb.DeleteRequest(path=path, open_ok=open_ok),
                      f"delete {brief(path)}")
+        with s.lock:
+            s.lockcache.deleted(path)
 
     def fstat(self, file_id: int, name: str) -> Metadata:
         return self._with_own_size(self._call("Stat", pb.StatRequest(file_id=file_id),

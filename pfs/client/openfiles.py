@@ -17,6 +17,7 @@ from pfs.protocol.ranges import RangeMap
 from pfs.protocol.tokenmodes import READ, WRITE
 
 from .args import PFS_READ, open_mode
+from .lockcache import Kept
 from .namespace import metadata_of
 from .state import ClientState
 
@@ -75,25 +76,44 @@ class OpenFiles:
         self._tokens = tokens
 
     def open(self, path: str, mode: int) -> int:
+        """Opens a file, with the token its mode implies: the tokens kept since this client
+        closed it (lockcache.py), else granted with the open if nothing is in the way."""
         open_mode(mode)
         path = canonical(path)
         session = self._s.live_session()
-        reply, era = session.open(path, READ if mode == PFS_READ else WRITE, f"open {brief(path)}")
+        reply, era = session.open(path, READ if mode == PFS_READ else WRITE,
+                                  f"open {brief(path)}")
         meta = reply.meta
         with self._s.lock:
             f = OpenFile(next(self._s.next_fd), meta.file_id, path, mode,
                          metadata_of(meta).recipe, meta.size, meta.size_epoch)
             self._s.fds[f.fd] = f
             self._s.by_id[f.file_id] = f
+            self._reuse_kept(f, era, reply.held)
             if reply.HasField("grant"):  # the token the open implies, if nothing was in its way
                 self._tokens.apply(session, f, reply.grant, era)
         return f.fd
 
+    def _reuse_kept(self, f: OpenFile, era: int, held) -> None:
+        """Takes the tokens kept since the file's last close here, as far as the metaserver
+        still counts them (`held`: it may have taken some for another client's open, and an
+        acknowledgement of a revocation may still be on its way to it), unless copies were
+        added to the file meanwhile: a WRITE token on a replicated file needs the metaserver's
+        durable note first, which a token request makes (the close releases those left here)."""
+        kept = self._s.lockcache.take(f.file_id, era)
+        if kept is None or f.recipe.replicas != 1:
+            return
+        for token in held:
+            for start, end, mode in kept.tokens.overlapping(token.start, token.end):
+                f.tokens.raise_to(start, end, min(mode, token.mode))
+        f.held = kept.held
+
     def close(self, fd: int) -> None:
-        """Writes back the file's dirty blocks, drops its cached blocks, releases its tokens.
-        If some bytes written through it cannot be stored, close fails, saying which, and the
-        fd stays open for close and fsync only, its bytes and tokens kept: close again to try
-        again. Close never succeeds while a byte written through the fd is not stored."""
+        """Writes back the file's dirty blocks, drops its cached blocks, and releases its tokens
+        or keeps them unused in the lock cache. If some bytes written through it cannot be
+        stored, close fails, saying which, and the fd stays open for close and fsync only, its
+        bytes and tokens kept: close again to try again. Close never succeeds while a byte
+        written through the fd is not stored."""
         s = self._s
         session = s.live_session()
         with s.lock:
@@ -114,10 +134,23 @@ class OpenFiles:
             s.cache.close(f)
             with s.unlocked():
                 s.dataplane.settle(f)
-            request = pb.CloseRequest(file_id=f.file_id, size=f.written_end, wrote=f.wrote)
-        session.call("Close", request, f"close {brief(f.name)}")
+            request = pb.CloseRequest(
+                file_id=f.file_id, size=f.written_end, wrote=f.wrote,
+                keep_tokens=s.lockcache.capacity > 0 and f.recipe.replicas == 1,
+                release=s.lockcache.releases())
+        era = session.era
+        try:
+            reply = session.call("Close", request, f"close {brief(f.name)}")
+        except OSError:
+            with s.lock:
+                s.lockcache.unsent(request.release)
+            raise
         with s.lock:
             s.forget(f)
+            # (Revocations meanwhile capped f.tokens. Kept from a metaserver that restarted
+            # since, they would be void.)
+            if reply.kept and session.era == era:
+                s.lockcache.keep(Kept(f.file_id, f.name, f.tokens, f.held, era))
 
     def file(self, fd: Any) -> OpenFile:
         """The open file of fd; the caller holds the lock."""

@@ -1,42 +1,21 @@
-"""A client's session with the metaserver: registration, the session key, revocations and the
-lease. It serves from the cache only while its lease surely holds, and hands a revocation on
-only once every grant it follows has been applied.
+"""A client's session with the metaserver: registration, the session key, its place on the stream,
+revocations and the calls that may grant tokens. A revocation is handed on only once every grant
+it follows has been applied (grantorder.py); its lease and recovery are leasing.py's.
 
 Clients listen on no port: revocations, size queries and heartbeat acknowledgements come down
 the stream that the process shares among its sessions (pfs/client/stream.py), which this session joins
 with its key. Revocations are handled on the session's lane of a shared pool, so the stream
-keeps flowing while one waits for an in-flight operation to finish.
-
-The lease: the metaserver ends a session it has not heard from for `lease_seconds`. A heartbeat
-it acknowledges was received after it was sent, so the session lives at least until that send
-time plus the lease; past that (`lease_valid()` false) the client must assume its tokens are
-gone and serve nothing from its cache. Every call carries the session key, so only this
-session can act for it.
-
-A revocation is handled only once every grant it follows has been applied (grantorder.py).
+keeps flowing while one waits for an in-flight operation to finish. Every call carries the
+session key, so only this session can act for it.
 
 A session whose Client the program dropped without pfs_finish is ended when it is garbage
 collected: it leaves the stream, and the metaserver ends it.
-
-When the stream breaks (the metaserver died or restarts, or the network failed), the session is
-not given up: it is *recovering*. Its lease counts as over at once (a metaserver that is alive
-ends the sessions of a broken stream and may give their tokens away), so nothing is served from
-the cache, but the cache, held tokens and unstored writes stay. The stream rejoins it with its
-key as soon as the metaserver answers again (pfs/client/stream.py). A metaserver that restarted on its
-data directory takes it back, and the Client reclaims its open files and tokens (`reclaim`;
-servers/metaserver/recovery.py); a metaserver that ended the session refuses the join, and the
-session is lost as before. Calls made meanwhile wait for the outcome, up to PFS_RETRY_SECONDS.
-A lease that runs out while the stream seems up (this process was paused, or the metaserver
-hung) recovers too, silently: a heartbeat acknowledged again brings the session back as it was,
-an `ended` notice loses it, and a stream that breaks meanwhile makes it rejoin and reclaim.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import socket
-import threading
 import time
 import weakref
 from typing import Callable
@@ -46,16 +25,12 @@ import grpc
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.protocol import errnos
-from pfs.protocol.transport import (
-    KEEPALIVE_SECONDS,
-    KEEPALIVE_TIMEOUT_SECONDS,
-    Credentials,
-    session_metadata,
-)
+from pfs.protocol.transport import Credentials, session_metadata
 from pfs.runtime import holdings
 
 from . import metacalls
 from .grantorder import GrantOrder
+from .leasing import BREAK_SECONDS, Leased
 from .metacalls import CALL_TIMEOUT
 from .stream import Answer, Seat, SessionStream, channel_key, stream_key
 
@@ -65,18 +40,13 @@ log = logging.getLogger("pfs.client")
 ACQUIRE_TIMEOUT = 300.0
 #: Seconds Register waits for the metaserver to answer.
 CONNECT_TIMEOUT = 10.0
-#: Part of the lease the client gives up as a safety margin.
-LEASE_MARGIN = 0.05
-#: Seconds a call that found the metaserver unreachable waits to see the stream break (both
-#: use one connection, so it breaks at once; else gRPC keepalive notices within 5 s).
-BREAK_SECONDS = KEEPALIVE_SECONDS + KEEPALIVE_TIMEOUT_SECONDS
 #: Failures of a call that may grant a token that the metaserver reports before numbering one.
 _REFUSED_BEFORE_GRANT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
                          grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ABORTED}
 
 
-class MetaSession:
+class MetaSession(Leased):
     """`on_revoke(revoke) -> size` runs on a worker thread and returns the file size this
     client knows (None: it gave nothing up, so it must not acknowledge);
     `on_revoke_received(revoke)` runs at once on the stream's thread and must not
@@ -90,7 +60,7 @@ class MetaSession:
                  size_of: Callable[[int], int],
                  on_lost: Callable[[str], None],
                  on_rejoined: Callable[[], None], retry_seconds: float) -> None:
-        self.address = address
+        super().__init__(address)
         self.retry_seconds = retry_seconds
         self._credentials = credentials
         self._holdings = holdings.Holdings()
@@ -104,17 +74,8 @@ class MetaSession:
         self._stream: SessionStream | None = None
         self._seat: Seat | None = None  # its place on the stream (moved on a rejoin)
         self._left: weakref.finalize | None = None
-        self._grants = threading.Condition()  # guards the recovery's state; waits for it
         self._order = GrantOrder()
-        self._lease_ends = 0.0
-        self._finishing = False
-        self.lost: str | None = None
-        self.recovering: str | None = None  # why it may be lost, until the metaserver says
-        self._silent = False  # recovering while the stream seems up: no reclaim needed
-        # Reclaims so far: a grant of the metaserver of before one is void after it.
-        self.era = 0
-        self._outage = 0.0  # when it broke (monotonic)
-        self.client_id, self.session_key = 0, b""
+        self.session_key = b""
         self.metadata: tuple[tuple[str, str], ...] = ()
         self.reply: pb.RegisterReply | None = None
 
@@ -131,8 +92,7 @@ class MetaSession:
                                      f"{self.address}") from None
         self.client_id, self.session_key = self.reply.client_id, self.reply.session_key
         self.metadata = session_metadata(self.client_id, self.reply.session_key)
-        self._lease = self.reply.lease_seconds * (1 - LEASE_MARGIN)
-        self._lease_ends = asked + self._lease
+        self.leased(asked, self.reply.lease_seconds)
         self.heartbeat_seconds = self.reply.lease_seconds / 4
         self._stream = self._holdings.hold(stream_key(self.address, self._credentials),
                                            lambda: SessionStream(self.address,
@@ -166,59 +126,7 @@ class MetaSession:
             self._seat.leave()
         self._holdings.release_all()
 
-    # --- the lease --------------------------------------------------------------------------
-    def lease_valid(self) -> bool:
-        """Whether the metaserver surely still counts this session as alive."""
-        return self.lost is None and self.recovering is None and time.monotonic() < self._lease_ends
-
-    def check_lease(self) -> None:
-        """Once the lease may have run out (this process was paused, or the metaserver
-        stopped answering) the tokens may be someone else's: the session recovers, serving
-        nothing from the cache, until the metaserver says which (the stream brings it: a
-        heartbeat acknowledged again, the session ended, or the stream broken)."""
-        if self.lost is None and self.recovering is None and time.monotonic() >= self._lease_ends:
-            self._recover(f"no heartbeat was acknowledged for over the lease of "
-                          f"{self.reply.lease_seconds:g}s (was this process paused, or the "
-                          "metaserver unreachable?)", silent=True)
-
-    def renewed(self, sent: float) -> None:
-        """A heartbeat sent at `sent` was acknowledged while this session was on the stream:
-        the metaserver still counted the session then (it announces an ending before any
-        later acknowledgement), so a silent one is back."""
-        with self._grants:
-            self._lease_ends = max(self._lease_ends, sent + self._lease)
-            if self._silent and self.recovering and time.monotonic() < self._lease_ends:
-                log.warning("client %d hears from the metaserver again after %.1fs",
-                            self.client_id, time.monotonic() - self._outage)
-                self.recovering, self._silent = None, False
-                self._grants.notify_all()
-
-    # --- a broken stream --------------------------------------------------------------------
-    def disconnected(self, reason: str) -> bool:
-        """On the stream's thread: the stream broke. Whether the session is to be rejoined
-        (not when it is being given up anyway)."""
-        if self._finishing or self.lost:
-            return False
-        self._recover(reason, silent=False)
-        return True
-
-    def _recover(self, reason: str, silent: bool) -> None:
-        """The session stops serving from the cache until the metaserver says whether it
-        still counts it: `silent`, it may merely have been slow; else the stream broke, and
-        only a reclaim brings the session back."""
-        with self._grants:
-            if self.lost:
-                return
-            if self.recovering is None:
-                self._outage = time.monotonic()
-                log.warning("client %d lost contact with the metaserver at %s (%s); it keeps "
-                            "its open files, tokens and unstored writes until the metaserver "
-                            "answers", self.client_id, self.address, reason)
-                self.recovering, self._silent = reason, silent
-            elif not silent:  # (a broken stream is never taken back for a silent one)
-                self.recovering, self._silent = reason, False
-            self._grants.notify_all()
-
+    # --- a rejoined stream ------------------------------------------------------------------
     def rejoined(self, seat: Seat) -> None:
         """On the stream's thread: the metaserver took the session back onto the stream, at
         `seat`; the Client reclaims on the session's lane."""
@@ -247,35 +155,11 @@ class MetaSession:
             return
         apply(reply)
         self._order.restart()  # (revocations held here came on the stream of before)
-        with self._grants:
-            self._lease_ends = max(self._lease_ends, sent + self._lease)
-            self.recovering = None
-            self.era += 1
-            self._grants.notify_all()
+        self.reclaimed(sent)
         log.warning("client %d is back after %.1fs without the metaserver: %d open file(s) "
                     "reclaimed, %d refused", self.client_id, time.monotonic() - self._outage,
                     sum(1 for f in reply.files if not f.refused),
                     sum(1 for f in reply.files if f.refused))
-
-    def unreachable(self) -> OSError:
-        """The failure of a call that waited too long for the recovering session."""
-        return errnos.error(errno.EHOSTDOWN, (
-            f"the metaserver at {self.address} has not answered for "
-            f"{time.monotonic() - self._outage:.0f}s ({self.recovering}); is it restarting? "
-            "The session keeps its open files and unstored writes, and rejoins when the "
-            "metaserver is back: try again"))
-
-    @property
-    def silent(self) -> bool:
-        """Recovering with the stream up: waiting for the metaserver's word."""
-        return self.recovering is not None and self._silent and not self.lost
-
-    def _broke(self, timeout: float) -> bool:
-        """Whether the stream is (within `timeout`) found broken: a call that failed for want
-        of the metaserver then waits for the recovery rather than losing the session."""
-        with self._grants:
-            return self._grants.wait_for(lambda: self.recovering is not None
-                                         and not self._silent, timeout)
 
     # --- from the stream --------------------------------------------------------------------
     def received(self, revoke: pb.Revoke, answer: Answer) -> None:
@@ -365,24 +249,6 @@ class MetaSession:
         comes from, for `Tokens.apply`)."""
         return metacalls.call_in_era(self, "Open", pb.OpenRequest(path=path, mode=mode), what,
                                      may_grant=True)
-
-    def back_by(self, era: int, deadline: float) -> bool:
-        """After a call made in `era` found the metaserver unreachable: whether the session is
-        back on a restarted one by `deadline`. False when the stream did not break (the
-        metaserver is up: the call failed for another reason), or the session is lost."""
-        with self._grants:
-            if not self._grants.wait_for(
-                    lambda: self.era != era or (self.recovering and not self._silent),
-                    min(BREAK_SECONDS, max(0.0, deadline - time.monotonic()))):
-                return False
-        return self.back(deadline)
-
-    def back(self, deadline: float) -> bool:
-        """Whether the session is not recovering (any more) by `deadline`, nor lost."""
-        with self._grants:
-            self._grants.wait_for(lambda: self.recovering is None or self.lost is not None,
-                                  max(0.0, deadline - time.monotonic()))
-            return self.recovering is None and self.lost is None
 
 
 def _dropped(seat: Seat, holdings: holdings.Holdings) -> None:

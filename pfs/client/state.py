@@ -25,6 +25,7 @@ from pfs.protocol.paths import brief
 from pfs.protocol.ranges import RangeMap
 from pfs.protocol.transport import Credentials
 
+from .lockcache import LockCache
 from .session import MetaSession
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class ClientState:
         self.cache: BlockCache | None = None
         self.fds: dict[int, OpenFile] = {}
         self.by_id: dict[int, OpenFile] = {}
+        self.lockcache = LockCache(0)  # tokens of closed files (made at initialize)
         self.next_fd = itertools.count(1)
         self.loss: str | None = None  # what a lost session took with it
         self.retry_seconds = DEFAULT_RETRY_SECONDS
@@ -110,6 +112,7 @@ class ClientState:
                 return
             for f in self.fds.values():
                 f.tokens = RangeMap()
+            self.lockcache.clear()
             blocks = self.cache.drop_all() if self.cache is not None else {}
             held = self.dataplane.drop_all(error(
                 errno.ENOTCONN, f"the session with the metaserver was lost: {reason}")) \

@@ -24,7 +24,7 @@ A session is renewed by an acknowledgement only if it arrives after the session'
 metaserver answers in the order it reads, so that heartbeat was read after the session joined,
 and renewed it.
 
-When the stream breaks, its sessions are not given up but recover (pfs/client/session.py): the
+When the stream breaks, its sessions are not given up but recover (pfs/client/leasing.py): the
 reader opens a new stream, less and less often while the metaserver does not answer (at most
 every RECONNECT_SECONDS, logging how long it has been), and rejoins each with its key. A
 metaserver that ended them (it is alive, and saw the stream break) refuses, and they are lost as

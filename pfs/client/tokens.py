@@ -150,7 +150,9 @@ class Tokens:
         and does not acknowledge (None): its bytes and tokens stay as they are."""
         with self._s.lock:
             f = self._s.by_id.get(revoke.file_id)
-            if f is None:
+            if f is None:  # closed here: kept unused (lockcache.py), or released already
+                self._s.lockcache.revoke(revoke.file_id, revoke.start, revoke.end,
+                                         revoke.to_mode)
                 return 0
             try:
                 return self._give_up_range(f, revoke)

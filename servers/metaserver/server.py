@@ -399,15 +399,21 @@ class MetaServer:
         return node
 
     def grant_at_open(self, session: ClientSession, f: OpenFile, mode: int):
-        """The token an open implies, for the whole file, if nothing is in its way (else
-        None: the client asks when it first reads or writes). Not a WRITE token on a replicated
-        file: that first needs the durable note `acquire` makes, which an open that never
-        writes should not cost."""
+        """The token an open implies, for the whole file, if nothing is in its way but tokens
+        other clients keep unused after closing it, taken from them (`TokenManager.take_kept`;
+        else None: the client asks when it first reads or writes). Not a WRITE token on a
+        replicated file: that first needs the durable note `acquire` makes, which an open that
+        never writes should not cost."""
         if mode not in (READ, WRITE):
             return None
         if mode == WRITE and f.node.replicas > 1 and f.node.node_id not in session.writing:
             return None
-        return self.tokens.grant_if_free(session.client_id, f.node.node_id, 0, INFINITY, mode)
+        file_id = f.node.node_id
+        if self.tokens.holds(session.client_id, file_id, 0, INFINITY, mode):
+            return None  # kept since the client closed it (see OpenReply.held)
+        return (self.tokens.grant_if_free(session.client_id, file_id, 0, INFINITY, mode)
+                or self.tokens.take_kept(session.client_id, file_id, mode,
+                                         self.open_files.openers(file_id)))
 
     async def delete(self, path: tuple[str, ...], named: str, open_ok: bool = False) -> None:
         """Deletes the file at `path` (as the caller `named` it). One open anywhere is EBUSY,

@@ -309,6 +309,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             grant = self.server.grant_at_open(session, f, request.mode)
             if grant is not None:  # from here nothing may fail (see Acquire)
                 reply.grant.CopyFrom(self._grant_reply(session, f, grant))
+            reply.held.extend(pb.TokenClaim(start=s, end=e, mode=m) for s, e, m in
+                              self.server.tokens.holdings(session.client_id, node.node_id))
         return reply
 
     @_answer_errors
@@ -317,6 +319,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         fails (a size the client could not have written, a full disk) changes nothing."""
         session = await self._recovered(context)
         f = self.server.open_files.get(request.file_id)
+        kept = False
         if f is not None and session.client_id in f.openers:
             await self.server.sizes.record(session, f, request.size, request.wrote)
             if request.file_id in session.writing:  # every write it sent is stored or recorded
@@ -324,8 +327,14 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                 session.writing.discard(request.file_id)
             # Not open any more before the tokens go, so no request is granted in between.
             self.server.open_files.close(session.client_id, request.file_id)
-            self.server.tokens.release_file(session.client_id, request.file_id)
-        return pb.CloseReply()
+            kept = request.keep_tokens and f.node.replicas == 1
+            self.server.tokens.release_file(session.client_id, request.file_id, keep=kept)
+        elif request.keep_tokens:  # a Close sent again: what the first kept is still kept
+            kept = bool(self.server.tokens.holdings(session.client_id, request.file_id))
+        for file_id in request.release:  # (evicted from its lock cache)
+            if not self.server.open_files.has_open(session.client_id, file_id):
+                self.server.tokens.release_file(session.client_id, file_id)
+        return pb.CloseReply(kept=kept)
 
     @_answer_errors
     async def Delete(self, request, context):

@@ -101,11 +101,12 @@ class Sizes:
 
     async def glimpse(self, file_id: int, caller: int | None) -> None:
         """Asks the clients other than `caller` that hold a WRITE token beyond the file's known
-        size how long they have made it (in their caches), before a Stat answers."""
+        size how long they have made it (in their caches), before a Stat answers. Not those
+        that keep their tokens after closing the file: their close recorded their size."""
         f = self.open_files.get(file_id)
         if f is not None:
             for holder in self.tokens.writers_beyond(file_id, f.size):
-                if holder != caller:
+                if holder != caller and holder in f.openers:
                     answer = await self.sessions.query_size(holder, file_id,
                                                             timeout=self.sessions.lease_seconds)
                     if answer is not None:

@@ -168,6 +168,28 @@ class TokenManager:
             return None
         return self._grant(tokens, request)
 
+    def take_kept(self, client_id: int, file_id: int, mode: int,
+                  openers: list[int]) -> Grant | None:
+        """The whole file in `mode` for an open, if only tokens of clients that do not have the
+        file open (kept unused after a close, pfs/client/lockcache.py) are in the way and no
+        request waits for it: those are taken (dropped, or downgraded for READ) without a
+        revocation, as nothing is cached or written under them, and their clients use none
+        of them again unasked (a reopen's reply says what they still hold). Else None."""
+        tokens = self._files.get(file_id)
+        if tokens is None or any(q.client_id != client_id and _conflict(q.mode, mode)
+                                 for q in tokens.queue):
+            return None
+        request = Request(client_id, file_id, 0, INFINITY, mode, lambda grant, error: None)
+        holders = self._conflicting_holders(tokens, request)
+        if not holders or not holders.isdisjoint(openers):
+            return None
+        for holder in holders:
+            tokens.holders[holder].cap(0, INFINITY, READ if mode == READ else DROP)
+            tokens.changed(holder)
+        grant = self._grant(tokens, request)
+        self._advance(file_id)  # (requests that waited for those tokens)
+        return grant
+
     def restore(self, client_id: int, file_id: int,
                 claims: list[tuple[int, int, int]]) -> int | None:
         """Gives the client the tokens it claims to hold after a metaserver restart
@@ -209,16 +231,18 @@ class TokenManager:
         self._advance(revocation.file_id)
         return True
 
-    def release_file(self, client_id: int, file_id: int) -> None:
-        """Drops all of the client's tokens on the file (its close), and fails its requests
-        still waiting on it: granted after the close, their tokens would have no owner."""
+    def release_file(self, client_id: int, file_id: int, keep: bool = False) -> None:
+        """Drops all of the client's tokens on the file (its close), unless it `keep`s them
+        (unused, pfs/client/lockcache.py), and fails its requests still waiting on it: granted
+        after the close, their tokens would have no owner."""
         tokens = self._files.get(file_id)
         if tokens is None:
             return
         for request in [r for r in tokens.queue if r.client_id == client_id]:
             self._finish(tokens, request, error=RequestCancelled(
                 f"client {client_id} closed file {file_id}"))
-        self._release(client_id, file_id)
+        if not keep:
+            self._release(client_id, file_id)
         self._advance(file_id)
 
     def overdue(self) -> set[int]:
