@@ -88,7 +88,7 @@ class LocalEtcd:
         """Until a member answers a write (a quorum is up)."""
         from aetcd import rpc
 
-        from .metaserver.etcd import Etcd, put, tls_credentials
+        from .metaserver.etcdclient import Etcd, put, tls_credentials
         deadline = time.monotonic() + START_TIMEOUT
         client = Etcd(self.endpoints, tls_credentials(self.tls[0], None, None) if self.tls
                       else None)

@@ -488,10 +488,11 @@ def test_a_lost_fileserver_marks_every_replicated_copy(ns):
 def test_an_interrupted_mark_is_finished_by_the_next_active(request, local_etcd):
     """The intent etcd keeps while marking: a crash midway leaves it, and resume() (what the
     next active metaserver runs first) finishes the marking."""
-    from pfs_servers.metaserver.etcd import EtcdStore, put
+    from pfs_servers.metaserver.etcd import EtcdStore
+    from pfs_servers.metaserver.etcdclient import put
     ns = new_store("etcd", request, None)
     files = [ns.create(p(f"r{i}"), 512, 2, [0, 1], replicas=2).node_id for i in range(5)]
-    ns._commit([put(ns._key("i/lost/00000001"), "")])   # as a crash right after the intent
+    ns._commit([put(ns.key("i/lost/00000001"), "")])   # as a crash right after the intent
     again = EtcdStore(local_etcd.endpoints, prefix=ns.prefix.decode())
     again.resume()
     assert sorted(f for f, server, _ in again.missed() if server == 1) == files
