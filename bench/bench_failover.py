@@ -91,6 +91,8 @@ def main() -> None:
                 takeovers.append(time.monotonic() - killed)
                 progress(f"takeover {i + 1}: {takeovers[-1]:.1f}s")
                 ha.start_metaserver(active)  # back, as a standby
+            if not takeovers:
+                return
             print(f"takeover (SIGKILL of the active metaserver to the first call served by "
                   f"the other; etcd lease {ha.election_ttl}s, client lease "
                   f"{SHIPPED['lease_seconds']:g}s): median {statistics.median(takeovers):.1f}s,"

@@ -42,6 +42,11 @@ class Deposed(Exception):
     """Another metaserver is active now: this one's write was refused, nothing changed."""
 
 
+class KeyExists(Exception):
+    """A key the commit expected absent exists (not known in the cache, so not read
+    first): nothing changed."""
+
+
 class WrittenCache:
     """Nodes and entries as last committed or read (absent ones too), the newest CACHED_KEYS
     of them. A read fills it only if no commit came in between (`generation`)."""
@@ -158,14 +163,22 @@ class GuardedStore(MetaStore):
         return self._counters[name]
 
     # --- writes -----------------------------------------------------------------------------
-    def _commit(self, ops: list[rpc.RequestOp], counters: dict[str, int] | None = None) -> None:
+    def _known(self, name: str) -> tuple[bool, bytes | None]:
+        """(whether the cache knows `name`, its value): what a commit may expect absent
+        instead of reading it first (`_commit`'s `absent`)."""
+        known, value, _ = self._cache.lookup(self.key(name))
+        return known, value
+
+    def _commit(self, ops: list[rpc.RequestOp], counters: dict[str, int] | None = None,
+                absent: tuple[str, ...] = ()) -> None:
         """One guarded transaction, tried again on another member if its answer is lost;
-        `counters` are put in it too, and remembered."""
+        `counters` are put in it too, and remembered. It commits only if the keys `absent`
+        do not exist (else KeyExists): a check without a round trip of its own."""
         ops = ops + [put(self.key(counter_key(name)), str(value))
                      for name, value in (counters or {}).items()]
         try:
-            self._commit_ops(ops)
-        except Deposed:
+            self._commit_ops(ops, [self.key(name) for name in absent])
+        except (Deposed, KeyExists):
             raise  # (nothing changed)
         except BaseException:
             self._counters.clear()  # (committed or not: read them again)
@@ -174,9 +187,10 @@ class GuardedStore(MetaStore):
         self._counters.update(counters or {})
         self._cache.committed(ops)
 
-    def _commit_ops(self, ops: list[rpc.RequestOp]) -> None:
+    def _commit_ops(self, ops: list[rpc.RequestOp], absent: list[bytes]) -> None:
         txn_id = f"{self._txn_base}-{next(self._txn_ids)}"
-        compare = []
+        compare = [rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL,
+                               create_revision=0) for key in absent]
         if self.guard is not None:
             key, revision = self.guard
             compare.append(rpc.Compare(key=key, target=rpc.Compare.CREATE,
@@ -195,6 +209,8 @@ class GuardedStore(MetaStore):
                 if self._get(b"txn") == txn_id.encode():
                     return  # it did commit
         if not reply.succeeded:
+            if any(self.etcd.get(key) is not None for key in absent):
+                raise KeyExists()
             raise Deposed("another metaserver is active now; this one's change was refused")
         self._revision = reply.header.revision
 

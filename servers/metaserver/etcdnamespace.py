@@ -18,7 +18,7 @@ from pfs.protocol.paths import brief
 from pfs.protocol.ranges import INFINITY
 
 from .etcdclient import delete, put
-from .etcdcommits import TXN_OPS, GuardedStore
+from .etcdcommits import TXN_OPS, GuardedStore, KeyExists
 from .etcdkeys import (
     decode_node,
     encode_node,
@@ -135,7 +135,9 @@ class EtcdNamespace(GuardedStore):
             if not path:
                 raise NamespaceError(errno.EEXIST, "the root directory exists")
             parent = self._directory(path[:-1])[0]
-            if self._entry(parent.node_id, path[-1]) is not None:
+            name = entry_key(parent.node_id, path[-1])
+            known, value = self._known(name)
+            if value is not None:
                 raise NamespaceError(errno.EEXIST, f"exists: {brief('/'.join(path))}")
             node_id = self._counter("node_id") + 1
             now = time.time()
@@ -148,7 +150,10 @@ class EtcdNamespace(GuardedStore):
             counters = {"node_id": node_id}
             if not is_dir:
                 counters["files"] = self._counter("files") + 1
-            self._commit(ops, counters)
+            try:
+                self._commit(ops, counters, absent=() if known else (name,))
+            except KeyExists:
+                raise NamespaceError(errno.EEXIST, f"exists: {brief('/'.join(path))}") from None
             return node
 
     def _put_node(self, node: Node, parent: int | None, name: str) -> rpc.RequestOp:
@@ -292,25 +297,36 @@ class EtcdNamespace(GuardedStore):
             if not old or not new:
                 raise NamespaceError(errno.EBUSY, "the root directory cannot be renamed or "
                                                   "replaced")
-            moving, old_parent, _ = self._walk(old)
-            parent = self._directory(new[:-1])[0]
-            if not may_move(moving, old, new):
+            try:
+                return self._rename(old, new, orphan_replaced, read_target=False)
+            except KeyExists:  # (the target was not known to exist: it does)
+                return self._rename(old, new, orphan_replaced, read_target=True)
+
+    def _rename(self, old: tuple[str, ...], new: tuple[str, ...], orphan_replaced: bool,
+                read_target: bool) -> Node | None:
+        """`read_target`: whether the target's entry is read first if the cache does not
+        know it (else the commit expects it absent)."""
+        moving, old_parent, _ = self._walk(old)
+        parent = self._directory(new[:-1])[0]
+        if not may_move(moving, old, new):
+            return None
+        ops, replaced, removed = [], None, None
+        target = entry_key(parent.node_id, new[-1])
+        known = read_target or self._known(target)[0]
+        entry = self._entry(parent.node_id, new[-1]) if known else None
+        if entry is not None:
+            replaced = self.get(entry[0])
+            if replaced.node_id == moving.node_id:
                 return None
-            ops, replaced, removed = [], None, None
-            entry = self._entry(parent.node_id, new[-1])
-            if entry is not None:
-                replaced = self.get(entry[0])
-                if replaced.node_id == moving.node_id:
-                    return None
-                check_replace(moving, replaced, self._empty(replaced), new)
-                if orphan_replaced and not replaced.is_dir:
-                    ops += self._orphaned(replaced)  # (still a file: the counter stays)
-                else:
-                    ops += self._removal(replaced)
-                    removed = replaced
-            ops += self._touched({old_parent, parent.node_id}, time.time())
-            ops += [self._delete_entry(old, old_parent),
-                    put(self.key(entry_key(parent.node_id, new[-1])), entry_value(moving)),
-                    self._put_node(moving, parent.node_id, new[-1])]
-            self._commit(ops, self._fewer_files(removed))
-            return replaced
+            check_replace(moving, replaced, self._empty(replaced), new)
+            if orphan_replaced and not replaced.is_dir:
+                ops += self._orphaned(replaced)  # (still a file: the counter stays)
+            else:
+                ops += self._removal(replaced)
+                removed = replaced
+        ops += self._touched({old_parent, parent.node_id}, time.time())
+        ops += [self._delete_entry(old, old_parent),
+                put(self.key(entry_key(parent.node_id, new[-1])), entry_value(moving)),
+                self._put_node(moving, parent.node_id, new[-1])]
+        self._commit(ops, self._fewer_files(removed), absent=() if known else (target,))
+        return replaced
