@@ -105,6 +105,15 @@ class LocalEtcd:
         finally:
             client.close()
 
+    def restart_ended(self) -> list[int]:
+        """Starts again every member whose process ended, on its data directory (it catches
+        up with the others from there); which ones."""
+        ended = [i for i, process in enumerate(self.processes)
+                 if process is not None and process.poll() is not None]
+        for i in ended:
+            self.start_member(i)
+        return ended
+
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
         process = self.processes[i]
         if process is not None and process.poll() is None:

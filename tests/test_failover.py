@@ -261,7 +261,7 @@ def test_an_active_stopped_past_its_lease_is_deposed_and_its_writes_refused(ha_l
     assert client.pfs_close(holder_fd) == 0
 
 
-@pytest.mark.parametrize("seed", [1])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_racing_clients_with_the_active_metaserver_killed(tmp_path, seed):
     """The nemesis of test_consistency.py with etcd: four clients race on one file (reads,
     writes, fsyncs, closes and reopens) while the active metaserver is SIGKILLed (a standby
@@ -331,7 +331,8 @@ def test_racing_clients_with_the_active_metaserver_killed(tmp_path, seed):
 
 def test_pfs_up_ha_runs_a_failover_cluster_and_stops_it_whole(tmp_path):
     """`pfs up --ha`: a 3-member etcd, two metaservers (one active, one standing by) and the
-    fileservers; SIGTERM stops every one of them, etcd included."""
+    fileservers; an etcd member killed is restarted; SIGTERM stops every one of them, etcd
+    included."""
     from hacluster import need_etcd
     need_etcd()
     data = tmp_path / "demo"
@@ -350,6 +351,17 @@ def test_pfs_up_ha_runs_a_failover_cluster_and_stops_it_whole(tmp_path):
             check=True).stdout)
         assert status["active"] in address.split(",") and status["epoch"] > 0
         assert len(status["standbys"]) == 1 and status["standbys"][0] != status["active"]
+        # A dead etcd member is started again (on its data directory).
+        member = str(data / "etcd" / "etcd0")
+        killed = next(pid for pid in os.listdir("/proc") if pid.isdigit()
+                      and member in _cmdline(pid) and "--name" in _cmdline(pid))
+        os.kill(int(killed), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not [pid for pid in os.listdir("/proc") if pid.isdigit() and pid != killed
+                   and member in _cmdline(pid) and "--name" in _cmdline(pid)]:
+            assert time.monotonic() < deadline, "the killed etcd member was not restarted"
+            time.sleep(0.2)
+        assert "etcd member 0 ended; restarted" in (tmp_path / "up.log").read_text()
     finally:
         up.terminate()
         up.wait(timeout=60)
