@@ -7,9 +7,11 @@ Starts two clusters in temporary directories, with the shipped defaults: `pfs up
 metaserver, SQLite) and a failover cluster (a 3-member etcd on loopback, two metaservers
 sharing it, four fileservers: tests/hacluster.py). Through a real client it times, per call
 (medians over --runs rounds of --files calls): create, open + close, stat, rename and delete,
-and prints the etcd/SQLite ratio (the goal: at most 2x). Then it SIGKILLs the active
-metaserver --takeovers times and prints the time from the kill to the first call the other
-one serves (the goal: within the etcd lease plus the recovery window, under 15 s).
+and prints the etcd/SQLite ratio (the goal: at most 2x), and the median time of a bare etcd
+transaction of one put (the floor of any change on etcd: a quorum's fsync). Then it SIGKILLs
+the active metaserver --takeovers times (0: none) and prints the time from the kill to the
+first call the other one serves (the goal: within the etcd lease plus the recovery window,
+under 15 s).
 """
 from __future__ import annotations
 
@@ -55,6 +57,22 @@ def time_calls(client: pfs.Client, files: int, runs: int) -> dict[str, float]:
     return {what: statistics.median(times) for what, times in rounds.items()}
 
 
+def bare_transaction(endpoints: list[str], count: int = 200) -> float:
+    """Median seconds of an etcd transaction of one put, straight from this process."""
+    from aetcd import rpc
+
+    from pfs_servers.metaserver.etcdclient import Etcd, put
+    etcd, times = Etcd(endpoints), []
+    try:
+        for i in range(count):
+            started = time.perf_counter()
+            etcd.kv.Txn(rpc.TxnRequest(success=[put(b"bench/%d" % i, b"")]), timeout=5)
+            times.append(time.perf_counter() - started)
+    finally:
+        etcd.close()
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=200)
@@ -82,6 +100,8 @@ def main() -> None:
             for what in sqlite:
                 print(f"  {what:<14} {sqlite[what] * 1e3:8.2f}ms {etcd[what] * 1e3:8.2f}ms "
                       f"{etcd[what] / sqlite[what]:11.2f}x")
+            print(f"  a bare etcd transaction of one put: "
+                  f"{bare_transaction(ha.etcd.endpoints) * 1e3:.2f}ms")
             takeovers = []
             for i in range(args.takeovers):
                 active = ha.active()
@@ -91,6 +111,8 @@ def main() -> None:
                 takeovers.append(time.monotonic() - killed)
                 progress(f"takeover {i + 1}: {takeovers[-1]:.1f}s")
                 ha.start_metaserver(active)  # back, as a standby
+            if not takeovers:
+                return
             print(f"takeover (SIGKILL of the active metaserver to the first call served by "
                   f"the other; etcd lease {ha.election_ttl}s, client lease "
                   f"{SHIPPED['lease_seconds']:g}s): median {statistics.median(takeovers):.1f}s,"

@@ -88,7 +88,7 @@ class LocalEtcd:
         """Until a member answers a write (a quorum is up)."""
         from aetcd import rpc
 
-        from .metaserver.etcd import Etcd, put, tls_credentials
+        from .metaserver.etcdclient import Etcd, put, tls_credentials
         deadline = time.monotonic() + START_TIMEOUT
         client = Etcd(self.endpoints, tls_credentials(self.tls[0], None, None) if self.tls
                       else None)
@@ -104,6 +104,15 @@ class LocalEtcd:
                     time.sleep(0.2)
         finally:
             client.close()
+
+    def restart_ended(self) -> list[int]:
+        """Starts again every member whose process ended, on its data directory (it catches
+        up with the others from there); which ones."""
+        ended = [i for i, process in enumerate(self.processes)
+                 if process is not None and process.poll() is not None]
+        for i in ended:
+            self.start_member(i)
+        return ended
 
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
         process = self.processes[i]

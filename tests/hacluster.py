@@ -29,7 +29,8 @@ def need_etcd() -> None:
 class HACluster:
     def __init__(self, data_dir: pathlib.Path, metaservers: int = 2, fileservers: int = 4,
                  lease_seconds: float = 2.0, block_size: int = 512, stripe_blocks: int = 2,
-                 replicas: int = 1) -> None:
+                 replicas: int = 1, log_level: str = "info") -> None:
+        """`log_level`: the metaservers' (debug: their logs name every token granted)."""
         need_etcd()
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,7 @@ class HACluster:
         self.addresses = [f"127.0.0.1:{p}" for p in self.ports]
         self.settings = ["--fileservers", str(fileservers), "--lease-seconds", str(lease_seconds),
                          "--block-size", str(block_size), "--stripe-blocks", str(stripe_blocks),
-                         "--replicas", str(replicas)]
+                         "--replicas", str(replicas), "--log-level", log_level]
         self.metaservers: list[subprocess.Popen | None] = [None] * metaservers
         self.fileservers: list[subprocess.Popen] = []
         self.fileserver_count = fileservers

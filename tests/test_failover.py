@@ -16,10 +16,13 @@ that know both metaservers (PFS_METASERVER=a,b).
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +32,7 @@ import time
 import pytest
 
 import pfs
+from pfs.protocol.tokenmodes import WRITE
 from clusters import RemoteClient, read_file
 from hacluster import HACluster
 
@@ -160,36 +164,104 @@ def test_layouts_replica_changes_and_attributes_outlive_a_takeover(ha):
     assert cli("cat", "single") == data
 
 
-def test_an_active_stopped_past_its_lease_is_deposed_and_its_writes_refused(ha):
-    from pfs_servers.metaserver.etcd import Deposed, EtcdStore, put
+@pytest.fixture
+def ha_logging_grants(tmp_path):
+    cluster = HACluster(tmp_path / "ha", lease_seconds=LEASE, block_size=64 * 1024,
+                        stripe_blocks=16, log_level="debug").start()
+    yield cluster
+    cluster.stop()
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenGrant:
+    at: datetime.datetime
+    client: int
+    start: int
+    end: int
+    file: int
+    mode: int
+
+    def conflicts(self, other: "TokenGrant") -> bool:
+        return (self.file == other.file and self.client != other.client
+                and self.start < other.end and other.start < self.end
+                and WRITE in (self.mode, other.mode))
+
+
+GRANT_LINE = re.compile(r"^(\S+ \S+) .*grant: client (\d+) holds \[(\d+), (\d+)\) of file "
+                        r"(\d+) in mode (\d+)$")
+
+
+def logged_at(line: str) -> datetime.datetime:
+    return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+def token_grants(log: str) -> list[TokenGrant]:
+    """The tokens a metaserver granted, from its debug log."""
+    return [TokenGrant(logged_at(m[1]), *(int(g) for g in m.groups()[1:]))
+            for m in map(GRANT_LINE.match, log.splitlines()) if m]
+
+
+def elected_at(log: str) -> datetime.datetime:
+    return logged_at(next(line for line in log.splitlines() if "is active now" in line))
+
+
+def test_an_active_stopped_past_its_lease_is_deposed_and_its_writes_refused(ha_logging_grants):
+    """The tokens each metaserver granted are in its debug log, with the time: none the
+    deposed one granted comes after the standby's election (it stopped granting before), so
+    no two conflicting tokens of different epochs were ever held at once. A client that knows
+    only the stopped one sends it a conflicting request meanwhile: after SIGCONT it is not
+    granted."""
+    from pfs_servers.metaserver.etcd import Deposed, EtcdStore
+    from pfs_servers.metaserver.etcdclient import put
+    ha = ha_logging_grants
 
     client = ha_client(ha)
     fd = create_open(client, "before")
     assert client.pfs_close(fd) == 0
     old = ha.active()
     epoch = int(ha.log(old).read_text().split("active now (epoch ")[1].split(")")[0].split(",")[0])
+    holder_fd = create_open(client, "shared")   # a WRITE token of the old epoch, kept
+    assert client.pfs_write(holder_fd, b"a" * 4096, 4096, 0) == 4096
+    late = RemoteClient(ha, PFS_METASERVER=ha.addresses[old])
+    late_fd = late.call("pfs_open", "shared", pfs.PFS_READ_WRITE)
+    assert late_fd > 0
     ha.kill_metaserver(old, signal.SIGSTOP)
     stopped = time.monotonic()
+    late.send("pfs_write", late_fd, b"q" * 4096, 4096, 0)  # (waits in the stopped one's socket)
     ha.wait_serving()
     new = ha.active()
     assert new not in (-1, old)
     assert time.monotonic() - stopped >= ha.election_ttl * 0.8  # not before its lease ran out
+    other = ha_client(ha)    # a conflicting WRITE token of the new epoch
+    other_fd = other.pfs_open("shared", pfs.PFS_READ_WRITE)
+    assert other_fd > 0, pfs.pfs_last_error()
+    assert other.pfs_write(other_fd, b"b" * 4096, 4096, 0) == 4096
     ha.kill_metaserver(old, signal.SIGCONT)
     ha.metaservers[old].wait(timeout=30)  # the deposed one stops: it grants nothing more
     old_log = ha.log(old).read_text()
     assert "term as the active one is over" in old_log
+    late.kill()
+    # No token the deposed one granted was granted after the standby was elected.
+    new_log = ha.log(new).read_text()
+    new_term = elected_at(new_log)
+    old_grants, new_grants = token_grants(old_log), token_grants(new_log)
+    assert old_grants and new_grants
+    assert [g for g in old_grants if g.at >= new_term] == []
+    assert any(g.conflicts(h) for g in old_grants for h in new_grants)  # (the test bites)
     # The old epoch no longer guards anything: a write made with it is refused by etcd.
     store = EtcdStore(ha.etcd.endpoints)
-    store.guard = (store._key("leader"), epoch)
+    store.guard = (store.key("leader"), epoch)
     with pytest.raises(Deposed):
-        store._commit([put(store._key("c/files"), "0")])
+        store._commit([put(store.key("c/files"), "0")])
     store.close()
     assert read_file(client, "before") == b""
     fd = create_open(client, "after")
     assert client.pfs_close(fd) == 0
+    assert other.pfs_close(other_fd) == 0
+    assert client.pfs_close(holder_fd) == 0
 
 
-@pytest.mark.parametrize("seed", [1])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_racing_clients_with_the_active_metaserver_killed(tmp_path, seed):
     """The nemesis of test_consistency.py with etcd: four clients race on one file (reads,
     writes, fsyncs, closes and reopens) while the active metaserver is SIGKILLed (a standby
@@ -259,7 +331,8 @@ def test_racing_clients_with_the_active_metaserver_killed(tmp_path, seed):
 
 def test_pfs_up_ha_runs_a_failover_cluster_and_stops_it_whole(tmp_path):
     """`pfs up --ha`: a 3-member etcd, two metaservers (one active, one standing by) and the
-    fileservers; SIGTERM stops every one of them, etcd included."""
+    fileservers; an etcd member killed is restarted; SIGTERM stops every one of them, etcd
+    included."""
     from hacluster import need_etcd
     need_etcd()
     data = tmp_path / "demo"
@@ -278,6 +351,17 @@ def test_pfs_up_ha_runs_a_failover_cluster_and_stops_it_whole(tmp_path):
             check=True).stdout)
         assert status["active"] in address.split(",") and status["epoch"] > 0
         assert len(status["standbys"]) == 1 and status["standbys"][0] != status["active"]
+        # A dead etcd member is started again (on its data directory).
+        member = str(data / "etcd" / "etcd0")
+        killed = next(pid for pid in os.listdir("/proc") if pid.isdigit()
+                      and member in _cmdline(pid) and "--name" in _cmdline(pid))
+        os.kill(int(killed), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not [pid for pid in os.listdir("/proc") if pid.isdigit() and pid != killed
+                   and member in _cmdline(pid) and "--name" in _cmdline(pid)]:
+            assert time.monotonic() < deadline, "the killed etcd member was not restarted"
+            time.sleep(0.2)
+        assert "etcd member 0 ended; restarted" in (tmp_path / "up.log").read_text()
     finally:
         up.terminate()
         up.wait(timeout=60)

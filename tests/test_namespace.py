@@ -499,13 +499,40 @@ def test_a_lost_fileserver_marks_every_replicated_copy(ns):
                   if server == 0 and ranges == [(0, INFINITY)]) == sorted(holding)
 
 
+def test_names_another_metaserver_made_are_seen_by_the_next_active(request, local_etcd):
+    """The active one expects a name it does not know absent, in the commit itself, instead
+    of reading it first: a name made by the one before it is still found taken (EEXIST), and
+    a rename onto it still replaces it."""
+    from pfs_servers.metaserver.etcd import EtcdStore
+    ns = new_store("etcd", request, None)
+    taken = ns.create(p("taken"), 512, 2, [0])
+    ns.mkdir(p("d"))
+    ns.create(p("d/target"), 512, 2, [1])
+    again = EtcdStore(local_etcd.endpoints, prefix=ns.prefix.decode())
+    with pytest.raises(NamespaceError) as e:
+        again.create(p("taken"), 512, 2, [0])
+    assert e.value.errno == errno.EEXIST
+    with pytest.raises(NamespaceError) as e:
+        again.mkdir(p("d"))
+    assert e.value.errno == errno.EEXIST
+    moved = again.create(p("moved"), 512, 2, [0])
+    replaced = again.rename(p("moved"), p("d/target"))
+    assert replaced is not None and replaced.servers == (1,)
+    assert again.lookup(p("d/target")).node_id == moved.node_id
+    assert again.lookup(p("taken")) == taken
+    assert again.count_files() == 2
+    again.close()
+    ns.close()
+
+
 def test_an_interrupted_mark_is_finished_by_the_next_active(request, local_etcd):
     """The intent etcd keeps while marking: a crash midway leaves it, and resume() (what the
     next active metaserver runs first) finishes the marking."""
-    from pfs_servers.metaserver.etcd import EtcdStore, put
+    from pfs_servers.metaserver.etcd import EtcdStore
+    from pfs_servers.metaserver.etcdclient import put
     ns = new_store("etcd", request, None)
     files = [ns.create(p(f"r{i}"), 512, 2, [0, 1], replicas=2).node_id for i in range(5)]
-    ns._commit([put(ns._key("i/lost/00000001"), "")])   # as a crash right after the intent
+    ns._commit([put(ns.key("i/lost/00000001"), "")])   # as a crash right after the intent
     again = EtcdStore(local_etcd.endpoints, prefix=ns.prefix.decode())
     again.resume()
     assert sorted(f for f, server, _ in again.missed() if server == 1) == files

@@ -144,6 +144,8 @@ def _supervise(args: argparse.Namespace, data: pathlib.Path, fileservers: int) -
         while not stop.wait(0.5):
             if not _restart_crashed(children, data, env):
                 return _stop_children(children, 1)
+            for i in etcd.restart_ended() if etcd is not None else ():
+                log.error("etcd member %d ended; restarted on its data directory", i)
         log.info("stopping the cluster")
         return _stop_children(children, 0)
     except BaseException:

@@ -3,7 +3,9 @@
 A delete commits the file's removal and the intent to remove its objects (pending_deletes, in
 the namespace) in one transaction, and returns: the fileservers remove the objects afterwards,
 in batches (one message per fileserver for all the files deleted meanwhile), and each file is
-forgotten, in one commit per batch, once every fileserver that held part of it has confirmed.
+forgotten once every fileserver that held part of it has confirmed, in one commit for all the
+files confirmed within FORGET_SECONDS (a commit on etcd takes a quorum's fsync, and the one
+writer's other changes wait behind it; a file forgotten late is only asked for again).
 A fileserver that is away gets its share when it attaches again; the intent outlives a crash of
 the metaserver, so objects are removed in the end whatever happens.
 """
@@ -18,6 +20,8 @@ from .cluster import Cluster
 BATCH_SECONDS = 0.02
 #: Seconds after which objects not yet confirmed are asked for again.
 RETRY_SECONDS = 10.0
+#: Seconds confirmed files gather before they are forgotten in one commit.
+FORGET_SECONDS = 1.0
 
 
 class Deletions:
@@ -27,6 +31,8 @@ class Deletions:
         self._forget = forget  # removes files from the durable intent
         self._remaining = {file_id: set(servers) for file_id, servers in pending}
         self._unsent: dict[int, list[int]] = {}  # fileserver -> files to ask it for
+        self._confirmed: list[int] = []  # files whose every object is gone, to forget
+        self._forgetting: asyncio.Future | None = None
         self._wakeup = asyncio.Event()
         for file_id, servers in pending:
             self._ask(file_id, servers)
@@ -36,6 +42,8 @@ class Deletions:
         its objects on `servers` are to go."""
         if not servers:
             return  # a symlink: no objects
+        if file_id in self._confirmed:  # (forgetting it would forget these records too)
+            self._confirmed.remove(file_id)
         self._remaining.setdefault(file_id, set()).update(servers)
         self._ask(file_id, servers)
 
@@ -69,7 +77,14 @@ class Deletions:
                     del self._remaining[file_id]
                     done.append(file_id)
         if done:
-            await self._forget(done)
+            self._confirmed += done
+            if self._forgetting is None:
+                self._forgetting = asyncio.ensure_future(self._forget_soon())
+
+    async def _forget_soon(self) -> None:
+        await asyncio.sleep(FORGET_SECONDS)
+        done, self._confirmed, self._forgetting = self._confirmed, [], None
+        await self._forget(done)
 
     async def run(self) -> None:
         """Runs until cancelled: sends each fileserver its batch, and asks again for what is

@@ -22,7 +22,8 @@ import time
 import grpc
 from aetcd import rpc
 
-from .etcd import CALL_SECONDS, EtcdStore, put
+from .etcd import EtcdStore
+from .etcdclient import CALL_SECONDS, put
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -41,7 +42,7 @@ class Election:
     def __init__(self, store: EtcdStore, address: str, ttl: int = DEFAULT_TTL) -> None:
         self.store, self.address, self.ttl = store, address, ttl
         self.etcd = store.etcd.another()  # (keepalives wait for no change of the store's)
-        self.leader_key = store._key(LEADER_KEY)
+        self.leader_key = store.key(LEADER_KEY)
         self.epoch = 0
         self.term_end = 0.0  # while active: when it must have stopped granting (monotonic)
         self.lease_id = 0
@@ -55,10 +56,7 @@ class Election:
         reply = self.etcd.call(lambda c: c.lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=self.ttl),
                                                             timeout=CALL_SECONDS))
         self.lease_id, self._lease_end = reply.ID, sent + reply.TTL * (1 - MARGIN)
-        self.store._commit([put(self._present_key(), self.address, self.lease_id)])
-
-    def _present_key(self) -> bytes:
-        return self.store._key(PRESENT + self.address)
+        self.store.put_leased(PRESENT + self.address, self.address, self.lease_id)
 
     def _keep_alive_once(self) -> bool:
         """One keepalive; whether the lease lives on."""
@@ -140,7 +138,7 @@ class Election:
 
     def metaservers(self) -> list[str]:
         """Every running metaserver's address."""
-        return sorted(value.decode() for _, value in self.store._scan(PRESENT))
+        return sorted(value.decode() for value in self.store.values(PRESENT))
 
     def stop(self) -> None:
         """Gives the lease back, so that a standby takes over at once."""

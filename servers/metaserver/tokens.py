@@ -352,6 +352,8 @@ class TokenManager:
         tokens.changed(request.client_id)
         seq = self._grant_seq[request.client_id] + 1
         self._grant_seq[request.client_id] = seq
+        log.debug("grant: client %d holds [%d, %d) of file %d in mode %d", request.client_id,
+                  lo, hi, request.file_id, request.mode)  # (the failover test reads these)
         return Grant(lo, hi, request.mode, seq)
 
     def _release(self, client_id: int, file_id: int) -> None:
