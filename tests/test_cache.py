@@ -373,9 +373,12 @@ def test_sequential_reads_keep_a_stripe_ahead_in_flight():
     read fetches only what its step exposed of that window."""
     cache, memory, changed, f = sequential_setup(128, stripe_bytes=4 * B, capacity=32)
     assert read(cache, f, 0, B) == bytes(range(B))
-    assert fetched(memory, changed, 2) == (1, B, 4 * B)  # a stripe ahead
+    assert fetched(memory, changed, 2) == (1, B, 4 * B)  # four reads' worth: a stripe
     assert read(cache, f, B, B) == bytes(range(B, 2 * B))
     assert fetched(memory, changed, 3) == (1, 5 * B, B)  # the block the step exposed
+    assert read(cache, f, 2 * B, 1) == bytes([2 * B])  # a small read: twice a block ahead
+    assert read(cache, f, 2 * B + 1, 1) == bytes([2 * B + 1])
+    assert len(memory.reads) == 3  # (those blocks are cached already)
     cache.stop()
 
 

@@ -24,9 +24,10 @@ Rules, all of them here:
   keeps them (not counted); close writes back (close writebacks) and drops every block of the
   file (close evictions). Counters count blocks, once per block and operation.
 - Sequential reads are read ahead: after a read that starts where the last one of the file
-  ended, the next blocks (twice the read and at least a whole stripe, at most a quarter of the
-  cache) are cached or being fetched in the background; a read of a whole stripe or more
-  streams (one striped transfer keeps every fileserver busy) and reads nothing ahead.
+  ended, the next blocks (twice the read, or up to four times it where that fills a stripe; at
+  most a quarter of the cache) are cached or being fetched in the background; a read of a
+  whole stripe or more streams (one striped transfer keeps every fileserver busy) and reads
+  nothing ahead.
 - A small random read (not sequential, its checksum units spanning less than a block) fetches
   only the units that hold its bytes, straight into the caller's buffer, and caches nothing:
   a whole block would cost a transfer many times its size, for bytes a random reader may never
@@ -183,13 +184,15 @@ class BlockCache:
     def _read_ahead_after(self, f: CachedFile, end: int, length: int,
                           cacheable: Cacheable) -> None:
         """After a sequential read of `length` bytes up to `end`: keeps the next twice as
-        much, and at least one whole stripe (every fileserver busy), cached or being fetched
-        (at most a quarter of the cache), fetching what of it is not, unless the read covered
-        a stripe itself (one striped transfer is as fast, without the cache's copy)."""
+        much, or up to four times as much where that fills a stripe (every fileserver busy),
+        cached or being fetched (at most a quarter of the cache), fetching what of it is not,
+        unless the read covered a stripe itself (one striped transfer is as fast, without the
+        cache's copy)."""
         B = self.block_size
         if length >= max(STREAMING_BYTES, f.stripe_bytes):
             return
-        ahead = min(max(2 * max(length, B), f.stripe_bytes), self.capacity // 4 * B)
+        ahead = min(max(2 * max(length, B), min(f.stripe_bytes, 4 * length)),
+                    self.capacity // 4 * B)
         stop = min(end + ahead, f.size)
         start = end
         while start < stop and self._table.lookup(f.file_id, start // B, touch=False) is not None:
