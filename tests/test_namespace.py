@@ -421,7 +421,8 @@ def test_a_copy_apart_stands_in_where_no_copy_holds_the_bytes(ns):
     f = ns.create(p("f"), 512, 2, [0, 1], replicas=2)
     ns.set_missed({(f.node_id, 1): [(0, 100)]})          # it missed a write before
     copies.writing(7, f.node_id)
-    assert copies.abandoned(7, {f.node_id: [(0, 4096)]}, {0, 1}) == [(f.node_id, 1, 0, 4096)]
+    assert copies.abandoned(7, {f.node_id: [(0, 4096)]}, {0, 1}, {0, 1}) == [
+        (f.node_id, 1, 0, 4096)]
     assert copies.writers() == set()
     assert ns.missed(f.node_id) == [(f.node_id, 1, [(0, 4096)])]
     assert ns.apart(f.node_id) == [(f.node_id, 1, [(100, 4096)])]  # (not what it lacked)
@@ -430,6 +431,19 @@ def test_a_copy_apart_stands_in_where_no_copy_holds_the_bytes(ns):
     assert ns.apart() == []
     copies.repaired(f.node_id, 1, 0, 100)
     assert copies.stale(f.node_id) == {0}
+
+
+def test_an_unfinished_write_keeps_the_copy_heard_from_lately(ns):
+    """A fileserver cut off together with the writer is still online for the metaserver
+    until its lease runs out: the copy kept is one whose fileserver still answers, so reads go
+    on; when that copy then misses bytes for real, the copy apart stands in there, and the
+    client reporting the miss learns it from the answer."""
+    copies = Copies(ns)
+    f = ns.create(p("f"), 512, 1, [0, 1], replicas=2)
+    copies.writing(7, f.node_id)
+    assert copies.abandoned(7, {f.node_id: [(0, 1024)]}, {0, 1}, {1}) == [
+        (f.node_id, 0, 0, 1024)]
+    assert copies.missed(f.node_id, 1, 512, 1024) == [(0, 0, 512), (1, 512, 1024)]
 
 
 def test_replica_changes_commit_copies_ranges_and_deletes_together(ns):

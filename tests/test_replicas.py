@@ -174,6 +174,34 @@ def test_bytes_one_copy_holds_stay_readable_when_no_copy_is_whole(cluster, monke
         c.pfs_finish(c.pfs_initialize())
 
 
+def test_a_column_whose_copies_each_miss_part_is_read_and_fsynced_piece_by_piece(cluster):
+    """The state two faults leave (a writer died with the file open, so the second copy is
+    apart, then the first copy missed a write for real and the second stands in there): every
+    copy of column 0 is stale, each missing a different part. The client holding that view
+    reads across both parts in one call, piece by piece from the copy holding each, and fsyncs
+    every copy that holds something (the metaserver's grants give clients this view; here it
+    is given directly, since the faults that make it leave it only until the resync ends)."""
+    data = os.urandom(4 * UNIT)
+    stored_file(cluster, "f", data, width=2, replicas=2)
+    client = cluster.client(cache_blocks=0)
+    fd = client.pfs_open("f", pfs.PFS_READ_WRITE)
+    buf = bytearray(len(data))
+    assert client.pfs_read(fd, buf, len(buf), 0) == len(buf)  # its tokens: no grant comes now
+    f = client._state.fds[fd]
+    first, second = f.recipe.copies(0)
+    f.missed = {first: [(0, UNIT)], second: [(UNIT, 1 << 62)]}
+    f.stale = {first, second}
+    buf[:] = bytes(len(buf))
+    assert client.pfs_read(fd, buf, len(buf), 0) == len(buf), pfs.pfs_last_error()
+    assert buf == data
+    assert f.stale == {first, second}
+    assert client.pfs_fsync(fd) == 0, pfs.pfs_last_error()
+    f.missed[second] = [(UNIT // 2, 1 << 62)]  # now no copy holds local bytes 2-4 KiB
+    fails(client.pfs_read(fd, buf, len(buf), 0), errno.EIO)
+    assert client.pfs_close(fd) == 0
+    client.pfs_finish(client.pfs_initialize())
+
+
 def pattern(i: int, size: int) -> bytes:
     """The bytes the worker's write_files writes to file i (tests/worker.py)."""
     return bytes((i * 7 + k) % 251 for k in range(size))

@@ -124,10 +124,10 @@ class Lifecycle:
                              "Status", pb.StatusRequest(), "look up fileservers"
                          ).fileservers),
                          on_fenced=session.ended,
-                         on_missed=lambda file_id, server, start, end, why:
-                         session.call("ReportMissed", pb.ReportMissedRequest(
-                             file_id=file_id, server=server, start=start,
-                             end=end, why=why), "record a stale copy"),
+                         on_missed=lambda f, server, start, end, why: learn_stale(
+                             f, session.call("ReportMissed", pb.ReportMissedRequest(
+                                 file_id=f.file_id, server=server, start=start,
+                                 end=end, why=why), "record a stale copy")),
                          write_behind=WRITE_BEHIND_BYTES)
 
     def finish(self, client_id: int) -> None:

@@ -51,11 +51,14 @@ class OpenFile:
 
 
 def learn_stale(f: OpenFile, answer) -> None:
-    """Takes the file's stale copies, and what each lacks, from a grant or a reclaim."""
+    """Takes the file's stale copies, and what each lacks, from a grant, a reclaim or a
+    reported miss. Each is replaced whole, what a copy lacks first, so that a reader on
+    another thread never sees a copy stale without what it lacks."""
+    missed: dict[int, list[tuple[int, int]]] = {}
+    for m in answer.missed:
+        missed.setdefault(m.server, []).append((m.start, m.end))
+    f.missed = missed
     f.stale = set(answer.stale)
-    f.missed = {}
-    for missed in answer.missed:
-        f.missed.setdefault(missed.server, []).append((missed.start, missed.end))
 
 
 def refused(f: OpenFile) -> OSError:

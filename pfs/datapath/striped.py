@@ -161,7 +161,7 @@ class DataPlane:
                  retry_seconds: float,
                  lookup: Callable[[], tuple[dict[int, str], dict[int, float]]],
                  on_fenced: Callable[[str], None],
-                 on_missed: Callable[[int, int, int, int, str], None],
+                 on_missed: Callable[[StripedFile, int, int, int, str], None],
                  write_behind: int) -> None:
         self._addresses = dict(addresses)
         self._names = names  # as the cluster's members are named everywhere (never renamed)
@@ -169,7 +169,7 @@ class DataPlane:
         self._retry_seconds = retry_seconds
         self._lookup = lookup
         self._on_fenced = on_fenced
-        self._on_missed = on_missed  # (file id, fileserver, start, end, why): a stale copy
+        self._on_missed = on_missed  # (file, fileserver, start, end, why): a stale copy
         self._servers: dict[int, _Server] = {}  # those this session holds (pfs/runtime/holdings.py)
         self._holdings = holdings.Holdings()
         self._holdings.watch(self)
@@ -205,8 +205,9 @@ class DataPlane:
         *others, own = plan.extents
 
         def fetch(e) -> Future:  # on the thread of the copy it will read first
-            first = self._readable(f, e.server, e.local_offset, e.local_offset + e.length)[0]
-            return self._server(first).threads.submit(self._read_into, f, plan, e, dst)
+            first = self._readable(f, e.server, e.local_offset, e.local_offset + e.length)
+            return self._server(first[0] if first else f.recipe.copies(e.server)[0]).threads \
+                .submit(self._read_into, f, plan, e, dst)
         theirs = _all_of([fetch(e) for e in others])
         try:
             self._read_into(f, plan, own, dst)
@@ -221,16 +222,18 @@ class DataPlane:
                   end: int = INFINITY) -> list[int]:
         """The fileservers to read local bytes [start, end) of a column from, in order: its
         copies not known stale; if every copy is stale, those that did not miss these bytes
-        (they hold them as written: two faults left the file with no whole copy)."""
-        copies = [i for i in f.recipe.copies(column) if i not in f.stale] or [
+        (they hold them as written: two faults left the file with no whole copy). Empty when
+        no copy holds all of them."""
+        return [i for i in f.recipe.copies(column) if i not in f.stale] or [
             i for i in f.recipe.copies(column)
             if not any(s < end and start < e for s, e in f.missed.get(i, ()))]
-        if not copies:
-            first = f.recipe.file_offset(column, start)
-            raise errnos.error(errno.EIO, f"no copy of {f.name!r} holds byte {first} (and "
-                                          "maybe more) now: every copy missed it, being "
-                                          "resynced or lost; see `pfs status`")
-        return copies
+
+    def _holding(self, f: StripedFile, column: int) -> list[int]:
+        """The copies of a column that hold bytes that count (whose disks an fsync must
+        reach): those not stale, or if every copy is stale, those that did not miss it all."""
+        return [i for i in f.recipe.copies(column) if i not in f.stale] or [
+            i for i in f.recipe.copies(column)
+            if not any(s == 0 and e >= INFINITY for s, e in f.missed.get(i, ()))]
 
     def _read_extent(self, f: StripedFile, e) -> memoryview:
         """The bytes of extent `e` (see `_read_piece`); where every copy of its column is stale
@@ -259,6 +262,11 @@ class DataPlane:
         end = e.local_offset + e.length
         capabilities = self._capabilities(f, e.server, e.local_offset, end, READ)
         failure, copies = None, self._readable(f, e.server, e.local_offset, end)
+        if not copies:
+            first = f.recipe.file_offset(e.server, e.local_offset)
+            raise errnos.error(errno.EIO, f"no copy of {f.name!r} holds byte {first} (and "
+                                          "maybe more) now: every copy missed it, being "
+                                          "resynced or lost; see `pfs status`")
         for index in copies:
             try:
                 reply = self._call_retrying(index, "read", request, "read", capabilities,
@@ -297,10 +305,10 @@ class DataPlane:
     def _report_missed(self, f: StripedFile, index: int, start: int, end: int,
                        why: str) -> None:
         """Has the metaserver record that the copy on fileserver `index` lacks local bytes
-        [start, end); from now on it is not read from."""
-        self._on_missed(f.file_id, index, start, end, why)
-        f.stale.add(index)
-        f.missed.setdefault(index, []).append((start, end))
+        [start, end); from now on it is not read from. The callback also updates the file's
+        `stale` and `missed` to what the metaserver then records: where no copy was left
+        holding some bytes, a copy holding them apart stands in (servers/metaserver/copies.py)."""
+        self._on_missed(f, index, start, end, why)
 
     def write(self, f: StripedFile, offset: int, src: memoryview) -> None:
         """Stores src as file bytes [offset, offset + len(src)) on the fileservers, in the
@@ -403,7 +411,7 @@ class DataPlane:
         self._call_all([(index, "Fsync", pb.FsyncRequest(file_id=f.file_id),
                          self._capabilities(f, column, 0, 0, READ))
                         for column in range(f.recipe.stripe_width)
-                        for index in self._readable(f, column)], "fsync")
+                        for index in self._holding(f, column)], "fsync")
 
     def checksum(self, f: StripedFile, size: int) -> int | None:
         """The CRC32C of the file's first `size` bytes, combined from the unit checksums the
@@ -439,8 +447,10 @@ class DataPlane:
             step = min(length - at, CHECKSUMS_PER_CALL * wire.CHECKSUM_UNIT)
             request = pb.ChecksumsRequest(file_id=f.file_id, offset=at, length=step)
             capabilities = self._capabilities(f, column, at, at + step, READ)
-            failure = None
-            for index in self._readable(f, column, at, at + step):
+            failure, copies = None, self._readable(f, column, at, at + step)
+            if not copies:  # no copy holds them all (two faults): the read goes piece by piece
+                return None
+            for index in copies:
                 try:
                     reply = self._call_retrying(index, "Checksums", request, "checksums",
                                                 capabilities)

@@ -108,6 +108,12 @@ class Cluster:
     def online(self) -> set[int]:
         return {i for i, link in self._links.items() if link.attached and self._live(link)}
 
+    def responsive(self) -> set[int]:
+        """The online fileservers heard from within the last two heartbeats: one cut off
+        from us a moment ago is online until its lease runs out, but not responsive."""
+        return {i for i in self.online()
+                if self._clock() < self._links[i].last_heartbeat + 2 * HEARTBEAT_SECONDS}
+
     def _live(self, link: Link) -> bool:
         return self._clock() < link.last_heartbeat + FILESERVER_LEASE_SECONDS
 

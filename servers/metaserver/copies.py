@@ -41,14 +41,17 @@ class Copies:
     def __init__(self, store: MetaStore) -> None:
         self._store = store
 
-    def missed(self, file_id: int, server: int, start: int, end: int) -> None:
+    def missed(self, file_id: int, server: int, start: int, end: int) -> list[tuple[int, int,
+                                                                                  int]]:
         """Records that the copy of the file on `server` lacks local bytes [start, end),
-        merged with what it lacked already."""
+        merged with what it lacked already. What every copy of the file lacks then, as
+        `missed_ranges` (the reporting client reads by it: a copy may have come to stand in)."""
         with _Change(self._store) as change:
             missed, apart = change.of(file_id)
             missed[server] = _merged(missed.get(server, []), start, end)
             apart[server] = _minus(apart.get(server, []), [(start, end)])  # lacked for real now
             change.stand_in(file_id)
+        return self.missed_ranges(file_id)
 
     def lost(self, server: int) -> int:
         """Fileserver `server` lost its data: its copy of every replicated file missed
@@ -120,7 +123,7 @@ class Copies:
         return self._store.session_file_clients("writing")
 
     def abandoned(self, client_id: int, held: dict[int, list[tuple[int, int]]] | None,
-                  online: set[int]) -> list[tuple[int, int, int, int]]:
+                  online: set[int], responsive: set[int]) -> list[tuple[int, int, int, int]]:
         """The client's session ended with files it was writing still open: for each, every
         copy but one good one missed the local bytes of the file ranges it held WRITE tokens on
         (`held`, by file; None when they are unknown, after a restart: the whole file). One
@@ -133,7 +136,8 @@ class Copies:
                 if node is None:
                     continue  # deleted: nothing of it is read again
                 ranges = [(0, INFINITY)] if held is None else held.get(file_id, [])
-                recorded += _all_but_one(node, ranges, self.stale(file_id), online)
+                recorded += _all_but_one(node, ranges, self.stale(file_id), online,
+                                         responsive)
             for file_id, server, start, end in recorded:
                 missed, apart = change.of(file_id)
                 lacked = missed.get(server, [])  # (what it lacked, it still lacks)
@@ -212,14 +216,16 @@ class _Change:
 
 
 def _all_but_one(node: Node, ranges: list[tuple[int, int]], stale: set[int],
-                 online: set[int]) -> list[tuple[int, int, int, int]]:
+                 online: set[int], responsive: set[int]) -> list[tuple[int, int, int, int]]:
     """For file ranges a writer may have left on some copies only: per stripe column, the
     local ranges every copy but the kept one must count as missed. The kept copy missed nothing
-    (else the resync could not copy from it) and is online if one such is, so reads go on."""
+    (else the resync could not copy from it) and is online if one such is, so reads go on:
+    responsive first (a fileserver cut off with the writer is often still online for us)."""
     missed = []
     for column in range(node.width):
         copies = node.copies(column)
-        kept = min(copies, key=lambda i: (i in stale, i not in online, copies.index(i)))
+        kept = min(copies, key=lambda i: (i in stale, i not in responsive, i not in online,
+                                          copies.index(i)))
         for start, end in ranges:
             local = column_ranges(node.block_size, node.stripe_blocks, node.width, start,
                                   end)[column]

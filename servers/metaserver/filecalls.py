@@ -142,10 +142,10 @@ class FileCalls:
         return node
 
     async def report_missed(self, session: Session, file_id: int, server: int, start: int,
-                            end: int, why: str) -> None:
+                            end: int, why: str) -> list[tuple[int, int, int]]:
         """Records a copy's missed (or damaged) bytes before the client counts a write stored
-        (copies.py). Believed from a client with the file open: marking a copy stale never
-        loses data, it costs a resync."""
+        (copies.py); what every copy of the file misses then (Copies.missed). Believed from a
+        client with the file open: marking a copy stale never loses data, it costs a resync."""
         f = self._open_files.of(session.client_id, file_id)
         name = self._cluster.name(server)
         if server not in f.node.servers or f.node.replicas < 2:
@@ -153,10 +153,11 @@ class FileCalls:
                              "another copy could stand in for")
         if not start < end <= INFINITY:
             raise ValueError(f"missed range [{start}, {end}) is empty")
-        await self._db(self._copies.missed, file_id, server, start, end)
+        ranges = await self._db(self._copies.missed, file_id, server, start, end)
         self._repeats.log(logging.WARNING, ("missed", server),
                           f"copies on fileserver {name} missed bytes",
                           "the copy of file %d on fileserver %s missed bytes %d-%d (client %d: "
                           "%.300r): stale until resynced", file_id, name, start, end - 1,
                           session.client_id, why)
         self._repair.wake()
+        return ranges

@@ -115,7 +115,7 @@ class MetaServer:
         for client_id in self.copies.writers() - recorded.keys():
             # Its session was forgotten, but the metaserver stopped before the copies it may
             # have left apart were recorded: its tokens are unknown, and no fileserver online.
-            self.copies.abandoned(client_id, None, set())
+            self.copies.abandoned(client_id, None, set(), set())
         self.recovery = Recovery(recorded)
 
     def _wire_calls(self) -> None:

@@ -356,10 +356,12 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     # --- copies ----------------------------------------------------------------------------
     @_answer_errors
     async def ReportMissed(self, request, context):
-        await self.server.files.report_missed(self._session(context), request.file_id,
-                                              request.server, request.start, request.end,
-                                              request.why)
-        return pb.ReportMissedReply()
+        ranges = await self.server.files.report_missed(
+            self._session(context), request.file_id, request.server, request.start, request.end,
+            request.why)
+        return pb.ReportMissedReply(
+            stale=sorted({i for i, _, _ in ranges}),
+            missed=[pb.MissedRange(server=i, start=start, end=end) for i, start, end in ranges])
 
     async def Scrub(self, request, context):
         """Checks every copy of the files under a path (copies.py, repair.py), streaming

@@ -41,7 +41,7 @@ class UnfinishedWrites:
         while True:
             try:
                 recorded = await self._db(self._copies.abandoned, session.client_id, held,
-                                          self._cluster.online())
+                                          self._cluster.online(), self._cluster.responsive())
                 break
             except (StorageFull, OSError) as e:
                 log.error("cannot record what client %d may have left unfinished (%s); its "
