@@ -343,6 +343,7 @@ def test_sequential_reads_are_read_ahead():
         size: int = 64
         block_size: int = B
         read_next: int = 0
+        stripe_bytes: int = B  # one column of one-block units
     f = Sequential()
     assert read(cache, f, 0, 8) == bytes(range(8))
     with changed:
@@ -350,6 +351,34 @@ def test_sequential_reads_are_read_ahead():
     assert memory.reads[1] == (1, 8, 16)  # the next two blocks, in one fetch
     assert read(cache, f, 8, 16) == bytes(range(8, 24))
     assert cache.stats.num_read_hits == 2
+    cache.stop()
+
+
+def test_sequential_reads_keep_a_stripe_ahead_in_flight():
+    """Reads narrower than a stripe (a mount's 1 MiB requests on a 4 MiB stripe, say) keep a
+    whole stripe ahead of them cached or being fetched, so every fileserver stays busy: each
+    read fetches only what its step exposed of that window."""
+    memory = Memory()
+    memory.data[1] = bytearray(range(128))
+    changed = threading.Condition(threading.RLock())
+    cache = Locked(BlockCache(32, B, memory, changed), changed)
+
+    @dataclass
+    class Sequential:
+        file_id: int = 1
+        size: int = 128
+        block_size: int = B
+        read_next: int = 0
+        stripe_bytes: int = 4 * B
+    f = Sequential()
+    assert read(cache, f, 0, B) == bytes(range(B))
+    with changed:
+        assert changed.wait_for(lambda: len(memory.reads) == 2, timeout=10)
+    assert memory.reads[1] == (1, B, 4 * B)  # a stripe ahead
+    assert read(cache, f, B, B) == bytes(range(B, 2 * B))
+    with changed:
+        assert changed.wait_for(lambda: len(memory.reads) == 3, timeout=10)
+    assert memory.reads[2] == (1, 5 * B, B)  # the block the step exposed
     cache.stop()
 
 

@@ -49,6 +49,10 @@ class OpenFile:
     def block_size(self) -> int:
         return self.recipe.block_size
 
+    @property
+    def stripe_bytes(self) -> int:
+        return self.recipe.block_size * self.recipe.stripe_blocks * self.recipe.stripe_width
+
 
 def learn_stale(f: OpenFile, answer) -> None:
     """Takes the file's stale copies, and what each lacks, from a grant, a reclaim or a

@@ -61,6 +61,7 @@ class CachedFile(Protocol):
     block_size: int
     size: int  # everything below it exists (including this client's unwritten-back writes)
     read_next: int  # where a sequential read of the file would start next
+    stripe_bytes: int  # one stripe unit on every column: what keeps every fileserver busy
 
 
 class Backing(Protocol):
@@ -179,12 +180,20 @@ class BlockCache:
 
     def _read_ahead_after(self, f: CachedFile, end: int, length: int,
                           cacheable: Cacheable) -> None:
-        """After a sequential read of `length` bytes up to `end`: reads ahead twice as much
-        (at most a quarter of the cache), unless the read streamed or the next block is here."""
-        if (end < f.size and length < STREAMING_BYTES and self._table.lookup(
-                f.file_id, end // f.block_size, touch=False) is None):
-            ahead = min(2 * max(length, self.block_size), self.capacity // 4 * self.block_size)
-            self._read_ahead(f, end, ahead, cacheable)
+        """After a sequential read of `length` bytes up to `end`: keeps the next twice as
+        much, and at least one whole stripe (every fileserver busy), cached or being fetched
+        (at most a quarter of the cache), fetching what of it is not, unless the read covered
+        a stripe itself (one striped transfer is as fast, without the cache's copy)."""
+        B = self.block_size
+        if length >= max(STREAMING_BYTES, f.stripe_bytes):
+            return
+        ahead = min(max(2 * max(length, B), f.stripe_bytes), self.capacity // 4 * B)
+        stop = min(end + ahead, f.size)
+        start = end
+        while start < stop and self._table.lookup(f.file_id, start // B, touch=False) is not None:
+            start = (start // B + 1) * B
+        if start < stop:
+            self._read_ahead(f, start, stop - start, cacheable)
 
     def _read_slowly(self, f: CachedFile, offset: int, dst: memoryview, cacheable: Cacheable,
                      scattered: bool) -> None:
