@@ -1,6 +1,6 @@
 """Changes to the namespace that involve more than the store: new files placed on fileservers,
-layouts, symlinks, renames and deletes that must see the open files, attributes, and the
-listings and walks that show sizes as writers have them now.
+layouts, symlinks, renames and deletes that must see the open files, attributes, and
+directories read a page at a time.
 
 Invariant: a file open anywhere loses its name (deleted, or replaced by a rename) only if the
 caller allows it, and becomes an orphan (orphans.py); else EBUSY. The namespace lock keeps opens
@@ -24,7 +24,6 @@ from .namespace import NewAttributes, Node
 from .openfiles import OpenFiles
 from .orphans import Orphans
 from .replication import Replication
-from .sizes import Sizes
 from .store import MetaStore
 from .temporaries import Temporaries
 
@@ -40,13 +39,12 @@ SYMLINK_MAX = 4096
 
 class NamespaceChanges:
     def __init__(self, namespace: MetaStore, db: Callable[..., Awaitable],
-                 namespace_lock: asyncio.Lock, open_files: OpenFiles, sizes: Sizes,
-                 cluster: Cluster, copies: Copies, layouts: Layouts, replication: Replication,
+                 namespace_lock: asyncio.Lock, open_files: OpenFiles, cluster: Cluster, copies: Copies, layouts: Layouts, replication: Replication,
                  temporaries: Temporaries, orphans: Orphans, deletions: Deletions,
                  defaults: Layout, block_size: int) -> None:
         """`defaults`: the cluster's stripe blocks and replica count, for what no layout says."""
         self._namespace, self._db, self._lock = namespace, db, namespace_lock
-        self._open_files, self._sizes, self._cluster = open_files, sizes, cluster
+        self._open_files, self._cluster = open_files, cluster
         self._copies, self._layouts, self._replication = copies, layouts, replication
         self._temporaries, self._orphans, self._deletions = temporaries, orphans, deletions
         self._defaults, self._block_size = defaults, block_size
@@ -183,14 +181,9 @@ class NamespaceChanges:
             f.mtime_set = f.mtime_set or changes.get("mtime") is not None
         return node
 
-    async def listing(self, path: tuple[str, ...], after: str,
-                      caller: int | None) -> tuple[list[tuple[str, Node]], bool]:
-        """A page of a directory's entries after the name `after`, and whether more follow;
-        the sizes of files being written as they are now (a glimpse, sizes.py)."""
+    def listing(self, path: tuple[str, ...], after: str) -> tuple[list[tuple[str, Node]], bool]:
+        """A page of a directory's entries after the name `after`, and whether more follow."""
         page = self._namespace.listdir(path, after, LIST_PAGE + 1)
-        for _, node in page[:LIST_PAGE]:
-            if self._open_files.get(node.node_id) is not None:
-                await self._sizes.glimpse(node.node_id, caller)
         return page[:LIST_PAGE], len(page) > LIST_PAGE
 
     def files_under(self, path: tuple[str, ...]) -> list[Node]:

@@ -312,8 +312,10 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def List(self, request, context):
         path = components(request.path)
         prefix = "/".join(path) + "/" if path else ""
-        page, more = await self.server.changes.listing(path, request.after,
-                                                       self._caller(context))
+        page, more = self.server.changes.listing(path, request.after)
+        # Files being written: their sizes as they are now.
+        await self.server.sizes.glimpse_all((node.node_id for _, node in page),
+                                            self._caller(context))
         return pb.ListReply(entries=[self._meta(node, prefix + name) for name, node in page],
                             more=more)
 
