@@ -1,5 +1,5 @@
 """Changes to the namespace that involve more than the store: new files placed on fileservers,
-layouts, symlinks, renames and deletes that must see the open files, attributes, and
+layouts, renames and deletes that must see the open files, attributes, and
 directories read a page at a time.
 
 Invariant: a file open anywhere loses its name (deleted, or replaced by a rename) only if the
@@ -33,8 +33,6 @@ log = logging.getLogger("pfs.metaserver")
 MAX_STRIPE_UNIT = 1 << 30
 #: Directory entries per List reply (a reply must stay well below gRPC's message limit).
 LIST_PAGE = 10_000
-#: The longest symlink target (Linux PATH_MAX).
-SYMLINK_MAX = 4096
 
 
 class NamespaceChanges:
@@ -91,13 +89,6 @@ class NamespaceChanges:
                                          "shows a file's recipe)")
         effective, source = self.new_file_layout(path)
         return self._layouts.own(node.node_id), effective, source
-
-    async def symlink(self, path: tuple[str, ...], target: str,
-                      attributes: NewAttributes) -> Node:
-        if not target or len(target) > SYMLINK_MAX or "\0" in target:
-            raise OSError(errno.EINVAL if target else errno.ENOENT,
-                          f"a symlink's target is 1 to {SYMLINK_MAX} characters, without NUL")
-        return await self._db(self._namespace.symlink, path, target, attributes)
 
     async def rmdir(self, path: tuple[str, ...]) -> None:
         node = self._namespace.lookup(path)

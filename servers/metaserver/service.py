@@ -86,6 +86,8 @@ async def _abort_failed(context, e: OSError) -> None:
 
 #: Stale copies `pfs status` lists by name (the rest are counted).
 STATUS_DEGRADED = 10
+#: The longest symlink target (Linux PATH_MAX).
+SYMLINK_MAX = 4096
 #: An operator's call refused to a caller without the cluster key.
 _KEY_NEEDED = "%s needs the cluster key (--cluster-key-file: the metaserver's DATA_DIR/cluster.key)"
 
@@ -243,8 +245,11 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Symlink(self, request, context):
         self._session(context)
         path = components(request.path)
-        node = await self.server.changes.symlink(path, request.target,
-                                                 _new_attributes(request.attributes))
+        if not request.target or len(request.target) > SYMLINK_MAX or "\0" in request.target:
+            raise OSError(errno.EINVAL if request.target else errno.ENOENT,
+                          f"a symlink's target is 1 to {SYMLINK_MAX} characters, without NUL")
+        node = await self.server.db(self.server.namespace.symlink, path, request.target,
+                                    _new_attributes(request.attributes))
         return pb.SymlinkReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
