@@ -164,3 +164,101 @@ def test_a_stale_mount_point_is_recovered_and_sigterm_writes_back(cluster, mount
     assert not os.path.ismount(second.path)
     assert read_file(clients(1), name) == b"written, then SIGTERM"
     assert shutil.which("fusermount3")  # (the suite's install step put it there)
+
+
+class _Names:
+    """The model of a directory: names -> files, files -> bytes, open fds -> (file, append)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, int] = {}
+        self.data: dict[int, bytearray] = {}
+        self.fds: dict[int, tuple[int, bool]] = {}
+
+    def write(self, file: int, offset: int, data: bytes) -> None:
+        model = self.data[file]
+        model[len(model):offset] = bytes(max(0, offset - len(model)))  # a hole reads as zeros
+        model[offset:offset + len(data)] = data
+
+    def truncate(self, file: int, size: int) -> None:
+        model = self.data[file]
+        model[size:] = b""
+        model += bytes(size - len(model))
+
+
+def _step(root: pathlib.Path, model: _Names, rng: random.Random) -> str:
+    """One random operation through the mount, done to the model too; what it was."""
+    name, other = rng.sample(sorted("abcd"), 2)
+    fd = rng.choice(sorted(model.fds)) if model.fds else None
+    op = rng.random() if fd is not None else 0.0
+    if op < 0.12 and len(model.fds) < 6:
+        append = rng.random() < 0.3
+        fd = os.open(root / name, os.O_CREAT | os.O_RDWR | (os.O_APPEND if append else 0))
+        if name not in model.names:
+            model.names[name] = len(model.data)
+            model.data[len(model.data)] = bytearray()
+        model.fds[fd] = (model.names[name], append)
+        return f"open {name} append={append} -> {fd}"
+    file, append = model.fds[fd] if fd is not None else (None, False)
+    size = len(model.data[file]) if fd is not None else 0
+    offset = rng.randrange(0, size + 3000)
+    if op < 0.35:
+        data = rng.randbytes(rng.randrange(1, 3000))
+        if append:  # (a pwrite on an O_APPEND fd appends on Linux)
+            assert os.write(fd, data) == len(data)
+            offset = size
+        else:
+            assert os.pwrite(fd, data, offset) == len(data)
+        model.write(file, offset, data)
+        return f"write {len(data)} at {offset} to {fd}"
+    if op < 0.5:
+        n = rng.randrange(0, 4000)
+        assert os.pread(fd, n, offset) == bytes(model.data[file][offset:offset + n])
+        return f"read {n} at {offset} from {fd}"
+    if op < 0.6:
+        os.ftruncate(fd, offset)
+        model.truncate(file, offset)
+        return f"truncate {fd} to {offset}"
+    if op < 0.7 and name in model.names:
+        os.unlink(root / name)
+        del model.names[name]
+        return f"unlink {name}"
+    if op < 0.8 and name in model.names:
+        os.rename(root / name, root / other)
+        model.names[other] = model.names.pop(name)
+        return f"rename {name} over {other}"
+    if op < 0.9:
+        os.close(fd)
+        del model.fds[fd]
+        return f"close {fd}"
+    return "nothing"
+
+
+def _check(root: pathlib.Path, model: _Names) -> None:
+    """Every name and every open fd against the model."""
+    assert sorted(os.listdir(root)) == sorted(model.names)
+    for name, file in model.names.items():
+        assert (root / name).read_bytes() == model.data[file], name
+    named = set(model.names.values())
+    for fd, (file, _) in model.fds.items():
+        if file in named:  # (fstat of a nameless file is a known limit: README, "Mounting")
+            assert os.fstat(fd).st_size == len(model.data[file]), fd
+        assert os.pread(fd, len(model.data[file]) + 10, 0) == model.data[file], fd
+
+
+def test_random_names_and_open_files_through_a_mount_match_a_model(mount, name):
+    """Seeded random steps on a few names: opens (some O_APPEND), writes at random offsets (past
+    the end: holes read as zeros), reads, truncates up and down, unlinks while open (the fd
+    keeps working), renames over open files, closes; the directory, every file and every open
+    fd checked against the model after each step."""
+    root = mount().path / name
+    root.mkdir()
+    model, rng, done = _Names(), random.Random(23), []
+    try:
+        for _ in range(150):
+            done.append(_step(root, model, rng))
+            _check(root, model)
+    except (AssertionError, OSError) as failure:
+        raise AssertionError(f"after {done[-8:]}") from failure
+    finally:
+        for fd in model.fds:
+            os.close(fd)

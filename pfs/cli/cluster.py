@@ -222,8 +222,8 @@ def cmd_scrub(args: argparse.Namespace, console: Console) -> int:
 
 
 # --- the command line -------------------------------------------------------------------------
-def register(sub) -> None:
-    """df, status, member, scrub."""
+def _register_looking(sub) -> None:
+    """df, status."""
     p = add_command(sub, "df", "show each fileserver's stored bytes and free disk", """\
 Show, for each fileserver, the bytes of file data it stores, its number of objects (one per
 file it holds stripes of), and the size and free space of the disk that holds its data
@@ -249,6 +249,8 @@ status, df, stat and the servers' logs alike.""",
                     cmd_status)
     json_flag(p, "the cluster's state")
 
+
+def _register_member(sub) -> None:
     p = add_command(sub, "member", "drain or remove a fileserver", """\
 remove: remove the fileserver NAME from the cluster's members, for good: one
 that will not come back (a machine retired, a mistyped --name). It must be
@@ -273,6 +275,8 @@ remove it. Both need the cluster key, as a fileserver does.""", cmd_member,
                    help="the metaserver's cluster key (its DATA_DIR/cluster.key; under `pfs "
                         "up`, DATA_DIR/meta/cluster.key) (default: $PFS_CLUSTER_KEY_FILE)")
 
+
+def _register_scrub(sub) -> None:
     p = add_command(sub, "scrub", "check every copy of files against checksums and each other",
                     """\
 Read every copy of every file at or below PATH (default: the whole tree), check each unit
@@ -284,3 +288,10 @@ meanwhile: scrub reads a few MiB at a time under a read token. Exit status 1 whe
 was damaged. Needs no session.""", cmd_scrub)
     p.add_argument("path", metavar="PATH", nargs="?", default="/",
                    help="file or directory to check (default: the root)")
+
+
+def register(sub) -> None:
+    """df, status, member, scrub."""
+    _register_looking(sub)
+    _register_member(sub)
+    _register_scrub(sub)

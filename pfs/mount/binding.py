@@ -1,6 +1,7 @@
 """mfusepy loaded against libfuse 3, with the few callbacks PFS needs closer to the C call: reads
-land in the kernel's buffer and writes leave from it without a copy; rename keeps its flags and
-utimens tells "unchanged" from a time (mfusepy drops both).
+land in the kernel's buffer and writes leave from it without a copy; rename keeps its flags,
+utimens tells "unchanged" from a time, and ftruncate names its open file (mfusepy drops all
+three: a file unlinked or renamed over while open has no path to truncate by).
 
 mfusepy picks libfuse 2 when both are installed, which caps each request at 128 KiB; it reads
 FUSE_LIBRARY_NAME when imported, so this module sets it first unless the user chose a library.
@@ -35,8 +36,9 @@ def _view(buf, size: int, readonly: bool) -> memoryview:
 
 class Fuse(mfusepy.FUSE):
     """mfusepy's FUSE with the operations' read(path, buf, offset, fh) and write(path, data,
-    offset, fh) working on the kernel's buffers, rename(old, new, flags), and utimens(path,
-    (atime, mtime)) in nanoseconds, "now" resolved and None for "unchanged"."""
+    offset, fh) working on the kernel's buffers, truncate(path, length, fh) by the open file
+    when there is one, rename(old, new, flags), and utimens(path, (atime, mtime)) in
+    nanoseconds, "now" resolved and None for "unchanged"."""
 
     def read(self, path, buf, size, offset, fip) -> int:
         return self.operations.read(self._path(path), _view(buf, size, readonly=False), offset,
@@ -49,6 +51,10 @@ class Fuse(mfusepy.FUSE):
     def _path(self, path: bytes | None) -> str | None:
         """None for a file unlinked while open (libfuse has no path for it)."""
         return None if path is None else path.decode(self.encoding, self.errors)
+
+    def truncate_fuse_3(self, path, length, fip) -> int:
+        return self.operations.truncate(self._path(path), length,
+                                        fip.contents.fh if fip else None)
 
     def rename_fuse_3(self, old, new, flags) -> int:
         return self.operations.rename(old.decode(self.encoding, self.errors),

@@ -121,7 +121,7 @@ class Cluster:
         """How long we have known fileserver `index` offline (0 while online): since its
         stream ended or its heartbeats' lease ran out, whichever came first; a member that
         has not attached since we started, since then. Clients give up on it sooner the
-        longer it has been away (pfs/datapath/striped.py)."""
+        longer it has been away (pfs/datapath/fileservers.py)."""
         link = self._links.get(index)
         if link is None:
             since = self._started

@@ -55,6 +55,10 @@ MAX_CLAIMS = 1_000_000
 RECLAIM_ATTACH_SECONDS = 3.0
 
 
+class NothingToReclaim(Exception):
+    """A reclaim from a session that was not restored, or once the window is over."""
+
+
 class Recovery:
     """Which restored sessions have yet to reclaim, and whether the window is over."""
 
@@ -108,6 +112,22 @@ class Reclaims:
         self.copies, self.sizes, self.cluster = copies, sizes, cluster
         self.sessions, self.recovery, self.clock = sessions, recovery, clock
         self._capabilities = capabilities  # (MetaServer.capabilities)
+
+    async def reclaim(self, named: tuple[int, bytes | None],
+                      request: pb.ReclaimRequest) -> pb.ReclaimReply:
+        """The reclaim of the session `named` (client id, key), checked once more after its
+        waits: the window may have ended meanwhile."""
+        session = self.sessions.get(*named)
+        if not session.restored or not self.recovery.active:
+            raise NothingToReclaim("this session has nothing to reclaim: it was not recorded "
+                                   "before a restart, or has reclaimed already")
+        claims = checked_claims(request)
+        nodes, stored = await self.stored_sizes(request)
+        # From here on nothing waits: the window cannot end half-way through this reclaim.
+        session = self.sessions.get(*named)
+        if not session.restored or not self.recovery.active:
+            raise NothingToReclaim("the recovery window ended before this reclaim was done")
+        return self.give_back(session, request, claims, nodes, stored)
 
     async def stored_sizes(self, request: pb.ReclaimRequest) -> tuple[dict[int, Node],
                                                                       dict[int, bool]]:

@@ -155,6 +155,19 @@ class Repair:
             yield totals, node
         self.wake()
 
+    async def scrub_by_path(self, files: list[Node], path_of: Callable[[int], str]
+                            ) -> AsyncIterator[tuple[ScrubTotals, str, bool]]:
+        """As `scrub`, with the path of the file being checked, and whether it is the first
+        time that file is found unrepairable (a file is named once)."""
+        unrepairable, named = 0, set()
+        async for totals, node in self.scrub(files):
+            path = path_of(node.node_id)
+            new = totals.unrepairable > unrepairable and path not in named
+            yield totals, path, new
+            unrepairable = totals.unrepairable
+            if new:
+                named.add(path)
+
     async def _scrub_column(self, node: Node, column: int, copies: list[int],
                             totals: ScrubTotals) -> AsyncIterator[None]:
         """Checks one column's copies, yielding after each chunk."""

@@ -10,8 +10,6 @@ a session that has ended).
 
 Sessions survive a restart (recovery.py): calls that need the state of before (open files,
 tokens, sizes) wait for the recovery window to end (`_recovered`).
-`_namespace_lock` keeps opens from interleaving with the deletes and renames that must see no
-open file, across the waits for their commits.
 """
 from __future__ import annotations
 
@@ -26,20 +24,21 @@ from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.protocol.errnos import ERRNO_HEADER
 from pfs.protocol.paths import brief, components
-from pfs.protocol.ranges import INFINITY
 
 from .. import clusterkey
 from ..rpc import session_of
 from .cluster import AttachRefused, Cluster
 from .layouts import Layout
+from .lifecycle import ClusterIncomplete
 from .namespace import NewAttributes, Node, StorageFull
 from .openfiles import OpenFile
-from .recovery import checked_claims, missed_ranges
-from .server import LIST_PAGE, MetaServer
-from .sessions import NotYourSession, SessionEnded, key_hash, new_key
+from .recovery import NothingToReclaim, missed_ranges
+from .repair import ScrubTotals
+from .server import MetaServer
+from .sessions import NotYourSession, SessionEnded
 from .sessions import Session as ClientSession
 from .store import MetaStore
-from .tokens import RequestCancelled, SessionGone
+from .tokens import Grant, RequestCancelled, SessionGone
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -62,8 +61,7 @@ def _answer_errors(method):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(e),
                                 ((ERRNO_HEADER, str(errno.EHOSTDOWN)),))
         except OSError as e:  # a path or namespace failure: its errno goes along
-            await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
-                                e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
+            await _abort_failed(context, e)
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except NotYourSession as e:
@@ -74,13 +72,33 @@ def _answer_errors(method):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"file closed: {e}")
         except StorageFull as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        except ClusterIncomplete as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except NothingToReclaim as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
     return wrapper
+
+
+async def _abort_failed(context, e: OSError) -> None:
+    await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
+                        e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
+
+
+def _named(context) -> tuple[int, bytes]:
+    """The session the call names (client id, key)."""
+    named = session_of(context)
+    if named is None:
+        raise NotYourSession("this call carries no session key; start a session with "
+                             "pfs_initialize() first")
+    return named
 
 
 #: Stale copies `pfs status` lists by name (the rest are counted).
 STATUS_DEGRADED = 10
 #: The longest symlink target (Linux PATH_MAX).
 SYMLINK_MAX = 4096
+#: An operator's call refused to a caller without the cluster key.
+_KEY_NEEDED = "%s needs the cluster key (--cluster-key-file: the metaserver's DATA_DIR/cluster.key)"
 
 
 class MetaServerService(pb_grpc.MetaServerServicer):
@@ -91,11 +109,11 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     # --- identity ---------------------------------------------------------------------------
     def _session(self, context) -> ClientSession:
-        named = session_of(context)
-        if named is None:
-            raise NotYourSession("this call carries no session key; start a session with "
-                                 "pfs_initialize() first")
-        return self.server.sessions.get(*named)
+        return self.server.sessions.get(*_named(context))
+
+    def _caller(self, context) -> int | None:
+        """The calling session's client id, for a call that may name none."""
+        return None if session_of(context) is None else self._session(context).client_id
 
     async def _recovered(self, context=None) -> ClientSession | None:
         """Waits for the recovery window to end (recovery.py); then the calling session, if the
@@ -141,63 +159,32 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             self.server.cluster.detach(link)
 
     async def Status(self, request, context):
-        server = self.server
-        degraded, ranges, missed_bytes = server.copies.summary()
-        active, standbys, epoch = server.failover_state()
-        return pb.StatusReply(active=active, standbys=standbys, epoch=epoch,
-                              expected_fileservers=server.cluster.expected,
-                              fileservers=_fileservers(server.cluster, server.namespace),
-                              sessions=server.sessions.count(),
-                              files=server.namespace.count_files(), block_size=server.block_size,
-                              stripe_blocks=server.stripe_blocks, degraded_files=degraded,
-                              resync_ranges=ranges, resync_bytes=missed_bytes,
-                              replicas=server.replicas, degraded=[
-                                  pb.DegradedCopy(path=server.namespace.path_of(f), fileserver=i,
-                                                  missed_bytes=n)
-                                  for f, i, n in server.copies.first_stale(STATUS_DEGRADED)])
+        return _status(self.server)
 
     @_answer_errors
     async def RemoveMember(self, request, context):
         """An operator's call, allowed to holders of the cluster key only (as Attach)."""
-        await self._need_cluster_key(context, "removing a member needs the cluster key "
-                                              "(--cluster-key-file: the metaserver's "
-                                              "DATA_DIR/cluster.key)")
+        await self._need_cluster_key(context, _KEY_NEEDED % "removing a member")
         moved = await self.server.membership.remove(request.name)
         return pb.RemoveMemberReply(files_moved=moved,
                                     members=len(self.server.cluster.addresses()))
 
     async def DrainMember(self, request, context):
         """An operator's call, as RemoveMember; streams the progress."""
-        await self._need_cluster_key(context, "draining a member needs the cluster key "
-                                              "(--cluster-key-file: the metaserver's "
-                                              "DATA_DIR/cluster.key)")
+        await self._need_cluster_key(context, _KEY_NEEDED % "draining a member")
         try:
             async for moved, files, current in self.server.membership.drain(request.name):
                 yield pb.DrainProgress(files=files, moved=moved, current=current,
                                        done=moved == files and not current)
         except OSError as e:
-            await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
-                                e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
+            await _abort_failed(context, e)
 
     # --- sessions ---------------------------------------------------------------------------
     @_answer_errors
     async def Register(self, request, context):
         server = self.server
-        problem = server.cluster.shortfall()
-        if problem:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, problem)
-        key = new_key()
-        client_id = await server.db(server.namespace.new_session, key_hash(key))
-        session = server.sessions.start(client_id, key_hash(key),
-                                        f"pid {request.pid} on {brief(request.hostname) or '?'} "
-                                        f"from {context.peer()}")
-        server.tokens.add_client(client_id)
-        try:
-            await server.cluster.admit(client_id)
-        except asyncio.CancelledError:
-            server.sessions.end(client_id, "its registration was abandoned")
-            raise
-        server.sessions.heard_from(session)  # the lease starts when the client learns its key
+        client_id, key = await server.lifecycle.register(
+            f"pid {request.pid} on {brief(request.hostname) or '?'} from {context.peer()}")
         return pb.RegisterReply(client_id=client_id, session_key=key,
                                 fileservers=_fileservers(server.cluster, server.namespace),
                                 lease_seconds=server.sessions.lease_seconds,
@@ -208,7 +195,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         """A client process's stream, shared by its sessions (see sessions.py)."""
         stream = self.server.sessions.open_stream(context.peer())
         reader = asyncio.get_running_loop().create_task(
-            self.server.read_stream(stream, request_iterator))
+            self.server.lifecycle.read_stream(stream, request_iterator))
         try:
             async for message in self.server.sessions.outgoing(stream):
                 yield message
@@ -218,10 +205,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def Finish(self, request, context):
-        session = self._session(context)
-        ending = self.server.sessions.end(session.client_id, "finished")
-        if ending is not None:
-            await ending
+        await self.server.lifecycle.finish(self._session(context))
         return pb.FinishReply()
 
     # --- namespace --------------------------------------------------------------------------
@@ -229,28 +213,24 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def Create(self, request, context):
         session = self._session(context)
         path = components(request.path)
-        node = await self.server.create(session.client_id, path, request.stripe_width,
-                                        request.replicas,
-                                        _new_attributes(request.attributes))
+        node = await self.server.changes.create(session.client_id, path, request.stripe_width,
+                                                request.replicas,
+                                                _new_attributes(request.attributes))
         return pb.CreateReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
     async def SetLayout(self, request, context):
         self._session(context)
         wanted = request.layout
-        added, dropped = await self.server.set_layout(components(request.path), Layout(
+        added, dropped = await self.server.changes.set_layout(components(request.path), Layout(
             wanted.stripe_width, wanted.stripe_blocks, wanted.replicas))
         return pb.SetLayoutReply(copies_to_make=added, copies_dropped=dropped)
 
     @_answer_errors
     async def GetLayout(self, request, context):
-        path = components(request.path)
-        node = self.server.namespace.lookup(path)
-        if not node.is_dir:
-            raise OSError(errno.ENOTDIR, f"not a directory: {brief(request.path)} (`pfs stat` "
-                                         "shows a file's recipe)")
-        effective, source = self.server.new_file_layout(path)
-        return pb.GetLayoutReply(own=_layout(self.server.layouts.own(node.node_id)),
+        own, effective, source = self.server.changes.layout_of(components(request.path),
+                                                               request.path)
+        return pb.GetLayoutReply(own=_layout(own),
                                  effective=_layout(effective), source="/".join(source or ()),
                                  inherited=source is not None)
 
@@ -280,20 +260,20 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         changes = {k: getattr(request, k) for k in ("mode", "uid", "gid", "atime", "mtime")
                    if request.HasField(k)}
         _check_mode(changes.get("mode"))
-        node = await self.server.set_attributes(path, **changes)
+        node = await self.server.changes.set_attributes(path, **changes)
         return pb.SetAttrReply(meta=self._meta(node, "/".join(path)))
 
     @_answer_errors
     async def Rmdir(self, request, context):
         self._session(context)
-        await self.server.rmdir(components(request.path))
+        await self.server.changes.rmdir(components(request.path))
         return pb.RmdirReply()
 
     @_answer_errors
     async def Rename(self, request, context):
         await self._recovered(context)
-        await self.server.rename(components(request.old_path), components(request.new_path),
-                                 request.open_ok)
+        await self.server.changes.rename(components(request.old_path),
+                                         components(request.new_path), request.open_ok)
         return pb.RenameReply()
 
     @_answer_errors
@@ -302,102 +282,76 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         path = components(request.path)
         if request.mode not in (pb.TOKEN_MODE_UNSPECIFIED, pb.READ, pb.WRITE):
             raise ValueError(f"token mode must be READ or WRITE, not {request.mode}")
-        node = await self.server.open(session.client_id, path, request.path)
+        node = await self.server.files.open(session.client_id, path, request.path)
         reply = pb.OpenReply(meta=self._meta(node, "/".join(path)))
-        if not session.ended:  # (an ended session is signed nothing)
-            f = self.server.open_files.of(session.client_id, node.node_id)
-            grant = self.server.grant_at_open(session, f, request.mode)
-            if grant is not None:  # from here nothing may fail (see Acquire)
-                reply.grant.CopyFrom(self._grant_reply(session, f, grant))
-            reply.held.extend(pb.TokenClaim(start=s, end=e, mode=m) for s, e, m in
-                              self.server.tokens.holdings(session.client_id, node.node_id))
+        granted = self.server.files.grant_at_open(session, node.node_id, request.mode)
+        if granted is not None:  # from here nothing may fail (see Acquire)
+            reply.grant.CopyFrom(self._grant_reply(session, *granted))
+        reply.held.extend(pb.TokenClaim(start=s, end=e, mode=m) for s, e, m in
+                          self.server.tokens.holdings(session.client_id, node.node_id))
         return reply
 
     @_answer_errors
     async def Close(self, request, context):
-        """Idempotent: a client whose first Close reply was lost may send it again. A Close that
-        fails (a size the client could not have written, a full disk) changes nothing."""
+        """Idempotent (filecalls.py)."""
         session = await self._recovered(context)
-        f = self.server.open_files.get(request.file_id)
-        kept = False
-        if f is not None and session.client_id in f.openers:
-            await self.server.sizes.record(session, f, request.size, request.wrote)
-            if request.file_id in session.writing:  # every write it sent is stored or recorded
-                await self.server.db(self.server.copies.closed, session.client_id, request.file_id)
-                session.writing.discard(request.file_id)
-            # Not open any more before the tokens go, so no request is granted in between.
-            self.server.open_files.close(session.client_id, request.file_id)
-            kept = request.keep_tokens and f.node.replicas == 1
-            self.server.tokens.release_file(session.client_id, request.file_id, keep=kept)
-        elif request.keep_tokens:  # a Close sent again: what the first kept is still kept
-            kept = bool(self.server.tokens.holdings(session.client_id, request.file_id))
-        for file_id in request.release:  # (evicted from its lock cache)
-            if not self.server.open_files.has_open(session.client_id, file_id):
-                self.server.tokens.release_file(session.client_id, file_id)
+        kept = await self.server.files.close(session, request.file_id, request.size,
+                                             request.wrote, request.keep_tokens, request.release)
         return pb.CloseReply(kept=kept)
 
     @_answer_errors
     async def Delete(self, request, context):
         await self._recovered(context)
-        await self.server.delete(components(request.path), request.path, request.open_ok)
+        await self.server.changes.delete(components(request.path), request.path, request.open_ok)
         return pb.DeleteReply()
 
     @_answer_errors
     async def Stat(self, request, context):
         await self._recovered()  # (a size may be in the cache of a client not back yet)
         if request.WhichOneof("file") == "path":
-            caller = None if session_of(context) is None else self._session(context).client_id
+            caller = self._caller(context)
             path = components(request.path)
-            node, canonical = self.server.namespace.lookup(path), "/".join(path)
-        else:
-            session = self._session(context)
-            f = self.server.open_files.of(session.client_id, request.file_id)
-            caller, node, canonical = session.client_id, f.node, None
-        await self.server.sizes.glimpse(node.node_id, caller)
-        return pb.StatReply(meta=self._meta(node, canonical))
+            node = await self.server.files.stat(caller, path=path)
+            return pb.StatReply(meta=self._meta(node, "/".join(path)))
+        node = await self.server.files.stat(self._session(context).client_id,
+                                            file_id=request.file_id)
+        return pb.StatReply(meta=self._meta(node, None))
 
     @_answer_errors
     async def List(self, request, context):
         path = components(request.path)
         prefix = "/".join(path) + "/" if path else ""
-        page = self.server.namespace.listdir(path, request.after, LIST_PAGE + 1)
-        caller = None if session_of(context) is None else self._session(context).client_id
-        for _, node in page[:LIST_PAGE]:  # files being written: their sizes as they are now
-            if self.server.open_files.get(node.node_id) is not None:
-                await self.server.sizes.glimpse(node.node_id, caller)
-        return pb.ListReply(entries=[self._meta(node, prefix + name)
-                                     for name, node in page[:LIST_PAGE]],
-                            more=len(page) > LIST_PAGE)
+        page, more = self.server.changes.listing(path, request.after)
+        # Files being written: their sizes as they are now.
+        await self.server.sizes.glimpse_all((node.node_id for _, node in page),
+                                            self._caller(context))
+        return pb.ListReply(entries=[self._meta(node, prefix + name) for name, node in page],
+                            more=more)
 
     @_answer_errors
     async def ReportSize(self, request, context):
         session = await self._recovered(context)
-        f = self.server.open_files.of(session.client_id, request.file_id)
-        await self.server.sizes.record(session, f, request.size, touch=False)
-        # The size survives a machine crash.
-        await self.server.on_db_thread(self.server.namespace.sync)
+        await self.server.files.report_size(session, request.file_id, request.size)
         return pb.ReportSizeReply()
 
     @_answer_errors
     async def Truncate(self, request, context):
         session = await self._recovered(context)
-        f = self.server.open_files.of(session.client_id, request.file_id)
-        epoch = await self.server.truncate(session.client_id, f, request.size)
+        epoch = await self.server.files.truncate(session.client_id, request.file_id,
+                                                 request.size)
         return pb.TruncateReply(size_epoch=epoch)
 
     # --- tokens -----------------------------------------------------------------------------
     @_answer_errors
     async def Acquire(self, request, context):
         session = await self._recovered(context)
-        f = self.server.open_files.of(session.client_id, request.file_id)
-        grant = await self.server.acquire(session, f, request.start, request.end, request.mode)
-        if session.ended:  # while it waited: an ended session is signed nothing (cluster.py)
-            raise SessionEnded(f"client {session.client_id}'s session ended while it waited "
-                               "for a token; call pfs_initialize again")
+        f, grant = await self.server.files.acquire(session, request.file_id, request.start,
+                                                   request.end, request.mode)
         # Nothing may fail once the grant is numbered: the client must learn of every grant.
         return self._grant_reply(session, f, grant)
 
-    def _grant_reply(self, session: ClientSession, f: OpenFile, grant) -> pb.AcquireReply:
+    def _grant_reply(self, session: ClientSession, f: OpenFile, grant: Grant
+                     ) -> pb.AcquireReply:
         return pb.AcquireReply(start=grant.start, end=grant.end, mode=grant.mode,
                                grant_seq=grant.grant_seq, size=f.size, size_epoch=f.size_epoch,
                                capabilities=self.server.capabilities(session.client_id, f.node,
@@ -408,43 +362,14 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     # --- recovery (recovery.py) ------------------------------------------------------------
     @_answer_errors
     async def Reclaim(self, request, context):
-        session = self._session(context)
-        if not session.restored or not self.server.recovery.active:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this session has nothing "
-                                "to reclaim: it was not recorded before a restart, or has "
-                                "reclaimed already")
-        claims = checked_claims(request)
-        nodes, stored = await self.server.reclaims.stored_sizes(request)
-        # From here on nothing waits: the window cannot end half-way through this reclaim.
-        session = self._session(context)
-        if not session.restored or not self.server.recovery.active:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the recovery window "
-                                "ended before this reclaim was done")
-        return self.server.reclaims.give_back(session, request, claims, nodes, stored)
+        return await self.server.reclaims.reclaim(_named(context), request)
 
     # --- copies ----------------------------------------------------------------------------
     @_answer_errors
     async def ReportMissed(self, request, context):
-        """Records a copy's missed (or damaged) bytes before the client counts a write stored
-        (copies.py). Believed from a client with the file open: marking a copy stale never
-        loses data, it costs a resync."""
-        server = self.server
-        session = self._session(context)
-        f = server.open_files.of(session.client_id, request.file_id)
-        name = server.cluster.name(request.server)
-        if request.server not in f.node.servers or f.node.replicas < 2:
-            raise ValueError(f"fileserver {name} holds no copy of file {request.file_id} that "
-                             "another copy could stand in for")
-        if not request.start < request.end <= INFINITY:
-            raise ValueError(f"missed range [{request.start}, {request.end}) is empty")
-        ranges = await server.db(server.copies.missed, request.file_id, request.server,
-                                 request.start, request.end)
-        server.repeats.log(logging.WARNING, ("missed", request.server),
-                           f"copies on fileserver {name} missed bytes",
-                           "the copy of file %d on fileserver %s missed bytes %d-%d (client %d: "
-                           "%.300r): stale until resynced", request.file_id, name, request.start,
-                           request.end - 1, session.client_id, request.why)
-        server.repair.wake()
+        ranges = await self.server.files.report_missed(
+            self._session(context), request.file_id, request.server, request.start, request.end,
+            request.why)
         return pb.ReportMissedReply(
             stale=sorted({i for i, _, _ in ranges}),
             missed=[pb.MissedRange(server=i, start=start, end=end) for i, start, end in ranges])
@@ -454,28 +379,36 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         progress; asks for no session (an operator's tool, as `pfs status`)."""
         await self._recovered()  # (its tokens come after the clients' reclaims)
         try:
-            files = self.server.files_under(components(request.path))
+            files = self.server.changes.files_under(components(request.path))
         except OSError as e:
-            await context.abort(_STATUS.get(e.errno, grpc.StatusCode.FAILED_PRECONDITION),
-                                e.strerror or str(e), ((ERRNO_HEADER, str(e.errno)),))
-        totals, unrepairable, named = None, 0, set()  # (a file is named once)
+            await _abort_failed(context, e)
+        totals = ScrubTotals()
         try:
-            async for totals, node in self.server.repair.scrub(files):
-                path = self.server.namespace.path_of(node.node_id)
-                new = totals.unrepairable > unrepairable and path not in named
+            async for totals, path, new in self.server.repair.scrub_by_path(
+                    files, self.server.namespace.path_of):
                 yield pb.ScrubProgress(files=totals.files, bytes=totals.bytes,
                                        damaged=totals.damaged, current=path,
                                        unrepairable=[path] * new)
-                unrepairable = totals.unrepairable
-                if new:
-                    named.add(path)
         except (OSError, ConnectionError, asyncio.TimeoutError) as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"scrub stopped: {e}",
                                 ((ERRNO_HEADER, str(errno.EHOSTDOWN)),))
-        yield pb.ScrubProgress(files=totals.files if totals else 0,
-                               bytes=totals.bytes if totals else 0,
-                               damaged=totals.damaged if totals else 0, done=True)
+        yield pb.ScrubProgress(files=totals.files, bytes=totals.bytes, damaged=totals.damaged,
+                               done=True)
 
+def _status(server: MetaServer) -> pb.StatusReply:
+    degraded, ranges, missed_bytes = server.copies.summary()
+    active, standbys, epoch = server.failover_state()
+    return pb.StatusReply(active=active, standbys=standbys, epoch=epoch,
+                          expected_fileservers=server.cluster.expected,
+                          fileservers=_fileservers(server.cluster, server.namespace),
+                          sessions=server.sessions.count(),
+                          files=server.namespace.count_files(), block_size=server.block_size,
+                          stripe_blocks=server.stripe_blocks, degraded_files=degraded,
+                          resync_ranges=ranges, resync_bytes=missed_bytes,
+                          replicas=server.replicas, degraded=[
+                              pb.DegradedCopy(path=server.namespace.path_of(f), fileserver=i,
+                                              missed_bytes=n)
+                              for f, i, n in server.copies.first_stale(STATUS_DEGRADED)])
 
 
 def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:

@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from pfs._proto import metaserver_pb2 as pb
+from pfs.protocol.ranges import INFINITY
 from pfs.protocol.transport import SESSION_KEY_BYTES
 
 from .stream_queries import StreamQueries
+from .tokens import Revocation
 
 log = logging.getLogger("pfs.metaserver.sessions")
 
@@ -178,6 +180,19 @@ class Sessions:
             session.stream.outbox.put_nowait(message)
         else:
             session.pending.append(message)
+
+    def revoke(self, revocation: Revocation) -> None:
+        """Sends a revocation (the token manager's) down its holder's stream, remembering what
+        it takes, for the size its acknowledgement carries."""
+        session = self.find(revocation.client_id)
+        if session is None:
+            return  # its tokens are being released anyway
+        session.revoked_files[revocation.revoke_id] = (revocation.file_id,
+                                                       revocation.end == INFINITY)
+        self.send(session, pb.ServerMessage(revoke=pb.Revoke(
+            revoke_id=revocation.revoke_id, file_id=revocation.file_id,
+            start=revocation.start, end=revocation.end, to_mode=revocation.to_mode,
+            granted_upto=revocation.granted_upto, client_id=revocation.client_id)))
 
     def heard_from(self, session: Session) -> None:
         """The client has just learned its key: its lease starts (until it joins a stream)."""

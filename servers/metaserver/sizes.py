@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 from pfs._native import plan_stripes
 from pfs.metadata import MAX_FILE_SIZE
@@ -98,6 +98,11 @@ class Sizes:
             await self._db(self.namespace.record_size, f.node.node_id, durable, touch)
             f.node = self.namespace.get(f.node.node_id)
         self.open_files.told(f, session.client_id, durable, stored=True)
+
+    async def glimpse_all(self, file_ids: Iterable[int], caller: int | None) -> None:
+        """`glimpse` for each file (a directory listing's, say)."""
+        for file_id in file_ids:
+            await self.glimpse(file_id, caller)
 
     async def glimpse(self, file_id: int, caller: int | None) -> None:
         """Asks the clients other than `caller` that hold a WRITE token beyond the file's known
