@@ -145,19 +145,20 @@ def test_the_copy_kept_apart_stands_in_when_the_kept_copy_is_lost_too(cluster):
 
 
 def test_bytes_one_copy_holds_stay_readable_when_no_copy_is_whole(cluster, monkeypatch):
-    """Two faults on one file: the second copy misses a write (its fileserver hangs), then the
-    first copy's fileserver loses its disk. No copy is whole, but only the bytes no copy holds
+    """Two faults on one file: the second copy misses a write (its fileserver is down), then
+    the first copy's fileserver loses its disk before the second is back (were it back first,
+    the resync would give it the write). No copy is whole, but only the bytes no copy holds
     fail (EIO naming them); the rest is read from the copy that holds them, and the resync
     gives the lost copy everything that copy has."""
     monkeypatch.setenv("PFS_RETRY_SECONDS", "2")
     old, new = os.urandom(4 * UNIT), os.urandom(UNIT)
     recipe, (first, second) = stored_file(cluster, "f", old, width=1, replicas=2)
     writer = cluster.client(cache_blocks=0)
-    with hung(cluster, second.name):
+    with member_down(cluster, second.name):
         fd = writer.pfs_open("f", pfs.PFS_READ_WRITE)
         assert writer.pfs_write(fd, new, len(new), UNIT) == len(new)
         assert writer.pfs_close(fd) == 0  # stored on the first copy, recorded missed on the second
-        disk_lost(cluster, first.name)
+        disk_lost(cluster, first.name)  # (`pfs up` restarts both when it ends)
     wait_until(lambda: all_online(cluster), timeout=60, what="both fileservers to be back")
     reader = cluster.client(cache_blocks=0)
     fd = reader.pfs_open("f", pfs.PFS_READ)
