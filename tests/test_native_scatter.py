@@ -1,5 +1,7 @@
 """Scatter/gather in C (csrc/scatter.c, via StripePlan) against the byte-by-byte reference, and the
 C bounds checks: a bad length or offset is an error code and no byte is written."""
+import threading
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -220,3 +222,32 @@ def test_c_copies_stay_inside_declared_lengths(layout):
     assert call.gather() == 0
     for buf in [call.caller, *call.server_bufs.values()]:
         assert bytes(ffi.buffer(buf)[len(buf) - CCall.GUARD:]) == bytes([SENTINEL]) * CCall.GUARD
+
+
+def test_threads_gathering_extents_of_a_fresh_plan_at_once_fill_the_right_bytes():
+    """A striped read gathers each server's extent on its own thread, the first uses of the
+    plan's segment array racing: every byte lands where it belongs (an array built by a racing
+    thread and dropped must not leave another thread copying segments out of freed memory)."""
+    width, unit = 8, 1  # many segments: the array takes a while to build, the race is likely
+    src = bytes(range(256)) * 256
+    for trial in range(100):
+        layout = (trial, len(src) - trial, 1, unit, width)
+        sources = plan_stripes(*layout).scatter(src[trial:])
+        plan = plan_stripes(*layout)  # fresh: its segment array not built yet
+        dst = bytearray(plan.length)
+        barrier = threading.Barrier(len(plan.extents))
+        failures = []
+
+        def gather(extent, source):
+            barrier.wait()
+            try:
+                plan.gather_extent(extent.server, source, dst)
+            except NativeError as e:
+                failures.append(e)
+        threads = [threading.Thread(target=gather, args=(e, s))
+                   for e, s in zip(plan.extents, sources)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not failures and dst == src[trial:], f"trial {trial}: {failures}"

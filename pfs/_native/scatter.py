@@ -71,7 +71,10 @@ def gather_extent(plan: StripePlan, server: int, source: Any, dst: Any) -> None:
                                   f"of {extent.length}")
     spans = ffi.new("pfs_span[]", plan.width)  # the other servers' stay NULL: no segment of theirs
     spans[server].data, spans[server].len = view, len(view)
-    own = [s for s in plan.c_segments() if s.server == server]
+    # An item of a cffi array does not keep the array alive: `every` does, until the items are
+    # copied (a thread racing on the plan's first use may replace the plan's array meanwhile).
+    every = plan.c_segments()
+    own = [s for s in every if s.server == server]
     segs = ffi.new("pfs_segment[]", len(own))
     for k, seg in enumerate(own):
         segs[k] = seg

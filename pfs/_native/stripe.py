@@ -65,7 +65,9 @@ class StripePlan:
             check(lib.pfs_stripe_segments(self.offset, self.length, self.block_size,
                                           self.stripe_blocks, self.width, segs, n[0], n),
                   "stripe segments")
-            # Threads racing here build equal arrays; whichever is stored last is as good.
+            # Threads racing here build equal arrays; whichever is stored last is as good, as
+            # long as each caller keeps the one it got alive while it uses the array's items
+            # (an item does not keep its array alive).
             self._c_segments = segs
         return self._c_segments
 
