@@ -159,6 +159,11 @@ def _listening_flags(p: argparse.ArgumentParser, default_port: int | None, port_
     p.add_argument("--port", type=port, default=default_port, help=port_help)
 
 
+def _cluster_key_flag(p: argparse.ArgumentParser, key_help: str) -> None:
+    p.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
+                   help=key_help)
+
+
 def _insecure_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true",
                    help="allow listening beyond loopback without a secret (default: off)")
@@ -223,12 +228,10 @@ fileservers are online. Its settings are remembered in DATA_DIR/settings.json
     meta.add_argument("--address-file", help="write host:port here once listening "
                                              "(default: none)")
     meta.add_argument("--store", help="where the metadata lives: sqlite (in --data-dir; the "
-                                      "default) or etcd://HOST:PORT[,HOST:PORT...], an etcd v3 "
-                                      "cluster several metaservers share, one of them active "
-                                      "and the others standing by (default: sqlite)")
-    meta.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
-                      help="the cluster key (default: DATA_DIR/cluster.key, made at the first "
-                           "start); with etcd required, the same file on every metaserver")
+                      "default) or etcd://HOST:PORT[,HOST:PORT...], an etcd v3 cluster several "
+                      "metaservers share, one active, the others standing by (default: sqlite)")
+    _cluster_key_flag(meta, "the cluster key (default: DATA_DIR/cluster.key, made at the first "
+                            "start); with etcd required, the same file on every metaserver")
     meta.add_argument("--etcd-ca", help="TLS to etcd: the CA certificate of its members "
                                         "(default: none, plain gRPC)")
     meta.add_argument("--etcd-cert", help="TLS to etcd: this metaserver's client certificate, "
@@ -255,10 +258,9 @@ and registers with the metaserver.""", cmd_fileserver)
                                    "under its name with a lost or wiped data directory keeps its "
                                    "place, known to have lost its data (default: the identity "
                                    "kept in --data-dir)")
-    fs.add_argument("--cluster-key-file", default=os.environ.get("PFS_CLUSTER_KEY_FILE"),
-                    help="the metaserver's cluster key (its DATA_DIR/cluster.key), which "
-                         "proves this fileserver belongs to the cluster; clients never hold "
-                         "it (default: $PFS_CLUSTER_KEY_FILE; required)")
+    _cluster_key_flag(fs, "the metaserver's cluster key (its DATA_DIR/cluster.key), which proves "
+                          "this fileserver belongs to the cluster; clients never hold it "
+                          "(default: $PFS_CLUSTER_KEY_FILE; required)")
     _server_flags(fs)
     _insecure_flag(fs)
 

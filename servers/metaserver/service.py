@@ -236,22 +236,24 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def Mkdir(self, request, context):
-        self._session(context)
-        path = components(request.path)
-        node = await self.server.db(self.server.namespace.mkdir, path,
-                                    _new_attributes(request.attributes))
-        return pb.MkdirReply(meta=self._meta(node, "/".join(path)))
+        return pb.MkdirReply(meta=await self._new_node(request, context,
+                                                       self.server.namespace.mkdir))
 
     @_answer_errors
     async def Symlink(self, request, context):
+        return pb.SymlinkReply(meta=await self._new_node(request, context,
+                                                         self.server.namespace.symlink,
+                                                         _symlink_target))
+
+    async def _new_node(self, request, context, make, *arguments):
+        """A directory or symlink made at request.path. Checked in this order: the session,
+        the path, the call's own `arguments` (each a check that returns the value), and the
+        attributes."""
         self._session(context)
         path = components(request.path)
-        if not request.target or len(request.target) > SYMLINK_MAX or "\0" in request.target:
-            raise OSError(errno.EINVAL if request.target else errno.ENOENT,
-                          f"a symlink's target is 1 to {SYMLINK_MAX} characters, without NUL")
-        node = await self.server.db(self.server.namespace.symlink, path, request.target,
-                                    _new_attributes(request.attributes))
-        return pb.SymlinkReply(meta=self._meta(node, "/".join(path)))
+        values = [argument(request) for argument in arguments]
+        node = await self.server.db(make, path, *values, _new_attributes(request.attributes))
+        return self._meta(node, "/".join(path))
 
     @_answer_errors
     async def SetAttr(self, request, context):
@@ -426,6 +428,13 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
 def _layout(layout: Layout) -> pb.Layout:
     return pb.Layout(stripe_width=layout.stripe_width, stripe_blocks=layout.stripe_blocks,
                      replicas=layout.replicas)
+
+
+def _symlink_target(request) -> str:
+    if not request.target or len(request.target) > SYMLINK_MAX or "\0" in request.target:
+        raise OSError(errno.EINVAL if request.target else errno.ENOENT,
+                      f"a symlink's target is 1 to {SYMLINK_MAX} characters, without NUL")
+    return request.target
 
 
 def _new_attributes(a: pb.NewAttributes) -> NewAttributes:
