@@ -58,7 +58,9 @@ class Metadata(_Record):
     seconds, and a directory has `is_dir` set, size 0 and an empty recipe. The POSIX
     attributes (the mount's, Client.setattr) follow, None when never set: `mode` (the mount
     then shows 0644 for a file, 0755 for a directory), owners (the mount's own user), `atime`
-    (mtime's). A symlink is a file without data and with `symlink_target`."""
+    (mtime's). A symlink is a file without data and with `symlink_target`; a special file
+    (made by Client.mknod) one without data and with `special`, its type (stat.S_IFIFO,
+    S_IFSOCK, S_IFCHR or S_IFBLK), and a device its number `rdev`."""
     filename: str = ""
     file_size: int = 0
     ctime: float = 0.0
@@ -71,6 +73,8 @@ class Metadata(_Record):
     atime: float | None = None
     symlink_target: str | None = None
     file_id: int = 0  # the file's id in PFS (never changes, renames included)
+    special: int | None = None
+    rdev: int | None = None
 
 
 @dataclass

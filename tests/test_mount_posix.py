@@ -10,6 +10,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import stat
 import random
 import subprocess
@@ -260,6 +261,40 @@ def test_symlinks_and_what_is_refused(mount, name):
     with pytest.raises(OSError) as e:
         os.setxattr(one / name / "target", "user.k", b"v")
     assert e.value.errno in (errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def test_fifos_sockets_and_devices_are_kept_and_served_by_the_kernel(mount, clients, name):
+    one, two = mount("one").path, mount("two").path
+    (one / name).mkdir()
+    os.mkfifo(one / name / "fifo", 0o640)
+    os.mknod(one / name / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(one / name / "sock"))
+    seen = {n: os.lstat(two / name / n) for n in ("fifo", "null", "sock")}
+    assert stat.S_ISFIFO(seen["fifo"].st_mode) and stat.S_IMODE(seen["fifo"].st_mode) == 0o640
+    assert stat.S_ISCHR(seen["null"].st_mode) and seen["null"].st_rdev == os.makedev(1, 3)
+    assert stat.S_ISSOCK(seen["sock"].st_mode)
+    # A FIFO is a pipe of the kernel of the mount it is opened on (O_RDWR: no wait for a peer).
+    pipe = os.open(one / name / "fifo", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        os.write(pipe, b"through the pipe")
+        assert os.read(pipe, 100) == b"through the pipe"
+    finally:
+        os.close(pipe)
+    os.chmod(two / name / "fifo", 0o600)
+    os.rename(one / name / "fifo", one / name / "fifo2")
+    assert stat.S_ISFIFO(os.lstat(two / name / "fifo2").st_mode)
+    assert stat.S_IMODE(os.lstat(two / name / "fifo2").st_mode) == 0o600
+    c = clients(1)
+    with pytest.raises(OSError) as e:
+        c.open(f"{name}/fifo2", 1)
+    assert e.value.errno == errno.ENXIO
+    with pytest.raises(OSError) as e:
+        c.mknod(f"{name}/dir", stat.S_IFDIR | 0o755)
+    assert e.value.errno == errno.EINVAL
+    for n in ("fifo2", "null", "sock"):
+        os.unlink(one / name / n)
+    assert os.listdir(two / name) == []
 
 
 @pytest.mark.skipif(not shutil.which("rsync") or not shutil.which("git"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import shutil
 import sqlite3
+import stat
 import subprocess
 import uuid
 
@@ -291,6 +292,22 @@ def test_attributes_and_symlinks_are_kept(ns, request, tmp_path):
     ns.unlink(p("d/l"))
     assert ns.pending_deletes() == []             # a symlink has no objects
     assert ns.count_files() == 1
+
+
+def test_special_files_are_names_and_attributes_without_data(ns):
+    fifo = ns.mknod(p("q"), stat.S_IFIFO, None, NewAttributes(mode=0o640, uid=7))
+    device = ns.mknod(p("null"), stat.S_IFCHR, 0x103)
+    assert (fifo.special, fifo.rdev, fifo.mode, fifo.uid) == (stat.S_IFIFO, None, 0o640, 7)
+    assert not fifo.has_data and fifo.servers == () and not fifo.is_dir
+    assert ns.lookup(p("null")) == device and (device.special, device.rdev) == (stat.S_IFCHR,
+                                                                                0x103)
+    assert ns.set_attributes(p("q"), mode=0o600).special == stat.S_IFIFO
+    ns.rename(p("q"), p("q2"))
+    assert ns.lookup(p("q2")).special == stat.S_IFIFO
+    fails(errno.EEXIST, ns.mknod, p("null"), stat.S_IFIFO, None)
+    ns.unlink(p("q2"))
+    ns.unlink(p("null"))
+    assert ns.pending_deletes() == [] and names(ns, "") == []
 
 
 def test_a_directory_s_times_move_with_its_entries(ns):

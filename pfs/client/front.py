@@ -22,6 +22,7 @@ Each method has two forms: `read(...)` raises OSError (the Pythonic layer uses t
 """
 from __future__ import annotations
 
+import stat
 from typing import Any
 
 from pfs.datapath.striped import DataPlane
@@ -118,6 +119,14 @@ class Client:
         """Creates a symbolic link at `path` holding `target`. PFS never follows it (opening
         it is ELOOP); the mount's kernel does."""
         self._names.symlink(target, path, new_attributes(mode, uid, gid))
+
+    def mknod(self, path: str, mode: int, rdev: int = 0, uid: int | None = None,
+              gid: int | None = None) -> None:
+        """Creates a special file at `path`: `mode` is its type (stat.S_IFIFO, S_IFSOCK,
+        S_IFCHR or S_IFBLK) and permission bits, `rdev` a device's number. PFS keeps its name
+        and attributes; opening it through PFS is ENXIO, the mount's kernel serves it."""
+        self._names.mknod(path, stat.S_IFMT(mode), rdev,
+                          new_attributes(stat.S_IMODE(mode), uid, gid))
 
     def setattr(self, path: str, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, atime: float | None = None,

@@ -31,7 +31,8 @@ def metadata_of(meta: pb.FileMeta) -> Metadata:
                     **{k: getattr(meta, k) if meta.HasField(k) else None
                        for k in ("mode", "uid", "gid", "atime")},
                     symlink_target=meta.symlink_target if meta.is_symlink else None,
-                    file_id=meta.file_id)
+                    file_id=meta.file_id, special=meta.special_type or None,
+                    rdev=meta.rdev if meta.special_type else None)
 
 
 def new_attributes(mode: int | None, uid: int | None, gid: int | None) -> pb.NewAttributes:
@@ -130,6 +131,11 @@ class Namespace:
         self._call("Symlink", pb.SymlinkRequest(path=path, target=target,
                                                 attributes=attributes),
                    f"symlink {brief(path)}")
+
+    def mknod(self, path: str, special: int, rdev: int, attributes: pb.NewAttributes) -> None:
+        path = canonical(path)
+        self._call("Mknod", pb.MknodRequest(path=path, special_type=special, rdev=rdev,
+                                            attributes=attributes), f"mknod {brief(path)}")
 
     def setattr(self, path: str, **changes) -> Metadata:
         path = canonical(path)

@@ -7,8 +7,9 @@ program sees.
 Mode bits, owners and times are stored by the metaserver (Client.setattr); the kernel checks
 permissions against them (daemon.py: default_permissions). Unlink and rename work on files open
 anywhere, as POSIX says (PFS keeps an unlinked open file until its last close). What PFS does
-not store is refused as file systems without the feature do: hard links and special files with
-EPERM, extended attributes with ENOTSUP (mfusepy's default).
+not store is refused as file systems without the feature do: hard links with EPERM, extended
+attributes with ENOTSUP (mfusepy's default). Special files (FIFOs, sockets, devices) are names
+and attributes in PFS; the kernel serves them (a FIFO's pipe is this machine's only).
 """
 from __future__ import annotations
 
@@ -72,6 +73,8 @@ class Operations(mfusepy.Operations):
     def _attributes(self, meta: Metadata) -> dict[str, Any]:
         if meta.symlink_target is not None:
             kind, size = stat.S_IFLNK | 0o777, len(os.fsencode(meta.symlink_target))
+        elif meta.special is not None:
+            kind, size = meta.special | _or(meta.mode, FILE_MODE), 0
         elif meta.is_dir:
             kind, size = stat.S_IFDIR | _or(meta.mode, DIR_MODE), 0
         else:
@@ -82,7 +85,7 @@ class Operations(mfusepy.Operations):
                     st_uid=_or(meta.uid, self._uid), st_gid=_or(meta.gid, self._gid),
                     st_blocks=(size + 511) // 512,
                     st_blksize=meta.recipe.block_size * meta.recipe.stripe_blocks or 4096,
-                    st_mtime=mtime, st_atime=atime, st_ctime=ctime)
+                    st_mtime=mtime, st_atime=atime, st_ctime=ctime, st_rdev=meta.rdev or 0)
 
     def readlink(self, path: str) -> str:
         target = self.client.stat(pfs_path(path)).symlink_target
@@ -102,6 +105,14 @@ class Operations(mfusepy.Operations):
 
     def mkdir(self, path: str, mode: int) -> None:
         self.client.mkdir(pfs_path(path), stat.S_IMODE(mode), **self._owner())
+
+    def mknod(self, path: str, mode: int, dev: int) -> None:
+        """A FIFO, socket or device (a regular file if `mode` says so, as mknod(2) allows)."""
+        if stat.S_ISREG(mode):
+            self.client.create(pfs_path(path), self._width or None, mode=stat.S_IMODE(mode),
+                               **self._owner())
+        else:
+            self.client.mknod(pfs_path(path), mode, dev, **self._owner())
 
     def symlink(self, target: str, source: str) -> None:
         """`ln -s source target`: a link at `target` holding `source`."""
@@ -221,6 +232,3 @@ class Operations(mfusepy.Operations):
     # --- what PFS does not store -----------------------------------------------------------------
     def link(self, target: str, source: str) -> None:
         raise _refused("hard links")
-
-    def mknod(self, path: str, mode: int, dev: int) -> None:
-        raise _refused("special files (devices, FIFOs, sockets)")

@@ -189,7 +189,7 @@ class NamespaceChanges:
                 for name, child in page:
                     if child.is_dir:
                         pending.append(here + (name,))
-                    elif not child.is_symlink:
+                    elif child.has_data:
                         files.append(child)
                 after = page[-1][0]
         return files

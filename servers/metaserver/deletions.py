@@ -41,7 +41,7 @@ class Deletions:
         """The file's removal (or that of some of its copies: replication.py) is committed:
         its objects on `servers` are to go."""
         if not servers:
-            return  # a symlink: no objects
+            return  # a symlink or special file: no objects
         if file_id in self._confirmed:  # (forgetting it would forget these records too)
             self._confirmed.remove(file_id)
         self._remaining.setdefault(file_id, set()).update(servers)

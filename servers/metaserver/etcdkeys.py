@@ -6,8 +6,9 @@ prefix is a listing in order; a value stays a few hundred bytes, far below etcd'
 Keys, as JuiceFS's tkv layout:
 
     n/<id>                      a node: [is_dir, size, ctime, mtime, block_size, stripe_blocks,
-                                servers, replicas, parent, name, mode, uid, gid, atime, target]
-                                (parent null: an orphan; the last five may be missing: unset)
+                                servers, replicas, parent, name, mode, uid, gid, atime, target,
+                                special, rdev] (parent null: an orphan; the last seven may be
+                                missing: unset)
     e/<parent>/<name>           an entry: "<id>,<is_dir>" (a lookup reads one per component)
     o/<id>                      an orphan: a file unlinked while open (orphans.py)
     c/<name>                    a counter (node ids, client ids, files, next fileserver index)
@@ -101,7 +102,7 @@ def encode_node(node: Node, parent: int | None, name: str) -> str:
     """(parent None: an orphan.)"""
     fields = [int(node.is_dir), node.size, node.ctime, node.mtime, node.block_size,
               node.stripe_blocks, list(node.servers), node.replicas, parent, name]
-    attributes = [node.mode, node.uid, node.gid, node.atime, node.target]
+    attributes = [node.mode, node.uid, node.gid, node.atime, node.target, node.special, node.rdev]
     while attributes and attributes[-1] is None:  # (most nodes have none set: kept short)
         attributes.pop()
     return json.dumps(fields + attributes, separators=(",", ":"))

@@ -130,7 +130,8 @@ class EtcdNamespace(GuardedStore):
     def _new_entry(self, path: tuple[str, ...], is_dir: bool, block_size: int = 0,
                    stripe_blocks: int = 0, servers=(), replicas: int = 1,
                    attributes: NewAttributes = NewAttributes(),
-                   target: str | None = None) -> Node:
+                   target: str | None = None, special: int | None = None,
+                   rdev: int | None = None) -> Node:
         with self._write_lock:
             if not path:
                 raise NamespaceError(errno.EEXIST, "the root directory exists")
@@ -143,7 +144,7 @@ class EtcdNamespace(GuardedStore):
             now = time.time()
             a = attributes
             node = Node(node_id, is_dir, 0, now, now, block_size, stripe_blocks, tuple(servers),
-                        replicas, a.mode, a.uid, a.gid, None, target)
+                        replicas, a.mode, a.uid, a.gid, None, target, special, rdev)
             ops = [self._put_node(node, parent.node_id, path[-1]),
                    put(self.key(entry_key(parent.node_id, path[-1])), entry_value(node))]
             ops += self._touched({parent.node_id}, now)
@@ -180,6 +181,10 @@ class EtcdNamespace(GuardedStore):
     def symlink(self, path: tuple[str, ...], target: str,
                 attributes: NewAttributes = NewAttributes()) -> Node:
         return self._new_entry(path, False, attributes=attributes, target=target)
+
+    def mknod(self, path: tuple[str, ...], special: int, rdev: int | None,
+              attributes: NewAttributes = NewAttributes()) -> Node:
+        return self._new_entry(path, False, attributes=attributes, special=special, rdev=rdev)
 
     # --- changing ---------------------------------------------------------------------------
     def set_attributes(self, path: tuple[str, ...], mode: int | None = None,

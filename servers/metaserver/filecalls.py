@@ -50,6 +50,10 @@ class FileCalls:
             if node.is_symlink:
                 raise OSError(errno.ELOOP, f"is a symbolic link (PFS does not follow them; "
                                            f"the mount's kernel does): {brief(named)}")
+            if node.special is not None:
+                raise OSError(errno.ENXIO, f"is a special file (a FIFO, socket or device: PFS "
+                                           f"keeps its name, the mount's kernel serves it): "
+                                           f"{brief(named)}")
             if self._open_files.has_open(client_id, node.node_id):
                 raise OSError(errno.EBUSY, f"{brief(named)} is already open in this "
                                            "client; close it first")

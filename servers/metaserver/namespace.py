@@ -49,8 +49,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     stripe_blocks INTEGER NOT NULL,     -- 0 for a directory
     servers TEXT NOT NULL,              -- fileserver indices: copy k of column c at k * width + c
     replicas INTEGER NOT NULL DEFAULT 1 -- copies of each stripe unit
-    -- mode, uid, gid, atime, target: POSIX attributes and a symlink's target (added by
-    -- _migrate_attributes)
+    -- mode, uid, gid, atime, target: POSIX attributes and a symlink's target; special, rdev:
+    -- a special file's type and a device's number (added by _migrate_attributes)
 );
 CREATE TABLE IF NOT EXISTS entries (
     parent INTEGER NOT NULL,
@@ -142,10 +142,17 @@ class Node:
     gid: int | None = None
     atime: float | None = None  # None: never set (shown as mtime)
     target: str | None = None  # a symlink's target; None for a file or directory
+    special: int | None = None  # a special file's type: stat.S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK
+    rdev: int | None = None  # a device's number
 
     @property
     def is_symlink(self) -> bool:
         return self.target is not None
+
+    @property
+    def has_data(self) -> bool:
+        """A regular file: not a directory, symlink or special file (which have no objects)."""
+        return not self.is_dir and self.target is None and self.special is None
 
     @property
     def recipe(self) -> Recipe:
@@ -163,15 +170,15 @@ class Node:
 
 
 _COLUMNS = ("id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas, mode,"
-            " uid, gid, atime, target")
+            " uid, gid, atime, target, special, rdev")
 _NODE_COLUMNS = ", ".join("n." + c for c in _COLUMNS.split(", "))  # of nodes joined as n
 
 
 def _node(row: tuple) -> Node:
     (node_id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas,
-     mode, uid, gid, atime, target) = row
+     mode, uid, gid, atime, target, special, rdev) = row
     return Node(node_id, bool(is_dir), size, ctime, mtime, block_size, stripe_blocks,
-                _servers(servers), replicas, mode, uid, gid, atime, target)
+                _servers(servers), replicas, mode, uid, gid, atime, target, special, rdev)
 
 
 def _servers_text(servers) -> str:
@@ -304,13 +311,13 @@ class Namespace(MetaStore):
             db.execute("CREATE UNIQUE INDEX fileserver_names ON fileservers (name)")
 
     def _migrate_attributes(self) -> None:
-        """Gives the nodes of a data directory from before POSIX attributes and symlinks their
-        columns (never set: the defaults of Node)."""
+        """Gives the nodes of a data directory from before POSIX attributes, symlinks and
+        special files their columns (never set: the defaults of Node)."""
         db = self._writer
         columns = {row[1] for row in db.execute("PRAGMA table_info(nodes)")}
-        if "mode" not in columns:
-            for column in ("mode INTEGER", "uid INTEGER", "gid INTEGER", "atime REAL",
-                           "target TEXT"):
+        for column in ("mode INTEGER", "uid INTEGER", "gid INTEGER", "atime REAL",
+                       "target TEXT", "special INTEGER", "rdev INTEGER"):
+            if column.split()[0] not in columns:
                 db.execute(f"ALTER TABLE nodes ADD COLUMN {column}")
 
     def close(self) -> None:
@@ -413,7 +420,8 @@ class Namespace(MetaStore):
     def _new_entry(self, db: sqlite3.Connection, path: tuple[str, ...], is_dir: bool,
                    block_size: int = 0, stripe_blocks: int = 0, servers=(),
                    replicas: int = 1, attributes: NewAttributes = NewAttributes(),
-                   target: str | None = None) -> Node:
+                   target: str | None = None, special: int | None = None,
+                   rdev: int | None = None) -> Node:
         if not path:
             raise NamespaceError(errno.EEXIST, "the root directory exists")
         parent = self._directory(db, path[:-1])
@@ -424,16 +432,17 @@ class Namespace(MetaStore):
         a = attributes
         cursor = db.execute(
             "INSERT INTO nodes (is_dir, size, ctime, mtime, block_size, stripe_blocks, servers,"
-            " replicas, mode, uid, gid, target) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " replicas, mode, uid, gid, target, special, rdev)"
+            " VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (int(is_dir), now, now, block_size, stripe_blocks, _servers_text(servers), replicas,
-             a.mode, a.uid, a.gid, target))
+             a.mode, a.uid, a.gid, target, special, rdev))
         db.execute("INSERT INTO entries (parent, name, node) VALUES (?, ?, ?)",
                    (parent.node_id, path[-1], cursor.lastrowid))
         self._touch_parent(db, cursor.lastrowid, now)
         if not is_dir:
             db.execute("UPDATE counters SET value = value + 1 WHERE name = 'files'")
         return Node(cursor.lastrowid, is_dir, 0, now, now, block_size, stripe_blocks,
-                    tuple(servers), replicas, a.mode, a.uid, a.gid, None, target)
+                    tuple(servers), replicas, a.mode, a.uid, a.gid, None, target, special, rdev)
 
     def create(self, path: tuple[str, ...], block_size: int, stripe_blocks: int,
                servers: list[int], replicas: int = 1,
@@ -452,6 +461,13 @@ class Namespace(MetaStore):
         """A symbolic link: a node without data whose target is kept here."""
         with self.transaction() as db:
             return self._new_entry(db, path, False, attributes=attributes, target=target)
+
+    def mknod(self, path: tuple[str, ...], special: int, rdev: int | None,
+              attributes: NewAttributes = NewAttributes()) -> Node:
+        """A special file (FIFO, socket, device): a node without data, of type `special`."""
+        with self.transaction() as db:
+            return self._new_entry(db, path, False, attributes=attributes, special=special,
+                                   rdev=rdev)
 
     def set_attributes(self, path: tuple[str, ...], mode: int | None = None,
                        uid: int | None = None, gid: int | None = None,

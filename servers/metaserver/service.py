@@ -17,6 +17,7 @@ import asyncio
 import errno
 import functools
 import logging
+import stat
 
 import grpc
 
@@ -236,23 +237,27 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def Mkdir(self, request, context):
-        return pb.MkdirReply(meta=await self._new_node(request, context,
-                                                       self.server.namespace.mkdir))
+        return pb.MkdirReply(meta=await self._new_node(request, context, "mkdir"))
 
     @_answer_errors
     async def Symlink(self, request, context):
-        return pb.SymlinkReply(meta=await self._new_node(request, context,
-                                                         self.server.namespace.symlink,
+        return pb.SymlinkReply(meta=await self._new_node(request, context, "symlink",
                                                          _symlink_target))
 
-    async def _new_node(self, request, context, make, *arguments):
-        """A directory or symlink made at request.path. Checked in this order: the session,
-        the path, the call's own `arguments` (each a check that returns the value), and the
-        attributes."""
+    @_answer_errors
+    async def Mknod(self, request, context):
+        return pb.MknodReply(meta=await self._new_node(request, context, "mknod",
+                                                       _special_type, _device))
+
+    async def _new_node(self, request, context, kind: str, *arguments):
+        """A directory, symlink or special file (the store's method `kind`) made at
+        request.path. Checked in this order: the session, the path, the call's own `arguments`
+        (each a check that returns the value), and the attributes."""
         self._session(context)
         path = components(request.path)
         values = [argument(request) for argument in arguments]
-        node = await self.server.db(make, path, *values, _new_attributes(request.attributes))
+        node = await self.server.db(getattr(self.server.namespace, kind), path, *values,
+                                    _new_attributes(request.attributes))
         return self._meta(node, "/".join(path))
 
     @_answer_errors
@@ -420,6 +425,7 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
         ctime=node.ctime, mtime=node.mtime, is_dir=node.is_dir,
         size_epoch=f.size_epoch if f else 0, mode=node.mode, uid=node.uid, gid=node.gid,
         atime=node.atime, is_symlink=node.is_symlink, symlink_target=node.target or "",
+        special_type=node.special or 0, rdev=node.rdev or 0,
         recipe=pb.Recipe(block_size=node.block_size, stripe_blocks=node.stripe_blocks,
                          stripe_width=node.width, servers=node.servers,
                          replicas=node.replicas) if not node.is_dir else pb.Recipe())
@@ -428,6 +434,24 @@ def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
 def _layout(layout: Layout) -> pb.Layout:
     return pb.Layout(stripe_width=layout.stripe_width, stripe_blocks=layout.stripe_blocks,
                      replicas=layout.replicas)
+
+
+#: What Mknod makes (a regular file is Create's, a directory Mkdir's).
+SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
+
+
+def _special_type(request) -> int:
+    if request.special_type not in SPECIAL_TYPES:
+        raise OSError(errno.EINVAL, f"a special file is a FIFO, socket, character or block device "
+                                    f"(stat.S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK), not type "
+                                    f"{request.special_type:#o}")
+    return request.special_type
+
+
+def _device(request) -> int | None:
+    if request.rdev >= 1 << 63:  # (kept as a signed 64-bit integer)
+        raise OSError(errno.EINVAL, f"device number {request.rdev} out of range")
+    return request.rdev or None
 
 
 def _symlink_target(request) -> str:

@@ -96,6 +96,11 @@ class MetaStore(abc.ABC):
         """A symbolic link: a node without data (no servers) whose target is kept here."""
 
     @abc.abstractmethod
+    def mknod(self, path: tuple[str, ...], special: int, rdev: int | None,
+              attributes: NewAttributes = NewAttributes()) -> Node:
+        """A special file (FIFO, socket, device): a node without data, of type `special`."""
+
+    @abc.abstractmethod
     def set_attributes(self, path: tuple[str, ...], mode: int | None = None,
                        uid: int | None = None, gid: int | None = None,
                        atime: float | None = None, mtime: float | None = None) -> Node:
