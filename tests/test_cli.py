@@ -8,6 +8,7 @@ import argparse
 import functools
 import json
 import os
+import stat
 import pathlib
 import re
 import signal
@@ -524,6 +525,21 @@ def test_put_and_get_a_tree(pfs, tmp_path, name):
 
     fails(pfs("get", f"{name}/copy", tmp_path / "x", check=False), "is a directory", "-r")
     assert not (tmp_path / "x").exists()
+
+
+def test_get_of_a_tree_skips_symlinks_and_special_files_saying_so(pfs, clients, tmp_path, name):
+    c = clients(1)
+    c.mkdir(name)
+    c.create(f"{name}/f", 1)
+    fd = c.open(f"{name}/f", 2)
+    c.pwrite(fd, b"data", 4, 0)
+    c.close(fd)
+    c.symlink("f", f"{name}/link")
+    c.mknod(f"{name}/fifo", stat.S_IFIFO | 0o644)
+    done = pfs("get", "-r", name, tmp_path / "out")
+    assert sorted(os.listdir(tmp_path / "out")) == ["f"]
+    assert (tmp_path / "out" / "f").read_bytes() == b"data"
+    assert f"skipping pfs:/{name}/fifo" in done.err and f"skipping pfs:/{name}/link" in done.err
 
 
 def test_put_replaces_an_existing_file_only_with_force(pfs, tmp_path, name):

@@ -190,7 +190,10 @@ def _get_tree(client: Client, console: Console, path: str, local: str,
                                                      f"{where}: {e.strerror or e}") from None
         for m in entries:
             console.checkpoint()
-            if not m.is_dir and not is_temporary(base(m.filename)):
+            if m.symlink_target is not None or m.special is not None:
+                console.warn(f"skipping {shown(m.filename)}: a symbolic link or special file "
+                             "(PFS never follows links; special files hold no data)")
+            elif not m.is_dir and not is_temporary(base(m.filename)):
                 size += _get_file(client, console, m.filename, m.file_size,
                                   os.path.join(where, base(m.filename)), force)
                 files += 1
