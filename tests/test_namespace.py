@@ -542,6 +542,57 @@ def test_names_another_metaserver_made_are_seen_by_the_next_active(request, loca
     ns.close()
 
 
+def test_what_the_active_knows_without_reading_agrees_with_etcd(request, local_etcd):
+    """The active one answers from memory names (absent ones too: a directory's entries read
+    whole, or made by it) and a file's copy ranges it read or committed: after creates,
+    renames, unlinks, range changes and removals its answers are those of a metaserver that
+    reads everything, in a directory too big to hold whole too."""
+    from pfs_servers.metaserver.etcd import EtcdStore
+    from pfs_servers.metaserver.etcdcache import GROUP_KEYS
+    before = new_store("etcd", request, None)          # the active before
+    before.mkdir(p("d"))
+    before.mkdir(p("big"))
+    for i in range(GROUP_KEYS + 1):
+        before.create(p(f"big/f{i}"), 512, 2, [0])
+    r = before.create(p("d/r"), 512, 2, [0, 1], replicas=2)
+    for i in range(3):
+        before.create(p(f"d/f{i}"), 512, 2, [0])
+    before.set_missed({(r.node_id, 1): [(0, 10)]}, apart={(r.node_id, 1): [(0, 5)]})
+    before.close()
+    ns = EtcdStore(local_etcd.endpoints, prefix=before.prefix.decode())
+    fails(errno.ENOENT, ns.lookup, p("d/x"))           # (read: d's entries, whole)
+    fails(errno.ENOENT, ns.lookup, p("big/x"))         # (read: that name alone)
+    assert ns.missed(r.node_id) == [(r.node_id, 1, [(0, 10)])]  # (read: r's, whole)
+    ns.create(p("big/x"), 512, 2, [0])
+    ns.rename(p("d/f0"), p("d/x"))
+    ns.rename(p("d/f1"), p("d/f2"))                    # replaces f2
+    ns.unlink(p("big/f0"))
+    ns.change_copies(r.node_id, [0, 2], 2, added=[2], dropped=[1])
+    ns.mkdir(p("d/sub"))
+    fails(errno.ENOENT, ns.lookup, p("d/sub/t"))       # (known: a directory it made)
+    ns.create(p("d/sub/s"), 512, 2, [0])
+    gone = ns.create(p("d/gone"), 512, 2, [0, 1], replicas=2)
+    ns.set_missed({(gone.node_id, 0): [(0, 1)]})
+    ns.unlink(p("d/gone"))                             # its ranges go with it
+    ns.set_missed({(gone.node_id, 1): []})
+    again = EtcdStore(local_etcd.endpoints, prefix=ns.prefix.decode())
+
+    def answers(store: MetaStore) -> list:
+        found = []
+        for name in ("d/x", "d/f0", "d/f1", "d/f2", "d/r", "d/gone", "d/sub/s", "d/sub/t",
+                     "big/x", "big/f0", "big/f1"):
+            try:
+                found.append(store.lookup(p(name)).node_id)
+            except NamespaceError as e:
+                found.append(e.errno)
+        return found + [store.missed(f) + store.apart(f) for f in (r.node_id, gone.node_id)]
+    assert answers(ns) == answers(again)
+    assert answers(ns)[:2] == [again.lookup(p("d/x")).node_id, errno.ENOENT]
+    assert answers(ns)[-2:] == [[(r.node_id, 2, [(0, INFINITY)])], []]
+    again.close()
+    ns.close()
+
+
 def test_an_interrupted_mark_is_finished_by_the_next_active(request, local_etcd):
     """The intent etcd keeps while marking: a crash midway leaves it, and resume() (what the
     next active metaserver runs first) finishes the marking."""

@@ -4,8 +4,9 @@ election.py).
 
 Invariant: every write is one transaction guarded by the writer's epoch, so only the active
 metaserver changes anything. Its parts: the client (etcdclient.py), the key layout and node
-codec (etcdkeys.py), guarded commits and the active's cache (etcdcommits.py), the namespace
-(etcdnamespace.py), the other records (etcdrecords.py), changes in chunks (etcdintents.py).
+codec (etcdkeys.py), what the active knows without reading (etcdcache.py), guarded commits
+(etcdcommits.py), the namespace (etcdnamespace.py), the other records (etcdrecords.py), changes
+in chunks (etcdintents.py).
 """
 from __future__ import annotations
 

@@ -2,13 +2,12 @@
 this metaserver's epoch still holds (the leader key has the create revision it had when it was
 elected, election.py), so a deposed metaserver's writes fail (`Deposed`) and change nothing.
 
-Invariant: one writer. Hence counters and the nodes and entries it wrote or read are known
-without a read (the cache here, dropped when a new guard is set or a commit's outcome is
-unknown), and a write whose answer is lost committed iff the `txn` key holds its id.
+Invariant: one writer. Hence counters and the nodes, entries and copy ranges it wrote or read
+are known without a read (etcdcache.py, emptied when a new guard is set or a commit's outcome
+is unknown), and a write whose answer is lost committed iff the `txn` key holds its id.
 """
 from __future__ import annotations
 
-import collections
 import itertools
 import os
 import threading
@@ -17,6 +16,7 @@ import time
 import grpc
 from aetcd import rpc
 
+from .etcdcache import GROUP_KEYS, WrittenCache
 from .etcdclient import (
     CALL_SECONDS,
     Etcd,
@@ -34,8 +34,6 @@ from .store import MetaStore
 TXN_OPS = 100
 #: How often old revisions are compacted away (etcd keeps every revision until then).
 COMPACT_SECONDS = 60.0
-#: Nodes and entries the active metaserver keeps in memory (a few hundred bytes each).
-CACHED_KEYS = 200_000
 
 
 class Deposed(Exception):
@@ -45,54 +43,6 @@ class Deposed(Exception):
 class KeyExists(Exception):
     """A key the commit expected absent exists (not known in the cache, so not read
     first): nothing changed."""
-
-
-class WrittenCache:
-    """Nodes and entries as last committed or read (absent ones too), the newest CACHED_KEYS
-    of them. A read fills it only if no commit came in between (`generation`)."""
-
-    def __init__(self, prefixes: tuple[bytes, ...]) -> None:
-        self.prefixes = prefixes
-        self._values: collections.OrderedDict[bytes, bytes | None] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self._generation = 0
-
-    def lookup(self, key: bytes) -> tuple[bool, bytes | None, int]:
-        """(whether it is known, its value, the generation to give `read` back)."""
-        with self._lock:
-            if key in self._values:
-                self._values.move_to_end(key)
-                return True, self._values[key], self._generation
-            return False, None, self._generation
-
-    def read(self, key: bytes, value: bytes | None, generation: int) -> None:
-        """`value` was read after `lookup` gave `generation`."""
-        with self._lock:
-            if self._generation == generation:
-                self._remember(key, value)
-
-    def _remember(self, key: bytes, value: bytes | None) -> None:
-        self._values[key] = value
-        self._values.move_to_end(key)
-        if len(self._values) > CACHED_KEYS:
-            self._values.popitem(last=False)
-
-    def committed(self, ops: list[rpc.RequestOp] | None) -> None:
-        """After a commit of `ops` (None: one whose outcome is unknown)."""
-        with self._lock:
-            self._generation += 1
-            if ops is None:
-                self._values.clear()
-                return
-            for op in ops:
-                if op.HasField("request_put"):
-                    key, value = op.request_put.key, op.request_put.value
-                else:
-                    key, value = op.request_delete_range.key, None
-                    if op.request_delete_range.range_end and key.startswith(self.prefixes):
-                        self._values.clear()  # (no change deletes nodes or entries by range)
-                if key.startswith(self.prefixes):
-                    self._remember(key, value)
 
 
 class GuardedStore(MetaStore):
@@ -110,7 +60,8 @@ class GuardedStore(MetaStore):
         self.guard: tuple[bytes, int] | None = None
         #: Counters as last committed (cleared when a commit's outcome is unknown).
         self._counters: dict[str, int] = {}
-        self._cache = WrittenCache((self.prefix + b"n/", self.prefix + b"e/"))
+        self._cache = WrittenCache((self.key("n/"), self.key("e/")),
+                                   (self.key("e/"), self.key("m/"), self.key("a/")))
         self._txn_ids = itertools.count()
         self._txn_base = os.urandom(8).hex()
         self._last_compaction = time.monotonic()
@@ -149,6 +100,17 @@ class GuardedStore(MetaStore):
             self._cache.read(key, value, generation)
         return value
 
+    def _group(self, prefix: str) -> dict[bytes, bytes] | None:
+        """The keys of a group (etcdcache.py) and their values, read whole once and known from
+        then on; None if it has more than GROUP_KEYS (then read key by key)."""
+        key = self.key(prefix)
+        known, kvs, generation = self._cache.group(key)
+        if not known:
+            found = self.etcd.range(key, prefix_end(key), GROUP_KEYS + 1)
+            kvs = {kv.key: kv.value for kv in found} if len(found) <= GROUP_KEYS else None
+            self._cache.read_group(key, kvs, generation)
+        return kvs
+
     def _scan(self, prefix: str, start: str | None = None, limit: int = -1):
         """(key without the prefix, value) under `prefix`."""
         skip = len(self.prefix)
@@ -170,10 +132,11 @@ class GuardedStore(MetaStore):
         return known, value
 
     def _commit(self, ops: list[rpc.RequestOp], counters: dict[str, int] | None = None,
-                absent: tuple[str, ...] = ()) -> None:
+                absent: tuple[str, ...] = (), fresh: tuple[str, ...] = ()) -> None:
         """One guarded transaction, tried again on another member if its answer is lost;
         `counters` are put in it too, and remembered. It commits only if the keys `absent`
-        do not exist (else KeyExists): a check without a round trip of its own."""
+        do not exist (else KeyExists): a check without a round trip of its own. The groups
+        `fresh` (etcdcache.py) are known empty after it: a node's it creates."""
         ops = ops + [put(self.key(counter_key(name)), str(value))
                      for name, value in (counters or {}).items()]
         try:
@@ -185,7 +148,7 @@ class GuardedStore(MetaStore):
             self._cache.committed(None)
             raise
         self._counters.update(counters or {})
-        self._cache.committed(ops)
+        self._cache.committed(ops, tuple(self.key(prefix) for prefix in fresh))
 
     def _commit_ops(self, ops: list[rpc.RequestOp], absent: list[bytes]) -> None:
         txn_id = f"{self._txn_base}-{next(self._txn_ids)}"

@@ -9,7 +9,7 @@ Keys, as JuiceFS's tkv layout:
                                 servers, replicas, parent, name, mode, uid, gid, atime, target,
                                 special, rdev] (parent null: an orphan; the last seven may be
                                 missing: unset)
-    e/<parent>/<name>           an entry: "<id>,<is_dir>" (a lookup reads one per component)
+    e/<parent>/<name>           an entry: "<id>,<is_dir>" (one per component of a lookup)
     o/<id>                      an orphan: a file unlinked while open (orphans.py)
     c/<name>                    a counter (node ids, client ids, files, next fileserver index)
     d/<file>[/<server>]         objects still to delete: their fileservers (a removed file's;

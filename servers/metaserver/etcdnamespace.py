@@ -1,9 +1,10 @@
 """The namespace on etcd: nodes (`n/<id>`) and the entries naming them (`e/<parent>/<name>`).
 
-Invariant: a lookup is one get per component (and one for the node), a listing one paged range
-scan and one read-only transaction a page for its nodes, and every create, unlink, rename or
-attribute change one guarded transaction (etcdcommits.py), so the tree is never seen half
-changed; the `files` counter moves in the same transaction as the file.
+Invariant: a lookup reads nothing the active metaserver knows (etcdcache.py) and else one get
+per component (a directory's entries whole, if not too many) and one for the node, a listing
+one paged range scan and one read-only transaction a page for its nodes, and every create,
+unlink, rename or attribute change one guarded transaction (etcdcommits.py) and no other round
+trip, so the tree is never seen half changed; the counters move in the same transaction.
 """
 from __future__ import annotations
 
@@ -59,7 +60,13 @@ class EtcdNamespace(GuardedStore):
         return decode_node(node_id, value)
 
     def _entry(self, parent: int, name: str) -> tuple[int, bool] | None:
-        value = self._get(entry_key(parent, name))
+        """(A name not known: the directory's entries are read whole, if not too many, so
+        that the next names looked up there, absent ones too, are known.)"""
+        key = entry_key(parent, name)
+        known, value = self._known(key)
+        if not known:
+            entries = self._group(entry_key(parent))
+            value = self._get(key) if entries is None else entries.get(self.key(key))
         if value is None:
             return None
         node_id, is_dir = value.decode().split(",")
@@ -152,7 +159,9 @@ class EtcdNamespace(GuardedStore):
             if not is_dir:
                 counters["files"] = self._counter("files") + 1
             try:
-                self._commit(ops, counters, absent=() if known else (name,))
+                self._commit(ops, counters, absent=() if known else (name,),
+                             fresh=(entry_key(node_id),) if is_dir else
+                             (ranges_key("m", node_id), ranges_key("a", node_id)))
             except KeyExists:
                 raise NamespaceError(errno.EEXIST, f"exists: {brief('/'.join(path))}") from None
             return node

@@ -130,8 +130,13 @@ class EtcdRecords(GuardedStore):
     def _copy_ranges(self, kind: str, file_id: int | None, limit: int = -1) -> Ranges:
         """(file id, fileserver, its ranges) under `m/` (missed) or `a/` (apart)."""
         prefix = f"{kind}/" if file_id is None else ranges_key(kind, file_id)
+        # (A file's are known once read: an open asks for them each time.)
+        group = self._group(prefix) if file_id is not None and limit < 0 else None
+        skip = len(self.prefix)
+        records = self._scan(prefix, limit=limit) if group is None else \
+            [(key[skip:].decode(), value) for key, value in sorted(group.items())]
         found = []
-        for key, value in self._scan(prefix, limit=limit):
+        for key, value in records:
             f, server = key[2:].split("/")
             found.append((int(f, 16), int(server, 16), [tuple(r) for r in json.loads(value)]))
         return found
