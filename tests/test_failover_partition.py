@@ -98,7 +98,9 @@ def test_an_active_cut_off_from_etcd_steps_down_before_the_standby_is_elected(sp
         remotes.append(RemoteClient(ha, cache_blocks, **env))
         return remotes[-1]
     try:
-        writers = [remote(1024) for _ in range(2)]
+        # (A retry window longer than the default 10 s: noticing the partition takes the
+        # keepalive's 5 s, and the recovery window follows the election.)
+        writers = [remote(1024, PFS_RETRY_SECONDS="30") for _ in range(2)]
         # On the cut-off side: clients that know only the active one, and reach it meanwhile.
         near, reader = (remote(c, prefix=ha.split.prefix, PFS_METASERVER=ha.addresses[old],
                                PFS_RETRY_SECONDS="1") for c in (1024, 0))
