@@ -37,8 +37,9 @@ def _free_port() -> int:
 
 class LocalEtcd:
     def __init__(self, data_dir: pathlib.Path, members: int = 3,
-                 tls: tuple[str, str] | None = None) -> None:
-        """`tls`: a certificate and its key the members serve their clients with."""
+                 tls: tuple[str, str] | None = None, host: str = "127.0.0.1") -> None:
+        """`tls`: a certificate and its key the members serve their clients with; `host`: the
+        address they serve them on (their peers talk over loopback)."""
         binary = find_etcd()
         if binary is None:
             raise SystemExit("no etcd found: run install-system-packages.sh as root (it unpacks "
@@ -47,11 +48,11 @@ class LocalEtcd:
         self.client_ports = [_free_port() for _ in range(members)]
         self.peer_ports = [_free_port() for _ in range(members)]
         self.processes: list[subprocess.Popen | None] = [None] * members
-        self.tls = tls
+        self.tls, self.host = tls, host
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"127.0.0.1:{p}" for p in self.client_ports]
+        return [f"{self.host}:{p}" for p in self.client_ports]
 
     @property
     def url(self) -> str:
@@ -75,8 +76,8 @@ class LocalEtcd:
         outlive = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
         self.processes[i] = subprocess.Popen(
             [*outlive, self.binary, "--name", f"m{i}", "--data-dir", str(directory / "data"),
-             "--listen-client-urls", f"{scheme}://127.0.0.1:{self.client_ports[i]}",
-             "--advertise-client-urls", f"{scheme}://127.0.0.1:{self.client_ports[i]}", *tls,
+             "--listen-client-urls", f"{scheme}://{self.endpoints[i]}",
+             "--advertise-client-urls", f"{scheme}://{self.endpoints[i]}", *tls,
              "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
              "--initial-cluster", peers, "--initial-cluster-state", "new",

@@ -118,7 +118,11 @@ def random_ops(name, seed, count, file_size, writable_end, max_len, journal=None
             log.write(json.dumps({"i": i, "kind": kind, "offset": offset, "length": length,
                                   "data": data.hex(), "start": start}) + "\n")
             log.flush()
-        if kind == "write":
+        if fd < 0:  # a reopen after a close failed (no metaserver was active): again first
+            fd = client.pfs_open(name, pfs.PFS_READ_WRITE)
+        if fd < 0:
+            n = -1  # (its errno is the open's)
+        elif kind == "write":
             n = client.pfs_write(fd, data, length, offset)
         elif kind == "fsync":
             n = client.pfs_fsync(fd)
