@@ -28,7 +28,6 @@ import contextlib
 import os
 import pathlib
 import random
-import subprocess
 import sys
 import tempfile
 
@@ -37,7 +36,8 @@ from pfs.metadata import DEFAULT_CACHE_BLOCKS
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
-from clusters import SHIPPED, temporary_cluster, wait_until  # noqa: E402
+from clusters import SHIPPED, temporary_cluster  # noqa: E402
+from mounts import Mounted  # noqa: E402
 import fiojobs  # noqa: E402
 import juicefs  # noqa: E402
 from targets import (CALL, MiB, SMALL, Api, Directory, medians, measure_small,  # noqa: E402
@@ -95,23 +95,13 @@ def report(times: dict, size: int, reads: int) -> None:
 
 @contextlib.contextmanager
 def pfs_mount(cluster, tmp: str):
-    """`pfs mount` of the cluster on tmp/mnt, unmounted and stopped on exit."""
-    root = pathlib.Path(tmp) / "mnt"
-    root.mkdir()
-    daemon = subprocess.Popen([sys.executable, "-m", "pfs", "mount", str(root)],
-                              env=cluster.env(), cwd=tmp, stdout=subprocess.DEVNULL,
-                              start_new_session=True)
+    """`pfs mount` of the cluster on tmp/mnt (as the tests mount), unmounted and stopped on
+    exit."""
+    mounted = Mounted(cluster, pathlib.Path(tmp) / "mnt")
     try:
-        wait_until(lambda: os.path.ismount(root) or daemon.poll() is not None, 60, "the mount")
-        assert os.path.ismount(root), "pfs mount failed"
-        yield root
+        yield mounted.path
     finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(root)], capture_output=True)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        mounted.unmount()
 
 
 def main() -> None:
