@@ -15,8 +15,8 @@ against what it is built on, the two taking turns within every run (medians of -
 - --size-mib written in 4 MiB calls, through close, against the bare striped writes (goal:
   >= 1.0).
 
-JuiceFS is not run here: issue 25's JuiceFS figures need `juicefs` and FUSE in a venv of the
-bench's own, which this script does not install.
+JuiceFS is not run here: bench/bench_versus.py runs these workloads through PFS's API, PFS's
+mount and JuiceFS side by side, with the same floors.
 """
 from __future__ import annotations
 
