@@ -3,7 +3,7 @@ file, side by side: the same calls with the receipts shown to the metaserver and
 then asks the fileserver for the object's length, as before receipts), alternated file by file
 (the machine's load drifts), medians of each call's time over `--runs` runs, and their ratio.
 
-    python bench/bench_receipts.py [--files 200] [--runs 3]
+    python bench/bench_receipts.py [--files 100] [--runs 3]
 
 Starts its own cluster (`pfs up`, shipped defaults). Phases, each over `--files` files:
 - close: create, open, write 4 KiB; the close alone is timed (it waits for the write, which
@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
 import time
 
 import pfs
-from pfs.cli.bench import progress
+from pfs.cli.bench import print_ratios, progress
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 from clusters import SHIPPED, temporary_cluster  # noqa: E402  (the tests' launcher)
@@ -52,27 +51,30 @@ def timed(c: pfs.Client, name: str, phase: str, shown: bool) -> float:
     return took
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+def measured(files: int, runs: int) -> dict[str, dict[str, list[float]]]:
+    """Each phase's microseconds, file by file, with the receipts shown and without."""
+    times: dict = {label: {phase: [] for phase in PHASES} for label in SETTINGS}
     progress("starting a cluster (pfs up, shipped defaults)")
-    times = {label: {phase: [] for phase in PHASES} for label in SETTINGS}
     with temporary_cluster(**SHIPPED) as cluster:
         c = cluster.client(cache_blocks=1024)
-        for run in range(args.runs):
-            progress(f"run {run + 1} of {args.runs}")
+        for run in range(runs):
+            progress(f"run {run + 1} of {runs}")
             for phase in PHASES:
-                for i in range(args.files):
+                for i in range(files):
                     for label in SETTINGS:
                         name = f"rc-{run}-{phase.replace(' ', '').replace(',', '-')}-{label}-{i}"
                         times[label][phase].append(timed(c, name, phase, label == "shown"))
         c.finish(c.initialize())
-    print(f"{'phase':<14} {'shown µs':>9} {'asked µs':>9} {'shown/asked':>12}")
-    for phase in PHASES:
-        shown, asked = (statistics.median(times[label][phase]) for label in SETTINGS)
-        print(f"{phase:<14} {shown:>9.0f} {asked:>9.0f} {shown / asked:>12.2f}")
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    times = measured(args.files, args.runs)
+    print_ratios(times)
 
 
 if __name__ == "__main__":
