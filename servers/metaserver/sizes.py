@@ -57,7 +57,8 @@ class Sizes:
         self._db = db  # runs a namespace change (MetaServer.db)
         self._notary, self._clock = notary, clock  # (the capabilities' clock)
         self._since = clock() + CUT_MARGIN  # cuts before this are unknown here
-        self._cuts: dict[int, tuple[float, int]] = {}  # file -> (when, by whom) last cut
+        # file -> (when it was last cut, by which client, when last by another one)
+        self._cuts: dict[int, tuple[float, int, float]] = {}
         self._prune_at = 1024
 
     def cut(self, file_id: int, client_id: int) -> None:
@@ -70,7 +71,14 @@ class Sizes:
             self._cuts = {f: c for f, c in self._cuts.items()
                           if c[0] > now - CAPABILITY_SECONDS}
             self._prune_at = max(1024, 2 * len(self._cuts))
-        self._cuts[file_id] = (now + CUT_MARGIN, client_id)
+        last, cutter, before = self._cuts.get(file_id, (self._since, None, self._since))
+        self._cuts[file_id] = (now + CUT_MARGIN, client_id,
+                               before if cutter == client_id else last)
+
+    def _cut_before(self, file_id: int, client_id: int) -> float:
+        """When another client than this one last cut the file's objects, as far as we know."""
+        last, cutter, before = self._cuts.get(file_id, (self._since, None, self._since))
+        return before if cutter == client_id else last
 
     def vouched(self, client_id: int, node: Node, size: int, receipts: Iterable[bytes]) -> bool:
         """Whether one of the receipts shows the file's byte `size - 1` stored (the module's
@@ -78,7 +86,7 @@ class Sizes:
         (extent,) = plan_stripes(size - 1, 1, node.block_size, node.stripe_blocks,
                                  node.width).extents
         copies, now = node.copies(extent.server), self._clock()
-        cut, cutter = self._cuts.get(node.node_id, (self._since, None))
+        cut = self._cut_before(node.node_id, client_id)
         for blob in receipts:
             try:
                 r = self._notary.verify(blob)
@@ -89,7 +97,7 @@ class Sizes:
             issued = r.expires - CAPABILITY_SECONDS
             if (r.file_id == node.node_id and r.client_id == client_id and r.server in copies
                     and r.start <= extent.local_offset < r.end and now < r.expires
-                    and issued > self._since and (issued > cut or cutter == client_id)
+                    and issued > max(cut, self._since)
                     and r.server not in self.copies.stale(node.node_id)
                     and self.cluster.incarnation(r.server) == r.incarnation):
                 return True
