@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 import pfs
-from pfs.protocol import transport
+from pfs.protocol import receipts, transport
 from pfs.protocol import wire
 from pfs.protocol.tokenmodes import WRITE
 
@@ -207,7 +207,6 @@ def test_a_close_or_fsync_after_a_write_asks_no_fileserver_its_length(counted, m
     assert len(calls.last("Close")[0].receipts) == 1
     assert _length_questions(cluster) == asked
     assert client.stat("receipted").file_size == 3 * MiB + 100
-    from pfs.protocol import receipts
     monkeypatch.setattr(receipts.Kept, "showing", lambda self, recipe, size: [])
     _write_and_close(client, "unreceipted", data[:5000])
     assert client.stat("unreceipted").file_size == 5000
