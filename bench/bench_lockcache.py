@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
 import time
 
 import pfs
-from pfs.cli.bench import progress
+from pfs.cli.bench import print_ratios, progress
 from pfs.metadata import DEFAULT_LOCK_CACHE_FILES
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
@@ -80,10 +79,7 @@ def main() -> None:
         for run in range(args.runs):
             progress(f"run {run + 1} of {args.runs}")
             one_run(cluster, args.files, run, times)
-    print(f"{'phase':<8} {'kept µs':>9} {'released µs':>12} {'kept/released':>14}")
-    for phase in PHASES:
-        kept, released = (statistics.median(times[label][phase]) for label in SETTINGS)
-        print(f"{phase:<8} {kept:>9.0f} {released:>12.0f} {kept / released:>14.2f}")
+    print_ratios(times)
 
 
 if __name__ == "__main__":

@@ -139,3 +139,63 @@ def test_sizes_no_writer_could_have_produced_are_refused(clients, name):
     assert other.pfs_read(fd, buf, len(buf), 0) == len(CONTENT)
     assert other.pfs_close(fd) == 0
     assert other.pfs_delete(name) == 0
+
+
+def receipts_of(client, fd) -> list[bytes]:
+    """The receipts the client keeps for its writes through fd (pfs/protocol/receipts.py)."""
+    return [r.blob for r in client._fds[fd].receipts._furthest.values()]
+
+
+def test_receipts_that_do_not_show_the_bytes_are_refused(clients, name):
+    """A receipt is believed only as the fileserver signed it, for its own file: a forged or
+    altered one, or one of another file, says nothing, the fileserver is asked, and a size
+    beyond what it holds is refused as before."""
+    client = clients(1, cache_blocks=0)
+    fd = write_file(client, name, CONTENT, close=False)  # column 0's first stripe unit
+    other = write_file(client, name + "-other", CONTENT * 8, close=False)  # 2 KiB per column
+    assert client.pfs_fsync(fd) == 0 and client.pfs_fsync(other) == 0  # (written behind)
+    own = receipts_of(client, fd)
+    assert len(own) == 1
+    others = receipts_of(client, other)
+    assert len(others) == 4
+    lie = 4 * len(CONTENT) + 100  # its last byte: column 0, local 1123, never written
+    altered = bytearray(own[0])
+    altered[26:34] = (1 << 20).to_bytes(8, "little")  # the end of the range it shows
+    file_id = client._fds[fd].file_id
+    session = client._session.metadata
+    with grpc.insecure_channel(client.metaserver) as channel:
+        stub = meta_grpc.MetaServerStub(channel)
+        for receipts in ([bytes(altered)], others, [bytes(74)], [b"short"]):
+            assert "never written" in refused(lambda: stub.Close(meta_pb.CloseRequest(
+                file_id=file_id, size=lie, wrote=True, receipts=receipts), metadata=session))
+            assert "never written" in refused(lambda: stub.ReportSize(meta_pb.ReportSizeRequest(
+                file_id=file_id, size=lie, receipts=receipts), metadata=session))
+    assert client.pfs_close(fd) == 0 and client.pfs_close(other) == 0
+    assert client.stat(name).file_size == len(CONTENT)
+
+
+def test_a_receipt_from_before_another_clients_truncate_is_refused(clients, name):
+    """Bytes a receipt showed stored, cut since by another client's truncate, are not believed
+    stored: neither from the writer, which takes a WRITE token on them again, nor from the
+    client that cut them (a receipt is its writer's only)."""
+    writer, cutter = clients(2, cache_blocks=0)
+    fd = write_file(writer, name, CONTENT, close=False)
+    assert writer.pfs_fsync(fd) == 0  # (written behind)
+    receipts = receipts_of(writer, fd)
+    assert len(receipts) == 1
+    cut = cutter.pfs_open(name, pfs.PFS_READ_WRITE)
+    assert cutter.pfs_ftruncate(cut, 0) == 0  # takes the writer's WRITE token first
+    assert receipts_of(writer, fd) == []  # which let its receipts go
+    file_id = writer._fds[fd].file_id
+    with grpc.insecure_channel(writer.metaserver) as channel:
+        stub = meta_grpc.MetaServerStub(channel)
+        assert "never written" in refused(lambda: stub.Close(meta_pb.CloseRequest(
+            file_id=file_id, size=len(CONTENT), wrote=True, receipts=receipts),
+            metadata=cutter._session.metadata))
+        stub.Acquire(meta_pb.AcquireRequest(file_id=file_id, start=0, end=len(CONTENT),
+                                            mode=meta_pb.WRITE), metadata=writer._session.metadata)
+        assert "never written" in refused(lambda: stub.Close(meta_pb.CloseRequest(
+            file_id=file_id, size=len(CONTENT), wrote=True, receipts=receipts),
+            metadata=writer._session.metadata))
+    assert writer.pfs_close(fd) == 0 and cutter.pfs_close(cut) == 0
+    assert writer.stat(name).file_size == 0

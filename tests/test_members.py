@@ -54,6 +54,31 @@ def all_online(cluster: Cluster) -> bool:
     return status(cluster).returncode == 0  # it fails while a member is offline
 
 
+def test_a_receipt_from_before_a_member_lost_its_data_is_not_believed(cluster):
+    """A write's receipt names the fileserver's data directory and process: once the member has
+    lost its data (and restarted), a close showing a receipt from before is not believed, the
+    fileserver is asked, and the size, which it no longer holds, is refused."""
+    client = cluster.client(cache_blocks=0)
+    assert client.pfs_create("f", 1) == 0
+    fd = client.pfs_open("f", pfs.PFS_READ_WRITE)
+    assert client.pfs_write(fd, CONTENT, len(CONTENT), 0) == len(CONTENT)
+    f = client._fds[fd]
+    wait_until(lambda: f.receipts.showing(f.recipe, len(CONTENT)), what="the write's receipt")
+    members = json.loads(subprocess.run(
+        [sys.executable, "-m", "pfs", "status", "--json"], capture_output=True, text=True,
+        timeout=30, env=cluster.env(), cwd=cluster.data_dir).stdout)["fileservers"]
+    name = next(m["name"] for m in members if m["index"] == f.recipe.servers[0])
+    with member_down(cluster, name) as directory:
+        shutil.rmtree(directory)
+    wait_until(lambda: all_online(cluster), timeout=30, what=f"{name} to be back")
+    assert client.pfs_close(fd) == -1
+    assert "never written" in str(pfs.pfs_last_error())
+    client.pfs_finish(client.pfs_initialize())
+    other = cluster.client(cache_blocks=0)
+    assert other.stat("f").file_size == 0  # the writer's size, never made durable, withdrawn
+    other.pfs_finish(other.pfs_initialize())
+
+
 @pytest.mark.parametrize("lost", ["data directory", "objects"])
 def test_member_that_lost_its_data_keeps_its_place_and_reads_fail_with_eio(cluster, lost):
     client = cluster.client(cache_blocks=0)

@@ -1,7 +1,8 @@
 """How many round trips the read path makes, counted on real servers (a regression shows here):
 every unary call a Client makes passes a counting gRPC interceptor installed on its channels,
 which tells metaserver calls from fileserver calls by their service. The session stream's
-messages (heartbeats, revocation answers) are not calls and are not counted.
+messages (heartbeats, revocation answers) are not calls and are not counted. The metaserver's
+own questions to the fileservers (an object's length) are counted in its debug log.
 
 Shipped block size (64 KiB), so that a 4 KiB read is smaller than a block.
 """
@@ -12,7 +13,7 @@ import grpc
 import pytest
 
 import pfs
-from pfs.protocol import transport
+from pfs.protocol import receipts, transport
 from pfs.protocol import wire
 from pfs.protocol.tokenmodes import WRITE
 
@@ -64,7 +65,7 @@ def counted():
     transport.Credentials.channel = lambda self, address: grpc.intercept_channel(
         plain(self, address), calls)
     try:
-        with temporary_cluster(**SHIPPED) as cluster:
+        with temporary_cluster(**SHIPPED, extra_args=("--log-level", "debug")) as cluster:
             writer = cluster.client(cache_blocks=0)
             data = os.urandom(8 * MiB)
             writer.create("big", 4)
@@ -180,6 +181,37 @@ def test_an_open_grants_nothing_in_another_clients_way(counted):
     for c, fd in ((writer, wfd), (reader, opened[0])):
         c.close(fd)
         c.finish(c.initialize())
+
+
+def _length_questions(cluster) -> int:
+    """How many times the metaserver has asked a fileserver for an object's length."""
+    return cluster.log.read_text(errors="replace").count("the length of file")
+
+
+def test_a_close_or_fsync_after_a_write_asks_no_fileserver_its_length(counted, monkeypatch):
+    """The receipts of the writes show the metaserver the bytes stored (sizes.py): a close or
+    fsync that grows the file is one metaserver call, and the fileservers are not asked; a
+    client that shows none (an older one) makes the metaserver ask, and is believed too."""
+    cluster, calls, data = counted
+    client = cluster.client(cache_blocks=0)
+    client.create("receipted", 4)
+    fd = client.open("receipted", pfs.PFS_READ_WRITE)
+    asked = _length_questions(cluster)
+    assert client.write(fd, data[:3 * MiB], 3 * MiB, 0) == 3 * MiB
+    made = calls.during(lambda: client.fsync(fd))
+    assert [m for m, _ in made["metaserver"]] == ["ReportSize"]
+    assert len(calls.last("ReportSize")[0].receipts) == 1
+    assert client.write(fd, data[:100], 100, 3 * MiB) == 100
+    made = calls.during(lambda: client.close(fd))
+    assert [m for m, _ in made["metaserver"]] == ["Close"]
+    assert len(calls.last("Close")[0].receipts) == 1
+    assert _length_questions(cluster) == asked
+    assert client.stat("receipted").file_size == 3 * MiB + 100
+    monkeypatch.setattr(receipts.Kept, "showing", lambda self, recipe, size: [])
+    _write_and_close(client, "unreceipted", data[:5000])
+    assert client.stat("unreceipted").file_size == 5000
+    assert _length_questions(cluster) == asked + 1
+    client.finish(client.initialize())
 
 
 def _write_and_close(client, name: str, data: bytes) -> None:

@@ -37,6 +37,18 @@ def side_by_side(actions: dict[str, Callable[[], object]], runs: int,
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def print_ratios(times: dict[str, dict[str, list[float]]]) -> None:
+    """Prints each phase's median under two settings (`times[setting][phase]`, microseconds),
+    and the first's over the second's."""
+    first, second = times
+    phases = list(times[first])
+    w = max(len("phase"), *(len(p) for p in phases))
+    print(f"{'phase':<{w}} {first + ' µs':>12} {second + ' µs':>12} {first + '/' + second:>16}")
+    for phase in phases:
+        a, b = (statistics.median(times[label][phase]) for label in (first, second))
+        print(f"{phase:<{w}} {a:>12.0f} {b:>12.0f} {a / b:>16.2f}")
+
+
 def median_seconds(action: Callable[[], object], runs: int, repeat: int = 1) -> float:
     """The median over `runs` of the time one `action()` takes (averaged over `repeat` calls)."""
     return side_by_side({"": action}, runs, repeat)[""]

@@ -14,6 +14,7 @@ from pfs.protocol.capability import Held
 from pfs.protocol.errnos import error
 from pfs.protocol.paths import brief, canonical
 from pfs.protocol.ranges import RangeMap
+from pfs.protocol.receipts import Kept as Receipts
 from pfs.protocol.tokenmodes import READ, WRITE
 
 from .args import PFS_READ, open_mode
@@ -39,6 +40,7 @@ class OpenFile:
     held: Held = field(default_factory=Held)  # the tokens' capabilities, for the fileservers
     stale: set[int] = field(default_factory=set)  # fileservers with a stale copy: not read
     missed: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # what each lacks
+    receipts: Receipts = field(default_factory=Receipts)  # of its writes, shown at close
     revoking: list[tuple[int, int]] = field(default_factory=list)  # revocations not yet done
     wrote: bool = False
     closing: bool = False  # a close failed half-way: only close may be retried
@@ -137,7 +139,8 @@ class OpenFiles:
             request = pb.CloseRequest(
                 file_id=f.file_id, size=f.written_end, wrote=f.wrote,
                 keep_tokens=s.lockcache.capacity > 0 and f.recipe.replicas == 1,
-                release=s.lockcache.releases())
+                release=s.lockcache.releases(),
+                receipts=f.receipts.showing(f.recipe, f.written_end))
         era = session.era
         try:
             reply = session.call("Close", request, f"close {brief(f.name)}")

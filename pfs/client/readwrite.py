@@ -136,8 +136,9 @@ class ReadWrite:
             stored_end = f.written_end
             with s.unlocked():
                 s.dataplane.fsync(f)  # once the writes in flight are stored
-        session.call("ReportSize", pb.ReportSizeRequest(file_id=f.file_id, size=stored_end),
-                     f"fsync {brief(f.name)}")
+        session.call("ReportSize", pb.ReportSizeRequest(
+            file_id=f.file_id, size=stored_end,
+            receipts=f.receipts.showing(f.recipe, stored_end)), f"fsync {brief(f.name)}")
 
     def resize(self, fd: int, size: int, cut: bool) -> None:
         """Cuts (`cut`) or extends the file to `size` bytes under a WRITE token from the new

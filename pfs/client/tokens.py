@@ -188,6 +188,8 @@ class Tokens:
                 st.changed.wait(pause)  # (operations elsewhere may go on meanwhile)
                 pause = min(2 * pause, 1.0)
         f.tokens.cap(revoke.start, revoke.end, revoke.to_mode)
+        if revoke.to_mode != WRITE:  # another writer may cut what our receipts show stored
+            f.receipts.clear()
         if revoke.to_mode != READ and revoke.end == INFINITY:
             # The tail is someone else's now (they may even cut it): what we wrote beyond
             # its start was written back and reported with this acknowledgement.

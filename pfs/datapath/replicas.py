@@ -21,6 +21,7 @@ from pfs.protocol import wire
 from pfs.protocol.capability import Held
 from pfs.protocol.datacalls import read_units
 from pfs.protocol.ranges import INFINITY
+from pfs.protocol.receipts import Kept
 from pfs.protocol.tokenmodes import READ, WRITE
 
 from .fileservers import Capabilities, Fileservers, all_of
@@ -38,6 +39,7 @@ class StripedFile(Protocol):
     held: Held  # its capabilities, sent with every call
     stale: set[int]  # fileservers whose copy of it missed writes: not to be read from
     missed: dict[int, list[tuple[int, int]]]  # what each of those lacks (local offsets)
+    receipts: Kept  # of its writes, shown at close and fsync
 
 
 class _Piece(NamedTuple):
@@ -174,11 +176,11 @@ class Replicas:
         copies = f.recipe.copies(column)
         live = [index for index in copies if index not in f.stale] or copies
         if len(copies) == 1:
-            return self._fileservers.submit(live[0], method, request, method, capabilities)
+            return self._receipted(f, method, self._fileservers.submit(
+                live[0], method, request, method, capabilities))
         stood_in = threading.Event()  # a copy took it: one that is down need not be waited for
-        futures = [self._fileservers.submit(index, method, request, method, capabilities,
-                                            stood_in.is_set)
-                   for index in live]
+        futures = [self._receipted(f, method, self._fileservers.submit(
+            index, method, request, method, capabilities, stood_in.is_set)) for index in live]
         for future in futures:
             future.add_done_callback(lambda done: done.exception() or stood_in.set())
         done: Future = Future()
@@ -200,6 +202,15 @@ class Replicas:
                 done.set_result(None)
         all_of(futures).add_done_callback(settled)
         return done
+
+    @staticmethod
+    def _receipted(f: StripedFile, method: str, future: Future) -> Future:
+        """The call's future, a write's receipt kept once it succeeds (before the write counts
+        as stored: the callbacks run in order)."""
+        if method == "write":
+            future.add_done_callback(lambda done: done.exception() or f.receipts.keep(
+                done.result()))
+        return future
 
     def column_checksums(self, f: StripedFile, column: int, length: int) -> array | None:
         """The stored checksums of the first `length` bytes (whole units) of a column's

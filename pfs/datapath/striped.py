@@ -166,6 +166,7 @@ class DataPlane:
         file of `size` bytes, zeros past the old end (once its writes in flight are stored:
         none may land past the new end)."""
         self.settle(f)
+        f.receipts.clear()  # what they show stored may be cut now
         lengths, keep = _lengths(f.recipe, size), _lengths(f.recipe, old_size)
         all_of([self._replicas.to_copies(f, column, "Truncate", min(n, k), INFINITY,
                                         pb.TruncateRequest(file_id=f.file_id, length=n, keep=k))

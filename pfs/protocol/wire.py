@@ -18,7 +18,7 @@ units of CHECKSUM_UNIT bytes of its local offsets, each with a CRC32C. A range i
                     range)
     Write  request: file id, offset (uint64 each), n (uint32), n CRC32Cs, then the bytes: one
                     CRC per piece of the range written, computed by the writing client
-           reply:   empty
+           reply:   a receipt (receipts.py) for the bytes stored, or empty
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import threading
 
 from pfs._proto import fileserver_pb2_grpc
 from pfs.protocol.capability import Signer
+from pfs.protocol.receipts import Notary
 from pfs.protocol.transport import Credentials
 
 from .. import clusterkey
@@ -41,7 +42,7 @@ def serve(data_dir: pathlib.Path, metaserver: str, cluster_key_file: pathlib.Pat
     lock_data_dir(data_dir, "fileserver")
     stop = StopOnSignals()
     store = StripeStore(data_dir)
-    service = FileServerService(store, SessionTable(), Signer(key))
+    service = FileServerService(store, SessionTable(), Signer(key), Notary(key))
     def register(server) -> None:
         fileserver_pb2_grpc.add_FileServerServicer_to_server(service, server)
         server.add_generic_rpc_handlers([service.data_handler()])

@@ -72,7 +72,8 @@ class Control:
 
     def _upward(self, outbox: "queue.Queue[object]"):
         yield meta_pb.FileserverMessage(hello=meta_pb.FileserverHello(
-            server_uuid=self.store.uuid, address=self.address, name=self.name))
+            server_uuid=self.store.uuid, address=self.address, name=self.name,
+            boot=self.service.boot))
         while not (yield from messages_for(outbox, self._heartbeat)):
             if self._lease:  # heartbeats begin once the table is in force
                 yield meta_pb.FileserverMessage(heartbeat=meta_pb.Heartbeat(

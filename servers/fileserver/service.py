@@ -6,6 +6,7 @@ import errno
 import functools
 import logging
 import os
+import secrets
 
 import grpc
 
@@ -15,6 +16,7 @@ from pfs.protocol import capability, wire
 from pfs.protocol.capability import READ, WRITE, Signer
 from pfs.protocol.errnos import ERRNO_HEADER
 from pfs.protocol.ranges import INFINITY
+from pfs.protocol.receipts import Notary, incarnation
 
 from .fencing import NotAdmitted, NotServing, SessionTable
 from .store import Corrupt, StripeStore
@@ -75,16 +77,25 @@ def _answer_errors(method):
 
 
 class FileServerService(pb_grpc.FileServerServicer):
-    def __init__(self, store: StripeStore, sessions: SessionTable, signer: Signer) -> None:
+    def __init__(self, store: StripeStore, sessions: SessionTable, signer: Signer,
+                 notary: Notary) -> None:
         self.store = store
         self.sessions = sessions
         self.signer = signer
+        self.notary = notary  # signs the receipts of writes (pfs/protocol/receipts.py)
+        self.boot = secrets.token_hex(8)  # this process's: a restart is another incarnation
+        self.incarnation = incarnation(store.uuid, self.boot)
         self.index: int | None = None  # ours in the cluster, once the metaserver said
 
     def _client(self, context, file_id: int, start: int, end: int, mode: int) -> int:
+        return self._caller(context, file_id, start, end, mode)[0]
+
+    def _caller(self, context, file_id: int, start: int, end: int,
+                mode: int) -> tuple[int, float]:
         """The session a call acts for: that of its capabilities, which must cover bytes
-        [start, end) of the file's object here in `mode` (NotPermitted otherwise). The numbers
-        are checked first, so a bad request is told what is wrong with it."""
+        [start, end) of the file's object here in `mode` (NotPermitted otherwise); and when
+        the newest of them expires. The numbers are checked first, so a bad request is told
+        what is wrong with it."""
         self.store.check(file_id, start, 0 if end == INFINITY else end - start)
         good, expired = [], False
         for key, value in context.invocation_metadata() or ():
@@ -101,7 +112,7 @@ class FileServerService(pb_grpc.FileServerServicer):
                     expired = True
         clients = {c.client_id for c in good}
         if len(clients) == 1 and capability.covers(good, start, end):
-            return clients.pop()
+            return clients.pop(), max(c.expires for c in good)
         what = "read" if mode == READ else "write"
         if expired:
             raise NotPermitted(f"the capability to {what} file {file_id} here has expired; ask "
@@ -120,11 +131,16 @@ class FileServerService(pb_grpc.FileServerServicer):
 
     @_answer_errors
     def write(self, request: bytes, context) -> bytes:
+        """Stores the bytes; the reply is their receipt (none before we know our index)."""
         file_id, offset, crcs, data = wire.parse_write(request)
-        with self.sessions.serving(self._client(context, file_id, offset, offset + len(data),
-                                                WRITE)):
+        end = offset + len(data)
+        client, expires = self._caller(context, file_id, offset, end, WRITE)
+        with self.sessions.serving(client):
             self.store.write(file_id, offset, crcs, data)
-        return b""
+        index = self.index
+        if index is None or not data:
+            return b""
+        return self.notary.sign(file_id, index, client, offset, end, expires, self.incarnation)
 
     def data_handler(self) -> grpc.GenericRpcHandler:
         """The handler of the raw-bytes data service (requests and replies are not decoded)."""

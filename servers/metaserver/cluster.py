@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from pfs._proto import metaserver_pb2 as pb
+from pfs.protocol.receipts import incarnation
 
 from .stream_queries import StreamQueries
 
@@ -65,6 +66,7 @@ class Link:
     address: str
     name: str
     lost_data: bool = False  # it came back with a new data directory
+    boot: str = ""  # its process's nonce (pfs/protocol/receipts.py); "" from an old one
     new_sessions_from: int = 0  # of its welcome: it serves ids from here on unless fenced
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     acked_version: int = 0
@@ -189,7 +191,15 @@ class Cluster:
         self._addresses.pop(index, None)
         self._names.pop(index, None)
 
-    async def attach(self, uuid: str, address: str, name: str) -> Link:
+    def incarnation(self, index: int) -> bytes | None:
+        """The incarnation (pfs/protocol/receipts.py) of fileserver `index` while it is
+        attached and online; None otherwise, or when it names no process of its own."""
+        link = self._links.get(index)
+        if link is None or not link.boot or not link.attached or not self._live(link):
+            return None
+        return incarnation(link.uuid, link.boot)
+
+    async def attach(self, uuid: str, address: str, name: str, boot: str = "") -> Link:
         """A fileserver's control stream opened: its link, whose outbox starts with Welcome."""
         for link in self._links.values():
             if link.attached and self._live(link) and (link.uuid == uuid or link.name == name
@@ -206,7 +216,8 @@ class Cluster:
         old = self._links.get(index)
         if old is not None and old.attached:
             self.detach(old)
-        link = Link(index, uuid, address, name, lost, self._new_sessions_from)
+        link = Link(index, uuid, address, name, lost, boot=boot,
+                    new_sessions_from=self._new_sessions_from)
         link.last_heartbeat = old.last_heartbeat if old else float("-inf")
         self._links[index] = link
         self._addresses[index] = address
@@ -322,6 +333,8 @@ class Cluster:
         link = self._links.get(index)
         if link is None or not link.attached:
             raise ConnectionError(f"fileserver {self.name(index)} is not attached")
+        log.debug("asking fileserver %s the length of file %d's object", self.name(index),
+                  file_id)
 
         def send(number: int) -> bool:
             link.outbox.put_nowait(pb.ControlMessage(length_query=pb.LengthQuery(

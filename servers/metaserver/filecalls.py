@@ -108,6 +108,7 @@ class FileCalls:
     async def truncate(self, client_id: int, file_id: int, size: int) -> int:
         """Cuts or extends the open file to `size` bytes; its new size epoch."""
         f = self._open_files.of(client_id, file_id)
+        self._sizes.cut(file_id, client_id)  # (the client cut the objects first)
         if size > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, f"a PFS file ends at {MAX_FILE_SIZE} bytes")
         if not self._tokens.holds(client_id, f.node.node_id, size, INFINITY, WRITE):
@@ -120,24 +121,27 @@ class FileCalls:
         f.node = self._namespace.get(f.node.node_id)
         return self._open_files.truncated(f, size)
 
-    async def report_size(self, session: Session, file_id: int, size: int) -> None:
+    async def report_size(self, session: Session, file_id: int, size: int,
+                          receipts: Iterable[bytes] = ()) -> None:
         """A size the client made durable (fsync): recorded, and on the disk before the
-        answer, so that it survives a machine crash."""
+        answer, so that it survives a machine crash. `receipts`: as close's."""
         f = self._open_files.of(session.client_id, file_id)
-        await self._sizes.record(session, f, size, touch=False)
+        await self._sizes.record(session, f, size, touch=False, receipts=receipts)
         await self._on_db_thread(self._namespace.sync)
 
     async def close(self, session: Session, file_id: int, size: int, wrote: bool,
-                    keep_tokens: bool = False, release: Iterable[int] = ()) -> bool:
+                    keep_tokens: bool = False, release: Iterable[int] = (),
+                    receipts: Iterable[bytes] = ()) -> bool:
         """Idempotent: a client whose first Close reply was lost may send it again. A Close that
         fails (a size the client could not have written, a full disk) changes nothing.
         `keep_tokens`: the client keeps the file's tokens unused (its lock cache), which only
-        a single-copy file's may be; `release`: files it evicted from that cache. Whether the
-        tokens are kept."""
+        a single-copy file's may be; `release`: files it evicted from that cache; `receipts`:
+        the fileservers' receipts showing `size` stored (sizes.py). Whether the tokens are
+        kept."""
         f = self._open_files.get(file_id)
         kept = False
         if f is not None and session.client_id in f.openers:
-            await self._sizes.record(session, f, size, wrote)
+            await self._sizes.record(session, f, size, wrote, receipts)
             if file_id in session.writing:  # every write it sent is stored or recorded
                 await self._db(self._copies.closed, session.client_id, file_id)
                 session.writing.discard(file_id)

@@ -72,6 +72,8 @@ class Repair:
         self._token_lock = asyncio.Lock()  # one chunk at a time holds the metaserver's tokens
         self._repeats = Repeats(log)  # a fileserver away makes every pending range wait
         tokens.add_client(METASERVER_CLIENT)
+        # Told of each file whose copy a resync cuts (Sizes.cut: receipts from before it).
+        self.on_cut: Callable[[int, int], None] = lambda file_id, client_id: None
 
     def wake(self) -> None:
         """Something became stale: look now rather than at the next period."""
@@ -131,6 +133,7 @@ class Repair:
         if end > length:  # what the good copy does not have, the stale one must not either
             async with self._reading(node, column, length, INFINITY):
                 if await self._cluster.object_length(whole[0], file_id) == length:
+                    self.on_cut(file_id, METASERVER_CLIENT)
                     await self._call(self._truncate, node, column, server, length)
                     await self._call(self._copies.repaired, file_id, server, length, end)
         log.info("resynced file %d's copy on fileserver %s (bytes %d-%d%s)", file_id,

@@ -23,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from pfs.protocol.capability import CAPABILITY_SECONDS, Signer, column_ranges
+from pfs.protocol.receipts import Notary
 from pfs.protocol.transport import Credentials
 
 from ..repeats import Repeats
@@ -135,7 +136,8 @@ class MetaServer:
                                      self.deletions, self.repair, self.replication, lock,
                                      self.on_db_thread)
         self.sizes = Sizes(namespace, self.open_files, self.tokens, self.copies, self.cluster,
-                           self.sessions, db)
+                           self.sessions, db, Notary(self.cluster_key))
+        self.repair.on_cut = self.sizes.cut
         self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,
                                  self.cluster, self.sessions, self.recovery, self.clock,
                                  self.capabilities)

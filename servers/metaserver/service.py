@@ -145,7 +145,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         name = hello.hello.name or hello.hello.server_uuid
         try:
             link = await self.server.cluster.attach(hello.hello.server_uuid,
-                                                    hello.hello.address, name)
+                                                    hello.hello.address, name, hello.hello.boot)
         except (AttachRefused, OSError) as e:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(getattr(e, "strerror", None)
                                                                      or e))
@@ -303,7 +303,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         """Idempotent (filecalls.py)."""
         session = await self._recovered(context)
         kept = await self.server.files.close(session, request.file_id, request.size,
-                                             request.wrote, request.keep_tokens, request.release)
+                                             request.wrote, request.keep_tokens, request.release,
+                                             request.receipts)
         return pb.CloseReply(kept=kept)
 
     @_answer_errors
@@ -338,7 +339,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     @_answer_errors
     async def ReportSize(self, request, context):
         session = await self._recovered(context)
-        await self.server.files.report_size(session, request.file_id, request.size)
+        await self.server.files.report_size(session, request.file_id, request.size,
+                                            request.receipts)
         return pb.ReportSizeReply()
 
     @_answer_errors

@@ -2,18 +2,30 @@
 
 Invariant: a size is believed only from a client that could have written it: one holding a
 WRITE token on the bytes between the known size and the reported one; a durable size (at close
-or fsync) must also be stored: the fileserver holding its last byte must have it.
+or fsync) must also be stored: a copy holding its last byte, and not stale, must have it.
 A client that holds a WRITE token beyond the known size may have grown the file in its cache,
 so Stat asks it (a glimpse) before answering.
+
+That the last byte is stored is shown by a receipt (pfs/protocol/receipts.py) the client
+presents, or else asked of the fileserver. A receipt shows it only if it is signed with the
+cluster key and names this file, this client, a copy of the last byte's column that is not
+stale, a range holding that byte, that fileserver's incarnation now (it did not lose its data
+or restart since), and an unexpired capability issued after every cut of the file's objects
+known here (a truncate, a resync's) and after this metaserver started (it knows no cut from
+before). The exception: a cut by the presenting client itself, which could as well have cut
+the bytes after this close, and drops its receipts when it truncates.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Awaitable, Callable, Iterable
 
 from pfs._native import plan_stripes
 from pfs.metadata import MAX_FILE_SIZE
+from pfs.protocol.capability import CAPABILITY_SECONDS
+from pfs.protocol.receipts import Notary
 
 from .cluster import Cluster
 from .copies import Copies
@@ -26,11 +38,16 @@ from .tokens import WRITE, TokenManager
 
 log = logging.getLogger("pfs.metaserver")
 
+#: A cut counts as this much later than the clock said (a capability's time is the same clock,
+#: read elsewhere: a small step back of it must not make one issued before look issued after).
+CUT_MARGIN = 1.0
+
 
 class Sizes:
     def __init__(self, namespace: MetaStore, open_files: OpenFiles, tokens: TokenManager,
                  copies: Copies, cluster: Cluster, sessions: Sessions,
-                 db: Callable[..., Awaitable]) -> None:
+                 db: Callable[..., Awaitable], notary: Notary,
+                 clock: Callable[[], float] = time.time) -> None:
         self.namespace = namespace
         self.open_files = open_files
         self.tokens = tokens
@@ -38,6 +55,53 @@ class Sizes:
         self.cluster = cluster
         self.sessions = sessions
         self._db = db  # runs a namespace change (MetaServer.db)
+        self._notary, self._clock = notary, clock  # (the capabilities' clock)
+        self._since = clock() + CUT_MARGIN  # cuts before this are unknown here
+        # file -> (when it was last cut, by which client, when last by another one)
+        self._cuts: dict[int, tuple[float, int, float]] = {}
+        self._prune_at = 1024
+
+    def cut(self, file_id: int, client_id: int) -> None:
+        """Bytes of the file's objects may be cut now (by the client's truncate, or a resync's:
+        client 0): no receipt of an earlier write is believed, but the client's own. A cut
+        older than a capability's life is forgotten: receipts of writes before it have
+        expired."""
+        now = self._clock()
+        if len(self._cuts) >= self._prune_at:
+            self._cuts = {f: c for f, c in self._cuts.items()
+                          if c[0] > now - CAPABILITY_SECONDS}
+            self._prune_at = max(1024, 2 * len(self._cuts))
+        last, cutter, before = self._cuts.get(file_id, (self._since, None, self._since))
+        self._cuts[file_id] = (now + CUT_MARGIN, client_id,
+                               before if cutter == client_id else last)
+
+    def _cut_before(self, file_id: int, client_id: int) -> float:
+        """When another client than this one last cut the file's objects, as far as we know."""
+        last, cutter, before = self._cuts.get(file_id, (self._since, None, self._since))
+        return before if cutter == client_id else last
+
+    def vouched(self, client_id: int, node: Node, size: int, receipts: Iterable[bytes]) -> bool:
+        """Whether one of the receipts shows the file's byte `size - 1` stored (the module's
+        doc says when one does); a bad one is not believed, and says nothing."""
+        (extent,) = plan_stripes(size - 1, 1, node.block_size, node.stripe_blocks,
+                                 node.width).extents
+        copies, now = node.copies(extent.server), self._clock()
+        cut = self._cut_before(node.node_id, client_id)
+        for blob in receipts:
+            try:
+                r = self._notary.verify(blob)
+            except ValueError:
+                log.warning("client %d presented a receipt for file %d that no fileserver "
+                            "signed; the fileserver is asked", client_id, node.node_id)
+                continue
+            issued = r.expires - CAPABILITY_SECONDS
+            if (r.file_id == node.node_id and r.client_id == client_id and r.server in copies
+                    and r.start <= extent.local_offset < r.end and now < r.expires
+                    and issued > max(cut, self._since)
+                    and r.server not in self.copies.stale(node.node_id)
+                    and self.cluster.incarnation(r.server) == r.incarnation):
+                return True
+        return False
 
     def believable(self, client_id: int, f: OpenFile, size: int) -> bool:
         """Whether the client could have made the file `size` bytes long: only by writing, under
@@ -75,17 +139,19 @@ class Sizes:
                                              f"byte {size - 1}")
 
     async def record(self, session: ClientSession, f: OpenFile, written_end: int,
-                           touch: bool) -> None:
+                     touch: bool, receipts: Iterable[bytes] = ()) -> None:
         """At close or fsync: the durable size becomes the client's written end (which must be
-        believable, and stored), or the newest size known to be stored all the way if that is
-        larger (best effort: a writer that still caches more will report it itself)."""
+        believable, and stored: shown by one of the `receipts`, or asked), or the newest size
+        known to be stored all the way if that is larger (best effort: a writer that still
+        caches more will report it itself)."""
         if not self.believable(session.client_id, f, written_end):
             raise ValueError(f"size {written_end} is not one client {session.client_id} could "
                              f"have written (file {f.node.node_id} has {f.size} bytes, and the "
                              "client holds no WRITE token up to that size)")
         durable = f.node.size
         if written_end > durable:
-            if not await self.stored(f.node, written_end):
+            if not (self.vouched(session.client_id, f.node, written_end, receipts)
+                    or await self.stored(f.node, written_end)):
                 raise ValueError(f"size {written_end} of file {f.node.node_id} was never "
                                  "written: the fileserver holding its last byte does not have it")
             durable = written_end
