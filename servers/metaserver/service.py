@@ -250,9 +250,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
                                                        _special_type, _device))
 
     async def _new_node(self, request, context, kind: str, *arguments):
-        """A directory, symlink or special file (the store's method `kind`) made at
-        request.path. Checked in this order: the session, the path, the call's own `arguments`
-        (each a check that returns the value), and the attributes."""
+        """A directory, symlink or special file (the store's `kind`) at request.path, checked
+        in order: session, path, the call's `arguments` (checks returning values), attributes."""
         self._session(context)
         path = components(request.path)
         values = [argument(request) for argument in arguments]
