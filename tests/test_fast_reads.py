@@ -110,3 +110,19 @@ def test_close_and_eviction_stop_the_fast_path(cluster):
     assert pfs.pfs_last_error().errno == errno.EBADF
     for client in (reader, setup):
         assert client.pfs_finish(client.pfs_initialize()) == 0
+
+
+def test_a_read_before_initialize_or_after_finish_says_so(cluster):
+    client = pfs.Client(metaserver=cluster.address)
+    buf = bytearray(10)
+    assert client.pfs_read(1, buf, 10, 0) == -1
+    assert pfs.pfs_last_error().errno == errno.ENOTCONN
+    setup = cluster.client()
+    write_file(setup, "/fast-finish", b"f" * SIZE)
+    reader, fd = cached_reader(cluster, "/fast-finish")
+    assert fast(reader, fd, 10, B) == b"f" * 10
+    assert reader.pfs_finish(reader.pfs_initialize()) == 0
+    assert fast(reader, fd, 10, B) is None
+    assert reader.pfs_read(fd, buf, 10, B) == -1
+    assert pfs.pfs_last_error().errno == errno.ENOTCONN
+    assert setup.pfs_finish(setup.pfs_initialize()) == 0

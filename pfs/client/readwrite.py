@@ -33,7 +33,8 @@ class ReadWrite:
 
     def read(self, fd: int, buf: Any, num_bytes: int, offset: int, past_end: bool = False) -> int:
         """`past_end`: an offset past the end reads 0 bytes (POSIX pread), not EINVAL."""
-        if self._s.cache.fast_read(fd, buf, num_bytes, offset) >= 0:  # (no cache before init)
+        cache = self._s.cache  # (None before the first initialize)
+        if cache is not None and cache.fast_read(fd, buf, num_bytes, offset) >= 0:
             return num_bytes
         if self._hit(fd, buf, num_bytes, offset, READ):
             return num_bytes
