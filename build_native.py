@@ -9,8 +9,8 @@ import pathlib
 from cffi import FFI
 
 CSRC = pathlib.Path("csrc")  # relative: setuptools runs this from the project root
-HEADERS = ["pfs_errors.h", "stripe.h", "scatter.h", "blocktable.h", "crc32c.h"]
-SOURCES = ["stripe.c", "scatter.c", "blocktable.c", "crc32c.c"]
+HEADERS = ["pfs_errors.h", "stripe.h", "scatter.h", "blocktable.h", "fastread.h", "crc32c.h"]
+SOURCES = ["stripe.c", "scatter.c", "blocktable.c", "fastread.c", "crc32c.c"]
 
 
 def _declarations(header: str) -> str:

@@ -10,7 +10,8 @@ enum pfs_status {
     PFS_ERANGE = -2, /* uint64 arithmetic would overflow, or a value is out of range */
     PFS_ENOSPC = -3, /* output too small, or table full */
     PFS_ENOENT = -4, /* not found */
-    PFS_EEXIST = -5  /* already present */
+    PFS_EEXIST = -5, /* already present */
+    PFS_EMISS = -6   /* the fast path cannot serve this call: the caller takes the general one */
 };
 
 #endif

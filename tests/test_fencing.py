@@ -91,6 +91,28 @@ def test_client_paused_past_its_lease_cannot_overwrite_or_read_stale(short_lease
     assert read_all(short_lease, name, len(INITIAL)) == bytes(expected)
 
 
+def test_a_paused_client_stops_serving_cached_reads_at_its_lease(short_lease, name):
+    """The cache's fast path (one C call, without the Client's checks) serves a cached read
+    while the lease holds, and compares the lease's deadline itself: a client paused past its
+    lease, its token given to a writer meanwhile, never returns the old bytes."""
+    make_file(short_lease, name)
+    a = RemoteClient(short_lease, cache_blocks=16)
+    try:
+        fd = a.call("pfs_open", name, pfs.PFS_READ)
+        assert a.call("pfs_read", fd, B, 4 * B) == (B, b"i" * B)  # a whole block: cached
+        assert a.call("fast_read", fd, 10, 4 * B + 20) == (10, b"i" * 10)  # the fast path
+        a.pause()
+        try:
+            overwrite_and_close(short_lease, name, {4 * B: b"b" * B})
+        finally:
+            a.resume()
+        assert a.call("fast_read", fd, 10, 4 * B + 40) == (-1, b"")
+        n, data = a.call("pfs_read", fd, 10, 4 * B + 40)
+        assert (n, data) in ((10, b"b" * 10), (-1, b"")), (n, data)
+    finally:
+        a.close()
+
+
 def test_client_paused_mid_write_does_not_overwrite_a_later_close(short_lease, name):
     """A write still sending when its client froze: the rest of it is refused at the
     fileservers, so the other client's closed write is intact everywhere."""

@@ -27,6 +27,13 @@ def c_read(fd, num_bytes, offset):
     return {"n": n, "hex": bytes(buf[:max(n, 0)]).hex()}
 
 
+def fast_read(fd, num_bytes, offset):
+    """The read as the cache's fast path alone serves it (pfs_read tries it first): -1 if not."""
+    buf = bytearray(num_bytes)
+    n = client._state.cache.fast_read(fd, buf, num_bytes, offset)
+    return {"n": n, "hex": bytes(buf[:max(n, 0)]).hex()}
+
+
 def c_fstat(fd):
     meta = pfs.Metadata()
     assert client.pfs_fstat(fd, meta) == 0, pfs.pfs_last_error()
@@ -230,7 +237,8 @@ def random_growing_ops(name, seed, count, max_len, max_size):
     return history
 
 
-HELPERS = {"pfs_read": c_read, "pfs_fstat": c_fstat, "pfs_execstat": c_execstat,
+HELPERS = {"pfs_read": c_read, "fast_read": fast_read, "pfs_fstat": c_fstat,
+           "pfs_execstat": c_execstat,
            "write_pattern": write_pattern, "open_write_close": open_write_close,
            "rounds_of_writes": rounds_of_writes, "write_files": write_files,
            "random_ops": random_ops,

@@ -21,9 +21,10 @@ ERANGE: int = lib.PFS_ERANGE
 ENOSPC: int = lib.PFS_ENOSPC
 ENOENT: int = lib.PFS_ENOENT
 EEXIST: int = lib.PFS_EEXIST
+EMISS: int = lib.PFS_EMISS
 
 _NAMES = {EINVAL: "EINVAL", ERANGE: "ERANGE", ENOSPC: "ENOSPC", ENOENT: "ENOENT",
-          EEXIST: "EEXIST"}
+          EEXIST: "EEXIST", EMISS: "EMISS"}
 
 U64_MAX = 2**64 - 1
 U8_ARRAY = ffi.typeof("uint8_t[]")  # pre-parsed: hot paths convert a buffer on every call
@@ -67,10 +68,11 @@ def as_bytes(buf: Any, name: str, writable: bool = False) -> Any:
 
 # The wrappers import NativeError and the helpers above, so they are imported after them.
 from pfs._native.blocktable import BlockTable  # noqa: E402
+from pfs._native.fastread import FastReads  # noqa: E402
 from pfs._native.checksum import (crc32c, crc32c_combine, unit_count, unit_crcs,  # noqa: E402
                                   verify_units)
 from pfs._native.stripe import Extent, Segment, StripePlan, plan_stripes  # noqa: E402
 
 __all__ = ["NativeError", "StripePlan", "Extent", "Segment", "plan_stripes", "BlockTable",
            "crc32c", "crc32c_combine", "unit_count", "unit_crcs", "verify_units",
-           "EINVAL", "ERANGE", "ENOSPC", "ENOENT", "EEXIST"]
+           "FastReads", "EINVAL", "ERANGE", "ENOSPC", "ENOENT", "EEXIST", "EMISS"]

@@ -72,6 +72,16 @@ class BlockTable:
         # whether the view is writable). Replaced whole, so a thread sees an old or a new one.
         self._seen_memory = self._seen_ready = self._seen_dirty = self._seen_busy = _UNSEEN
 
+    @property
+    def bt(self) -> Any:
+        """The C table, for C routines that work on it (under `lock`)."""
+        return self._bt
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by every call into the C table."""
+        return self._lock
+
     def lookup(self, file_id: int, block: int, touch: bool = True) -> int | None:
         """The slot holding the block, or None; touch makes it the most recently used."""
         file_id, block = unsigned(file_id, "file_id"), unsigned(block, "block")

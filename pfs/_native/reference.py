@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from pfs._native import EEXIST, ENOSPC, NativeError
+from pfs._native import EEXIST, EINVAL, EMISS, ENOSPC, NativeError
 
 
 def locate(off: int, block_size: int, stripe_blocks: int, width: int) -> tuple[int, int]:
@@ -270,3 +270,65 @@ class BlockTable:
 
     def evictable(self, busy: Any) -> int | None:
         return next((s for s in self._slots.values() if not busy[s]), None)
+
+
+class FastReads:
+    """The fast path's contract (csrc/fastread.h) over a reference BlockTable: an fd's entry
+    lives in place fd % slots, and a read is served whole from ready blocks or not at all."""
+
+    def __init__(self, table: BlockTable, memory: Any, block_size: int, ready: Any,
+                 slots: int) -> None:
+        self.table, self.memory, self.block_size, self.ready = table, memory, block_size, ready
+        self.slots = slots
+        self.entries: dict[int, dict[str, int]] = {}  # place -> fd's entry
+        self.deadline = 0
+        self.hits = 0
+
+    def allow(self, fd: int, file_id: int, size: int, start: int, end: int,
+              read_next: int) -> None:
+        if fd < 0 or start > end:
+            raise NativeError(EINVAL, "fast path allow")
+        self.entries[fd % self.slots] = dict(fd=fd, file=file_id, size=size, start=start,
+                                             end=end, read_next=read_next)
+
+    def _entry(self, fd: int) -> dict[str, int] | None:
+        e = self.entries.get(fd % self.slots) if fd >= 0 else None
+        return e if e is not None and e["fd"] == fd else None
+
+    def deny(self, fd: int) -> int | None:
+        e = self._entry(fd)
+        if e is None:
+            return None
+        del self.entries[fd % self.slots]
+        return e["read_next"]
+
+    def deny_all(self) -> None:
+        self.entries.clear()
+
+    def lease(self, deadline_ns: int) -> None:
+        self.deadline = deadline_ns
+
+    def take_hits(self) -> int:
+        hits, self.hits = self.hits, 0
+        return hits
+
+    def read_at(self, now_ns: int, fd: int, offset: int, length: int, dst: Any) -> int:
+        e = self._entry(fd)
+        if len(dst) < length:
+            return EINVAL
+        end = offset + length
+        if (e is None or length == 0 or not e["start"] <= offset < end <= e["end"]
+                or end > e["size"] or offset == e["read_next"] or now_ns >= self.deadline):
+            return EMISS
+        B = self.block_size
+        blocks = range(offset // B, (end - 1) // B + 1)
+        slots = [self.table.lookup(e["file"], b, touch=False) for b in blocks]
+        if any(s is None or not self.ready[s] for s in slots):
+            return EMISS
+        for b, slot in zip(blocks, slots):
+            self.table.lookup(e["file"], b)  # touched, in file order
+            lo, hi = max(offset, b * B), min(end, (b + 1) * B)
+            dst[lo - offset:hi - offset] = self.memory[slot * B + lo - b * B:slot * B + hi - b * B]
+        self.hits += len(slots)
+        e["read_next"] = end
+        return length

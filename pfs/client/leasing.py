@@ -25,6 +25,7 @@ import errno
 import logging
 import threading
 import time
+from typing import Callable
 
 from pfs.protocol import errnos
 from pfs.protocol.transport import KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS
@@ -55,12 +56,29 @@ class Leased:
         self.era = 0
         self._outage = 0.0  # when it broke (monotonic)
         self.client_id = 0
+        self._on_lease: Callable[[int], None] | None = None  # told every change: see watch_lease
+
+    def watch_lease(self, on_lease: Callable[[int], None]) -> None:
+        """Calls on_lease(deadline) now and on every change of whether, or until when, the
+        lease is valid: the monotonic time in ns before which it is (0: it is not, recovering
+        or lost). Called under the recovery's lock, so the calls come in the order of the
+        changes; a change that ends validity is told before anything acts on it."""
+        with self._grants:
+            self._on_lease = on_lease
+            self._tell_lease()
+
+    def _tell_lease(self) -> None:
+        if self._on_lease is not None:
+            valid = self.lost is None and self.recovering is None
+            self._on_lease(int(self._lease_ends * 1e9) if valid else 0)
 
     def leased(self, asked: float, lease_seconds: float) -> None:
         """Registered: the lease runs from `asked`, when registration was asked for."""
-        self.lease_seconds = lease_seconds
-        self._lease = lease_seconds * (1 - LEASE_MARGIN)
-        self._lease_ends = asked + self._lease
+        with self._grants:
+            self.lease_seconds = lease_seconds
+            self._lease = lease_seconds * (1 - LEASE_MARGIN)
+            self._lease_ends = asked + self._lease
+            self._tell_lease()
 
     def lease_valid(self) -> bool:
         """Whether the metaserver surely still counts this session as alive."""
@@ -87,6 +105,7 @@ class Leased:
                             self.client_id, time.monotonic() - self._outage)
                 self.recovering, self._silent = None, False
                 self._grants.notify_all()
+            self._tell_lease()
 
     # --- a broken stream --------------------------------------------------------------------
     def disconnected(self, reason: str) -> bool:
@@ -112,6 +131,7 @@ class Leased:
                 self.recovering, self._silent = reason, silent
             elif not silent:  # (a broken stream is never taken back for a silent one)
                 self.recovering, self._silent = reason, False
+            self._tell_lease()
             self._grants.notify_all()
 
     def unreachable(self) -> OSError:
@@ -140,6 +160,7 @@ class Leased:
             self._lease_ends = max(self._lease_ends, sent + self._lease)
             self.recovering = None
             self.era += 1
+            self._tell_lease()
             self._grants.notify_all()
 
     def back_by(self, era: int, deadline: float) -> bool:

@@ -95,6 +95,7 @@ class Lifecycle:
             reply = session.start()
             s.dataplane = self._dataplane(session, reply, retry_seconds)
             s.cache = BlockCache(cache_blocks, reply.block_size, s.dataplane, s.changed)
+            session.watch_lease(s.cache.lease)
             s.fds.clear()
             s.by_id.clear()
             s.lockcache = LockCache(kept_files)

@@ -132,6 +132,7 @@ class OpenFiles:
             # believe the size the Close reports, which only a WRITE token up to it vouches for
             # before the fileservers are back.
             f.closing = True
+            s.cache.deny(f)
             s.changed.wait_for(lambda: not f.active)  # other threads' operations on it
             s.cache.close(f)
             with s.unlocked():

@@ -33,6 +33,9 @@ class ReadWrite:
 
     def read(self, fd: int, buf: Any, num_bytes: int, offset: int, past_end: bool = False) -> int:
         """`past_end`: an offset past the end reads 0 bytes (POSIX pread), not EINVAL."""
+        cache = self._s.cache  # (None before the first initialize)
+        if cache is not None and cache.fast_read(fd, buf, num_bytes, offset) >= 0:
+            return num_bytes
         if self._hit(fd, buf, num_bytes, offset, READ):
             return num_bytes
         f = self._files.open_file(fd)
@@ -45,6 +48,7 @@ class ReadWrite:
             n = max(0, min(num_bytes, f.size - offset))
             if n:
                 self._s.cache.read(f, offset, dst[:n], self._tokens.cacheable(f, READ))
+                self._allow_fast(f, offset, offset + n, running=1)
             return n
 
     def stored_checksum(self, fd: int) -> tuple[int, int | None]:
@@ -181,6 +185,8 @@ class ReadWrite:
             return False
         end = offset + num_bytes
         with s.lock:
+            if mode == READ:
+                s.cache.deny(f)  # (its read position, which fast reads moved)
             if (f.closing or f.active or f.revoking or end > f.size or s.fds.get(fd) is not f
                     or (mode == WRITE and f.mode != PFS_READ_WRITE)
                     or not session.lease_valid() or not f.tokens.covers(offset, end, mode)
@@ -189,4 +195,24 @@ class ReadWrite:
                 return False
             if mode == WRITE:
                 f.wrote, f.written_end = True, max(f.written_end, end)
+            else:
+                self._allow_fast(f, offset, end, running=0)
             return session.lease_valid()  # else the general way fails it, lease run out
+
+    def _allow_fast(self, f: OpenFile, start: int, end: int, running: int) -> None:
+        """After a read of [start, end) that the Client's checks let through (the lock held,
+        `running` operations on the file being the caller's own): lets the fd read on the
+        cache's fast path (BlockCache.allow) within the READ-or-WRITE token range around it,
+        while nothing else runs on the file and no revocation is pending. Each change that
+        could make these checks fail takes it back first: an operation starting on the file
+        (Tokens.holding), a revocation marked (Tokens.mark_revoking), a close (closing,
+        forget), the lease in doubt (Leased.watch_lease), the session lost (drop_all)."""
+        s = self._s
+        session = s.session
+        held = f.tokens.around(start, end, READ)
+        if (held is None or len(f.active) != running or f.closing or f.refused
+                or session is None or not session.lease_valid() or s.fds.get(f.fd) is not f):
+            return
+        with s.marks:  # a revocation marked after this denies after this allows
+            if not f.revoking:
+                s.cache.allow(f, *held)

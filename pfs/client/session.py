@@ -196,7 +196,9 @@ class MetaSession(Leased):
         self._on_lost(reason)
 
     def _give_up(self, reason: str) -> None:
-        self.lost = reason
+        with self._grants:
+            self.lost = reason
+            self._tell_lease()
         log.warning("client %d lost its session: %s", self.client_id, reason)
         if self._seat is not None:
             self._seat.leave()

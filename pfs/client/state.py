@@ -71,6 +71,8 @@ class ClientState:
 
     def forget(self, f: "OpenFile") -> None:
         """The fd is closed (once: two threads may close it at the same time); the lock held."""
+        if self.cache is not None:
+            self.cache.deny(f)
         if self.fds.get(f.fd) is f:
             del self.fds[f.fd]
         if self.by_id.get(f.file_id) is f:

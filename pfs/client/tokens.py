@@ -72,6 +72,7 @@ class Tokens:
                 self._acquire(session, f, start, token_end, mode)
             span = (start, token_end)
             f.active.append(span)
+            st.cache.deny(f)  # (the body may change what a fast read would find)
             try:
                 yield
             finally:
@@ -137,6 +138,7 @@ class Tokens:
             f = self._s.by_id.get(revoke.file_id)
             if f is not None:
                 f.revoking.append((revoke.start, revoke.end))
+                self._s.cache.deny(f, keep_position=False)  # (without the Client's lock)
 
     def revoke(self, revoke: pb.Revoke) -> int | None:
         """Gives up a token range once the operations running on it are done and every byte

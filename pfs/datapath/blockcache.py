@@ -50,7 +50,7 @@ import mmap
 import threading
 from typing import Callable, Iterator, Protocol
 
-from pfs._native import BlockTable
+from pfs._native import BlockTable, FastReads
 
 from pfs.metadata import ExecStat
 from pfs.protocol.ranges import INFINITY
@@ -60,6 +60,7 @@ from pfs.runtime.threads import Workers
 
 
 class CachedFile(Protocol):
+    fd: int  # the fd it is open as (its entry on the fast path)
     file_id: int
     block_size: int
     size: int  # everything below it exists (including this client's unwritten-back writes)
@@ -96,7 +97,7 @@ class BlockCache:
         self.capacity = capacity
         self._max_dirty = max(1, max_dirty_bytes // block_size)  # in blocks
         self.block_size = block_size  # of every slot; files with other blocks are not cached
-        self.stats = ExecStat()
+        self._stats = ExecStat()
         self._backing = backing
         self._changed = changed  # its lock is the caller's
         self._table = BlockTable(capacity) if capacity > 0 else None
@@ -117,6 +118,11 @@ class BlockCache:
         self._holdings.watch(self)
         self._readahead = self._holdings.hold(("read-ahead",), lambda: Workers(
             READAHEAD_THREADS, "pfs-ahead")) if capacity else None
+        self._fast = FastReads(self._table, self._memory, block_size, self._ready) \
+            if capacity else None
+        #: fast_read(fd, buf, length, offset): the bytes of a read served from the cache in one
+        #: C call (all of length), or -1: the caller takes the general path. See `allow`.
+        self.fast_read = self._fast.read if capacity else _no_fast_read
 
     def stop(self) -> None:
         """Lets go of read-ahead and of the memory of cached blocks (once the cache has been
@@ -127,6 +133,41 @@ class BlockCache:
 
     def _usable(self, f: CachedFile) -> bool:
         return self._table is not None and f.block_size == self.block_size
+
+    @property
+    def stats(self) -> ExecStat:
+        """The counters, the fast path's hits included."""
+        if self._fast is not None:
+            self._stats.num_read_hits += self._fast.take_hits()
+        return self._stats
+
+    # --- the fast path ----------------------------------------------------------------------
+    # The caller lets an fd read from the cache in one C call (fast_read) with a snapshot of
+    # what its own checks found, `allow`, and takes it back, `deny`, before it changes anything
+    # that would make them refuse a read the snapshot allows; evictions and invalidations are
+    # seen by the C call itself (it reads the block table and ready flags under the table's
+    # lock). The fd's read position moves on the fast path: the caller's path takes it from
+    # there (deny) before it reads.
+    def allow(self, f: CachedFile, start: int, end: int) -> None:
+        """f.fd may read bytes of [start, end) below f.size from ready blocks on its own."""
+        if self._fast is not None and self._usable(f):
+            self._fast.allow(f.fd, f.file_id, f.size, start, end, f.read_next)
+
+    def deny(self, f: CachedFile, keep_position: bool = True) -> None:
+        """Takes f.fd off the fast path, and f.read_next from it unless `keep_position` is
+        false (a caller without the cache's lock)."""
+        if self._fast is not None:
+            read_next = self._fast.deny(f.fd)
+            if read_next is not None and keep_position:
+                f.read_next = read_next
+
+    def lease(self, deadline_ns: int) -> None:
+        """The fast path serves reads before the monotonic time deadline_ns; 0 (the session
+        may be lost) takes every fd off it."""
+        if self._fast is not None:
+            if not deadline_ns:
+                self._fast.deny_all()
+            self._fast.lease(deadline_ns)
 
     # --- reads and writes -------------------------------------------------------------------
     def hit(self, f: CachedFile, offset: int, length: int, buf, cacheable: Cacheable,
@@ -148,7 +189,7 @@ class BlockCache:
                                             self.block_size, self._ready, self._dirty, buf)
                 if not done:
                     return False
-                self.stats.num_write_hits += 1
+                self._stats.num_write_hits += 1
                 self._now_dirty(f, offset, done)
                 self._write_back_excess()
                 return True
@@ -158,7 +199,7 @@ class BlockCache:
             return False
         if done < length:
             return False
-        self.stats.num_read_hits += blocks
+        self._stats.num_read_hits += blocks
         sequential, f.read_next = f.read_next == offset, end
         if sequential:
             self._read_ahead_after(f, end, length, cacheable)
@@ -172,7 +213,7 @@ class BlockCache:
         if self._usable(f):
             done, blocks = self._table.read(f.file_id, offset, len(dst), self._memory,
                                             self.block_size, self._ready, dst)
-            self.stats.num_read_hits += blocks
+            self._stats.num_read_hits += blocks
         if done < len(dst):
             units = -(-end // CHECKSUM_UNIT) * CHECKSUM_UNIT - offset // CHECKSUM_UNIT * \
                 CHECKSUM_UNIT  # the bytes a fetch of this read's units moves
@@ -212,7 +253,7 @@ class BlockCache:
             if kind == CACHED:
                 _, blocks = self._table.read(f.file_id, start, stop - start, self._memory, B,
                                              self._ready, dst[start - offset:stop - offset])
-                self.stats.num_read_hits += blocks
+                self._stats.num_read_hits += blocks
             elif kind == LOADING:
                 loads.append((start // B * B, min((start // B + len(slots)) * B, f.size), slots))
             else:
@@ -245,7 +286,7 @@ class BlockCache:
         if self._usable(f) and cacheable(offset // B * B, -(-(offset + len(src)) // B) * B):
             done, blocks = self._table.write(f.file_id, offset, len(src), self._memory,
                                              self.block_size, self._ready, self._dirty, src)
-            self.stats.num_write_hits += blocks
+            self._stats.num_write_hits += blocks
             self._now_dirty(f, offset, done)
         if done < len(src):
             self._write_slowly(f, offset + done, src[done:], cacheable, old_size)
@@ -310,7 +351,7 @@ class BlockCache:
                 self._changed.wait()  # filled (or given up) meanwhile: look again
                 continue
             if slot is not None and not reading:
-                self.stats.num_write_hits += 1  # (a read's are counted as it copies them)
+                self._stats.num_write_hits += 1  # (a read's are counted as it copies them)
             kind = CACHED
             if (slot is not None and not reading and not self._dirty[slot]
                     and not cacheable(block * B, (block + 1) * B)):
@@ -360,10 +401,16 @@ class BlockCache:
                 raise
             if generation != self._generation:
                 return None
-        self._loading.discard(slot)
-        self._ready[slot], self._busy[slot] = 1, 0
+        self._set_ready(slot)
         self._changed.notify_all()
         return slot
+
+    def _set_ready(self, slot: int) -> None:
+        """A loading slot's bytes are in: ready, under the table's lock, so that a fast read
+        (which holds it) that sees the flag also sees the bytes."""
+        self._loading.discard(slot)
+        with self._table.lock:
+            self._ready[slot], self._busy[slot] = 1, 0
 
     def _first_miss(self, f: CachedFile, block: int) -> bool:
         """Whether this is the block's first miss by a small random read among the last
@@ -397,9 +444,9 @@ class BlockCache:
             file_id, block = self._table.key(victim)
             f = self._files[file_id]
             if self._dirty[victim]:
-                self.stats.num_writebacks += self._write_back(f, [block])
+                self._stats.num_writebacks += self._write_back(f, [block])
             self._forget(f, [block])
-            self.stats.num_evictions += 1
+            self._stats.num_evictions += 1
         return True
 
     # --- read-ahead -------------------------------------------------------------------------
@@ -445,8 +492,7 @@ class BlockCache:
             for k, slot in enumerate(slots):
                 piece = data[k * B:(k + 1) * B]
                 self._view[slot * B:slot * B + len(piece)] = piece
-                self._ready[slot], self._busy[slot] = 1, 0
-                self._loading.discard(slot)
+                self._set_ready(slot)
         self._changed.notify_all()
 
     # --- write-back -------------------------------------------------------------------------
@@ -518,9 +564,9 @@ class BlockCache:
         blocks = [b for b in cached if b * B < end and start < (b + 1) * B]
         written = cached if end == INFINITY else blocks
         self._wait_idle(f, written)
-        self.stats.num_writebacks += self._write_back(f, written)
+        self._stats.num_writebacks += self._write_back(f, written)
         if drop:
-            self.stats.num_invalidations += len(blocks)
+            self._stats.num_invalidations += len(blocks)
             self._forget(f, blocks)
 
     def flush(self, f: CachedFile) -> None:
@@ -534,9 +580,9 @@ class BlockCache:
         fails, the blocks stay, dirty ones dirty, for close to be tried again."""
         blocks = self._cached_blocks(f)
         self._wait_idle(f, blocks)
-        self.stats.num_close_writebacks += self._write_back(f, blocks)
+        self._stats.num_close_writebacks += self._write_back(f, blocks)
         self._forget(f, blocks)
-        self.stats.num_close_evictions += len(blocks)
+        self._stats.num_close_evictions += len(blocks)
         self._files.pop(f.file_id, None)
 
     def truncate(self, f: CachedFile, size: int) -> None:
@@ -559,6 +605,8 @@ class BlockCache:
     def drop_all(self) -> dict[int, int]:
         """Forgets every block without writing anything back (the session is gone, and with
         it the right to write); returns how many dirty blocks each file lost."""
+        if self._fast is not None:
+            self._fast.deny_all()
         lost = {file_id: dirty for file_id, f in list(self._files.items())
                 if (dirty := self._drop(f))}
         self._loading.clear()
@@ -610,3 +658,7 @@ def _runs(blocks: list[int]):
         first = last = block
     if first is not None:
         yield first, last
+
+
+def _no_fast_read(fd, buf, length, offset) -> int:
+    return -1  # no cache: every read takes the general path

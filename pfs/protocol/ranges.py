@@ -61,6 +61,19 @@ class RangeMap:
             pos = e
         return pos >= end
 
+    def around(self, start: int, end: int, level: int) -> tuple[int, int] | None:
+        """The largest range held at `level` or higher throughout that holds [start, end)
+        (start < end), or None when [start, end) is not held so."""
+        starts, ends, levels = self._starts, self._ends, self._levels
+        i = j = bisect.bisect_right(starts, start) - 1
+        if i < 0 or levels[i] < level:
+            return None
+        while i > 0 and ends[i - 1] == starts[i] and levels[i - 1] >= level:
+            i -= 1
+        while j + 1 < len(starts) and starts[j + 1] == ends[j] and levels[j + 1] >= level:
+            j += 1
+        return (starts[i], ends[j]) if start < ends[j] and end <= ends[j] else None
+
     def clear(self, start: int, end: int) -> None:
         self._assign(start, end, lambda _old: 0)
 
