@@ -60,7 +60,9 @@ class Metadata(_Record):
     then shows 0644 for a file, 0755 for a directory), owners (the mount's own user), `atime`
     (mtime's). A symlink is a file without data and with `symlink_target`; a special file
     (made by Client.mknod) one without data and with `special`, its type (stat.S_IFIFO,
-    S_IFSOCK, S_IFCHR or S_IFBLK), and a device its number `rdev`."""
+    S_IFSOCK, S_IFCHR or S_IFBLK), and a device its number `rdev`. `nlink` is its link count
+    as POSIX's: a directory's 2 + its subdirectories, a file's 1, or 0 once unlinked while
+    open (an fd's file, fstat)."""
     filename: str = ""
     file_size: int = 0
     ctime: float = 0.0
@@ -75,6 +77,7 @@ class Metadata(_Record):
     file_id: int = 0  # the file's id in PFS (never changes, renames included)
     special: int | None = None
     rdev: int | None = None
+    nlink: int = 1
 
 
 @dataclass

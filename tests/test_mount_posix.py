@@ -21,6 +21,7 @@ import time
 import grpc
 import pytest
 
+from pfs import PFS_READ_WRITE
 from pfs._proto import metaserver_pb2 as pb
 from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.protocol.transport import CHANNEL_OPTIONS
@@ -131,7 +132,7 @@ def test_unlink_and_rename_over_open_files_across_mounts_and_a_metaserver_restar
         os.close(replaced)
         wait_until(lambda: _files(cluster) == files, TIMEOUT,
                    "the orphans to be removed at their last close")
-        # Unlinked through the mount that has it open (libfuse has no path for it then).
+        # Unlinked through the mount that has it open (libfuse hides it under a name of its own).
         fd = os.open(one.path / "g", os.O_RDWR)
         os.unlink(one.path / "g")
         os.pwrite(fd, b"no name", 0)
@@ -152,6 +153,58 @@ def test_unlink_and_rename_over_open_files_across_mounts_and_a_metaserver_restar
         for m in mounts:
             m.unmount()
         cluster.stop()
+
+
+def test_link_counts_and_fstat_of_files_unlinked_while_open(cluster, mount, clients, name):
+    """A directory's link count is 2 + its subdirectories (mkdir, rmdir, renames across
+    parents), through the mount and the API; an fd whose file was unlinked or renamed over
+    through its own mount still fstats (link count 0, its size), reads and writes, and the
+    name libfuse hides it under is nowhere in PFS."""
+    one, two = mount("one").path, mount("two").path
+    top = one / name
+    for d in ("", "a", "b", "a/x"):
+        (top / d).mkdir()
+    (top / "a/f").write_bytes(b"f")
+    (top / "a/g").write_bytes(b"replaced")
+    client = clients()
+
+    def nlinks(*paths: str) -> list[int]:
+        seen = [os.stat(two / name / p).st_nlink for p in paths]
+        assert seen == [client.stat(f"{name}/{p}".rstrip("/")).nlink for p in paths]
+        return seen
+    assert nlinks("", "a", "b", "a/x", "a/f") == [4, 3, 2, 2, 1]
+    os.rename(top / "a/x", top / "b/x")
+    assert nlinks("", "a", "b") == [4, 2, 3]
+    os.rename(top / "b", top / "a/b")
+    assert nlinks("", "a", "a/b") == [3, 3, 3]
+    os.rmdir(top / "a/b/x")
+    assert nlinks("a", "a/b") == [3, 2]
+    os.rmdir(top / "a/b")
+    files = _files(cluster)
+    fd = os.open(top / "a/f", os.O_RDWR)
+    os.unlink(top / "a/f")
+    assert (os.fstat(fd).st_nlink, os.fstat(fd).st_size) == (0, 1)
+    os.pwrite(fd, b"more", 1)
+    assert os.pread(fd, 10, 0) == b"fmore" and os.fstat(fd).st_size == 5
+    replaced = os.open(top / "a/g", os.O_RDONLY)
+    (top / "h").write_bytes(b"new")
+    os.rename(top / "h", top / "a/g")
+    assert (os.fstat(replaced).st_nlink, os.fstat(replaced).st_size) == (0, 8)
+    assert os.pread(replaced, 10, 0) == b"replaced"
+    assert os.listdir(top / "a") == os.listdir(two / name / "a") == ["g"]
+    assert [m.filename for m in client.listdir(f"{name}/a")] == [f"{name}/a/g"]
+    assert _files(cluster) == files + 1  # the two orphans and the new g, less h
+    os.close(fd)
+    os.close(replaced)
+    wait_until(lambda: _files(cluster) == files - 1, TIMEOUT,
+               "the orphans to be removed at their last close")
+    os.unlink(top / "a/g")
+    os.rmdir(top / "a")  # (nothing hidden is left in it)
+    client.create(f"{name}/api")  # through the API: fstat of an orphan
+    fd = client.open(f"{name}/api", PFS_READ_WRITE)
+    client.delete(f"{name}/api", open_ok=True)
+    assert client.fstat(fd).nlink == 0
+    client.close(fd)
 
 
 def test_a_file_opened_again_right_after_its_close(mount, name):

@@ -7,6 +7,7 @@ a plain dictionary of paths."""
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import sqlite3
 import stat
@@ -153,6 +154,66 @@ def test_committed_changes_survive_reopening(engine, request, tmp_path):
     ns.close()
 
 
+def subdirs(ns, *paths: str) -> list[int]:
+    return [ns.lookup(p(path)).subdirs for path in paths]
+
+
+def test_link_counts_follow_subdirectories(ns):
+    """A directory's subdirectories (its link count less 2, as POSIX's) move with mkdir, rmdir
+    and renames across parents, the root's too; files do not count."""
+    ns.mkdir(p("a"))
+    ns.mkdir(p("b"))
+    ns.mkdir(p("a/x"))
+    ns.mkdir(p("a/y"))
+    ns.create(p("a/f"), 512, 2, [0])
+    assert subdirs(ns, "", "a", "b", "a/x") == [2, 2, 0, 0]
+    ns.rename(p("a/x"), p("b/x"))                     # across parents
+    assert subdirs(ns, "", "a", "b") == [2, 1, 1]
+    ns.rename(p("b/x"), p("b/z"))                     # within one
+    ns.rename(p("a/f"), p("b/f"))                     # a file
+    assert subdirs(ns, "a", "b") == [1, 1]
+    ns.rename(p("a/y"), p("b/z"))                     # over an empty directory
+    assert subdirs(ns, "a", "b") == [0, 1]
+    ns.rename(p("b"), p("a/b"))                       # a subtree, from the root
+    assert subdirs(ns, "", "a", "a/b") == [1, 1, 1]
+    ns.rmdir(p("a/b/z"))
+    ns.unlink(p("a/b/f"))
+    ns.rmdir(p("a/b"))
+    assert subdirs(ns, "", "a") == [1, 0]
+    assert [node.subdirs for _, node in ns.listdir(())] == [0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_link_counts_of_data_from_before_them(engine, request, tmp_path):
+    """Directories stored before link counts were are counted: a SQLite database once when
+    opened, an etcd node when read, until its next change stores the count."""
+    prefix = f"t{uuid.uuid4().hex}/"
+    ns = new_store(engine, request, tmp_path, prefix)
+    for path in ("d", "d/s", "d/t", "d/s/u", "e"):
+        ns.mkdir(p(path))
+    ns.create(p("d/f"), 512, 2, [0])
+    ns.close()
+    if engine == "sqlite":
+        db = sqlite3.connect(tmp_path / "meta.sqlite3")
+        db.execute("ALTER TABLE nodes DROP COLUMN subdirs")
+        db.commit()
+        db.close()
+    else:
+        from pfs_servers.metaserver.etcd import EtcdStore
+        from pfs_servers.metaserver.etcdclient import put
+        old = EtcdStore(request.getfixturevalue("local_etcd").endpoints, prefix=prefix)
+        old._commit([put(key, json.dumps(json.loads(value)[:10])) for key, value in
+                     old.etcd.scan(old.key("n/"))])   # as written before: no subdirs
+        old.close()
+    ns = new_store(engine, request, tmp_path, prefix)
+    assert subdirs(ns, "", "d", "d/s", "d/t", "e") == [2, 2, 1, 0, 0]
+    ns.rename(p("d/t"), p("e/t"))
+    ns.mkdir(p("d/s/v"))
+    assert subdirs(ns, "", "d", "d/s", "e") == [2, 1, 2, 1]
+    assert [node.subdirs for _, node in ns.listdir(p("d"))] == [0, 2]
+    ns.close()
+
+
 def test_flat_data_directories_are_migrated(tmp_path):
     """A metadata database from before directories (one `files` table) opens with every file
     in the root, under the same ids (its objects on the fileservers are named by them)."""
@@ -269,10 +330,12 @@ def test_namespace_agrees_with_a_model(engine, request, tmp_path_factory, ops):
             assert got == expected, (op, args, got, expected)
         assert ns.count_files() == sum(kind == "file" for kind in model.kind.values())
         for path, kind in model.kind.items():
-            assert ns.lookup(path).is_dir == (kind == "dir")
+            node = ns.lookup(path)
+            assert node.is_dir == (kind == "dir")
             if kind == "dir":
                 assert sorted(names(ns, "/".join(path))) == sorted(
                     q[-1] for q in model.children(path))
+                assert node.subdirs == sum(model.kind[q] == "dir" for q in model.children(path))
     finally:
         ns.close()
 

@@ -32,7 +32,8 @@ def metadata_of(meta: pb.FileMeta) -> Metadata:
                        for k in ("mode", "uid", "gid", "atime")},
                     symlink_target=meta.symlink_target if meta.is_symlink else None,
                     file_id=meta.file_id, special=meta.special_type or None,
-                    rdev=meta.rdev if meta.special_type else None)
+                    rdev=meta.rdev if meta.special_type else None,
+                    nlink=meta.nlink if meta.HasField("nlink") else 2 if meta.is_dir else 1)
 
 
 def new_attributes(mode: int | None, uid: int | None, gid: int | None) -> pb.NewAttributes:

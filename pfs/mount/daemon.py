@@ -17,13 +17,13 @@ from pfs.protocol.errnos import error
 log = logging.getLogger("pfs.mount")
 
 #: libfuse options: no data, attribute or name caching in the kernel (direct_io, timeouts of
-#: 0), so a write through another mount or client is seen at once; unlink passed on as it is
-#: (hard_remove: libfuse would otherwise rename an open file to .fuse_hidden*, PFS keeps an
-#: unlinked open file itself); the kernel checks permissions against the stored mode bits and
-#: owners (default_permissions); up to 16
+#: 0), so a write through another mount or client is seen at once; no hard_remove: libfuse
+#: hides a file unlinked while open under a .fuse_hidden* name, which the mount keeps for fstat
+#: while PFS unlinks the file (handles.py); the kernel checks permissions against the stored
+#: mode bits and owners (default_permissions); up to 16
 #: requests served at once, threads kept (libfuse 3.14 logs an error for its own default).
 FUSE_OPTIONS = dict(direct_io=True, attr_timeout=0, entry_timeout=0, negative_timeout=0,
-                    hard_remove=True, auto_unmount=True, default_permissions=True, subtype="pfs",
+                    auto_unmount=True, default_permissions=True, subtype="pfs",
                     max_threads=16, max_idle_threads=16)
 #: What libfuse's fuse_main returns when its loop ended on SIGINT, SIGTERM or SIGHUP.
 STOPPED_BY_SIGNAL = 8

@@ -5,6 +5,10 @@ time.
 
 Files are told apart by their PFS file id, never by path: a file open here may be renamed or
 unlinked (by this mount or any other client) and another file made under its old name.
+
+A file unlinked (or renamed over) while open here keeps a hidden name in libfuse (.fuse_hidden*,
+its only way to reach the file again, for fstat) that names the file here and nowhere in PFS:
+PFS keeps the file itself, as an orphan, until its last close.
 """
 from __future__ import annotations
 
@@ -12,13 +16,23 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Iterator
 
 from pfs.client import PFS_READ_WRITE, Client
+from pfs.protocol.errnos import error
 
 log = logging.getLogger("pfs.mount")
+
+#: How libfuse's high-level layer names an open file it hides instead of unlinking.
+HIDDEN_NAME = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
+
+
+def is_hidden(path: str) -> bool:
+    return HIDDEN_NAME.fullmatch(os.path.basename(path)) is not None
 
 
 @dataclass(eq=False)
@@ -43,6 +57,7 @@ class Handles:
         self._by_id: dict[int, _Shared] = {}
         self._by_fh: dict[int, Handle] = {}
         self._next_fh = itertools.count(1)
+        self._hidden: dict[str, int] = {}  # libfuse's hidden name -> file id
 
     def open(self, path: str, append: bool = False) -> int:
         """A new FUSE handle on the file at `path` (opened read-write in PFS: the kernel
@@ -91,6 +106,28 @@ class Handles:
                 if self._by_id.get(handle.file_id) is shared:
                     del self._by_id[handle.file_id]
                 self._changed.notify_all()
+
+    def hide(self, hidden: str, file_id: int) -> bool:
+        """libfuse hides the file `file_id` under `hidden` (a mount's path); whether it is
+        open here (else it is no file libfuse hides)."""
+        with self._lock:
+            if file_id in self._by_id:
+                self._hidden[hidden] = file_id
+            return file_id in self._by_id
+
+    def hidden_fd(self, hidden: str) -> int | None:
+        """The fd of the file hidden under `hidden` (None: no such name); ESTALE once closed."""
+        with self._lock:
+            file_id = self._hidden.get(hidden)
+            shared = None if file_id is None else self._by_id.get(file_id)
+        if file_id is not None and shared is None:
+            raise error(errno.ESTALE, f"{hidden}: its file was unlinked and closed")
+        return None if shared is None else shared.fd
+
+    def unhide(self, hidden: str) -> bool:
+        """libfuse forgets a hidden name (the file's last close here); whether it was one."""
+        with self._lock:
+            return self._hidden.pop(hidden, None) is not None
 
     @contextlib.contextmanager
     def fd_of(self, path: str) -> Iterator[int]:

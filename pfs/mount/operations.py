@@ -29,7 +29,7 @@ from pfs.metadata import Metadata
 from pfs.protocol.errnos import error
 from pfs.protocol.transport import Credentials
 
-from .handles import Handles
+from .handles import Handles, is_hidden
 
 #: What files and directories whose mode was never set report (made by the API, say).
 FILE_MODE, DIR_MODE = 0o644, 0o755
@@ -65,9 +65,11 @@ class Operations(mfusepy.Operations):
 
     # --- attributes and directories ------------------------------------------------------------
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
-        """By fh when the kernel has one (fstat: the file may have no name any more)."""
-        if fh is not None:
-            return self._attributes(self.client.fstat(self.handles.get(fh).fd))
+        """By fh when the kernel has one, or by libfuse's hidden name of an unlinked open file
+        (fstat: the file has no name in PFS any more; its link count is 0)."""
+        fd = self.handles.get(fh).fd if fh is not None else self.handles.hidden_fd(path)
+        if fd is not None:
+            return self._attributes(self.client.fstat(fd))
         return self._attributes(self.client.stat(pfs_path(path)))
 
     def _attributes(self, meta: Metadata) -> dict[str, Any]:
@@ -81,7 +83,7 @@ class Operations(mfusepy.Operations):
             kind, size = stat.S_IFREG | _or(meta.mode, FILE_MODE), meta.file_size
         mtime, ctime = round(meta.mtime * 1e9), round(meta.ctime * 1e9)
         atime = round(_or(meta.atime, meta.mtime) * 1e9)
-        return dict(st_mode=kind, st_nlink=2 if meta.is_dir else 1, st_size=size,
+        return dict(st_mode=kind, st_nlink=meta.nlink, st_size=size,
                     st_uid=_or(meta.uid, self._uid), st_gid=_or(meta.gid, self._gid),
                     st_blocks=(size + 511) // 512,
                     st_blksize=meta.recipe.block_size * meta.recipe.stripe_blocks or 4096,
@@ -122,8 +124,11 @@ class Operations(mfusepy.Operations):
         self.client.rmdir(pfs_path(path))
 
     def unlink(self, path: str) -> None:
-        """POSIX: a file open anywhere loses its name now and goes at its last close."""
-        self.client.delete(pfs_path(path), open_ok=True)
+        """POSIX: a file open anywhere loses its name now and goes at its last close. (The
+        hidden name of a file unlinked while open here goes at its last close here: PFS
+        reclaims the file at the close.)"""
+        if not self.handles.unhide(path):
+            self.client.delete(pfs_path(path), open_ok=True)
 
     def rename(self, old: str, new: str, flags: int = 0) -> None:
         old, new = pfs_path(old), pfs_path(new)
@@ -132,6 +137,15 @@ class Operations(mfusepy.Operations):
         if flags & RENAME_NOREPLACE and self._exists(new):
             # Checked, then renamed: another client may create `new` in between.
             raise error(errno.EEXIST, f"{new!r} exists")
+        if is_hidden(new) and self.handles.hide("/" + new, self.client.stat(old).file_id):
+            # libfuse hides a file open here that is unlinked or renamed over, to reach it
+            # again: PFS unlinks it (keeping it until its last close), the name stays here.
+            try:
+                self.client.delete(old, open_ok=True)
+            except OSError:
+                self.handles.unhide("/" + new)
+                raise
+            return
         self.client.rename(old, new, open_ok=True)
 
     def _exists(self, path: str) -> bool:

@@ -7,8 +7,9 @@ Keys, as JuiceFS's tkv layout:
 
     n/<id>                      a node: [is_dir, size, ctime, mtime, block_size, stripe_blocks,
                                 servers, replicas, parent, name, mode, uid, gid, atime, target,
-                                special, rdev] (parent null: an orphan; the last seven may be
-                                missing: unset)
+                                special, rdev, subdirs] (parent null: an orphan; the last
+                                eight may be missing: unset; a directory's subdirs missing:
+                                written before link counts, counted by etcdlookups.py)
     e/<parent>/<name>           an entry: "<id>,<is_dir>" (one per component of a lookup)
     o/<id>                      an orphan: a file unlinked while open (orphans.py)
     c/<name>                    a counter (node ids, client ids, files, next fileserver index)
@@ -102,15 +103,20 @@ def encode_node(node: Node, parent: int | None, name: str) -> str:
     """(parent None: an orphan.)"""
     fields = [int(node.is_dir), node.size, node.ctime, node.mtime, node.block_size,
               node.stripe_blocks, list(node.servers), node.replicas, parent, name]
-    attributes = [node.mode, node.uid, node.gid, node.atime, node.target, node.special, node.rdev]
+    attributes = [node.mode, node.uid, node.gid, node.atime, node.target, node.special, node.rdev,
+                  node.subdirs if node.is_dir else None]
     while attributes and attributes[-1] is None:  # (most nodes have none set: kept short)
         attributes.pop()
     return json.dumps(fields + attributes, separators=(",", ":"))
 
 
 def decode_node(node_id: int, value: bytes) -> tuple[Node, int | None, str]:
+    """(A directory's subdirs None: not stored, from before link counts.)"""
     (is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas, parent, name,
      *attributes) = json.loads(value)
+    attributes += [None] * (7 - len(attributes))
+    if len(attributes) == 7:
+        attributes.append(None if is_dir else 0)
     return (Node(node_id, bool(is_dir), size, ctime, mtime, block_size, stripe_blocks,
                  tuple(servers), replicas, *attributes), parent, name)
 

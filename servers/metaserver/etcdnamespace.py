@@ -1,13 +1,13 @@
-"""The namespace on etcd: nodes (`n/<id>`) and the entries naming them (`e/<parent>/<name>`).
+"""The namespace on etcd: nodes (`n/<id>`) and the entries naming them (`e/<parent>/<name>`),
+changed here and looked up by etcdlookups.py.
 
-Invariant: a lookup reads nothing the active metaserver knows (etcdcache.py) and else one get
-per component (a directory's entries whole, if not too many) and one for the node, a listing
-one paged range scan and one read-only transaction a page for its nodes, and every create,
-unlink, rename or attribute change one guarded transaction (etcdcommits.py) and no other round
-trip, so the tree is never seen half changed; the counters move in the same transaction.
+Invariant: every create, unlink, rename or attribute change is one guarded transaction
+(etcdcommits.py) and no other round trip, so the tree is never seen half changed; the counters
+and the link counts of the directories whose subdirectories change move in the same transaction.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import json
@@ -19,9 +19,8 @@ from pfs.protocol.paths import brief
 from pfs.protocol.ranges import INFINITY
 
 from .etcdclient import delete, put
-from .etcdcommits import TXN_OPS, GuardedStore, KeyExists
+from .etcdcommits import KeyExists
 from .etcdkeys import (
-    decode_node,
     encode_node,
     entry_key,
     entry_value,
@@ -32,106 +31,15 @@ from .etcdkeys import (
     pending_key,
     ranges_key,
 )
-from .namespace import (
-    ROOT,
-    NamespaceError,
-    NewAttributes,
-    Node,
-    check_replace,
-    may_move,
-    missing_error,
-    not_a_directory,
-)
+from .etcdlookups import EtcdLookups
+from .namespace import ROOT, NamespaceError, NewAttributes, Node, check_replace, may_move
 
 
-class EtcdNamespace(GuardedStore):
+class EtcdNamespace(EtcdLookups):
     def _make_root(self) -> None:
         if self._get(node_key(ROOT)) is None:
             now = time.time()
-            self._commit([put(self.key(node_key(ROOT)),
-                              json.dumps([1, 0, now, now, 0, 0, [], 1, ROOT, ""]))])
-
-    # --- reading ----------------------------------------------------------------------------
-    def _node(self, node_id: int) -> tuple[Node, int, str] | None:
-        """The node, its parent and name."""
-        value = self._get(node_key(node_id))
-        if value is None:
-            return None
-        return decode_node(node_id, value)
-
-    def _entry(self, parent: int, name: str) -> tuple[int, bool] | None:
-        """(A name not known: the directory's entries are read whole, if not too many, so
-        that the next names looked up there, absent ones too, are known.)"""
-        key = entry_key(parent, name)
-        known, value = self._known(key)
-        if not known:
-            entries = self._group(entry_key(parent))
-            value = self._get(key) if entries is None else entries.get(self.key(key))
-        if value is None:
-            return None
-        node_id, is_dir = value.decode().split(",")
-        return int(node_id, 16), is_dir == "1"
-
-    def _walk(self, path: tuple[str, ...]) -> tuple[Node, int, str]:
-        """The node at `path`, its parent's id and its name: one get per component, and one
-        for the node."""
-        node_id, is_dir = ROOT, True
-        for depth, name in enumerate(path):
-            if not is_dir:
-                raise not_a_directory(path[:depth])
-            entry = self._entry(node_id, name)
-            if entry is None:
-                raise missing_error(path, depth)
-            node_id, is_dir = entry
-        found = self._node(node_id)
-        if found is None:
-            raise missing_error(path, len(path) - 1)
-        return found
-
-    def _directory(self, path: tuple[str, ...]) -> tuple[Node, int, str]:
-        found = self._walk(path)
-        if not found[0].is_dir:
-            raise not_a_directory(path)
-        return found
-
-    def lookup(self, path: tuple[str, ...]) -> Node:
-        return self._walk(path)[0]
-
-    def get(self, node_id: int) -> Node:
-        found = self._node(node_id)
-        if found is None:
-            raise NamespaceError(errno.ENOENT, f"file {node_id} no longer exists")
-        return found[0]
-
-    def path_of(self, node_id: int) -> str:
-        names = []
-        while node_id != ROOT:
-            found = self._node(node_id)
-            if found is None or found[1] is None:
-                return ""  # deleted meanwhile, or an orphan
-            _, node_id, name = found
-            names.append(name)
-        return "/".join(reversed(names))
-
-    def listdir(self, path: tuple[str, ...], after: str = "",
-                limit: int = -1) -> list[tuple[str, Node]]:
-        directory = self._directory(path)[0]
-        prefix = entry_key(directory.node_id)
-        entries = [(key[len(prefix):], int(value.split(b",")[0], 16)) for key, value in
-                   self._scan(prefix, prefix + after + "\0" if after else None, limit)]
-        nodes = {}
-        for i in range(0, len(entries), TXN_OPS):  # the nodes, a read-only transaction a page
-            chunk = [self.key(node_key(node_id)) for _, node_id in entries[i:i + TXN_OPS]]
-            for key, value in self.etcd.get_many(chunk).items():
-                node_id = int(key.rsplit(b"/", 1)[1], 16)
-                nodes[node_id] = decode_node(node_id, value)[0]
-        return [(name, nodes[node_id]) for name, node_id in entries if node_id in nodes]
-
-    def count_files(self) -> int:
-        return self._counter("files")
-
-    def _empty(self, node: Node) -> bool:
-        return not list(self._scan(entry_key(node.node_id), limit=1))
+            self._commit([self._put_node(Node(ROOT, True, 0, now, now, 0, 0, ()), ROOT, "")])
 
     # --- creating ---------------------------------------------------------------------------
     def _new_entry(self, path: tuple[str, ...], is_dir: bool, block_size: int = 0,
@@ -154,7 +62,7 @@ class EtcdNamespace(GuardedStore):
                         replicas, a.mode, a.uid, a.gid, None, target, special, rdev)
             ops = [self._put_node(node, parent.node_id, path[-1]),
                    put(self.key(entry_key(parent.node_id, path[-1])), entry_value(node))]
-            ops += self._touched({parent.node_id}, now)
+            ops += self._touched({parent.node_id: int(is_dir)}, now)
             counters = {"node_id": node_id}
             if not is_dir:
                 counters["files"] = self._counter("files") + 1
@@ -169,14 +77,18 @@ class EtcdNamespace(GuardedStore):
     def _put_node(self, node: Node, parent: int | None, name: str) -> rpc.RequestOp:
         return put(self.key(node_key(node.node_id)), encode_node(node, parent, name))
 
-    def _touched(self, directories: set[int], now: float) -> list[rpc.RequestOp]:
-        """The ops moving the mtime and ctime of directories whose entries change (POSIX), but
-        the root's, which every top-level change would otherwise rewrite."""
+    def _touched(self, subdirs: dict[int, int], now: float) -> list[rpc.RequestOp]:
+        """The ops changing directories whose entries change, by their change of subdirectories:
+        their mtime and ctime move (POSIX), but the root's, which every top-level change would
+        otherwise rewrite (it is written when its link count changes)."""
         ops = []
-        for dir_id in directories - {ROOT}:
+        for dir_id, change in subdirs.items():
+            if dir_id == ROOT and not change:
+                continue
             node, parent, name = self._node(dir_id)
-            ops.append(self._put_node(dataclasses.replace(node, mtime=now, ctime=now),
-                                      parent, name))
+            times = {} if dir_id == ROOT else dict(mtime=now, ctime=now)
+            ops.append(self._put_node(dataclasses.replace(node, subdirs=node.subdirs + change,
+                                                          **times), parent, name))
         return ops
 
     def create(self, path, block_size, stripe_blocks, servers, replicas=1,
@@ -270,7 +182,7 @@ class EtcdNamespace(GuardedStore):
             if node.is_dir:
                 raise NamespaceError(errno.EISDIR, f"is a directory (use rmdir): "
                                                    f"{brief('/'.join(path))}")
-            ops = self._touched({parent}, time.time()) + [self._delete_entry(path, parent)]
+            ops = self._touched({parent: 0}, time.time()) + [self._delete_entry(path, parent)]
             if orphan:
                 self._commit(ops + self._orphaned(node))
             else:
@@ -302,7 +214,7 @@ class EtcdNamespace(GuardedStore):
             if not self._empty(node):
                 raise NamespaceError(errno.ENOTEMPTY, f"directory not empty: "
                                                       f"{brief('/'.join(path))}")
-            self._commit(self._touched({parent}, time.time()) +
+            self._commit(self._touched({parent: -1}, time.time()) +
                          self._removal(node) + [self._delete_entry(path, parent)])
 
     def rename(self, old: tuple[str, ...], new: tuple[str, ...],
@@ -338,7 +250,9 @@ class EtcdNamespace(GuardedStore):
             else:
                 ops += self._removal(replaced)
                 removed = replaced
-        ops += self._touched({old_parent, parent.node_id}, time.time())
+        subdirs = collections.Counter({old_parent: -moving.is_dir})
+        subdirs[parent.node_id] += moving.is_dir - bool(replaced and replaced.is_dir)
+        ops += self._touched(subdirs, time.time())
         ops += [self._delete_entry(old, old_parent),
                 put(self.key(entry_key(parent.node_id, new[-1])), entry_value(moving)),
                 self._put_node(moving, parent.node_id, new[-1])]

@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     servers TEXT NOT NULL,              -- fileserver indices: copy k of column c at k * width + c
     replicas INTEGER NOT NULL DEFAULT 1 -- copies of each stripe unit
     -- mode, uid, gid, atime, target: POSIX attributes and a symlink's target; special, rdev:
-    -- a special file's type and a device's number (added by _migrate_attributes)
+    -- a special file's type and a device's number (added by _migrate_attributes); subdirs: a
+    -- directory's subdirectories, its link count less 2 (added by _migrate_subdirs)
 );
 CREATE TABLE IF NOT EXISTS entries (
     parent INTEGER NOT NULL,
@@ -144,6 +145,7 @@ class Node:
     target: str | None = None  # a symlink's target; None for a file or directory
     special: int | None = None  # a special file's type: stat.S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK
     rdev: int | None = None  # a device's number
+    subdirs: int = 0  # a directory's subdirectories (its link count is 2 more, as POSIX's)
 
     @property
     def is_symlink(self) -> bool:
@@ -170,15 +172,16 @@ class Node:
 
 
 _COLUMNS = ("id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas, mode,"
-            " uid, gid, atime, target, special, rdev")
+            " uid, gid, atime, target, special, rdev, subdirs")
 _NODE_COLUMNS = ", ".join("n." + c for c in _COLUMNS.split(", "))  # of nodes joined as n
 
 
 def _node(row: tuple) -> Node:
     (node_id, is_dir, size, ctime, mtime, block_size, stripe_blocks, servers, replicas,
-     mode, uid, gid, atime, target, special, rdev) = row
+     mode, uid, gid, atime, target, special, rdev, subdirs) = row
     return Node(node_id, bool(is_dir), size, ctime, mtime, block_size, stripe_blocks,
-                _servers(servers), replicas, mode, uid, gid, atime, target, special, rdev)
+                _servers(servers), replicas, mode, uid, gid, atime, target, special, rdev,
+                subdirs)
 
 
 def _servers_text(servers) -> str:
@@ -231,6 +234,7 @@ class Namespace(MetaStore):
         self._migrate_flat_namespace()
         self._migrate_members()
         self._migrate_attributes()
+        self._migrate_subdirs()
         self._writer.execute(
             "INSERT OR IGNORE INTO nodes (id, is_dir, size, ctime, mtime, block_size,"
             " stripe_blocks, servers) VALUES (?, 1, 0, ?, ?, 0, 0, '')",
@@ -319,6 +323,18 @@ class Namespace(MetaStore):
                        "target TEXT", "special INTEGER", "rdev INTEGER"):
             if column.split()[0] not in columns:
                 db.execute(f"ALTER TABLE nodes ADD COLUMN {column}")
+
+    def _migrate_subdirs(self) -> None:
+        """Gives the directories of a data directory from before link counts their number of
+        subdirectories, counted once."""
+        db = self._writer
+        if "subdirs" in {row[1] for row in db.execute("PRAGMA table_info(nodes)")}:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ALTER TABLE nodes ADD COLUMN subdirs INTEGER NOT NULL DEFAULT 0")
+        db.execute("UPDATE nodes SET subdirs = (SELECT COUNT(*) FROM entries e JOIN nodes c ON"
+                   " c.id = e.node WHERE e.parent = nodes.id AND c.is_dir = 1) WHERE is_dir = 1")
+        db.execute("COMMIT")
 
     def close(self) -> None:
         with self._write_lock, self._read_lock, self._sync_lock:
@@ -439,7 +455,9 @@ class Namespace(MetaStore):
         db.execute("INSERT INTO entries (parent, name, node) VALUES (?, ?, ?)",
                    (parent.node_id, path[-1], cursor.lastrowid))
         self._touch_parent(db, cursor.lastrowid, now)
-        if not is_dir:
+        if is_dir:
+            self._count_subdir(db, cursor.lastrowid, +1)
+        else:
             db.execute("UPDATE counters SET value = value + 1 WHERE name = 'files'")
         return Node(cursor.lastrowid, is_dir, 0, now, now, block_size, stripe_blocks,
                     tuple(servers), replicas, a.mode, a.uid, a.gid, None, target, special, rdev)
@@ -490,9 +508,17 @@ class Namespace(MetaStore):
         db.execute("UPDATE nodes SET mtime = ?, ctime = ? WHERE id = (SELECT parent FROM entries"
                    " WHERE node = ?) AND id != ?", (now, now, node_id, ROOT))
 
+    @staticmethod
+    def _count_subdir(db: sqlite3.Connection, node_id: int, change: int) -> None:
+        """A directory's entry was made (+1) or goes (-1): its parent's link count follows."""
+        db.execute("UPDATE nodes SET subdirs = subdirs + ? WHERE id = (SELECT parent FROM"
+                   " entries WHERE node = ?)", (change, node_id))
+
     def _remove(self, db: sqlite3.Connection, node: Node) -> None:
         """Removes a node and its entry; a file's objects are recorded as still to delete."""
         self._touch_parent(db, node.node_id, time.time())
+        if node.is_dir:
+            self._count_subdir(db, node.node_id, -1)
         db.execute("DELETE FROM entries WHERE node = ?", (node.node_id,))
         db.execute("DELETE FROM nodes WHERE id = ?", (node.node_id,))
         if not node.is_dir:
@@ -558,9 +584,13 @@ class Namespace(MetaStore):
                     self._remove(db, replaced)
             now = time.time()
             self._touch_parent(db, moving.node_id, now)
+            if moving.is_dir:
+                self._count_subdir(db, moving.node_id, -1)
             db.execute("UPDATE entries SET parent = ?, name = ? WHERE node = ?",
                        (parent.node_id, new[-1], moving.node_id))
             self._touch_parent(db, moving.node_id, now)
+            if moving.is_dir:
+                self._count_subdir(db, moving.node_id, +1)
             return replaced
 
     def record_size(self, node_id: int, size: int, touch: bool, exact: bool = False) -> None:

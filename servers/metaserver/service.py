@@ -420,13 +420,15 @@ def _status(server: MetaServer) -> pb.StatusReply:
 
 
 def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
-    """A file's metadata: its size and truncate count those of its open state, if open."""
+    """A file's metadata: its size and truncate count those of its open state, if open. A file
+    without a path (only the root has none) is an orphan: no link left."""
     return pb.FileMeta(
         file_id=node.node_id, path=path, size=f.size if f else node.size,
         ctime=node.ctime, mtime=node.mtime, is_dir=node.is_dir,
         size_epoch=f.size_epoch if f else 0, mode=node.mode, uid=node.uid, gid=node.gid,
         atime=node.atime, is_symlink=node.is_symlink, symlink_target=node.target or "",
         special_type=node.special or 0, rdev=node.rdev or 0,
+        nlink=2 + node.subdirs if node.is_dir else int(bool(path)),
         recipe=pb.Recipe(block_size=node.block_size, stripe_blocks=node.stripe_blocks,
                          stripe_width=node.width, servers=node.servers,
                          replicas=node.replicas) if not node.is_dir else pb.Recipe())
