@@ -3,12 +3,14 @@ fileservers never see a session's key, and every data call needs a capability, s
 metaserver, for its file, range, mode and fileserver. Each attack below is refused and changes
 nothing stored."""
 import errno
+import time
 
 import grpc
 import pytest
 
 import pfs
 from pfs.protocol import capability, wire
+from pfs.protocol.datacalls import read_units
 from pfs._proto import fileserver_pb2 as fs_pb
 from pfs._proto import fileserver_pb2_grpc as fs_grpc
 from pfs._proto import metaserver_pb2 as pb
@@ -16,7 +18,7 @@ from pfs._proto import metaserver_pb2_grpc as pb_grpc
 from pfs.protocol.errnos import ERRNO_HEADER
 from pfs.protocol.ranges import INFINITY
 from pfs_servers import clusterkey
-from clusters import read_file, write_file
+from clusters import read_file, wait_until, write_file
 
 CONTENT = bytes(range(256)) * 8  # 2 KiB: 1 KiB stripe units, so columns 0 and 1
 
@@ -92,6 +94,26 @@ def test_a_capability_cannot_be_widened_or_forged(held):
     refused(call(servers[0], wire.WRITE_METHOD, request, [forged]))
     assert "short" in refused(call(servers[0], wire.READ_METHOD,
                                    wire.read_request(f.file_id, 0, 4), [b"junk"]))
+
+
+def test_a_capability_served_before_still_expires(held, cluster):
+    """A fileserver checks a capability's signature once (it remembers the bytes it verified),
+    but its expiry on every call: the same bytes, good a moment ago, are refused once it ran
+    out."""
+    reader, f, servers = held
+    parsed = capability.Capability.parse(f.held.for_call(0, 0, INFINITY, capability.READ)[0])
+    expires = time.time() + 3
+    blob = capability.Signer(clusterkey.load(cluster.key_file)).sign(
+        f.file_id, parsed.client_id, capability.READ, 0, INFINITY, expires, parsed.servers)
+    request = wire.read_request(f.file_id, 0, 16)
+    reply = call(servers[0], wire.READ_METHOD, request, [blob])
+    assert isinstance(reply, bytes), reply
+    assert bytes(read_units(reply).data[:16]) == CONTENT[:16]
+    time.sleep(max(0.0, expires - time.time()))
+    wait_until(lambda: isinstance(call(servers[0], wire.READ_METHOD, request, [blob]),
+                                  grpc.RpcError), what="the capability to expire")
+    assert "expired" in refused(call(servers[0], wire.READ_METHOD, request, [blob]),
+                                errno.EKEYEXPIRED)
 
 
 def test_a_stolen_session_key_writes_nothing(held, clients, name):

@@ -165,7 +165,7 @@ class Fileservers:
               capabilities: list[bytes]):
         try:
             return server.calls.call(method, request, capabilities,
-                                     f"{what} on {self.named(index)}")
+                                     lambda: f"{what} on {self.named(index)}")
         except OSError as failure:
             if failure.errno == errno.ENOTCONN:  # the session was fenced: final
                 self._on_fenced(failure.strerror)

@@ -142,16 +142,16 @@ class Replicas:
         against its checksum; _Damaged if one does not match, or bytes are missing."""
         units = read_units(reply)
         start, data, unit = units.start, units.data, units.bad
-        where = self._fileservers.named(index)
         if unit is not None:
             byte = f.recipe.file_offset(e.server, max(unit, e.local_offset))
-            raise _Damaged(f"byte {byte} of {f.name!r} on {where} fails its checksum (the "
-                           "copy there is damaged; nothing of it is returned)",
-                           unit, unit + wire.CHECKSUM_UNIT)
+            raise _Damaged(f"byte {byte} of {f.name!r} on {self._fileservers.named(index)} "
+                           "fails its checksum (the copy there is damaged; nothing of it is "
+                           "returned)", unit, unit + wire.CHECKSUM_UNIT)
         piece = data[e.local_offset - start:e.local_offset - start + e.length]
-        if len(piece) < e.length:
+        if len(piece) < e.length:  # (messages are made only on failure: reads are many)
             have = e.local_offset + len(piece)
-            raise _Damaged(f"{where} does not have byte {f.recipe.file_offset(e.server, have)} "
+            byte = f.recipe.file_offset(e.server, have)
+            raise _Damaged(f"{self._fileservers.named(index)} does not have byte {byte} "
                            f"of {f.name!r} (and maybe more): its copy of the file is lost or "
                            "damaged; no zeros are returned in their place", have,
                            e.local_offset + e.length)

@@ -69,10 +69,16 @@ class Capability:
 
 
 class Signer:
-    """Signs and checks capabilities with the key derived from the cluster key."""
+    """Signs and checks capabilities with the key derived from the cluster key. A capability
+    whose signature matched is remembered by its bytes (the newest VERIFIED of them), so that
+    the calls carrying it again skip the HMAC; what it allows, and until when, is still checked
+    by every call (a capability's bytes are all signed: the same bytes, the same capability)."""
+
+    VERIFIED = 4096
 
     def __init__(self, cluster_key: bytes) -> None:
         self._key = hmac.new(cluster_key, b"pfs capabilities", hashlib.sha256).digest()
+        self._verified: dict[bytes, Capability] = {}
 
     def _mac(self, body: bytes) -> bytes:
         return hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
@@ -86,10 +92,16 @@ class Signer:
 
     def verify(self, blob: bytes) -> Capability:
         """The capability, if the metaserver signed it (ValueError otherwise)."""
+        capability = self._verified.get(blob)
+        if capability is not None:
+            return capability
         capability = Capability.parse(blob)
         if not hmac.compare_digest(self._mac(blob[:-_MAC_BYTES]), blob[-_MAC_BYTES:]):
             raise ValueError("a capability's signature does not match: it was not issued by "
                              "this cluster's metaserver")
+        if len(self._verified) >= self.VERIFIED:
+            self._verified.clear()  # (dropping them all is as safe as any: each is re-checked)
+        self._verified[capability.blob] = capability
         return capability
 
 

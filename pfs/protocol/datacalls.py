@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import grpc
 
@@ -29,15 +29,17 @@ class FileServerCalls:
                      "write": channel.unary_unary(wire.WRITE_METHOD)}
         self._stub = pb_grpc.FileServerStub(channel)
 
-    def call(self, method: str, request, capabilities: Iterable[bytes], what: str):
+    def call(self, method: str, request, capabilities: Iterable[bytes],
+             what: str | Callable[[], str]):
         """Makes one call: `method` is "read" or "write" (raw requests, wire.py) or a method of
-        the FileServer service ("Truncate", "Fsync"); OSError naming `what` if it fails."""
+        the FileServer service ("Truncate", "Fsync"); OSError naming `what` if it fails (a
+        function making the name is called only then)."""
         call = self._raw.get(method) or getattr(self._stub, method)
         try:
             return call(request, timeout=CALL_TIMEOUT,
                         metadata=tuple((capability.HEADER, c) for c in capabilities))
         except grpc.RpcError as e:
-            raise from_rpc(e, what) from None
+            raise from_rpc(e, what if isinstance(what, str) else what()) from None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ for good (its place is another's, or it lacks the cluster key).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import pathlib
 import threading
@@ -47,6 +48,10 @@ def serve(data_dir: pathlib.Path, metaserver: str, cluster_key_file: pathlib.Pat
         fileserver_pb2_grpc.add_FileServerServicer_to_server(service, server)
         server.add_generic_rpc_handlers([service.data_handler()])
     server, bound = start_server(register, host, port, credentials, THREADS)
+    # What is loaded by now (modules, protobuf descriptors) lives as long as the process: left
+    # out of the collector's full passes, which the calls' allocations trigger and which would
+    # walk all of it every time.
+    gc.freeze()
     address = advertise or f"{host}:{bound}"
     log.info("fileserver %s serving %s on %s", name or store.uuid[:8], data_dir, address)
     control = Control(service, address, name or store.uuid, metaserver, credentials,

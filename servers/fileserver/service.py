@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import secrets
+import threading
 
 import grpc
 
@@ -76,6 +77,24 @@ def _answer_errors(method):
     return wrapper
 
 
+#: Reads up to this many bytes land in their thread's scratch buffer (so the THREADS buffers
+#: take 64 MiB at most); larger ones, rare (a client's call of more than 8 MiB), get their own.
+SCRATCH_BYTES = 2 << 20
+
+
+class _Scratch(threading.local):
+    """Each serving thread's read buffer, grown to the largest read it served."""
+
+    buffer = bytearray()
+
+    def of(self, size: int) -> bytearray | None:
+        if size > SCRATCH_BYTES + 2 * wire.CHECKSUM_UNIT:
+            return None
+        if len(self.buffer) < size:
+            self.buffer = bytearray(size)
+        return self.buffer
+
+
 class FileServerService(pb_grpc.FileServerServicer):
     def __init__(self, store: StripeStore, sessions: SessionTable, signer: Signer,
                  notary: Notary) -> None:
@@ -86,6 +105,7 @@ class FileServerService(pb_grpc.FileServerServicer):
         self.boot = secrets.token_hex(8)  # this process's: a restart is another incarnation
         self.incarnation = incarnation(store.uuid, self.boot)
         self.index: int | None = None  # ours in the cluster, once the metaserver said
+        self._scratch = _Scratch()
 
     def _client(self, context, file_id: int, start: int, end: int, mode: int) -> int:
         return self._caller(context, file_id, start, end, mode)[0]
@@ -124,10 +144,13 @@ class FileServerService(pb_grpc.FileServerServicer):
     # --- the raw-bytes data service (pfs/wire.py) -----------------------------------------
     @_answer_errors
     def read(self, request: bytes, context) -> bytes:
+        """The bytes are read into this thread's scratch buffer, the reply assembled from it:
+        one fresh buffer per read, the reply's (a large one costs its page faults)."""
         file_id, offset, length = wire.parse_read(request)
         with self.sessions.serving(self._client(context, file_id, offset, offset + length,
                                                 READ)):
-            return wire.read_reply(*self.store.read(file_id, offset, length))
+            scratch = self._scratch.of(length + 2 * wire.CHECKSUM_UNIT)  # (length was checked)
+            return wire.read_reply(*self.store.read(file_id, offset, length, scratch))
 
     @_answer_errors
     def write(self, request: bytes, context) -> bytes:

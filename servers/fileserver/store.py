@@ -31,7 +31,7 @@ import threading
 import uuid
 from array import array
 from collections import OrderedDict
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pfs._native import crc32c
 from pfs.protocol import checksums
@@ -52,60 +52,81 @@ class Corrupt(Exception):
 
 
 class _Handles:
-    """File descriptors of recently used objects, shared by the calls that use them; one is
-    closed only once no call uses it (a closed descriptor's number could be reused by another
-    object meanwhile)."""
+    """Descriptors of recently used objects, each with its checksum file's (opened, created if
+    need be, whenever the object is), shared by the calls that use them; a pair is closed only
+    once no call uses it (a closed descriptor's number could be reused by another object
+    meanwhile)."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._lock = threading.Lock()
-        self._open: OrderedDict[int, list[int]] = OrderedDict()  # file id -> [fd, users]
+        self._open: OrderedDict[int, list] = OrderedDict()  # file id -> [(fd, crc fd), users]
 
     @contextlib.contextmanager
-    def use(self, file_id: int, path: str, create: bool) -> Iterator[int | None]:
-        """The object's descriptor (None if it does not exist and `create` is false)."""
+    def use(self, file_id: int, path: Callable[[int], str],
+            create: bool) -> Iterator[tuple[int, int] | None]:
+        """The object's descriptor and its checksums' (None if the object does not exist and
+        `create` is false); `path(file_id)` names the object, asked only to open it."""
         with self._lock:
             entry = self._open.get(file_id)
             if entry is not None:
                 self._open.move_to_end(file_id)
                 entry[1] += 1
         if entry is None:
-            try:
-                fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
-            except FileNotFoundError:
-                if not create:
-                    yield None
-                    return
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fds = _open_pair(path(file_id), create)
+            if fds is None:
+                yield None
+                return
             with self._lock:
                 entry = self._open.get(file_id)
                 if entry is None:
-                    entry = self._open[file_id] = [fd, 1]
+                    entry = self._open[file_id] = [fds, 1]
                     self._close_beyond_limit()
                 else:  # opened meanwhile by another call: use that one
                     entry[1] += 1
-                    os.close(fd)
+                    _close_pair(fds)
         try:
             yield entry[0]
         finally:
             with self._lock:
                 entry[1] -= 1
                 if not entry[1] and self._open.get(file_id) is not entry:
-                    os.close(entry[0])  # dropped while in use: the last user closes it
+                    _close_pair(entry[0])  # dropped while in use: the last user closes it
 
     def drop(self, file_id: int) -> None:
         with self._lock:
             entry = self._open.pop(file_id, None)
             if entry is not None and not entry[1]:
-                os.close(entry[0])
+                _close_pair(entry[0])
 
     def _close_beyond_limit(self) -> None:
         for file_id in list(self._open):
             if len(self._open) <= self._limit:
                 return
             if not self._open[file_id][1]:
-                os.close(self._open.pop(file_id)[0])
+                _close_pair(self._open.pop(file_id)[0])
+
+
+def _open_pair(path: str, create: bool) -> tuple[int, int] | None:
+    """Opens an object and its checksum file (None if the object does not exist and `create`
+    is false)."""
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        if not create:
+            return None
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        return fd, os.open(path + ".crc", os.O_RDWR | os.O_CREAT, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _close_pair(fds: tuple[int, int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 class StripeStore:
@@ -115,7 +136,6 @@ class StripeStore:
         self.objects.mkdir(parents=True, exist_ok=True)
         self._objects = str(self.objects)
         self._handles = _Handles(OPEN_OBJECTS)
-        self._crc_handles = _Handles(OPEN_OBJECTS)
         self._locks = [threading.Lock() for _ in range(LOCKS)]
         self.uuid = self._identity()
 
@@ -137,12 +157,11 @@ class StripeStore:
     def check(self, file_id: int, offset: int, length: int) -> None:
         """ValueError, saying why, unless a call may name this object and range (checked again
         by every call, so none can skip it)."""
-        self._path(file_id)
+        _check_id(file_id)
         self._check_range(offset, length)
 
     def _path(self, file_id: int) -> str:
-        if not 0 < file_id < (1 << 63):
-            raise ValueError(f"file id must be between 1 and 2^63-1, got {file_id}")
+        _check_id(file_id)
         return f"{self._objects}/{file_id % 256:02x}/{file_id}"
 
     @staticmethod
@@ -156,26 +175,28 @@ class StripeStore:
     def _object(self, file_id: int, create: bool) -> Iterator[tuple[int, int] | None]:
         """The object's descriptor and its checksums' (None if it does not exist and `create` is
         false), under the object's lock."""
-        path = self._path(file_id)
-        with self._locks[file_id % LOCKS], \
-                self._handles.use(file_id, path, create) as fd:
-            if fd is None:
-                yield None
-                return
-            with self._crc_handles.use(file_id, path + ".crc", create=True) as crc_fd:
-                yield fd, crc_fd
+        _check_id(file_id)
+        with self._locks[file_id % LOCKS], self._handles.use(file_id, self._path, create) as fds:
+            yield fds
 
-    def read(self, file_id: int, offset: int, length: int) -> tuple[int, array, bytes]:
+    def read(self, file_id: int, offset: int, length: int,
+             into: bytearray | None = None) -> tuple[int, array, bytes | memoryview]:
         """The whole units holding [offset, offset + length), cut at the object's end: (their
         start, each unit's checksum, their bytes). Nothing was ever written to this server's
-        part of the file: no bytes."""
+        part of the file: no bytes. With `into` (at least `length` + 2 units long), the bytes
+        are read into it and returned as a view of it (no buffer allocated per read)."""
         self._check_range(offset, length)
         start = offset // UNIT * UNIT
+        size = -(-(offset + length) // UNIT) * UNIT - start
         with self._object(file_id, create=False) as fds:
             if fds is None:
                 return start, array("I"), b""
             fd, crc_fd = fds
-            data = os.pread(fd, -(-(offset + length) // UNIT) * UNIT - start, start)
+            if into is None:
+                data = os.pread(fd, size, start)
+            else:
+                view = memoryview(into)[:size]
+                data = view[:os.preadv(fd, [view], start)]
             return start, self._checksums(file_id, crc_fd, start, len(data)), data
 
     def checksums(self, file_id: int, offset: int, length: int) -> tuple[int, array, int, bool]:
@@ -284,12 +305,11 @@ class StripeStore:
 
     def fsync(self, file_id: int) -> None:
         path = self._path(file_id)
-        with self._handles.use(file_id, path, create=False) as fd:
-            if fd is None:
+        with self._handles.use(file_id, self._path, create=False) as fds:
+            if fds is None:
                 return
-            os.fsync(fd)
-        with self._crc_handles.use(file_id, path + ".crc", create=True) as crc_fd:
-            os.fsync(crc_fd)
+            for fd in fds:
+                os.fsync(fd)
         with contextlib.suppress(FileNotFoundError):
             zeros = os.open(path + ".zeros", os.O_RDONLY)
             try:
@@ -312,7 +332,6 @@ class StripeStore:
     def delete(self, file_id: int) -> None:
         path = self._path(file_id)
         self._handles.drop(file_id)
-        self._crc_handles.drop(file_id)
         for name in (path, path + ".crc", path + ".zeros"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
@@ -321,6 +340,11 @@ class StripeStore:
         """(number of objects, bytes of file data stored)."""
         sizes = [p.stat().st_size for p in self.objects.glob("*/*") if not p.suffix]
         return len(sizes), sum(sizes)
+
+
+def _check_id(file_id: int) -> None:
+    if not 0 < file_id < (1 << 63):
+        raise ValueError(f"file id must be between 1 and 2^63-1, got {file_id}")
 
 
 _FLIP = bytes(255 - b for b in range(256))
