@@ -13,6 +13,8 @@ import time
 import grpc
 from aetcd import rpc
 
+from .store import WouldWait
+
 log = logging.getLogger("pfs.metaserver")
 
 #: Keys per page of a range scan.
@@ -42,6 +44,7 @@ class Etcd:
         self.endpoints = endpoints
         self._credentials = credentials
         self._lock = threading.Lock()
+        self._local = threading.local()  # (at_once)
         self._connect(0)
 
     def another(self) -> "Etcd":
@@ -75,9 +78,19 @@ class Etcd:
                 self._channel.close()
                 self._connect(turn + 1)
 
+    def at_once(self, fn, *args):
+        """fn(*args), in which a call to etcd raises WouldWait instead (on this thread)."""
+        self._local.at_once = True
+        try:
+            return fn(*args)
+        finally:
+            self._local.at_once = False
+
     def call(self, fn):
         """fn(self), on the next member when one does not answer (each twice at most): for
         reads, which may be repeated."""
+        if getattr(self._local, "at_once", False):
+            raise WouldWait
         for attempt in range(len(self.endpoints) * 2):
             turn = self._turn
             try:

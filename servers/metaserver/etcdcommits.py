@@ -193,6 +193,10 @@ class GuardedStore(MetaStore):
         the metaserver's loop must not wait for; every change goes to the metadata thread."""
         raise WriterBusy
 
+    def at_once(self, fn, *args):
+        """fn(*args) if what it reads is in the cache (etcdcache.py); else WouldWait."""
+        return self.etcd.at_once(fn, *args)
+
     def exclusive(self) -> threading.RLock:
         return self._write_lock
 
