@@ -149,7 +149,7 @@ class MetaServer:
                                self.tokens, self.sizes, self.copies, self.cluster, self.repair,
                                self.repeats)
         self.changes = NamespaceChanges(
-            namespace, db, lock, self.open_files, self.cluster, self.copies,
+            namespace, db, self.read, lock, self.open_files, self.cluster, self.copies,
             self.layouts, self.replication, self.temporaries, self.orphans, self.deletions,
             Layout(0, self.stripe_blocks, self.replicas), self.block_size)
 
