@@ -2,7 +2,8 @@
 
 Invariant: a member that does not answer is left for the next one; a read may be repeated on
 it, a write is the caller's to repeat (etcdcommits.py knows whether it committed). Reads see
-every committed write of the one writer (Etcd.range says how).
+every committed write of the one writer (Etcd.range says how). Under `at_once` nothing calls
+etcd (WouldWait instead): what the metaserver's loop reads there never waits on it.
 """
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ class MetaServer:
         self.repair.on_cut = self.sizes.cut
         self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,
                                  self.cluster, self.sessions, self.recovery, self.clock,
-                                 self.capabilities)
+                                 self.capabilities, self.read)
         self.lifecycle = Lifecycle(namespace, db, self.sessions, self.tokens, self.cluster,
                                    self.open_files, self.sizes, self.unfinished,
                                    self.temporary_removal, self.recovery)
