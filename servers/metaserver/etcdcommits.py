@@ -50,6 +50,8 @@ class GuardedStore(MetaStore):
     transactions; the engine's parts (etcdnamespace.py, etcdrecords.py, etcdintents.py)
     build on it."""
 
+    reads_wait = True
+
     def __init__(self, endpoints: list[str], prefix: str = "pfs/", ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None) -> None:
         self.etcd = Etcd(endpoints, tls_credentials(ca_file, cert_file, key_file))

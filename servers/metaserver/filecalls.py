@@ -60,7 +60,8 @@ class FileCalls:
                 raise OSError(errno.EBUSY, f"{brief(named)} is already open in this "
                                            "client; close it first")
             self._open_files.open(client_id, node)
-        await self._read(self._copies.stale, node.node_id)  # (read by a grant at the open)
+        if self._namespace.reads_wait:  # (read by a grant at the open)
+            await self._read(self._copies.stale, node.node_id)
         return node
 
     def grant_at_open(self, session: Session, file_id: int,
@@ -90,7 +91,8 @@ class FileCalls:
         reconciled."""
         client_id = session.client_id
         f = self._open_files.of(client_id, file_id)
-        await self._read(self._copies.stale, file_id)  # (read once it is granted)
+        if self._namespace.reads_wait:  # (read once it is granted)
+            await self._read(self._copies.stale, file_id)
         if mode == WRITE and f.node.replicas > 1 and file_id not in session.writing:
             await self._db(self._copies.writing, client_id, file_id)
             session.writing.add(file_id)

@@ -146,7 +146,8 @@ class Reclaims:
         for claim in request.files:
             with contextlib.suppress(OSError):
                 nodes[claim.file_id] = node = await self._read(self.namespace.get, claim.file_id)
-                await self._read(self.copies.stale, node.node_id)  # (read by the reclaim)
+                if self.namespace.reads_wait:  # (read by the reclaim)
+                    await self._read(self.copies.stale, node.node_id)
                 if not node.is_dir and claim.size > node.size:
                     try:
                         stored[claim.file_id] = await self.sizes.stored(node, claim.size)

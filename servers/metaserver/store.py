@@ -45,6 +45,10 @@ class WouldWait(Exception):
 
 
 class MetaStore(abc.ABC):
+    #: Whether a read may wait on the network (etcd): then a call reads ahead, off the loop,
+    #: what it reads later where it must not wait (a grant's stale copies).
+    reads_wait = False
+
     # --- running ----------------------------------------------------------------------------
     def at_once(self, fn, *args):
         """fn(*args), a read, if it needs no round trip (SQLite: always); else WouldWait (then
