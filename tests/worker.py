@@ -243,6 +243,7 @@ HELPERS = {"pfs_read": c_read, "fast_read": fast_read, "pfs_fstat": c_fstat,
            "rounds_of_writes": rounds_of_writes, "write_files": write_files,
            "random_ops": random_ops,
            "random_growing_ops": random_growing_ops,
+           "stat_size": lambda path: client.stat(path).file_size,
            "last_error": lambda: str(pfs.pfs_last_error()),
            "last_errno": lambda: getattr(pfs.pfs_last_error(), "errno", None)}
 

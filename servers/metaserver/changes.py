@@ -37,11 +37,12 @@ LIST_PAGE = 10_000
 
 class NamespaceChanges:
     def __init__(self, namespace: MetaStore, db: Callable[..., Awaitable],
-                 namespace_lock: asyncio.Lock, open_files: OpenFiles, cluster: Cluster, copies: Copies, layouts: Layouts, replication: Replication,
+                 read: Callable[..., Awaitable], namespace_lock: asyncio.Lock, open_files: OpenFiles, cluster: Cluster, copies: Copies, layouts: Layouts, replication: Replication,
                  temporaries: Temporaries, orphans: Orphans, deletions: Deletions,
                  defaults: Layout, block_size: int) -> None:
         """`defaults`: the cluster's stripe blocks and replica count, for what no layout says."""
         self._namespace, self._db, self._lock = namespace, db, namespace_lock
+        self._read = read  # (MetaServer.read: the loop never waits on etcd)
         self._open_files, self._cluster = open_files, cluster
         self._copies, self._layouts, self._replication = copies, layouts, replication
         self._temporaries, self._orphans, self._deletions = temporaries, orphans, deletions
@@ -91,14 +92,14 @@ class NamespaceChanges:
         return self._layouts.own(node.node_id), effective, source
 
     async def rmdir(self, path: tuple[str, ...]) -> None:
-        node = self._namespace.lookup(path)
+        node = await self._read(self._namespace.lookup, path)
         await self._db(self._namespace.rmdir, path)
         self._layouts.forget(node.node_id)
 
     async def set_layout(self, path: tuple[str, ...], layout: Layout) -> tuple[int, int]:
         """A directory's layout, or a file's replica count (its striping is fixed at create):
         (copies made, copies dropped)."""
-        node = self._namespace.lookup(path)
+        node = await self._read(self._namespace.lookup, path)
         members = len(self._cluster.addresses())
         if max(layout.stripe_width, 1) * max(layout.replicas, 1) > members:
             asked = " × ".join(f"{what} {n}" for what, n in (("stripe width", layout.stripe_width),
@@ -129,7 +130,7 @@ class NamespaceChanges:
             replaced_open = False
             for path in (old, new):
                 try:
-                    node = self._namespace.lookup(path)
+                    node = await self._read(self._namespace.lookup, path)
                 except OSError:
                     continue  # a missing name: the rename itself says what is wrong
                 if not node.is_dir and self._open_files.is_open(node.node_id):
@@ -149,7 +150,7 @@ class NamespaceChanges:
         """Deletes the file at `path` (as the caller `named` it). One open anywhere is EBUSY,
         or if `open_ok` (POSIX) loses its name now and is removed at its last close."""
         async with self._lock:
-            node = self._namespace.lookup(path)
+            node = await self._read(self._namespace.lookup, path)
             is_open = self._open_files.is_open(node.node_id)
             if is_open and not open_ok:
                 raise _busy("delete", named, self._open_files.openers(node.node_id))
@@ -172,9 +173,10 @@ class NamespaceChanges:
             f.mtime_set = f.mtime_set or changes.get("mtime") is not None
         return node
 
-    def listing(self, path: tuple[str, ...], after: str) -> tuple[list[tuple[str, Node]], bool]:
+    async def listing(self, path: tuple[str, ...], after: str
+                      ) -> tuple[list[tuple[str, Node]], bool]:
         """A page of a directory's entries after the name `after`, and whether more follow."""
-        page = self._namespace.listdir(path, after, LIST_PAGE + 1)
+        page = await self._read(self._namespace.listdir, path, after, LIST_PAGE + 1)
         return page[:LIST_PAGE], len(page) > LIST_PAGE
 
     def files_under(self, path: tuple[str, ...]) -> list[Node]:

@@ -2,7 +2,8 @@
 
 Invariant: a member that does not answer is left for the next one; a read may be repeated on
 it, a write is the caller's to repeat (etcdcommits.py knows whether it committed). Reads see
-every committed write of the one writer (Etcd.range says how).
+every committed write of the one writer (Etcd.range says how). Under `at_once` nothing calls
+etcd (WouldWait instead): what the metaserver's loop reads there never waits on it.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import time
 
 import grpc
 from aetcd import rpc
+
+from .store import WouldWait
 
 log = logging.getLogger("pfs.metaserver")
 
@@ -42,6 +45,7 @@ class Etcd:
         self.endpoints = endpoints
         self._credentials = credentials
         self._lock = threading.Lock()
+        self._local = threading.local()  # (at_once)
         self._connect(0)
 
     def another(self) -> "Etcd":
@@ -75,9 +79,19 @@ class Etcd:
                 self._channel.close()
                 self._connect(turn + 1)
 
+    def at_once(self, fn, *args):
+        """fn(*args), in which a call to etcd raises WouldWait instead (on this thread)."""
+        self._local.at_once = True
+        try:
+            return fn(*args)
+        finally:
+            self._local.at_once = False
+
     def call(self, fn):
         """fn(self), on the next member when one does not answer (each twice at most): for
         reads, which may be repeated."""
+        if getattr(self._local, "at_once", False):
+            raise WouldWait
         for attempt in range(len(self.endpoints) * 2):
             turn = self._turn
             try:

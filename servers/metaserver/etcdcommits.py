@@ -50,6 +50,8 @@ class GuardedStore(MetaStore):
     transactions; the engine's parts (etcdnamespace.py, etcdrecords.py, etcdintents.py)
     build on it."""
 
+    reads_wait = True
+
     def __init__(self, endpoints: list[str], prefix: str = "pfs/", ca_file: str | None = None,
                  cert_file: str | None = None, key_file: str | None = None) -> None:
         self.etcd = Etcd(endpoints, tls_credentials(ca_file, cert_file, key_file))
@@ -192,6 +194,10 @@ class GuardedStore(MetaStore):
         """Never: a commit waits for a quorum of etcd members to put it on their disks, which
         the metaserver's loop must not wait for; every change goes to the metadata thread."""
         raise WriterBusy
+
+    def at_once(self, fn, *args):
+        """fn(*args) if what it reads is in the cache (etcdcache.py); else WouldWait."""
+        return self.etcd.at_once(fn, *args)
 
     def exclusive(self) -> threading.RLock:
         return self._write_lock

@@ -35,7 +35,8 @@ class ActiveOnly(grpc.aio.ServerInterceptor):
             return handler
 
         async def refuse(request, context):
-            active = election.active_address() if election else ""
+            # (A thread's wait: cut off from etcd, the loop still answers everything else.)
+            active = await asyncio.to_thread(election.active_address) if election else ""
             if active and active != election.address:
                 context.set_trailing_metadata(((ACTIVE_HEADER, active),))
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"this metaserver stands by; "

@@ -33,10 +33,12 @@ log = logging.getLogger("pfs.metaserver")
 
 class FileCalls:
     def __init__(self, namespace: MetaStore, db: Callable[..., Awaitable],
-                 on_db_thread: Callable[..., Awaitable], namespace_lock: asyncio.Lock,
+                 read: Callable[..., Awaitable], on_db_thread: Callable[..., Awaitable],
+                 namespace_lock: asyncio.Lock,
                  open_files: OpenFiles, tokens: TokenManager, sizes: Sizes, copies: Copies,
                  cluster: Cluster, repair: Repair, repeats: Repeats) -> None:
         self._namespace, self._db, self._on_db_thread = namespace, db, on_db_thread
+        self._read = read  # (MetaServer.read: the loop never waits on etcd)
         self._lock, self._open_files, self._tokens = namespace_lock, open_files, tokens
         self._sizes, self._copies, self._cluster = sizes, copies, cluster
         self._repair, self._repeats = repair, repeats
@@ -44,7 +46,7 @@ class FileCalls:
     async def open(self, client_id: int, path: tuple[str, ...], named: str) -> Node:
         """Opens `path` (as the caller `named` it) for the client."""
         async with self._lock:
-            node = self._namespace.lookup(path)
+            node = await self._read(self._namespace.lookup, path)
             if node.is_dir:
                 raise OSError(errno.EISDIR, f"is a directory: {brief(named)}")
             if node.is_symlink:
@@ -58,6 +60,8 @@ class FileCalls:
                 raise OSError(errno.EBUSY, f"{brief(named)} is already open in this "
                                            "client; close it first")
             self._open_files.open(client_id, node)
+        if self._namespace.reads_wait:  # (read by a grant at the open)
+            await self._read(self._copies.stale, node.node_id)
         return node
 
     def grant_at_open(self, session: Session, file_id: int,
@@ -87,6 +91,8 @@ class FileCalls:
         reconciled."""
         client_id = session.client_id
         f = self._open_files.of(client_id, file_id)
+        if self._namespace.reads_wait:  # (read once it is granted)
+            await self._read(self._copies.stale, file_id)
         if mode == WRITE and f.node.replicas > 1 and file_id not in session.writing:
             await self._db(self._copies.writing, client_id, file_id)
             session.writing.add(file_id)
@@ -160,7 +166,7 @@ class FileCalls:
                    file_id: int | None = None) -> Node:
         """The file at `path`, or the caller's open file `file_id`, with its size as its
         writers have it now (a glimpse, sizes.py)."""
-        node = self._namespace.lookup(path) if path is not None \
+        node = await self._read(self._namespace.lookup, path) if path is not None \
             else self._open_files.of(caller, file_id).node
         await self._sizes.glimpse(node.node_id, caller)
         return node

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
 from pfs._proto import metaserver_pb2 as pb
 from pfs.metadata import MAX_FILE_SIZE
@@ -107,11 +107,14 @@ class Reclaims:
     def __init__(self, namespace: MetaStore, tokens: TokenManager, open_files: OpenFiles,
                  copies: Copies, sizes: Sizes, cluster: Cluster, sessions: Sessions,
                  recovery: Recovery, clock: Callable[[], float],
-                 capabilities: Callable[[int, Node, Grant], list[bytes]]) -> None:
+                 capabilities: Callable[[int, Node, Grant], list[bytes]],
+                 read: Callable[..., Awaitable]) -> None:
+        """`read`: MetaServer.read (the loop never waits on etcd)."""
         self.namespace, self.tokens, self.open_files = namespace, tokens, open_files
         self.copies, self.sizes, self.cluster = copies, sizes, cluster
         self.sessions, self.recovery, self.clock = sessions, recovery, clock
         self._capabilities = capabilities  # (MetaServer.capabilities)
+        self._read = read
 
     async def reclaim(self, named: tuple[int, bytes | None],
                       request: pb.ReclaimRequest) -> pb.ReclaimReply:
@@ -123,11 +126,12 @@ class Reclaims:
                                    "before a restart, or has reclaimed already")
         claims = checked_claims(request)
         nodes, stored = await self.stored_sizes(request)
+        writing = await self._read(self.copies.writing_files, session.client_id)
         # From here on nothing waits: the window cannot end half-way through this reclaim.
         session = self.sessions.get(*named)
         if not session.restored or not self.recovery.active:
             raise NothingToReclaim("the recovery window ended before this reclaim was done")
-        return self.give_back(session, request, claims, nodes, stored)
+        return self.give_back(session, request, claims, nodes, stored, writing)
 
     async def stored_sizes(self, request: pb.ReclaimRequest) -> tuple[dict[int, Node],
                                                                       dict[int, bool]]:
@@ -141,7 +145,9 @@ class Reclaims:
         stored: dict[int, bool] = {}
         for claim in request.files:
             with contextlib.suppress(OSError):
-                nodes[claim.file_id] = node = self.namespace.get(claim.file_id)
+                nodes[claim.file_id] = node = await self._read(self.namespace.get, claim.file_id)
+                if self.namespace.reads_wait:  # (read by the reclaim)
+                    await self._read(self.copies.stale, node.node_id)
                 if not node.is_dir and claim.size > node.size:
                     try:
                         stored[claim.file_id] = await self.sizes.stored(node, claim.size)
@@ -151,14 +157,15 @@ class Reclaims:
 
     def give_back(self, session: Session, request: pb.ReclaimRequest,
                   claims: dict[int, list[tuple[int, int, int]]], nodes: dict[int, Node],
-                  stored: dict[int, bool]) -> pb.ReclaimReply:
-        """The reclaim itself, which waits for nothing: the window cannot end half-way."""
+                  stored: dict[int, bool], writing: list[int]) -> pb.ReclaimReply:
+        """The reclaim itself, which waits for nothing: the window cannot end half-way.
+        `writing`: the files the session was recorded writing (copies.py)."""
         reply = pb.ReclaimReply(files=[
             self._reclaim_file(session.client_id, claim, claims[claim.file_id],
                                nodes.get(claim.file_id), stored.get(claim.file_id, False))
             for claim in request.files])
         session.restored = False
-        session.writing.update(self.copies.writing_files(session.client_id))  # (recorded before)
+        session.writing.update(writing)
         self.sessions.heard_from(session)
         self.recovery.back(session.client_id)
         refused = sum(1 for f in reply.files if f.refused)

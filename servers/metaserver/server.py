@@ -10,7 +10,8 @@ commit only appends to the log (namespace.py). A hop to another thread and back 
 change two thread wakeups, which on a loaded machine are most of its time. What may take long
 runs on the metadata thread instead: the syncs (fsyncs), the marking of a lost fileserver's
 copies (every replicated file), and a change that finds the writer busy (with a resync's
-commit, say).
+commit, say). With etcd: every change, and every read its cache cannot answer (`read`), so
+that the loop never waits on etcd (cut off from it, it still answers what needs none).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from .repair import Repair
 from .replication import Replication
 from .sessions import Sessions
 from .sizes import Sizes
-from .store import MetaStore
+from .store import MetaStore, WouldWait
 from .temporaries import Temporaries, TemporaryRemoval
 from .tokens import TokenManager
 from .unfinished import UnfinishedWrites
@@ -140,15 +141,15 @@ class MetaServer:
         self.repair.on_cut = self.sizes.cut
         self.reclaims = Reclaims(namespace, self.tokens, self.open_files, self.copies, self.sizes,
                                  self.cluster, self.sessions, self.recovery, self.clock,
-                                 self.capabilities)
+                                 self.capabilities, self.read)
         self.lifecycle = Lifecycle(namespace, db, self.sessions, self.tokens, self.cluster,
                                    self.open_files, self.sizes, self.unfinished,
                                    self.temporary_removal, self.recovery)
-        self.files = FileCalls(namespace, db, self.on_db_thread, lock, self.open_files,
+        self.files = FileCalls(namespace, db, self.read, self.on_db_thread, lock, self.open_files,
                                self.tokens, self.sizes, self.copies, self.cluster, self.repair,
                                self.repeats)
         self.changes = NamespaceChanges(
-            namespace, db, lock, self.open_files, self.cluster, self.copies,
+            namespace, db, self.read, lock, self.open_files, self.cluster, self.copies,
             self.layouts, self.replication, self.temporaries, self.orphans, self.deletions,
             Layout(0, self.stripe_blocks, self.replicas), self.block_size)
 
@@ -157,6 +158,17 @@ class MetaServer:
         with contextlib.suppress(WriterBusy):
             return self.namespace.now(fn, *args)
         return await self.on_db_thread(fn, *args)
+
+    async def read(self, fn, *args):
+        """A read of the store: on the loop if it needs no round trip (`MetaStore.at_once`),
+        else on the metadata thread (which fills etcd's cache), and then again on the loop if
+        it can be now, so that what follows sees the present."""
+        with contextlib.suppress(WouldWait):
+            return self.namespace.at_once(fn, *args)
+        found = await self.on_db_thread(fn, *args)
+        with contextlib.suppress(WouldWait):
+            return self.namespace.at_once(fn, *args)
+        return found
 
     async def on_db_thread(self, fn, *args):
         """Runs something that may take long on the metadata thread (a sync, a bulk change)."""

@@ -28,7 +28,7 @@ from pfs.protocol.paths import brief, components
 
 from .. import clusterkey
 from ..rpc import session_of
-from .cluster import AttachRefused, Cluster
+from .cluster import AttachRefused
 from .layouts import Layout
 from .lifecycle import ClusterIncomplete
 from .namespace import NewAttributes, Node, StorageFull
@@ -38,7 +38,6 @@ from .repair import ScrubTotals
 from .server import MetaServer
 from .sessions import NotYourSession, SessionEnded
 from .sessions import Session as ClientSession
-from .store import MetaStore
 from .tokens import Grant, RequestCancelled, SessionGone
 
 log = logging.getLogger("pfs.metaserver")
@@ -160,7 +159,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             self.server.cluster.detach(link)
 
     async def Status(self, request, context):
-        return _status(self.server)
+        return await _status(self.server)
 
     @_answer_errors
     async def RemoveMember(self, request, context):
@@ -187,7 +186,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         client_id, key = await server.lifecycle.register(
             f"pid {request.pid} on {brief(request.hostname) or '?'} from {context.peer()}")
         return pb.RegisterReply(client_id=client_id, session_key=key,
-                                fileservers=_fileservers(server.cluster, server.namespace),
+                                fileservers=await _fileservers(server),
                                 lease_seconds=server.sessions.lease_seconds,
                                 block_size=server.block_size, stripe_blocks=server.stripe_blocks,
                                 replicas=server.replicas)
@@ -328,7 +327,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
     async def List(self, request, context):
         path = components(request.path)
         prefix = "/".join(path) + "/" if path else ""
-        page, more = self.server.changes.listing(path, request.after)
+        page, more = await self.server.changes.listing(path, request.after)
         # Files being written: their sizes as they are now.
         await self.server.sizes.glimpse_all((node.node_id for _, node in page),
                                             self._caller(context))
@@ -403,20 +402,23 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         yield pb.ScrubProgress(files=totals.files, bytes=totals.bytes, damaged=totals.damaged,
                                done=True)
 
-def _status(server: MetaServer) -> pb.StatusReply:
-    degraded, ranges, missed_bytes = server.copies.summary()
-    active, standbys, epoch = server.failover_state()
+async def _status(server: MetaServer) -> pb.StatusReply:
+    """(Every read of the store through MetaServer.read: the loop never waits on etcd.)"""
+    degraded, ranges, missed_bytes = await server.read(server.copies.summary)
+    active, standbys, epoch = await server.read(server.failover_state)
+    stale = await server.read(server.copies.first_stale, STATUS_DEGRADED)
+    paths = {f: await server.read(server.namespace.path_of, f) for f, _, _ in stale}
     return pb.StatusReply(active=active, standbys=standbys, epoch=epoch,
                           expected_fileservers=server.cluster.expected,
-                          fileservers=_fileservers(server.cluster, server.namespace),
+                          fileservers=await _fileservers(server),
                           sessions=server.sessions.count(),
-                          files=server.namespace.count_files(), block_size=server.block_size,
+                          files=await server.read(server.namespace.count_files),
+                          block_size=server.block_size,
                           stripe_blocks=server.stripe_blocks, degraded_files=degraded,
                           resync_ranges=ranges, resync_bytes=missed_bytes,
                           replicas=server.replicas, degraded=[
-                              pb.DegradedCopy(path=server.namespace.path_of(f), fileserver=i,
-                                              missed_bytes=n)
-                              for f, i, n in server.copies.first_stale(STATUS_DEGRADED)])
+                              pb.DegradedCopy(path=paths[f], fileserver=i, missed_bytes=n)
+                              for f, i, n in stale])
 
 
 def _file_meta(node: Node, f: OpenFile | None, path: str) -> pb.FileMeta:
@@ -475,9 +477,9 @@ def _check_mode(mode: int | None) -> None:
         raise OSError(errno.EINVAL, f"mode {mode:o} is more than permission bits (07777)")
 
 
-def _fileservers(cluster: Cluster, namespace: MetaStore) -> list[pb.Fileserver]:
+async def _fileservers(server: MetaServer) -> list[pb.Fileserver]:
+    cluster, members = server.cluster, await server.read(server.namespace.members)
     online = cluster.online()
-    members = namespace.members()
     return [pb.Fileserver(index=i, address=a, online=i in online,
                           name=members.get(i, ("", 0.0))[0],
                           lost_data_at=members.get(i, ("", 0.0))[1],

@@ -12,7 +12,9 @@ takeover) rebuilds them from the clients' reclaims (recovery.py).
 
 Invariant: one writer. Only one metaserver writes a store (SQLite: the data directory's lock;
 etcd: the leader key, whose revision guards every write, etcd.py), and its writes come one at
-a time (the metadata thread, or the loop when that thread is idle: `now`).
+a time (the metadata thread, or the loop when that thread is idle: `now`). A read that would wait on
+the network (etcd, where its cache does not hold what it reads) runs on the metadata thread
+too (`at_once`).
 """
 from __future__ import annotations
 
@@ -38,8 +40,21 @@ class NewAttributes:
     gid: int | None = None
 
 
+class WouldWait(Exception):
+    """A read `MetaStore.at_once` ran would have waited on the network: nothing was read."""
+
+
 class MetaStore(abc.ABC):
+    #: Whether a read may wait on the network (etcd): then a call reads ahead, off the loop,
+    #: what it reads later where it must not wait (a grant's stale copies).
+    reads_wait = False
+
     # --- running ----------------------------------------------------------------------------
+    def at_once(self, fn, *args):
+        """fn(*args), a read, if it needs no round trip (SQLite: always); else WouldWait (then
+        it goes to the metadata thread: the loop never waits on etcd)."""
+        return fn(*args)
+
     @abc.abstractmethod
     def now(self, fn, *args):
         """fn(*args), a change, at once if no other thread is writing one; else WriterBusy

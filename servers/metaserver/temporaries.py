@@ -70,7 +70,7 @@ class TemporaryRemoval:
         """Removes the temporaries the ended session left, once its lease is over (it is
         fenced already): the client itself then knows it can write nothing more."""
         await asyncio.sleep(max(0.0, lease_end - time.monotonic()))
-        file_ids = self._temporaries.of(client_id)
+        file_ids = await self._db(self._temporaries.of, client_id)  # (etcd: a read)
         async with self._lock:
             for file_id in file_ids:
                 path = self._namespace.path_of(file_id)
@@ -90,6 +90,6 @@ class TemporaryRemoval:
         that is not back is surely over."""
         await self._recovery.over.wait()
         await asyncio.sleep(self._sessions.lease_seconds)
-        for client_id in self._temporaries.writers():
+        for client_id in await self._db(self._temporaries.writers):
             if self._sessions.find(client_id) is None:
                 await self._remove(client_id, 0.0)

@@ -34,10 +34,11 @@ class UnfinishedWrites:
     async def settle(self, session: Session) -> None:
         """Records the copies the ended session may have left apart as stale but one. Its
         tokens are unknown if it never reclaimed them after a restart."""
+        writing = await self._db(self._copies.writing_files, session.client_id)  # (etcd: a read)
         held = None if session.restored else {
             file_id: [(start, end) for start, end, mode in
                       self._tokens.holdings(session.client_id, file_id) if mode == WRITE]
-            for file_id in self._copies.writing_files(session.client_id)}
+            for file_id in writing}
         while True:
             try:
                 recorded = await self._db(self._copies.abandoned, session.client_id, held,
