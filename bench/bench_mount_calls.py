@@ -6,9 +6,9 @@ where a small file's time goes through the mount (every call is a round trip).
 Starts a cluster (`pfs up`, shipped defaults) and a mount of it whose daemon counts every unary
 call its Client makes (a gRPC interceptor on its channels, as tests/test_round_trips.py counts
 the API's), then runs each small-file phase once on a file --depth directories down, through
-the mount (os calls) and through the API, and prints the calls by method. The kernel's own
-requests behind one system call vary with timing (attributes got within the same clock tick
-are not asked again), so counts may differ by one or two from run to run.
+the mount (os calls) and through the API, and prints the calls by method. With zero timeouts
+the kernel asks again for every name it walks and for the attributes of every directory whose
+permissions it checks (`default_permissions`), each a Stat.
 """
 from __future__ import annotations
 
