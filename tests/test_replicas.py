@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -83,10 +84,15 @@ def disk_lost(cluster: Cluster, name: str) -> None:
         shutil.rmtree(directory)
 
 
+def only_object(directory: pathlib.Path) -> pathlib.Path:
+    """The (only) object in a fileserver's data directory."""
+    (path,) = [p for p in (directory / "objects").glob("*/*") if p.suffix != ".crc"]
+    return path
+
+
 def flip(directory: pathlib.Path, offset: int) -> None:
     """Flips one bit of the (only) object in a fileserver's data directory, as a disk might."""
-    (path,) = [p for p in (directory / "objects").glob("*/*") if p.suffix != ".crc"]
-    with open(path, "r+b") as f:
+    with open(only_object(directory), "r+b") as f:
         f.seek(offset)
         byte = f.read(1)
         f.seek(offset)
@@ -142,6 +148,46 @@ def test_the_copy_kept_apart_stands_in_when_the_kept_copy_is_lost_too(cluster):
     assert read_file(reader, "f") == new
     wait_until(lambda: in_sync(cluster), timeout=60, what="the resync of the lost copy")
     assert objects(kept) == objects(apart)
+
+
+def test_a_resync_writes_only_the_bytes_a_copy_lacks(cluster, monkeypatch):
+    """Each copy of a column lacks bytes the other holds, within one checksum unit: a writer
+    dies mid-write while the second copy's fileserver hangs, so that copy is recorded as having
+    missed the writer's bytes (the first is kept, with what it took); then, the first copy's
+    fileserver down, another client writes other bytes of the unit, which the second copy alone
+    takes. The resync gives each copy the bytes it lacks and no others, so both outlive it
+    (copying whole units put one copy's old bytes over the other's)."""
+    monkeypatch.setenv("PFS_RETRY_SECONDS", "2")
+    old, new = os.urandom(2 * UNIT), os.urandom(600)
+    recipe, (first, second) = stored_file(cluster, "f", old, width=1, replicas=2)
+    client = cluster.client(cache_blocks=0)
+    fd = client.pfs_open("f", pfs.PFS_READ_WRITE)  # its WRITE token, before the writer's
+    assert client.pfs_write(fd, old[401:1001], 600, 401) == 600, pfs.pfs_last_error()
+    writer = RemoteClient(cluster, cache_blocks=0)
+    written = writer.call("pfs_open", "f", pfs.PFS_READ_WRITE)
+    assert writer.call("pfs_write", written, old[:10], 10, 0) == 10  # (its WRITE token)
+    hanging = fileserver_pid(cluster, second.name)
+    os.kill(hanging, signal.SIGSTOP)  # so the first copy is kept, and not copied from yet
+    try:
+        assert writer.call("pfs_write", written, os.urandom(10), 10, 0) == 10
+        writer.send("pfs_fsync", written)  # taken by the first copy only
+        time.sleep(0.5)
+        writer.process.kill()
+        writer.process.wait(10)
+        wait_until(lambda: "session ended with file" in cluster.log.read_text(), timeout=30,
+                   what="the dead writer's bytes to be recorded missed by the second copy")
+        with member_down(cluster, first.name) as directory:  # (`pfs up` restarts it)
+            kept = only_object(directory).read_bytes()[:10]  # what the first copy holds of the writer's
+            os.kill(hanging, signal.SIGCONT)
+            assert client.pfs_write(fd, new, 600, 401) == 600, pfs.pfs_last_error()
+            assert client.pfs_close(fd) == 0, pfs.pfs_last_error()
+    finally:
+        os.kill(hanging, signal.SIGCONT)
+    wait_until(lambda: all_online(cluster) and in_sync(cluster), timeout=60,
+               what="the resync of both copies")
+    assert read_file(client, "f") == kept + old[10:401] + new + old[1001:]
+    assert objects(first) == objects(second)
+    client.pfs_finish(client.pfs_initialize())
 
 
 def test_bytes_one_copy_holds_stay_readable_when_no_copy_is_whole(cluster, monkeypatch):

@@ -59,13 +59,19 @@ def read_units(reply: bytes) -> ReadUnits:
     return ReadUnits(start, crcs, data, None if bad is None else start + bad * wire.CHECKSUM_UNIT)
 
 
-def copy_request(file_id: int, units: ReadUnits) -> bytes:
-    """The write storing units read from one copy on another, with the checksums they came
-    with (end to end: never recomputed from the bytes, which may be damaged on the way), but
-    for a last unit cut at the object's end, which carries its own bytes' CRC as a writer's
-    piece does."""
-    pieces = array("I", units.crcs)
-    tail = len(units.data) % wire.CHECKSUM_UNIT
-    if tail:
-        pieces[-1] = crc32c(units.data[len(units.data) - tail:])
-    return wire.write_request(file_id, units.start, units.data, pieces)
+def copy_request(file_id: int, units: ReadUnits, start: int, end: int) -> bytes:
+    """The write storing local bytes [start, end) of units read from one copy on another (only
+    those: the rest of a unit may hold bytes the other copy lacks). A whole unit goes with the
+    checksum it came with (end to end: never recomputed from the bytes, which may be damaged on
+    the way); a piece of one, cut at the range's ends or the object's, with its own bytes' CRC,
+    as a writer's piece does (the bytes were checked against their unit's when read)."""
+    data = units.data[start - units.start:end - units.start]
+    unit = wire.CHECKSUM_UNIT
+    pieces, at = array("I"), start
+    while at < end:
+        stop = min(end, at - at % unit + unit)
+        whole = at % unit == 0 and stop - at == unit
+        pieces.append(units.crcs[(at - units.start) // unit] if whole else
+                      crc32c(data[at - start:stop - start]))
+        at = stop
+    return wire.write_request(file_id, start, data, pieces)

@@ -4,12 +4,13 @@ differing ones (copies.py says what a stale copy is).
 Both move bytes the way a client does: a chunk at a time, under a READ token on the chunk's
 bytes held by the metaserver's own token client (METASERVER_CLIENT), so no client writes them
 meanwhile, and with capabilities the metaserver signs for itself. Every unit read is checked
-against its checksum; a good copy's units are written to the stale one with those same
-checksums, so the bytes are checked end to end from the copy that had them.
+against its checksum; whole units are written to the stale copy with those same checksums, so
+the bytes are checked end to end from the copy that had them.
 
 Resync: for each missed range whose copy's fileserver is online, it copies the range from a
-good copy (one of the column's copies that missed nothing), chunk by chunk, and removes each
-chunk from the record once it is stored; a copy that missed "everything" is also cut to the
+copy that holds those bytes, chunk by chunk, writing only the bytes the stale copy lacks (the
+rest of a unit may be bytes it holds for a source that lacks them: a copy standing in), and
+removes each chunk from the record once it is stored; a copy that missed "everything" is also cut to the
 good copy's length. Scrub: it reads every copy of every chunk of every file asked, records a
 copy whose bytes fail their checksum, or differ from the first good copy's, as stale; the
 resync then repairs it. An unreplicated file's damage is counted (and logged): nothing can
@@ -126,7 +127,10 @@ class Repair:
                 needed = any(lo < stop and at < hi for lo, hi in lacks.get(server, ()))
                 if needed and sources:
                     units = await self._call(self._read, node, column, sources[0], at, stop)
-                    await self._call(self._write, node, column, server, units)
+                    # Only the bytes it lacks: others of the chunk, or of a unit, it may hold
+                    # for a source that lacks them (a copy standing in, copies.py).
+                    for lo, hi in lacking(lacks[server], at, stop):
+                        await self._call(self._write, node, column, server, units, lo, hi)
                     await self._call(self._copies.repaired, file_id, server, at, stop)
                 copied += stop - at if sources or not needed else 0
             at = stop
@@ -253,12 +257,13 @@ class Repair:
                                      f"{start}-{end - 1}")
         return units
 
-    def _write(self, node: Node, column: int, index: int, units: ReadUnits) -> None:
-        """Stores whole units read from a good copy (at most a CHUNK and two units, within
-        one call's limit) with their checksums."""
+    def _write(self, node: Node, column: int, index: int, units: ReadUnits, start: int,
+               end: int) -> None:
+        """Stores local bytes [start, end) of units read from a good copy (at most a CHUNK,
+        within one call's limit) with their checksums."""
         self._calls(index).call(
-            "write", copy_request(node.node_id, units),
-            self._capabilities(node, column, WRITE, units.start, units.start + len(units.data)),
+            "write", copy_request(node.node_id, units, start, end),
+            self._capabilities(node, column, WRITE, start, end),
             f"write to fileserver {self._cluster.name(index)}")
 
     def _truncate(self, node: Node, column: int, index: int, length: int) -> None:
@@ -266,6 +271,11 @@ class Repair:
             "Truncate", fs_pb.TruncateRequest(file_id=node.node_id, length=length, keep=length),
             self._capabilities(node, column, WRITE, length, INFINITY),
             f"truncate on fileserver {self._cluster.name(index)}")
+
+
+def lacking(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) that `ranges` (what a copy lacks) cover."""
+    return [(max(lo, start), min(hi, end)) for lo, hi in ranges if lo < end and start < hi]
 
 
 class _Token:
