@@ -136,23 +136,29 @@ class Reclaims:
     async def stored_sizes(self, request: pb.ReclaimRequest) -> tuple[dict[int, Node],
                                                                       dict[int, bool]]:
         """The claimed files that exist, and whether each size claimed beyond the durable one
-        is stored (waiting, a while, for the fileservers to attach again)."""
-        # Sizes told are checked against the fileservers, which attach again after a restart.
-        give_up = self.clock() + RECLAIM_ATTACH_SECONDS
-        while not self.cluster.complete() and self.clock() < give_up:
-            await asyncio.sleep(0.1)
+        is stored (waiting, a while, for a fileserver that can say so to attach again)."""
         nodes: dict[int, Node] = {}
-        stored: dict[int, bool] = {}
         for claim in request.files:
             with contextlib.suppress(OSError):
                 nodes[claim.file_id] = node = await self._read(self.namespace.get, claim.file_id)
                 if self.namespace.reads_wait:  # (read by the reclaim)
                     await self._read(self.copies.stale, node.node_id)
-                if not node.is_dir and claim.size > node.size:
-                    try:
-                        stored[claim.file_id] = await self.sizes.stored(node, claim.size)
-                    except ConnectionError:
-                        stored[claim.file_id] = False
+        grown = {claim.file_id: claim.size for claim in request.files
+                 if claim.file_id in nodes and not nodes[claim.file_id].is_dir
+                 and claim.size > nodes[claim.file_id].size}
+        # Only those sizes wait for the fileservers, which attach again after a restart: a
+        # reclaim that needs none (or another fileserver) must not spend the window on one
+        # that stays away.
+        give_up = self.clock() + RECLAIM_ATTACH_SECONDS
+        while self.clock() < give_up and not all(self.sizes.askable(nodes[file_id], size)
+                                                 for file_id, size in grown.items()):
+            await asyncio.sleep(0.1)
+        stored: dict[int, bool] = {}
+        for file_id, size in grown.items():
+            try:
+                stored[file_id] = await self.sizes.stored(nodes[file_id], size)
+            except OSError:  # (none can say: not believed)
+                stored[file_id] = False
         return nodes, stored
 
     def give_back(self, session: Session, request: pb.ReclaimRequest,

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Awaitable, Callable, Iterable
 
-from pfs._native import plan_stripes
+from pfs._native import Extent, plan_stripes
 from pfs.metadata import MAX_FILE_SIZE
 from pfs.protocol.capability import CAPABILITY_SECONDS
 from pfs.protocol.receipts import Notary
@@ -124,12 +124,9 @@ class Sizes:
     async def stored(self, node: Node, size: int) -> bool:
         """Whether a copy that holds the file's byte `size - 1`, and did not miss it, has it
         (ConnectionError when none can be asked)."""
-        (extent,) = plan_stripes(size - 1, 1, node.block_size, node.stripe_blocks,
-                                 node.width).extents
-        stale, unreachable = self.copies.stale(node.node_id), None
-        for index in node.copies(extent.server):
-            if index in stale and node.replicas > 1:
-                continue
+        extent, holders = self._holders(node, size)
+        unreachable = None
+        for index in holders:
             try:
                 return await self.cluster.object_length(index, node.node_id) > \
                     extent.local_offset
@@ -137,6 +134,18 @@ class Sizes:
                 unreachable = unreachable or e
         raise unreachable or ConnectionError(f"no good copy of file {node.node_id} holds "
                                              f"byte {size - 1}")
+
+    def askable(self, node: Node, size: int) -> bool:
+        """Whether `stored(node, size)` has a copy to ask online."""
+        return bool(self.cluster.online().intersection(self._holders(node, size)[1]))
+
+    def _holders(self, node: Node, size: int) -> tuple[Extent, list[int]]:
+        """The extent holding the file's byte `size - 1`, and the copies that may say whether
+        they have it (not those that missed it, of a replicated file)."""
+        (extent,) = plan_stripes(size - 1, 1, node.block_size, node.stripe_blocks,
+                                 node.width).extents
+        stale = self.copies.stale(node.node_id) if node.replicas > 1 else set()
+        return extent, [i for i in node.copies(extent.server) if i not in stale]
 
     async def record(self, session: ClientSession, f: OpenFile, written_end: int,
                      touch: bool, receipts: Iterable[bytes] = ()) -> None:
