@@ -21,6 +21,7 @@ from pfs.protocol.ranges import INFINITY
 from pfs.protocol.transport import CHANNEL_OPTIONS, session_metadata
 from clusters import COURSE, Cluster, RemoteClient, read_file, wait_until, write_file
 from test_capabilities import call, refused as assert_refused
+from test_members import fileserver_pid
 from test_single_instance import run_pfs
 
 LEASE = 2.0
@@ -396,4 +397,30 @@ def test_tokens_kept_after_a_close_are_dropped_at_a_restart(tmp_path):
         for c in (keeper, other):
             assert c.pfs_finish(c.pfs_initialize()) == 0
     finally:
+        cluster.stop()
+
+
+def test_a_fileserver_away_keeps_no_reclaim_past_the_window(tmp_path):
+    """A fileserver that stays away across a metaserver restart (hung) does not keep clients
+    from reclaiming within a short recovery window: a reclaim waits for a fileserver only to
+    check a size claimed beyond the durable one, and this client's is durable (fsynced)."""
+    cluster = Cluster(tmp_path / "cluster", lease_seconds=1.0, **COURSE).start()  # a 2 s window
+    writer = RemoteClient(cluster)
+    hung = fileserver_pid(cluster, "fs3")
+    try:
+        assert writer.call("pfs_create", "open", 3) == 0
+        fd = writer.call("pfs_open", "open", pfs.PFS_READ_WRITE)
+        assert writer.call("pfs_write", fd, b"x" * 5000, 5000, 0) == 5000
+        assert writer.call("pfs_fsync", fd) == 0
+        os.kill(hung, signal.SIGSTOP)
+        os.kill(cluster.server_pids("metaserver")[0], signal.SIGKILL)  # `pfs up` restarts it
+        wait_until(lambda: "recovery over" in cluster.log.read_text(), timeout=60,
+                   what="the restarted metaserver's recovery window to end")
+        assert f"client {writer.client_id} reclaimed its session" in cluster.log.read_text()
+        os.kill(hung, signal.SIGCONT)
+        assert writer.call("pfs_close", fd) == 0, writer.call("last_error")
+        assert writer.call("pfs_initialize") == writer.client_id  # the same session throughout
+    finally:
+        os.kill(hung, signal.SIGCONT)
+        writer.close()
         cluster.stop()
