@@ -5,6 +5,7 @@ every unit in it is checked against its checksum (`read_units`).
 """
 from __future__ import annotations
 
+import errno
 from array import array
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -65,6 +66,10 @@ def copy_request(file_id: int, units: ReadUnits, start: int, end: int) -> bytes:
     checksum it came with (end to end: never recomputed from the bytes, which may be damaged on
     the way); a piece of one, cut at the range's ends or the object's, with its own bytes' CRC,
     as a writer's piece does (the bytes were checked against their unit's when read)."""
+    if start < units.start or end > units.start + len(units.data):
+        raise OSError(errno.EIO, f"the copy read ends at local byte "
+                                 f"{units.start + len(units.data)}: it does not hold bytes "
+                                 f"{start}-{end - 1} to copy")
     data = units.data[start - units.start:end - units.start]
     unit = wire.CHECKSUM_UNIT
     pieces, at = array("I"), start
