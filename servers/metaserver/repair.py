@@ -10,8 +10,8 @@ the bytes are checked end to end from the copy that had them.
 Resync: for each missed range whose copy's fileserver is online, it copies the range from a
 copy that holds those bytes, chunk by chunk, writing only the bytes the stale copy lacks (the
 rest of a unit may be bytes it holds for a source that lacks them: a copy standing in), and
-removes each chunk from the record once it is stored; a copy that missed "everything" is also cut to the
-good copy's length. Scrub: it reads every copy of every chunk of every file asked, records a
+removes each chunk from the record once it is stored; a copy that missed "everything" is also
+cut to the good copy's length. Scrub: it reads every copy of every chunk of every file asked, records a
 copy whose bytes fail their checksum, or differ from the first good copy's, as stale; the
 resync then repairs it. An unreplicated file's damage is counted (and logged): nothing can
 repair it, and clients reading it get EIO.
@@ -26,7 +26,7 @@ import errno
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from pfs._proto import fileserver_pb2 as fs_pb
 from pfs.protocol import wire
@@ -105,7 +105,7 @@ class Repair:
         token: a client's write (and the miss it may report) comes before or after, never
         between the choice of a source and the chunk counted repaired."""
         try:
-            node = self._namespace.get(file_id)
+            node = await self._call(self._namespace.get, file_id)
         except NamespaceError:
             return  # deleted meanwhile: its record went with it
         column = node.servers.index(server) % node.width
@@ -152,7 +152,7 @@ class Repair:
         when it is done (totals.files counts it then)."""
         totals = ScrubTotals()
         for node in files:
-            stale = self._copies.stale(node.node_id)
+            stale = await self._call(self._copies.stale, node.node_id)
             for column in range(node.width):
                 copies = [i for i in node.copies(column) if i not in stale]
                 if copies:
@@ -162,13 +162,14 @@ class Repair:
             yield totals, node
         self.wake()
 
-    async def scrub_by_path(self, files: list[Node], path_of: Callable[[int], str]
+    async def scrub_by_path(self, files: list[Node],
+                            path_of: Callable[[int], Awaitable[str]]
                             ) -> AsyncIterator[tuple[ScrubTotals, str, bool]]:
         """As `scrub`, with the path of the file being checked, and whether it is the first
         time that file is found unrepairable (a file is named once)."""
         unrepairable, named = 0, set()
         async for totals, node in self.scrub(files):
-            path = path_of(node.node_id)
+            path = await path_of(node.node_id)
             new = totals.unrepairable > unrepairable and path not in named
             yield totals, path, new
             unrepairable = totals.unrepairable

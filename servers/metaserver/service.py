@@ -124,9 +124,7 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             session = None if context is None else self._session(context)
         return session
 
-    def _meta(self, node: Node, path: str | None) -> pb.FileMeta:
-        """The node's metadata; its path looked up when not known (a stat by file id)."""
-        path = self.server.namespace.path_of(node.node_id) if path is None else path
+    def _meta(self, node: Node, path: str) -> pb.FileMeta:
         return _file_meta(node, self.server.open_files.get(node.node_id), path)
 
     # --- cluster ----------------------------------------------------------------------------
@@ -321,7 +319,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             return pb.StatReply(meta=self._meta(node, "/".join(path)))
         node = await self.server.files.stat(self._session(context).client_id,
                                             file_id=request.file_id)
-        return pb.StatReply(meta=self._meta(node, None))
+        path = await self.server.read(self.server.namespace.path_of, node.node_id)
+        return pb.StatReply(meta=self._meta(node, path))
 
     @_answer_errors
     async def List(self, request, context):
@@ -386,13 +385,14 @@ class MetaServerService(pb_grpc.MetaServerServicer):
         progress; asks for no session (an operator's tool, as `pfs status`)."""
         await self._recovered()  # (its tokens come after the clients' reclaims)
         try:
-            files = self.server.changes.files_under(components(request.path))
+            files = await self.server.read(self.server.changes.files_under,
+                                           components(request.path))
         except OSError as e:
             await _abort_failed(context, e)
         totals = ScrubTotals()
         try:
             async for totals, path, new in self.server.repair.scrub_by_path(
-                    files, self.server.namespace.path_of):
+                    files, functools.partial(self.server.read, self.server.namespace.path_of)):
                 yield pb.ScrubProgress(files=totals.files, bytes=totals.bytes,
                                        damaged=totals.damaged, current=path,
                                        unrepairable=[path] * new)
