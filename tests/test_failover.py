@@ -94,7 +94,8 @@ def test_a_standby_takes_over_from_a_killed_active_whose_disk_is_gone(ha):
 
 def test_a_killed_etcd_member_fails_no_call(ha):
     """The member killed is the first of the list: the one the metaservers talk to. `pfs
-    status --json` names the active metaserver, the standby and the epoch."""
+    status --json` names the active metaserver, the standby and the epoch; `pfs scrub` (whose
+    answer is a stream) given the standby first reaches the active one."""
     client = ha_client(ha)
     for i in range(60):
         if i == 20:
@@ -113,6 +114,11 @@ def test_a_killed_etcd_member_fails_no_call(ha):
     active = ha.addresses[ha.active()]
     assert status["active"] == active and status["epoch"] > 0
     assert status["standbys"] == [a for a in ha.addresses if a != active]
+    standby_first = ",".join(status["standbys"] + [active])  # a streamed answer follows too
+    scrubbed = subprocess.run([sys.executable, "-m", "pfs", "scrub"], capture_output=True,
+                              text=True, env={**ha.env(), "PFS_METASERVER": standby_first},
+                              cwd=ha.data_dir, timeout=60)
+    assert scrubbed.returncode == 0 and "all good" in scrubbed.stdout, scrubbed
 
 
 def test_layouts_replica_changes_and_attributes_outlive_a_takeover(ha):

@@ -257,26 +257,46 @@ class _FollowingCall:
                     continue
                 raise
             if self._kind.endswith("stream"):
-                return _FollowedStream(result, self._following, address)
+                again = None if streamed_request else lambda: self._open(request, args, kwargs)
+                return _FollowedStream(result, self._following, address, again,
+                                       2 * len(self._following.addresses))
             return result
         return call(request, *args, **kwargs)  # (every one refused: its error is the answer)
 
+    def _open(self, request, args, kwargs):
+        """A unary-stream call made again, on the active metaserver as now known; (its
+        address, its stream)."""
+        address, channel = self._following.current()
+        call = getattr(channel, self._kind)(self._method, *self._args, **self._kwargs)
+        return address, call(request, *args, **kwargs)
+
 
 class _FollowedStream:
-    """A response stream that tells its FollowingChannel when it fails."""
+    """A response stream that tells its FollowingChannel when it fails. Given `again` (the call
+    made again: a unary-stream one, whose refusal comes with its first read), a refusal before
+    the first message sends it to the active metaserver, as a unary call is (`tries` times)."""
 
-    def __init__(self, stream, following: FollowingChannel, address: str) -> None:
+    def __init__(self, stream, following: FollowingChannel, address: str,
+                 again: Callable[[], tuple[str, object]] | None, tries: int) -> None:
         self._stream, self._following, self._address = stream, following, address
+        self._again, self._tries = again, tries
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        try:
-            return next(self._stream)
-        except grpc.RpcError as e:
-            self._following.failed(self._address, e)
-            raise
+        while True:
+            try:
+                message = next(self._stream)
+            except grpc.RpcError as e:
+                if not (self._following.failed(self._address, e) and self._again
+                        and self._tries > 0):
+                    raise
+                self._tries -= 1
+                self._address, self._stream = self._again()
+                continue
+            self._again = None  # begun: what follows is the caller's
+            return message
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
