@@ -103,7 +103,7 @@ class Membership:
             raise OSError(errno.EHOSTDOWN, f"fileserver {name} is offline: a drain copies from "
                                            "it, so start it first (`pfs member remove` removes "
                                            "a member gone for good, if its copies have others)")
-        files = self._namespace.files_on(index)
+        files = await self._on_db_thread(self._namespace.files_on, index)  # (a scan)
         others = len(self._cluster.addresses()) - 1
         crowded = [f for f in files if f.width * (f.replicas + 1) > others + 1]
         if crowded:
@@ -121,10 +121,11 @@ class Membership:
                     "fileservers; no new file goes to it", name, len(files))
         for moved, node in enumerate(files):
             try:
-                yield moved, len(files), self._namespace.path_of(node.node_id)
+                yield moved, len(files), await self._on_db_thread(self._namespace.path_of,
+                                                                  node.node_id)
                 added, _ = await self._replication.change(node.node_id, node.replicas + 1,
                                                           {index})
-                while set(added) & self._copies.stale(node.node_id):
+                while set(added) & await self._on_db_thread(self._copies.stale, node.node_id):
                     await asyncio.sleep(DRAIN_POLL_SECONDS)
                 await self._replication.change(node.node_id, node.replicas, {index})
             except NamespaceError as e:
@@ -144,13 +145,14 @@ class Membership:
                 raise OSError(errno.EBUSY, f"fileserver {name} is online: stop it first (`pfs "
                                            "up` restarts its own: remove only a fileserver "
                                            "that is gone for good)")
-            moved = removal(self._namespace, index, self._copies.stale_by_file(),
-                            [i for i in members if i != index], self._cluster.online())
+            others, online = [i for i in members if i != index], self._cluster.online()
+            moved = await self._on_db_thread(lambda: removal(
+                self._namespace, index, self._copies.stale_by_file(), others, online))
             busy = [f for f in moved if self._open_files.is_open(f)]
             if busy:
+                such = await self._on_db_thread(self._namespace.path_of, busy[0])
                 raise OSError(errno.EBUSY, f"{len(busy)} file(s) with a copy on fileserver "
-                                           f"{name} are open (such as "
-                                           f"{brief(self._namespace.path_of(busy[0]))}); try "
+                                           f"{name} are open (such as {brief(such)}); try "
                                            "again once they are closed")
             await self._on_db_thread(self._namespace.remove_member, index, moved)
         self._cluster.forget(index)

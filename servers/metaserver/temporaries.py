@@ -73,7 +73,7 @@ class TemporaryRemoval:
         file_ids = await self._db(self._temporaries.of, client_id)  # (etcd: a read)
         async with self._lock:
             for file_id in file_ids:
-                path = self._namespace.path_of(file_id)
+                path = await self._db(self._namespace.path_of, file_id)  # (etcd: a read)
                 if not path or not is_temporary(path.rsplit("/", 1)[-1]) \
                         or self._open_files.is_open(file_id):
                     continue  # deleted, renamed into place, or in someone's hands
