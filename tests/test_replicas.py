@@ -166,6 +166,9 @@ def test_a_resync_writes_only_the_bytes_a_copy_lacks(cluster, monkeypatch):
     writer = RemoteClient(cluster, cache_blocks=0)
     written = writer.call("pfs_open", "f", pfs.PFS_READ_WRITE)
     assert writer.call("pfs_write", written, old[:10], 10, 0) == 10  # (its WRITE token)
+    # Stored on both: the writer is connected to each, so its next write to the hung one waits
+    # (a first connection to it would fail at once, and the write be done and recorded).
+    assert writer.call("pfs_fsync", written) == 0
     hanging = fileserver_pid(cluster, second.name)
     os.kill(hanging, signal.SIGSTOP)  # so the first copy is kept, and not copied from yet
     try:
