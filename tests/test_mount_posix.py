@@ -186,6 +186,12 @@ def test_link_counts_and_fstat_of_files_unlinked_while_open(cluster, mount, clie
     assert (os.fstat(fd).st_nlink, os.fstat(fd).st_size) == (0, 1)
     os.pwrite(fd, b"more", 1)
     assert os.pread(fd, 10, 0) == b"fmore" and os.fstat(fd).st_size == 5
+    os.fchmod(fd, 0o600)  # attributes too, by the open file (hidden name: libfuse's)
+    os.fchown(fd, 1234, 99)
+    os.utime(fd, ns=(10**9, 2 * 10**9))
+    seen = os.fstat(fd)
+    assert (stat.S_IMODE(seen.st_mode), seen.st_uid, seen.st_gid) == (0o600, 1234, 99)
+    assert (seen.st_atime_ns, seen.st_mtime_ns) == (10**9, 2 * 10**9)
     replaced = os.open(top / "a/g", os.O_RDONLY)
     (top / "h").write_bytes(b"new")
     os.rename(top / "h", top / "a/g")
@@ -204,6 +210,10 @@ def test_link_counts_and_fstat_of_files_unlinked_while_open(cluster, mount, clie
     fd = client.open(f"{name}/api", PFS_READ_WRITE)
     client.delete(f"{name}/api", open_ok=True)
     assert client.fstat(fd).nlink == 0
+    assert client.setattr(fd, mode=0o640).mode == client.fstat(fd).mode == 0o640
+    with pytest.raises(OSError) as e:  # an fd of another client's: not this one's file
+        clients().setattr(fd, mode=0o600)
+    assert e.value.errno == errno.EBADF
     client.close(fd)
 
 

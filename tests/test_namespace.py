@@ -406,6 +406,9 @@ def test_orphans_keep_their_file_until_reclaimed(ns):
     assert names(ns, "d") == [] and ns.get(f.node_id).servers == (0, 1)
     assert ns.path_of(f.node_id) == "" and ns.orphans() == [f.node_id]
     assert ns.pending_deletes() == [] and ns.count_files() == 1
+    changed = ns.set_attributes(f.node_id, mode=0o600, uid=3, mtime=4.0)  # (fchmod: by id)
+    assert (changed.mode, changed.uid, changed.mtime) == (0o600, 3, 4.0)
+    assert ns.get(f.node_id) == changed and ns.orphans() == [f.node_id]
     ns.rmdir(p("d"))                              # its directory may go meanwhile
     g = ns.create(p("g"), 512, 2, [1])
     h = ns.create(p("h"), 512, 2, [0])
@@ -415,6 +418,7 @@ def test_orphans_keep_their_file_until_reclaimed(ns):
     assert ns.reclaim_orphan(f.node_id).node_id == f.node_id
     assert ns.reclaim_orphan(f.node_id) is None   # (once)
     fails(errno.ENOENT, ns.get, f.node_id)
+    fails(errno.ENOENT, ns.set_attributes, f.node_id, 0o644)
     assert ns.pending_deletes() == [(f.node_id, (0, 1))] and ns.count_files() == 2
     assert ns.reclaim_orphan(h.node_id) is None   # no orphan
     assert ns.orphans() == [g.node_id]

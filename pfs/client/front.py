@@ -128,13 +128,18 @@ class Client:
         self._names.mknod(path, stat.S_IFMT(mode), rdev,
                           new_attributes(stat.S_IMODE(mode), uid, gid))
 
-    def setattr(self, path: str, mode: int | None = None, uid: int | None = None,
+    def setattr(self, path: str | int, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, atime: float | None = None,
                 mtime: float | None = None) -> Metadata:
         """Sets the given POSIX attributes of a file, directory or symlink (chmod, chown,
         utimens; times in POSIX seconds); ctime becomes now. An mtime set while the file is
-        open stays after its close. The new metadata."""
-        return self._names.setattr(path, mode=mode, uid=uid, gid=gid, atime=atime, mtime=mtime)
+        open stays after its close. `path` may be an open fd instead, as os.chmod's may
+        (fchmod): the file may have been unlinked since it was opened. The new metadata."""
+        changes = dict(mode=mode, uid=uid, gid=gid, atime=atime, mtime=mtime)
+        if isinstance(path, int):
+            f = self._files.open_file(path)
+            return self._names.fsetattr(f.file_id, f.name, **changes)
+        return self._names.setattr(path, **changes)
 
     def rmdir(self, path: str) -> None:
         """Removes an empty directory."""

@@ -140,8 +140,14 @@ class Namespace:
 
     def setattr(self, path: str, **changes) -> Metadata:
         path = canonical(path)
-        return metadata_of(self._call("SetAttr", pb.SetAttrRequest(path=path, **changes),
-                                      f"set the attributes of {brief(path)}").meta)
+        return self._set(pb.SetAttrRequest(path=path, **changes), path)
+
+    def fsetattr(self, file_id: int, name: str, **changes) -> Metadata:
+        return self._set(pb.SetAttrRequest(file_id=file_id, **changes), name)
+
+    def _set(self, request: pb.SetAttrRequest, name: str) -> Metadata:
+        return metadata_of(self._call("SetAttr", request,
+                                      f"set the attributes of {brief(name)}").meta)
 
     def rmdir(self, path: str) -> None:
         path = canonical(path)

@@ -230,18 +230,23 @@ class Operations(mfusepy.Operations):
 
     # --- attributes -----------------------------------------------------------------------------
     def chmod(self, path: str, mode: int) -> None:
-        self.client.setattr(pfs_path(path), mode=stat.S_IMODE(mode))
+        self._setattr(path, mode=stat.S_IMODE(mode))
 
     def chown(self, path: str, uid: int, gid: int) -> None:
         """-1 leaves one unchanged; the kernel has checked that the caller may (root only)."""
-        self.client.setattr(pfs_path(path), uid=None if uid == -1 else uid,
-                            gid=None if gid == -1 else gid)
+        self._setattr(path, uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
 
     def utimens(self, path: str, times: tuple[int | None, int | None]) -> None:
         """Times in nanoseconds, None: unchanged (binding.py). PFS also sets mtime itself at
         the close after a write, unless it was set while the file was open (cp -p)."""
         atime, mtime = (None if t is None else t / 1e9 for t in times)
-        self.client.setattr(pfs_path(path), atime=atime, mtime=mtime)
+        self._setattr(path, atime=atime, mtime=mtime)
+
+    def _setattr(self, path: str, **changes) -> None:
+        """By path, or by fd for libfuse's hidden name of an unlinked open file (fchmod,
+        futimens: the file has no name in PFS any more)."""
+        fd = self.handles.hidden_fd(path)
+        self.client.setattr(pfs_path(path) if fd is None else fd, **changes)
 
     # --- what PFS does not store -----------------------------------------------------------------
     def link(self, target: str, source: str) -> None:

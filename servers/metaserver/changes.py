@@ -162,10 +162,10 @@ class NamespaceChanges:
         log.debug("deleted %s (file %d)", brief("/".join(path)), node.node_id)
         self._deletions.add(node.node_id, node.servers)
 
-    async def set_attributes(self, path: tuple[str, ...], **changes) -> Node:
-        """Sets POSIX attributes (namespace.set_attributes). An mtime set on an open file
-        stays past its close (`cp -p` sets it before closing)."""
-        node = await self._db(self._namespace.set_attributes, path, *(
+    async def set_attributes(self, target: tuple[str, ...] | int, **changes) -> Node:
+        """Sets POSIX attributes of the node at a path or with an id (namespace.set_attributes).
+        An mtime set on an open file stays past its close (`cp -p` sets it before closing)."""
+        node = await self._db(self._namespace.set_attributes, target, *(
             changes.get(k) for k in ("mode", "uid", "gid", "atime", "mtime")))
         f = self._open_files.get(node.node_id)
         if f is not None:

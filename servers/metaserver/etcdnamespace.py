@@ -108,11 +108,14 @@ class EtcdNamespace(EtcdLookups):
         return self._new_entry(path, False, attributes=attributes, special=special, rdev=rdev)
 
     # --- changing ---------------------------------------------------------------------------
-    def set_attributes(self, path: tuple[str, ...], mode: int | None = None,
+    def set_attributes(self, target: tuple[str, ...] | int, mode: int | None = None,
                        uid: int | None = None, gid: int | None = None,
                        atime: float | None = None, mtime: float | None = None) -> Node:
         with self._write_lock:
-            node, parent, name = self._walk(path)
+            found = self._walk(target) if isinstance(target, tuple) else self._node(target)
+            if found is None:
+                raise NamespaceError(errno.ENOENT, f"file {target} no longer exists")
+            node, parent, name = found
             changes = {"mode": mode, "uid": uid, "gid": gid, "atime": atime, "mtime": mtime}
             node = dataclasses.replace(node, ctime=time.time(),
                                        **{k: v for k, v in changes.items() if v is not None})

@@ -398,10 +398,16 @@ class Namespace(MetaStore):
             return self._walk(self._reader, path)
 
     def get(self, node_id: int) -> Node:
-        rows = self.query(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", (node_id,))
-        if not rows:
+        with self._read_lock:
+            return self._by_id(self._reader, node_id)
+
+    @staticmethod
+    def _by_id(db: sqlite3.Connection, node_id: int) -> Node:
+        """The node, named or not (an orphan)."""
+        row = db.execute(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        if row is None:
             raise NamespaceError(errno.ENOENT, f"file {node_id} no longer exists")
-        return _node(rows[0])
+        return _node(row)
 
     def path_of(self, node_id: int) -> str:
         """The node's canonical path now (renames move it), walking up its entries."""
@@ -487,19 +493,18 @@ class Namespace(MetaStore):
             return self._new_entry(db, path, False, attributes=attributes, special=special,
                                    rdev=rdev)
 
-    def set_attributes(self, path: tuple[str, ...], mode: int | None = None,
+    def set_attributes(self, target: tuple[str, ...] | int, mode: int | None = None,
                        uid: int | None = None, gid: int | None = None,
                        atime: float | None = None, mtime: float | None = None) -> Node:
         """Sets those of a node's POSIX attributes that are given; ctime moves, as POSIX says."""
         with self.transaction() as db:
-            node = self._walk(db, path)
+            node = self._walk(db, target) if isinstance(target, tuple) else self._by_id(db, target)
             changes = {"mode": mode, "uid": uid, "gid": gid, "atime": atime, "mtime": mtime}
             changes = {k: v for k, v in changes.items() if v is not None}
             changes["ctime"] = time.time()
             db.execute(f"UPDATE nodes SET {', '.join(k + ' = ?' for k in changes)} WHERE id = ?",
                        (*changes.values(), node.node_id))
-            return _node(db.execute(f"SELECT {_COLUMNS} FROM nodes WHERE id = ?",
-                                    (node.node_id,)).fetchone())
+            return self._by_id(db, node.node_id)
 
     @staticmethod
     def _touch_parent(db: sqlite3.Connection, node_id: int, now: float) -> None:

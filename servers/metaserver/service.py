@@ -258,13 +258,18 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def SetAttr(self, request, context):
-        self._session(context)
-        path = components(request.path)
+        """Of the node at a path, or of a file the caller has open (named or not any more)."""
+        client_id = self._session(context).client_id
         changes = {k: getattr(request, k) for k in ("mode", "uid", "gid", "atime", "mtime")
                    if request.HasField(k)}
         _check_mode(changes.get("mode"))
-        node = await self.server.changes.set_attributes(path, **changes)
-        return pb.SetAttrReply(meta=self._meta(node, "/".join(path)))
+        if request.WhichOneof("file") == "path":
+            path = components(request.path)
+            node = await self.server.changes.set_attributes(path, **changes)
+            return pb.SetAttrReply(meta=self._meta(node, "/".join(path)))
+        self.server.open_files.of(client_id, request.file_id)
+        node = await self.server.changes.set_attributes(request.file_id, **changes)
+        return pb.SetAttrReply(meta=await self._meta_by_id(node))
 
     @_answer_errors
     async def Rmdir(self, request, context):
@@ -319,8 +324,12 @@ class MetaServerService(pb_grpc.MetaServerServicer):
             return pb.StatReply(meta=self._meta(node, "/".join(path)))
         node = await self.server.files.stat(self._session(context).client_id,
                                             file_id=request.file_id)
-        path = await self.server.read(self.server.namespace.path_of, node.node_id)
-        return pb.StatReply(meta=self._meta(node, path))
+        return pb.StatReply(meta=await self._meta_by_id(node))
+
+    async def _meta_by_id(self, node: Node) -> pb.FileMeta:
+        """The metadata of a node reached by its id, with its path now ("": none left)."""
+        return self._meta(node, await self.server.read(self.server.namespace.path_of,
+                                                       node.node_id))
 
     @_answer_errors
     async def List(self, request, context):

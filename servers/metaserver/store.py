@@ -116,10 +116,11 @@ class MetaStore(abc.ABC):
         """A special file (FIFO, socket, device): a node without data, of type `special`."""
 
     @abc.abstractmethod
-    def set_attributes(self, path: tuple[str, ...], mode: int | None = None,
+    def set_attributes(self, target: tuple[str, ...] | int, mode: int | None = None,
                        uid: int | None = None, gid: int | None = None,
                        atime: float | None = None, mtime: float | None = None) -> Node:
-        """Sets those of the node's POSIX attributes that are given; ctime moves too."""
+        """Sets those of the POSIX attributes that are given of the node at a path, or of the
+        node with an id (an open file, which may have no name left); ctime moves too."""
 
     @abc.abstractmethod
     def unlink(self, path: tuple[str, ...], orphan: bool = False) -> Node:
