@@ -18,16 +18,16 @@ TIMEOUT = 60
 
 
 class Mounted:
-    """A `pfs mount` process in the foreground, and where it mounted."""
+    """A `pfs mount` process in the foreground (with `options`), and where it mounted."""
 
-    def __init__(self, cluster, path: pathlib.Path) -> None:
+    def __init__(self, cluster, path: pathlib.Path, *options: str) -> None:
         with contextlib.suppress(FileExistsError):  # (exist_ok would stat a stale mount)
             path.mkdir()
         self.path = path
         self.log = path.parent / f"{path.name}.log"
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pfs", "mount", str(path)], env=cluster.env(),
+                [sys.executable, "-m", "pfs", "mount", str(path), *options], env=cluster.env(),
                 stdout=log, stderr=log, cwd=path.parent, start_new_session=True)
         wait_until(lambda: os.path.ismount(path) or self.process.poll() is not None,
                    TIMEOUT, f"the mount on {path}")

@@ -415,6 +415,33 @@ def test_a_fileserver_restarted_while_the_mount_reads(tmp_path):
         cluster.stop()
 
 
+def test_a_write_by_another_user_clears_set_id_bits(cluster, tmp_path, name):
+    """As on a local file system: a write or truncate by a process other than root clears the
+    set-user-ID bit, and the set-group-ID bit if group execute is set (else it marks
+    mandatory locking and stays); root's write keeps them."""
+    mounted = Mounted(cluster, tmp_path / "shared", "--allow-other")
+    try:
+        top = mounted.path / name
+        top.mkdir()
+
+        def after(mode: int, command: str, user: int) -> int:
+            (top / "f").write_bytes(b"")
+            os.chmod(top / "f", mode)
+            # (in the directory before the user changes: tmp_path is root's only)
+            subprocess.run(["sh", "-c", command], cwd=top, user=user, group=user, check=True,
+                           timeout=TIMEOUT)
+            return stat.S_IMODE(os.stat(top / "f").st_mode)
+        nobody = 65534
+        assert after(0o4777, "printf x 1<> f", nobody) == 0o777
+        assert after(0o2777, "printf x >> f", nobody) == 0o777
+        assert after(0o6777, "truncate -s 5 f", nobody) == 0o777
+        assert after(0o2767, "printf x 1<> f", nobody) == 0o2767
+        assert after(0o6777, "printf x 1<> f", 0) == 0o6777
+        assert (top / "f").read_bytes() == b"x"
+    finally:
+        mounted.unmount()
+
+
 def test_the_api_stores_attributes_and_symlinks_and_refuses_bad_ones(clients, name):
     a, b = clients(2)
     a.mkdir(name, mode=0o700, uid=5, gid=6)

@@ -183,6 +183,12 @@ class Client:
         """The PFS id of the file open as `fd` (what tells files apart across renames)."""
         return self._files.open_file(fd).file_id
 
+    def permissions(self, fd: int) -> int | None:
+        """The mode bits of the file open as `fd` as this client last saw them (its open, or a
+        stat, fstat or setattr since; None: never set), without a call: the mount's set-ID
+        check."""
+        return self._files.open_file(fd).permissions
+
     def close(self, fd: int) -> None:
         """Writes back the file's dirty blocks, drops its cached blocks, and releases its tokens
         or keeps them unused for a reopen (PFS_LOCK_CACHE_FILES files; another client that needs

@@ -146,8 +146,8 @@ class Namespace:
         return self._set(pb.SetAttrRequest(file_id=file_id, **changes), name)
 
     def _set(self, request: pb.SetAttrRequest, name: str) -> Metadata:
-        return metadata_of(self._call("SetAttr", request,
-                                      f"set the attributes of {brief(name)}").meta)
+        return self._learned(self._call("SetAttr", request,
+                                        f"set the attributes of {brief(name)}").meta)
 
     def rmdir(self, path: str) -> None:
         path = canonical(path)
@@ -180,22 +180,24 @@ class Namespace:
             s.lockcache.deleted(path)
 
     def fstat(self, file_id: int, name: str) -> Metadata:
-        return self._with_own_size(self._call("Stat", pb.StatRequest(file_id=file_id),
+        return self._learned(self._call("Stat", pb.StatRequest(file_id=file_id),
                                               f"fstat {brief(name)}").meta)
 
     def stat(self, path: str) -> Metadata:
         path = canonical(path)
-        return self._with_own_size(self._call("Stat", pb.StatRequest(path=path),
+        return self._learned(self._call("Stat", pb.StatRequest(path=path),
                                               f"stat {brief(path)}").meta)
 
-    def _with_own_size(self, meta: pb.FileMeta) -> Metadata:
+    def _learned(self, meta: pb.FileMeta) -> Metadata:
         """The metadata, with the size this client's own cached writes give the file (the
-        metaserver does not ask us about those)."""
+        metaserver does not ask us about those); a file open here learns its mode bits."""
         result = metadata_of(meta)
         with self._s.lock:
             f = self._s.by_id.get(meta.file_id)
-            if f is not None and f.size_epoch == meta.size_epoch:
-                result.file_size = max(result.file_size, f.size)
+            if f is not None:
+                f.permissions = result.mode
+                if f.size_epoch == meta.size_epoch:
+                    result.file_size = max(result.file_size, f.size)
         return result
 
     def listdir(self, path: str = "") -> list[Metadata]:

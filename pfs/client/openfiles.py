@@ -35,6 +35,7 @@ class OpenFile:
     recipe: Recipe
     size: int  # the newest size this client knows of, its own cached writes included
     size_epoch: int  # the truncates of the file that `size` takes into account
+    permissions: int | None  # its mode bits as this client last saw them (Client.permissions)
     written_end: int = 0  # the end of the bytes this client wrote (what it reports as stored)
     tokens: RangeMap = field(default_factory=RangeMap)
     held: Held = field(default_factory=Held)  # the tokens' capabilities, for the fileservers
@@ -88,7 +89,8 @@ class OpenFiles:
         meta = reply.meta
         with self._s.lock:
             f = OpenFile(next(self._s.next_fd), meta.file_id, path, mode,
-                         metadata_of(meta).recipe, meta.size, meta.size_epoch)
+                         metadata_of(meta).recipe, meta.size, meta.size_epoch,
+                         meta.mode if meta.HasField("mode") else None)
             self._s.fds[f.fd] = f
             self._s.by_id[f.file_id] = f
             self._reuse_kept(f, era, reply.held)

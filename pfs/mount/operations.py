@@ -48,6 +48,13 @@ def _or(value, default):
     return default if value is None else value
 
 
+def _set_id(mode: int | None) -> int:
+    """The set-ID bits of `mode` that a write by an unprivileged process clears (Linux's rule:
+    set-group-ID only with group execute; without, it marks mandatory locking)."""
+    mode = mode or 0
+    return mode & (stat.S_ISUID | (stat.S_ISGID if mode & stat.S_IXGRP else 0))
+
+
 def _refused(what: str) -> OSError:
     return error(errno.EPERM, f"PFS does not store {what} (see the README, \"Mounting\")")
 
@@ -206,6 +213,7 @@ class Operations(mfusepy.Operations):
 
     def write(self, path: str, data: memoryview, offset: int, fh: int) -> int:
         handle = self.handles.get(fh)
+        self._drop_set_id(handle.fd)
         if handle.append:  # the kernel's offset is its own idea of the end: the file's is PFS's
             self.client.append(handle.fd, data, len(data))
             return len(data)
@@ -213,10 +221,24 @@ class Operations(mfusepy.Operations):
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
         if fh is not None:
-            self.client.ftruncate(self.handles.get(fh).fd, length)
+            self._truncate(self.handles.get(fh).fd, length)
             return
         with self.handles.fd_of(pfs_path(path)) as fd:
-            self.client.ftruncate(fd, length)
+            self._truncate(fd, length)
+
+    def _truncate(self, fd: int, length: int) -> None:
+        self._drop_set_id(fd)
+        self.client.ftruncate(fd, length)
+
+    def _drop_set_id(self, fd: int) -> None:
+        """A write or truncate by a process other than root clears the file's set-ID bits, as
+        the kernel does on local file systems (it leaves that to a FUSE file system doing
+        direct I/O): the bits as the open found them say whether to look (no call), the
+        file's mode now what to clear."""
+        if _set_id(self.client.permissions(fd)) and mfusepy.fuse_get_context()[0] != 0:
+            mode = self.client.fstat(fd).mode  # (which permissions() then tells too)
+            if _set_id(mode):
+                self.client.setattr(fd, mode=mode & ~_set_id(mode))
 
     def flush(self, path: str, fh: int) -> None:
         """close(): nothing to do; the last release writes the file back (close() returns
