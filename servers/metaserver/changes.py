@@ -52,7 +52,7 @@ class NamespaceChanges:
                      replicas: int, attributes: NewAttributes = NewAttributes()) -> Node:
         """A new file; what `width` and `replicas` leave open (0) comes from its directory's
         layout (see new_file_layout)."""
-        chosen, _ = self.new_file_layout(path[:-1], width, replicas)
+        chosen, _ = await self.new_file_layout(path[:-1], width, replicas)
         servers = self._cluster.place(chosen.stripe_width, chosen.replicas)
         node = await self._db(self._namespace.create, path, self._block_size,
                               chosen.stripe_blocks, servers, chosen.replicas, attributes)
@@ -68,27 +68,27 @@ class NamespaceChanges:
                  node.node_id, servers)
         return node
 
-    def new_file_layout(self, directory: tuple[str, ...], width: int = 0, replicas: int = 0
-                        ) -> tuple[Layout, tuple[str, ...] | None]:
+    async def new_file_layout(self, directory: tuple[str, ...], width: int = 0,
+                              replicas: int = 0) -> tuple[Layout, tuple[str, ...] | None]:
         """What a file created in `directory` gets, in full: what the create asks (`width`,
         `replicas`; 0: nothing), else what the nearest layout says (layouts.py), else the
         cluster's defaults, a layout's width no wider than the cluster allows now (as Lustre
         caps a stripe count); and the directory whose layout applies (None: none)."""
-        layout, source = self._layouts.inherited(directory)
+        layout, source = await self._read(self._layouts.inherited, directory)
         replicas = replicas or layout.replicas or self._defaults.replicas
         widest = self._cluster.widest(replicas)
         return Layout(width or min(layout.stripe_width or widest, widest),
                       layout.stripe_blocks or self._defaults.stripe_blocks, replicas), source
 
-    def layout_of(self, path: tuple[str, ...], named: str
-                  ) -> tuple[Layout, Layout, tuple[str, ...] | None]:
+    async def layout_of(self, path: tuple[str, ...], named: str
+                        ) -> tuple[Layout, Layout, tuple[str, ...] | None]:
         """A directory's own layout, what a file created in it gets, and the directory whose
         layout applies (None: none)."""
-        node = self._namespace.lookup(path)
+        node = await self._read(self._namespace.lookup, path)
         if not node.is_dir:
             raise OSError(errno.ENOTDIR, f"not a directory: {brief(named)} (`pfs stat` "
                                          "shows a file's recipe)")
-        effective, source = self.new_file_layout(path)
+        effective, source = await self.new_file_layout(path)
         return self._layouts.own(node.node_id), effective, source
 
     async def rmdir(self, path: tuple[str, ...]) -> None:

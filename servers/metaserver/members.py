@@ -98,7 +98,7 @@ class Membership:
         time: the file gets one more copy of each column, none on it (replication.py), the
         resync fills them, then the copies on it are dropped. Yields (files moved, files,
         the file being moved) as it goes. From the start no new file is placed on it."""
-        index = self._index(name)
+        index = await self._on_db_thread(self._index, name)
         if index not in self._cluster.online():
             raise OSError(errno.EHOSTDOWN, f"fileserver {name} is offline: a drain copies from "
                                            "it, so start it first (`pfs member remove` removes "
@@ -107,13 +107,15 @@ class Membership:
         others = len(self._cluster.addresses()) - 1
         crowded = [f for f in files if f.width * (f.replicas + 1) > others + 1]
         if crowded:
-            raise OSError(errno.ENOSPC, f"{_named(self._namespace, crowded)} cannot be moved: "
+            named = await self._on_db_thread(_named, self._namespace, crowded)
+            raise OSError(errno.ENOSPC, f"{named} cannot be moved: "
                                         "a drain first adds a copy of each of a file's stripe "
                                         "columns on fileservers it does not use yet, and there "
                                         "are too few; add a fileserver first")
         busy = [f for f in files if self._open_files.is_open(f.node_id)]
         if busy:
-            raise OSError(errno.EBUSY, f"{_named(self._namespace, busy)} with a copy on "
+            named = await self._on_db_thread(_named, self._namespace, busy)
+            raise OSError(errno.EBUSY, f"{named} with a copy on "
                                        f"fileserver {name} are open; try again once they are "
                                        "closed")
         self._cluster.draining.add(index)
@@ -138,8 +140,8 @@ class Membership:
     async def remove(self, name: str) -> int:
         """Removes the member `name` for good; how many files' copies on it are re-made
         elsewhere."""
-        members = self._namespace.members()
-        index = self._index(name)
+        members = await self._on_db_thread(self._namespace.members)
+        index = await self._on_db_thread(self._index, name)
         async with self._lock:  # (no file opens meanwhile)
             if index in self._cluster.online():
                 raise OSError(errno.EBUSY, f"fileserver {name} is online: stop it first (`pfs "

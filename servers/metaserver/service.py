@@ -226,8 +226,8 @@ class MetaServerService(pb_grpc.MetaServerServicer):
 
     @_answer_errors
     async def GetLayout(self, request, context):
-        own, effective, source = self.server.changes.layout_of(components(request.path),
-                                                               request.path)
+        own, effective, source = await self.server.changes.layout_of(components(request.path),
+                                                                     request.path)
         return pb.GetLayoutReply(own=_layout(own),
                                  effective=_layout(effective), source="/".join(source or ()),
                                  inherited=source is not None)
