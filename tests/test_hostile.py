@@ -86,6 +86,8 @@ def test_metaserver_validates_every_request(cluster, stored, name):
                                     metadata=session))
         refused(lambda: stub.Acquire(meta_pb.AcquireRequest(
             file_id=file_id, start=10, end=5, mode=meta_pb.WRITE), metadata=session))  # not open
+        refused(lambda: stub.SetAttr(meta_pb.SetAttrRequest(file_id=file_id, mode=0o777),
+                                     metadata=session))  # by id: only a file the caller has open
         fd = client.pfs_open(name, pfs.PFS_READ)
         refused(lambda: stub.Acquire(meta_pb.AcquireRequest(
             file_id=file_id, start=10, end=5, mode=meta_pb.WRITE), metadata=session))
