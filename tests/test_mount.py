@@ -105,6 +105,25 @@ def test_random_io_through_two_mounts_matches_a_model(mount, name):
             os.close(fd)
 
 
+def test_root_s_own_mount_checks_execute_bits_as_root_gets_anywhere(mount, name):
+    """Root's mount without --allow-other leaves permission checks to the mount (no
+    default_permissions, daemon.py): root reads and writes whatever the mode bits say, as
+    anywhere, but a file runs only with an execute bit."""
+    script = mount().path / name
+    script.write_text("#!/bin/sh\necho ran\n")
+    script.chmod(0o644)
+    assert not os.access(script, os.X_OK) and os.access(script.parent, os.X_OK)
+    with pytest.raises(PermissionError):
+        subprocess.run([str(script)], timeout=TIMEOUT)
+    script.chmod(0o700)
+    assert os.access(script, os.X_OK)
+    assert subprocess.run([str(script)], capture_output=True, text=True,
+                          timeout=TIMEOUT).stdout == "ran\n"
+    script.chmod(0)
+    assert script.read_text() == "#!/bin/sh\necho ran\n" and os.access(script, os.W_OK)
+    os.unlink(script)
+
+
 def test_what_pfs_does_not_store_is_refused_with_a_clear_errno(mount, name):
     m = mount().path
     (m / name).write_bytes(b"x")

@@ -19,12 +19,10 @@ log = logging.getLogger("pfs.mount")
 #: libfuse options: no data, attribute or name caching in the kernel (direct_io, timeouts of
 #: 0), so a write through another mount or client is seen at once; no hard_remove: libfuse
 #: hides a file unlinked while open under a .fuse_hidden* name, which the mount keeps for fstat
-#: while PFS unlinks the file (handles.py); the kernel checks permissions against the stored
-#: mode bits and owners (default_permissions); up to 16
-#: requests served at once, threads kept (libfuse 3.14 logs an error for its own default).
+#: while PFS unlinks the file (handles.py); up to 16 requests served at once, threads kept
+#: (libfuse 3.14 logs an error for its own default).
 FUSE_OPTIONS = dict(direct_io=True, attr_timeout=0, entry_timeout=0, negative_timeout=0,
-                    auto_unmount=True, default_permissions=True, subtype="pfs",
-                    max_threads=16, max_idle_threads=16)
+                    auto_unmount=True, subtype="pfs", max_threads=16, max_idle_threads=16)
 #: What libfuse's fuse_main returns when its loop ended on SIGINT, SIGTERM or SIGHUP.
 STOPPED_BY_SIGNAL = 8
 
@@ -47,6 +45,7 @@ def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
     try:
         # The source that mount(8) shows: pfs@ADDRESS (a comma would end the option).
         Fuse(operations, mountpoint, foreground=True, **FUSE_OPTIONS, allow_other=allow_other,
+             default_permissions=kernel_checks_permissions(allow_other),
              fsname="pfs@" + client.metaserver.replace(",", "+"))
     except RuntimeError as e:  # fuse_main's status
         if e.args != (STOPPED_BY_SIGNAL,):
@@ -55,6 +54,14 @@ def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
     finally:
         operations.handles.close_all()
         client.finish(client_id)
+
+
+def kernel_checks_permissions(allow_other: bool) -> bool:
+    """Whether the kernel checks each access against the stored mode bits and owners
+    (default_permissions): on every mount but root's alone (no allow_other). There root passes
+    every check but execute, which the kernel makes without it too (Operations.access), and a
+    check would cost a getattr, a metaserver call, for every directory on every path."""
+    return allow_other or os.getuid() != 0
 
 
 def _prepare(mountpoint: str) -> None:

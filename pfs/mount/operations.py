@@ -5,7 +5,8 @@ consistent with every other PFS client. A failure is the OSError PFS raised, who
 program sees.
 
 Mode bits, owners and times are stored by the metaserver (Client.setattr); the kernel checks
-permissions against them (daemon.py: default_permissions). Unlink and rename work on files open
+permissions against them (daemon.py: default_permissions), but on root's own mount, where only
+execute is checked. Unlink and rename work on files open
 anywhere, as POSIX says (PFS keeps an unlinked open file until its last close). What PFS does
 not store is refused as file systems without the feature do: hard links with EPERM, extended
 attributes with ENOTSUP (mfusepy's default). Special files (FIFOs, sockets, devices) are names
@@ -95,6 +96,13 @@ class Operations(mfusepy.Operations):
                     st_blocks=(size + 511) // 512,
                     st_blksize=meta.recipe.block_size * meta.recipe.stripe_blocks or 4096,
                     st_mtime=mtime, st_atime=atime, st_ctime=ctime, st_rdev=meta.rdev or 0)
+
+    def access(self, path: str, amode: int) -> None:
+        """access(2) and chdir on a mount without default_permissions (root's alone: daemon.py),
+        as for root anywhere: everything passes but executing a file without an execute bit."""
+        mode = self.getattr(path)["st_mode"]
+        if amode & os.X_OK and stat.S_ISREG(mode) and not mode & 0o111:
+            raise error(errno.EACCES, f"{path} has no execute bit")
 
     def readlink(self, path: str) -> str:
         target = self.client.stat(pfs_path(path)).symlink_target
