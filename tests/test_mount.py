@@ -146,6 +146,13 @@ def _usable(path: pathlib.Path) -> bool:
         return False
 
 
+def _guards(path: pathlib.Path) -> list[int]:
+    """The pids of the guard processes of the mount on `path`."""
+    return [int(pid) for pid in subprocess.run(
+        ["pgrep", "-f", f"pfs.mount.unmounting {path}$"], capture_output=True, text=True,
+        timeout=TIMEOUT).stdout.split()]
+
+
 def test_a_killed_daemon_leaves_the_mount_point_usable_and_a_new_mount_works(
         cluster, mount, tmp_path, name):
     first = mount("m")
@@ -153,10 +160,12 @@ def test_a_killed_daemon_leaves_the_mount_point_usable_and_a_new_mount_works(
         f.write(b"kept" * 1000)
         f.flush()
         os.fsync(f.fileno())  # what fsync acknowledged survives the daemon
+    assert len(_guards(first.path)) == 1
     first.process.kill()
     first.process.wait(timeout=TIMEOUT)
-    wait_until(lambda: _usable(first.path), TIMEOUT, "the auto-unmount")
+    wait_until(lambda: _usable(first.path), TIMEOUT, "the guard's unmount")
     assert os.listdir(first.path) == [] and not os.path.ismount(first.path)
+    wait_until(lambda: not _guards(first.path), TIMEOUT, "the guard's end")
     second = mount("m")
     assert (second.path / name).read_bytes() == b"kept" * 1000
 
@@ -164,11 +173,9 @@ def test_a_killed_daemon_leaves_the_mount_point_usable_and_a_new_mount_works(
 def test_a_stale_mount_point_is_recovered_and_sigterm_writes_back(cluster, mount, clients,
                                                                    name):
     first = mount("m")
-    # The daemon and its auto-unmount helper both gone: the kernel keeps a dead mount.
-    helper = subprocess.run(["pgrep", "-f", f"fusermount3.*{first.path}"], capture_output=True,
-                            text=True, timeout=TIMEOUT).stdout.split()
-    for pid in helper:
-        os.kill(int(pid), signal.SIGKILL)
+    # The daemon and its guard both gone: the kernel keeps a dead mount.
+    guard, = _guards(first.path)
+    os.kill(guard, signal.SIGKILL)
     first.process.kill()
     first.process.wait(timeout=TIMEOUT)
     with pytest.raises(OSError) as e:
@@ -179,6 +186,7 @@ def test_a_stale_mount_point_is_recovered_and_sigterm_writes_back(cluster, mount
     second.process.send_signal(signal.SIGTERM)
     assert second.process.wait(timeout=TIMEOUT) == 0, second.log.read_text()
     assert not os.path.ismount(second.path)
+    wait_until(lambda: not _guards(second.path), TIMEOUT, "the guard's end")
     assert read_file(clients(1), name) == b"written, then SIGTERM"
     assert shutil.which("fusermount3")  # (the suite's install step put it there)
 

@@ -99,7 +99,7 @@ def helper(argv: list[str] | None = None) -> int:
 
 
 def cmd_umount(args: argparse.Namespace, console: Console) -> int:
-    from pfs.mount.daemon import unmount
+    from pfs.mount.unmounting import unmount
 
     unmount(os.path.abspath(args.mountpoint), lazy=args.lazy)
     return 0
@@ -112,7 +112,7 @@ Mount the cluster at PFS_METASERVER on MOUNTPOINT (an empty directory) with FUSE
 foreground until `pfs umount MOUNTPOINT`, Ctrl-C or SIGTERM, which write back the files still
 open and end the session. The mount is one PFS client, sequentially consistent with every other
 mount and client: a write through it is seen at once by a read anywhere. A mount whose process
-was killed is unmounted by libfuse's helper; a mount point left unusable ("Transport endpoint is
+was killed is unmounted by its guard process; a mount point left unusable ("Transport endpoint is
 not connected") is recovered by mounting on it again. Needs libfuse 3 (Debian: fuse3) and the
 extra pfs[mount]. What the mount refuses is in the README, "Mounting".""", cmd_mount,
                     graceful=True)

@@ -4,6 +4,7 @@ with the kernel's page and attribute caches kept out, so the mount is sequential
 with every other mount and client.
 
     daemon.py      the mount's life: options, mount, serve, unmount, write back
+    unmounting.py  `pfs umount`, and the guard that unmounts a mount whose process died
     operations.py  the FUSE operations over the Client, and what is refused
     handles.py     FUSE file handles over the Client's fds
     binding.py     mfusepy against libfuse 3, zero-copy reads and writes

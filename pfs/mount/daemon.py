@@ -1,18 +1,18 @@
 """A mount's life: one Client session from mount to unmount, FUSE options that keep the kernel's
 caches out (so every read and write goes through PFS's tokens), and an unmount however it ends:
-libfuse's auto_unmount helper unmounts if this process dies (even by SIGKILL), Ctrl-C and
-SIGTERM end the loop, and files still open are written back before the session finishes.
+the guard (unmounting.py) unmounts if this process dies (even by SIGKILL), Ctrl-C and SIGTERM
+end the loop, and files still open are written back before the session finishes.
 """
 from __future__ import annotations
 
 import errno
 import logging
 import os
-import shutil
-import subprocess
 
 from pfs.client import Client
 from pfs.protocol.errnos import error
+
+from .unmounting import start_guard, unmount
 
 log = logging.getLogger("pfs.mount")
 
@@ -20,9 +20,9 @@ log = logging.getLogger("pfs.mount")
 #: 0), so a write through another mount or client is seen at once; no hard_remove: libfuse
 #: hides a file unlinked while open under a .fuse_hidden* name, which the mount keeps for fstat
 #: while PFS unlinks the file (handles.py); up to 16 requests served at once, threads kept
-#: (libfuse 3.14 logs an error for its own default).
+#: (libfuse 3.14 logs an error for its own default). No auto_unmount: the guard does it.
 FUSE_OPTIONS = dict(direct_io=True, attr_timeout=0, entry_timeout=0, negative_timeout=0,
-                    auto_unmount=True, subtype="pfs", max_threads=16, max_idle_threads=16)
+                    subtype="pfs", max_threads=16, max_idle_threads=16)
 #: What libfuse's fuse_main returns when its loop ended on SIGINT, SIGTERM or SIGHUP.
 STOPPED_BY_SIGNAL = 8
 
@@ -42,6 +42,7 @@ def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
     operations = Operations(client, stripe_width)
     if on_mounted is not None:
         operations.init = lambda path: on_mounted()
+    guard = start_guard(mountpoint)
     try:
         # The source that mount(8) shows: pfs@ADDRESS (a comma would end the option).
         Fuse(operations, mountpoint, foreground=True, **FUSE_OPTIONS, allow_other=allow_other,
@@ -52,6 +53,7 @@ def serve(mountpoint: str, metaserver: str | None = None, stripe_width: int = 0,
             raise error(errno.EIO, f"libfuse failed (fuse_main returned {e.args[0]}); see "
                                    "the lines above") from None
     finally:
+        os.close(guard)  # unmounted by now: the guard sees no mount and ends
         operations.handles.close_all()
         client.finish(client_id)
 
@@ -79,16 +81,3 @@ def _prepare(mountpoint: str) -> None:
     if os.path.ismount(mountpoint):
         raise error(errno.EBUSY, f"{mountpoint} is a mount point already (pfs umount "
                                  f"{mountpoint} first)")
-
-
-def unmount(mountpoint: str, lazy: bool = False) -> None:
-    """Unmounts a FUSE mount (`lazy`: even while busy); the daemon then writes back and ends."""
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    if tool is None:
-        raise error(errno.ENOENT, "fusermount3 is not installed (apt-get install fuse3)")
-    done = subprocess.run([tool, "-u", *(["-z"] if lazy else []), mountpoint],
-                          capture_output=True, text=True, timeout=60)
-    if done.returncode:
-        message = done.stderr.strip().rpartition(": ")[2] or "failed"
-        code = errno.EBUSY if "busy" in message else errno.EINVAL
-        raise error(code, f"cannot unmount {mountpoint}: {message}")
