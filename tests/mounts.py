@@ -29,9 +29,10 @@ class Mounted:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pfs", "mount", str(path), *options], env=cluster.env(),
                 stdout=log, stderr=log, cwd=path.parent, start_new_session=True)
-        wait_until(lambda: os.path.ismount(path) or self.process.poll() is not None,
+        # (A path through a symbolic link is mounted where the link points.)
+        wait_until(lambda: os.path.ismount(path.resolve()) or self.process.poll() is not None,
                    TIMEOUT, f"the mount on {path}")
-        assert os.path.ismount(path), self.log.read_text()
+        assert os.path.ismount(path.resolve()), self.log.read_text()
 
     def unmount(self) -> None:
         # Whatever state it is in (ismount is False for a dead mount): "not mounted" is fine.

@@ -155,17 +155,20 @@ def _guards(path: pathlib.Path) -> list[int]:
 
 def test_a_killed_daemon_leaves_the_mount_point_usable_and_a_new_mount_works(
         cluster, mount, tmp_path, name):
-    first = mount("m")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "m")  # the guard finds the mount all the same
+    first = mount("link")
     with open(first.path / name, "wb") as f:
         f.write(b"kept" * 1000)
         f.flush()
         os.fsync(f.fileno())  # what fsync acknowledged survives the daemon
-    assert len(_guards(first.path)) == 1
+    where = tmp_path / "m"
+    assert os.path.ismount(where) and len(_guards(where)) == 1
     first.process.kill()
     first.process.wait(timeout=TIMEOUT)
-    wait_until(lambda: _usable(first.path), TIMEOUT, "the guard's unmount")
-    assert os.listdir(first.path) == [] and not os.path.ismount(first.path)
-    wait_until(lambda: not _guards(first.path), TIMEOUT, "the guard's end")
+    wait_until(lambda: _usable(where), TIMEOUT, "the guard's unmount")
+    assert os.listdir(where) == [] and not os.path.ismount(where)
+    wait_until(lambda: not _guards(where), TIMEOUT, "the guard's end")
     second = mount("m")
     assert (second.path / name).read_bytes() == b"kept" * 1000
 

@@ -46,7 +46,9 @@ def start_guard(mountpoint: str) -> int:
     read_end, write_end = os.pipe()
     try:
         # A session of its own: the terminal's Ctrl-C ends the mount, never its guard.
-        subprocess.Popen([sys.executable, "-m", "pfs.mount.unmounting", mountpoint],
+        # The path the mount table will show: through symbolic links.
+        subprocess.Popen([sys.executable, "-m", "pfs.mount.unmounting",
+                          os.path.realpath(mountpoint)],
                          stdin=read_end, cwd="/", start_new_session=True)
     finally:
         os.close(read_end)
