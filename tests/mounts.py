@@ -24,19 +24,19 @@ class Mounted:
         with contextlib.suppress(FileExistsError):  # (exist_ok would stat a stale mount)
             path.mkdir()
         self.path = path
+        self.where = path.resolve()  # where the mount is (a link is followed)
         self.log = path.parent / f"{path.name}.log"
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pfs", "mount", str(path), *options], env=cluster.env(),
                 stdout=log, stderr=log, cwd=path.parent, start_new_session=True)
-        # (A path through a symbolic link is mounted where the link points.)
-        wait_until(lambda: os.path.ismount(path.resolve()) or self.process.poll() is not None,
+        wait_until(lambda: os.path.ismount(self.where) or self.process.poll() is not None,
                    TIMEOUT, f"the mount on {path}")
-        assert os.path.ismount(path.resolve()), self.log.read_text()
+        assert os.path.ismount(self.where), self.log.read_text()
 
     def unmount(self) -> None:
         # Whatever state it is in (ismount is False for a dead mount): "not mounted" is fine.
-        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True,
+        subprocess.run(["fusermount3", "-u", "-z", str(self.where)], capture_output=True,
                        timeout=TIMEOUT)
         try:
             self.process.wait(timeout=TIMEOUT)

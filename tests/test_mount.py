@@ -162,8 +162,8 @@ def test_a_killed_daemon_leaves_the_mount_point_usable_and_a_new_mount_works(
         f.write(b"kept" * 1000)
         f.flush()
         os.fsync(f.fileno())  # what fsync acknowledged survives the daemon
-    where = tmp_path / "m"
-    assert os.path.ismount(where) and len(_guards(where)) == 1
+    where = first.where
+    assert where == tmp_path / "m" and len(_guards(where)) == 1
     first.process.kill()
     first.process.wait(timeout=TIMEOUT)
     wait_until(lambda: _usable(where), TIMEOUT, "the guard's unmount")
