@@ -92,6 +92,11 @@ def guard(mountpoint: str) -> int:
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while (dead := _dead(mountpoint)) is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    if dead is None:
+        print(f"pfs mount: its process ended, but the kernel has not let go of {mountpoint} "
+              f"in {SETTLE_TIMEOUT:g}s; `pfs umount --lazy {mountpoint}` unmounts it",
+              file=sys.stderr, flush=True)
+        return 1
     if not dead:
         return 0
     unmount(mountpoint, lazy=True)
